@@ -1,0 +1,6 @@
+//! The server-server API pieces: this server's signing key, its published key document,
+//! and signing of events and JSON with it.
+
+pub mod signing_key;
+
+pub use signing_key::SigningKey;

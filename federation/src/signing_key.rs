@@ -1,0 +1,137 @@
+//! This server's ed25519 signing key.
+
+use std::collections::BTreeMap;
+
+use ruma::{
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, ServerName,
+    api::federation::discovery::{ServerSigningKeys, VerifyKey},
+    room_version_rules::RedactionRules,
+    serde::{Base64, Raw},
+    signatures::{Ed25519KeyPair, KeyPair},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("invalid signing key: {0}")]
+    Invalid(String),
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// The stored form of the key: its version and PKCS#8 document.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub version: String,
+    pub pkcs8: String,
+}
+
+pub struct SigningKey {
+    key_pair: Ed25519KeyPair,
+    version: String,
+}
+
+impl SigningKey {
+    /// Makes a new random key (from the operating system's CSPRNG).
+    pub fn generate() -> StoredKey {
+        let document = Ed25519KeyPair::generate();
+        let suffix: String = {
+            use base64::Engine;
+            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&document[document.len() - 4..]);
+            digest.chars().filter(char::is_ascii_alphanumeric).take(6).collect()
+        };
+        StoredKey {
+            version: format!("a_{suffix}"),
+            pkcs8: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &*document),
+        }
+    }
+
+    pub fn from_stored(stored: &StoredKey) -> Result<Self, KeyError> {
+        let document = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &stored.pkcs8)
+            .map_err(|error| KeyError::Invalid(error.to_string()))?;
+        let key_pair = Ed25519KeyPair::from_der(&document, stored.version.clone())
+            .map_err(|error| KeyError::Invalid(error.to_string()))?;
+        Ok(Self { key_pair, version: stored.version.clone() })
+    }
+
+    /// The key id, e.g. `ed25519:a_AbCd`.
+    pub fn key_id(&self) -> String {
+        format!("ed25519:{}", self.version)
+    }
+
+    pub fn public_key(&self) -> Base64 {
+        Base64::new(self.key_pair.public_key().to_vec())
+    }
+
+    /// Adds the content hash and this server's signature to a PDU.
+    pub fn sign_event(
+        &self,
+        server_name: &ServerName,
+        object: &mut CanonicalJsonObject,
+        redaction: &RedactionRules,
+    ) -> Result<(), KeyError> {
+        ruma::signatures::hash_and_sign_event(server_name.as_str(), &self.key_pair, object, redaction)
+            .map_err(|error| KeyError::Signing(error.to_string()))
+    }
+
+    /// Signs arbitrary JSON (key documents, requests).
+    pub fn sign_json(&self, server_name: &ServerName, object: &mut CanonicalJsonObject) -> Result<(), KeyError> {
+        ruma::signatures::sign_json(server_name.as_str(), &self.key_pair, object)
+            .map_err(|error| KeyError::Signing(error.to_string()))
+    }
+
+    /// The signed `/_matrix/key/v2/server` document, valid until `valid_until`.
+    pub fn server_keys(
+        &self,
+        server_name: &ServerName,
+        valid_until: MilliSecondsSinceUnixEpoch,
+    ) -> Result<Raw<ServerSigningKeys>, KeyError> {
+        let mut verify_keys = BTreeMap::new();
+        verify_keys.insert(
+            ruma::OwnedServerSigningKeyId::try_from(self.key_id().as_str())
+                .map_err(|error| KeyError::Invalid(error.to_string()))?,
+            VerifyKey::new(self.public_key()),
+        );
+        let mut keys = ServerSigningKeys::new(server_name.to_owned(), valid_until);
+        keys.verify_keys = verify_keys;
+        let mut object: CanonicalJsonObject = serde_json::from_value(
+            serde_json::to_value(&keys).map_err(|error| KeyError::Signing(error.to_string()))?,
+        )
+        .map_err(|error| KeyError::Signing(error.to_string()))?;
+        self.sign_json(server_name, &mut object)?;
+        let raw = serde_json::value::to_raw_value(&object).map_err(|error| KeyError::Signing(error.to_string()))?;
+        Ok(Raw::from_json(raw))
+    }
+
+    /// Signs with the key pair directly (the signature bytes).
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.key_pair.sign(message).as_bytes().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_document_verifies_with_its_own_key() {
+        let key = SigningKey::from_stored(&SigningKey::generate()).unwrap();
+        let server = ruma::server_name!("example.org");
+        let document = key.server_keys(server, MilliSecondsSinceUnixEpoch::now()).unwrap();
+        let object: CanonicalJsonObject = serde_json::from_str(document.json().get()).unwrap();
+        let mut public_keys = BTreeMap::new();
+        public_keys.insert(key.key_id(), key.public_key());
+        let mut servers = BTreeMap::new();
+        servers.insert(server.to_string(), public_keys);
+        ruma::signatures::verify_json(&servers, &object).unwrap();
+    }
+
+    #[test]
+    fn a_stored_key_loads_back_to_the_same_public_key() {
+        let stored = SigningKey::generate();
+        let a = SigningKey::from_stored(&stored).unwrap();
+        let b = SigningKey::from_stored(&stored).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        assert!(a.key_id().starts_with("ed25519:a_"));
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a Debian machine with a Rust toolchain:
+# libclang for the RocksDB bindings, and the JavaScript and Python client libraries
+# the black-box tests drive the server with.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v clang >/dev/null 2>&1 || [ -e /usr/lib/llvm-14/lib/libclang.so ] || need_apt+=(libclang-dev)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ "${1:-}" != "--server-only" ]; then
+    if [ ! -d complement-tests/js/node_modules/matrix-js-sdk ]; then
+        (cd complement-tests/js && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+fi

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and in-process tests, then the black-box tests that start
+# the real binary and drive it with matrix-sdk (Rust) and matrix-js-sdk (Node).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
+
+cargo build --workspace --all-targets
+export PALISADE_BIN="$CARGO_TARGET_DIR/debug/palisade"
+
+cargo test --workspace --no-fail-fast
+
+(cd complement-tests/js && node --test --test-concurrency=1 tests/)

@@ -1,0 +1,76 @@
+//! Server discovery: versions, well-known and capabilities.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::Router;
+use ruma::{
+    RoomVersionId,
+    api::client::discovery::{
+        discover_homeserver::{self, HomeserverInfo},
+        get_capabilities::{
+            self,
+            v3::{Capabilities, RoomVersionStability, RoomVersionsCapability},
+        },
+        get_supported_versions,
+    },
+};
+
+use crate::{
+    Result,
+    router::{Ruma, RumaRouter},
+    service::Services,
+};
+
+/// The spec versions this server speaks.
+const VERSIONS: &[&str] = &[
+    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
+    "v1.9", "v1.10", "v1.11", "v1.12",
+];
+
+/// Room versions this server can create and join.
+pub const ROOM_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V1,
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.ruma_route(versions).ruma_route(well_known).ruma_route(capabilities)
+}
+
+/// # `GET /_matrix/client/versions`
+async fn versions(_: Arc<Services>, _: Ruma<get_supported_versions::Request>) -> Result<get_supported_versions::Response> {
+    let mut response =
+        get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
+    response.unstable_features = BTreeMap::from([("org.matrix.msc2432".to_owned(), true)]);
+    Ok(response)
+}
+
+/// # `GET /.well-known/matrix/client`
+async fn well_known(services: Arc<Services>, _: Ruma<discover_homeserver::Request>) -> Result<discover_homeserver::Response> {
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(services.config.client_base_url())))
+}
+
+/// # `GET /_matrix/client/v3/capabilities`
+async fn capabilities(
+    services: Arc<Services>,
+    _: Ruma<get_capabilities::v3::Request>,
+) -> Result<get_capabilities::v3::Response> {
+    let available = ROOM_VERSIONS
+        .iter()
+        .map(|version| (version.clone(), RoomVersionStability::Stable))
+        .collect();
+    let mut capabilities = Capabilities::new();
+    capabilities.room_versions =
+        RoomVersionsCapability::new(services.config.default_room_version.clone(), available);
+    Ok(get_capabilities::v3::Response::new(capabilities))
+}

@@ -1,0 +1,117 @@
+//! Typing notifications, read receipts and read markers.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::Router;
+use ruma::{
+    EventId, RoomId, UserId,
+    api::client::{
+        read_marker::set_read_marker,
+        receipt::create_receipt::{self, v3::ReceiptType},
+        typing::create_typing_event::{self, v3::Typing},
+    },
+    events::receipt::ReceiptThread,
+};
+
+use crate::{
+    Error, Result,
+    router::{Ruma, RumaRouter},
+    service::Services,
+};
+
+/// The longest a client may claim to be typing at once.
+const MAX_TYPING: Duration = Duration::from_secs(120);
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.ruma_route(typing).ruma_route(receipt).ruma_route(read_markers)
+}
+
+fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Result<()> {
+    if !services.rooms.is_joined(room_id, user)? {
+        return Err(Error::forbidden("You are not in this room"));
+    }
+    Ok(())
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}`
+async fn typing(services: Arc<Services>, request: Ruma<create_typing_event::v3::Request>) -> Result<create_typing_event::v3::Response> {
+    let user = request.user_id()?;
+    if user != request.body.user_id {
+        return Err(Error::forbidden("You can only set your own typing state"));
+    }
+    require_joined(&services, &request.body.room_id, user)?;
+    let timeout = match &request.body.state {
+        Typing::Yes(info) => Some(info.timeout.min(MAX_TYPING)),
+        _ => None,
+    };
+    let members = services.rooms.members_with(&request.body.room_id, "join")?;
+    services.typing.set(&request.body.room_id, user, timeout, members);
+    Ok(create_typing_event::v3::Response::new())
+}
+
+/// Records a receipt, waking the room (or only the user, for private ones and markers).
+fn record(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    receipt_type: &str,
+    event_id: &EventId,
+    thread: Option<String>,
+) -> Result<()> {
+    let pdu = services.rooms.pdu(event_id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+    if pdu.room_id != room_id {
+        return Err(Error::not_found("Event not found"));
+    }
+    if receipt_type == "m.fully_read" {
+        return services
+            .account_data
+            .set(user, Some(room_id), "m.fully_read", serde_json::json!({ "event_id": event_id }));
+    }
+    let notify = if receipt_type == "m.read" {
+        services.rooms.members_with(room_id, "join")?
+    } else {
+        vec![user.to_owned()]
+    };
+    services.receipts.set(room_id, user, receipt_type, event_id, thread, &notify)
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}`
+async fn receipt(services: Arc<Services>, request: Ruma<create_receipt::v3::Request>) -> Result<create_receipt::v3::Response> {
+    let user = request.user_id()?;
+    let body = &request.body;
+    require_joined(&services, &body.room_id, user)?;
+    let receipt_type = match &body.receipt_type {
+        ReceiptType::Read => "m.read",
+        ReceiptType::ReadPrivate => "m.read.private",
+        ReceiptType::FullyRead => "m.fully_read",
+        other => return Err(Error::invalid_param(format!("Unknown receipt type {}", other.as_str()))),
+    };
+    let thread = match &body.thread {
+        ReceiptThread::Unthreaded => None,
+        ReceiptThread::Main => Some("main".to_owned()),
+        ReceiptThread::Thread(root) => Some(root.to_string()),
+        _ => return Err(Error::invalid_param("Unknown thread id")),
+    };
+    if receipt_type == "m.fully_read" && thread.is_some() {
+        return Err(Error::invalid_param("m.fully_read cannot be threaded"));
+    }
+    record(&services, &body.room_id, user, receipt_type, &body.event_id, thread)?;
+    Ok(create_receipt::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/read_markers`
+async fn read_markers(services: Arc<Services>, request: Ruma<set_read_marker::v3::Request>) -> Result<set_read_marker::v3::Response> {
+    let user = request.user_id()?;
+    let body = &request.body;
+    require_joined(&services, &body.room_id, user)?;
+    if let Some(event_id) = &body.fully_read {
+        record(&services, &body.room_id, user, "m.fully_read", event_id, None)?;
+    }
+    if let Some(event_id) = &body.read_receipt {
+        record(&services, &body.room_id, user, "m.read", event_id, None)?;
+    }
+    if let Some(event_id) = &body.private_read_receipt {
+        record(&services, &body.room_id, user, "m.read.private", event_id, None)?;
+    }
+    Ok(set_read_marker::v3::Response::new())
+}

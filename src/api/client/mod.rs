@@ -1,0 +1,42 @@
+//! The client-server API.
+
+pub mod account;
+pub mod account_data;
+pub mod device;
+pub mod directory;
+pub mod discovery;
+pub mod ephemeral;
+pub mod filter;
+pub mod membership;
+pub mod profile;
+pub mod push;
+pub mod register;
+pub mod room;
+pub mod session;
+pub mod sync;
+pub mod uia;
+pub mod user_directory;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::service::Services;
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let router = discovery::routes(router);
+    let router = register::routes(router);
+    let router = session::routes(router);
+    let router = device::routes(router);
+    let router = account::routes(router);
+    let router = profile::routes(router);
+    let router = account_data::routes(router);
+    let router = filter::routes(router);
+    let router = push::routes(router);
+    let router = user_directory::routes(router);
+    let router = room::routes(router);
+    let router = membership::routes(router);
+    let router = directory::routes(router);
+    let router = ephemeral::routes(router);
+    sync::routes(router)
+}

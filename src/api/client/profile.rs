@@ -1,0 +1,122 @@
+//! Profiles. A change of display name or avatar is also sent as a new member event into
+//! every room the user is in, so other members see it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{
+    UserId,
+    api::client::profile::{
+        ProfileFieldValue, UserProfile, delete_profile_field, get_profile, get_profile_field,
+        set_profile_field,
+    },
+};
+
+use crate::{
+    Error, Result,
+    router::{Ruma, RumaRouter},
+    service::{Services, rooms::timeline::NewEvent},
+};
+
+/// The largest profile value accepted, in bytes of JSON.
+const MAX_FIELD_BYTES: usize = 4096;
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma_route(profile)
+        .ruma_route(field)
+        .ruma_route(set_field)
+        .ruma_route(delete_field)
+}
+
+fn require_local_user(services: &Services, user_id: &UserId) -> Result<()> {
+    if user_id.server_name() != services.config.server_name || !services.users.exists(user_id)? {
+        return Err(Error::not_found("Profile not found"));
+    }
+    Ok(())
+}
+
+/// # `GET /_matrix/client/v3/profile/{userId}`
+async fn profile(services: Arc<Services>, request: Ruma<get_profile::v3::Request>) -> Result<get_profile::v3::Response> {
+    require_local_user(&services, &request.body.user_id)?;
+    let fields = services.users.profile(&request.body.user_id)?;
+    let mut response = get_profile::v3::Response::new();
+    response.data = fields.into_iter().collect::<UserProfile>();
+    Ok(response)
+}
+
+/// # `GET /_matrix/client/v3/profile/{userId}/{keyName}`
+async fn field(services: Arc<Services>, request: Ruma<get_profile_field::v3::Request>) -> Result<get_profile_field::v3::Response> {
+    require_local_user(&services, &request.body.user_id)?;
+    let name = request.body.field.as_str();
+    let value = services
+        .users
+        .profile_field(&request.body.user_id, name)?
+        .ok_or_else(|| Error::not_found("Profile field not set"))?;
+    let value = ProfileFieldValue::new(name, value).map_err(|error| Error::internal(error))?;
+    Ok(get_profile_field::v3::Response::new(value))
+}
+
+/// # `PUT /_matrix/client/v3/profile/{userId}/{keyName}`
+async fn set_field(services: Arc<Services>, request: Ruma<set_profile_field::v3::Request>) -> Result<set_profile_field::v3::Response> {
+    let user_id = request.user_id()?.to_owned();
+    if request.body.user_id != user_id {
+        return Err(Error::forbidden("You can only change your own profile"));
+    }
+    let name = request.body.value.field_name();
+    let value = request.body.value.value().into_owned();
+    if serde_json::to_vec(&value).map_err(Error::internal)?.len() > MAX_FIELD_BYTES {
+        return Err(Error::new(ruma::api::error::ErrorKind::TooLarge, "Profile field too large"));
+    }
+    services.users.set_profile_field(&user_id, name.as_str(), Some(&value))?;
+    propagate(&services, &user_id, name.as_str()).await?;
+    Ok(set_profile_field::v3::Response::new())
+}
+
+/// # `DELETE /_matrix/client/v3/profile/{userId}/{keyName}`
+async fn delete_field(
+    services: Arc<Services>,
+    request: Ruma<delete_profile_field::v3::Request>,
+) -> Result<delete_profile_field::v3::Response> {
+    let user_id = request.user_id()?.to_owned();
+    if request.body.user_id != user_id {
+        return Err(Error::forbidden("You can only change your own profile"));
+    }
+    let name = request.body.field.as_str().to_owned();
+    services.users.set_profile_field(&user_id, &name, None)?;
+    propagate(&services, &user_id, &name).await?;
+    Ok(delete_profile_field::v3::Response::new())
+}
+
+/// Sends an updated member event into each joined room after a display name or avatar
+/// change.
+async fn propagate(services: &Services, user_id: &UserId, field: &str) -> Result<()> {
+    if !matches!(field, "displayname" | "avatar_url") {
+        return Ok(());
+    }
+    let displayname = services.users.displayname(user_id)?;
+    let avatar_url = services.users.avatar_url(user_id)?;
+    for (room_id, membership) in services.rooms.user_rooms(user_id)? {
+        if membership.membership != "join" {
+            continue;
+        }
+        let mut content = services
+            .rooms
+            .state_content(&room_id, "m.room.member", user_id.as_str())?
+            .unwrap_or_else(|| serde_json::json!({ "membership": "join" }));
+        let object = content.as_object_mut().ok_or_else(|| Error::internal("member content"))?;
+        match &displayname {
+            Some(name) => object.insert("displayname".to_owned(), name.as_str().into()),
+            None => object.remove("displayname"),
+        };
+        match &avatar_url {
+            Some(url) => object.insert("avatar_url".to_owned(), url.as_str().into()),
+            None => object.remove("avatar_url"),
+        };
+        let event = NewEvent::state("m.room.member", user_id.as_str(), content);
+        if let Err(error) = services.rooms.append(&room_id, user_id, event, None).await {
+            tracing::warn!(%room_id, %error, "could not update the member event");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! Push rules and pushers. The rules live in the user's `m.push_rules` account data
+//! (which is how clients also receive them in `/sync`), seeded with the spec's default
+//! ruleset at registration.
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{
+    UserId,
+    api::client::push::{
+        Pusher, delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions,
+        get_pushrule_enabled, get_pushrules_all, get_pushrules_global_scope, set_pusher,
+        set_pushrule, set_pushrule_actions, set_pushrule_enabled,
+    },
+    push::Ruleset,
+};
+
+use crate::{
+    Error, Result,
+    router::{Ruma, RumaRouter},
+    service::Services,
+    storage::{Keyspace, codec::Key},
+};
+
+const PUSH_RULES: &str = "m.push_rules";
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma_route(all_rules)
+        .ruma_route(global_rules)
+        .ruma_route(rule)
+        .ruma_route(set_rule)
+        .ruma_route(delete_rule)
+        .ruma_route(rule_enabled)
+        .ruma_route(set_rule_enabled)
+        .ruma_route(rule_actions)
+        .ruma_route(set_rule_actions)
+        .ruma_route(pushers)
+        .ruma_route(set_pusher)
+}
+
+/// Stores the spec's default push rules for a new user.
+pub fn init_push_rules(services: &Services, user_id: &UserId) -> Result<()> {
+    save(services, user_id, &Ruleset::server_default(user_id))
+}
+
+/// The user's push rules (the defaults if none are stored).
+pub fn load(services: &Services, user_id: &UserId) -> Result<Ruleset> {
+    let stored = services.account_data.get(user_id, None, PUSH_RULES)?;
+    let ruleset = stored
+        .and_then(|content| content.get("global").cloned())
+        .and_then(|global| serde_json::from_value(global).ok())
+        .unwrap_or_else(|| Ruleset::server_default(user_id));
+    Ok(ruleset)
+}
+
+fn save(services: &Services, user_id: &UserId, ruleset: &Ruleset) -> Result<()> {
+    let content = serde_json::json!({ "global": ruleset });
+    services.account_data.set(user_id, None, PUSH_RULES, content)
+}
+
+fn not_found() -> Error {
+    Error::not_found("No such push rule")
+}
+
+/// # `GET /_matrix/client/v3/pushrules/`
+async fn all_rules(services: Arc<Services>, request: Ruma<get_pushrules_all::v3::Request>) -> Result<get_pushrules_all::v3::Response> {
+    Ok(get_pushrules_all::v3::Response::new(load(&services, request.user_id()?)?))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/`
+async fn global_rules(
+    services: Arc<Services>,
+    request: Ruma<get_pushrules_global_scope::v3::Request>,
+) -> Result<get_pushrules_global_scope::v3::Response> {
+    Ok(get_pushrules_global_scope::v3::Response::new(load(&services, request.user_id()?)?))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+async fn rule(services: Arc<Services>, request: Ruma<get_pushrule::v3::Request>) -> Result<get_pushrule::v3::Response> {
+    let ruleset = load(&services, request.user_id()?)?;
+    let rule = ruleset.get(request.body.kind.clone(), &request.body.rule_id).ok_or_else(not_found)?;
+    Ok(get_pushrule::v3::Response::new(rule.into()))
+}
+
+/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+async fn set_rule(services: Arc<Services>, request: Ruma<set_pushrule::v3::Request>) -> Result<set_pushrule::v3::Response> {
+    let user_id = request.user_id()?.to_owned();
+    let mut ruleset = load(&services, &user_id)?;
+    let body = request.body;
+    ruleset
+        .insert(body.rule, body.after.as_deref(), body.before.as_deref())
+        .map_err(|error| match error {
+            ruma::push::InsertPushRuleError::UnknownRuleId => not_found(),
+            other => Error::bad_json(other.to_string()),
+        })?;
+    save(&services, &user_id, &ruleset)?;
+    Ok(set_pushrule::v3::Response::new())
+}
+
+/// # `DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+async fn delete_rule(services: Arc<Services>, request: Ruma<delete_pushrule::v3::Request>) -> Result<delete_pushrule::v3::Response> {
+    let user_id = request.user_id()?;
+    let mut ruleset = load(&services, user_id)?;
+    ruleset.remove(request.body.kind.clone(), &request.body.rule_id).map_err(|error| match error {
+        ruma::push::RemovePushRuleError::NotFound => not_found(),
+        other => Error::bad_json(other.to_string()),
+    })?;
+    save(&services, user_id, &ruleset)?;
+    Ok(delete_pushrule::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
+async fn rule_enabled(
+    services: Arc<Services>,
+    request: Ruma<get_pushrule_enabled::v3::Request>,
+) -> Result<get_pushrule_enabled::v3::Response> {
+    let ruleset = load(&services, request.user_id()?)?;
+    let rule = ruleset.get(request.body.kind.clone(), &request.body.rule_id).ok_or_else(not_found)?;
+    Ok(get_pushrule_enabled::v3::Response::new(rule.enabled()))
+}
+
+/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
+async fn set_rule_enabled(
+    services: Arc<Services>,
+    request: Ruma<set_pushrule_enabled::v3::Request>,
+) -> Result<set_pushrule_enabled::v3::Response> {
+    let user_id = request.user_id()?;
+    let mut ruleset = load(&services, user_id)?;
+    ruleset
+        .set_enabled(request.body.kind.clone(), &request.body.rule_id, request.body.enabled)
+        .map_err(|_| not_found())?;
+    save(&services, user_id, &ruleset)?;
+    Ok(set_pushrule_enabled::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
+async fn rule_actions(
+    services: Arc<Services>,
+    request: Ruma<get_pushrule_actions::v3::Request>,
+) -> Result<get_pushrule_actions::v3::Response> {
+    let ruleset = load(&services, request.user_id()?)?;
+    let rule = ruleset.get(request.body.kind.clone(), &request.body.rule_id).ok_or_else(not_found)?;
+    Ok(get_pushrule_actions::v3::Response::new(rule.actions().to_vec()))
+}
+
+/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
+async fn set_rule_actions(
+    services: Arc<Services>,
+    request: Ruma<set_pushrule_actions::v3::Request>,
+) -> Result<set_pushrule_actions::v3::Response> {
+    let user_id = request.user_id()?;
+    let mut ruleset = load(&services, user_id)?;
+    ruleset
+        .set_actions(request.body.kind.clone(), &request.body.rule_id, request.body.actions.clone())
+        .map_err(|_| not_found())?;
+    save(&services, user_id, &ruleset)?;
+    Ok(set_pushrule_actions::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/pushers`
+async fn pushers(services: Arc<Services>, request: Ruma<get_pushers::v3::Request>) -> Result<get_pushers::v3::Response> {
+    let prefix = Key::new().str(request.user_id()?.as_str());
+    let mut pushers = Vec::new();
+    for (_, value) in services.db.scan_prefix(Keyspace::Pushers, prefix.bytes())? {
+        pushers.push(crate::storage::codec::decode_json::<Pusher>(&value)?);
+    }
+    Ok(get_pushers::v3::Response::new(pushers))
+}
+
+/// # `POST /_matrix/client/v3/pushers/set`
+async fn set_pusher(services: Arc<Services>, request: Ruma<set_pusher::v3::Request>) -> Result<set_pusher::v3::Response> {
+    let user_id = request.user_id()?;
+    let mut batch = services.db.batch();
+    match &request.body.action {
+        set_pusher::v3::PusherAction::Post(data) => {
+            let pusher = &data.pusher;
+            if !data.append {
+                let prefix = Key::new().str(user_id.as_str());
+                for (key, value) in services.db.scan_prefix(Keyspace::Pushers, prefix.bytes())? {
+                    let existing: Pusher = crate::storage::codec::decode_json(&value)?;
+                    if existing.ids.pushkey == pusher.ids.pushkey && existing.ids.app_id != pusher.ids.app_id {
+                        batch.delete(Keyspace::Pushers, key);
+                    }
+                }
+            }
+            let key = Key::new().str(user_id.as_str()).str(&pusher.ids.app_id).str(&pusher.ids.pushkey);
+            batch.put_json(Keyspace::Pushers, key, pusher);
+        }
+        set_pusher::v3::PusherAction::Delete(ids) => {
+            let key = Key::new().str(user_id.as_str()).str(&ids.app_id).str(&ids.pushkey);
+            batch.delete(Keyspace::Pushers, key);
+        }
+        _ => return Err(Error::bad_json("Unknown pusher action")),
+    }
+    services.db.write(batch)?;
+    Ok(set_pusher::v3::Response::new())
+}

@@ -1,0 +1,147 @@
+//! Registration.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::Router;
+use ruma::api::{
+    client::{
+        account::{
+            check_registration_token_validity, get_username_availability,
+            register::{self, RegistrationKind},
+        },
+        uiaa::{AuthData, AuthType},
+    },
+    error::ErrorKind,
+};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    Error, Result,
+    router::{Ruma, RumaRouter},
+    service::{Services, users},
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma_route(register)
+        .ruma_route(username_available)
+        .ruma_route(registration_token_validity)
+}
+
+/// The flows offered: `m.login.dummy` when registration is open, the token stage when a
+/// token is configured.
+fn flows(services: &Services) -> Vec<Vec<AuthType>> {
+    let mut flows = Vec::new();
+    if services.config.registration_token.is_some() {
+        flows.push(vec![AuthType::RegistrationToken]);
+    }
+    if services.config.allow_registration {
+        flows.push(vec![AuthType::Dummy]);
+    }
+    flows
+}
+
+fn token_matches(services: &Services, token: &str) -> bool {
+    services
+        .config
+        .registration_token
+        .as_deref()
+        .is_some_and(|expected| bool::from(expected.as_bytes().ct_eq(token.as_bytes())))
+}
+
+/// # `POST /_matrix/client/v3/register`
+async fn register(services: Arc<Services>, request: Ruma<register::v3::Request>) -> Result<register::v3::Response> {
+    services.registration_limiter.check(&request.client_ip.to_string())?;
+    let body = request.body;
+    if body.kind == RegistrationKind::Guest {
+        return Err(Error::new(ErrorKind::GuestAccessForbidden, "Guest access is disabled"));
+    }
+    let flows = flows(&services);
+    if flows.is_empty() {
+        return Err(Error::forbidden("Registration is disabled"));
+    }
+    let server_name = &services.config.server_name;
+    let user_id = match &body.username {
+        Some(username) => {
+            let user_id = users::validate_localpart(&username.to_lowercase(), server_name)?;
+            if services.users.exists(&user_id)? {
+                return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
+            }
+            user_id
+        }
+        None => loop {
+            let user_id = users::validate_localpart(&users::random_localpart(), server_name)?;
+            if !services.users.exists(&user_id)? {
+                break user_id;
+            }
+        },
+    };
+
+    let Some(auth) = &body.auth else {
+        return Err(services.uiaa.challenge(&flows));
+    };
+    let Some(session) = auth.session().filter(|session| services.uiaa.knows(session)).map(str::to_owned) else {
+        return Err(services.uiaa.challenge(&flows));
+    };
+    let stage = match auth {
+        AuthData::Dummy(_) if services.config.allow_registration => AuthType::Dummy,
+        AuthData::RegistrationToken(token) if token_matches(&services, &token.token) => {
+            AuthType::RegistrationToken
+        }
+        AuthData::RegistrationToken(_) => {
+            return Err(services.uiaa.failed(&session, &flows, Error::forbidden("Invalid registration token")));
+        }
+        _ => {
+            return Err(services.uiaa.failed(&session, &flows, Error::forbidden("Unsupported stage")));
+        }
+    };
+    services.uiaa.complete_stage(&session, stage, &flows)?;
+
+    if services.users.exists(&user_id)? {
+        return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
+    }
+    services.users.create(&user_id, body.password.as_deref()).await?;
+    crate::api::client::push::init_push_rules(&services, &user_id)?;
+    tracing::info!(%user_id, "registered");
+
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !body.inhibit_login {
+        let session = services.users.create_session(
+            &user_id,
+            body.device_id,
+            body.initial_device_display_name,
+            body.refresh_token,
+            Some(request.client_ip.to_string()),
+        )?;
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+        response.refresh_token = session.refresh_token;
+        response.expires_in = session.expires_in_ms.map(Duration::from_millis);
+    }
+    Ok(response)
+}
+
+/// # `GET /_matrix/client/v3/register/available`
+async fn username_available(
+    services: Arc<Services>,
+    request: Ruma<get_username_availability::v3::Request>,
+) -> Result<get_username_availability::v3::Response> {
+    services.registration_limiter.check(&request.client_ip.to_string())?;
+    let user_id = users::validate_localpart(&request.body.username, &services.config.server_name)?;
+    if services.users.exists(&user_id)? {
+        return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
+    }
+    Ok(get_username_availability::v3::Response::new(true))
+}
+
+/// # `GET /_matrix/client/v1/register/m.login.registration_token/validity`
+async fn registration_token_validity(
+    services: Arc<Services>,
+    request: Ruma<check_registration_token_validity::v1::Request>,
+) -> Result<check_registration_token_validity::v1::Response> {
+    services.registration_limiter.check(&request.client_ip.to_string())?;
+    Ok(check_registration_token_validity::v1::Response::new(token_matches(
+        &services,
+        &request.body.token,
+    )))
+}

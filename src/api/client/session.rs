@@ -1,0 +1,136 @@
+//! Login, logout, refresh tokens and whoami.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::Router;
+use ruma::api::client::{
+    account::whoami,
+    session::{
+        get_login_token, get_login_types,
+        get_login_types::v3::{LoginType, PasswordLoginType, TokenLoginType},
+        login::{self, v3::LoginInfo},
+        logout, logout_all, refresh_token,
+    },
+};
+
+use super::uia;
+use crate::{
+    Error, Result,
+    router::{Ruma, RumaRouter},
+    service::Services,
+};
+
+/// How long a login token from `/login/get_token` is valid.
+const LOGIN_TOKEN_LIFETIME: Duration = Duration::from_secs(120);
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma_route(login_types)
+        .ruma_route(login)
+        .ruma_route(logout)
+        .ruma_route(logout_all)
+        .ruma_route(refresh)
+        .ruma_route(whoami)
+        .ruma_route(login_token)
+}
+
+/// # `GET /_matrix/client/v3/login`
+async fn login_types(_: Arc<Services>, _: Ruma<get_login_types::v3::Request>) -> Result<get_login_types::v3::Response> {
+    let mut token = TokenLoginType::new();
+    token.get_login_token = true;
+    Ok(get_login_types::v3::Response::new(vec![
+        LoginType::Password(PasswordLoginType::new()),
+        LoginType::Token(token),
+    ]))
+}
+
+/// # `POST /_matrix/client/v3/login`
+async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
+    services.login_limiter.check(&request.client_ip.to_string())?;
+    let body = request.body;
+    let server_name = &services.config.server_name;
+    let user_id = match &body.login_info {
+        LoginInfo::Password(password) => {
+            #[allow(deprecated)]
+            let legacy_user = &password.user;
+            let user_id = match (&password.identifier, legacy_user) {
+                (Some(identifier), _) => uia::user_from_identifier(identifier, server_name)?,
+                (None, Some(user)) => uia::user_from_name(user, server_name)?,
+                (None, None) => return Err(Error::bad_json("Missing identifier")),
+            };
+            services.users.check_password(&user_id, &password.password).await?;
+            user_id
+        }
+        LoginInfo::Token(token) => {
+            let user_id = services.users.consume_login_token(&token.token)?;
+            if !services.users.is_active(&user_id)? {
+                return Err(Error::new(ruma::api::error::ErrorKind::UserDeactivated, "This account is deactivated"));
+            }
+            user_id
+        }
+        _ => {
+            return Err(Error::new(ruma::api::error::ErrorKind::Unknown, "Unsupported login type")
+                .with_status(http::StatusCode::BAD_REQUEST));
+        }
+    };
+    let session = services.users.create_session(
+        &user_id,
+        body.device_id,
+        body.initial_device_display_name,
+        body.refresh_token,
+        Some(request.client_ip.to_string()),
+    )?;
+    tracing::info!(%user_id, device_id = %session.device_id, "logged in");
+    let mut response = login::v3::Response::new(user_id, session.access_token, session.device_id);
+    response.refresh_token = session.refresh_token;
+    response.expires_in = session.expires_in_ms.map(Duration::from_millis);
+    #[allow(deprecated)]
+    {
+        response.home_server = Some(server_name.clone());
+    }
+    response.well_known = Some(login::v3::DiscoveryInfo::new(login::v3::HomeserverInfo::new(
+        services.config.client_base_url(),
+    )));
+    Ok(response)
+}
+
+/// # `POST /_matrix/client/v3/logout`
+async fn logout(services: Arc<Services>, request: Ruma<logout::v3::Request>) -> Result<logout::v3::Response> {
+    let sender = request.sender()?;
+    services.users.remove_device(&sender.user_id, &sender.device_id)?;
+    Ok(logout::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/logout/all`
+async fn logout_all(services: Arc<Services>, request: Ruma<logout_all::v3::Request>) -> Result<logout_all::v3::Response> {
+    let user_id = request.user_id()?;
+    for (device_id, _) in services.users.devices(user_id)? {
+        services.users.remove_device(user_id, &device_id)?;
+    }
+    Ok(logout_all::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/refresh`
+async fn refresh(services: Arc<Services>, request: Ruma<refresh_token::v3::Request>) -> Result<refresh_token::v3::Response> {
+    let session = services.users.refresh(&request.body.refresh_token)?;
+    let mut response = refresh_token::v3::Response::new(session.access_token);
+    response.refresh_token = session.refresh_token;
+    response.expires_in_ms = session.expires_in_ms.map(Duration::from_millis);
+    Ok(response)
+}
+
+/// # `GET /_matrix/client/v3/account/whoami`
+async fn whoami(_: Arc<Services>, request: Ruma<whoami::v3::Request>) -> Result<whoami::v3::Response> {
+    let sender = request.sender()?;
+    let mut response = whoami::v3::Response::new(sender.user_id.clone(), false);
+    response.device_id = Some(sender.device_id.clone());
+    Ok(response)
+}
+
+/// # `POST /_matrix/client/v1/login/get_token`
+async fn login_token(services: Arc<Services>, request: Ruma<get_login_token::v1::Request>) -> Result<get_login_token::v1::Response> {
+    let user_id = request.user_id()?;
+    uia::require_password(&services, user_id, request.body.auth.as_ref()).await?;
+    let token = services.users.create_login_token(user_id, LOGIN_TOKEN_LIFETIME.as_millis() as u64)?;
+    Ok(get_login_token::v1::Response::new(LOGIN_TOKEN_LIFETIME, token))
+}

@@ -1,0 +1,70 @@
+//! User-interactive authentication for the endpoints that re-check who the user is
+//! (deleting devices, changing passwords, deactivating): one stage, `m.login.password`.
+
+use ruma::{
+    OwnedUserId, ServerName, UserId,
+    api::client::uiaa::{AuthData, AuthType, UserIdentifier},
+};
+
+use crate::{Error, Result, service::Services};
+
+/// Resolves a login identifier (`m.id.user` with a localpart or full id) to a local user.
+pub fn user_from_identifier(
+    identifier: &UserIdentifier,
+    server_name: &ServerName,
+) -> Result<OwnedUserId> {
+    match identifier {
+        UserIdentifier::Matrix(matrix) => user_from_name(&matrix.user, server_name),
+        _ => Err(Error::new(
+            ruma::api::error::ErrorKind::Unrecognized,
+            "Only m.id.user identifiers are supported",
+        )
+        .with_status(http::StatusCode::BAD_REQUEST)),
+    }
+}
+
+/// A localpart or full user id, as typed at a login prompt.
+pub fn user_from_name(name: &str, server_name: &ServerName) -> Result<OwnedUserId> {
+    let full = if name.starts_with('@') {
+        name.to_lowercase()
+    } else {
+        format!("@{}:{server_name}", name.to_lowercase())
+    };
+    let user = OwnedUserId::try_from(full).map_err(|_| Error::forbidden("Invalid username or password"))?;
+    if user.server_name() != server_name {
+        return Err(Error::forbidden("Invalid username or password"));
+    }
+    Ok(user)
+}
+
+/// Requires `user` to confirm with their password. Returns `Ok` once they have.
+pub async fn require_password(services: &Services, user: &UserId, auth: Option<&AuthData>) -> Result<()> {
+    let flows = [vec![AuthType::Password]];
+    let Some(auth) = auth else {
+        return Err(services.uiaa.challenge(&flows));
+    };
+    let session = auth.session().map(str::to_owned);
+    let AuthData::Password(password) = auth else {
+        return match &session {
+            Some(session) if services.uiaa.knows(session) => Err(services.uiaa.failed(
+                session,
+                &flows,
+                Error::forbidden("Confirm with m.login.password"),
+            )),
+            _ => Err(services.uiaa.challenge(&flows)),
+        };
+    };
+    let Some(session) = session.filter(|session| services.uiaa.knows(session)) else {
+        return Err(services.uiaa.challenge(&flows));
+    };
+    let claimed = user_from_identifier(&password.identifier, &services.config.server_name)?;
+    let checked = if claimed == user {
+        services.users.check_password(user, &password.password).await
+    } else {
+        Err(Error::forbidden("You can only confirm as yourself"))
+    };
+    match checked {
+        Ok(()) => services.uiaa.complete_stage(&session, AuthType::Password, &flows),
+        Err(error) => Err(services.uiaa.failed(&session, &flows, error)),
+    }
+}

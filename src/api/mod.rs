@@ -1,0 +1,19 @@
+//! The HTTP API handlers, one module per spec area. Each handler's doc header names its
+//! endpoint; the paths themselves come from ruma.
+
+pub mod client;
+pub mod keys;
+pub mod synapse_admin;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::service::Services;
+
+/// Registers every endpoint.
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let router = client::routes(router);
+    let router = keys::routes(router);
+    synapse_admin::routes(router)
+}

@@ -1,0 +1,39 @@
+//! The HTTP layer: routes from ruma metadata, CORS, body limits, panics caught, and the
+//! spec's answers for unknown endpoints (404) and wrong methods (405), both
+//! `M_UNRECOGNIZED`.
+
+mod ruma;
+
+use std::sync::Arc;
+
+use axum::{Router, response::IntoResponse};
+use http::{Method, StatusCode, header};
+use tower_http::cors::{Any, CorsLayer};
+
+pub use self::ruma::{Ruma, RumaRouter, Sender};
+use crate::{Error, api, service::Services};
+
+pub fn build(services: Arc<Services>) -> Router {
+    let router = api::routes(Router::new())
+        .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND).into_response() })
+        .method_not_allowed_fallback(|| async {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED).into_response()
+        });
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::ORIGIN,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("x-requested-with"),
+        ]);
+    router
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            Error::internal("the request handler panicked").into_response()
+        }))
+        .layer(cors)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(services)
+}

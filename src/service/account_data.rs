@@ -1,0 +1,136 @@
+//! Global and per-room account data, and its change stream for `/sync`.
+
+use std::sync::Arc;
+
+use ruma::{RoomId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Result,
+    service::stream::Stream,
+    storage::{
+        Db, Keyspace,
+        codec::{Key, KeyReader, decode_json},
+    },
+};
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    position: u64,
+    content: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Change {
+    room_id: String,
+    event_type: String,
+}
+
+pub struct AccountData {
+    db: Arc<Db>,
+    stream: Arc<Stream>,
+}
+
+fn room_part(room_id: Option<&RoomId>) -> &str {
+    room_id.map_or("", RoomId::as_str)
+}
+
+impl AccountData {
+    pub fn new(db: Arc<Db>, stream: Arc<Stream>) -> Self {
+        Self { db, stream }
+    }
+
+    pub fn get(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        event_type: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let key = Key::new().str(user_id.as_str()).str(room_part(room_id)).str(event_type);
+        let stored: Option<Stored> = self.db.get_json(Keyspace::AccountData, key.bytes())?;
+        Ok(stored.map(|stored| stored.content))
+    }
+
+    /// Stores account data and wakes the user's syncs. An empty object is kept as is:
+    /// the spec has no deletion, clients clear data by writing `{}`.
+    pub fn set(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        event_type: &str,
+        content: serde_json::Value,
+    ) -> Result<()> {
+        let permit = self.stream.next();
+        let position = permit.position();
+        let key = Key::new().str(user_id.as_str()).str(room_part(room_id)).str(event_type);
+        let previous: Option<Stored> = self.db.get_json(Keyspace::AccountData, key.bytes())?;
+        let mut batch = self.db.batch();
+        if let Some(previous) = previous {
+            batch.delete(
+                Keyspace::AccountDataStream,
+                Key::new().str(user_id.as_str()).u64(previous.position),
+            );
+        }
+        batch.put_json(Keyspace::AccountData, key, &Stored { position, content });
+        batch.put_json(
+            Keyspace::AccountDataStream,
+            Key::new().str(user_id.as_str()).u64(position),
+            &Change { room_id: room_part(room_id).to_owned(), event_type: event_type.to_owned() },
+        );
+        permit.persist_in(&mut batch);
+        self.db.write(batch)?;
+        drop(permit);
+        self.stream.notify([user_id]);
+        Ok(())
+    }
+
+    /// Account data changed after `since` (all of it when `since` is 0), up to `until`:
+    /// `(room_id or None, type, content)`.
+    pub fn changes_since(
+        &self,
+        user_id: &UserId,
+        since: u64,
+        until: u64,
+    ) -> Result<Vec<(Option<String>, String, serde_json::Value)>> {
+        let prefix = Key::new().str(user_id.as_str());
+        let start = prefix.clone().u64(since + 1);
+        let mut changes = Vec::new();
+        let mut failure = None;
+        self.db.for_each_from(
+            Keyspace::AccountDataStream,
+            prefix.bytes(),
+            start.bytes(),
+            true,
+            |key, value| {
+                let mut reader = KeyReader::new(key);
+                let position = reader.str().and_then(|_| reader.u64());
+                match (position, decode_json::<Change>(value)) {
+                    (Ok(position), Ok(change)) if position <= until => {
+                        changes.push(change);
+                        true
+                    }
+                    (Ok(_), Ok(_)) => false,
+                    (Err(error), _) | (_, Err(error)) => {
+                        failure = Some(error);
+                        false
+                    }
+                }
+            },
+        )?;
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
+        let mut out = Vec::new();
+        for change in changes {
+            let room_id = (!change.room_id.is_empty()).then_some(change.room_id);
+            let key = Key::new()
+                .str(user_id.as_str())
+                .str(room_id.as_deref().unwrap_or(""))
+                .str(&change.event_type);
+            if let Some(stored) = self.db.get_json::<Stored>(Keyspace::AccountData, key.bytes())? {
+                out.push((room_id, change.event_type, stored.content));
+            }
+        }
+        Ok(out)
+    }
+}

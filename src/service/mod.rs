@@ -1,0 +1,89 @@
+//! The services behind the API. Each owns its keyspaces and gets only what it needs;
+//! they form a DAG: `stream` ← `users`, `account_data`, `receipts`, `typing`, `rooms`;
+//! `sync` reads from all of them and writes nothing.
+
+pub mod account_data;
+pub mod filters;
+pub mod rate_limit;
+pub mod receipts;
+pub mod rooms;
+pub mod stream;
+pub mod sync;
+pub mod typing;
+pub mod uiaa;
+pub mod users;
+
+use std::sync::Arc;
+
+use palisade_federation::{SigningKey, signing_key::StoredKey};
+
+use crate::{
+    Result,
+    config::Config,
+    storage::{Db, Keyspace},
+};
+
+pub struct Services {
+    pub config: Config,
+    pub db: Arc<Db>,
+    pub signing_key: Arc<SigningKey>,
+    pub stream: Arc<stream::Stream>,
+    pub users: users::Users,
+    pub uiaa: uiaa::Uiaa,
+    pub account_data: account_data::AccountData,
+    pub filters: filters::Filters,
+    pub rooms: rooms::Rooms,
+    pub receipts: receipts::Receipts,
+    pub typing: Arc<typing::Typing>,
+    pub login_limiter: rate_limit::RateLimiter,
+    pub registration_limiter: rate_limit::RateLimiter,
+    pub message_limiter: rate_limit::RateLimiter,
+}
+
+impl Services {
+    /// Opens the database and builds every service.
+    pub fn open(config: Config) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.database_path).map_err(crate::Error::internal)?;
+        let db = Arc::new(Db::open(&config.database_path)?);
+        let signing_key = Arc::new(load_signing_key(&db)?);
+        let stream = stream::Stream::load(&db)?;
+        let rooms = rooms::Rooms::new(
+            db.clone(),
+            stream.clone(),
+            config.server_name.clone(),
+            signing_key.clone(),
+        )?;
+        Ok(Arc::new(Self {
+            users: users::Users::new(db.clone(), config.refreshable_access_token_lifetime_secs * 1000),
+            uiaa: uiaa::Uiaa::default(),
+            account_data: account_data::AccountData::new(db.clone(), stream.clone()),
+            filters: filters::Filters::new(db.clone()),
+            receipts: receipts::Receipts::new(db.clone(), stream.clone()),
+            typing: typing::Typing::new(stream.clone()),
+            login_limiter: rate_limit::RateLimiter::new(config.rate_limits.login),
+            registration_limiter: rate_limit::RateLimiter::new(config.rate_limits.registration),
+            message_limiter: rate_limit::RateLimiter::new(config.rate_limits.message),
+            rooms,
+            stream,
+            signing_key,
+            db,
+            config,
+        }))
+    }
+}
+
+/// Loads the server's signing key, making and storing one on first start.
+fn load_signing_key(db: &Db) -> Result<SigningKey> {
+    const KEY: &[u8] = b"signing_key";
+    let stored: StoredKey = match db.get_json(Keyspace::Meta, KEY)? {
+        Some(stored) => stored,
+        None => {
+            let stored = SigningKey::generate();
+            let mut batch = db.batch();
+            batch.put_json(Keyspace::Meta, KEY, &stored);
+            db.write(batch)?;
+            stored
+        }
+    };
+    SigningKey::from_stored(&stored).map_err(crate::Error::internal)
+}

@@ -1,0 +1,136 @@
+//! Membership changes: join, invite, leave, kick, ban, unban, forget.
+//!
+//! Each is one `m.room.member` event; whether it is allowed is decided by the room's
+//! authorisation rules when it is appended, not here.
+
+use ruma::{OwnedEventId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use super::{Rooms, timeline::NewEvent};
+use crate::{
+    Error, Result,
+    storage::{Keyspace, codec::Key},
+};
+
+/// A user's display name and avatar, copied into their member events.
+pub type Profile = (Option<String>, Option<String>);
+
+fn member_content(membership: &str, profile: &Profile, reason: Option<&str>) -> Value {
+    let mut content = json!({ "membership": membership });
+    if let Some(name) = &profile.0 {
+        content["displayname"] = name.as_str().into();
+    }
+    if let Some(url) = &profile.1 {
+        content["avatar_url"] = url.as_str().into();
+    }
+    if let Some(reason) = reason {
+        content["reason"] = reason.into();
+    }
+    content
+}
+
+impl Rooms {
+    pub async fn join(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: &Profile,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId> {
+        if !self.exists(room_id)? {
+            return Err(Error::not_found("No known servers for this room"));
+        }
+        if let Some(current) = self.membership(room_id, user)?
+            && current.membership == "join"
+        {
+            return Ok(current.event_id);
+        }
+        let content = member_content("join", profile, reason);
+        self.append(room_id, user, NewEvent::state("m.room.member", user.as_str(), content), None)
+            .await
+    }
+
+    pub async fn invite(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<&str>,
+        is_direct: bool,
+    ) -> Result<OwnedEventId> {
+        if let Some(current) = self.membership(room_id, target)? {
+            match current.membership.as_str() {
+                "join" => return Err(Error::forbidden("The user is already in the room")),
+                "ban" => return Err(Error::forbidden("The user is banned from the room")),
+                _ => {}
+            }
+        }
+        let mut content = member_content("invite", &(None, None), reason);
+        if is_direct {
+            content["is_direct"] = true.into();
+        }
+        self.append(room_id, sender, NewEvent::state("m.room.member", target.as_str(), content), None)
+            .await
+    }
+
+    /// Leaves a room, or rejects an invite.
+    pub async fn leave(&self, room_id: &RoomId, user: &UserId, reason: Option<&str>) -> Result<()> {
+        let current = self.membership(room_id, user)?;
+        match current.as_ref().map(|m| m.membership.as_str()) {
+            None if !self.exists(room_id)? => return Err(Error::not_found("Unknown room")),
+            None | Some("leave") => return Ok(()),
+            Some("ban") => return Err(Error::forbidden("You are banned from this room")),
+            _ => {}
+        }
+        let content = member_content("leave", &(None, None), reason);
+        self.append(room_id, user, NewEvent::state("m.room.member", user.as_str(), content), None)
+            .await?;
+        Ok(())
+    }
+
+    /// Kicks, bans or unbans `target` (`membership` is "leave" or "ban").
+    pub async fn set_membership_of(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        membership: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        if !self.is_joined(room_id, sender)? {
+            return Err(Error::forbidden("You are not in this room"));
+        }
+        let current = self.membership(room_id, target)?;
+        let current = current.as_ref().map(|m| m.membership.as_str());
+        match (membership, current) {
+            ("leave", Some("ban")) => {}
+            ("leave", Some("join" | "invite" | "knock")) => {}
+            ("leave", _) => return Err(Error::forbidden("The user is not in the room")),
+            _ => {}
+        }
+        let content = member_content(membership, &(None, None), reason);
+        self.append(room_id, sender, NewEvent::state("m.room.member", target.as_str(), content), None)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a room the user has left: it no longer appears in their sync.
+    pub fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        match self.membership(room_id, user)? {
+            Some(current) if matches!(current.membership.as_str(), "join" | "invite" | "knock") => {
+                Err(Error::new(
+                    ruma::api::error::ErrorKind::Unknown,
+                    "Leave the room before forgetting it",
+                )
+                .with_status(http::StatusCode::BAD_REQUEST))
+            }
+            Some(_) => {
+                let mut batch = self.db.batch();
+                batch.delete(Keyspace::UserRooms, Key::new().str(user.as_str()).str(room_id.as_str()));
+                self.db.write(batch)?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}

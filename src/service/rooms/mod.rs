@@ -1,0 +1,299 @@
+//! Rooms: the signed event DAG, its state, memberships, aliases and the directory.
+//!
+//! Reads live here; writing an event goes through [`timeline`] (build, sign, authorise,
+//! append). Every write to a room happens under that room's lock, taken in
+//! [`timeline::Rooms::append`] and nowhere else, so a room's events are linear.
+
+pub mod alias;
+pub mod create;
+pub mod membership;
+pub mod pdu;
+pub mod state;
+pub mod timeline;
+pub mod visibility;
+
+use std::{collections::HashMap, sync::Arc};
+
+use parking_lot::Mutex;
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId,
+    UserId, room_version_rules::RoomVersionRules,
+};
+use serde::{Deserialize, Serialize};
+
+use self::{
+    pdu::{Pdu, StoredPdu},
+    state::{StateMap, StateStore},
+};
+use crate::{
+    Error, Result,
+    service::stream::Stream,
+    storage::{
+        Db, Keyspace,
+        codec::{Key, KeyReader},
+    },
+};
+
+/// What the server keeps about each room.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub version: RoomVersionId,
+    /// The current state.
+    pub state_group: u64,
+    /// The forward extremities: the events with no children yet.
+    pub extremities: Vec<OwnedEventId>,
+    pub depth: u64,
+    /// Stream position of the latest event.
+    pub last_position: u64,
+}
+
+/// A user's membership in a room, as indexed for `/sync` and `joined_rooms`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Membership {
+    pub membership: String,
+    pub event_id: OwnedEventId,
+    pub position: u64,
+}
+
+pub struct Rooms {
+    db: Arc<Db>,
+    stream: Arc<Stream>,
+    pub state: StateStore,
+    server_name: OwnedServerName,
+    signing_key: Arc<palisade_federation::SigningKey>,
+    locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Rooms {
+    pub fn new(
+        db: Arc<Db>,
+        stream: Arc<Stream>,
+        server_name: OwnedServerName,
+        signing_key: Arc<palisade_federation::SigningKey>,
+    ) -> Result<Self> {
+        Ok(Self {
+            state: StateStore::load(db.clone())?,
+            db,
+            stream,
+            server_name,
+            signing_key,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
+    pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {
+        Ok(self.db.get_json(Keyspace::Rooms, room_id.as_bytes())?)
+    }
+
+    pub fn exists(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.db.contains(Keyspace::Rooms, room_id.as_bytes())?)
+    }
+
+    pub fn rules(version: &RoomVersionId) -> Result<RoomVersionRules> {
+        version
+            .rules()
+            .ok_or_else(|| Error::internal(format!("unsupported room version {version}")))
+    }
+
+    pub fn pdu(&self, event_id: &EventId) -> Result<Option<StoredPdu>> {
+        Ok(self.db.get_json(Keyspace::Pdus, event_id.as_bytes())?)
+    }
+
+    pub fn parsed_pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
+        match self.pdu(event_id)? {
+            Some(stored) => Ok(Some(stored.parse(event_id.to_owned()).map_err(Error::internal)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The current state of a room.
+    pub fn current_state(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
+        match self.room(room_id)? {
+            Some(room) => self.state.get(room.state_group),
+            None => Ok(Arc::default()),
+        }
+    }
+
+    /// One current state event's content.
+    pub fn state_content(
+        &self,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let state = self.current_state(room_id)?;
+        self.content_in(&state, kind, state_key)
+    }
+
+    /// One state event's content within a given state.
+    pub fn content_in(
+        &self,
+        state: &StateMap,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let Some(event_id) = state.get(&(kind.to_owned(), state_key.to_owned())) else {
+            return Ok(None);
+        };
+        let Some(pdu) = self.pdu(event_id)? else {
+            return Ok(None);
+        };
+        let value: serde_json::Value = serde_json::from_str(pdu.pdu.get()).map_err(Error::internal)?;
+        Ok(value.get("content").cloned())
+    }
+
+    /// A user's current membership in a room ("join", "invite", "leave", "ban", "knock").
+    pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>> {
+        let key = Key::new().str(user_id.as_str()).str(room_id.as_str());
+        Ok(self.db.get_json(Keyspace::UserRooms, key.bytes())?)
+    }
+
+    pub fn is_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
+        Ok(self.membership(room_id, user_id)?.is_some_and(|m| m.membership == "join"))
+    }
+
+    /// Every room a user has a membership in, with that membership.
+    pub fn user_rooms(&self, user_id: &UserId) -> Result<Vec<(OwnedRoomId, Membership)>> {
+        let prefix = Key::new().str(user_id.as_str());
+        let mut out = Vec::new();
+        for (key, value) in self.db.scan_prefix(Keyspace::UserRooms, prefix.bytes())? {
+            let mut reader = KeyReader::new(&key);
+            reader.str()?;
+            let room_id = OwnedRoomId::try_from(reader.str()?).map_err(Error::internal)?;
+            out.push((room_id, crate::storage::codec::decode_json(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// Rooms whose membership for this user changed after `since`, up to `until`.
+    pub fn membership_changes(&self, user_id: &UserId, since: u64, until: u64) -> Result<Vec<OwnedRoomId>> {
+        let prefix = Key::new().str(user_id.as_str());
+        let start = prefix.clone().u64(since + 1);
+        let mut rooms = Vec::new();
+        self.db.for_each_from(Keyspace::UserRoomsStream, prefix.bytes(), start.bytes(), true, |key, value| {
+            let mut reader = KeyReader::new(key);
+            let position = reader.str().and_then(|_| reader.u64()).unwrap_or(u64::MAX);
+            if position > until {
+                return false;
+            }
+            if let Ok(room_id) = std::str::from_utf8(value).map(OwnedRoomId::try_from) {
+                if let Ok(room_id) = room_id {
+                    if !rooms.contains(&room_id) {
+                        rooms.push(room_id);
+                    }
+                }
+            }
+            true
+        })?;
+        Ok(rooms)
+    }
+
+    /// Local users with the given membership in a room.
+    pub fn members_with(&self, room_id: &RoomId, membership: &str) -> Result<Vec<OwnedUserId>> {
+        let prefix = Key::new().str(room_id.as_str());
+        let mut out = Vec::new();
+        for (key, value) in self.db.scan_prefix(Keyspace::RoomMembers, prefix.bytes())? {
+            if value != membership.as_bytes() {
+                continue;
+            }
+            let mut reader = KeyReader::new(&key);
+            reader.str()?;
+            out.push(OwnedUserId::try_from(reader.str()?).map_err(Error::internal)?);
+        }
+        Ok(out)
+    }
+
+    /// Users who should hear about a change in this room right away: joined and invited.
+    pub fn interested_users(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
+        let prefix = Key::new().str(room_id.as_str());
+        let mut out = Vec::new();
+        for (key, _) in self.db.scan_prefix(Keyspace::RoomMembers, prefix.bytes())? {
+            let mut reader = KeyReader::new(&key);
+            reader.str()?;
+            out.push(OwnedUserId::try_from(reader.str()?).map_err(Error::internal)?);
+        }
+        Ok(out)
+    }
+
+    /// The timeline of a room between two stream positions (exclusive `from`, inclusive
+    /// `to` going forwards; going backwards, events below `from` down to above `to`),
+    /// at most `limit` events, in the direction walked.
+    pub fn timeline(
+        &self,
+        room_id: &RoomId,
+        from: u64,
+        to: u64,
+        forwards: bool,
+        limit: usize,
+    ) -> Result<Vec<(u64, OwnedEventId)>> {
+        let prefix = Key::new().str(room_id.as_str());
+        let start = if forwards {
+            prefix.clone().u64(from.saturating_add(1))
+        } else {
+            prefix.clone().u64(from.saturating_sub(1))
+        };
+        let mut out = Vec::new();
+        if !forwards && from == 0 {
+            return Ok(out);
+        }
+        self.db.for_each_from(Keyspace::Timeline, prefix.bytes(), start.bytes(), forwards, |key, value| {
+            let mut reader = KeyReader::new(key);
+            let Ok(position) = reader.str().and_then(|_| reader.u64()) else {
+                return false;
+            };
+            let in_range = if forwards { position <= to } else { position > to };
+            if !in_range || out.len() >= limit {
+                return false;
+            }
+            if let Ok(event_id) = std::str::from_utf8(value).map(OwnedEventId::try_from) {
+                if let Ok(event_id) = event_id {
+                    out.push((position, event_id));
+                }
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// The state group in force at a stream position: after the last event at or before it.
+    pub fn state_group_at(&self, room_id: &RoomId, position: u64) -> Result<u64> {
+        let last = self.timeline(room_id, position.saturating_add(1), 0, false, 1)?;
+        match last.first() {
+            Some((_, event_id)) => Ok(self.pdu(event_id)?.map_or(0, |pdu| pdu.state_after)),
+            None => Ok(0),
+        }
+    }
+
+    /// The aliases that point at a room.
+    pub fn aliases_of(&self, room_id: &RoomId) -> Result<Vec<String>> {
+        let prefix = Key::new().str(room_id.as_str());
+        let mut out = Vec::new();
+        for (key, _) in self.db.scan_prefix(Keyspace::RoomAliases, prefix.bytes())? {
+            let mut reader = KeyReader::new(&key);
+            reader.str()?;
+            out.push(reader.str()?.to_owned());
+        }
+        Ok(out)
+    }
+
+    fn lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().entry(room_id.to_owned()).or_default().clone()
+    }
+
+    /// Whether `user` may see events of this room at all now (joined, or world-readable,
+    /// or shared history and was ever a member).
+    pub fn can_see_room(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
+        if self.is_joined(room_id, user_id)? {
+            return Ok(true);
+        }
+        let visibility = self
+            .state_content(room_id, "m.room.history_visibility", "")?
+            .and_then(|content| content.get("history_visibility").and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "shared".to_owned());
+        Ok(visibility == "world_readable")
+    }
+}

@@ -1,0 +1,390 @@
+//! Writing events: build the PDU, sign it, authorise it against the room's state, append
+//! it to the DAG and the indexes in one batch, then wake the members' syncs.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, DeviceId, EventId, OwnedEventId, OwnedRoomId,
+    RoomId, RoomVersionId, UserId,
+    api::error::ErrorKind,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
+};
+use serde_json::value::RawValue;
+
+use super::{
+    Membership, RoomRecord, Rooms,
+    pdu::{Pdu, StoredPdu},
+    state::StateMap,
+};
+use crate::{
+    Error, Result,
+    service::users::now_ms,
+    storage::{Keyspace, codec::Key},
+};
+
+/// An event a local user wants to send.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub kind: String,
+    pub content: serde_json::Value,
+    pub state_key: Option<String>,
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl NewEvent {
+    pub fn state(kind: &str, state_key: &str, content: serde_json::Value) -> Self {
+        Self { kind: kind.to_owned(), content, state_key: Some(state_key.to_owned()), redacts: None }
+    }
+
+    pub fn message(kind: &str, content: serde_json::Value) -> Self {
+        Self { kind: kind.to_owned(), content, state_key: None, redacts: None }
+    }
+}
+
+/// The device transaction an event was sent in, for idempotency.
+pub struct Txn<'a> {
+    pub device_id: &'a DeviceId,
+    pub txn_id: &'a str,
+}
+
+/// The largest PDU the spec allows, in bytes of canonical JSON.
+const MAX_PDU_BYTES: usize = 65_536;
+
+/// The largest integer canonical JSON allows (2^53 - 1).
+const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
+
+fn txn_key(sender: &UserId, txn: &Txn<'_>) -> Key {
+    Key::new().str(sender.as_str()).str(txn.device_id.as_str()).str(txn.txn_id)
+}
+
+impl Rooms {
+    /// The event id an earlier request with this transaction id produced.
+    pub fn txn_event(&self, sender: &UserId, txn: &Txn<'_>) -> Result<Option<OwnedEventId>> {
+        let value = self.db.get(Keyspace::TxnIds, txn_key(sender, txn).bytes())?;
+        Ok(value.and_then(|bytes| String::from_utf8(bytes).ok()).and_then(|id| id.try_into().ok()))
+    }
+
+    /// Sends an event into an existing room as a local user.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<Txn<'_>>,
+    ) -> Result<OwnedEventId> {
+        let lock = self.lock(room_id);
+        let _guard = lock.lock().await;
+        if let Some(txn) = &txn
+            && let Some(event_id) = self.txn_event(sender, txn)?
+        {
+            return Ok(event_id);
+        }
+        let room = self
+            .room(room_id)?
+            .ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        let rules = Self::rules(&room.version)?;
+        let state = self.state.get(room.state_group)?;
+        let prev_events = room.extremities.clone();
+        let (event_id, object) = self.build(
+            &room.version,
+            &rules,
+            &state,
+            Some(room_id),
+            &prev_events,
+            room.depth + 1,
+            sender,
+            &event,
+        )?;
+        let pdu = self.authorise(&rules, &event_id, &object, &state)?;
+        self.persist(room_id.to_owned(), Some(room), rules, pdu, object, txn.map(|txn| (sender, txn)))?;
+        Ok(event_id)
+    }
+
+    /// Creates a room with its `m.room.create` event; returns the room id.
+    pub async fn append_create(
+        &self,
+        version: &RoomVersionId,
+        sender: &UserId,
+        content: serde_json::Value,
+    ) -> Result<OwnedRoomId> {
+        let rules = Self::rules(version)?;
+        let event = NewEvent::state("m.room.create", "", content);
+        let state = StateMap::new();
+        let room_id = if rules.authorization.room_create_event_id_as_room_id {
+            None
+        } else {
+            let localpart = crate::service::users::random_localpart();
+            Some(
+                OwnedRoomId::try_from(format!("!{localpart}:{}", self.server_name))
+                    .map_err(Error::internal)?,
+            )
+        };
+        let (event_id, object) =
+            self.build(version, &rules, &state, room_id.as_deref(), &[], 1, sender, &event)?;
+        let room_id = match room_id {
+            Some(room_id) => room_id,
+            None => OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..]))
+                .map_err(Error::internal)?,
+        };
+        let lock = self.lock(&room_id);
+        let _guard = lock.lock().await;
+        let pdu = self.authorise(&rules, &event_id, &object, &state)?;
+        let record = RoomRecord {
+            version: version.clone(),
+            state_group: 0,
+            extremities: Vec::new(),
+            depth: 0,
+            last_position: 0,
+        };
+        self.persist(room_id.clone(), Some(record), rules, pdu, object, None)?;
+        Ok(room_id)
+    }
+
+    /// Builds, hashes and signs a PDU on top of the given state and parents.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        version: &RoomVersionId,
+        rules: &RoomVersionRules,
+        state: &StateMap,
+        room_id: Option<&RoomId>,
+        prev_events: &[OwnedEventId],
+        depth: u64,
+        sender: &UserId,
+        event: &NewEvent,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+        let kind = TimelineEventType::from(event.kind.as_str());
+        let raw_content = serde_json::value::to_raw_value(&event.content).map_err(Error::internal)?;
+        let auth_types = ruma::state_res::auth_types_for_event(
+            &kind,
+            sender,
+            event.state_key.as_deref(),
+            &raw_content,
+            &rules.authorization,
+        )
+        .map_err(|error| Error::bad_json(format!("Invalid event content: {error}")))?;
+        let auth_events: Vec<OwnedEventId> = auth_types
+            .iter()
+            .filter_map(|(kind, state_key)| state.get(&(kind.to_string(), state_key.clone())).cloned())
+            .collect();
+
+        let mut json = serde_json::json!({
+            "type": event.kind,
+            "content": event.content,
+            "sender": sender,
+            "origin_server_ts": now_ms(),
+            "depth": depth.min(MAX_SAFE_INTEGER),
+            "prev_events": self.references(rules, prev_events)?,
+            "auth_events": self.references(rules, &auth_events)?,
+        });
+        let object = json.as_object_mut().expect("built as an object");
+        if let Some(room_id) = room_id {
+            object.insert("room_id".to_owned(), room_id.as_str().into());
+        }
+        if let Some(state_key) = &event.state_key {
+            object.insert("state_key".to_owned(), state_key.as_str().into());
+        }
+        if let Some(redacts) = &event.redacts {
+            if !rules.redaction.content_field_redacts {
+                object.insert("redacts".to_owned(), redacts.as_str().into());
+            }
+            if rules.redaction.content_field_redacts
+                && let Some(content) = object.get_mut("content").and_then(|c| c.as_object_mut())
+            {
+                content.insert("redacts".to_owned(), redacts.as_str().into());
+            }
+        }
+        if rules.event_id_format == EventIdFormatVersion::V1 {
+            let id = format!("${}:{}", crate::service::users::random_localpart(), self.server_name);
+            object.insert("event_id".to_owned(), id.into());
+        }
+        if matches!(version, RoomVersionId::V1 | RoomVersionId::V2) {
+            object.insert("origin".to_owned(), self.server_name.as_str().into());
+        }
+
+        let mut canonical = match CanonicalJsonValue::try_from(json) {
+            Ok(CanonicalJsonValue::Object(object)) => object,
+            Ok(_) => unreachable!("built as an object"),
+            Err(error) => return Err(Error::bad_json(format!("Content is not canonical JSON: {error}"))),
+        };
+        self.signing_key
+            .sign_event(&self.server_name, &mut canonical, &rules.redaction)
+            .map_err(Error::internal)?;
+        let event_id = match canonical.get("event_id") {
+            Some(CanonicalJsonValue::String(id)) => id.clone(),
+            _ => {
+                let hash = ruma::signatures::reference_hash(&canonical, rules).map_err(|error| {
+                    Error::new(ErrorKind::TooLarge, format!("Event rejected: {error}"))
+                })?;
+                format!("${hash}")
+            }
+        };
+        let size = serde_json::to_vec(&canonical).map_err(Error::internal)?.len();
+        if size > MAX_PDU_BYTES {
+            return Err(Error::new(ErrorKind::TooLarge, "Event is larger than 64 KiB"));
+        }
+        Ok((OwnedEventId::try_from(event_id).map_err(Error::internal)?, canonical))
+    }
+
+    /// Event references in the room version's format: ids, or `[id, hashes]` pairs.
+    fn references(&self, rules: &RoomVersionRules, ids: &[OwnedEventId]) -> Result<serde_json::Value> {
+        if rules.events_reference_format != EventsReferenceFormatVersion::V1 {
+            return Ok(serde_json::json!(ids));
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            let hashes = self
+                .pdu(id)?
+                .and_then(|pdu| serde_json::from_str::<serde_json::Value>(pdu.pdu.get()).ok())
+                .and_then(|value| value.get("hashes").cloned())
+                .unwrap_or_else(|| serde_json::json!({}));
+            out.push(serde_json::json!([id, hashes]));
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+
+    /// Checks a PDU against the spec's authorisation rules (ruma's implementation): the
+    /// state-independent rules with its auth events, then the rules against `state`.
+    fn authorise(
+        &self,
+        rules: &RoomVersionRules,
+        event_id: &EventId,
+        object: &CanonicalJsonObject,
+        state: &StateMap,
+    ) -> Result<Pdu> {
+        ruma::state_res::check_pdu_format(object, &rules.event_format)
+            .map_err(|error| Error::bad_json(format!("Invalid event: {error}")))?;
+        let raw = raw_json(object)?;
+        let pdu = Pdu::parse(event_id.to_owned(), &raw).map_err(Error::internal)?;
+        let fetch_event = |id: &EventId| self.parsed_pdu(id).ok().flatten();
+        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
+            .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))?;
+        let fetch_state = |kind: &StateEventType, state_key: &str| {
+            state
+                .get(&(kind.to_string(), state_key.to_owned()))
+                .and_then(|id| self.parsed_pdu(id).ok().flatten())
+        };
+        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_state)
+            .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))?;
+        Ok(pdu)
+    }
+
+    /// Writes an authorised event and everything it changes in one batch.
+    fn persist(
+        &self,
+        room_id: OwnedRoomId,
+        room: Option<RoomRecord>,
+        rules: RoomVersionRules,
+        pdu: Pdu,
+        object: CanonicalJsonObject,
+        txn: Option<(&UserId, Txn<'_>)>,
+    ) -> Result<()> {
+        let mut room = room.ok_or_else(|| Error::forbidden("Unknown room"))?;
+        let mut batch = self.db.batch();
+        let state_before = room.state_group;
+        let state_after = match &pdu.state_key {
+            Some(state_key) => self.state.create(
+                &mut batch,
+                state_before,
+                vec![(pdu.kind.to_string(), state_key.clone(), pdu.event_id.clone())],
+            )?,
+            None => state_before,
+        };
+
+        let mut woken: Vec<ruma::OwnedUserId> = self.interested_users(&room_id)?;
+        let permit = self.stream.next();
+        let position = permit.position();
+
+        if pdu.kind == TimelineEventType::RoomMember
+            && let Some(target) = pdu.state_key.as_deref().and_then(|key| UserId::parse(key).ok())
+        {
+            let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
+                .ok()
+                .and_then(|content| content.get("membership").and_then(|m| m.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| "leave".to_owned());
+            let member_key = Key::new().str(room_id.as_str()).str(target.as_str());
+            if matches!(membership.as_str(), "join" | "invite" | "knock") {
+                batch.put(Keyspace::RoomMembers, member_key, membership.clone().into_bytes());
+            } else {
+                batch.delete(Keyspace::RoomMembers, member_key);
+            }
+            if target.server_name() == self.server_name {
+                batch.put_json(
+                    Keyspace::UserRooms,
+                    Key::new().str(target.as_str()).str(room_id.as_str()),
+                    &Membership { membership, event_id: pdu.event_id.clone(), position },
+                );
+                batch.put(
+                    Keyspace::UserRoomsStream,
+                    Key::new().str(target.as_str()).u64(position),
+                    room_id.as_str().as_bytes().to_vec(),
+                );
+            }
+            if !woken.contains(&target) {
+                woken.push(target);
+            }
+        }
+
+        if pdu.kind == TimelineEventType::RoomRedaction
+            && let Some(target_id) = &pdu.redacts
+        {
+            self.apply_redaction(&mut batch, &room_id, &rules, target_id, &pdu.event_id)?;
+        }
+
+        let txn_record = txn.as_ref().map(|(sender, txn)| {
+            batch.put(Keyspace::TxnIds, txn_key(sender, txn), pdu.event_id.as_str().as_bytes().to_vec());
+            (txn.device_id.to_string(), txn.txn_id.to_owned())
+        });
+        let stored = StoredPdu {
+            room_id: room_id.clone(),
+            position,
+            state_before,
+            state_after,
+            redacted_by: None,
+            txn: txn_record,
+            pdu: raw_json(&object)?,
+        };
+        batch.put_json(Keyspace::Pdus, pdu.event_id.as_str().as_bytes().to_vec(), &stored);
+        batch.put(
+            Keyspace::Timeline,
+            Key::new().str(room_id.as_str()).u64(position),
+            pdu.event_id.as_str().as_bytes().to_vec(),
+        );
+        room.state_group = state_after;
+        room.extremities = vec![pdu.event_id.clone()];
+        room.depth = pdu.depth;
+        room.last_position = position;
+        batch.put_json(Keyspace::Rooms, room_id.as_str().as_bytes().to_vec(), &room);
+        permit.persist_in(&mut batch);
+        self.db.write(batch)?;
+        drop(permit);
+        self.stream.notify(woken.iter().map(|user| user.as_ref()));
+        Ok(())
+    }
+
+    /// Replaces the stored target with its redacted form, keeping its signatures valid.
+    fn apply_redaction(
+        &self,
+        batch: &mut crate::storage::Batch,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        target_id: &EventId,
+        redaction_id: &EventId,
+    ) -> Result<()> {
+        let Some(mut target) = self.pdu(target_id)? else {
+            return Ok(());
+        };
+        if target.room_id != room_id || target.redacted_by.is_some() {
+            return Ok(());
+        }
+        let object: CanonicalJsonObject = serde_json::from_str(target.pdu.get()).map_err(Error::internal)?;
+        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(Error::internal)?;
+        target.pdu = raw_json(&redacted)?;
+        target.redacted_by = Some(redaction_id.to_owned());
+        batch.put_json(Keyspace::Pdus, target_id.as_str().as_bytes().to_vec(), &target);
+        Ok(())
+    }
+}
+
+fn raw_json(object: &CanonicalJsonObject) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(object).map_err(Error::internal)
+}

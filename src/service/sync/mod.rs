@@ -1,0 +1,141 @@
+//! `/sync` (v3): what changed for a user between two stream positions.
+//!
+//! A sync token is `s{position}_{typing serial}`. The position is a global stream
+//! position at or below the stream's frontier, so a token names an exact point: every
+//! write below it is visible, none above it is, and a restart (which resumes above the
+//! highest persisted position) never reuses one. The long-poll subscribes to the user's
+//! wake-ups first, then reads, then waits.
+
+mod room;
+mod token;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use ruma::{
+    OneTimeKeyAlgorithm, OwnedRoomId, UInt, UserId,
+    api::client::{
+        filter::FilterDefinition,
+        sync::sync_events::v3::{GlobalAccountData, Response, Rooms},
+    },
+};
+use serde_json::json;
+
+pub use self::token::SyncToken;
+use crate::{Result, router::Sender, service::Services};
+
+/// What a client asked of one `/sync` call.
+pub struct SyncRequest {
+    pub since: Option<SyncToken>,
+    pub filter: FilterDefinition,
+    pub full_state: bool,
+    pub timeout: Duration,
+}
+
+/// The window one sync covers, shared by the per-room builders.
+pub struct Window<'a> {
+    pub services: &'a Services,
+    pub sender: &'a Sender,
+    pub filter: &'a FilterDefinition,
+    /// `None` on an initial sync.
+    pub since: Option<SyncToken>,
+    pub until: SyncToken,
+    pub full_state: bool,
+}
+
+impl Window<'_> {
+    pub fn user(&self) -> &UserId {
+        &self.sender.user_id
+    }
+
+    pub fn since_position(&self) -> u64 {
+        self.since.map_or(0, |since| since.position)
+    }
+}
+
+/// Answers a sync, waiting up to the timeout for something new.
+pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) -> Result<Response> {
+    let deadline = tokio::time::Instant::now() + request.timeout;
+    loop {
+        let mut wake = services.stream.subscribe(&sender.user_id);
+        let until = SyncToken {
+            position: services.stream.frontier().max(request.since.map_or(0, |s| s.position)),
+            typing: services.typing.serial(),
+        };
+        let window = Window {
+            services,
+            sender,
+            filter: &request.filter,
+            since: request.since,
+            until,
+            full_state: request.full_state,
+        };
+        let response = build(&window)?;
+        let has_news = !response.rooms.is_empty() || !response.account_data.events.is_empty();
+        if has_news || request.since.is_none() || request.full_state {
+            return Ok(response);
+        }
+        tokio::select! {
+            changed = wake.changed() => {
+                if changed.is_err() {
+                    return Ok(response);
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return Ok(response),
+        }
+    }
+}
+
+fn build(window: &Window<'_>) -> Result<Response> {
+    let services = window.services;
+    let user = window.user();
+    let mut response = Response::new(window.until.to_string());
+    let mut rooms = Rooms::new();
+
+    let changed: Vec<OwnedRoomId> = match window.since {
+        Some(since) => services.rooms.membership_changes(user, since.position, window.until.position)?,
+        None => Vec::new(),
+    };
+    let room_filter = &window.filter.room;
+    let account_data = services.account_data.changes_since(user, window.since_position(), window.until.position)?;
+    let mut room_account_data: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
+    let mut global_account_data = Vec::new();
+    for (room_id, event_type, content) in account_data {
+        match room_id {
+            Some(room_id) => room_account_data.entry(room_id).or_default().push((event_type, content)),
+            None => global_account_data.push(json!({ "type": event_type, "content": content })),
+        }
+    }
+
+    for (room_id, membership) in services.rooms.user_rooms(user)? {
+        if room_filter.not_rooms.contains(&room_id)
+            || room_filter.rooms.as_ref().is_some_and(|rooms| !rooms.contains(&room_id))
+        {
+            continue;
+        }
+        let membership_changed = window.since.is_none() || changed.contains(&room_id);
+        let account_data = room_account_data.remove(room_id.as_str()).unwrap_or_default();
+        match membership.membership.as_str() {
+            "join" => {
+                if let Some(joined) = room::joined(window, &room_id, &membership, account_data)? {
+                    rooms.join.insert(room_id, joined);
+                }
+            }
+            "invite" if membership_changed => {
+                rooms.invite.insert(room_id.clone(), room::invited(window, &room_id, &membership)?);
+            }
+            "leave" | "ban" if membership_changed && (window.since.is_some() || room_filter.include_leave) => {
+                if let Some(left) = room::left(window, &room_id, &membership)? {
+                    rooms.leave.insert(room_id, left);
+                }
+            }
+            _ => {}
+        }
+    }
+    response.rooms = rooms;
+    let mut global = GlobalAccountData::new();
+    global.events = global_account_data.into_iter().map(crate::api::client::room::raw).collect();
+    response.account_data = global;
+    response.device_one_time_keys_count = BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
+    response.device_unused_fallback_key_types = Some(Vec::new());
+    Ok(response)
+}

@@ -1,0 +1,101 @@
+//! User-interactive authentication sessions.
+//!
+//! A session remembers which stages a client has completed, for ten minutes. Sessions
+//! live in memory: a restart only makes a client start its flow again.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use rand::{Rng, distr::Alphanumeric};
+use ruma::api::client::uiaa::{AuthFlow, AuthType, UiaaInfo};
+
+use crate::Error;
+
+const SESSION_LIFETIME: Duration = Duration::from_secs(600);
+
+#[derive(Default)]
+pub struct Uiaa {
+    sessions: Mutex<HashMap<String, SessionState>>,
+}
+
+struct SessionState {
+    completed: Vec<AuthType>,
+    created: Instant,
+}
+
+impl Uiaa {
+    /// Starts a session and returns the 401 body that asks for the given flows.
+    pub fn challenge(&self, flows: &[Vec<AuthType>]) -> Error {
+        let session: String = rand::rng().sample_iter(Alphanumeric).take(24).map(char::from).collect();
+        let mut sessions = self.sessions.lock();
+        sessions.retain(|_, state| state.created.elapsed() < SESSION_LIFETIME);
+        sessions.insert(session.clone(), SessionState { completed: Vec::new(), created: Instant::now() });
+        Error::Uiaa(Box::new(info(flows, Vec::new(), session, None)))
+    }
+
+    /// Records a completed stage. Returns `Ok(())` when some flow is now complete, or the
+    /// 401 body that asks for what is left.
+    pub fn complete_stage(
+        &self,
+        session: &str,
+        stage: AuthType,
+        flows: &[Vec<AuthType>],
+    ) -> Result<(), Error> {
+        let mut sessions = self.sessions.lock();
+        let state = sessions
+            .get_mut(session)
+            .filter(|state| state.created.elapsed() < SESSION_LIFETIME)
+            .ok_or_else(|| Error::bad_json("Unknown or expired UIA session").with_status(http::StatusCode::BAD_REQUEST))?;
+        if !state.completed.contains(&stage) {
+            state.completed.push(stage);
+        }
+        let done = flows
+            .iter()
+            .any(|flow| flow.iter().all(|stage| state.completed.contains(stage)));
+        if done {
+            sessions.remove(session);
+            return Ok(());
+        }
+        let completed = state.completed.clone();
+        Err(Error::Uiaa(Box::new(info(flows, completed, session.to_owned(), None))))
+    }
+
+    /// The 401 body for a stage that failed, keeping the session.
+    pub fn failed(&self, session: &str, flows: &[Vec<AuthType>], error: Error) -> Error {
+        let sessions = self.sessions.lock();
+        let Some(state) = sessions.get(session) else {
+            return error;
+        };
+        let auth_error = match error {
+            Error::Matrix { kind, message, .. } => Some(Box::new(
+                ruma::api::error::StandardErrorBody::new(kind, message.into_owned()),
+            )),
+            _ => None,
+        };
+        Error::Uiaa(Box::new(info(flows, state.completed.clone(), session.to_owned(), auth_error)))
+    }
+
+    /// Whether the session exists (clients may send `auth` with only a session).
+    pub fn knows(&self, session: &str) -> bool {
+        self.sessions.lock().contains_key(session)
+    }
+}
+
+fn info(
+    flows: &[Vec<AuthType>],
+    completed: Vec<AuthType>,
+    session: String,
+    auth_error: Option<Box<ruma::api::error::StandardErrorBody>>,
+) -> UiaaInfo {
+    let mut info = UiaaInfo::new(
+        flows.iter().map(|stages| AuthFlow::new(stages.clone())).collect(),
+    );
+    info.completed = completed;
+    info.session = Some(session);
+    info.auth_error = auth_error;
+    info.params = Some(serde_json::value::to_raw_value(&serde_json::json!({})).expect("valid json"));
+    info
+}

@@ -1,0 +1,82 @@
+//! The catalogue of keyspaces (RocksDB column families). Each is declared here once, with
+//! the layout of its keys and values; `docs/architecture.md` repeats this table.
+//!
+//! Notation: `a ‖ b` is the concatenation of key parts built by [`super::codec::Key`];
+//! strings end with `0xFF`, integers are 8 big-endian bytes.
+
+macro_rules! keyspaces {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// A keyspace of the database.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Keyspace {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Keyspace {
+            /// Every keyspace, in declaration order.
+            pub const ALL: &'static [Keyspace] = &[$(Keyspace::$variant,)*];
+
+            /// The column family name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Keyspace::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+keyspaces! {
+    /// Raw byte keys: `schema_version` → u64, `stream_position` → u64 (highest position
+    /// ever handed out and written), `state_group_counter` → u64, `signing_key` → JSON
+    /// `{version, pkcs8}`.
+    Meta => "meta",
+    /// `user_id` → JSON `UserRecord` (password hash, creation time, deactivated, admin).
+    Users => "users",
+    /// `user_id ‖ field` → JSON value of a profile field (`displayname`, `avatar_url`, …).
+    Profiles => "profiles",
+    /// `user_id ‖ device_id` → JSON `DeviceRecord` (display name, token hashes, last seen).
+    Devices => "devices",
+    /// `sha256(access token)` → JSON `TokenRecord` (user, device, expiry).
+    AccessTokens => "access_tokens",
+    /// `sha256(refresh token)` → JSON `TokenRecord`.
+    RefreshTokens => "refresh_tokens",
+    /// `sha256(login token)` → JSON `TokenRecord` (single use, short expiry).
+    LoginTokens => "login_tokens",
+    /// `user_id ‖ room_id or "" ‖ event type` → JSON `{position, content}`.
+    AccountData => "account_data",
+    /// `user_id ‖ position` → JSON `{room_id or "", type}`: the account-data change stream.
+    AccountDataStream => "account_data_stream",
+    /// `user_id ‖ filter_id` → filter JSON.
+    Filters => "filters",
+    /// `user_id ‖ app_id ‖ pushkey` → pusher JSON.
+    Pushers => "pushers",
+    /// `user_id ‖ device_id ‖ txn_id` → event id answered for that transaction.
+    TxnIds => "txn_ids",
+    /// `room_id` → JSON `RoomRecord` (version, state group, forward extremities, depth,
+    /// creator, last position).
+    Rooms => "rooms",
+    /// `event_id` → JSON `StoredPdu` (the PDU as canonical JSON plus its room, stream
+    /// position, state group after it, redaction).
+    Pdus => "pdus",
+    /// `room_id ‖ position` → event id: a room's timeline in stream order.
+    Timeline => "timeline",
+    /// `state_group` → JSON `StateGroup` (parent group and the state entries it changes).
+    StateGroups => "state_groups",
+    /// `user_id ‖ room_id` → JSON `Membership` (current membership, event id, position).
+    UserRooms => "user_rooms",
+    /// `user_id ‖ position` → room id: the stream of a user's membership changes.
+    UserRoomsStream => "user_rooms_stream",
+    /// `room_id ‖ user_id` → membership string: the current members of a room.
+    RoomMembers => "room_members",
+    /// `room_id ‖ receipt type ‖ thread id or "" ‖ user_id` → JSON `{event_id, ts, position}`.
+    Receipts => "receipts",
+    /// `room_id ‖ position` → JSON receipt content (`{event_id: {type: {user: {ts}}}}`).
+    ReceiptStream => "receipt_stream",
+    /// `room alias` → JSON `{room_id, creator}`.
+    Aliases => "aliases",
+    /// `room_id ‖ room alias` → empty: the aliases pointing at a room.
+    RoomAliases => "room_aliases",
+    /// `room_id` → empty: rooms published in the room directory.
+    PublicRooms => "public_rooms",
+}

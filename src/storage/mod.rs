@@ -1,0 +1,239 @@
+//! The storage layer: the only code that touches RocksDB.
+//!
+//! Every keyspace is declared once in [`keyspaces`], every key is built through
+//! [`codec`], and every change reaches the disk through an atomic [`Batch`] whose
+//! write-ahead log is synced before [`Db::write`] returns. Services above this layer see
+//! typed keys and values, never RocksDB.
+
+pub mod codec;
+pub mod keyspaces;
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded, Options};
+
+pub use self::keyspaces::Keyspace;
+
+/// The schema version this build writes. A database with a newer version is refused.
+pub const SCHEMA_VERSION: u64 = 1;
+
+type Rocks = DBWithThreadMode<MultiThreaded>;
+
+/// An error from the storage engine or from decoding a stored value.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("rocksdb: {0}")]
+    Engine(#[from] rocksdb::Error),
+    #[error("stored value could not be decoded: {0}")]
+    Decode(String),
+    #[error(
+        "the database has schema version {found}, newer than this build's {SCHEMA_VERSION}; \
+         refusing to open it"
+    )]
+    NewerSchema { found: u64 },
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The embedded key-value store.
+pub struct Db {
+    rocks: Rocks,
+}
+
+impl Db {
+    /// Opens (or creates) the database at `path`, creating any missing keyspace and
+    /// checking the schema version.
+    pub fn open(path: &Path) -> StorageResult<Self> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.set_keep_log_file_num(4);
+        options.set_max_log_file_size(16 * 1024 * 1024);
+        let descriptors = Keyspace::ALL.iter().map(|keyspace| {
+            let mut cf_options = Options::default();
+            cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if *keyspace == Keyspace::Meta {
+                cf_options.set_merge_operator_associative("max_u64", merge_max_u64);
+            }
+            ColumnFamilyDescriptor::new(keyspace.name(), cf_options)
+        });
+        let rocks = Rocks::open_cf_descriptors(&options, path, descriptors)?;
+        let db = Self { rocks };
+        db.check_schema_version()?;
+        Ok(db)
+    }
+
+    fn check_schema_version(&self) -> StorageResult<()> {
+        const KEY: &[u8] = b"schema_version";
+        match self.get(Keyspace::Meta, KEY)? {
+            Some(bytes) => {
+                let found = codec::decode_u64(&bytes)?;
+                if found > SCHEMA_VERSION {
+                    return Err(StorageError::NewerSchema { found });
+                }
+                Ok(())
+            }
+            None => {
+                let mut batch = self.batch();
+                batch.put(Keyspace::Meta, KEY, SCHEMA_VERSION.to_be_bytes());
+                self.write(batch)
+            }
+        }
+    }
+
+    fn cf(&self, keyspace: Keyspace) -> std::sync::Arc<rocksdb::BoundColumnFamily<'_>> {
+        self.rocks
+            .cf_handle(keyspace.name())
+            .expect("every keyspace is created when the database is opened")
+    }
+
+    /// Reads one value.
+    pub fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        Ok(self.rocks.get_cf(&self.cf(keyspace), key)?)
+    }
+
+    /// Reads one JSON value.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+    ) -> StorageResult<Option<T>> {
+        self.get(keyspace, key)?
+            .map(|bytes| codec::decode_json(&bytes))
+            .transpose()
+    }
+
+    /// Whether a key exists.
+    pub fn contains(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<bool> {
+        Ok(self.get(keyspace, key)?.is_some())
+    }
+
+    /// All entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.for_each_from(keyspace, prefix, prefix, true, |key, value| {
+            out.push((key.to_vec(), value.to_vec()));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Walks the entries whose key starts with `prefix`, beginning at `start`, forwards or
+    /// backwards, until `visit` returns false. Backwards walks begin at the last key that
+    /// is less than or equal to `start`.
+    pub fn for_each_from(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        start: &[u8],
+        forwards: bool,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> StorageResult<()> {
+        let direction = if forwards {
+            rocksdb::Direction::Forward
+        } else {
+            rocksdb::Direction::Reverse
+        };
+        let iter = self
+            .rocks
+            .iterator_cf(&self.cf(keyspace), IteratorMode::From(start, direction));
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts an atomic batch of writes.
+    pub fn batch(&self) -> Batch {
+        Batch {
+            inner: rocksdb::WriteBatchWithTransaction::default(),
+            ops: Vec::new(),
+        }
+    }
+
+    /// Applies a batch atomically; returns once the write-ahead log is synced to disk.
+    pub fn write(&self, batch: Batch) -> StorageResult<()> {
+        let mut inner = batch.inner;
+        for op in batch.ops {
+            match op {
+                Op::Put(keyspace, key, value) => inner.put_cf(&self.cf(keyspace), key, value),
+                Op::Delete(keyspace, key) => inner.delete_cf(&self.cf(keyspace), key),
+                Op::MergeMax(keyspace, key, value) => {
+                    inner.merge_cf(&self.cf(keyspace), key, value.to_be_bytes())
+                }
+            }
+        }
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.rocks.write_opt(inner, &options)?;
+        Ok(())
+    }
+}
+
+/// Merge operator keeping the largest of big-endian u64 values.
+fn merge_max_u64(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let read = |bytes: &[u8]| <[u8; 8]>::try_from(bytes).map(u64::from_be_bytes).unwrap_or(0);
+    let max = existing
+        .into_iter()
+        .chain(operands.iter())
+        .map(read)
+        .max()
+        .unwrap_or(0);
+    Some(max.to_be_bytes().to_vec())
+}
+
+enum Op {
+    Put(Keyspace, Vec<u8>, Vec<u8>),
+    Delete(Keyspace, Vec<u8>),
+    MergeMax(Keyspace, Vec<u8>, u64),
+}
+
+/// A set of writes applied all together or not at all.
+pub struct Batch {
+    inner: rocksdb::WriteBatchWithTransaction<false>,
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn put(&mut self, keyspace: Keyspace, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(keyspace, key.into(), value.into()));
+    }
+
+    pub fn put_json<T: serde::Serialize>(
+        &mut self,
+        keyspace: Keyspace,
+        key: impl Into<Vec<u8>>,
+        value: &T,
+    ) {
+        self.put(keyspace, key, codec::encode_json(value));
+    }
+
+    pub fn delete(&mut self, keyspace: Keyspace, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete(keyspace, key.into()));
+    }
+
+    /// Raises a big-endian u64 counter to `value` if it is lower (only [`Keyspace::Meta`]
+    /// has the merge operator).
+    pub fn merge_max(&mut self, keyspace: Keyspace, key: impl Into<Vec<u8>>, value: u64) {
+        self.ops.push(Op::MergeMax(keyspace, key.into(), value));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
