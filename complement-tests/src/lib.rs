@@ -1,0 +1,273 @@
+//! The black-box test harness: starts the real `palisade` binary on a free loopback port
+//! with a fresh database, and hands tests real clients (the `matrix-sdk` crate, as
+//! Element X uses it) plus a raw HTTP helper for checking exact status codes and bodies.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use matrix_sdk::{
+    Client,
+    config::SyncSettings,
+    ruma::api::client::{
+        account::register,
+        uiaa::{AuthData, Dummy},
+    },
+};
+use serde_json::Value;
+
+/// A running homeserver owned by one test.
+pub struct TestServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// The options every test server gets: open registration, a shared secret for the admin
+/// API, and rate limits high enough that the limiter does not get in the way.
+const BASE_CONFIG: &str = r#"
+allow_registration = true
+registration_shared_secret = "test-shared-secret"
+sync_timeout_max_ms = 30000
+
+[global.rate_limits.login]
+per_second = 1000.0
+burst = 10000
+
+[global.rate_limits.registration]
+per_second = 1000.0
+burst = 10000
+
+[global.rate_limits.message]
+per_second = 100000.0
+burst = 100000
+"#;
+
+/// The test defaults with `extra` laid over them: a key or table in `extra` replaces the
+/// default one.
+fn compose_config(port: u16, database: &std::path::Path, extra: &str) -> String {
+    let (base_keys, base_tables) = BASE_CONFIG.split_once("\n[").unwrap_or((BASE_CONFIG, ""));
+    let (extra_keys, extra_tables) = match extra.split_once('[') {
+        Some((keys, tables)) => (keys, format!("[{tables}")),
+        None => (extra, String::new()),
+    };
+    let overridden = |line: &str| {
+        let key = line.split('=').next().unwrap_or("").trim();
+        !key.is_empty() && extra_keys.lines().any(|l| l.split('=').next().unwrap_or("").trim() == key)
+    };
+    let mut config = format!("[global]\nserver_name = \"localhost\"\nport = {port}\ndatabase_path = \"{}\"\n", database.display());
+    for line in base_keys.lines().filter(|line| !overridden(line)) {
+        config.push_str(line);
+        config.push('\n');
+    }
+    config.push_str(extra_keys);
+    config.push('\n');
+    if extra_tables.is_empty() {
+        config.push('[');
+        config.push_str(base_tables);
+    } else {
+        config.push_str(&extra_tables);
+    }
+    config
+}
+
+fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("PALISADE_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test binaries live in target/<profile>/deps; the server binary one level up.
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("palisade")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl TestServer {
+    /// Starts a server with the test defaults.
+    pub async fn start() -> Result<Self> {
+        Self::start_with("").await
+    }
+
+    /// Starts a server; `extra` is TOML appended to the `[global]` table (it may also
+    /// replace the rate limit tables).
+    pub async fn start_with(extra: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let config = compose_config(port, &dir.path().join("db"), extra);
+        std::fs::write(dir.path().join("homeserver.toml"), config)?;
+        let mut server = Self { dir, port, child: None };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))?;
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(self.dir.path().join("homeserver.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", binary().display()))?;
+        self.child = Some(child);
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(response) = http.get(format!("{}/_matrix/client/versions", self.base_url())).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("the server exited with {status}: {}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the server did not come up: {}", self.log())
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server with SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and database.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.spawn().await
+    }
+
+    /// A raw request; returns the status and the JSON body (`Null` if none).
+    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Result<(u16, Value)> {
+        let http = reqwest::Client::new();
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = http.request(method, format!("{}{path}", self.base_url()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok((status, value))
+    }
+
+    /// Registers `username` through the spec's UIA flow (`m.login.dummy`) with a real
+    /// matrix-sdk client, which is then logged in.
+    pub async fn register(&self, username: &str) -> Result<Client> {
+        let client = self.client().await?;
+        let mut request = register::v3::Request::new();
+        request.username = Some(username.to_owned());
+        request.password = Some(password(username));
+        request.initial_device_display_name = Some(format!("{username}'s first device"));
+        let session = match client.matrix_auth().register(request.clone()).await {
+            Ok(_) => bail!("registration succeeded without UIA"),
+            Err(error) => error
+                .as_uiaa_response()
+                .and_then(|info| info.session.clone())
+                .context("registration did not answer with a UIA session")?,
+        };
+        let mut dummy = Dummy::new();
+        dummy.session = Some(session);
+        request.auth = Some(AuthData::Dummy(dummy));
+        client.matrix_auth().register(request).await?;
+        Ok(client)
+    }
+
+    /// Logs in as an existing user on a new device.
+    pub async fn login(&self, username: &str, device_name: &str) -> Result<Client> {
+        let client = self.client().await?;
+        client
+            .matrix_auth()
+            .login_username(username, &password(username))
+            .initial_device_display_name(device_name)
+            .send()
+            .await?;
+        Ok(client)
+    }
+
+    async fn client(&self) -> Result<Client> {
+        Ok(Client::builder().homeserver_url(self.base_url()).build().await?)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
+
+/// Each test user's password.
+pub fn password(username: &str) -> String {
+    format!("{username}-correct-horse-battery")
+}
+
+/// A client's access token.
+pub fn token(client: &Client) -> String {
+    client.access_token().expect("the client is logged in")
+}
+
+/// One sync from the given token (or an initial sync), returning the raw JSON body so
+/// tests can check the wire format itself.
+pub async fn raw_sync(server: &TestServer, client: &Client, since: Option<&str>, timeout_ms: u64) -> Result<Value> {
+    let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
+    if let Some(since) = since {
+        path.push_str(&format!("&since={since}"));
+    }
+    let (status, body) = server.request("GET", &path, Some(&token(client)), None).await?;
+    if status != 200 {
+        bail!("sync answered {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// Syncs a matrix-sdk client until `done` accepts what it has seen, or fails after
+/// `attempts` syncs.
+pub async fn sync_until(client: &Client, attempts: usize, mut done: impl FnMut(&Client) -> bool) -> Result<()> {
+    let settings = SyncSettings::default().timeout(Duration::from_millis(2000));
+    for _ in 0..attempts {
+        client.sync_once(settings.clone()).await?;
+        if done(client) {
+            return Ok(());
+        }
+    }
+    bail!("the expected state never arrived")
+}
+
+/// The timeline events of a room in a raw sync body.
+pub fn timeline<'a>(sync: &'a Value, room_id: &str) -> Vec<&'a Value> {
+    sync.pointer(&format!("/rooms/join/{}/timeline/events", room_id.replace('~', "~0").replace('/', "~1")))
+        .and_then(Value::as_array)
+        .map(|events| events.iter().collect())
+        .unwrap_or_default()
+}

@@ -168,6 +168,14 @@ impl StoredPdu {
             value.remove(*field);
         }
         value.insert("event_id".to_owned(), event_id.as_str().into());
+        // Room version 11 moved `redacts` into the content; clients written before it
+        // still read the top-level key, so both are served.
+        if value.get("type").and_then(serde_json::Value::as_str) == Some("m.room.redaction")
+            && !value.contains_key("redacts")
+            && let Some(redacts) = value.get("content").and_then(|content| content.get("redacts")).cloned()
+        {
+            value.insert("redacts".to_owned(), redacts);
+        }
         match format {
             ClientFormat::Full => {
                 value.insert("room_id".to_owned(), self.room_id.as_str().into());
