@@ -95,9 +95,18 @@ impl Default for Config {
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
-            login: RateLimit { per_second: 0.5, burst: 10 },
-            registration: RateLimit { per_second: 0.2, burst: 10 },
-            message: RateLimit { per_second: 50.0, burst: 200 },
+            login: RateLimit {
+                per_second: 0.5,
+                burst: 10,
+            },
+            registration: RateLimit {
+                per_second: 0.2,
+                burst: 10,
+            },
+            message: RateLimit {
+                per_second: 50.0,
+                burst: 200,
+            },
         }
     }
 }
@@ -151,14 +160,21 @@ mod tests {
         let mut documented = Vec::new();
         keys(&parsed, "", &mut documented);
         let reparsed = Config::parse(&uncommented).expect("example with every option parses");
-        let round_trip = toml::Value::try_from(ConfigFile { global: reparsed }).expect("serializes");
+        let round_trip =
+            toml::Value::try_from(ConfigFile { global: reparsed }).expect("serializes");
         let mut known = Vec::new();
         keys(&round_trip, "", &mut known);
         for key in &documented {
-            assert!(known.contains(key), "{key} in conf/homeserver.toml is not an option");
+            assert!(
+                known.contains(key),
+                "{key} in conf/homeserver.toml is not an option"
+            );
         }
         for key in &known {
-            assert!(documented.contains(key), "{key} is not documented in conf/homeserver.toml");
+            assert!(
+                documented.contains(key),
+                "{key} is not documented in conf/homeserver.toml"
+            );
         }
         Config::parse(example).expect("the example as shipped parses");
     }

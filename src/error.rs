@@ -23,7 +23,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// An error the client is meant to see, with the spec's errcode and status.
     #[error("{status} {kind:?}: {message}")]
-    Matrix { kind: ErrorKind, message: Cow<'static, str>, status: StatusCode },
+    Matrix {
+        kind: ErrorKind,
+        message: Cow<'static, str>,
+        status: StatusCode,
+    },
     /// User-interactive authentication is required (401 with the flows).
     #[error("user-interactive authentication required")]
     Uiaa(Box<UiaaInfo>),
@@ -37,12 +41,20 @@ impl Error {
     /// An error of the given kind, with the status the spec gives that kind.
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
         let status = default_status(&kind);
-        Self::Matrix { kind, message: message.into(), status }
+        Self::Matrix {
+            kind,
+            message: message.into(),
+            status,
+        }
     }
 
     pub fn with_status(self, status: StatusCode) -> Self {
         match self {
-            Self::Matrix { kind, message, .. } => Self::Matrix { kind, message, status },
+            Self::Matrix { kind, message, .. } => Self::Matrix {
+                kind,
+                message,
+                status,
+            },
             other => other,
         }
     }
@@ -70,7 +82,10 @@ impl Error {
     pub fn unknown_token(soft_logout: bool) -> Self {
         let mut data = UnknownTokenErrorData::new();
         data.soft_logout = soft_logout;
-        Self::new(ErrorKind::UnknownToken(data), "Unknown or expired access token")
+        Self::new(
+            ErrorKind::UnknownToken(data),
+            "Unknown or expired access token",
+        )
     }
 
     pub fn limit_exceeded(retry_after: Duration) -> Self {
@@ -117,7 +132,11 @@ fn default_status(kind: &ErrorKind) -> StatusCode {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let result = match self {
-            Self::Matrix { kind, message, status } => ruma::api::error::Error::new(
+            Self::Matrix {
+                kind,
+                message,
+                status,
+            } => ruma::api::error::Error::new(
                 status,
                 ErrorBody::Standard(StandardErrorBody::new(kind, message.into_owned())),
             )

@@ -20,7 +20,9 @@ use crate::{config::Config, service::Services};
 pub async fn run(config: Config) -> Result<()> {
     let address = SocketAddr::new(config.address, config.port);
     let services = Services::open(config)?;
-    let listener = tokio::net::TcpListener::bind(address).await.map_err(Error::internal)?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(Error::internal)?;
     tracing::info!(%address, server_name = %services.config.server_name, "listening");
     serve(services, listener).await
 }
@@ -28,17 +30,22 @@ pub async fn run(config: Config) -> Result<()> {
 /// Serves the API on an already bound listener.
 pub async fn serve(services: Arc<Services>, listener: tokio::net::TcpListener) -> Result<()> {
     let app = router::build(services);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(Error::internal)
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(Error::internal)
 }
 
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             signal.recv().await;
         }
     };

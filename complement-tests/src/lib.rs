@@ -57,9 +57,15 @@ fn compose_config(port: u16, database: &std::path::Path, extra: &str) -> String 
     };
     let overridden = |line: &str| {
         let key = line.split('=').next().unwrap_or("").trim();
-        !key.is_empty() && extra_keys.lines().any(|l| l.split('=').next().unwrap_or("").trim() == key)
+        !key.is_empty()
+            && extra_keys
+                .lines()
+                .any(|l| l.split('=').next().unwrap_or("").trim() == key)
     };
-    let mut config = format!("[global]\nserver_name = \"localhost\"\nport = {port}\ndatabase_path = \"{}\"\n", database.display());
+    let mut config = format!(
+        "[global]\nserver_name = \"localhost\"\nport = {port}\ndatabase_path = \"{}\"\n",
+        database.display()
+    );
     for line in base_keys.lines().filter(|line| !overridden(line)) {
         config.push_str(line);
         config.push('\n');
@@ -81,11 +87,17 @@ fn binary() -> PathBuf {
     }
     // Test binaries live in target/<profile>/deps; the server binary one level up.
     let exe = std::env::current_exe().expect("the test binary has a path");
-    exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("palisade")
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("palisade")
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 impl TestServer {
@@ -101,7 +113,11 @@ impl TestServer {
         let port = free_port();
         let config = compose_config(port, &dir.path().join("db"), extra);
         std::fs::write(dir.path().join("homeserver.toml"), config)?;
-        let mut server = Self { dir, port, child: None };
+        let mut server = Self {
+            dir,
+            port,
+            child: None,
+        };
         server.spawn().await?;
         Ok(server)
     }
@@ -122,7 +138,10 @@ impl TestServer {
         self.child = Some(child);
         let http = reqwest::Client::new();
         for _ in 0..200 {
-            if let Ok(response) = http.get(format!("{}/_matrix/client/versions", self.base_url())).send().await
+            if let Ok(response) = http
+                .get(format!("{}/_matrix/client/versions", self.base_url()))
+                .send()
+                .await
                 && response.status().is_success()
             {
                 return Ok(());
@@ -165,7 +184,13 @@ impl TestServer {
     }
 
     /// A raw request; returns the status and the JSON body (`Null` if none).
-    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Result<(u16, Value)> {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
         let http = reqwest::Client::new();
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut request = http.request(method, format!("{}{path}", self.base_url()));
@@ -178,7 +203,11 @@ impl TestServer {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await?;
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         Ok((status, value))
     }
 
@@ -217,7 +246,10 @@ impl TestServer {
     }
 
     async fn client(&self) -> Result<Client> {
-        Ok(Client::builder().homeserver_url(self.base_url()).build().await?)
+        Ok(Client::builder()
+            .homeserver_url(self.base_url())
+            .build()
+            .await?)
     }
 }
 
@@ -239,12 +271,35 @@ pub fn token(client: &Client) -> String {
 
 /// One sync from the given token (or an initial sync), returning the raw JSON body so
 /// tests can check the wire format itself.
-pub async fn raw_sync(server: &TestServer, client: &Client, since: Option<&str>, timeout_ms: u64) -> Result<Value> {
+pub async fn raw_sync(
+    server: &TestServer,
+    client: &Client,
+    since: Option<&str>,
+    timeout_ms: u64,
+) -> Result<Value> {
+    raw_sync_filtered(server, &token(client), since, timeout_ms, None).await
+}
+
+/// A raw sync with an inline filter (JSON).
+pub async fn raw_sync_filtered(
+    server: &TestServer,
+    access_token: &str,
+    since: Option<&str>,
+    timeout_ms: u64,
+    filter: Option<&Value>,
+) -> Result<Value> {
     let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
+    if let Some(filter) = filter {
+        let encoded: String =
+            url::form_urlencoded::byte_serialize(filter.to_string().as_bytes()).collect();
+        path.push_str(&format!("&filter={encoded}"));
+    }
     if let Some(since) = since {
         path.push_str(&format!("&since={since}"));
     }
-    let (status, body) = server.request("GET", &path, Some(&token(client)), None).await?;
+    let (status, body) = server
+        .request("GET", &path, Some(access_token), None)
+        .await?;
     if status != 200 {
         bail!("sync answered {status}: {body}");
     }
@@ -253,7 +308,11 @@ pub async fn raw_sync(server: &TestServer, client: &Client, since: Option<&str>,
 
 /// Syncs a matrix-sdk client until `done` accepts what it has seen, or fails after
 /// `attempts` syncs.
-pub async fn sync_until(client: &Client, attempts: usize, mut done: impl FnMut(&Client) -> bool) -> Result<()> {
+pub async fn sync_until(
+    client: &Client,
+    attempts: usize,
+    mut done: impl FnMut(&Client) -> bool,
+) -> Result<()> {
     let settings = SyncSettings::default().timeout(Duration::from_millis(2000));
     for _ in 0..attempts {
         client.sync_once(settings.clone()).await?;
@@ -266,8 +325,11 @@ pub async fn sync_until(client: &Client, attempts: usize, mut done: impl FnMut(&
 
 /// The timeline events of a room in a raw sync body.
 pub fn timeline<'a>(sync: &'a Value, room_id: &str) -> Vec<&'a Value> {
-    sync.pointer(&format!("/rooms/join/{}/timeline/events", room_id.replace('~', "~0").replace('/', "~1")))
-        .and_then(Value::as_array)
-        .map(|events| events.iter().collect())
-        .unwrap_or_default()
+    sync.pointer(&format!(
+        "/rooms/join/{}/timeline/events",
+        room_id.replace('~', "~0").replace('/', "~1")
+    ))
+    .and_then(Value::as_array)
+    .map(|events| events.iter().collect())
+    .unwrap_or_default()
 }

@@ -19,12 +19,17 @@ async fn register_and_log_in_on_two_devices() -> anyhow::Result<()> {
 
     let devices = first.devices().await?.devices;
     assert_eq!(devices.len(), 2);
-    let laptop = devices.iter().find(|d| Some(d.device_id.as_ref()) == second.device_id()).unwrap();
+    let laptop = devices
+        .iter()
+        .find(|d| Some(d.device_id.as_ref()) == second.device_id())
+        .unwrap();
     assert_eq!(laptop.display_name.as_deref(), Some("laptop"));
 
     // Deleting a device needs the password (UIA), then its token stops working.
     let path = format!("/_matrix/client/v3/devices/{}", second.device_id().unwrap());
-    let (status, challenge) = server.request("DELETE", &path, Some(&token(&first)), Some(json!({}))).await?;
+    let (status, challenge) = server
+        .request("DELETE", &path, Some(&token(&first)), Some(json!({})))
+        .await?;
     assert_eq!(status, 401);
     assert_eq!(challenge["flows"][0]["stages"][0], "m.login.password");
     let auth = json!({ "auth": {
@@ -33,38 +38,91 @@ async fn register_and_log_in_on_two_devices() -> anyhow::Result<()> {
         "identifier": { "type": "m.id.user", "user": "alice" },
         "password": password("alice"),
     }});
-    let (status, _) = server.request("DELETE", &path, Some(&token(&first)), Some(auth)).await?;
+    let (status, _) = server
+        .request("DELETE", &path, Some(&token(&first)), Some(auth))
+        .await?;
     assert_eq!(status, 200);
-    let (status, body) = server.request("GET", "/_matrix/client/v3/account/whoami", Some(&token(&second)), None).await?;
-    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")));
+    let (status, body) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&token(&second)),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_UNKNOWN_TOKEN"))
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn registration_is_refused_when_closed_and_needs_the_token_when_set() -> anyhow::Result<()> {
-    let server = TestServer::start_with("allow_registration = false\nregistration_token = \"letmein\"").await?;
-    let (status, body) = server.request("POST", "/_matrix/client/v3/register", None, Some(json!({ "username": "bob", "password": "pw" }))).await?;
+    let server =
+        TestServer::start_with("allow_registration = false\nregistration_token = \"letmein\"")
+            .await?;
+    let (status, body) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({ "username": "bob", "password": "pw" })),
+        )
+        .await?;
     assert_eq!(status, 401);
-    assert_eq!(body["flows"], json!([{ "stages": ["m.login.registration_token"] }]));
+    assert_eq!(
+        body["flows"],
+        json!([{ "stages": ["m.login.registration_token"] }])
+    );
     let session = body["session"].clone();
     let wrong = json!({ "username": "bob", "password": "pw", "auth": { "type": "m.login.registration_token", "token": "nope", "session": session } });
-    let (status, body) = server.request("POST", "/_matrix/client/v3/register", None, Some(wrong)).await?;
-    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_FORBIDDEN")));
+    let (status, body) = server
+        .request("POST", "/_matrix/client/v3/register", None, Some(wrong))
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_FORBIDDEN"))
+    );
     let dummy = json!({ "username": "bob", "password": "pw", "auth": { "type": "m.login.dummy", "session": session } });
-    let (status, _) = server.request("POST", "/_matrix/client/v3/register", None, Some(dummy)).await?;
-    assert_eq!(status, 401, "dummy is not offered when registration is closed");
+    let (status, _) = server
+        .request("POST", "/_matrix/client/v3/register", None, Some(dummy))
+        .await?;
+    assert_eq!(
+        status, 401,
+        "dummy is not offered when registration is closed"
+    );
     let right = json!({ "username": "bob", "password": "pw", "auth": { "type": "m.login.registration_token", "token": "letmein", "session": session } });
-    let (status, body) = server.request("POST", "/_matrix/client/v3/register", None, Some(right)).await?;
+    let (status, body) = server
+        .request("POST", "/_matrix/client/v3/register", None, Some(right))
+        .await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user_id"], "@bob:localhost");
     assert!(body["access_token"].as_str().is_some_and(|t| t.len() >= 32));
 
-    let (status, body) = server.request("GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token=letmein", None, None).await?;
+    let (status, body) = server
+        .request(
+            "GET",
+            "/_matrix/client/v1/register/m.login.registration_token/validity?token=letmein",
+            None,
+            None,
+        )
+        .await?;
     assert_eq!((status, body["valid"].as_bool()), (200, Some(true)));
 
     let closed = TestServer::start_with("allow_registration = false").await?;
-    let (status, body) = closed.request("POST", "/_matrix/client/v3/register", None, Some(json!({ "username": "x" }))).await?;
-    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
+    let (status, body) = closed
+        .request(
+            "POST",
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({ "username": "x" })),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN"))
+    );
     Ok(())
 }
 
@@ -73,25 +131,133 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
     let server = TestServer::start_with("max_request_size = 100000").await?;
     let alice = server.register("alice").await?;
     let token = token(&alice);
-    let cases: Vec<(&str, &str, Option<&str>, Option<Value>, u16, &str)> = vec![
-        ("GET", "/_matrix/client/v3/no/such/endpoint", None, None, 404, "M_UNRECOGNIZED"),
-        ("DELETE", "/_matrix/client/v3/login", None, None, 405, "M_UNRECOGNIZED"),
-        ("GET", "/_matrix/client/v3/account/whoami", None, None, 401, "M_MISSING_TOKEN"),
-        ("GET", "/_matrix/client/v3/account/whoami", Some("not-a-token"), None, 401, "M_UNKNOWN_TOKEN"),
-        ("POST", "/_matrix/client/v3/createRoom", Some(&token), Some(json!({ "room_version": "999" })), 400, "M_UNSUPPORTED_ROOM_VERSION"),
-        ("POST", "/_matrix/client/v3/createRoom", Some(&token), Some(json!({ "preset": 7 })), 400, "M_BAD_JSON"),
-        ("GET", "/_matrix/client/v3/register/available?username=alice", None, None, 400, "M_USER_IN_USE"),
-        ("GET", "/_matrix/client/v3/register/available?username=Not%20Valid", None, None, 400, "M_INVALID_USERNAME"),
-        ("POST", "/_matrix/client/v3/login", None, Some(json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "wrong" })), 403, "M_FORBIDDEN"),
-        ("GET", "/_matrix/client/v3/rooms/!nowhere:localhost/event/$nothing", Some(&token), None, 404, "M_NOT_FOUND"),
-        ("PUT", "/_matrix/client/v3/rooms/!nowhere:localhost/send/m.room.message/1", Some(&token), Some(json!({ "body": "x" })), 403, "M_FORBIDDEN"),
-        ("GET", "/_matrix/client/v3/sync?since=garbage", Some(&token), None, 400, "M_INVALID_PARAM"),
-        ("GET", "/_matrix/client/v3/profile/@nobody:localhost", None, None, 404, "M_NOT_FOUND"),
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<Value>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "GET",
+            "/_matrix/client/v3/no/such/endpoint",
+            None,
+            None,
+            404,
+            "M_UNRECOGNIZED",
+        ),
+        (
+            "DELETE",
+            "/_matrix/client/v3/login",
+            None,
+            None,
+            405,
+            "M_UNRECOGNIZED",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            None,
+            None,
+            401,
+            "M_MISSING_TOKEN",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some("not-a-token"),
+            None,
+            401,
+            "M_UNKNOWN_TOKEN",
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&token),
+            Some(json!({ "room_version": "999" })),
+            400,
+            "M_UNSUPPORTED_ROOM_VERSION",
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&token),
+            Some(json!({ "preset": 7 })),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/register/available?username=alice",
+            None,
+            None,
+            400,
+            "M_USER_IN_USE",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/register/available?username=Not%20Valid",
+            None,
+            None,
+            400,
+            "M_INVALID_USERNAME",
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            Some(
+                json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "wrong" }),
+            ),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/rooms/!nowhere:localhost/event/$nothing",
+            Some(&token),
+            None,
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            "PUT",
+            "/_matrix/client/v3/rooms/!nowhere:localhost/send/m.room.message/1",
+            Some(&token),
+            Some(json!({ "body": "x" })),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/sync?since=garbage",
+            Some(&token),
+            None,
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/profile/@nobody:localhost",
+            None,
+            None,
+            404,
+            "M_NOT_FOUND",
+        ),
     ];
     for (method, path, token, body, status, errcode) in cases {
         let (got_status, got) = server.request(method, path, token, body).await?;
-        assert_eq!((got_status, got["errcode"].as_str()), (status, Some(errcode)), "{method} {path}: {got}");
-        assert!(got["error"].is_string(), "{method} {path}: an error message");
+        assert_eq!(
+            (got_status, got["errcode"].as_str()),
+            (status, Some(errcode)),
+            "{method} {path}: {got}"
+        );
+        assert!(
+            got["error"].is_string(),
+            "{method} {path}: an error message"
+        );
     }
 
     let http = reqwest::Client::new();
@@ -105,7 +271,10 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
 
     let huge = "x".repeat(200_000);
     let too_large = http
-        .post(format!("{}/_matrix/client/v3/createRoom", server.base_url()))
+        .post(format!(
+            "{}/_matrix/client/v3/createRoom",
+            server.base_url()
+        ))
         .bearer_auth(&token)
         .body(format!("{{\"name\":\"{huge}\"}}"))
         .send()
@@ -114,7 +283,10 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
     assert_eq!(too_large.json::<Value>().await?["errcode"], "M_TOO_LARGE");
 
     let cors = http
-        .request(reqwest::Method::OPTIONS, format!("{}/_matrix/client/v3/login", server.base_url()))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/_matrix/client/v3/login", server.base_url()),
+        )
         .header("Origin", "https://app.element.io")
         .header("Access-Control-Request-Method", "POST")
         .send()
@@ -129,11 +301,23 @@ async fn login_is_rate_limited_with_retry_after() -> anyhow::Result<()> {
     let server = TestServer::start_with("[global.rate_limits.login]\nper_second = 0.1\nburst = 3\n[global.rate_limits.registration]\nper_second = 100.0\nburst = 100\n[global.rate_limits.message]\nper_second = 100.0\nburst = 100").await?;
     let wrong = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "wrong" });
     for _ in 0..3 {
-        let (status, _) = server.request("POST", "/_matrix/client/v3/login", None, Some(wrong.clone())).await?;
+        let (status, _) = server
+            .request(
+                "POST",
+                "/_matrix/client/v3/login",
+                None,
+                Some(wrong.clone()),
+            )
+            .await?;
         assert_eq!(status, 403);
     }
-    let (status, body) = server.request("POST", "/_matrix/client/v3/login", None, Some(wrong)).await?;
-    assert_eq!((status, body["errcode"].as_str()), (429, Some("M_LIMIT_EXCEEDED")));
+    let (status, body) = server
+        .request("POST", "/_matrix/client/v3/login", None, Some(wrong))
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (429, Some("M_LIMIT_EXCEEDED"))
+    );
     assert!(body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 1000));
     Ok(())
 }
@@ -143,22 +327,63 @@ async fn refresh_tokens_rotate_and_logout_all_ends_every_session() -> anyhow::Re
     let server = TestServer::start().await?;
     server.register("carol").await?;
     let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "carol" }, "password": password("carol"), "refresh_token": true });
-    let (status, session) = server.request("POST", "/_matrix/client/v3/login", None, Some(login)).await?;
+    let (status, session) = server
+        .request("POST", "/_matrix/client/v3/login", None, Some(login))
+        .await?;
     assert_eq!(status, 200);
     assert!(session["expires_in_ms"].as_u64().is_some_and(|ms| ms > 0));
     let refresh = session["refresh_token"].as_str().unwrap().to_owned();
-    let (status, renewed) = server.request("POST", "/_matrix/client/v3/refresh", None, Some(json!({ "refresh_token": refresh }))).await?;
+    let (status, renewed) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/refresh",
+            None,
+            Some(json!({ "refresh_token": refresh })),
+        )
+        .await?;
     assert_eq!(status, 200);
     assert_ne!(renewed["access_token"], session["access_token"]);
-    let (status, _) = server.request("GET", "/_matrix/client/v3/account/whoami", session["access_token"].as_str(), None).await?;
+    let (status, _) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            session["access_token"].as_str(),
+            None,
+        )
+        .await?;
     assert_eq!(status, 401, "the old access token no longer works");
-    let (status, body) = server.request("POST", "/_matrix/client/v3/refresh", None, Some(json!({ "refresh_token": refresh }))).await?;
-    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "a refresh token is single use");
+    let (status, body) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/refresh",
+            None,
+            Some(json!({ "refresh_token": refresh })),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_UNKNOWN_TOKEN")),
+        "a refresh token is single use"
+    );
 
     let new_token = renewed["access_token"].as_str().unwrap();
-    let (status, _) = server.request("POST", "/_matrix/client/v3/logout/all", Some(new_token), Some(json!({}))).await?;
+    let (status, _) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/logout/all",
+            Some(new_token),
+            Some(json!({})),
+        )
+        .await?;
     assert_eq!(status, 200);
-    let (status, _) = server.request("GET", "/_matrix/client/v3/account/whoami", Some(new_token), None).await?;
+    let (status, _) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(new_token),
+            None,
+        )
+        .await?;
     assert_eq!(status, 401);
     Ok(())
 }
@@ -167,15 +392,41 @@ async fn refresh_tokens_rotate_and_logout_all_ends_every_session() -> anyhow::Re
 async fn login_tokens_log_in_once() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let dave = server.register("dave").await?;
-    let (status, challenge) = server.request("POST", "/_matrix/client/v1/login/get_token", Some(&token(&dave)), Some(json!({}))).await?;
+    let (status, challenge) = server
+        .request(
+            "POST",
+            "/_matrix/client/v1/login/get_token",
+            Some(&token(&dave)),
+            Some(json!({})),
+        )
+        .await?;
     assert_eq!(status, 401);
     let auth = json!({ "auth": { "type": "m.login.password", "session": challenge["session"], "identifier": { "type": "m.id.user", "user": "dave" }, "password": password("dave") } });
-    let (status, body) = server.request("POST", "/_matrix/client/v1/login/get_token", Some(&token(&dave)), Some(auth)).await?;
+    let (status, body) = server
+        .request(
+            "POST",
+            "/_matrix/client/v1/login/get_token",
+            Some(&token(&dave)),
+            Some(auth),
+        )
+        .await?;
     assert_eq!(status, 200, "{body}");
     let login = json!({ "type": "m.login.token", "token": body["login_token"] });
-    let (status, session) = server.request("POST", "/_matrix/client/v3/login", None, Some(login.clone())).await?;
-    assert_eq!((status, session["user_id"].as_str()), (200, Some("@dave:localhost")));
-    let (status, _) = server.request("POST", "/_matrix/client/v3/login", None, Some(login)).await?;
+    let (status, session) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            Some(login.clone()),
+        )
+        .await?;
+    assert_eq!(
+        (status, session["user_id"].as_str()),
+        (200, Some("@dave:localhost"))
+    );
+    let (status, _) = server
+        .request("POST", "/_matrix/client/v3/login", None, Some(login))
+        .await?;
     assert_eq!(status, 403);
     Ok(())
 }
@@ -186,21 +437,60 @@ async fn password_change_and_deactivation() -> anyhow::Result<()> {
     let erin = server.register("erin").await?;
     let other_device = server.login("erin", "phone").await?;
     let path = "/_matrix/client/v3/account/password";
-    let (_, challenge) = server.request("POST", path, Some(&token(&erin)), Some(json!({ "new_password": "new-secret" }))).await?;
+    let (_, challenge) = server
+        .request(
+            "POST",
+            path,
+            Some(&token(&erin)),
+            Some(json!({ "new_password": "new-secret" })),
+        )
+        .await?;
     let body = json!({ "new_password": "new-secret", "auth": { "type": "m.login.password", "session": challenge["session"], "identifier": { "type": "m.id.user", "user": "erin" }, "password": password("erin") } });
-    let (status, _) = server.request("POST", path, Some(&token(&erin)), Some(body)).await?;
+    let (status, _) = server
+        .request("POST", path, Some(&token(&erin)), Some(body))
+        .await?;
     assert_eq!(status, 200);
-    let (status, _) = server.request("GET", "/_matrix/client/v3/account/whoami", Some(&token(&other_device)), None).await?;
+    let (status, _) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&token(&other_device)),
+            None,
+        )
+        .await?;
     assert_eq!(status, 401, "other devices are logged out");
-    let (status, _) = server.request("GET", "/_matrix/client/v3/account/whoami", Some(&token(&erin)), None).await?;
+    let (status, _) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&token(&erin)),
+            None,
+        )
+        .await?;
     assert_eq!(status, 200, "the current device stays");
 
-    let (_, challenge) = server.request("POST", "/_matrix/client/v3/account/deactivate", Some(&token(&erin)), Some(json!({}))).await?;
+    let (_, challenge) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/account/deactivate",
+            Some(&token(&erin)),
+            Some(json!({})),
+        )
+        .await?;
     let body = json!({ "auth": { "type": "m.login.password", "session": challenge["session"], "identifier": { "type": "m.id.user", "user": "erin" }, "password": "new-secret" } });
-    let (status, body) = server.request("POST", "/_matrix/client/v3/account/deactivate", Some(&token(&erin)), Some(body)).await?;
+    let (status, body) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/account/deactivate",
+            Some(&token(&erin)),
+            Some(body),
+        )
+        .await?;
     assert_eq!(status, 200, "{body}");
     let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "erin" }, "password": "new-secret" });
-    let (status, _) = server.request("POST", "/_matrix/client/v3/login", None, Some(login)).await?;
+    let (status, _) = server
+        .request("POST", "/_matrix/client/v3/login", None, Some(login))
+        .await?;
     assert_eq!(status, 403);
     Ok(())
 }
@@ -208,19 +498,42 @@ async fn password_change_and_deactivation() -> anyhow::Result<()> {
 #[tokio::test]
 async fn synapse_shared_secret_registration() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
-    let (status, body) = server.request("GET", "/_synapse/admin/v1/register", None, None).await?;
+    let (status, body) = server
+        .request("GET", "/_synapse/admin/v1/register", None, None)
+        .await?;
     assert_eq!(status, 200);
     let nonce = body["nonce"].as_str().unwrap().to_owned();
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"test-shared-secret")?;
     mac.update(format!("{nonce}\0admin1\0pw-admin\0admin").as_bytes());
-    let mac: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let mac: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let body = json!({ "nonce": nonce, "username": "admin1", "password": "pw-admin", "admin": true, "mac": mac });
-    let (status, registered) = server.request("POST", "/_synapse/admin/v1/register", None, Some(body.clone())).await?;
+    let (status, registered) = server
+        .request(
+            "POST",
+            "/_synapse/admin/v1/register",
+            None,
+            Some(body.clone()),
+        )
+        .await?;
     assert_eq!(status, 200, "{registered}");
     assert_eq!(registered["user_id"], "@admin1:localhost");
-    let (status, _) = server.request("POST", "/_synapse/admin/v1/register", None, Some(body)).await?;
+    let (status, _) = server
+        .request("POST", "/_synapse/admin/v1/register", None, Some(body))
+        .await?;
     assert_eq!(status, 400, "a nonce is single use");
-    let (status, _) = server.request("GET", "/_matrix/client/v3/account/whoami", registered["access_token"].as_str(), None).await?;
+    let (status, _) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            registered["access_token"].as_str(),
+            None,
+        )
+        .await?;
     assert_eq!(status, 200);
     Ok(())
 }
@@ -231,42 +544,124 @@ async fn account_data_filters_push_rules_and_profiles() -> anyhow::Result<()> {
     let frank = server.register("frank").await?;
     let t = token(&frank);
 
-    let (status, rules) = server.request("GET", "/_matrix/client/v3/pushrules/", Some(&t), None).await?;
+    let (status, rules) = server
+        .request("GET", "/_matrix/client/v3/pushrules/", Some(&t), None)
+        .await?;
     assert_eq!(status, 200);
-    let overrides: Vec<&str> = rules["global"]["override"].as_array().unwrap().iter().filter_map(|r| r["rule_id"].as_str()).collect();
-    assert!(overrides.contains(&".m.rule.master") && overrides.contains(&".m.rule.suppress_notices"));
+    let overrides: Vec<&str> = rules["global"]["override"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["rule_id"].as_str())
+        .collect();
+    assert!(
+        overrides.contains(&".m.rule.master") && overrides.contains(&".m.rule.suppress_notices")
+    );
     let rule = json!({ "actions": ["notify"], "pattern": "lunch" });
-    let (status, _) = server.request("PUT", "/_matrix/client/v3/pushrules/global/content/lunch", Some(&t), Some(rule)).await?;
+    let (status, _) = server
+        .request(
+            "PUT",
+            "/_matrix/client/v3/pushrules/global/content/lunch",
+            Some(&t),
+            Some(rule),
+        )
+        .await?;
     assert_eq!(status, 200);
-    let (status, enabled) = server.request("GET", "/_matrix/client/v3/pushrules/global/content/lunch/enabled", Some(&t), None).await?;
+    let (status, enabled) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/pushrules/global/content/lunch/enabled",
+            Some(&t),
+            None,
+        )
+        .await?;
     assert_eq!((status, enabled["enabled"].as_bool()), (200, Some(true)));
-    let (status, _) = server.request("PUT", "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled", Some(&t), Some(json!({ "enabled": true }))).await?;
+    let (status, _) = server
+        .request(
+            "PUT",
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled",
+            Some(&t),
+            Some(json!({ "enabled": true })),
+        )
+        .await?;
     assert_eq!(status, 200);
-    let (status, _) = server.request("DELETE", "/_matrix/client/v3/pushrules/global/content/nosuch", Some(&t), None).await?;
+    let (status, _) = server
+        .request(
+            "DELETE",
+            "/_matrix/client/v3/pushrules/global/content/nosuch",
+            Some(&t),
+            None,
+        )
+        .await?;
     assert_eq!(status, 404);
 
     let pusher = json!({ "pushkey": "abc", "kind": "http", "app_id": "com.example.app", "app_display_name": "App", "device_display_name": "Phone", "lang": "en", "data": { "url": "https://push.example.org/_matrix/push/v1/notify" } });
-    let (status, _) = server.request("POST", "/_matrix/client/v3/pushers/set", Some(&t), Some(pusher)).await?;
+    let (status, _) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/pushers/set",
+            Some(&t),
+            Some(pusher),
+        )
+        .await?;
     assert_eq!(status, 200);
-    let (_, pushers) = server.request("GET", "/_matrix/client/v3/pushers", Some(&t), None).await?;
+    let (_, pushers) = server
+        .request("GET", "/_matrix/client/v3/pushers", Some(&t), None)
+        .await?;
     assert_eq!(pushers["pushers"][0]["pushkey"], "abc");
 
     let path = "/_matrix/client/v3/user/@frank:localhost/account_data/org.example.settings";
-    let (status, _) = server.request("PUT", path, Some(&t), Some(json!({ "theme": "dark" }))).await?;
+    let (status, _) = server
+        .request("PUT", path, Some(&t), Some(json!({ "theme": "dark" })))
+        .await?;
     assert_eq!(status, 200);
     let (_, data) = server.request("GET", path, Some(&t), None).await?;
     assert_eq!(data, json!({ "theme": "dark" }));
 
     let filter = json!({ "room": { "timeline": { "limit": 5 } } });
-    let (status, created) = server.request("POST", "/_matrix/client/v3/user/@frank:localhost/filter", Some(&t), Some(filter)).await?;
+    let (status, created) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/user/@frank:localhost/filter",
+            Some(&t),
+            Some(filter),
+        )
+        .await?;
     assert_eq!(status, 200);
-    let (_, read) = server.request("GET", &format!("/_matrix/client/v3/user/@frank:localhost/filter/{}", created["filter_id"].as_str().unwrap()), Some(&t), None).await?;
+    let (_, read) = server
+        .request(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/user/@frank:localhost/filter/{}",
+                created["filter_id"].as_str().unwrap()
+            ),
+            Some(&t),
+            None,
+        )
+        .await?;
     assert_eq!(read["room"]["timeline"]["limit"], 5);
 
-    frank.account().set_display_name(Some("Frank Ocean")).await?;
-    let (_, profile) = server.request("GET", "/_matrix/client/v3/profile/@frank:localhost", None, None).await?;
+    frank
+        .account()
+        .set_display_name(Some("Frank Ocean"))
+        .await?;
+    let (_, profile) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/profile/@frank:localhost",
+            None,
+            None,
+        )
+        .await?;
     assert_eq!(profile["displayname"], "Frank Ocean");
-    let (_, name) = server.request("GET", "/_matrix/client/v3/profile/@frank:localhost/displayname", None, None).await?;
+    let (_, name) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/profile/@frank:localhost/displayname",
+            None,
+            None,
+        )
+        .await?;
     assert_eq!(name["displayname"], "Frank Ocean");
     Ok(())
 }

@@ -8,8 +8,9 @@ use matrix_sdk::{
     RoomState,
     room::MessagesOptions,
     ruma::{
-        OwnedRoomId, api::client::room::create_room, events::room::message::RoomMessageEventContent,
-        api::client::receipt::create_receipt::v3::ReceiptType, events::receipt::ReceiptThread,
+        OwnedRoomId, api::client::receipt::create_receipt::v3::ReceiptType,
+        api::client::room::create_room, events::receipt::ReceiptThread,
+        events::room::message::RoomMessageEventContent,
     },
 };
 use serde_json::{Value, json};
@@ -28,7 +29,11 @@ async fn create_dm(alice: &matrix_sdk::Client, bob: &str) -> anyhow::Result<Owne
     create_private(alice, bob, create_room::v3::RoomPreset::TrustedPrivateChat).await
 }
 
-async fn create_private(alice: &matrix_sdk::Client, bob: &str, preset: create_room::v3::RoomPreset) -> anyhow::Result<OwnedRoomId> {
+async fn create_private(
+    alice: &matrix_sdk::Client,
+    bob: &str,
+    preset: create_room::v3::RoomPreset,
+) -> anyhow::Result<OwnedRoomId> {
     let mut request = create_room::v3::Request::new();
     request.is_direct = true;
     request.invite = vec![bob.try_into()?];
@@ -43,22 +48,43 @@ async fn direct_chat_both_ways_in_order() -> anyhow::Result<()> {
     let bob = server.register("bob").await?;
     let room_id = create_dm(&alice, "@bob:localhost").await?;
 
-    complement_tests::sync_until(&bob, 10, |c| c.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Invited)).await?;
+    complement_tests::sync_until(&bob, 10, |c| {
+        c.get_room(&room_id)
+            .is_some_and(|r| r.state() == RoomState::Invited)
+    })
+    .await?;
     let invited = bob.get_room(&room_id).unwrap();
-    let inviter = invited.invite_details().await?.inviter.map(|m| m.user_id().to_owned());
-    assert_eq!(inviter.as_deref().map(|u| u.as_str()), Some("@alice:localhost"));
+    let inviter = invited
+        .invite_details()
+        .await?
+        .inviter
+        .map(|m| m.user_id().to_owned());
+    assert_eq!(
+        inviter.as_deref().map(|u| u.as_str()),
+        Some("@alice:localhost")
+    );
     bob.join_room_by_id(&room_id).await?;
 
     let before = raw_sync(&server, &bob, None, 0).await?;
     let since = before["next_batch"].as_str().unwrap().to_owned();
     let alice_room = alice.get_room(&room_id).unwrap();
-    complement_tests::sync_until(&bob, 10, |c| c.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Joined)).await?;
+    complement_tests::sync_until(&bob, 10, |c| {
+        c.get_room(&room_id)
+            .is_some_and(|r| r.state() == RoomState::Joined)
+    })
+    .await?;
     let bob_room = bob.get_room(&room_id).unwrap();
     for i in 0..5 {
-        alice_room.send(RoomMessageEventContent::text_plain(format!("alice {i}"))).await?;
-        bob_room.send(RoomMessageEventContent::text_plain(format!("bob {i}"))).await?;
+        alice_room
+            .send(RoomMessageEventContent::text_plain(format!("alice {i}")))
+            .await?;
+        bob_room
+            .send(RoomMessageEventContent::text_plain(format!("bob {i}")))
+            .await?;
     }
-    let expected: Vec<String> = (0..5).flat_map(|i| [format!("alice {i}"), format!("bob {i}")]).collect();
+    let expected: Vec<String> = (0..5)
+        .flat_map(|i| [format!("alice {i}"), format!("bob {i}")])
+        .collect();
     for client in [&alice, &bob] {
         let sync = raw_sync(&server, client, Some(&since), 0).await?;
         assert_eq!(bodies(&timeline(&sync, room_id.as_str())), expected);
@@ -68,10 +94,21 @@ async fn direct_chat_both_ways_in_order() -> anyhow::Result<()> {
     let sync = raw_sync(&server, &alice, Some(&since), 0).await?;
     for event in timeline(&sync, room_id.as_str()) {
         let own = event["sender"] == "@alice:localhost";
-        assert_eq!(event["unsigned"]["transaction_id"].is_string(), own, "{event}");
+        assert_eq!(
+            event["unsigned"]["transaction_id"].is_string(),
+            own,
+            "{event}"
+        );
     }
 
-    let (status, body) = server.request("GET", &format!("/_matrix/client/v3/rooms/{room_id}/joined_members"), Some(&token(&alice)), None).await?;
+    let (status, body) = server
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/joined_members"),
+            Some(&token(&alice)),
+            None,
+        )
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(body["joined"].as_object().unwrap().len(), 2);
     Ok(())
@@ -84,7 +121,10 @@ async fn a_long_poll_returns_as_soon_as_a_message_arrives() -> anyhow::Result<()
     let bob = server.register("bob").await?;
     let room_id = create_dm(&alice, "@bob:localhost").await?;
     bob.join_room_by_id(&room_id).await?;
-    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"].as_str().unwrap().to_owned();
+    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let poll = {
         let server_url = server.base_url();
@@ -92,12 +132,22 @@ async fn a_long_poll_returns_as_soon_as_a_message_arrives() -> anyhow::Result<()
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let url = format!("{server_url}/_matrix/client/v3/sync?timeout=20000&since={since}");
-            let body: Value = reqwest::Client::new().get(url).bearer_auth(token).send().await?.json().await?;
+            let body: Value = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await?
+                .json()
+                .await?;
             anyhow::Ok((started.elapsed(), body))
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    alice.get_room(&room_id).unwrap().send(RoomMessageEventContent::text_plain("wake up")).await?;
+    alice
+        .get_room(&room_id)
+        .unwrap()
+        .send(RoomMessageEventContent::text_plain("wake up"))
+        .await?;
     let (elapsed, body) = poll.await??;
     assert!(elapsed < Duration::from_secs(5), "woken after {elapsed:?}");
     assert_eq!(bodies(&timeline(&body, room_id.as_str())), vec!["wake up"]);
@@ -118,43 +168,119 @@ async fn group_membership_changes_are_seen_by_members() -> anyhow::Result<()> {
     request.visibility = matrix_sdk::ruma::api::client::room::Visibility::Public;
     let room = alice.create_room(request).await?;
     let room_id = room.room_id().to_owned();
-    let since = raw_sync(&server, &alice, None, 0).await?["next_batch"].as_str().unwrap().to_owned();
+    let since = raw_sync(&server, &alice, None, 0).await?["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Bob joins by alias, Carol is invited and joins, Bob leaves, Carol is kicked, Bob is banned.
-    bob.join_room_by_id_or_alias((&*"#team:localhost".try_into().map(|a: matrix_sdk::ruma::OwnedRoomAliasId| a)?).into(), &[]).await?;
-    room.invite_user_by_id("@carol:localhost".try_into()?).await?;
+    bob.join_room_by_id_or_alias(
+        (&*"#team:localhost"
+            .try_into()
+            .map(|a: matrix_sdk::ruma::OwnedRoomAliasId| a)?)
+            .into(),
+        &[],
+    )
+    .await?;
+    room.invite_user_by_id("@carol:localhost".try_into()?)
+        .await?;
     carol.join_room_by_id(&room_id).await?;
     bob.get_room(&room_id).unwrap().leave().await?;
-    room.kick_user("@carol:localhost".try_into()?, Some("bye")).await?;
-    room.ban_user("@bob:localhost".try_into()?, Some("spam")).await?;
+    room.kick_user("@carol:localhost".try_into()?, Some("bye"))
+        .await?;
+    room.ban_user("@bob:localhost".try_into()?, Some("spam"))
+        .await?;
 
     let sync = raw_sync(&server, &alice, Some(&since), 0).await?;
     let changes: Vec<(String, String)> = timeline(&sync, room_id.as_str())
         .iter()
         .filter(|e| e["type"] == "m.room.member")
-        .map(|e| (e["state_key"].as_str().unwrap().to_owned(), e["content"]["membership"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["state_key"].as_str().unwrap().to_owned(),
+                e["content"]["membership"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    let expected = [("@bob:localhost", "join"), ("@carol:localhost", "invite"), ("@carol:localhost", "join"), ("@bob:localhost", "leave"), ("@carol:localhost", "leave"), ("@bob:localhost", "ban")];
+    let expected = [
+        ("@bob:localhost", "join"),
+        ("@carol:localhost", "invite"),
+        ("@carol:localhost", "join"),
+        ("@bob:localhost", "leave"),
+        ("@carol:localhost", "leave"),
+        ("@bob:localhost", "ban"),
+    ];
     assert_eq!(changes, expected.map(|(u, m)| (u.to_owned(), m.to_owned())));
 
     // Carol sees her kick with its reason, in the leave section.
     let carol_sync = raw_sync(&server, &carol, None, 0).await?;
-    assert!(carol_sync["rooms"]["leave"].get(room_id.as_str()).is_none(), "left rooms only with include_leave");
-    let (status, kicked) = server.request("GET", &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/@carol:localhost"), Some(&token(&carol)), None).await?;
-    assert_eq!((status, kicked["membership"].as_str(), kicked["reason"].as_str()), (200, Some("leave"), Some("bye")));
+    assert!(
+        carol_sync["rooms"]["leave"].get(room_id.as_str()).is_none(),
+        "left rooms only with include_leave"
+    );
+    let (status, kicked) = server
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/@carol:localhost"),
+            Some(&token(&carol)),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (
+            status,
+            kicked["membership"].as_str(),
+            kicked["reason"].as_str()
+        ),
+        (200, Some("leave"), Some("bye"))
+    );
 
     // A banned user cannot come back; an unbanned one can.
-    let (status, body) = server.request("POST", &format!("/_matrix/client/v3/rooms/{room_id}/join"), Some(&token(&bob)), Some(json!({}))).await?;
-    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
+    let (status, body) = server
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_id}/join"),
+            Some(&token(&bob)),
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN"))
+    );
     room.unban_user("@bob:localhost".try_into()?, None).await?;
-    let (status, _) = server.request("POST", &format!("/_matrix/client/v3/rooms/{room_id}/join"), Some(&token(&bob)), Some(json!({}))).await?;
+    let (status, _) = server
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_id}/join"),
+            Some(&token(&bob)),
+            Some(json!({})),
+        )
+        .await?;
     assert_eq!(status, 200);
 
     // Bob, a plain member, may not kick.
-    let (status, body) = server.request("POST", &format!("/_matrix/client/v3/rooms/{room_id}/kick"), Some(&token(&bob)), Some(json!({ "user_id": "@alice:localhost" }))).await?;
-    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
+    let (status, body) = server
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_id}/kick"),
+            Some(&token(&bob)),
+            Some(json!({ "user_id": "@alice:localhost" })),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN"))
+    );
 
-    let (_, directory) = server.request("POST", "/_matrix/client/v3/publicRooms", Some(&token(&carol)), Some(json!({ "filter": { "generic_search_term": "plan" } }))).await?;
+    let (_, directory) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/publicRooms",
+            Some(&token(&carol)),
+            Some(json!({ "filter": { "generic_search_term": "plan" } })),
+        )
+        .await?;
     assert_eq!(directory["chunk"][0]["room_id"], room_id.as_str());
     assert_eq!(directory["chunk"][0]["name"], "Team");
     Ok(())
@@ -165,34 +291,77 @@ async fn edits_and_redactions() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let alice = server.register("alice").await?;
     let bob = server.register("bob").await?;
-    let room_id = create_private(&alice, "@bob:localhost", create_room::v3::RoomPreset::PrivateChat).await?;
+    let room_id = create_private(
+        &alice,
+        "@bob:localhost",
+        create_room::v3::RoomPreset::PrivateChat,
+    )
+    .await?;
     bob.join_room_by_id(&room_id).await?;
     let room = alice.get_room(&room_id).unwrap();
-    let original = room.send(RoomMessageEventContent::text_plain("helo")).await?.response.event_id;
+    let original = room
+        .send(RoomMessageEventContent::text_plain("helo"))
+        .await?
+        .response
+        .event_id;
     let edit = json!({
         "msgtype": "m.text", "body": "* hello",
         "m.new_content": { "msgtype": "m.text", "body": "hello" },
         "m.relates_to": { "rel_type": "m.replace", "event_id": original },
     });
-    let (status, _) = server.request("PUT", &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/edit1"), Some(&token(&alice)), Some(edit)).await?;
+    let (status, _) = server
+        .request(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/edit1"),
+            Some(&token(&alice)),
+            Some(edit),
+        )
+        .await?;
     assert_eq!(status, 200);
 
     // Bob may not redact Alice's message; Alice may.
-    let (status, _) = server.request("PUT", &format!("/_matrix/client/v3/rooms/{room_id}/redact/{original}/r1"), Some(&token(&bob)), Some(json!({}))).await?;
+    let (status, _) = server
+        .request(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room_id}/redact/{original}/r1"),
+            Some(&token(&bob)),
+            Some(json!({})),
+        )
+        .await?;
     assert_eq!(status, 403);
     let redaction = room.redact(&original, Some("typo"), None).await?.event_id;
 
-    let (status, event) = server.request("GET", &format!("/_matrix/client/v3/rooms/{room_id}/event/{original}"), Some(&token(&bob)), None).await?;
+    let (status, event) = server
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/event/{original}"),
+            Some(&token(&bob)),
+            None,
+        )
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(event["content"], json!({}), "the content is gone");
-    assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction.as_str());
+    assert_eq!(
+        event["unsigned"]["redacted_because"]["event_id"],
+        redaction.as_str()
+    );
 
     let sync = raw_sync(&server, &bob, None, 0).await?;
     let events = timeline(&sync, room_id.as_str());
-    let edit = events.iter().find(|e| e["content"]["m.relates_to"]["rel_type"] == "m.replace").expect("the edit");
+    let edit = events
+        .iter()
+        .find(|e| e["content"]["m.relates_to"]["rel_type"] == "m.replace")
+        .expect("the edit");
     assert_eq!(edit["content"]["m.new_content"]["body"], "hello");
-    let redaction_event = events.iter().find(|e| e["type"] == "m.room.redaction").expect("the redaction");
-    assert_eq!(redaction_event["redacts"], original.as_str(), "room version 11 also keeps the top-level redacts for clients");
+    let redaction_event = events
+        .iter()
+        .find(|e| e["type"] == "m.room.redaction")
+        .expect("the redaction");
+    assert_eq!(
+        redaction_event["redacts"],
+        original.as_str(),
+        "room version 11 also keeps the top-level redacts for clients"
+    );
     Ok(())
 }
 
@@ -203,25 +372,53 @@ async fn typing_and_receipts_reach_the_other_member() -> anyhow::Result<()> {
     let bob = server.register("bob").await?;
     let room_id = create_dm(&alice, "@bob:localhost").await?;
     bob.join_room_by_id(&room_id).await?;
-    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"].as_str().unwrap().to_owned();
+    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let room = alice.get_room(&room_id).unwrap();
     room.typing_notice(true).await?;
     let sync = raw_sync(&server, &bob, Some(&since), 5000).await?;
     let ephemeral = &sync["rooms"]["join"][room_id.as_str()]["ephemeral"]["events"];
     assert_eq!(ephemeral[0]["type"], "m.typing");
-    assert_eq!(ephemeral[0]["content"]["user_ids"], json!(["@alice:localhost"]));
+    assert_eq!(
+        ephemeral[0]["content"]["user_ids"],
+        json!(["@alice:localhost"])
+    );
     let since = sync["next_batch"].as_str().unwrap().to_owned();
 
     complement_tests::sync_until(&bob, 10, |c| c.get_room(&room_id).is_some()).await?;
-    let message = bob.get_room(&room_id).unwrap().send(RoomMessageEventContent::text_plain("read me")).await?.response.event_id;
-    room.send_single_receipt(ReceiptType::Read, ReceiptThread::Unthreaded, message.clone()).await?;
+    let message = bob
+        .get_room(&room_id)
+        .unwrap()
+        .send(RoomMessageEventContent::text_plain("read me"))
+        .await?
+        .response
+        .event_id;
+    room.send_single_receipt(
+        ReceiptType::Read,
+        ReceiptThread::Unthreaded,
+        message.clone(),
+    )
+    .await?;
     let sync = raw_sync(&server, &bob, Some(&since), 5000).await?;
-    let events = sync["rooms"]["join"][room_id.as_str()]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
-    let receipt = events.iter().find(|e| e["type"] == "m.receipt").expect("a receipt");
+    let events = sync["rooms"]["join"][room_id.as_str()]["ephemeral"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let receipt = events
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .expect("a receipt");
     assert!(receipt["content"][message.as_str()]["m.read"]["@alice:localhost"]["ts"].is_u64());
 
     // A private receipt is not shown to others.
-    room.send_single_receipt(ReceiptType::ReadPrivate, ReceiptThread::Unthreaded, message.clone()).await?;
+    room.send_single_receipt(
+        ReceiptType::ReadPrivate,
+        ReceiptThread::Unthreaded,
+        message.clone(),
+    )
+    .await?;
     let next = sync["next_batch"].as_str().unwrap();
     let sync = raw_sync(&server, &bob, Some(next), 500).await?;
     let leaked = sync.to_string().contains("m.read.private");
@@ -229,7 +426,10 @@ async fn typing_and_receipts_reach_the_other_member() -> anyhow::Result<()> {
 
     // Alice's unread count for Bob's messages drops to zero after her receipt.
     let alice_sync = raw_sync(&server, &alice, None, 0).await?;
-    assert_eq!(alice_sync["rooms"]["join"][room_id.as_str()]["unread_notifications"]["notification_count"], 0);
+    assert_eq!(
+        alice_sync["rooms"]["join"][room_id.as_str()]["unread_notifications"]["notification_count"],
+        0
+    );
     Ok(())
 }
 
@@ -240,8 +440,14 @@ async fn a_profile_change_is_seen_by_room_members() -> anyhow::Result<()> {
     let bob = server.register("bob").await?;
     let room_id = create_dm(&alice, "@bob:localhost").await?;
     bob.join_room_by_id(&room_id).await?;
-    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"].as_str().unwrap().to_owned();
-    alice.account().set_display_name(Some("Alice Liddell")).await?;
+    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .account()
+        .set_display_name(Some("Alice Liddell"))
+        .await?;
     let sync = raw_sync(&server, &bob, Some(&since), 5000).await?;
     let member = timeline(&sync, room_id.as_str())
         .into_iter()
@@ -264,7 +470,12 @@ async fn history_pages_back_over_more_than_a_thousand_events() -> anyhow::Result
     const COUNT: usize = 1100;
     for i in 0..COUNT {
         let (status, _) = server
-            .request("PUT", &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/m{i}"), Some(&t), Some(json!({ "msgtype": "m.text", "body": format!("{i}") })))
+            .request(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/m{i}"),
+                Some(&t),
+                Some(json!({ "msgtype": "m.text", "body": format!("{i}") })),
+            )
             .await?;
         assert_eq!(status, 200);
     }
@@ -279,7 +490,12 @@ async fn history_pages_back_over_more_than_a_thousand_events() -> anyhow::Result
         for event in &page.chunk {
             let value: Value = event.raw().deserialize_as()?;
             if value["type"] == "m.room.message" {
-                seen.push(value["content"]["body"].as_str().unwrap().parse::<usize>()?);
+                seen.push(
+                    value["content"]["body"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<usize>()?,
+                );
             }
         }
         match page.end {
@@ -289,5 +505,43 @@ async fn history_pages_back_over_more_than_a_thousand_events() -> anyhow::Result
     }
     let expected: Vec<usize> = (0..COUNT).rev().collect();
     assert_eq!(seen, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn prev_batch_continues_exactly_where_the_sync_timeline_starts() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let room_id = alice
+        .create_room(create_room::v3::Request::new())
+        .await?
+        .room_id()
+        .to_owned();
+    let t = token(&alice);
+    for i in 0..30 {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/p{i}");
+        server
+            .request(
+                "PUT",
+                &path,
+                Some(&t),
+                Some(json!({ "msgtype": "m.text", "body": format!("{i}") })),
+            )
+            .await?;
+    }
+    let sync = raw_sync(&server, &alice, None, 0).await?;
+    let room = &sync["rooms"]["join"][room_id.as_str()]["timeline"];
+    assert_eq!(room["limited"], true);
+    assert_eq!(
+        bodies(&timeline(&sync, room_id.as_str())),
+        (20..30).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    let prev_batch = room["prev_batch"].as_str().unwrap();
+    let path =
+        format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=5&from={prev_batch}");
+    let (status, page) = server.request("GET", &path, Some(&t), None).await?;
+    assert_eq!(status, 200);
+    let chunk: Vec<&Value> = page["chunk"].as_array().unwrap().iter().collect();
+    assert_eq!(bodies(&chunk), vec!["19", "18", "17", "16", "15"]);
     Ok(())
 }

@@ -37,8 +37,13 @@ impl SigningKey {
         let document = Ed25519KeyPair::generate();
         let suffix: String = {
             use base64::Engine;
-            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&document[document.len() - 4..]);
-            digest.chars().filter(char::is_ascii_alphanumeric).take(6).collect()
+            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(&document[document.len() - 4..]);
+            digest
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(6)
+                .collect()
         };
         StoredKey {
             version: format!("a_{suffix}"),
@@ -47,11 +52,15 @@ impl SigningKey {
     }
 
     pub fn from_stored(stored: &StoredKey) -> Result<Self, KeyError> {
-        let document = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &stored.pkcs8)
-            .map_err(|error| KeyError::Invalid(error.to_string()))?;
+        let document =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &stored.pkcs8)
+                .map_err(|error| KeyError::Invalid(error.to_string()))?;
         let key_pair = Ed25519KeyPair::from_der(&document, stored.version.clone())
             .map_err(|error| KeyError::Invalid(error.to_string()))?;
-        Ok(Self { key_pair, version: stored.version.clone() })
+        Ok(Self {
+            key_pair,
+            version: stored.version.clone(),
+        })
     }
 
     /// The key id, e.g. `ed25519:a_AbCd`.
@@ -70,12 +79,21 @@ impl SigningKey {
         object: &mut CanonicalJsonObject,
         redaction: &RedactionRules,
     ) -> Result<(), KeyError> {
-        ruma::signatures::hash_and_sign_event(server_name.as_str(), &self.key_pair, object, redaction)
-            .map_err(|error| KeyError::Signing(error.to_string()))
+        ruma::signatures::hash_and_sign_event(
+            server_name.as_str(),
+            &self.key_pair,
+            object,
+            redaction,
+        )
+        .map_err(|error| KeyError::Signing(error.to_string()))
     }
 
     /// Signs arbitrary JSON (key documents, requests).
-    pub fn sign_json(&self, server_name: &ServerName, object: &mut CanonicalJsonObject) -> Result<(), KeyError> {
+    pub fn sign_json(
+        &self,
+        server_name: &ServerName,
+        object: &mut CanonicalJsonObject,
+    ) -> Result<(), KeyError> {
         ruma::signatures::sign_json(server_name.as_str(), &self.key_pair, object)
             .map_err(|error| KeyError::Signing(error.to_string()))
     }
@@ -99,7 +117,8 @@ impl SigningKey {
         )
         .map_err(|error| KeyError::Signing(error.to_string()))?;
         self.sign_json(server_name, &mut object)?;
-        let raw = serde_json::value::to_raw_value(&object).map_err(|error| KeyError::Signing(error.to_string()))?;
+        let raw = serde_json::value::to_raw_value(&object)
+            .map_err(|error| KeyError::Signing(error.to_string()))?;
         Ok(Raw::from_json(raw))
     }
 
@@ -117,7 +136,9 @@ mod tests {
     fn a_key_document_verifies_with_its_own_key() {
         let key = SigningKey::from_stored(&SigningKey::generate()).unwrap();
         let server = ruma::server_name!("example.org");
-        let document = key.server_keys(server, MilliSecondsSinceUnixEpoch::now()).unwrap();
+        let document = key
+            .server_keys(server, MilliSecondsSinceUnixEpoch::now())
+            .unwrap();
         let object: CanonicalJsonObject = serde_json::from_str(document.json().get()).unwrap();
         let mut public_keys = BTreeMap::new();
         public_keys.insert(key.key_id(), key.public_key());

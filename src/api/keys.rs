@@ -23,8 +23,9 @@ async fn server_keys(
     services: Arc<Services>,
     _: Ruma<get_server_keys::v2::Request>,
 ) -> Result<get_server_keys::v2::Response> {
-    let valid_until = MilliSecondsSinceUnixEpoch::from_system_time(std::time::SystemTime::now() + KEY_VALIDITY)
-        .ok_or_else(|| Error::internal("time out of range"))?;
+    let valid_until =
+        MilliSecondsSinceUnixEpoch::from_system_time(std::time::SystemTime::now() + KEY_VALIDITY)
+            .ok_or_else(|| Error::internal("time out of range"))?;
     let document = services
         .signing_key
         .server_keys(&services.config.server_name, valid_until)

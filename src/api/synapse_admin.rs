@@ -41,7 +41,10 @@ fn enabled(services: &Services) -> Result<&str> {
         .config
         .registration_shared_secret
         .as_deref()
-        .ok_or_else(|| Error::bad_json("Shared secret registration is not enabled").with_status(http::StatusCode::BAD_REQUEST))
+        .ok_or_else(|| {
+            Error::bad_json("Shared secret registration is not enabled")
+                .with_status(http::StatusCode::BAD_REQUEST)
+        })
 }
 
 /// # `GET /_synapse/admin/v1/register`
@@ -49,7 +52,11 @@ async fn nonce(State(services): State<Arc<Services>>) -> Response {
     if let Err(error) = enabled(&services) {
         return error.into_response();
     }
-    let nonce: String = rand::rng().sample_iter(Alphanumeric).take(32).map(char::from).collect();
+    let nonce: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
     let mut nonces = NONCES.lock();
     let nonces = nonces.get_or_insert_with(HashMap::new);
     nonces.retain(|_, created| created.elapsed() < NONCE_LIFETIME);
@@ -69,17 +76,25 @@ struct RegisterBody {
 }
 
 /// # `POST /_synapse/admin/v1/register`
-async fn register(State(services): State<Arc<Services>>, body: Option<Json<serde_json::Value>>) -> Response {
+async fn register(
+    State(services): State<Arc<Services>>,
+    body: Option<Json<serde_json::Value>>,
+) -> Response {
     match register_inner(&services, body).await {
         Ok(value) => Json(value).into_response(),
         Err(error) => error.into_response(),
     }
 }
 
-async fn register_inner(services: &Services, body: Option<Json<serde_json::Value>>) -> Result<serde_json::Value> {
+async fn register_inner(
+    services: &Services,
+    body: Option<Json<serde_json::Value>>,
+) -> Result<serde_json::Value> {
     let secret = enabled(services)?;
-    let Json(body) = body.ok_or_else(|| Error::new(ruma::api::error::ErrorKind::NotJson, "Body is not JSON"))?;
-    let body: RegisterBody = serde_json::from_value(body).map_err(|e| Error::bad_json(e.to_string()))?;
+    let Json(body) =
+        body.ok_or_else(|| Error::new(ruma::api::error::ErrorKind::NotJson, "Body is not JSON"))?;
+    let body: RegisterBody =
+        serde_json::from_value(body).map_err(|e| Error::bad_json(e.to_string()))?;
     let fresh = NONCES
         .lock()
         .as_mut()
@@ -97,21 +112,33 @@ async fn register_inner(services: &Services, body: Option<Json<serde_json::Value
     mac.update(b"\0");
     mac.update(if body.admin { b"admin" } else { b"notadmin" });
     let expected = hex_decode(&body.mac).ok_or_else(|| Error::forbidden("HMAC incorrect"))?;
-    mac.verify_slice(&expected).map_err(|_| Error::forbidden("HMAC incorrect"))?;
+    mac.verify_slice(&expected)
+        .map_err(|_| Error::forbidden("HMAC incorrect"))?;
 
-    let user_id = users::validate_localpart(&body.username.to_lowercase(), &services.config.server_name)?;
+    let user_id =
+        users::validate_localpart(&body.username.to_lowercase(), &services.config.server_name)?;
     if services.users.exists(&user_id)? {
-        return Err(Error::new(ruma::api::error::ErrorKind::UserInUse, "User ID already taken."));
+        return Err(Error::new(
+            ruma::api::error::ErrorKind::UserInUse,
+            "User ID already taken.",
+        ));
     }
-    services.users.create(&user_id, Some(&body.password)).await?;
+    services
+        .users
+        .create(&user_id, Some(&body.password))
+        .await?;
     if body.admin {
         services.users.set_admin(&user_id, true)?;
     }
     if let Some(name) = &body.displayname {
-        services.users.set_profile_field(&user_id, "displayname", Some(&json!(name)))?;
+        services
+            .users
+            .set_profile_field(&user_id, "displayname", Some(&json!(name)))?;
     }
     crate::api::client::push::init_push_rules(services, &user_id)?;
-    let session = services.users.create_session(&user_id, None, None, false, None)?;
+    let session = services
+        .users
+        .create_session(&user_id, None, None, false, None)?;
     Ok(json!({
         "user_id": user_id,
         "access_token": session.access_token,
@@ -121,8 +148,11 @@ async fn register_inner(services: &Services, body: Option<Json<serde_json::Value
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }

@@ -174,19 +174,30 @@ where
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
             Ok(value) => Some(value),
             Err(_) if expects_json(&parts) => {
-                return Err(Error::new(ErrorKind::NotJson, "Request body is not valid JSON"));
+                return Err(Error::new(
+                    ErrorKind::NotJson,
+                    "Request body is not valid JSON",
+                ));
             }
             Err(_) => None,
         }
     };
     if matches!(json, Some(ref value) if !value.is_object()) && expects_json(&parts) {
-        return Err(Error::new(ErrorKind::NotJson, "Request body must be a JSON object"));
+        return Err(Error::new(
+            ErrorKind::NotJson,
+            "Request body must be a JSON object",
+        ));
     }
 
     let path_args: Vec<&str> = params.iter().map(|(_, value)| value).collect();
     let http_request = Request::from_parts(parts, bytes.as_ref());
     let body = Req::try_from_http_request(http_request, &path_args).map_err(request_error)?;
-    Ok(Ruma { body, sender, client_ip: peer.ip(), json })
+    Ok(Ruma {
+        body,
+        sender,
+        client_ip: peer.ip(),
+        json,
+    })
 }
 
 /// Bodies of these methods are JSON unless the endpoint says otherwise (media uploads
@@ -198,10 +209,14 @@ fn expects_json(parts: &http::request::Parts) -> bool {
 fn access_token(parts: &http::request::Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
-        return value.strip_prefix("Bearer ").map(|token| token.trim().to_owned());
+        return value
+            .strip_prefix("Bearer ")
+            .map(|token| token.trim().to_owned());
     }
     let query = parts.uri.query()?;
-    form_pairs(query).find(|(key, _)| key == "access_token").map(|(_, value)| value)
+    form_pairs(query)
+        .find(|(key, _)| key == "access_token")
+        .map(|(_, value)| value)
 }
 
 fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {

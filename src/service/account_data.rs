@@ -46,7 +46,10 @@ impl AccountData {
         room_id: Option<&RoomId>,
         event_type: &str,
     ) -> Result<Option<serde_json::Value>> {
-        let key = Key::new().str(user_id.as_str()).str(room_part(room_id)).str(event_type);
+        let key = Key::new()
+            .str(user_id.as_str())
+            .str(room_part(room_id))
+            .str(event_type);
         let stored: Option<Stored> = self.db.get_json(Keyspace::AccountData, key.bytes())?;
         Ok(stored.map(|stored| stored.content))
     }
@@ -62,7 +65,10 @@ impl AccountData {
     ) -> Result<()> {
         let permit = self.stream.next();
         let position = permit.position();
-        let key = Key::new().str(user_id.as_str()).str(room_part(room_id)).str(event_type);
+        let key = Key::new()
+            .str(user_id.as_str())
+            .str(room_part(room_id))
+            .str(event_type);
         let previous: Option<Stored> = self.db.get_json(Keyspace::AccountData, key.bytes())?;
         let mut batch = self.db.batch();
         if let Some(previous) = previous {
@@ -75,7 +81,10 @@ impl AccountData {
         batch.put_json(
             Keyspace::AccountDataStream,
             Key::new().str(user_id.as_str()).u64(position),
-            &Change { room_id: room_part(room_id).to_owned(), event_type: event_type.to_owned() },
+            &Change {
+                room_id: room_part(room_id).to_owned(),
+                event_type: event_type.to_owned(),
+            },
         );
         permit.persist_in(&mut batch);
         self.db.write(batch)?;
@@ -127,7 +136,10 @@ impl AccountData {
                 .str(user_id.as_str())
                 .str(room_id.as_deref().unwrap_or(""))
                 .str(&change.event_type);
-            if let Some(stored) = self.db.get_json::<Stored>(Keyspace::AccountData, key.bytes())? {
+            if let Some(stored) = self
+                .db
+                .get_json::<Stored>(Keyspace::AccountData, key.bytes())?
+            {
                 out.push((room_id, change.event_type, stored.content));
             }
         }

@@ -54,7 +54,10 @@ impl Services {
             signing_key.clone(),
         )?;
         Ok(Arc::new(Self {
-            users: users::Users::new(db.clone(), config.refreshable_access_token_lifetime_secs * 1000),
+            users: users::Users::new(
+                db.clone(),
+                config.refreshable_access_token_lifetime_secs * 1000,
+            ),
             uiaa: uiaa::Uiaa::default(),
             account_data: account_data::AccountData::new(db.clone(), stream.clone()),
             filters: filters::Filters::new(db.clone()),

@@ -21,7 +21,10 @@ struct Bucket {
 
 impl RateLimiter {
     pub fn new(rule: RateLimit) -> Self {
-        Self { rule, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            rule,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one token for `key`, or fails with `M_LIMIT_EXCEEDED` and how long to wait.
@@ -33,9 +36,10 @@ impl RateLimiter {
             let idle = Duration::from_secs_f64(burst / self.rule.per_second.max(0.001));
             buckets.retain(|_, bucket| now.duration_since(bucket.updated) < idle);
         }
-        let bucket = buckets
-            .entry(key.to_owned())
-            .or_insert(Bucket { tokens: burst, updated: now });
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rule.per_second).min(burst);
         bucket.updated = now;
@@ -54,12 +58,18 @@ mod tests {
 
     #[test]
     fn a_burst_is_allowed_then_refused_with_a_wait() {
-        let limiter = RateLimiter::new(RateLimit { per_second: 1.0, burst: 3 });
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 1.0,
+            burst: 3,
+        });
         for _ in 0..3 {
             limiter.check("ip").unwrap();
         }
         let error = limiter.check("ip").unwrap_err();
-        assert!(matches!(error.kind(), Some(ruma::api::error::ErrorKind::LimitExceeded(_))));
+        assert!(matches!(
+            error.kind(),
+            Some(ruma::api::error::ErrorKind::LimitExceeded(_))
+        ));
         limiter.check("other ip").unwrap();
     }
 }

@@ -69,7 +69,11 @@ impl Receipts {
         batch.put_json(
             Keyspace::ReceiptStream,
             Key::new().str(room_id.as_str()).u64(permit.position()),
-            &Change { user_id: user.to_owned(), receipt_type: receipt_type.to_owned(), receipt },
+            &Change {
+                user_id: user.to_owned(),
+                receipt_type: receipt_type.to_owned(),
+                receipt,
+            },
         );
         permit.persist_in(&mut batch);
         self.db.write(batch)?;
@@ -79,12 +83,25 @@ impl Receipts {
     }
 
     /// A user's unthreaded or main-thread receipt of a type in a room.
-    pub fn get(&self, room_id: &RoomId, user: &UserId, receipt_type: &str) -> Result<Option<Receipt>> {
+    pub fn get(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        receipt_type: &str,
+    ) -> Result<Option<Receipt>> {
         let mut best: Option<Receipt> = None;
         for thread in ["", "main"] {
-            let key = Key::new().str(room_id.as_str()).str(receipt_type).str(thread).str(user.as_str());
-            if let Some(receipt) = self.db.get_json::<Receipt>(Keyspace::Receipts, key.bytes())?
-                && best.as_ref().is_none_or(|best| best.position < receipt.position)
+            let key = Key::new()
+                .str(room_id.as_str())
+                .str(receipt_type)
+                .str(thread)
+                .str(user.as_str());
+            if let Some(receipt) = self
+                .db
+                .get_json::<Receipt>(Keyspace::Receipts, key.bytes())?
+                && best
+                    .as_ref()
+                    .is_none_or(|best| best.position < receipt.position)
             {
                 best = Some(receipt);
             }
@@ -104,17 +121,23 @@ impl Receipts {
         let prefix = Key::new().str(room_id.as_str());
         let start = prefix.clone().u64(since + 1);
         let mut changes = Vec::new();
-        self.db.for_each_from(Keyspace::ReceiptStream, prefix.bytes(), start.bytes(), true, |key, value| {
-            let mut reader = KeyReader::new(key);
-            let position = reader.str().and_then(|_| reader.u64()).unwrap_or(u64::MAX);
-            if position > until {
-                return false;
-            }
-            if let Ok(change) = decode_json::<Change>(value) {
-                changes.push(change);
-            }
-            true
-        })?;
+        self.db.for_each_from(
+            Keyspace::ReceiptStream,
+            prefix.bytes(),
+            start.bytes(),
+            true,
+            |key, value| {
+                let mut reader = KeyReader::new(key);
+                let position = reader.str().and_then(|_| reader.u64()).unwrap_or(u64::MAX);
+                if position > until {
+                    return false;
+                }
+                if let Ok(change) = decode_json::<Change>(value) {
+                    changes.push(change);
+                }
+                true
+            },
+        )?;
         let mut content = serde_json::Map::new();
         for change in changes {
             if change.receipt_type == "m.read.private" && change.user_id != viewer {
@@ -133,6 +156,6 @@ impl Receipts {
                 .entry(change.receipt_type)
                 .or_insert_with(|| json!({}))[change.user_id.as_str()] = receipt;
         }
-        Ok((!content.is_empty()).then(|| serde_json::Value::Object(content)))
+        Ok((!content.is_empty()).then_some(serde_json::Value::Object(content)))
     }
 }

@@ -65,7 +65,10 @@ impl Stream {
             None => 0,
         };
         Ok(Arc::new(Self {
-            counter: Mutex::new(Counter { last_allocated: last, in_flight: BTreeSet::new() }),
+            counter: Mutex::new(Counter {
+                last_allocated: last,
+                in_flight: BTreeSet::new(),
+            }),
             frontier: watch::Sender::new(last),
             listeners: Mutex::new(HashMap::new()),
         }))
@@ -77,7 +80,10 @@ impl Stream {
         counter.last_allocated += 1;
         let position = counter.last_allocated;
         counter.in_flight.insert(position);
-        Permit { stream: self.clone(), position }
+        Permit {
+            stream: self.clone(),
+            position,
+        }
     }
 
     fn retire(&self, position: u64) {
@@ -106,7 +112,9 @@ impl Stream {
     /// reading, then wait on it.
     pub fn subscribe(&self, user: &UserId) -> watch::Receiver<()> {
         let mut listeners = self.listeners.lock();
-        let sender = listeners.entry(user.to_owned()).or_insert_with(|| watch::Sender::new(()));
+        let sender = listeners
+            .entry(user.to_owned())
+            .or_insert_with(|| watch::Sender::new(()));
         let mut receiver = sender.subscribe();
         receiver.mark_unchanged();
         receiver
@@ -133,7 +141,10 @@ mod tests {
 
     fn stream() -> Arc<Stream> {
         Arc::new(Stream {
-            counter: Mutex::new(Counter { last_allocated: 10, in_flight: BTreeSet::new() }),
+            counter: Mutex::new(Counter {
+                last_allocated: 10,
+                in_flight: BTreeSet::new(),
+            }),
             frontier: watch::Sender::new(10),
             listeners: Mutex::new(HashMap::new()),
         })

@@ -29,7 +29,11 @@ pub struct Typing {
 
 impl Typing {
     pub fn new(stream: Arc<Stream>) -> Arc<Self> {
-        Arc::new(Self { serial: AtomicU64::new(0), rooms: Mutex::default(), stream })
+        Arc::new(Self {
+            serial: AtomicU64::new(0),
+            rooms: Mutex::default(),
+            stream,
+        })
     }
 
     pub fn serial(&self) -> u64 {
@@ -49,7 +53,10 @@ impl Typing {
             let mut rooms = self.rooms.lock();
             let room = rooms.entry(room_id.to_owned()).or_default();
             let changed = match typing {
-                Some(timeout) => room.users.insert(user.to_owned(), Instant::now() + timeout).is_none(),
+                Some(timeout) => room
+                    .users
+                    .insert(user.to_owned(), Instant::now() + timeout)
+                    .is_none(),
                 None => room.users.remove(user).is_some(),
             };
             if !changed && typing.is_some() {
@@ -72,8 +79,14 @@ impl Typing {
 
     fn expire(&self, room_id: &RoomId, user: &UserId, members: &[OwnedUserId]) {
         let mut rooms = self.rooms.lock();
-        let Some(room) = rooms.get_mut(room_id) else { return };
-        if room.users.get(user).is_some_and(|deadline| *deadline <= Instant::now()) {
+        let Some(room) = rooms.get_mut(room_id) else {
+            return;
+        };
+        if room
+            .users
+            .get(user)
+            .is_some_and(|deadline| *deadline <= Instant::now())
+        {
             room.users.remove(user);
             room.serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
             drop(rooms);
@@ -89,6 +102,12 @@ impl Typing {
             return None;
         }
         let now = Instant::now();
-        Some(room.users.iter().filter(|(_, deadline)| **deadline > now).map(|(user, _)| user.clone()).collect())
+        Some(
+            room.users
+                .iter()
+                .filter(|(_, deadline)| **deadline > now)
+                .map(|(user, _)| user.clone())
+                .collect(),
+        )
     }
 }

@@ -29,10 +29,20 @@ struct SessionState {
 impl Uiaa {
     /// Starts a session and returns the 401 body that asks for the given flows.
     pub fn challenge(&self, flows: &[Vec<AuthType>]) -> Error {
-        let session: String = rand::rng().sample_iter(Alphanumeric).take(24).map(char::from).collect();
+        let session: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect();
         let mut sessions = self.sessions.lock();
         sessions.retain(|_, state| state.created.elapsed() < SESSION_LIFETIME);
-        sessions.insert(session.clone(), SessionState { completed: Vec::new(), created: Instant::now() });
+        sessions.insert(
+            session.clone(),
+            SessionState {
+                completed: Vec::new(),
+                created: Instant::now(),
+            },
+        );
         Error::Uiaa(Box::new(info(flows, Vec::new(), session, None)))
     }
 
@@ -48,7 +58,10 @@ impl Uiaa {
         let state = sessions
             .get_mut(session)
             .filter(|state| state.created.elapsed() < SESSION_LIFETIME)
-            .ok_or_else(|| Error::bad_json("Unknown or expired UIA session").with_status(http::StatusCode::BAD_REQUEST))?;
+            .ok_or_else(|| {
+                Error::bad_json("Unknown or expired UIA session")
+                    .with_status(http::StatusCode::BAD_REQUEST)
+            })?;
         if !state.completed.contains(&stage) {
             state.completed.push(stage);
         }
@@ -60,7 +73,12 @@ impl Uiaa {
             return Ok(());
         }
         let completed = state.completed.clone();
-        Err(Error::Uiaa(Box::new(info(flows, completed, session.to_owned(), None))))
+        Err(Error::Uiaa(Box::new(info(
+            flows,
+            completed,
+            session.to_owned(),
+            None,
+        ))))
     }
 
     /// The 401 body for a stage that failed, keeping the session.
@@ -75,7 +93,12 @@ impl Uiaa {
             )),
             _ => None,
         };
-        Error::Uiaa(Box::new(info(flows, state.completed.clone(), session.to_owned(), auth_error)))
+        Error::Uiaa(Box::new(info(
+            flows,
+            state.completed.clone(),
+            session.to_owned(),
+            auth_error,
+        )))
     }
 
     /// Whether the session exists (clients may send `auth` with only a session).
@@ -91,11 +114,15 @@ fn info(
     auth_error: Option<Box<ruma::api::error::StandardErrorBody>>,
 ) -> UiaaInfo {
     let mut info = UiaaInfo::new(
-        flows.iter().map(|stages| AuthFlow::new(stages.clone())).collect(),
+        flows
+            .iter()
+            .map(|stages| AuthFlow::new(stages.clone()))
+            .collect(),
     );
     info.completed = completed;
     info.session = Some(session);
     info.auth_error = auth_error;
-    info.params = Some(serde_json::value::to_raw_value(&serde_json::json!({})).expect("valid json"));
+    info.params =
+        Some(serde_json::value::to_raw_value(&serde_json::json!({})).expect("valid json"));
     info
 }

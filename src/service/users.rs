@@ -12,8 +12,7 @@ use argon2::{
 };
 use rand::{Rng, distr::Alphanumeric};
 use ruma::{
-    DeviceId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedUserId, UserId,
-    api::error::ErrorKind,
+    DeviceId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedUserId, UserId, api::error::ErrorKind,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -69,7 +68,11 @@ pub fn now_ms() -> u64 {
 }
 
 fn random_string(length: usize) -> String {
-    rand::rng().sample_iter(Alphanumeric).take(length).map(char::from).collect()
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(length)
+        .map(char::from)
+        .collect()
 }
 
 fn token_hash(token: &str) -> String {
@@ -83,7 +86,10 @@ fn device_key(user_id: &UserId, device_id: &DeviceId) -> Key {
 
 impl Users {
     pub fn new(db: Arc<Db>, refreshable_lifetime_ms: u64) -> Self {
-        Self { db, refreshable_lifetime_ms }
+        Self {
+            db,
+            refreshable_lifetime_ms,
+        }
     }
 
     pub fn get(&self, user_id: &UserId) -> Result<Option<UserRecord>> {
@@ -114,7 +120,11 @@ impl Users {
             Some(password) => Some(hash_password(password.to_owned()).await?),
             None => None,
         };
-        let record = UserRecord { password_hash, created_ts: now_ms(), ..Default::default() };
+        let record = UserRecord {
+            password_hash,
+            created_ts: now_ms(),
+            ..Default::default()
+        };
         let mut batch = self.db.batch();
         batch.put_json(Keyspace::Users, user_id.as_bytes(), &record);
         let localpart = user_id.localpart().to_owned();
@@ -143,13 +153,18 @@ impl Users {
             return Err(forbidden());
         }
         if record.deactivated {
-            return Err(Error::new(ErrorKind::UserDeactivated, "This account is deactivated"));
+            return Err(Error::new(
+                ErrorKind::UserDeactivated,
+                "This account is deactivated",
+            ));
         }
         Ok(())
     }
 
     pub fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<()> {
-        let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+        let mut record = self
+            .get(user_id)?
+            .ok_or_else(|| Error::not_found("No such user"))?;
         record.admin = admin;
         let mut batch = self.db.batch();
         batch.put_json(Keyspace::Users, user_id.as_bytes(), &record);
@@ -158,7 +173,9 @@ impl Users {
     }
 
     pub async fn set_password(&self, user_id: &UserId, password: &str) -> Result<()> {
-        let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+        let mut record = self
+            .get(user_id)?
+            .ok_or_else(|| Error::not_found("No such user"))?;
         record.password_hash = Some(hash_password(password.to_owned()).await?);
         let mut batch = self.db.batch();
         batch.put_json(Keyspace::Users, user_id.as_bytes(), &record);
@@ -168,7 +185,9 @@ impl Users {
 
     /// Marks the account deactivated and removes every device and token.
     pub fn deactivate(&self, user_id: &UserId) -> Result<()> {
-        let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+        let mut record = self
+            .get(user_id)?
+            .ok_or_else(|| Error::not_found("No such user"))?;
         record.deactivated = true;
         record.password_hash = None;
         let mut batch = self.db.batch();
@@ -187,7 +206,10 @@ impl Users {
             .db
             .get_json(Keyspace::AccessTokens, hash.as_bytes())?
             .ok_or_else(|| Error::unknown_token(false))?;
-        if record.expires_at_ms.is_some_and(|expiry| expiry <= now_ms()) {
+        if record
+            .expires_at_ms
+            .is_some_and(|expiry| expiry <= now_ms())
+        {
             return Err(Error::unknown_token(true));
         }
         let device = self
@@ -196,7 +218,10 @@ impl Users {
         if !bool::from(device.access_token_hash.as_bytes().ct_eq(hash.as_bytes())) {
             return Err(Error::unknown_token(false));
         }
-        Ok(Sender { user_id: record.user_id, device_id: record.device_id })
+        Ok(Sender {
+            user_id: record.user_id,
+            device_id: record.device_id,
+        })
     }
 
     /// Creates a device (or replaces the tokens of an existing one) and returns its
@@ -213,15 +238,21 @@ impl Users {
         let mut batch = self.db.batch();
         let existing = self.device(user_id, &device_id)?;
         if let Some(existing) = &existing {
-            batch.delete(Keyspace::AccessTokens, existing.access_token_hash.as_bytes());
+            batch.delete(
+                Keyspace::AccessTokens,
+                existing.access_token_hash.as_bytes(),
+            );
             if let Some(refresh) = &existing.refresh_token_hash {
                 batch.delete(Keyspace::RefreshTokens, refresh.as_bytes());
             }
         }
         let session = self.issue_tokens(&mut batch, user_id, &device_id, refreshable);
         let record = DeviceRecord {
-            display_name: display_name
-                .or_else(|| existing.as_ref().and_then(|device| device.display_name.clone())),
+            display_name: display_name.or_else(|| {
+                existing
+                    .as_ref()
+                    .and_then(|device| device.display_name.clone())
+            }),
             access_token_hash: token_hash(&session.access_token),
             refresh_token_hash: session.refresh_token.as_deref().map(token_hash),
             last_seen_ip: client_ip,
@@ -246,13 +277,29 @@ impl Users {
             device_id: device_id.to_owned(),
             expires_at_ms: expires_in_ms.map(|lifetime| now_ms() + lifetime),
         };
-        batch.put_json(Keyspace::AccessTokens, token_hash(&access_token).into_bytes(), &record);
+        batch.put_json(
+            Keyspace::AccessTokens,
+            token_hash(&access_token).into_bytes(),
+            &record,
+        );
         let refresh_token = refreshable.then(|| random_string(40));
         if let Some(refresh) = &refresh_token {
-            let record = TokenRecord { expires_at_ms: None, ..record };
-            batch.put_json(Keyspace::RefreshTokens, token_hash(refresh).into_bytes(), &record);
+            let record = TokenRecord {
+                expires_at_ms: None,
+                ..record
+            };
+            batch.put_json(
+                Keyspace::RefreshTokens,
+                token_hash(refresh).into_bytes(),
+                &record,
+            );
         }
-        Session { device_id: device_id.to_owned(), access_token, refresh_token, expires_in_ms }
+        Session {
+            device_id: device_id.to_owned(),
+            access_token,
+            refresh_token,
+            expires_in_ms,
+        }
     }
 
     /// Exchanges a refresh token for new tokens; the old pair stops working.
@@ -289,7 +336,11 @@ impl Users {
             expires_at_ms: Some(now_ms() + lifetime_ms),
         };
         let mut batch = self.db.batch();
-        batch.put_json(Keyspace::LoginTokens, token_hash(&token).into_bytes(), &record);
+        batch.put_json(
+            Keyspace::LoginTokens,
+            token_hash(&token).into_bytes(),
+            &record,
+        );
         self.db.write(batch)?;
         Ok(token)
     }
@@ -298,19 +349,26 @@ impl Users {
     pub fn consume_login_token(&self, token: &str) -> Result<OwnedUserId> {
         let hash = token_hash(token);
         let invalid = || Error::forbidden("Invalid or expired login token");
-        let record: TokenRecord =
-            self.db.get_json(Keyspace::LoginTokens, hash.as_bytes())?.ok_or_else(invalid)?;
+        let record: TokenRecord = self
+            .db
+            .get_json(Keyspace::LoginTokens, hash.as_bytes())?
+            .ok_or_else(invalid)?;
         let mut batch = self.db.batch();
         batch.delete(Keyspace::LoginTokens, hash.as_bytes());
         self.db.write(batch)?;
-        if record.expires_at_ms.is_some_and(|expiry| expiry <= now_ms()) {
+        if record
+            .expires_at_ms
+            .is_some_and(|expiry| expiry <= now_ms())
+        {
             return Err(invalid());
         }
         Ok(record.user_id)
     }
 
     pub fn device(&self, user_id: &UserId, device_id: &DeviceId) -> Result<Option<DeviceRecord>> {
-        Ok(self.db.get_json(Keyspace::Devices, device_key(user_id, device_id).bytes())?)
+        Ok(self
+            .db
+            .get_json(Keyspace::Devices, device_key(user_id, device_id).bytes())?)
     }
 
     pub fn devices(&self, user_id: &UserId) -> Result<Vec<(OwnedDeviceId, DeviceRecord)>> {
@@ -325,9 +383,15 @@ impl Users {
         Ok(out)
     }
 
-    pub fn rename_device(&self, user_id: &UserId, device_id: &DeviceId, name: Option<String>) -> Result<()> {
-        let mut device =
-            self.device(user_id, device_id)?.ok_or_else(|| Error::not_found("No such device"))?;
+    pub fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        name: Option<String>,
+    ) -> Result<()> {
+        let mut device = self
+            .device(user_id, device_id)?
+            .ok_or_else(|| Error::not_found("No such device"))?;
         device.display_name = name;
         let mut batch = self.db.batch();
         batch.put_json(Keyspace::Devices, device_key(user_id, device_id), &device);
@@ -343,7 +407,12 @@ impl Users {
         Ok(())
     }
 
-    fn remove_device_into(&self, batch: &mut Batch, user_id: &UserId, device_id: &DeviceId) -> Result<()> {
+    fn remove_device_into(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> Result<()> {
         if let Some(device) = self.device(user_id, device_id)? {
             batch.delete(Keyspace::AccessTokens, device.access_token_hash.as_bytes());
             if let Some(refresh) = &device.refresh_token_hash {
@@ -354,7 +423,11 @@ impl Users {
         Ok(())
     }
 
-    pub fn profile_field(&self, user_id: &UserId, field: &str) -> Result<Option<serde_json::Value>> {
+    pub fn profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+    ) -> Result<Option<serde_json::Value>> {
         let key = Key::new().str(user_id.as_str()).str(field);
         Ok(self.db.get_json(Keyspace::Profiles, key.bytes())?)
     }
@@ -378,7 +451,10 @@ impl Users {
         for (key, value) in self.db.scan_prefix(Keyspace::Profiles, prefix.bytes())? {
             let mut reader = crate::storage::codec::KeyReader::new(&key);
             reader.str()?;
-            out.insert(reader.str()?.to_owned(), crate::storage::codec::decode_json(&value)?);
+            out.insert(
+                reader.str()?.to_owned(),
+                crate::storage::codec::decode_json(&value)?,
+            );
         }
         Ok(out)
     }
@@ -402,8 +478,7 @@ impl Users {
 }
 
 /// A valid argon2 hash of a random password, checked against when the user is unknown.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7mCRmNMo0w0P8Mkw5A3m1rU4kBv2n5aPSfYJpJ1Qy0o";
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7mCRmNMo0w0P8Mkw5A3m1rU4kBv2n5aPSfYJpJ1Qy0o";
 
 async fn hash_password(password: String) -> Result<String> {
     tokio::task::spawn_blocking(move || {
@@ -420,7 +495,9 @@ async fn hash_password(password: String) -> Result<String> {
 async fn verify_password(password: String, hash: String) -> Result<bool> {
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).map_err(Error::internal)?;
-        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
     })
     .await
     .map_err(Error::internal)?
@@ -432,10 +509,9 @@ pub fn validate_localpart(localpart: &str, server_name: &ruma::ServerName) -> Re
     if localpart.is_empty() {
         return Err(invalid("The username is empty"));
     }
-    if !localpart
-        .bytes()
-        .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
-    {
+    if !localpart.bytes().all(
+        |byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+    ) {
         return Err(invalid(
             "User ids may only contain lowercase letters, digits and ._=-/+",
         ));

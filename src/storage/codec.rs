@@ -71,7 +71,9 @@ impl<'a> KeyReader<'a> {
     /// Reads the next integer part.
     pub fn u64(&mut self) -> StorageResult<u64> {
         if self.rest.len() < 8 {
-            return Err(StorageError::Decode("key too short for an integer part".to_owned()));
+            return Err(StorageError::Decode(
+                "key too short for an integer part".to_owned(),
+            ));
         }
         let (head, rest) = self.rest.split_at(8);
         self.rest = rest;
@@ -110,7 +112,12 @@ mod tests {
         let room = Key::new().str("!room:example.org");
         let full = room.clone().u64(7).str("$event");
         assert!(full.bytes().starts_with(room.bytes()));
-        assert!(!Key::new().str("!room:example.orgX").bytes().starts_with(room.bytes()));
+        assert!(
+            !Key::new()
+                .str("!room:example.orgX")
+                .bytes()
+                .starts_with(room.bytes())
+        );
     }
 
     #[test]
@@ -122,7 +129,10 @@ mod tests {
 
     #[test]
     fn parts_read_back() {
-        let key = Key::new().str("@alice:example.org").u64(42).str("m.room.member");
+        let key = Key::new()
+            .str("@alice:example.org")
+            .u64(42)
+            .str("m.room.member");
         let mut reader = KeyReader::new(key.bytes());
         assert_eq!(reader.str().unwrap(), "@alice:example.org");
         assert_eq!(reader.u64().unwrap(), 42);

@@ -187,7 +187,11 @@ fn merge_max_u64(
     existing: Option<&[u8]>,
     operands: &rocksdb::MergeOperands,
 ) -> Option<Vec<u8>> {
-    let read = |bytes: &[u8]| <[u8; 8]>::try_from(bytes).map(u64::from_be_bytes).unwrap_or(0);
+    let read = |bytes: &[u8]| {
+        <[u8; 8]>::try_from(bytes)
+            .map(u64::from_be_bytes)
+            .unwrap_or(0)
+    };
     let max = existing
         .into_iter()
         .chain(operands.iter())

@@ -15,7 +15,10 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_route(change_password).ruma_route(deactivate).ruma_route(third_party_ids)
+    router
+        .ruma_route(change_password)
+        .ruma_route(deactivate)
+        .ruma_route(third_party_ids)
 }
 
 /// # `POST /_matrix/client/v3/account/password`
@@ -25,7 +28,10 @@ async fn change_password(
 ) -> Result<change_password::v3::Response> {
     let sender = request.sender()?;
     uia::require_password(&services, &sender.user_id, request.body.auth.as_ref()).await?;
-    services.users.set_password(&sender.user_id, &request.body.new_password).await?;
+    services
+        .users
+        .set_password(&sender.user_id, &request.body.new_password)
+        .await?;
     if request.body.logout_devices {
         for (device_id, _) in services.users.devices(&sender.user_id)? {
             if device_id != sender.device_id {
@@ -37,7 +43,10 @@ async fn change_password(
 }
 
 /// # `POST /_matrix/client/v3/account/deactivate`
-async fn deactivate(services: Arc<Services>, request: Ruma<deactivate::v3::Request>) -> Result<deactivate::v3::Response> {
+async fn deactivate(
+    services: Arc<Services>,
+    request: Ruma<deactivate::v3::Request>,
+) -> Result<deactivate::v3::Response> {
     let user_id = request.user_id()?.to_owned();
     uia::require_password(&services, &user_id, request.body.auth.as_ref()).await?;
     for (room_id, membership) in services.rooms.user_rooms(&user_id)? {
@@ -47,10 +56,15 @@ async fn deactivate(services: Arc<Services>, request: Ruma<deactivate::v3::Reque
     }
     services.users.deactivate(&user_id)?;
     tracing::info!(%user_id, "deactivated");
-    Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+    Ok(deactivate::v3::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    ))
 }
 
 /// # `GET /_matrix/client/v3/account/3pid`
-async fn third_party_ids(_: Arc<Services>, _: Ruma<get_3pids::v3::Request>) -> Result<get_3pids::v3::Response> {
+async fn third_party_ids(
+    _: Arc<Services>,
+    _: Ruma<get_3pids::v3::Request>,
+) -> Result<get_3pids::v3::Response> {
     Ok(get_3pids::v3::Response::new(Vec::new()))
 }

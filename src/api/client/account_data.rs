@@ -28,7 +28,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 fn own(sender: &UserId, target: &UserId) -> Result<()> {
     if sender != target {
-        return Err(Error::forbidden("You can only access your own account data"));
+        return Err(Error::forbidden(
+            "You can only access your own account data",
+        ));
     }
     Ok(())
 }
@@ -39,11 +41,14 @@ fn server_managed(event_type: &str) -> bool {
 }
 
 fn to_raw<T>(value: serde_json::Value) -> Result<Raw<T>> {
-    Ok(Raw::from_json(serde_json::value::to_raw_value(&value).map_err(Error::internal)?))
+    Ok(Raw::from_json(
+        serde_json::value::to_raw_value(&value).map_err(Error::internal)?,
+    ))
 }
 
 fn parse_content(raw: &str) -> Result<serde_json::Value> {
-    let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| Error::bad_json(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| Error::bad_json(e.to_string()))?;
     if !value.is_object() {
         return Err(Error::bad_json("Account data must be a JSON object"));
     }
@@ -58,7 +63,11 @@ async fn get_global(
     own(request.user_id()?, &request.body.user_id)?;
     let content = services
         .account_data
-        .get(&request.body.user_id, None, &request.body.event_type.to_string())?
+        .get(
+            &request.body.user_id,
+            None,
+            &request.body.event_type.to_string(),
+        )?
         .ok_or_else(|| Error::not_found("Account data not found"))?;
     Ok(get_global_account_data::v3::Response::new(to_raw(content)?))
 }
@@ -71,10 +80,15 @@ async fn set_global(
     own(request.user_id()?, &request.body.user_id)?;
     let event_type = request.body.event_type.to_string();
     if server_managed(&event_type) {
-        return Err(Error::bad_json(format!("Cannot set {event_type} through this API")).with_status(http::StatusCode::METHOD_NOT_ALLOWED));
+        return Err(
+            Error::bad_json(format!("Cannot set {event_type} through this API"))
+                .with_status(http::StatusCode::METHOD_NOT_ALLOWED),
+        );
     }
     let content = parse_content(request.body.data.json().get())?;
-    services.account_data.set(&request.body.user_id, None, &event_type, content)?;
+    services
+        .account_data
+        .set(&request.body.user_id, None, &event_type, content)?;
     Ok(set_global_account_data::v3::Response::new())
 }
 
@@ -86,7 +100,11 @@ async fn get_room(
     own(request.user_id()?, &request.body.user_id)?;
     let content = services
         .account_data
-        .get(&request.body.user_id, Some(&request.body.room_id), &request.body.event_type.to_string())?
+        .get(
+            &request.body.user_id,
+            Some(&request.body.room_id),
+            &request.body.event_type.to_string(),
+        )?
         .ok_or_else(|| Error::not_found("Account data not found"))?;
     Ok(get_room_account_data::v3::Response::new(to_raw(content)?))
 }
@@ -99,9 +117,17 @@ async fn set_room(
     own(request.user_id()?, &request.body.user_id)?;
     let event_type = request.body.event_type.to_string();
     if server_managed(&event_type) {
-        return Err(Error::bad_json(format!("Cannot set {event_type} through this API")).with_status(http::StatusCode::METHOD_NOT_ALLOWED));
+        return Err(
+            Error::bad_json(format!("Cannot set {event_type} through this API"))
+                .with_status(http::StatusCode::METHOD_NOT_ALLOWED),
+        );
     }
     let content = parse_content(request.body.data.json().get())?;
-    services.account_data.set(&request.body.user_id, Some(&request.body.room_id), &event_type, content)?;
+    services.account_data.set(
+        &request.body.user_id,
+        Some(&request.body.room_id),
+        &event_type,
+        content,
+    )?;
     Ok(set_room_account_data::v3::Response::new())
 }

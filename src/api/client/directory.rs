@@ -7,7 +7,9 @@ use ruma::{
     RoomId, UInt,
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
-        directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+        directory::{
+            get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
+        },
         room::{Visibility, aliases},
     },
     directory::PublicRoomsChunk,
@@ -33,7 +35,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// # `PUT /_matrix/client/v3/directory/room/{roomAlias}`
-async fn create_alias(services: Arc<Services>, request: Ruma<create_alias::v3::Request>) -> Result<create_alias::v3::Response> {
+async fn create_alias(
+    services: Arc<Services>,
+    request: Ruma<create_alias::v3::Request>,
+) -> Result<create_alias::v3::Response> {
     let user = request.user_id()?;
     if !services.rooms.exists(&request.body.room_id)? {
         return Err(Error::not_found("Unknown room"));
@@ -41,36 +46,55 @@ async fn create_alias(services: Arc<Services>, request: Ruma<create_alias::v3::R
     if !services.rooms.is_joined(&request.body.room_id, user)? {
         return Err(Error::forbidden("You are not in this room"));
     }
-    services.rooms.set_alias(&request.body.room_alias, &request.body.room_id, user)?;
+    services
+        .rooms
+        .set_alias(&request.body.room_alias, &request.body.room_id, user)?;
     Ok(create_alias::v3::Response::new())
 }
 
 /// # `GET /_matrix/client/v3/directory/room/{roomAlias}`
-async fn get_alias(services: Arc<Services>, request: Ruma<get_alias::v3::Request>) -> Result<get_alias::v3::Response> {
+async fn get_alias(
+    services: Arc<Services>,
+    request: Ruma<get_alias::v3::Request>,
+) -> Result<get_alias::v3::Response> {
     let record = services
         .rooms
         .resolve_alias(&request.body.room_alias)?
         .ok_or_else(|| Error::not_found("Room alias not found"))?;
-    Ok(get_alias::v3::Response::new(record.room_id, vec![services.config.server_name.clone()]))
+    Ok(get_alias::v3::Response::new(
+        record.room_id,
+        vec![services.config.server_name.clone()],
+    ))
 }
 
 /// # `DELETE /_matrix/client/v3/directory/room/{roomAlias}`
-async fn delete_alias(services: Arc<Services>, request: Ruma<delete_alias::v3::Request>) -> Result<delete_alias::v3::Response> {
+async fn delete_alias(
+    services: Arc<Services>,
+    request: Ruma<delete_alias::v3::Request>,
+) -> Result<delete_alias::v3::Response> {
     let user = request.user_id()?;
     let record = services
         .rooms
         .resolve_alias(&request.body.room_alias)?
         .ok_or_else(|| Error::not_found("Room alias not found"))?;
     if record.creator != user {
-        return Err(Error::forbidden("Only the creator of an alias may delete it"));
+        return Err(Error::forbidden(
+            "Only the creator of an alias may delete it",
+        ));
     }
     services.rooms.remove_alias(&request.body.room_alias)?;
     Ok(delete_alias::v3::Response::new())
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/aliases`
-async fn room_aliases(services: Arc<Services>, request: Ruma<aliases::v3::Request>) -> Result<aliases::v3::Response> {
-    if !services.rooms.can_see_room(&request.body.room_id, request.user_id()?)? {
+async fn room_aliases(
+    services: Arc<Services>,
+    request: Ruma<aliases::v3::Request>,
+) -> Result<aliases::v3::Response> {
+    if !services
+        .rooms
+        .can_see_room(&request.body.room_id, request.user_id()?)?
+    {
         return Err(Error::forbidden("You are not in this room"));
     }
     let aliases = services
@@ -83,11 +107,18 @@ async fn room_aliases(services: Arc<Services>, request: Ruma<aliases::v3::Reques
 }
 
 /// # `GET /_matrix/client/v3/directory/list/room/{roomId}`
-async fn visibility(services: Arc<Services>, request: Ruma<get_room_visibility::v3::Request>) -> Result<get_room_visibility::v3::Response> {
+async fn visibility(
+    services: Arc<Services>,
+    request: Ruma<get_room_visibility::v3::Request>,
+) -> Result<get_room_visibility::v3::Response> {
     if !services.rooms.exists(&request.body.room_id)? {
         return Err(Error::not_found("Unknown room"));
     }
-    let visibility = if services.rooms.is_public(&request.body.room_id)? { Visibility::Public } else { Visibility::Private };
+    let visibility = if services.rooms.is_public(&request.body.room_id)? {
+        Visibility::Public
+    } else {
+        Visibility::Private
+    };
     Ok(get_room_visibility::v3::Response::new(visibility))
 }
 
@@ -103,7 +134,10 @@ async fn set_visibility(
     if !services.rooms.is_joined(&request.body.room_id, user)? {
         return Err(Error::forbidden("You are not in this room"));
     }
-    services.rooms.set_public(&request.body.room_id, matches!(request.body.visibility, Visibility::Public))?;
+    services.rooms.set_public(
+        &request.body.room_id,
+        matches!(request.body.visibility, Visibility::Public),
+    )?;
     Ok(set_room_visibility::v3::Response::new())
 }
 
@@ -112,23 +146,38 @@ fn chunk(services: &Services, room_id: &RoomId) -> Result<PublicRoomsChunk> {
         Ok(services
             .rooms
             .state_content(room_id, kind, "")?
-            .and_then(|content| content.get(field).and_then(Value::as_str).map(str::to_owned)))
+            .and_then(|content| {
+                content
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }))
     };
     let joined = services.rooms.members_with(room_id, "join")?.len();
     let mut chunk = PublicRoomsChunk::from(ruma::directory::PublicRoomsChunkInit {
         num_joined_members: UInt::try_from(joined as u64).unwrap_or_default(),
         room_id: room_id.to_owned(),
-        world_readable: text("m.room.history_visibility", "history_visibility")?.as_deref() == Some("world_readable"),
+        world_readable: text("m.room.history_visibility", "history_visibility")?.as_deref()
+            == Some("world_readable"),
         guest_can_join: text("m.room.guest_access", "guest_access")?.as_deref() == Some("can_join"),
     });
     chunk.name = text("m.room.name", "name")?;
     chunk.topic = text("m.room.topic", "topic")?;
-    chunk.canonical_alias = text("m.room.canonical_alias", "alias")?.and_then(|alias| alias.try_into().ok());
-    chunk.avatar_url = text("m.room.avatar", "url")?.and_then(|url| url.try_into().ok());
+    chunk.canonical_alias =
+        text("m.room.canonical_alias", "alias")?.and_then(|alias| alias.try_into().ok());
+    chunk.avatar_url = text("m.room.avatar", "url")?.map(Into::into);
     if let Some(rule) = text("m.room.join_rules", "join_rule")? {
         chunk.join_rule = rule.as_str().into();
     }
     Ok(chunk)
+}
+
+/// One page of the directory.
+struct Page {
+    chunk: Vec<PublicRoomsChunk>,
+    next_batch: Option<String>,
+    prev_batch: Option<String>,
+    total: usize,
 }
 
 fn list(
@@ -136,35 +185,67 @@ fn list(
     term: Option<&str>,
     limit: Option<UInt>,
     since: Option<&str>,
-) -> Result<(Vec<PublicRoomsChunk>, Option<String>, Option<String>, usize)> {
+) -> Result<Page> {
     let term = term.map(str::to_lowercase);
     let mut rooms = Vec::new();
     for room_id in services.rooms.public_rooms()? {
         let chunk = chunk(services, &room_id)?;
         let hit = term.as_deref().is_none_or(|term| {
-            [&chunk.name, &chunk.topic].into_iter().flatten().any(|text| text.to_lowercase().contains(term))
-                || chunk.canonical_alias.as_ref().is_some_and(|alias| alias.as_str().to_lowercase().contains(term))
+            [&chunk.name, &chunk.topic]
+                .into_iter()
+                .flatten()
+                .any(|text| text.to_lowercase().contains(term))
+                || chunk
+                    .canonical_alias
+                    .as_ref()
+                    .is_some_and(|alias| alias.as_str().to_lowercase().contains(term))
         });
         if hit {
             rooms.push(chunk);
         }
     }
-    rooms.sort_by(|a, b| b.num_joined_members.cmp(&a.num_joined_members).then(a.room_id.cmp(&b.room_id)));
+    rooms.sort_by(|a, b| {
+        b.num_joined_members
+            .cmp(&a.num_joined_members)
+            .then(a.room_id.cmp(&b.room_id))
+    });
     let total = rooms.len();
     let offset: usize = match since {
-        Some(token) => token.parse().map_err(|_| Error::invalid_param("Invalid since token"))?,
+        Some(token) => token
+            .parse()
+            .map_err(|_| Error::invalid_param("Invalid since token"))?,
         None => 0,
     };
-    let limit = limit.map_or(total, |limit| usize::try_from(u64::from(limit)).unwrap_or(total));
+    let limit = limit.map_or(total, |limit| {
+        usize::try_from(u64::from(limit)).unwrap_or(total)
+    });
     let page: Vec<_> = rooms.into_iter().skip(offset).take(limit).collect();
     let next = (offset + page.len() < total).then(|| (offset + page.len()).to_string());
     let prev = (offset > 0).then(|| offset.saturating_sub(limit).to_string());
-    Ok((page, next, prev, total))
+    Ok(Page {
+        chunk: page,
+        next_batch: next,
+        prev_batch: prev,
+        total,
+    })
 }
 
 /// # `GET /_matrix/client/v3/publicRooms`
-async fn public_rooms(services: Arc<Services>, request: Ruma<get_public_rooms::v3::Request>) -> Result<get_public_rooms::v3::Response> {
-    let (chunk, next, prev, total) = list(&services, None, request.body.limit, request.body.since.as_deref())?;
+async fn public_rooms(
+    services: Arc<Services>,
+    request: Ruma<get_public_rooms::v3::Request>,
+) -> Result<get_public_rooms::v3::Response> {
+    let Page {
+        chunk,
+        next_batch: next,
+        prev_batch: prev,
+        total,
+    } = list(
+        &services,
+        None,
+        request.body.limit,
+        request.body.since.as_deref(),
+    )?;
     let mut response = get_public_rooms::v3::Response::new(chunk);
     response.next_batch = next;
     response.prev_batch = prev;
@@ -178,8 +259,17 @@ async fn public_rooms_filtered(
     request: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let body = &request.body;
-    let (chunk, next, prev, total) =
-        list(&services, body.filter.generic_search_term.as_deref(), body.limit, body.since.as_deref())?;
+    let Page {
+        chunk,
+        next_batch: next,
+        prev_batch: prev,
+        total,
+    } = list(
+        &services,
+        body.filter.generic_search_term.as_deref(),
+        body.limit,
+        body.since.as_deref(),
+    )?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = chunk;
     response.next_batch = next;

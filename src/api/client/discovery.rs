@@ -44,11 +44,17 @@ pub const ROOM_VERSIONS: &[RoomVersionId] = &[
 ];
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_route(versions).ruma_route(well_known).ruma_route(capabilities)
+    router
+        .ruma_route(versions)
+        .ruma_route(well_known)
+        .ruma_route(capabilities)
 }
 
 /// # `GET /_matrix/client/versions`
-async fn versions(_: Arc<Services>, _: Ruma<get_supported_versions::Request>) -> Result<get_supported_versions::Response> {
+async fn versions(
+    _: Arc<Services>,
+    _: Ruma<get_supported_versions::Request>,
+) -> Result<get_supported_versions::Response> {
     let mut response =
         get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
     response.unstable_features = BTreeMap::from([("org.matrix.msc2432".to_owned(), true)]);
@@ -56,8 +62,13 @@ async fn versions(_: Arc<Services>, _: Ruma<get_supported_versions::Request>) ->
 }
 
 /// # `GET /.well-known/matrix/client`
-async fn well_known(services: Arc<Services>, _: Ruma<discover_homeserver::Request>) -> Result<discover_homeserver::Response> {
-    Ok(discover_homeserver::Response::new(HomeserverInfo::new(services.config.client_base_url())))
+async fn well_known(
+    services: Arc<Services>,
+    _: Ruma<discover_homeserver::Request>,
+) -> Result<discover_homeserver::Response> {
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(
+        services.config.client_base_url(),
+    )))
 }
 
 /// # `GET /_matrix/client/v3/capabilities`

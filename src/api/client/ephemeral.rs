@@ -23,7 +23,10 @@ use crate::{
 const MAX_TYPING: Duration = Duration::from_secs(120);
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_route(typing).ruma_route(receipt).ruma_route(read_markers)
+    router
+        .ruma_route(typing)
+        .ruma_route(receipt)
+        .ruma_route(read_markers)
 }
 
 fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Result<()> {
@@ -34,7 +37,10 @@ fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Resul
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}`
-async fn typing(services: Arc<Services>, request: Ruma<create_typing_event::v3::Request>) -> Result<create_typing_event::v3::Response> {
+async fn typing(
+    services: Arc<Services>,
+    request: Ruma<create_typing_event::v3::Request>,
+) -> Result<create_typing_event::v3::Response> {
     let user = request.user_id()?;
     if user != request.body.user_id {
         return Err(Error::forbidden("You can only set your own typing state"));
@@ -45,7 +51,9 @@ async fn typing(services: Arc<Services>, request: Ruma<create_typing_event::v3::
         _ => None,
     };
     let members = services.rooms.members_with(&request.body.room_id, "join")?;
-    services.typing.set(&request.body.room_id, user, timeout, members);
+    services
+        .typing
+        .set(&request.body.room_id, user, timeout, members);
     Ok(create_typing_event::v3::Response::new())
 }
 
@@ -58,25 +66,36 @@ fn record(
     event_id: &EventId,
     thread: Option<String>,
 ) -> Result<()> {
-    let pdu = services.rooms.pdu(event_id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+    let pdu = services
+        .rooms
+        .pdu(event_id)?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
     if pdu.room_id != room_id {
         return Err(Error::not_found("Event not found"));
     }
     if receipt_type == "m.fully_read" {
-        return services
-            .account_data
-            .set(user, Some(room_id), "m.fully_read", serde_json::json!({ "event_id": event_id }));
+        return services.account_data.set(
+            user,
+            Some(room_id),
+            "m.fully_read",
+            serde_json::json!({ "event_id": event_id }),
+        );
     }
     let notify = if receipt_type == "m.read" {
         services.rooms.members_with(room_id, "join")?
     } else {
         vec![user.to_owned()]
     };
-    services.receipts.set(room_id, user, receipt_type, event_id, thread, &notify)
+    services
+        .receipts
+        .set(room_id, user, receipt_type, event_id, thread, &notify)
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}`
-async fn receipt(services: Arc<Services>, request: Ruma<create_receipt::v3::Request>) -> Result<create_receipt::v3::Response> {
+async fn receipt(
+    services: Arc<Services>,
+    request: Ruma<create_receipt::v3::Request>,
+) -> Result<create_receipt::v3::Response> {
     let user = request.user_id()?;
     let body = &request.body;
     require_joined(&services, &body.room_id, user)?;
@@ -84,7 +103,12 @@ async fn receipt(services: Arc<Services>, request: Ruma<create_receipt::v3::Requ
         ReceiptType::Read => "m.read",
         ReceiptType::ReadPrivate => "m.read.private",
         ReceiptType::FullyRead => "m.fully_read",
-        other => return Err(Error::invalid_param(format!("Unknown receipt type {}", other.as_str()))),
+        other => {
+            return Err(Error::invalid_param(format!(
+                "Unknown receipt type {}",
+                other.as_str()
+            )));
+        }
     };
     let thread = match &body.thread {
         ReceiptThread::Unthreaded => None,
@@ -95,23 +119,47 @@ async fn receipt(services: Arc<Services>, request: Ruma<create_receipt::v3::Requ
     if receipt_type == "m.fully_read" && thread.is_some() {
         return Err(Error::invalid_param("m.fully_read cannot be threaded"));
     }
-    record(&services, &body.room_id, user, receipt_type, &body.event_id, thread)?;
+    record(
+        &services,
+        &body.room_id,
+        user,
+        receipt_type,
+        &body.event_id,
+        thread,
+    )?;
     Ok(create_receipt::v3::Response::new())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/read_markers`
-async fn read_markers(services: Arc<Services>, request: Ruma<set_read_marker::v3::Request>) -> Result<set_read_marker::v3::Response> {
+async fn read_markers(
+    services: Arc<Services>,
+    request: Ruma<set_read_marker::v3::Request>,
+) -> Result<set_read_marker::v3::Response> {
     let user = request.user_id()?;
     let body = &request.body;
     require_joined(&services, &body.room_id, user)?;
     if let Some(event_id) = &body.fully_read {
-        record(&services, &body.room_id, user, "m.fully_read", event_id, None)?;
+        record(
+            &services,
+            &body.room_id,
+            user,
+            "m.fully_read",
+            event_id,
+            None,
+        )?;
     }
     if let Some(event_id) = &body.read_receipt {
         record(&services, &body.room_id, user, "m.read", event_id, None)?;
     }
     if let Some(event_id) = &body.private_read_receipt {
-        record(&services, &body.room_id, user, "m.read.private", event_id, None)?;
+        record(
+            &services,
+            &body.room_id,
+            user,
+            "m.read.private",
+            event_id,
+            None,
+        )?;
     }
     Ok(set_read_marker::v3::Response::new())
 }

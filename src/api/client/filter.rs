@@ -16,7 +16,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// # `POST /_matrix/client/v3/user/{userId}/filter`
-async fn create(services: Arc<Services>, request: Ruma<create_filter::v3::Request>) -> Result<create_filter::v3::Response> {
+async fn create(
+    services: Arc<Services>,
+    request: Ruma<create_filter::v3::Request>,
+) -> Result<create_filter::v3::Response> {
     let user_id = request.user_id()?;
     if user_id != request.body.user_id {
         return Err(Error::forbidden("You can only create filters for yourself"));
@@ -25,11 +28,16 @@ async fn create(services: Arc<Services>, request: Ruma<create_filter::v3::Reques
         .json
         .clone()
         .unwrap_or_else(|| serde_json::to_value(&request.body.filter).unwrap_or_default());
-    Ok(create_filter::v3::Response::new(services.filters.create(user_id, &filter)?))
+    Ok(create_filter::v3::Response::new(
+        services.filters.create(user_id, &filter)?,
+    ))
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/filter/{filterId}`
-async fn get(services: Arc<Services>, request: Ruma<get_filter::v3::Request>) -> Result<get_filter::v3::Response> {
+async fn get(
+    services: Arc<Services>,
+    request: Ruma<get_filter::v3::Request>,
+) -> Result<get_filter::v3::Response> {
     let user_id = request.user_id()?;
     if user_id != request.body.user_id {
         return Err(Error::forbidden("You can only read your own filters"));

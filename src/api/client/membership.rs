@@ -30,23 +30,42 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 fn profile(services: &Services, user: &UserId) -> Result<(Option<String>, Option<String>)> {
-    Ok((services.users.displayname(user)?, services.users.avatar_url(user)?))
+    Ok((
+        services.users.displayname(user)?,
+        services.users.avatar_url(user)?,
+    ))
 }
 
-async fn join(services: &Services, user: &UserId, room_id: &ruma::RoomId, reason: Option<&str>) -> Result<()> {
+async fn join(
+    services: &Services,
+    user: &UserId,
+    room_id: &ruma::RoomId,
+    reason: Option<&str>,
+) -> Result<()> {
     services.message_limiter.check(user.as_str())?;
-    services.rooms.join(room_id, user, &profile(services, user)?, reason).await?;
+    services
+        .rooms
+        .join(room_id, user, &profile(services, user)?, reason)
+        .await?;
     Ok(())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
-async fn invite(services: Arc<Services>, request: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::Response> {
+async fn invite(
+    services: Arc<Services>,
+    request: Ruma<invite_user::v3::Request>,
+) -> Result<invite_user::v3::Response> {
     let sender = request.user_id()?;
     services.message_limiter.check(sender.as_str())?;
     let invite_user::v3::InvitationRecipient::UserId(recipient) = &request.body.recipient else {
-        return Err(Error::new(ruma::api::error::ErrorKind::ThreepidDenied, "Third-party invites are not supported"));
+        return Err(Error::new(
+            ruma::api::error::ErrorKind::ThreepidDenied,
+            "Third-party invites are not supported",
+        ));
     };
-    if recipient.user_id.server_name() == services.config.server_name && !services.users.exists(&recipient.user_id)? {
+    if recipient.user_id.server_name() == services.config.server_name
+        && !services.users.exists(&recipient.user_id)?
+    {
         return Err(Error::not_found("Unknown user"));
     }
     if !services.rooms.is_joined(&request.body.room_id, sender)? {
@@ -54,15 +73,32 @@ async fn invite(services: Arc<Services>, request: Ruma<invite_user::v3::Request>
     }
     services
         .rooms
-        .invite(&request.body.room_id, sender, &recipient.user_id, recipient.reason.as_deref(), false)
+        .invite(
+            &request.body.room_id,
+            sender,
+            &recipient.user_id,
+            recipient.reason.as_deref(),
+            false,
+        )
         .await?;
     Ok(invite_user::v3::Response::new())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/join`
-async fn join_by_id(services: Arc<Services>, request: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
-    join(&services, request.user_id()?, &request.body.room_id, request.body.reason.as_deref()).await?;
-    Ok(join_room_by_id::v3::Response::new(request.body.room_id.clone()))
+async fn join_by_id(
+    services: Arc<Services>,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> Result<join_room_by_id::v3::Response> {
+    join(
+        &services,
+        request.user_id()?,
+        &request.body.room_id,
+        request.body.reason.as_deref(),
+    )
+    .await?;
+    Ok(join_room_by_id::v3::Response::new(
+        request.body.room_id.clone(),
+    ))
 }
 
 /// # `POST /_matrix/client/v3/join/{roomIdOrAlias}`
@@ -71,7 +107,13 @@ async fn join_by_id_or_alias(
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let room_id = resolve(&services, &request.body.room_id_or_alias)?;
-    join(&services, request.user_id()?, &room_id, request.body.reason.as_deref()).await?;
+    join(
+        &services,
+        request.user_id()?,
+        &room_id,
+        request.body.reason.as_deref(),
+    )
+    .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
@@ -87,39 +129,75 @@ fn resolve(services: &Services, target: &RoomOrAliasId) -> Result<OwnedRoomId> {
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
-async fn leave(services: Arc<Services>, request: Ruma<leave_room::v3::Request>) -> Result<leave_room::v3::Response> {
-    services.rooms.leave(&request.body.room_id, request.user_id()?, request.body.reason.as_deref()).await?;
+async fn leave(
+    services: Arc<Services>,
+    request: Ruma<leave_room::v3::Request>,
+) -> Result<leave_room::v3::Response> {
+    services
+        .rooms
+        .leave(
+            &request.body.room_id,
+            request.user_id()?,
+            request.body.reason.as_deref(),
+        )
+        .await?;
     Ok(leave_room::v3::Response::new())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/forget`
-async fn forget(services: Arc<Services>, request: Ruma<forget_room::v3::Request>) -> Result<forget_room::v3::Response> {
-    services.rooms.forget(&request.body.room_id, request.user_id()?)?;
+async fn forget(
+    services: Arc<Services>,
+    request: Ruma<forget_room::v3::Request>,
+) -> Result<forget_room::v3::Response> {
+    services
+        .rooms
+        .forget(&request.body.room_id, request.user_id()?)?;
     Ok(forget_room::v3::Response::new())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
-async fn kick(services: Arc<Services>, request: Ruma<kick_user::v3::Request>) -> Result<kick_user::v3::Response> {
+async fn kick(
+    services: Arc<Services>,
+    request: Ruma<kick_user::v3::Request>,
+) -> Result<kick_user::v3::Response> {
     let body = &request.body;
     services
         .rooms
-        .set_membership_of(&body.room_id, request.user_id()?, &body.user_id, "leave", body.reason.as_deref())
+        .set_membership_of(
+            &body.room_id,
+            request.user_id()?,
+            &body.user_id,
+            "leave",
+            body.reason.as_deref(),
+        )
         .await?;
     Ok(kick_user::v3::Response::new())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
-async fn ban(services: Arc<Services>, request: Ruma<ban_user::v3::Request>) -> Result<ban_user::v3::Response> {
+async fn ban(
+    services: Arc<Services>,
+    request: Ruma<ban_user::v3::Request>,
+) -> Result<ban_user::v3::Response> {
     let body = &request.body;
     services
         .rooms
-        .set_membership_of(&body.room_id, request.user_id()?, &body.user_id, "ban", body.reason.as_deref())
+        .set_membership_of(
+            &body.room_id,
+            request.user_id()?,
+            &body.user_id,
+            "ban",
+            body.reason.as_deref(),
+        )
         .await?;
     Ok(ban_user::v3::Response::new())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
-async fn unban(services: Arc<Services>, request: Ruma<unban_user::v3::Request>) -> Result<unban_user::v3::Response> {
+async fn unban(
+    services: Arc<Services>,
+    request: Ruma<unban_user::v3::Request>,
+) -> Result<unban_user::v3::Response> {
     let body = &request.body;
     let current = services.rooms.membership(&body.room_id, &body.user_id)?;
     if current.is_none_or(|m| m.membership != "ban") {
@@ -127,7 +205,13 @@ async fn unban(services: Arc<Services>, request: Ruma<unban_user::v3::Request>) 
     }
     services
         .rooms
-        .set_membership_of(&body.room_id, request.user_id()?, &body.user_id, "leave", body.reason.as_deref())
+        .set_membership_of(
+            &body.room_id,
+            request.user_id()?,
+            &body.user_id,
+            "leave",
+            body.reason.as_deref(),
+        )
         .await?;
     Ok(unban_user::v3::Response::new())
 }

@@ -37,7 +37,10 @@ fn require_local_user(services: &Services, user_id: &UserId) -> Result<()> {
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}`
-async fn profile(services: Arc<Services>, request: Ruma<get_profile::v3::Request>) -> Result<get_profile::v3::Response> {
+async fn profile(
+    services: Arc<Services>,
+    request: Ruma<get_profile::v3::Request>,
+) -> Result<get_profile::v3::Response> {
     require_local_user(&services, &request.body.user_id)?;
     let fields = services.users.profile(&request.body.user_id)?;
     let mut response = get_profile::v3::Response::new();
@@ -46,19 +49,25 @@ async fn profile(services: Arc<Services>, request: Ruma<get_profile::v3::Request
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}/{keyName}`
-async fn field(services: Arc<Services>, request: Ruma<get_profile_field::v3::Request>) -> Result<get_profile_field::v3::Response> {
+async fn field(
+    services: Arc<Services>,
+    request: Ruma<get_profile_field::v3::Request>,
+) -> Result<get_profile_field::v3::Response> {
     require_local_user(&services, &request.body.user_id)?;
     let name = request.body.field.as_str();
     let value = services
         .users
         .profile_field(&request.body.user_id, name)?
         .ok_or_else(|| Error::not_found("Profile field not set"))?;
-    let value = ProfileFieldValue::new(name, value).map_err(|error| Error::internal(error))?;
+    let value = ProfileFieldValue::new(name, value).map_err(Error::internal)?;
     Ok(get_profile_field::v3::Response::new(value))
 }
 
 /// # `PUT /_matrix/client/v3/profile/{userId}/{keyName}`
-async fn set_field(services: Arc<Services>, request: Ruma<set_profile_field::v3::Request>) -> Result<set_profile_field::v3::Response> {
+async fn set_field(
+    services: Arc<Services>,
+    request: Ruma<set_profile_field::v3::Request>,
+) -> Result<set_profile_field::v3::Response> {
     let user_id = request.user_id()?.to_owned();
     if request.body.user_id != user_id {
         return Err(Error::forbidden("You can only change your own profile"));
@@ -66,9 +75,14 @@ async fn set_field(services: Arc<Services>, request: Ruma<set_profile_field::v3:
     let name = request.body.value.field_name();
     let value = request.body.value.value().into_owned();
     if serde_json::to_vec(&value).map_err(Error::internal)?.len() > MAX_FIELD_BYTES {
-        return Err(Error::new(ruma::api::error::ErrorKind::TooLarge, "Profile field too large"));
+        return Err(Error::new(
+            ruma::api::error::ErrorKind::TooLarge,
+            "Profile field too large",
+        ));
     }
-    services.users.set_profile_field(&user_id, name.as_str(), Some(&value))?;
+    services
+        .users
+        .set_profile_field(&user_id, name.as_str(), Some(&value))?;
     propagate(&services, &user_id, name.as_str()).await?;
     Ok(set_profile_field::v3::Response::new())
 }
@@ -104,7 +118,9 @@ async fn propagate(services: &Services, user_id: &UserId, field: &str) -> Result
             .rooms
             .state_content(&room_id, "m.room.member", user_id.as_str())?
             .unwrap_or_else(|| serde_json::json!({ "membership": "join" }));
-        let object = content.as_object_mut().ok_or_else(|| Error::internal("member content"))?;
+        let object = content
+            .as_object_mut()
+            .ok_or_else(|| Error::internal("member content"))?;
         match &displayname {
             Some(name) => object.insert("displayname".to_owned(), name.as_str().into()),
             None => object.remove("displayname"),

@@ -56,7 +56,9 @@ pub fn load(services: &Services, user_id: &UserId) -> Result<Ruleset> {
 
 fn save(services: &Services, user_id: &UserId, ruleset: &Ruleset) -> Result<()> {
     let content = serde_json::json!({ "global": ruleset });
-    services.account_data.set(user_id, None, PUSH_RULES, content)
+    services
+        .account_data
+        .set(user_id, None, PUSH_RULES, content)
 }
 
 fn not_found() -> Error {
@@ -64,8 +66,14 @@ fn not_found() -> Error {
 }
 
 /// # `GET /_matrix/client/v3/pushrules/`
-async fn all_rules(services: Arc<Services>, request: Ruma<get_pushrules_all::v3::Request>) -> Result<get_pushrules_all::v3::Response> {
-    Ok(get_pushrules_all::v3::Response::new(load(&services, request.user_id()?)?))
+async fn all_rules(
+    services: Arc<Services>,
+    request: Ruma<get_pushrules_all::v3::Request>,
+) -> Result<get_pushrules_all::v3::Response> {
+    Ok(get_pushrules_all::v3::Response::new(load(
+        &services,
+        request.user_id()?,
+    )?))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/`
@@ -73,18 +81,29 @@ async fn global_rules(
     services: Arc<Services>,
     request: Ruma<get_pushrules_global_scope::v3::Request>,
 ) -> Result<get_pushrules_global_scope::v3::Response> {
-    Ok(get_pushrules_global_scope::v3::Response::new(load(&services, request.user_id()?)?))
+    Ok(get_pushrules_global_scope::v3::Response::new(load(
+        &services,
+        request.user_id()?,
+    )?))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
-async fn rule(services: Arc<Services>, request: Ruma<get_pushrule::v3::Request>) -> Result<get_pushrule::v3::Response> {
+async fn rule(
+    services: Arc<Services>,
+    request: Ruma<get_pushrule::v3::Request>,
+) -> Result<get_pushrule::v3::Response> {
     let ruleset = load(&services, request.user_id()?)?;
-    let rule = ruleset.get(request.body.kind.clone(), &request.body.rule_id).ok_or_else(not_found)?;
+    let rule = ruleset
+        .get(request.body.kind.clone(), &request.body.rule_id)
+        .ok_or_else(not_found)?;
     Ok(get_pushrule::v3::Response::new(rule.into()))
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
-async fn set_rule(services: Arc<Services>, request: Ruma<set_pushrule::v3::Request>) -> Result<set_pushrule::v3::Response> {
+async fn set_rule(
+    services: Arc<Services>,
+    request: Ruma<set_pushrule::v3::Request>,
+) -> Result<set_pushrule::v3::Response> {
     let user_id = request.user_id()?.to_owned();
     let mut ruleset = load(&services, &user_id)?;
     let body = request.body;
@@ -99,13 +118,18 @@ async fn set_rule(services: Arc<Services>, request: Ruma<set_pushrule::v3::Reque
 }
 
 /// # `DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
-async fn delete_rule(services: Arc<Services>, request: Ruma<delete_pushrule::v3::Request>) -> Result<delete_pushrule::v3::Response> {
+async fn delete_rule(
+    services: Arc<Services>,
+    request: Ruma<delete_pushrule::v3::Request>,
+) -> Result<delete_pushrule::v3::Response> {
     let user_id = request.user_id()?;
     let mut ruleset = load(&services, user_id)?;
-    ruleset.remove(request.body.kind.clone(), &request.body.rule_id).map_err(|error| match error {
-        ruma::push::RemovePushRuleError::NotFound => not_found(),
-        other => Error::bad_json(other.to_string()),
-    })?;
+    ruleset
+        .remove(request.body.kind.clone(), &request.body.rule_id)
+        .map_err(|error| match error {
+            ruma::push::RemovePushRuleError::NotFound => not_found(),
+            other => Error::bad_json(other.to_string()),
+        })?;
     save(&services, user_id, &ruleset)?;
     Ok(delete_pushrule::v3::Response::new())
 }
@@ -116,7 +140,9 @@ async fn rule_enabled(
     request: Ruma<get_pushrule_enabled::v3::Request>,
 ) -> Result<get_pushrule_enabled::v3::Response> {
     let ruleset = load(&services, request.user_id()?)?;
-    let rule = ruleset.get(request.body.kind.clone(), &request.body.rule_id).ok_or_else(not_found)?;
+    let rule = ruleset
+        .get(request.body.kind.clone(), &request.body.rule_id)
+        .ok_or_else(not_found)?;
     Ok(get_pushrule_enabled::v3::Response::new(rule.enabled()))
 }
 
@@ -128,7 +154,11 @@ async fn set_rule_enabled(
     let user_id = request.user_id()?;
     let mut ruleset = load(&services, user_id)?;
     ruleset
-        .set_enabled(request.body.kind.clone(), &request.body.rule_id, request.body.enabled)
+        .set_enabled(
+            request.body.kind.clone(),
+            &request.body.rule_id,
+            request.body.enabled,
+        )
         .map_err(|_| not_found())?;
     save(&services, user_id, &ruleset)?;
     Ok(set_pushrule_enabled::v3::Response::new())
@@ -140,8 +170,12 @@ async fn rule_actions(
     request: Ruma<get_pushrule_actions::v3::Request>,
 ) -> Result<get_pushrule_actions::v3::Response> {
     let ruleset = load(&services, request.user_id()?)?;
-    let rule = ruleset.get(request.body.kind.clone(), &request.body.rule_id).ok_or_else(not_found)?;
-    Ok(get_pushrule_actions::v3::Response::new(rule.actions().to_vec()))
+    let rule = ruleset
+        .get(request.body.kind.clone(), &request.body.rule_id)
+        .ok_or_else(not_found)?;
+    Ok(get_pushrule_actions::v3::Response::new(
+        rule.actions().to_vec(),
+    ))
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
@@ -152,14 +186,21 @@ async fn set_rule_actions(
     let user_id = request.user_id()?;
     let mut ruleset = load(&services, user_id)?;
     ruleset
-        .set_actions(request.body.kind.clone(), &request.body.rule_id, request.body.actions.clone())
+        .set_actions(
+            request.body.kind.clone(),
+            &request.body.rule_id,
+            request.body.actions.clone(),
+        )
         .map_err(|_| not_found())?;
     save(&services, user_id, &ruleset)?;
     Ok(set_pushrule_actions::v3::Response::new())
 }
 
 /// # `GET /_matrix/client/v3/pushers`
-async fn pushers(services: Arc<Services>, request: Ruma<get_pushers::v3::Request>) -> Result<get_pushers::v3::Response> {
+async fn pushers(
+    services: Arc<Services>,
+    request: Ruma<get_pushers::v3::Request>,
+) -> Result<get_pushers::v3::Response> {
     let prefix = Key::new().str(request.user_id()?.as_str());
     let mut pushers = Vec::new();
     for (_, value) in services.db.scan_prefix(Keyspace::Pushers, prefix.bytes())? {
@@ -169,7 +210,10 @@ async fn pushers(services: Arc<Services>, request: Ruma<get_pushers::v3::Request
 }
 
 /// # `POST /_matrix/client/v3/pushers/set`
-async fn set_pusher(services: Arc<Services>, request: Ruma<set_pusher::v3::Request>) -> Result<set_pusher::v3::Response> {
+async fn set_pusher(
+    services: Arc<Services>,
+    request: Ruma<set_pusher::v3::Request>,
+) -> Result<set_pusher::v3::Response> {
     let user_id = request.user_id()?;
     let mut batch = services.db.batch();
     match &request.body.action {
@@ -179,16 +223,24 @@ async fn set_pusher(services: Arc<Services>, request: Ruma<set_pusher::v3::Reque
                 let prefix = Key::new().str(user_id.as_str());
                 for (key, value) in services.db.scan_prefix(Keyspace::Pushers, prefix.bytes())? {
                     let existing: Pusher = crate::storage::codec::decode_json(&value)?;
-                    if existing.ids.pushkey == pusher.ids.pushkey && existing.ids.app_id != pusher.ids.app_id {
+                    if existing.ids.pushkey == pusher.ids.pushkey
+                        && existing.ids.app_id != pusher.ids.app_id
+                    {
                         batch.delete(Keyspace::Pushers, key);
                     }
                 }
             }
-            let key = Key::new().str(user_id.as_str()).str(&pusher.ids.app_id).str(&pusher.ids.pushkey);
+            let key = Key::new()
+                .str(user_id.as_str())
+                .str(&pusher.ids.app_id)
+                .str(&pusher.ids.pushkey);
             batch.put_json(Keyspace::Pushers, key, pusher);
         }
         set_pusher::v3::PusherAction::Delete(ids) => {
-            let key = Key::new().str(user_id.as_str()).str(&ids.app_id).str(&ids.pushkey);
+            let key = Key::new()
+                .str(user_id.as_str())
+                .str(&ids.app_id)
+                .str(&ids.pushkey);
             batch.delete(Keyspace::Pushers, key);
         }
         _ => return Err(Error::bad_json("Unknown pusher action")),

@@ -50,11 +50,19 @@ fn token_matches(services: &Services, token: &str) -> bool {
 }
 
 /// # `POST /_matrix/client/v3/register`
-async fn register(services: Arc<Services>, request: Ruma<register::v3::Request>) -> Result<register::v3::Response> {
-    services.registration_limiter.check(&request.client_ip.to_string())?;
+async fn register(
+    services: Arc<Services>,
+    request: Ruma<register::v3::Request>,
+) -> Result<register::v3::Response> {
+    services
+        .registration_limiter
+        .check(&request.client_ip.to_string())?;
     let body = request.body;
     if body.kind == RegistrationKind::Guest {
-        return Err(Error::new(ErrorKind::GuestAccessForbidden, "Guest access is disabled"));
+        return Err(Error::new(
+            ErrorKind::GuestAccessForbidden,
+            "Guest access is disabled",
+        ));
     }
     let flows = flows(&services);
     if flows.is_empty() {
@@ -80,7 +88,11 @@ async fn register(services: Arc<Services>, request: Ruma<register::v3::Request>)
     let Some(auth) = &body.auth else {
         return Err(services.uiaa.challenge(&flows));
     };
-    let Some(session) = auth.session().filter(|session| services.uiaa.knows(session)).map(str::to_owned) else {
+    let Some(session) = auth
+        .session()
+        .filter(|session| services.uiaa.knows(session))
+        .map(str::to_owned)
+    else {
         return Err(services.uiaa.challenge(&flows));
     };
     let stage = match auth {
@@ -89,10 +101,18 @@ async fn register(services: Arc<Services>, request: Ruma<register::v3::Request>)
             AuthType::RegistrationToken
         }
         AuthData::RegistrationToken(_) => {
-            return Err(services.uiaa.failed(&session, &flows, Error::forbidden("Invalid registration token")));
+            return Err(services.uiaa.failed(
+                &session,
+                &flows,
+                Error::forbidden("Invalid registration token"),
+            ));
         }
         _ => {
-            return Err(services.uiaa.failed(&session, &flows, Error::forbidden("Unsupported stage")));
+            return Err(services.uiaa.failed(
+                &session,
+                &flows,
+                Error::forbidden("Unsupported stage"),
+            ));
         }
     };
     services.uiaa.complete_stage(&session, stage, &flows)?;
@@ -100,7 +120,10 @@ async fn register(services: Arc<Services>, request: Ruma<register::v3::Request>)
     if services.users.exists(&user_id)? {
         return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
     }
-    services.users.create(&user_id, body.password.as_deref()).await?;
+    services
+        .users
+        .create(&user_id, body.password.as_deref())
+        .await?;
     crate::api::client::push::init_push_rules(&services, &user_id)?;
     tracing::info!(%user_id, "registered");
 
@@ -126,7 +149,9 @@ async fn username_available(
     services: Arc<Services>,
     request: Ruma<get_username_availability::v3::Request>,
 ) -> Result<get_username_availability::v3::Response> {
-    services.registration_limiter.check(&request.client_ip.to_string())?;
+    services
+        .registration_limiter
+        .check(&request.client_ip.to_string())?;
     let user_id = users::validate_localpart(&request.body.username, &services.config.server_name)?;
     if services.users.exists(&user_id)? {
         return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
@@ -139,9 +164,10 @@ async fn registration_token_validity(
     services: Arc<Services>,
     request: Ruma<check_registration_token_validity::v1::Request>,
 ) -> Result<check_registration_token_validity::v1::Response> {
-    services.registration_limiter.check(&request.client_ip.to_string())?;
-    Ok(check_registration_token_validity::v1::Response::new(token_matches(
-        &services,
-        &request.body.token,
-    )))
+    services
+        .registration_limiter
+        .check(&request.client_ip.to_string())?;
+    Ok(check_registration_token_validity::v1::Response::new(
+        token_matches(&services, &request.body.token),
+    ))
 }

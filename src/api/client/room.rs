@@ -5,15 +5,15 @@ use std::{collections::BTreeMap, sync::Arc};
 use axum::Router;
 use ruma::{
     EventId, RoomId, RoomVersionId, UserId,
+    api::Direction,
     api::client::{
+        context::get_context,
         membership::{get_member_events, joined_members, joined_rooms},
         message::{get_message_events, send_message_event},
         redact::redact_event,
         room::{Visibility, create_room, get_room_event},
-        context::get_context,
         state::{get_state_event_for_key, get_state_events, send_state_event},
     },
-    api::Direction,
     serde::Raw,
 };
 use serde_json::Value;
@@ -95,13 +95,22 @@ fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Resul
 }
 
 /// # `POST /_matrix/client/v3/createRoom`
-async fn create(services: Arc<Services>, request: Ruma<create_room::v3::Request>) -> Result<create_room::v3::Response> {
+async fn create(
+    services: Arc<Services>,
+    request: Ruma<create_room::v3::Request>,
+) -> Result<create_room::v3::Response> {
     let creator = request.user_id()?.to_owned();
     services.message_limiter.check(creator.as_str())?;
     let body = request.body;
-    let version = body.room_version.clone().unwrap_or_else(|| services.config.default_room_version.clone());
+    let version = body
+        .room_version
+        .clone()
+        .unwrap_or_else(|| services.config.default_room_version.clone());
     if !ROOM_VERSIONS.contains(&version) {
-        return Err(Error::new(ruma::api::error::ErrorKind::UnsupportedRoomVersion, "Unsupported room version"));
+        return Err(Error::new(
+            ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+            "Unsupported room version",
+        ));
     }
     let creation_content = match &body.creation_content {
         Some(raw) => serde_json::from_str::<serde_json::Map<String, Value>>(raw.json().get())
@@ -110,10 +119,17 @@ async fn create(services: Arc<Services>, request: Ruma<create_room::v3::Request>
     };
     let mut initial_state = Vec::new();
     for raw in &body.initial_state {
-        let event: Value = serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
-        let kind = event.get("type").and_then(Value::as_str).ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        let event: Value =
+            serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::bad_json("initial_state event without type"))?;
         let state_key = event.get("state_key").and_then(Value::as_str).unwrap_or("");
-        let content = event.get("content").cloned().unwrap_or_else(|| serde_json::json!({}));
+        let content = event
+            .get("content")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
         initial_state.push(NewEvent::state(kind, state_key, content));
     }
     let power_level_override = match &body.power_level_content_override {
@@ -126,20 +142,28 @@ async fn create(services: Arc<Services>, request: Ruma<create_room::v3::Request>
     let alias = match &body.room_alias_name {
         Some(name) => {
             if name.contains(':') || name.contains(char::is_whitespace) || name.is_empty() {
-                return Err(Error::new(ruma::api::error::ErrorKind::InvalidParam, "Invalid alias localpart"));
+                return Err(Error::new(
+                    ruma::api::error::ErrorKind::InvalidParam,
+                    "Invalid alias localpart",
+                ));
             }
             let alias = format!("#{name}:{}", services.config.server_name);
             let parsed = ruma::OwnedRoomAliasId::try_from(alias.as_str())
                 .map_err(|_| Error::invalid_param("Invalid alias"))?;
             if services.rooms.resolve_alias(&parsed)?.is_some() {
-                return Err(Error::new(ruma::api::error::ErrorKind::RoomInUse, "Alias already taken"));
+                return Err(Error::new(
+                    ruma::api::error::ErrorKind::RoomInUse,
+                    "Alias already taken",
+                ));
             }
             Some(alias)
         }
         None => None,
     };
     for invitee in &body.invite {
-        if invitee.server_name() == services.config.server_name && !services.users.exists(invitee)? {
+        if invitee.server_name() == services.config.server_name
+            && !services.users.exists(invitee)?
+        {
             return Err(Error::not_found(format!("Unknown user {invitee}")));
         }
     }
@@ -163,7 +187,10 @@ async fn create(services: Arc<Services>, request: Ruma<create_room::v3::Request>
                 is_direct: body.is_direct,
                 initial_state,
                 power_level_override,
-                creator_profile: (services.users.displayname(&creator)?, services.users.avatar_url(&creator)?),
+                creator_profile: (
+                    services.users.displayname(&creator)?,
+                    services.users.avatar_url(&creator)?,
+                ),
             },
         )
         .await?;
@@ -178,18 +205,25 @@ async fn send_message(
 ) -> Result<send_message_event::v3::Response> {
     let sender = request.sender()?.clone();
     let body = &request.body;
-    let txn = Txn { device_id: &sender.device_id, txn_id: body.txn_id.as_str() };
+    let txn = Txn {
+        device_id: &sender.device_id,
+        txn_id: body.txn_id.as_str(),
+    };
     if let Some(event_id) = services.rooms.txn_event(&sender.user_id, &txn)? {
         return Ok(send_message_event::v3::Response::new(event_id));
     }
     services.message_limiter.check(sender.user_id.as_str())?;
     require_joined(&services, &body.room_id, &sender.user_id)?;
-    let content: Value = serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let content: Value =
+        serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
     if !content.is_object() {
         return Err(Error::bad_json("Event content must be an object"));
     }
     let event = NewEvent::message(&body.event_type.to_string(), content);
-    let event_id = services.rooms.append(&body.room_id, &sender.user_id, event, Some(txn)).await?;
+    let event_id = services
+        .rooms
+        .append(&body.room_id, &sender.user_id, event, Some(txn))
+        .await?;
     Ok(send_message_event::v3::Response::new(event_id))
 }
 
@@ -201,20 +235,26 @@ async fn send_state(
     let sender = request.user_id()?.to_owned();
     services.message_limiter.check(sender.as_str())?;
     let body = &request.body;
-    let content: Value = serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let content: Value =
+        serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
     if !content.is_object() {
         return Err(Error::bad_json("Event content must be an object"));
     }
     let kind = body.event_type.to_string();
     if kind == "m.room.member" {
-        return Err(Error::forbidden("Use the membership endpoints to change membership"));
+        return Err(Error::forbidden(
+            "Use the membership endpoints to change membership",
+        ));
     }
     require_joined(&services, &body.room_id, &sender)?;
     if kind == "m.room.canonical_alias" {
         check_canonical_alias(&services, &body.room_id, &content)?;
     }
     let event = NewEvent::state(&kind, &body.state_key, content);
-    let event_id = services.rooms.append(&body.room_id, &sender, event, None).await?;
+    let event_id = services
+        .rooms
+        .append(&body.room_id, &sender, event, None)
+        .await?;
     Ok(send_state_event::v3::Response::new(event_id))
 }
 
@@ -232,17 +272,26 @@ fn check_canonical_alias(services: &Services, room_id: &RoomId, content: &Value)
             .map_err(|_| Error::new(ruma::api::error::ErrorKind::InvalidParam, "Invalid alias"))?;
         let record = services.rooms.resolve_alias(&parsed)?;
         if record.is_none_or(|record| record.room_id != room_id) {
-            return Err(Error::new(ruma::api::error::ErrorKind::BadAlias, format!("{alias} does not point at this room")));
+            return Err(Error::new(
+                ruma::api::error::ErrorKind::BadAlias,
+                format!("{alias} does not point at this room"),
+            ));
         }
     }
     Ok(())
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
-async fn redact(services: Arc<Services>, request: Ruma<redact_event::v3::Request>) -> Result<redact_event::v3::Response> {
+async fn redact(
+    services: Arc<Services>,
+    request: Ruma<redact_event::v3::Request>,
+) -> Result<redact_event::v3::Response> {
     let sender = request.sender()?.clone();
     let body = &request.body;
-    let txn = Txn { device_id: &sender.device_id, txn_id: body.txn_id.as_str() };
+    let txn = Txn {
+        device_id: &sender.device_id,
+        txn_id: body.txn_id.as_str(),
+    };
     if let Some(event_id) = services.rooms.txn_event(&sender.user_id, &txn)? {
         return Ok(redact_event::v3::Response::new(event_id));
     }
@@ -251,9 +300,15 @@ async fn redact(services: Arc<Services>, request: Ruma<redact_event::v3::Request
     let target = services
         .rooms
         .parsed_pdu(&body.event_id)?
-        .filter(|pdu| pdu.room_id.as_deref().is_none_or(|room| room == body.room_id))
+        .filter(|pdu| {
+            pdu.room_id
+                .as_deref()
+                .is_none_or(|room| room == body.room_id)
+        })
         .ok_or_else(|| Error::not_found("Event not found"))?;
-    if target.sender != sender.user_id && !may_redact_others(&services, &body.room_id, &sender.user_id)? {
+    if target.sender != sender.user_id
+        && !may_redact_others(&services, &body.room_id, &sender.user_id)?
+    {
         return Err(Error::forbidden("You may not redact other users' events"));
     }
     let mut content = serde_json::json!({});
@@ -266,7 +321,10 @@ async fn redact(services: Arc<Services>, request: Ruma<redact_event::v3::Request
         state_key: None,
         redacts: Some(body.event_id.clone()),
     };
-    let event_id = services.rooms.append(&body.room_id, &sender.user_id, event, Some(txn)).await?;
+    let event_id = services
+        .rooms
+        .append(&body.room_id, &sender.user_id, event, Some(txn))
+        .await?;
     Ok(redact_event::v3::Response::new(event_id))
 }
 
@@ -276,17 +334,36 @@ fn power_level(levels: &Value, key: &str, default: i64) -> i64 {
 
 /// Whether the user's power level reaches the room's `redact` level.
 fn may_redact_others(services: &Services, room_id: &RoomId, user: &UserId) -> Result<bool> {
-    let levels = services.rooms.state_content(room_id, "m.room.power_levels", "")?.unwrap_or_default();
-    let create = services.rooms.state_content(room_id, "m.room.create", "")?.unwrap_or_default();
-    let room = services.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let levels = services
+        .rooms
+        .state_content(room_id, "m.room.power_levels", "")?
+        .unwrap_or_default();
+    let create = services
+        .rooms
+        .state_content(room_id, "m.room.create", "")?
+        .unwrap_or_default();
+    let room = services
+        .rooms
+        .room(room_id)?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
     let rules = crate::service::rooms::Rooms::rules(&room.version)?;
     if rules.authorization.explicitly_privilege_room_creators {
-        let creator_event = services.rooms.current_state(room_id)?
+        let creator_event = services
+            .rooms
+            .current_state(room_id)?
             .get(&("m.room.create".to_owned(), String::new()))
             .cloned();
-        let creator = creator_event.and_then(|id| services.rooms.parsed_pdu(&id).ok().flatten()).map(|pdu| pdu.sender);
-        let additional = create.get("additional_creators").and_then(Value::as_array).cloned().unwrap_or_default();
-        if creator.as_deref() == Some(user) || additional.iter().any(|u| u.as_str() == Some(user.as_str())) {
+        let creator = creator_event
+            .and_then(|id| services.rooms.parsed_pdu(&id).ok().flatten())
+            .map(|pdu| pdu.sender);
+        let additional = create
+            .get("additional_creators")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if creator.as_deref() == Some(user)
+            || additional.iter().any(|u| u.as_str() == Some(user.as_str()))
+        {
             return Ok(true);
         }
     }
@@ -299,10 +376,19 @@ fn may_redact_others(services: &Services, room_id: &RoomId, user: &UserId) -> Re
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
-async fn event(services: Arc<Services>, request: Ruma<get_room_event::v3::Request>) -> Result<get_room_event::v3::Response> {
+async fn event(
+    services: Arc<Services>,
+    request: Ruma<get_room_event::v3::Request>,
+) -> Result<get_room_event::v3::Response> {
     let sender = request.sender()?;
-    let (pdu, value) = visible_event(&services, &sender.user_id, Some(&sender.device_id), &request.body.event_id, ClientFormat::Full)?
-        .ok_or_else(|| Error::not_found("Event not found"))?;
+    let (pdu, value) = visible_event(
+        &services,
+        &sender.user_id,
+        Some(&sender.device_id),
+        &request.body.event_id,
+        ClientFormat::Full,
+    )?
+    .ok_or_else(|| Error::not_found("Event not found"))?;
     if pdu.room_id != request.body.room_id {
         return Err(Error::not_found("Event not found"));
     }
@@ -310,11 +396,18 @@ async fn event(services: Arc<Services>, request: Ruma<get_room_event::v3::Reques
 }
 
 /// The state a user may read: the current state if joined, else the state when they left.
-fn readable_state(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Arc<crate::service::rooms::state::StateMap>> {
+fn readable_state(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<Arc<crate::service::rooms::state::StateMap>> {
     match services.rooms.membership(room_id, user)? {
         Some(m) if m.membership == "join" => services.rooms.current_state(room_id),
         Some(m) if matches!(m.membership.as_str(), "leave" | "ban") => {
-            let pdu = services.rooms.pdu(&m.event_id)?.ok_or_else(|| Error::internal("missing membership event"))?;
+            let pdu = services
+                .rooms
+                .pdu(&m.event_id)?
+                .ok_or_else(|| Error::internal("missing membership event"))?;
             services.rooms.state.get(pdu.state_after)
         }
         _ if services.rooms.can_see_room(room_id, user)? => services.rooms.current_state(room_id),
@@ -322,7 +415,10 @@ fn readable_state(services: &Services, room_id: &RoomId, user: &UserId) -> Resul
     }
 }
 
-fn state_events(services: &Services, state: &crate::service::rooms::state::StateMap) -> Result<Vec<(String, String, Value)>> {
+fn state_events(
+    services: &Services,
+    state: &crate::service::rooms::state::StateMap,
+) -> Result<Vec<(String, String, Value)>> {
     let mut out = Vec::new();
     for ((kind, state_key), event_id) in state {
         if let Some(pdu) = services.rooms.pdu(event_id)? {
@@ -334,10 +430,15 @@ fn state_events(services: &Services, state: &crate::service::rooms::state::State
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/state`
-async fn state(services: Arc<Services>, request: Ruma<get_state_events::v3::Request>) -> Result<get_state_events::v3::Response> {
+async fn state(
+    services: Arc<Services>,
+    request: Ruma<get_state_events::v3::Request>,
+) -> Result<get_state_events::v3::Response> {
     let state = readable_state(&services, &request.body.room_id, request.user_id()?)?;
     let events = state_events(&services, &state)?;
-    Ok(get_state_events::v3::Response::new(events.into_iter().map(|(_, _, value)| raw(value)).collect()))
+    Ok(get_state_events::v3::Response::new(
+        events.into_iter().map(|(_, _, value)| raw(value)).collect(),
+    ))
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
@@ -350,7 +451,10 @@ async fn state_event(
     let event_id = state
         .get(&(body.event_type.to_string(), body.state_key.clone()))
         .ok_or_else(|| Error::not_found("State event not found"))?;
-    let pdu = services.rooms.pdu(event_id)?.ok_or_else(|| Error::not_found("State event not found"))?;
+    let pdu = services
+        .rooms
+        .pdu(event_id)?
+        .ok_or_else(|| Error::not_found("State event not found"))?;
     let event = pdu.to_client(event_id, ClientFormat::Full, None, None);
     let value = match body.format {
         get_state_event_for_key::v3::StateEventFormat::Event => event,
@@ -362,7 +466,10 @@ async fn state_event(
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/members`
-async fn members(services: Arc<Services>, request: Ruma<get_member_events::v3::Request>) -> Result<get_member_events::v3::Response> {
+async fn members(
+    services: Arc<Services>,
+    request: Ruma<get_member_events::v3::Request>,
+) -> Result<get_member_events::v3::Response> {
     let body = &request.body;
     let state = readable_state(&services, &body.room_id, request.user_id()?)?;
     let mut chunk = Vec::new();
@@ -370,11 +477,22 @@ async fn members(services: Arc<Services>, request: Ruma<get_member_events::v3::R
         if kind != "m.room.member" {
             continue;
         }
-        let membership = value.pointer("/content/membership").and_then(Value::as_str).unwrap_or("leave");
-        if body.membership.as_ref().is_some_and(|m| m.as_str() != membership) {
+        let membership = value
+            .pointer("/content/membership")
+            .and_then(Value::as_str)
+            .unwrap_or("leave");
+        if body
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.as_str() != membership)
+        {
             continue;
         }
-        if body.not_membership.as_ref().is_some_and(|m| m.as_str() == membership) {
+        if body
+            .not_membership
+            .as_ref()
+            .is_some_and(|m| m.as_str() == membership)
+        {
             continue;
         }
         chunk.push(raw(value));
@@ -395,21 +513,34 @@ async fn joined_members(
         if kind != "m.room.member" {
             continue;
         }
-        let Some(content) = services.rooms.content_in(&state, kind, state_key)? else { continue };
+        let Some(content) = services.rooms.content_in(&state, kind, state_key)? else {
+            continue;
+        };
         if content.get("membership").and_then(Value::as_str) != Some("join") {
             continue;
         }
-        let Ok(user_id) = ruma::OwnedUserId::try_from(state_key.as_str()) else { continue };
+        let Ok(user_id) = ruma::OwnedUserId::try_from(state_key.as_str()) else {
+            continue;
+        };
         let mut member = joined_members::v3::RoomMember::new();
-        member.display_name = content.get("displayname").and_then(Value::as_str).map(str::to_owned);
-        member.avatar_url = content.get("avatar_url").and_then(Value::as_str).and_then(|url| url.try_into().ok());
+        member.display_name = content
+            .get("displayname")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        member.avatar_url = content
+            .get("avatar_url")
+            .and_then(Value::as_str)
+            .map(Into::into);
         joined.insert(user_id, member);
     }
     Ok(joined_members::v3::Response::new(joined))
 }
 
 /// # `GET /_matrix/client/v3/joined_rooms`
-async fn joined_rooms(services: Arc<Services>, request: Ruma<joined_rooms::v3::Request>) -> Result<joined_rooms::v3::Response> {
+async fn joined_rooms(
+    services: Arc<Services>,
+    request: Ruma<joined_rooms::v3::Request>,
+) -> Result<joined_rooms::v3::Response> {
     let rooms = services
         .rooms
         .user_rooms(request.user_id()?)?
@@ -424,7 +555,9 @@ async fn joined_rooms(services: Arc<Services>, request: Ruma<joined_rooms::v3::R
 pub fn parse_token(token: &str) -> Result<u64> {
     let position = token.strip_prefix('s').unwrap_or(token);
     let position = position.split('_').next().unwrap_or(position);
-    position.parse().map_err(|_| Error::invalid_param("Invalid pagination token"))
+    position
+        .parse()
+        .map_err(|_| Error::invalid_param("Invalid pagination token"))
 }
 
 /// Event types a `RoomEventFilter` lets through.
@@ -432,18 +565,29 @@ pub fn filter_allows(filter: &ruma::api::client::filter::RoomEventFilter, value:
     let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
     let sender = value.get("sender").and_then(Value::as_str).unwrap_or("");
     let matches = |pattern: &String| {
-        pattern == kind || pattern.strip_suffix('*').is_some_and(|prefix| kind.starts_with(prefix))
+        pattern == kind
+            || pattern
+                .strip_suffix('*')
+                .is_some_and(|prefix| kind.starts_with(prefix))
     };
     if filter.not_types.iter().any(matches) {
         return false;
     }
-    if filter.types.as_ref().is_some_and(|types| !types.iter().any(matches)) {
+    if filter
+        .types
+        .as_ref()
+        .is_some_and(|types| !types.iter().any(matches))
+    {
         return false;
     }
     if filter.not_senders.iter().any(|s| s.as_str() == sender) {
         return false;
     }
-    if filter.senders.as_ref().is_some_and(|senders| !senders.iter().any(|s| s.as_str() == sender)) {
+    if filter
+        .senders
+        .as_ref()
+        .is_some_and(|senders| !senders.iter().any(|s| s.as_str() == sender))
+    {
         return false;
     }
     true
@@ -473,21 +617,35 @@ async fn messages(
         None if forwards => frontier,
         None => 0,
     };
-    let limit = usize::try_from(u64::from(body.limit)).unwrap_or(10).clamp(1, 1000);
-    let (from_bound, to_bound) = if forwards { (from, to.min(frontier)) } else { (from, to) };
+    let limit = usize::try_from(u64::from(body.limit))
+        .unwrap_or(10)
+        .clamp(1, 1000);
+    let (from_bound, to_bound) = if forwards {
+        (from, to.min(frontier))
+    } else {
+        (from, to)
+    };
     let mut chunk = Vec::new();
     let mut state_members = BTreeMap::new();
     let mut end = None;
     let mut cursor = from_bound;
     // Walk in pages, skipping what the viewer may not see, until the chunk is full.
     'walk: loop {
-        let page = services.rooms.timeline(room_id, cursor, to_bound, forwards, limit)?;
+        let page = services
+            .rooms
+            .timeline(room_id, cursor, to_bound, forwards, limit)?;
         if page.is_empty() {
             break;
         }
         for (position, event_id) in &page {
             cursor = *position;
-            if let Some((_, value)) = visible_event(&services, &sender.user_id, Some(&sender.device_id), event_id, ClientFormat::Full)? {
+            if let Some((_, value)) = visible_event(
+                &services,
+                &sender.user_id,
+                Some(&sender.device_id),
+                event_id,
+                ClientFormat::Full,
+            )? {
                 if !filter_allows(&body.filter, &value) {
                     continue;
                 }
@@ -498,7 +656,7 @@ async fn messages(
                 }
                 chunk.push(raw(value));
                 if chunk.len() >= limit {
-                    end = Some(if forwards { position.to_string() } else { position.to_string() });
+                    end = Some(position.to_string());
                     break 'walk;
                 }
             }
@@ -530,33 +688,62 @@ async fn messages(
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`
-async fn context(services: Arc<Services>, request: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {
+async fn context(
+    services: Arc<Services>,
+    request: Ruma<get_context::v3::Request>,
+) -> Result<get_context::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    let (pdu, value) = visible_event(&services, &sender.user_id, Some(&sender.device_id), &body.event_id, ClientFormat::Full)?
-        .ok_or_else(|| Error::not_found("Event not found"))?;
+    let (pdu, value) = visible_event(
+        &services,
+        &sender.user_id,
+        Some(&sender.device_id),
+        &body.event_id,
+        ClientFormat::Full,
+    )?
+    .ok_or_else(|| Error::not_found("Event not found"))?;
     if pdu.room_id != body.room_id {
         return Err(Error::not_found("Event not found"));
     }
-    let limit = usize::try_from(u64::from(body.limit)).unwrap_or(10).min(100);
+    let limit = usize::try_from(u64::from(body.limit))
+        .unwrap_or(10)
+        .min(100);
     let half = limit / 2;
     let frontier = services.stream.frontier();
     let mut before = Vec::new();
     let mut start = pdu.position;
-    for (position, event_id) in services.rooms.timeline(&body.room_id, pdu.position, 0, false, half)? {
+    for (position, event_id) in
+        services
+            .rooms
+            .timeline(&body.room_id, pdu.position, 0, false, half)?
+    {
         start = position;
-        if let Some((_, value)) = visible_event(&services, &sender.user_id, Some(&sender.device_id), &event_id, ClientFormat::Full)?
-            && filter_allows(&body.filter, &value)
+        if let Some((_, value)) = visible_event(
+            &services,
+            &sender.user_id,
+            Some(&sender.device_id),
+            &event_id,
+            ClientFormat::Full,
+        )? && filter_allows(&body.filter, &value)
         {
             before.push(raw(value));
         }
     }
     let mut after = Vec::new();
     let mut end = pdu.position;
-    for (position, event_id) in services.rooms.timeline(&body.room_id, pdu.position, frontier, true, limit - half)? {
+    for (position, event_id) in
+        services
+            .rooms
+            .timeline(&body.room_id, pdu.position, frontier, true, limit - half)?
+    {
         end = position;
-        if let Some((_, value)) = visible_event(&services, &sender.user_id, Some(&sender.device_id), &event_id, ClientFormat::Full)?
-            && filter_allows(&body.filter, &value)
+        if let Some((_, value)) = visible_event(
+            &services,
+            &sender.user_id,
+            Some(&sender.device_id),
+            &event_id,
+            ClientFormat::Full,
+        )? && filter_allows(&body.filter, &value)
         {
             after.push(raw(value));
         }
@@ -568,6 +755,9 @@ async fn context(services: Arc<Services>, request: Ruma<get_context::v3::Request
     response.event = Some(raw(value));
     response.events_before = before;
     response.events_after = after;
-    response.state = state_events(&services, &state)?.into_iter().map(|(_, _, value)| raw(value)).collect();
+    response.state = state_events(&services, &state)?
+        .into_iter()
+        .map(|(_, _, value)| raw(value))
+        .collect();
     Ok(response)
 }

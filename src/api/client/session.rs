@@ -35,7 +35,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// # `GET /_matrix/client/v3/login`
-async fn login_types(_: Arc<Services>, _: Ruma<get_login_types::v3::Request>) -> Result<get_login_types::v3::Response> {
+async fn login_types(
+    _: Arc<Services>,
+    _: Ruma<get_login_types::v3::Request>,
+) -> Result<get_login_types::v3::Response> {
     let mut token = TokenLoginType::new();
     token.get_login_token = true;
     Ok(get_login_types::v3::Response::new(vec![
@@ -45,8 +48,13 @@ async fn login_types(_: Arc<Services>, _: Ruma<get_login_types::v3::Request>) ->
 }
 
 /// # `POST /_matrix/client/v3/login`
-async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
-    services.login_limiter.check(&request.client_ip.to_string())?;
+async fn login(
+    services: Arc<Services>,
+    request: Ruma<login::v3::Request>,
+) -> Result<login::v3::Response> {
+    services
+        .login_limiter
+        .check(&request.client_ip.to_string())?;
     let body = request.body;
     let server_name = &services.config.server_name;
     let user_id = match &body.login_info {
@@ -58,19 +66,28 @@ async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -> Re
                 (None, Some(user)) => uia::user_from_name(user, server_name)?,
                 (None, None) => return Err(Error::bad_json("Missing identifier")),
             };
-            services.users.check_password(&user_id, &password.password).await?;
+            services
+                .users
+                .check_password(&user_id, &password.password)
+                .await?;
             user_id
         }
         LoginInfo::Token(token) => {
             let user_id = services.users.consume_login_token(&token.token)?;
             if !services.users.is_active(&user_id)? {
-                return Err(Error::new(ruma::api::error::ErrorKind::UserDeactivated, "This account is deactivated"));
+                return Err(Error::new(
+                    ruma::api::error::ErrorKind::UserDeactivated,
+                    "This account is deactivated",
+                ));
             }
             user_id
         }
         _ => {
-            return Err(Error::new(ruma::api::error::ErrorKind::Unknown, "Unsupported login type")
-                .with_status(http::StatusCode::BAD_REQUEST));
+            return Err(Error::new(
+                ruma::api::error::ErrorKind::Unknown,
+                "Unsupported login type",
+            )
+            .with_status(http::StatusCode::BAD_REQUEST));
         }
     };
     let session = services.users.create_session(
@@ -88,21 +105,29 @@ async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -> Re
     {
         response.home_server = Some(server_name.clone());
     }
-    response.well_known = Some(login::v3::DiscoveryInfo::new(login::v3::HomeserverInfo::new(
-        services.config.client_base_url(),
-    )));
+    response.well_known = Some(login::v3::DiscoveryInfo::new(
+        login::v3::HomeserverInfo::new(services.config.client_base_url()),
+    ));
     Ok(response)
 }
 
 /// # `POST /_matrix/client/v3/logout`
-async fn logout(services: Arc<Services>, request: Ruma<logout::v3::Request>) -> Result<logout::v3::Response> {
+async fn logout(
+    services: Arc<Services>,
+    request: Ruma<logout::v3::Request>,
+) -> Result<logout::v3::Response> {
     let sender = request.sender()?;
-    services.users.remove_device(&sender.user_id, &sender.device_id)?;
+    services
+        .users
+        .remove_device(&sender.user_id, &sender.device_id)?;
     Ok(logout::v3::Response::new())
 }
 
 /// # `POST /_matrix/client/v3/logout/all`
-async fn logout_all(services: Arc<Services>, request: Ruma<logout_all::v3::Request>) -> Result<logout_all::v3::Response> {
+async fn logout_all(
+    services: Arc<Services>,
+    request: Ruma<logout_all::v3::Request>,
+) -> Result<logout_all::v3::Response> {
     let user_id = request.user_id()?;
     for (device_id, _) in services.users.devices(user_id)? {
         services.users.remove_device(user_id, &device_id)?;
@@ -111,7 +136,10 @@ async fn logout_all(services: Arc<Services>, request: Ruma<logout_all::v3::Reque
 }
 
 /// # `POST /_matrix/client/v3/refresh`
-async fn refresh(services: Arc<Services>, request: Ruma<refresh_token::v3::Request>) -> Result<refresh_token::v3::Response> {
+async fn refresh(
+    services: Arc<Services>,
+    request: Ruma<refresh_token::v3::Request>,
+) -> Result<refresh_token::v3::Response> {
     let session = services.users.refresh(&request.body.refresh_token)?;
     let mut response = refresh_token::v3::Response::new(session.access_token);
     response.refresh_token = session.refresh_token;
@@ -120,7 +148,10 @@ async fn refresh(services: Arc<Services>, request: Ruma<refresh_token::v3::Reque
 }
 
 /// # `GET /_matrix/client/v3/account/whoami`
-async fn whoami(_: Arc<Services>, request: Ruma<whoami::v3::Request>) -> Result<whoami::v3::Response> {
+async fn whoami(
+    _: Arc<Services>,
+    request: Ruma<whoami::v3::Request>,
+) -> Result<whoami::v3::Response> {
     let sender = request.sender()?;
     let mut response = whoami::v3::Response::new(sender.user_id.clone(), false);
     response.device_id = Some(sender.device_id.clone());
@@ -128,9 +159,17 @@ async fn whoami(_: Arc<Services>, request: Ruma<whoami::v3::Request>) -> Result<
 }
 
 /// # `POST /_matrix/client/v1/login/get_token`
-async fn login_token(services: Arc<Services>, request: Ruma<get_login_token::v1::Request>) -> Result<get_login_token::v1::Response> {
+async fn login_token(
+    services: Arc<Services>,
+    request: Ruma<get_login_token::v1::Request>,
+) -> Result<get_login_token::v1::Response> {
     let user_id = request.user_id()?;
     uia::require_password(&services, user_id, request.body.auth.as_ref()).await?;
-    let token = services.users.create_login_token(user_id, LOGIN_TOKEN_LIFETIME.as_millis() as u64)?;
-    Ok(get_login_token::v1::Response::new(LOGIN_TOKEN_LIFETIME, token))
+    let token = services
+        .users
+        .create_login_token(user_id, LOGIN_TOKEN_LIFETIME.as_millis() as u64)?;
+    Ok(get_login_token::v1::Response::new(
+        LOGIN_TOKEN_LIFETIME,
+        token,
+    ))
 }

@@ -19,19 +19,30 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// # `GET /_matrix/client/v3/sync`
-async fn sync(services: Arc<Services>, request: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Response> {
+async fn sync(
+    services: Arc<Services>,
+    request: Ruma<sync_events::v3::Request>,
+) -> Result<sync_events::v3::Response> {
     let sender = request.sender()?.clone();
     let body = request.body;
     let since = match &body.since {
-        Some(token) => Some(token.parse::<SyncToken>().map_err(|()| Error::invalid_param("Invalid since token"))?),
+        Some(token) => Some(
+            token
+                .parse::<SyncToken>()
+                .map_err(|()| Error::invalid_param("Invalid since token"))?,
+        ),
         None => None,
     };
     let filter = match body.filter {
         Some(sync_events::v3::Filter::FilterDefinition(definition)) => definition,
-        Some(sync_events::v3::Filter::FilterId(id)) => match services.filters.get(&sender.user_id, &id)? {
-            Some(value) => serde_json::from_value(value).map_err(|e| Error::bad_json(e.to_string()))?,
-            None => return Err(Error::not_found("Unknown filter")),
-        },
+        Some(sync_events::v3::Filter::FilterId(id)) => {
+            match services.filters.get(&sender.user_id, &id)? {
+                Some(value) => {
+                    serde_json::from_value(value).map_err(|e| Error::bad_json(e.to_string()))?
+                }
+                None => return Err(Error::not_found("Unknown filter")),
+            }
+        }
         Some(_) | None => FilterDefinition::default(),
     };
     let max = Duration::from_millis(services.config.sync_timeout_max_ms);

@@ -30,7 +30,8 @@ pub fn user_from_name(name: &str, server_name: &ServerName) -> Result<OwnedUserI
     } else {
         format!("@{}:{server_name}", name.to_lowercase())
     };
-    let user = OwnedUserId::try_from(full).map_err(|_| Error::forbidden("Invalid username or password"))?;
+    let user = OwnedUserId::try_from(full)
+        .map_err(|_| Error::forbidden("Invalid username or password"))?;
     if user.server_name() != server_name {
         return Err(Error::forbidden("Invalid username or password"));
     }
@@ -38,7 +39,11 @@ pub fn user_from_name(name: &str, server_name: &ServerName) -> Result<OwnedUserI
 }
 
 /// Requires `user` to confirm with their password. Returns `Ok` once they have.
-pub async fn require_password(services: &Services, user: &UserId, auth: Option<&AuthData>) -> Result<()> {
+pub async fn require_password(
+    services: &Services,
+    user: &UserId,
+    auth: Option<&AuthData>,
+) -> Result<()> {
     let flows = [vec![AuthType::Password]];
     let Some(auth) = auth else {
         return Err(services.uiaa.challenge(&flows));
@@ -59,12 +64,17 @@ pub async fn require_password(services: &Services, user: &UserId, auth: Option<&
     };
     let claimed = user_from_identifier(&password.identifier, &services.config.server_name)?;
     let checked = if claimed == user {
-        services.users.check_password(user, &password.password).await
+        services
+            .users
+            .check_password(user, &password.password)
+            .await
     } else {
         Err(Error::forbidden("You can only confirm as yourself"))
     };
     match checked {
-        Ok(()) => services.uiaa.complete_stage(&session, AuthType::Password, &flows),
+        Ok(()) => services
+            .uiaa
+            .complete_stage(&session, AuthType::Password, &flows),
         Err(error) => Err(services.uiaa.failed(&session, &flows, error)),
     }
 }

@@ -17,10 +17,15 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// # `POST /_matrix/client/v3/user_directory/search`
-async fn search(services: Arc<Services>, request: Ruma<search_users::v3::Request>) -> Result<search_users::v3::Response> {
+async fn search(
+    services: Arc<Services>,
+    request: Ruma<search_users::v3::Request>,
+) -> Result<search_users::v3::Response> {
     let searcher = request.user_id()?;
     let term = request.body.search_term.to_lowercase();
-    let limit = usize::try_from(u64::from(request.body.limit)).unwrap_or(10).min(1000);
+    let limit = usize::try_from(u64::from(request.body.limit))
+        .unwrap_or(10)
+        .min(1000);
 
     let mut visible = HashSet::new();
     let public: HashSet<_> = services.rooms.public_rooms()?.into_iter().collect();
@@ -41,11 +46,13 @@ async fn search(services: Arc<Services>, request: Ruma<search_users::v3::Request
         }
         let display_name = services.users.displayname(&user_id)?;
         let hit = user_id.as_str().to_lowercase().contains(&term)
-            || display_name.as_deref().is_some_and(|name| name.to_lowercase().contains(&term));
+            || display_name
+                .as_deref()
+                .is_some_and(|name| name.to_lowercase().contains(&term));
         if hit {
             let mut user = search_users::v3::User::new(user_id.clone());
             user.display_name = display_name;
-            user.avatar_url = services.users.avatar_url(&user_id)?.and_then(|url| url.try_into().ok());
+            user.avatar_url = services.users.avatar_url(&user_id)?.map(Into::into);
             matches.push(user);
         }
     }

@@ -26,25 +26,40 @@ impl Rooms {
             return Err(Error::invalid_param("Aliases must be on this server"));
         }
         if self.resolve_alias(alias)?.is_some() {
-            return Err(Error::new(ruma::api::error::ErrorKind::RoomInUse, "Alias already exists")
-                .with_status(http::StatusCode::CONFLICT));
+            return Err(Error::new(
+                ruma::api::error::ErrorKind::RoomInUse,
+                "Alias already exists",
+            )
+            .with_status(http::StatusCode::CONFLICT));
         }
         let mut batch = self.db.batch();
         batch.put_json(
             Keyspace::Aliases,
             alias.as_bytes().to_vec(),
-            &AliasRecord { room_id: room_id.to_owned(), creator: creator.to_owned() },
+            &AliasRecord {
+                room_id: room_id.to_owned(),
+                creator: creator.to_owned(),
+            },
         );
-        batch.put(Keyspace::RoomAliases, Key::new().str(room_id.as_str()).str(alias.as_str()), Vec::new());
+        batch.put(
+            Keyspace::RoomAliases,
+            Key::new().str(room_id.as_str()).str(alias.as_str()),
+            Vec::new(),
+        );
         self.db.write(batch)?;
         Ok(())
     }
 
     pub fn remove_alias(&self, alias: &RoomAliasId) -> Result<()> {
-        let record = self.resolve_alias(alias)?.ok_or_else(|| Error::not_found("Unknown alias"))?;
+        let record = self
+            .resolve_alias(alias)?
+            .ok_or_else(|| Error::not_found("Unknown alias"))?;
         let mut batch = self.db.batch();
         batch.delete(Keyspace::Aliases, alias.as_bytes().to_vec());
-        batch.delete(Keyspace::RoomAliases, Key::new().str(record.room_id.as_str()).str(alias.as_str()));
+        batch.delete(
+            Keyspace::RoomAliases,
+            Key::new().str(record.room_id.as_str()).str(alias.as_str()),
+        );
         self.db.write(batch)?;
         Ok(())
     }
@@ -52,7 +67,11 @@ impl Rooms {
     pub fn set_public(&self, room_id: &RoomId, public: bool) -> Result<()> {
         let mut batch = self.db.batch();
         if public {
-            batch.put(Keyspace::PublicRooms, room_id.as_bytes().to_vec(), Vec::new());
+            batch.put(
+                Keyspace::PublicRooms,
+                room_id.as_bytes().to_vec(),
+                Vec::new(),
+            );
         } else {
             batch.delete(Keyspace::PublicRooms, room_id.as_bytes().to_vec());
         }
@@ -61,7 +80,9 @@ impl Rooms {
     }
 
     pub fn is_public(&self, room_id: &RoomId) -> Result<bool> {
-        Ok(self.db.contains(Keyspace::PublicRooms, room_id.as_bytes())?)
+        Ok(self
+            .db
+            .contains(Keyspace::PublicRooms, room_id.as_bytes())?)
     }
 
     pub fn public_rooms(&self) -> Result<Vec<OwnedRoomId>> {

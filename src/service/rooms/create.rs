@@ -46,7 +46,9 @@ impl Rooms {
             additional.extend(request.invite.iter().map(|user| Value::from(user.as_str())));
             create.insert("additional_creators".to_owned(), Value::Array(additional));
         }
-        let room_id = self.append_create(&request.version, creator, Value::Object(create)).await?;
+        let room_id = self
+            .append_create(&request.version, creator, Value::Object(create))
+            .await?;
 
         let (displayname, avatar_url) = request.creator_profile.clone();
         let mut member = json!({ "membership": "join" });
@@ -56,8 +58,13 @@ impl Rooms {
         if let Some(url) = avatar_url {
             member["avatar_url"] = url.into();
         }
-        self.append(&room_id, creator, NewEvent::state("m.room.member", creator.as_str(), member), None)
-            .await?;
+        self.append(
+            &room_id,
+            creator,
+            NewEvent::state("m.room.member", creator.as_str(), member),
+            None,
+        )
+        .await?;
 
         let mut users = serde_json::Map::new();
         if !privileged_creators {
@@ -95,11 +102,17 @@ impl Rooms {
                 object.insert(key.clone(), value.clone());
             }
         }
-        self.append(&room_id, creator, NewEvent::state("m.room.power_levels", "", power_levels), None)
-            .await?;
+        self.append(
+            &room_id,
+            creator,
+            NewEvent::state("m.room.power_levels", "", power_levels),
+            None,
+        )
+        .await?;
 
         if let Some(alias) = &request.alias {
-            let alias = ruma::OwnedRoomAliasId::try_from(alias.as_str()).map_err(|_| Error::invalid_param("Invalid alias"))?;
+            let alias = ruma::OwnedRoomAliasId::try_from(alias.as_str())
+                .map_err(|_| Error::invalid_param("Invalid alias"))?;
             self.set_alias(&alias, &room_id, creator)?;
             self.append(
                 &room_id,
@@ -116,13 +129,22 @@ impl Rooms {
         };
         let preset_events = [
             NewEvent::state("m.room.join_rules", "", json!({ "join_rule": join_rule })),
-            NewEvent::state("m.room.history_visibility", "", json!({ "history_visibility": "shared" })),
-            NewEvent::state("m.room.guest_access", "", json!({ "guest_access": guest_access })),
+            NewEvent::state(
+                "m.room.history_visibility",
+                "",
+                json!({ "history_visibility": "shared" }),
+            ),
+            NewEvent::state(
+                "m.room.guest_access",
+                "",
+                json!({ "guest_access": guest_access }),
+            ),
         ];
         for event in preset_events {
-            let overridden = request.initial_state.iter().any(|initial| {
-                initial.kind == event.kind && initial.state_key == event.state_key
-            });
+            let overridden = request
+                .initial_state
+                .iter()
+                .any(|initial| initial.kind == event.kind && initial.state_key == event.state_key);
             if !overridden {
                 self.append(&room_id, creator, event, None).await?;
             }
@@ -131,18 +153,30 @@ impl Rooms {
             self.append(&room_id, creator, event, None).await?;
         }
         if let Some(name) = request.name {
-            self.append(&room_id, creator, NewEvent::state("m.room.name", "", json!({ "name": name })), None)
-                .await?;
+            self.append(
+                &room_id,
+                creator,
+                NewEvent::state("m.room.name", "", json!({ "name": name })),
+                None,
+            )
+            .await?;
         }
         if let Some(topic) = request.topic {
             let content = json!({
                 "topic": topic,
                 "m.topic": [{ "mimetype": "text/plain", "body": topic }],
             });
-            self.append(&room_id, creator, NewEvent::state("m.room.topic", "", content), None).await?;
+            self.append(
+                &room_id,
+                creator,
+                NewEvent::state("m.room.topic", "", content),
+                None,
+            )
+            .await?;
         }
         for invitee in &request.invite {
-            self.invite(&room_id, creator, invitee, None, request.is_direct).await?;
+            self.invite(&room_id, creator, invitee, None, request.is_direct)
+                .await?;
         }
         if matches!(request.visibility, Visibility::Public) {
             self.set_public(&room_id, true)?;

@@ -46,8 +46,13 @@ impl Rooms {
             return Ok(current.event_id);
         }
         let content = member_content("join", profile, reason);
-        self.append(room_id, user, NewEvent::state("m.room.member", user.as_str(), content), None)
-            .await
+        self.append(
+            room_id,
+            user,
+            NewEvent::state("m.room.member", user.as_str(), content),
+            None,
+        )
+        .await
     }
 
     pub async fn invite(
@@ -69,8 +74,13 @@ impl Rooms {
         if is_direct {
             content["is_direct"] = true.into();
         }
-        self.append(room_id, sender, NewEvent::state("m.room.member", target.as_str(), content), None)
-            .await
+        self.append(
+            room_id,
+            sender,
+            NewEvent::state("m.room.member", target.as_str(), content),
+            None,
+        )
+        .await
     }
 
     /// Leaves a room, or rejects an invite.
@@ -83,8 +93,13 @@ impl Rooms {
             _ => {}
         }
         let content = member_content("leave", &(None, None), reason);
-        self.append(room_id, user, NewEvent::state("m.room.member", user.as_str(), content), None)
-            .await?;
+        self.append(
+            room_id,
+            user,
+            NewEvent::state("m.room.member", user.as_str(), content),
+            None,
+        )
+        .await?;
         Ok(())
     }
 
@@ -109,8 +124,13 @@ impl Rooms {
             _ => {}
         }
         let content = member_content(membership, &(None, None), reason);
-        self.append(room_id, sender, NewEvent::state("m.room.member", target.as_str(), content), None)
-            .await?;
+        self.append(
+            room_id,
+            sender,
+            NewEvent::state("m.room.member", target.as_str(), content),
+            None,
+        )
+        .await?;
         Ok(())
     }
 
@@ -126,7 +146,10 @@ impl Rooms {
             }
             Some(_) => {
                 let mut batch = self.db.batch();
-                batch.delete(Keyspace::UserRooms, Key::new().str(user.as_str()).str(room_id.as_str()));
+                batch.delete(
+                    Keyspace::UserRooms,
+                    Key::new().str(user.as_str()).str(room_id.as_str()),
+                );
                 self.db.write(batch)?;
                 Ok(())
             }

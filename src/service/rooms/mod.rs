@@ -105,7 +105,9 @@ impl Rooms {
 
     pub fn parsed_pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
         match self.pdu(event_id)? {
-            Some(stored) => Ok(Some(stored.parse(event_id.to_owned()).map_err(Error::internal)?)),
+            Some(stored) => Ok(Some(
+                stored.parse(event_id.to_owned()).map_err(Error::internal)?,
+            )),
             None => Ok(None),
         }
     }
@@ -142,7 +144,8 @@ impl Rooms {
         let Some(pdu) = self.pdu(event_id)? else {
             return Ok(None);
         };
-        let value: serde_json::Value = serde_json::from_str(pdu.pdu.get()).map_err(Error::internal)?;
+        let value: serde_json::Value =
+            serde_json::from_str(pdu.pdu.get()).map_err(Error::internal)?;
         Ok(value.get("content").cloned())
     }
 
@@ -153,7 +156,9 @@ impl Rooms {
     }
 
     pub fn is_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
-        Ok(self.membership(room_id, user_id)?.is_some_and(|m| m.membership == "join"))
+        Ok(self
+            .membership(room_id, user_id)?
+            .is_some_and(|m| m.membership == "join"))
     }
 
     /// Every room a user has a membership in, with that membership.
@@ -170,25 +175,35 @@ impl Rooms {
     }
 
     /// Rooms whose membership for this user changed after `since`, up to `until`.
-    pub fn membership_changes(&self, user_id: &UserId, since: u64, until: u64) -> Result<Vec<OwnedRoomId>> {
+    pub fn membership_changes(
+        &self,
+        user_id: &UserId,
+        since: u64,
+        until: u64,
+    ) -> Result<Vec<OwnedRoomId>> {
         let prefix = Key::new().str(user_id.as_str());
         let start = prefix.clone().u64(since + 1);
         let mut rooms = Vec::new();
-        self.db.for_each_from(Keyspace::UserRoomsStream, prefix.bytes(), start.bytes(), true, |key, value| {
-            let mut reader = KeyReader::new(key);
-            let position = reader.str().and_then(|_| reader.u64()).unwrap_or(u64::MAX);
-            if position > until {
-                return false;
-            }
-            if let Ok(room_id) = std::str::from_utf8(value).map(OwnedRoomId::try_from) {
-                if let Ok(room_id) = room_id {
-                    if !rooms.contains(&room_id) {
-                        rooms.push(room_id);
-                    }
+        self.db.for_each_from(
+            Keyspace::UserRoomsStream,
+            prefix.bytes(),
+            start.bytes(),
+            true,
+            |key, value| {
+                let mut reader = KeyReader::new(key);
+                let position = reader.str().and_then(|_| reader.u64()).unwrap_or(u64::MAX);
+                if position > until {
+                    return false;
                 }
-            }
-            true
-        })?;
+                if let Ok(room_id) = std::str::from_utf8(value).map(OwnedRoomId::try_from)
+                    && let Ok(room_id) = room_id
+                    && !rooms.contains(&room_id)
+                {
+                    rooms.push(room_id);
+                }
+                true
+            },
+        )?;
         Ok(rooms)
     }
 
@@ -240,22 +255,32 @@ impl Rooms {
         if !forwards && from == 0 {
             return Ok(out);
         }
-        self.db.for_each_from(Keyspace::Timeline, prefix.bytes(), start.bytes(), forwards, |key, value| {
-            let mut reader = KeyReader::new(key);
-            let Ok(position) = reader.str().and_then(|_| reader.u64()) else {
-                return false;
-            };
-            let in_range = if forwards { position <= to } else { position > to };
-            if !in_range || out.len() >= limit {
-                return false;
-            }
-            if let Ok(event_id) = std::str::from_utf8(value).map(OwnedEventId::try_from) {
-                if let Ok(event_id) = event_id {
+        self.db.for_each_from(
+            Keyspace::Timeline,
+            prefix.bytes(),
+            start.bytes(),
+            forwards,
+            |key, value| {
+                let mut reader = KeyReader::new(key);
+                let Ok(position) = reader.str().and_then(|_| reader.u64()) else {
+                    return false;
+                };
+                let in_range = if forwards {
+                    position <= to
+                } else {
+                    position > to
+                };
+                if !in_range || out.len() >= limit {
+                    return false;
+                }
+                if let Ok(event_id) = std::str::from_utf8(value).map(OwnedEventId::try_from)
+                    && let Ok(event_id) = event_id
+                {
                     out.push((position, event_id));
                 }
-            }
-            true
-        })?;
+                true
+            },
+        )?;
         Ok(out)
     }
 
@@ -281,7 +306,11 @@ impl Rooms {
     }
 
     fn lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks.lock().entry(room_id.to_owned()).or_default().clone()
+        self.locks
+            .lock()
+            .entry(room_id.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Whether `user` may see events of this room at all now (joined, or world-readable,
@@ -292,7 +321,12 @@ impl Rooms {
         }
         let visibility = self
             .state_content(room_id, "m.room.history_visibility", "")?
-            .and_then(|content| content.get("history_visibility").and_then(|v| v.as_str()).map(str::to_owned))
+            .and_then(|content| {
+                content
+                    .get("history_visibility")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| "shared".to_owned());
         Ok(visibility == "world_readable")
     }

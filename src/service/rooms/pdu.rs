@@ -53,7 +53,9 @@ fn unset_event_id() -> OwnedEventId {
 }
 
 /// Event references are ids (room version 3 on) or `[id, hashes]` pairs (versions 1, 2).
-fn event_references<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<OwnedEventId>, D::Error> {
+fn event_references<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<OwnedEventId>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Reference {
@@ -141,8 +143,16 @@ impl ruma::state_res::Event for Pdu {
 }
 
 /// The fields servers keep to themselves; clients never see them.
-const FEDERATION_ONLY_FIELDS: &[&str] =
-    &["auth_events", "prev_events", "depth", "hashes", "signatures", "origin", "membership", "prev_state"];
+const FEDERATION_ONLY_FIELDS: &[&str] = &[
+    "auth_events",
+    "prev_events",
+    "depth",
+    "hashes",
+    "signatures",
+    "origin",
+    "membership",
+    "prev_state",
+];
 
 /// How an event is shown to a client.
 pub enum ClientFormat {
@@ -172,7 +182,10 @@ impl StoredPdu {
         // still read the top-level key, so both are served.
         if value.get("type").and_then(serde_json::Value::as_str) == Some("m.room.redaction")
             && !value.contains_key("redacts")
-            && let Some(redacts) = value.get("content").and_then(|content| content.get("redacts")).cloned()
+            && let Some(redacts) = value
+                .get("content")
+                .and_then(|content| content.get("redacts"))
+                .cloned()
         {
             value.insert("redacts".to_owned(), redacts);
         }
@@ -188,7 +201,10 @@ impl StoredPdu {
             Some(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
-        let ts = value.get("origin_server_ts").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let ts = value
+            .get("origin_server_ts")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
         let now = crate::service::users::now_ms();
         unsigned.insert("age".to_owned(), now.saturating_sub(ts).into());
         if let (Some((user, device)), Some((txn_device, txn_id))) = (viewer, &self.txn) {

@@ -51,7 +51,11 @@ impl StateStore {
             Some(bytes) => codec::decode_u64(&bytes)?,
             None => 0,
         };
-        Ok(Self { db, last_group: AtomicU64::new(last), cache: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            db,
+            last_group: AtomicU64::new(last),
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The full state of a group.
@@ -115,10 +119,17 @@ impl StateStore {
             StateGroup {
                 parent: None,
                 chain: 0,
-                changes: state.into_iter().map(|((kind, key), id)| (kind, key, id)).collect(),
+                changes: state
+                    .into_iter()
+                    .map(|((kind, key), id)| (kind, key, id))
+                    .collect(),
             }
         } else {
-            StateGroup { parent: Some(parent), chain: parent_chain + 1, changes }
+            StateGroup {
+                parent: Some(parent),
+                chain: parent_chain + 1,
+                changes,
+            }
         };
         batch.put_json(Keyspace::StateGroups, id.to_be_bytes(), &stored);
         batch.merge_max(Keyspace::Meta, COUNTER_KEY, id);
@@ -140,15 +151,25 @@ mod tests {
             let mut batch = db.batch();
             let event: OwnedEventId = format!("$e{n}").try_into().unwrap();
             group = store
-                .create(&mut batch, group, vec![("m.room.member".into(), format!("@u{}:x", n % 40), event)])
+                .create(
+                    &mut batch,
+                    group,
+                    vec![("m.room.member".into(), format!("@u{}:x", n % 40), event)],
+                )
                 .unwrap();
             db.write(batch).unwrap();
         }
         store.cache.lock().clear();
         let state = store.get(group).unwrap();
         assert_eq!(state.len(), 40);
-        assert_eq!(state[&("m.room.member".to_owned(), "@u39:x".to_owned())].as_str(), "$e79");
-        assert_eq!(state[&("m.room.member".to_owned(), "@u19:x".to_owned())].as_str(), "$e99");
+        assert_eq!(
+            state[&("m.room.member".to_owned(), "@u39:x".to_owned())].as_str(),
+            "$e79"
+        );
+        assert_eq!(
+            state[&("m.room.member".to_owned(), "@u19:x".to_owned())].as_str(),
+            "$e99"
+        );
         let reopened = StateStore::load(db).unwrap();
         assert_eq!(reopened.last_group.load(Ordering::SeqCst), group);
     }

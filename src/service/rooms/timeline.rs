@@ -2,8 +2,8 @@
 //! it to the DAG and the indexes in one batch, then wake the members' syncs.
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, DeviceId, EventId, OwnedEventId, OwnedRoomId,
-    RoomId, RoomVersionId, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomId,
+    RoomVersionId, UserId,
     api::error::ErrorKind,
     events::{StateEventType, TimelineEventType},
     room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
@@ -32,11 +32,21 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn state(kind: &str, state_key: &str, content: serde_json::Value) -> Self {
-        Self { kind: kind.to_owned(), content, state_key: Some(state_key.to_owned()), redacts: None }
+        Self {
+            kind: kind.to_owned(),
+            content,
+            state_key: Some(state_key.to_owned()),
+            redacts: None,
+        }
     }
 
     pub fn message(kind: &str, content: serde_json::Value) -> Self {
-        Self { kind: kind.to_owned(), content, state_key: None, redacts: None }
+        Self {
+            kind: kind.to_owned(),
+            content,
+            state_key: None,
+            redacts: None,
+        }
     }
 }
 
@@ -53,14 +63,21 @@ const MAX_PDU_BYTES: usize = 65_536;
 const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
 
 fn txn_key(sender: &UserId, txn: &Txn<'_>) -> Key {
-    Key::new().str(sender.as_str()).str(txn.device_id.as_str()).str(txn.txn_id)
+    Key::new()
+        .str(sender.as_str())
+        .str(txn.device_id.as_str())
+        .str(txn.txn_id)
 }
 
 impl Rooms {
     /// The event id an earlier request with this transaction id produced.
     pub fn txn_event(&self, sender: &UserId, txn: &Txn<'_>) -> Result<Option<OwnedEventId>> {
-        let value = self.db.get(Keyspace::TxnIds, txn_key(sender, txn).bytes())?;
-        Ok(value.and_then(|bytes| String::from_utf8(bytes).ok()).and_then(|id| id.try_into().ok()))
+        let value = self
+            .db
+            .get(Keyspace::TxnIds, txn_key(sender, txn).bytes())?;
+        Ok(value
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|id| id.try_into().ok()))
     }
 
     /// Sends an event into an existing room as a local user.
@@ -95,7 +112,14 @@ impl Rooms {
             &event,
         )?;
         let pdu = self.authorise(&rules, &event_id, &object, &state)?;
-        self.persist(room_id.to_owned(), Some(room), rules, pdu, object, txn.map(|txn| (sender, txn)))?;
+        self.persist(
+            room_id.to_owned(),
+            Some(room),
+            rules,
+            pdu,
+            object,
+            txn.map(|txn| (sender, txn)),
+        )?;
         Ok(event_id)
     }
 
@@ -118,8 +142,16 @@ impl Rooms {
                     .map_err(Error::internal)?,
             )
         };
-        let (event_id, object) =
-            self.build(version, &rules, &state, room_id.as_deref(), &[], 1, sender, &event)?;
+        let (event_id, object) = self.build(
+            version,
+            &rules,
+            &state,
+            room_id.as_deref(),
+            &[],
+            1,
+            sender,
+            &event,
+        )?;
         let room_id = match room_id {
             Some(room_id) => room_id,
             None => OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..]))
@@ -153,7 +185,8 @@ impl Rooms {
         event: &NewEvent,
     ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
         let kind = TimelineEventType::from(event.kind.as_str());
-        let raw_content = serde_json::value::to_raw_value(&event.content).map_err(Error::internal)?;
+        let raw_content =
+            serde_json::value::to_raw_value(&event.content).map_err(Error::internal)?;
         let auth_types = ruma::state_res::auth_types_for_event(
             &kind,
             sender,
@@ -164,7 +197,9 @@ impl Rooms {
         .map_err(|error| Error::bad_json(format!("Invalid event content: {error}")))?;
         let auth_events: Vec<OwnedEventId> = auth_types
             .iter()
-            .filter_map(|(kind, state_key)| state.get(&(kind.to_string(), state_key.clone())).cloned())
+            .filter_map(|(kind, state_key)| {
+                state.get(&(kind.to_string(), state_key.clone())).cloned()
+            })
             .collect();
 
         let mut json = serde_json::json!({
@@ -194,7 +229,11 @@ impl Rooms {
             }
         }
         if rules.event_id_format == EventIdFormatVersion::V1 {
-            let id = format!("${}:{}", crate::service::users::random_localpart(), self.server_name);
+            let id = format!(
+                "${}:{}",
+                crate::service::users::random_localpart(),
+                self.server_name
+            );
             object.insert("event_id".to_owned(), id.into());
         }
         if matches!(version, RoomVersionId::V1 | RoomVersionId::V2) {
@@ -204,7 +243,11 @@ impl Rooms {
         let mut canonical = match CanonicalJsonValue::try_from(json) {
             Ok(CanonicalJsonValue::Object(object)) => object,
             Ok(_) => unreachable!("built as an object"),
-            Err(error) => return Err(Error::bad_json(format!("Content is not canonical JSON: {error}"))),
+            Err(error) => {
+                return Err(Error::bad_json(format!(
+                    "Content is not canonical JSON: {error}"
+                )));
+            }
         };
         self.signing_key
             .sign_event(&self.server_name, &mut canonical, &rules.redaction)
@@ -212,21 +255,34 @@ impl Rooms {
         let event_id = match canonical.get("event_id") {
             Some(CanonicalJsonValue::String(id)) => id.clone(),
             _ => {
-                let hash = ruma::signatures::reference_hash(&canonical, rules).map_err(|error| {
-                    Error::new(ErrorKind::TooLarge, format!("Event rejected: {error}"))
-                })?;
+                let hash =
+                    ruma::signatures::reference_hash(&canonical, rules).map_err(|error| {
+                        Error::new(ErrorKind::TooLarge, format!("Event rejected: {error}"))
+                    })?;
                 format!("${hash}")
             }
         };
-        let size = serde_json::to_vec(&canonical).map_err(Error::internal)?.len();
+        let size = serde_json::to_vec(&canonical)
+            .map_err(Error::internal)?
+            .len();
         if size > MAX_PDU_BYTES {
-            return Err(Error::new(ErrorKind::TooLarge, "Event is larger than 64 KiB"));
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                "Event is larger than 64 KiB",
+            ));
         }
-        Ok((OwnedEventId::try_from(event_id).map_err(Error::internal)?, canonical))
+        Ok((
+            OwnedEventId::try_from(event_id).map_err(Error::internal)?,
+            canonical,
+        ))
     }
 
     /// Event references in the room version's format: ids, or `[id, hashes]` pairs.
-    fn references(&self, rules: &RoomVersionRules, ids: &[OwnedEventId]) -> Result<serde_json::Value> {
+    fn references(
+        &self,
+        rules: &RoomVersionRules,
+        ids: &[OwnedEventId],
+    ) -> Result<serde_json::Value> {
         if rules.events_reference_format != EventsReferenceFormatVersion::V1 {
             return Ok(serde_json::json!(ids));
         }
@@ -256,8 +312,12 @@ impl Rooms {
         let raw = raw_json(object)?;
         let pdu = Pdu::parse(event_id.to_owned(), &raw).map_err(Error::internal)?;
         let fetch_event = |id: &EventId| self.parsed_pdu(id).ok().flatten();
-        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
-            .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))?;
+        ruma::state_res::check_state_independent_auth_rules(
+            &rules.authorization,
+            &pdu,
+            fetch_event,
+        )
+        .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))?;
         let fetch_state = |kind: &StateEventType, state_key: &str| {
             state
                 .get(&(kind.to_string(), state_key.to_owned()))
@@ -285,7 +345,11 @@ impl Rooms {
             Some(state_key) => self.state.create(
                 &mut batch,
                 state_before,
-                vec![(pdu.kind.to_string(), state_key.clone(), pdu.event_id.clone())],
+                vec![(
+                    pdu.kind.to_string(),
+                    state_key.clone(),
+                    pdu.event_id.clone(),
+                )],
             )?,
             None => state_before,
         };
@@ -295,15 +359,27 @@ impl Rooms {
         let position = permit.position();
 
         if pdu.kind == TimelineEventType::RoomMember
-            && let Some(target) = pdu.state_key.as_deref().and_then(|key| UserId::parse(key).ok())
+            && let Some(target) = pdu
+                .state_key
+                .as_deref()
+                .and_then(|key| UserId::parse(key).ok())
         {
             let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
                 .ok()
-                .and_then(|content| content.get("membership").and_then(|m| m.as_str()).map(str::to_owned))
+                .and_then(|content| {
+                    content
+                        .get("membership")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_owned)
+                })
                 .unwrap_or_else(|| "leave".to_owned());
             let member_key = Key::new().str(room_id.as_str()).str(target.as_str());
             if matches!(membership.as_str(), "join" | "invite" | "knock") {
-                batch.put(Keyspace::RoomMembers, member_key, membership.clone().into_bytes());
+                batch.put(
+                    Keyspace::RoomMembers,
+                    member_key,
+                    membership.clone().into_bytes(),
+                );
             } else {
                 batch.delete(Keyspace::RoomMembers, member_key);
             }
@@ -311,7 +387,11 @@ impl Rooms {
                 batch.put_json(
                     Keyspace::UserRooms,
                     Key::new().str(target.as_str()).str(room_id.as_str()),
-                    &Membership { membership, event_id: pdu.event_id.clone(), position },
+                    &Membership {
+                        membership,
+                        event_id: pdu.event_id.clone(),
+                        position,
+                    },
                 );
                 batch.put(
                     Keyspace::UserRoomsStream,
@@ -331,7 +411,11 @@ impl Rooms {
         }
 
         let txn_record = txn.as_ref().map(|(sender, txn)| {
-            batch.put(Keyspace::TxnIds, txn_key(sender, txn), pdu.event_id.as_str().as_bytes().to_vec());
+            batch.put(
+                Keyspace::TxnIds,
+                txn_key(sender, txn),
+                pdu.event_id.as_str().as_bytes().to_vec(),
+            );
             (txn.device_id.to_string(), txn.txn_id.to_owned())
         });
         let stored = StoredPdu {
@@ -343,7 +427,11 @@ impl Rooms {
             txn: txn_record,
             pdu: raw_json(&object)?,
         };
-        batch.put_json(Keyspace::Pdus, pdu.event_id.as_str().as_bytes().to_vec(), &stored);
+        batch.put_json(
+            Keyspace::Pdus,
+            pdu.event_id.as_str().as_bytes().to_vec(),
+            &stored,
+        );
         batch.put(
             Keyspace::Timeline,
             Key::new().str(room_id.as_str()).u64(position),
@@ -376,11 +464,17 @@ impl Rooms {
         if target.room_id != room_id || target.redacted_by.is_some() {
             return Ok(());
         }
-        let object: CanonicalJsonObject = serde_json::from_str(target.pdu.get()).map_err(Error::internal)?;
-        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(Error::internal)?;
+        let object: CanonicalJsonObject =
+            serde_json::from_str(target.pdu.get()).map_err(Error::internal)?;
+        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
+            .map_err(Error::internal)?;
         target.pdu = raw_json(&redacted)?;
         target.redacted_by = Some(redaction_id.to_owned());
-        batch.put_json(Keyspace::Pdus, target_id.as_str().as_bytes().to_vec(), &target);
+        batch.put_json(
+            Keyspace::Pdus,
+            target_id.as_str().as_bytes().to_vec(),
+            &target,
+        );
         Ok(())
     }
 }

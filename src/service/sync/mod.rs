@@ -58,7 +58,10 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
     loop {
         let mut wake = services.stream.subscribe(&sender.user_id);
         let until = SyncToken {
-            position: services.stream.frontier().max(request.since.map_or(0, |s| s.position)),
+            position: services
+                .stream
+                .frontier()
+                .max(request.since.map_or(0, |s| s.position)),
             typing: services.typing.serial(),
         };
         let window = Window {
@@ -92,28 +95,44 @@ fn build(window: &Window<'_>) -> Result<Response> {
     let mut rooms = Rooms::new();
 
     let changed: Vec<OwnedRoomId> = match window.since {
-        Some(since) => services.rooms.membership_changes(user, since.position, window.until.position)?,
+        Some(since) => {
+            services
+                .rooms
+                .membership_changes(user, since.position, window.until.position)?
+        }
         None => Vec::new(),
     };
     let room_filter = &window.filter.room;
-    let account_data = services.account_data.changes_since(user, window.since_position(), window.until.position)?;
+    let account_data = services.account_data.changes_since(
+        user,
+        window.since_position(),
+        window.until.position,
+    )?;
     let mut room_account_data: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
     let mut global_account_data = Vec::new();
     for (room_id, event_type, content) in account_data {
         match room_id {
-            Some(room_id) => room_account_data.entry(room_id).or_default().push((event_type, content)),
+            Some(room_id) => room_account_data
+                .entry(room_id)
+                .or_default()
+                .push((event_type, content)),
             None => global_account_data.push(json!({ "type": event_type, "content": content })),
         }
     }
 
     for (room_id, membership) in services.rooms.user_rooms(user)? {
         if room_filter.not_rooms.contains(&room_id)
-            || room_filter.rooms.as_ref().is_some_and(|rooms| !rooms.contains(&room_id))
+            || room_filter
+                .rooms
+                .as_ref()
+                .is_some_and(|rooms| !rooms.contains(&room_id))
         {
             continue;
         }
         let membership_changed = window.since.is_none() || changed.contains(&room_id);
-        let account_data = room_account_data.remove(room_id.as_str()).unwrap_or_default();
+        let account_data = room_account_data
+            .remove(room_id.as_str())
+            .unwrap_or_default();
         match membership.membership.as_str() {
             "join" => {
                 if let Some(joined) = room::joined(window, &room_id, &membership, account_data)? {
@@ -121,9 +140,14 @@ fn build(window: &Window<'_>) -> Result<Response> {
                 }
             }
             "invite" if membership_changed => {
-                rooms.invite.insert(room_id.clone(), room::invited(window, &room_id, &membership)?);
+                rooms.invite.insert(
+                    room_id.clone(),
+                    room::invited(window, &room_id, &membership)?,
+                );
             }
-            "leave" | "ban" if membership_changed && (window.since.is_some() || room_filter.include_leave) => {
+            "leave" | "ban"
+                if membership_changed && (window.since.is_some() || room_filter.include_leave) =>
+            {
                 if let Some(left) = room::left(window, &room_id, &membership)? {
                     rooms.leave.insert(room_id, left);
                 }
@@ -133,9 +157,13 @@ fn build(window: &Window<'_>) -> Result<Response> {
     }
     response.rooms = rooms;
     let mut global = GlobalAccountData::new();
-    global.events = global_account_data.into_iter().map(crate::api::client::room::raw).collect();
+    global.events = global_account_data
+        .into_iter()
+        .map(crate::api::client::room::raw)
+        .collect();
     response.account_data = global;
-    response.device_one_time_keys_count = BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
+    response.device_one_time_keys_count =
+        BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
     response.device_unused_fallback_key_types = Some(Vec::new());
     Ok(response)
 }

@@ -7,8 +7,8 @@ use ruma::{
     api::client::sync::sync_events::{
         UnreadNotificationsCount,
         v3::{
-            Ephemeral, InviteState, InvitedRoom, JoinedRoom, LeftRoom, RoomAccountData, RoomSummary,
-            State, StateEvents, Timeline,
+            Ephemeral, InviteState, InvitedRoom, JoinedRoom, LeftRoom, RoomAccountData,
+            RoomSummary, State, StateEvents, Timeline,
         },
     },
 };
@@ -39,7 +39,8 @@ const STRIPPED_STATE_TYPES: &[&str] = &[
 struct TimelinePart {
     events: Vec<(u64, OwnedEventId, Value)>,
     limited: bool,
-    /// The position just before the first event shown (for `prev_batch`).
+    /// The `prev_batch` position: back-pagination from it returns the events before the
+    /// first one shown (the bound is exclusive).
     start: u64,
     state_at_start: u64,
 }
@@ -50,24 +51,38 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
     let filter = &window.filter.room.timeline;
     let limit = filter
         .limit
-        .map_or(DEFAULT_TIMELINE_LIMIT, |limit| usize::try_from(u64::from(limit)).unwrap_or(DEFAULT_TIMELINE_LIMIT))
+        .map_or(DEFAULT_TIMELINE_LIMIT, |limit| {
+            usize::try_from(u64::from(limit)).unwrap_or(DEFAULT_TIMELINE_LIMIT)
+        })
         .clamp(1, 500);
     let mut events = Vec::new();
     let mut cursor = to.saturating_add(1);
     let mut limited = false;
     'walk: loop {
-        let page = services.rooms.timeline(room_id, cursor, from, false, limit + 1)?;
+        let page = services
+            .rooms
+            .timeline(room_id, cursor, from, false, limit + 1)?;
         if page.is_empty() {
             break;
         }
         for (position, event_id) in &page {
             cursor = *position;
-            let Some(pdu) = services.rooms.pdu(event_id)? else { continue };
-            if !services.rooms.can_see_event(window.user(), event_id, &pdu)? {
+            let Some(pdu) = services.rooms.pdu(event_id)? else {
+                continue;
+            };
+            if !services
+                .rooms
+                .can_see_event(window.user(), event_id, &pdu)?
+            {
                 continue;
             }
             let viewer = Some((window.user(), window.sender.device_id.as_ref()));
-            let value = pdu.to_client(event_id, ClientFormat::Sync, viewer, prev_content(services, &pdu)?);
+            let value = pdu.to_client(
+                event_id,
+                ClientFormat::Sync,
+                viewer,
+                prev_content(services, &pdu)?,
+            );
             if !filter_allows(filter, &value) {
                 continue;
             }
@@ -84,12 +99,23 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
     events.reverse();
     let (start, state_at_start) = match events.first() {
         Some((position, event_id, _)) => {
-            let before = services.rooms.pdu(event_id)?.map_or(0, |pdu| pdu.state_before);
-            (position.saturating_sub(1), before)
+            let before = services
+                .rooms
+                .pdu(event_id)?
+                .map_or(0, |pdu| pdu.state_before);
+            (*position, before)
         }
-        None => (to, services.rooms.state_group_at(room_id, to)?),
+        None => (
+            to.saturating_add(1),
+            services.rooms.state_group_at(room_id, to)?,
+        ),
     };
-    Ok(TimelinePart { events, limited, start, state_at_start })
+    Ok(TimelinePart {
+        events,
+        limited,
+        start,
+        state_at_start,
+    })
 }
 
 /// State events as the client sees them, keeping what the state filter allows; with lazy
@@ -104,10 +130,16 @@ fn state_events(
     let lazy = !filter.lazy_load_options.is_disabled();
     let mut out = Vec::new();
     for ((kind, state_key), event_id) in entries {
-        if lazy && kind == "m.room.member" && state_key != window.user().as_str() && !senders.contains(&state_key) {
+        if lazy
+            && kind == "m.room.member"
+            && state_key != window.user().as_str()
+            && !senders.contains(&state_key)
+        {
             continue;
         }
-        let Some(pdu) = services.rooms.pdu(&event_id)? else { continue };
+        let Some(pdu) = services.rooms.pdu(&event_id)? else {
+            continue;
+        };
         let value = pdu.to_client(&event_id, ClientFormat::Sync, None, None);
         if filter_allows(filter, &value) {
             out.push(value);
@@ -128,16 +160,27 @@ fn state_section(
     let senders: BTreeSet<String> = part
         .events
         .iter()
-        .filter_map(|(_, _, value)| value.get("sender").and_then(Value::as_str).map(str::to_owned))
+        .filter_map(|(_, _, value)| {
+            value
+                .get("sender")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .collect();
     let at_start = services.rooms.state.get(part.state_at_start)?;
     if first_sight || window.full_state {
-        return state_events(window, at_start.iter().map(|(k, v)| (k.clone(), v.clone())), &senders);
+        return state_events(
+            window,
+            at_start.iter().map(|(k, v)| (k.clone(), v.clone())),
+            &senders,
+        );
     }
     if !part.limited {
         return Ok(Vec::new());
     }
-    let since_group = services.rooms.state_group_at(room_id, window.since_position())?;
+    let since_group = services
+        .rooms
+        .state_group_at(room_id, window.since_position())?;
     let before: std::sync::Arc<StateMap> = services.rooms.state.get(since_group)?;
     let changed = at_start
         .iter()
@@ -148,7 +191,11 @@ fn state_section(
         // Members of timeline senders the client may never have seen.
         let known: BTreeSet<String> = values
             .iter()
-            .filter_map(|v| v.get("state_key").and_then(Value::as_str).map(str::to_owned))
+            .filter_map(|v| {
+                v.get("state_key")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .collect();
         let members = senders
             .iter()
@@ -167,11 +214,21 @@ fn summary(window: &Window<'_>, room_id: &RoomId) -> Result<RoomSummary> {
     let joined = services.rooms.members_with(room_id, "join")?;
     let invited = services.rooms.members_with(room_id, "invite")?;
     let mut summary = RoomSummary::new();
-    let name_set = services.rooms.state_content(room_id, "m.room.name", "")?.is_some()
-        || services.rooms.state_content(room_id, "m.room.canonical_alias", "")?.is_some();
+    let name_set = services
+        .rooms
+        .state_content(room_id, "m.room.name", "")?
+        .is_some()
+        || services
+            .rooms
+            .state_content(room_id, "m.room.canonical_alias", "")?
+            .is_some();
     if !name_set {
-        let mut heroes: Vec<OwnedUserId> =
-            joined.iter().chain(invited.iter()).filter(|user| *user != window.user()).cloned().collect();
+        let mut heroes: Vec<OwnedUserId> = joined
+            .iter()
+            .chain(invited.iter())
+            .filter(|user| *user != window.user())
+            .cloned()
+            .collect();
         heroes.sort();
         heroes.truncate(5);
         summary.heroes = heroes;
@@ -190,15 +247,32 @@ fn unread(window: &Window<'_>, room_id: &RoomId) -> Result<UnreadNotificationsCo
         .get(room_id, user, "m.read")?
         .into_iter()
         .chain(services.receipts.get(room_id, user, "m.read.private")?)
-        .filter_map(|receipt| services.rooms.pdu(&receipt.event_id).ok().flatten().map(|pdu| pdu.position))
+        .filter_map(|receipt| {
+            services
+                .rooms
+                .pdu(&receipt.event_id)
+                .ok()
+                .flatten()
+                .map(|pdu| pdu.position)
+        })
         .max()
         .unwrap_or(0);
     let displayname = services.users.displayname(user)?;
     let (mut notifications, mut highlights) = (0u64, 0u64);
-    let events = services.rooms.timeline(room_id, read_position, window.until.position, true, UNREAD_COUNT_CAP)?;
+    let events = services.rooms.timeline(
+        room_id,
+        read_position,
+        window.until.position,
+        true,
+        UNREAD_COUNT_CAP,
+    )?;
     for (_, event_id) in events {
-        let Some(pdu) = services.rooms.pdu(&event_id)? else { continue };
-        let Ok(value) = serde_json::from_str::<Value>(pdu.pdu.get()) else { continue };
+        let Some(pdu) = services.rooms.pdu(&event_id)? else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_str::<Value>(pdu.pdu.get()) else {
+            continue;
+        };
         if value.get("sender").and_then(Value::as_str) == Some(user.as_str()) {
             continue;
         }
@@ -207,14 +281,19 @@ fn unread(window: &Window<'_>, room_id: &RoomId) -> Result<UnreadNotificationsCo
             continue;
         }
         notifications += 1;
-        let body = value.pointer("/content/body").and_then(Value::as_str).unwrap_or("");
+        let body = value
+            .pointer("/content/body")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let mentioned = value
             .pointer("/content/m.mentions/user_ids")
             .and_then(Value::as_array)
             .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(user.as_str())));
         if mentioned
             || body.contains(user.as_str())
-            || displayname.as_deref().is_some_and(|name| !name.is_empty() && body.contains(name))
+            || displayname
+                .as_deref()
+                .is_some_and(|name| !name.is_empty() && body.contains(name))
         {
             highlights += 1;
         }
@@ -228,18 +307,34 @@ fn unread(window: &Window<'_>, room_id: &RoomId) -> Result<UnreadNotificationsCo
 fn ephemeral(window: &Window<'_>, room_id: &RoomId, first_sight: bool) -> Result<Vec<Value>> {
     let services = window.services;
     let mut events = Vec::new();
-    let typing_since = if first_sight { 0 } else { window.since.map_or(0, |since| since.typing) };
+    let typing_since = if first_sight {
+        0
+    } else {
+        window.since.map_or(0, |since| since.typing)
+    };
     if let Some(users) = services.typing.changed_since(room_id, typing_since)
         && (!users.is_empty() || !first_sight)
     {
         events.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
     }
-    let receipts_since = if first_sight { 0 } else { window.since_position() };
-    if let Some(content) = services.receipts.content_since(room_id, window.user(), receipts_since, window.until.position)? {
+    let receipts_since = if first_sight {
+        0
+    } else {
+        window.since_position()
+    };
+    if let Some(content) = services.receipts.content_since(
+        room_id,
+        window.user(),
+        receipts_since,
+        window.until.position,
+    )? {
         events.push(json!({ "type": "m.receipt", "content": content }));
     }
     let filter = &window.filter.room.ephemeral;
-    Ok(events.into_iter().filter(|event| filter_allows(filter, event)).collect())
+    Ok(events
+        .into_iter()
+        .filter(|event| filter_allows(filter, event))
+        .collect())
 }
 
 fn account_data_events(events: Vec<(String, Value)>) -> RoomAccountData {
@@ -260,7 +355,16 @@ pub fn joined(
 ) -> Result<Option<JoinedRoom>> {
     let since = window.since_position();
     let first_sight = window.since.is_none() || membership.position > since;
-    let part = timeline(window, room_id, if first_sight && window.since.is_none() { 0 } else { since }, window.until.position)?;
+    let part = timeline(
+        window,
+        room_id,
+        if first_sight && window.since.is_none() {
+            0
+        } else {
+            since
+        },
+        window.until.position,
+    )?;
     let ephemeral = ephemeral(window, room_id, first_sight)?;
     let quiet = part.events.is_empty() && ephemeral.is_empty() && account_data.is_empty();
     if quiet && !first_sight && !window.full_state {
@@ -271,8 +375,15 @@ pub fn joined(
     let mut timeline = Timeline::new();
     timeline.limited = part.limited || (first_sight && window.since.is_some() && part.start > 0);
     timeline.prev_batch = Some(part.start.to_string());
-    let state_changed = part.events.iter().any(|(_, _, v)| v.get("type").and_then(Value::as_str) == Some("m.room.member"));
-    timeline.events = part.events.into_iter().map(|(_, _, value)| raw(value)).collect();
+    let state_changed = part
+        .events
+        .iter()
+        .any(|(_, _, v)| v.get("type").and_then(Value::as_str) == Some("m.room.member"));
+    timeline.events = part
+        .events
+        .into_iter()
+        .map(|(_, _, value)| raw(value))
+        .collect();
     room.timeline = timeline;
     let mut state_events = StateEvents::new();
     state_events.events = state.into_iter().map(raw).collect();
@@ -289,7 +400,11 @@ pub fn joined(
 }
 
 /// An invite: the stripped state that lets the client show the room.
-pub fn invited(window: &Window<'_>, room_id: &RoomId, membership: &Membership) -> Result<InvitedRoom> {
+pub fn invited(
+    window: &Window<'_>,
+    room_id: &RoomId,
+    membership: &Membership,
+) -> Result<InvitedRoom> {
     let services = window.services;
     let invite = services.rooms.pdu(&membership.event_id)?;
     let state = match &invite {
@@ -297,19 +412,30 @@ pub fn invited(window: &Window<'_>, room_id: &RoomId, membership: &Membership) -
         None => services.rooms.current_state(room_id)?,
     };
     let mut events = Vec::new();
-    let mut wanted: Vec<(String, String)> =
-        STRIPPED_STATE_TYPES.iter().map(|kind| ((*kind).to_owned(), String::new())).collect();
+    let mut wanted: Vec<(String, String)> = STRIPPED_STATE_TYPES
+        .iter()
+        .map(|kind| ((*kind).to_owned(), String::new()))
+        .collect();
     wanted.push(("m.room.member".to_owned(), window.user().to_string()));
     if let Some(inviter) = invite
         .as_ref()
         .and_then(|pdu| serde_json::from_str::<Value>(pdu.pdu.get()).ok())
-        .and_then(|value| value.get("sender").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|value| {
+            value
+                .get("sender")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
     {
         wanted.push(("m.room.member".to_owned(), inviter));
     }
     for key in wanted {
-        let Some(event_id) = state.get(&key) else { continue };
-        let Some(pdu) = services.rooms.pdu(event_id)? else { continue };
+        let Some(event_id) = state.get(&key) else {
+            continue;
+        };
+        let Some(pdu) = services.rooms.pdu(event_id)? else {
+            continue;
+        };
         let full = pdu.to_client(event_id, ClientFormat::Sync, None, None);
         let mut stripped = BTreeMap::new();
         for field in ["type", "state_key", "content", "sender"] {
@@ -327,7 +453,11 @@ pub fn invited(window: &Window<'_>, room_id: &RoomId, membership: &Membership) -
 }
 
 /// A room the user left or was removed from: the timeline up to that moment.
-pub fn left(window: &Window<'_>, room_id: &RoomId, membership: &Membership) -> Result<Option<LeftRoom>> {
+pub fn left(
+    window: &Window<'_>,
+    room_id: &RoomId,
+    membership: &Membership,
+) -> Result<Option<LeftRoom>> {
     let since = window.since_position();
     let until = membership.position.min(window.until.position);
     let part = timeline(window, room_id, since, until)?;
@@ -336,7 +466,11 @@ pub fn left(window: &Window<'_>, room_id: &RoomId, membership: &Membership) -> R
     let mut timeline = Timeline::new();
     timeline.limited = part.limited;
     timeline.prev_batch = Some(part.start.to_string());
-    timeline.events = part.events.into_iter().map(|(_, _, value)| raw(value)).collect();
+    timeline.events = part
+        .events
+        .into_iter()
+        .map(|(_, _, value)| raw(value))
+        .collect();
     room.timeline = timeline;
     let mut state_events = StateEvents::new();
     state_events.events = state.into_iter().map(raw).collect();

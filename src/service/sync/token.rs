@@ -21,7 +21,10 @@ impl FromStr for SyncToken {
     fn from_str(text: &str) -> Result<Self, ()> {
         let rest = text.strip_prefix('s').ok_or(())?;
         let (position, typing) = rest.split_once('_').ok_or(())?;
-        Ok(Self { position: position.parse().map_err(|_| ())?, typing: typing.parse().map_err(|_| ())? })
+        Ok(Self {
+            position: position.parse().map_err(|_| ())?,
+            typing: typing.parse().map_err(|_| ())?,
+        })
     }
 }
 
@@ -31,7 +34,10 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        let token = SyncToken { position: 1234, typing: 7 };
+        let token = SyncToken {
+            position: 1234,
+            typing: 7,
+        };
         assert_eq!(token.to_string(), "s1234_7");
         assert_eq!("s1234_7".parse::<SyncToken>(), Ok(token));
         assert!("1234".parse::<SyncToken>().is_err());

@@ -1,0 +1,232 @@
+//! Durability: acknowledged events survive `kill -9`, and sync tokens issued before a
+//! restart resume exactly, without a gap or a repeat.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use complement_tests::{TestServer, raw_sync_filtered, token};
+use matrix_sdk::ruma::api::client::room::create_room;
+use serde_json::{Value, json};
+
+fn everything() -> Value {
+    json!({ "room": { "timeline": { "limit": 500 } } })
+}
+
+fn message_bodies(sync: &Value, room_id: &str) -> Vec<String> {
+    sync["rooms"]["join"][room_id]["timeline"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn send(
+    server: &TestServer,
+    token: &str,
+    room_id: &str,
+    txn: &str,
+    body: &str,
+) -> anyhow::Result<String> {
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+    let (status, response) = server
+        .request(
+            "PUT",
+            &path,
+            Some(token),
+            Some(json!({ "msgtype": "m.text", "body": body })),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "send answered {status}: {response}");
+    Ok(response["event_id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn sync_resumes_exactly_after_a_restart() -> anyhow::Result<()> {
+    let mut server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let mut request = create_room::v3::Request::new();
+    request.invite = vec!["@bob:localhost".try_into()?];
+    let room_id = alice.create_room(request).await?.room_id().to_string();
+    bob.join_room_by_id(room_id.as_str().try_into()?).await?;
+    let (alice_token, bob_token) = (token(&alice), token(&bob));
+    let filter = everything();
+
+    let t0 = raw_sync_filtered(&server, &bob_token, None, 0, Some(&filter)).await?["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..10 {
+        send(
+            &server,
+            &alice_token,
+            &room_id,
+            &format!("a{i}"),
+            &format!("m{i}"),
+        )
+        .await?;
+    }
+    let first = raw_sync_filtered(&server, &bob_token, Some(&t0), 0, Some(&filter)).await?;
+    assert_eq!(
+        message_bodies(&first, &room_id),
+        (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    let t1 = first["next_batch"].as_str().unwrap().to_owned();
+    for i in 10..20 {
+        send(
+            &server,
+            &alice_token,
+            &room_id,
+            &format!("a{i}"),
+            &format!("m{i}"),
+        )
+        .await?;
+    }
+
+    server.restart().await?;
+
+    let resumed = raw_sync_filtered(&server, &bob_token, Some(&t1), 0, Some(&filter)).await?;
+    assert_eq!(
+        message_bodies(&resumed, &room_id),
+        (10..20).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    let from_start = raw_sync_filtered(&server, &bob_token, Some(&t0), 0, Some(&filter)).await?;
+    assert_eq!(
+        message_bodies(&from_start, &room_id),
+        (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+
+    let t2 = resumed["next_batch"].as_str().unwrap().to_owned();
+    send(&server, &alice_token, &room_id, "after", "m20").await?;
+    let after = raw_sync_filtered(&server, &bob_token, Some(&t2), 5000, Some(&filter)).await?;
+    assert_eq!(message_bodies(&after, &room_id), vec!["m20"]);
+
+    // A retried transaction after the restart answers the same event, without a duplicate.
+    let again = send(&server, &alice_token, &room_id, "a5", "m5").await?;
+    let original = first["rooms"]["join"][room_id.as_str()]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["content"]["body"] == "m5")
+        .unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(again, original);
+    let quiet = raw_sync_filtered(
+        &server,
+        &bob_token,
+        Some(after["next_batch"].as_str().unwrap()),
+        300,
+        Some(&filter),
+    )
+    .await?;
+    assert!(message_bodies(&quiet, &room_id).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn acknowledged_sends_survive_kill_9() -> anyhow::Result<()> {
+    let mut server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let room_id = alice
+        .create_room(create_room::v3::Request::new())
+        .await?
+        .room_id()
+        .to_string();
+    let alice_token = token(&alice);
+    const SENDERS: usize = 4;
+    const ROUNDS: usize = 3;
+    let acknowledged: Arc<Mutex<Vec<Vec<String>>>> =
+        Arc::new(Mutex::new(vec![Vec::new(); SENDERS]));
+
+    for round in 0..ROUNDS {
+        let base_url = server.base_url();
+        let mut tasks = Vec::new();
+        for sender in 0..SENDERS {
+            let (base_url, token, room_id, acknowledged) = (
+                base_url.clone(),
+                alice_token.clone(),
+                room_id.clone(),
+                acknowledged.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for i in 0..10_000 {
+                    let url = format!("{base_url}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/r{round}s{sender}n{i}");
+                    let body = json!({ "msgtype": "m.text", "body": format!("{round}/{sender}/{i}") });
+                    let Ok(response) = http.put(url).bearer_auth(&token).json(&body).send().await else { return };
+                    let Ok(value) = response.json::<Value>().await else { return };
+                    let Some(event_id) = value["event_id"].as_str() else { return };
+                    acknowledged.lock().unwrap()[sender].push(event_id.to_owned());
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(400 + 250 * round as u64)).await;
+        server.kill9()?;
+        for task in tasks {
+            task.await?;
+        }
+        server.restart().await?;
+    }
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let total: usize = acknowledged.iter().map(Vec::len).sum();
+    assert!(total > 20, "only {total} sends were acknowledged");
+    for ids in &acknowledged {
+        for id in ids {
+            let (status, event) = server
+                .request(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{room_id}/event/{id}"),
+                    Some(&alice_token),
+                    None,
+                )
+                .await?;
+            assert_eq!(status, 200, "acknowledged event {id} was lost: {event}");
+        }
+    }
+
+    // The room's history holds every acknowledged event, each sender's in the order acknowledged.
+    let mut history = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=500");
+        if let Some(from) = &from {
+            path.push_str(&format!("&from={from}"));
+        }
+        let (status, page) = server
+            .request("GET", &path, Some(&alice_token), None)
+            .await?;
+        assert_eq!(status, 200);
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        history.extend(
+            chunk
+                .iter()
+                .filter_map(|e| e["event_id"].as_str().map(str::to_owned)),
+        );
+        match page["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    history.reverse();
+    for ids in &acknowledged {
+        let positions: Vec<usize> = ids
+            .iter()
+            .map(|id| history.iter().position(|h| h == id).expect("in history"))
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "a sender's events are out of order"
+        );
+    }
+    Ok(())
+}
