@@ -5,11 +5,7 @@
 //! HMAC-SHA1, keyed with `registration_shared_secret`, of
 //! `nonce \0 username \0 password \0 ("admin" | "notadmin")`.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -18,7 +14,6 @@ use axum::{
     routing::get,
 };
 use hmac::{Hmac, Mac};
-use parking_lot::Mutex;
 use rand::{Rng, distr::Alphanumeric};
 use serde::Deserialize;
 use serde_json::json;
@@ -29,8 +24,6 @@ use crate::{
 };
 
 const NONCE_LIFETIME: Duration = Duration::from_secs(60);
-
-static NONCES: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.route("/_synapse/admin/v1/register", get(nonce).post(register))
@@ -57,10 +50,9 @@ async fn nonce(State(services): State<Arc<Services>>) -> Response {
         .take(32)
         .map(char::from)
         .collect();
-    let mut nonces = NONCES.lock();
-    let nonces = nonces.get_or_insert_with(HashMap::new);
+    let mut nonces = services.admin_nonces.lock();
     nonces.retain(|_, created| created.elapsed() < NONCE_LIFETIME);
-    nonces.insert(nonce.clone(), Instant::now());
+    nonces.insert(nonce.clone(), std::time::Instant::now());
     Json(json!({ "nonce": nonce })).into_response()
 }
 
@@ -95,10 +87,10 @@ async fn register_inner(
         body.ok_or_else(|| Error::new(ruma::api::error::ErrorKind::NotJson, "Body is not JSON"))?;
     let body: RegisterBody =
         serde_json::from_value(body).map_err(|e| Error::bad_json(e.to_string()))?;
-    let fresh = NONCES
+    let fresh = services
+        .admin_nonces
         .lock()
-        .as_mut()
-        .and_then(|nonces| nonces.remove(&body.nonce))
+        .remove(&body.nonce)
         .is_some_and(|created| created.elapsed() < NONCE_LIFETIME);
     if !fresh {
         return Err(Error::invalid_param("Unrecognised nonce"));

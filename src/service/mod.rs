@@ -4,6 +4,7 @@
 
 pub mod account_data;
 pub mod filters;
+pub mod pushers;
 pub mod rate_limit;
 pub mod receipts;
 pub mod rooms;
@@ -32,6 +33,9 @@ pub struct Services {
     pub uiaa: uiaa::Uiaa,
     pub account_data: account_data::AccountData,
     pub filters: filters::Filters,
+    pub pushers: pushers::Pushers,
+    /// Nonces handed out by `/_synapse/admin/v1/register`, with when.
+    pub admin_nonces: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub rooms: rooms::Rooms,
     pub receipts: receipts::Receipts,
     pub typing: Arc<typing::Typing>,
@@ -61,6 +65,8 @@ impl Services {
             uiaa: uiaa::Uiaa::default(),
             account_data: account_data::AccountData::new(db.clone(), stream.clone()),
             filters: filters::Filters::new(db.clone()),
+            pushers: pushers::Pushers::new(db.clone()),
+            admin_nonces: Default::default(),
             receipts: receipts::Receipts::new(db.clone(), stream.clone()),
             typing: typing::Typing::new(stream.clone()),
             login_limiter: rate_limit::RateLimiter::new(config.rate_limits.login),

@@ -8,7 +8,7 @@ use axum::Router;
 use ruma::{
     UserId,
     api::client::push::{
-        Pusher, delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions,
+        delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions,
         get_pushrule_enabled, get_pushrules_all, get_pushrules_global_scope, set_pusher,
         set_pushrule, set_pushrule_actions, set_pushrule_enabled,
     },
@@ -19,7 +19,6 @@ use crate::{
     Error, Result,
     router::{Ruma, RumaRouter},
     service::Services,
-    storage::{Keyspace, codec::Key},
 };
 
 const PUSH_RULES: &str = "m.push_rules";
@@ -201,12 +200,7 @@ async fn pushers(
     services: Arc<Services>,
     request: Ruma<get_pushers::v3::Request>,
 ) -> Result<get_pushers::v3::Response> {
-    let prefix = Key::new().str(request.user_id()?.as_str());
-    let mut pushers = Vec::new();
-    for (_, value) in services.db.scan_prefix(Keyspace::Pushers, prefix.bytes())? {
-        pushers.push(crate::storage::codec::decode_json::<Pusher>(&value)?);
-    }
-    Ok(get_pushers::v3::Response::new(pushers))
+    Ok(get_pushers::v3::Response::new(services.pushers.list(request.user_id()?)?))
 }
 
 /// # `POST /_matrix/client/v3/pushers/set`
@@ -215,36 +209,14 @@ async fn set_pusher(
     request: Ruma<set_pusher::v3::Request>,
 ) -> Result<set_pusher::v3::Response> {
     let user_id = request.user_id()?;
-    let mut batch = services.db.batch();
     match &request.body.action {
         set_pusher::v3::PusherAction::Post(data) => {
-            let pusher = &data.pusher;
-            if !data.append {
-                let prefix = Key::new().str(user_id.as_str());
-                for (key, value) in services.db.scan_prefix(Keyspace::Pushers, prefix.bytes())? {
-                    let existing: Pusher = crate::storage::codec::decode_json(&value)?;
-                    if existing.ids.pushkey == pusher.ids.pushkey
-                        && existing.ids.app_id != pusher.ids.app_id
-                    {
-                        batch.delete(Keyspace::Pushers, key);
-                    }
-                }
-            }
-            let key = Key::new()
-                .str(user_id.as_str())
-                .str(&pusher.ids.app_id)
-                .str(&pusher.ids.pushkey);
-            batch.put_json(Keyspace::Pushers, key, pusher);
+            services.pushers.set(user_id, &data.pusher, data.append)?;
         }
         set_pusher::v3::PusherAction::Delete(ids) => {
-            let key = Key::new()
-                .str(user_id.as_str())
-                .str(&ids.app_id)
-                .str(&ids.pushkey);
-            batch.delete(Keyspace::Pushers, key);
+            services.pushers.remove(user_id, &ids.app_id, &ids.pushkey)?;
         }
         _ => return Err(Error::bad_json("Unknown pusher action")),
     }
-    services.db.write(batch)?;
     Ok(set_pusher::v3::Response::new())
 }
