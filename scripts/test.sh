@@ -10,4 +10,4 @@ export PALISADE_BIN="$CARGO_TARGET_DIR/debug/palisade"
 
 cargo test --workspace --no-fail-fast
 
-(cd complement-tests/js && node --test --test-concurrency=1 tests/)
+(cd complement-tests/js && node --test --test-force-exit --test-concurrency=1 tests/)
