@@ -5,13 +5,16 @@
 
 use std::path::Path;
 
-pub use ruma::api::appservice::Registration;
 use ruma::api::appservice::Namespace;
+pub use ruma::api::appservice::Registration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid registration: {0}")]
     Parse(#[from] serde_yaml::Error),
     #[error("invalid namespace regex {regex:?}: {source}")]
@@ -41,8 +44,14 @@ impl NamespaceSet {
                 // Namespaces match whole ids.
                 let anchored = format!("^(?:{})$", namespace.regex);
                 regex::Regex::new(&anchored)
-                    .map(|regex| CompiledNamespace { regex, exclusive: namespace.exclusive })
-                    .map_err(|source| RegistrationError::Regex { regex: namespace.regex.clone(), source })
+                    .map(|regex| CompiledNamespace {
+                        regex,
+                        exclusive: namespace.exclusive,
+                    })
+                    .map_err(|source| RegistrationError::Regex {
+                        regex: namespace.regex.clone(),
+                        source,
+                    })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { namespaces })
@@ -50,12 +59,16 @@ impl NamespaceSet {
 
     /// Whether any namespace matches.
     pub fn matches(&self, id: &str) -> bool {
-        self.namespaces.iter().any(|namespace| namespace.regex.is_match(id))
+        self.namespaces
+            .iter()
+            .any(|namespace| namespace.regex.is_match(id))
     }
 
     /// Whether an exclusive namespace matches: nobody else may use the id.
     pub fn is_exclusive(&self, id: &str) -> bool {
-        self.namespaces.iter().any(|namespace| namespace.exclusive && namespace.regex.is_match(id))
+        self.namespaces
+            .iter()
+            .any(|namespace| namespace.exclusive && namespace.regex.is_match(id))
     }
 }
 
@@ -77,17 +90,23 @@ impl Appservice {
 
     /// Reads a registration file.
     pub fn load(path: &Path) -> Result<Self, RegistrationError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RegistrationError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| RegistrationError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_yaml(&text)
     }
 
     pub fn new(registration: Registration) -> Result<Self, RegistrationError> {
         if registration.as_token.is_empty() || registration.hs_token.is_empty() {
-            return Err(RegistrationError::Invalid("as_token and hs_token must be set"));
+            return Err(RegistrationError::Invalid(
+                "as_token and hs_token must be set",
+            ));
         }
         if registration.as_token == registration.hs_token {
-            return Err(RegistrationError::Invalid("as_token and hs_token must differ"));
+            return Err(RegistrationError::Invalid(
+                "as_token and hs_token must differ",
+            ));
         }
         Ok(Self {
             users: NamespaceSet::compile(&registration.namespaces.users)?,
@@ -99,7 +118,8 @@ impl Appservice {
 
     /// Whether this service may act as `user_id`: its sender or a user in its namespace.
     pub fn is_user_in_namespace(&self, user_id: &ruma::UserId) -> bool {
-        user_id.localpart() == self.registration.sender_localpart || self.users.matches(user_id.as_str())
+        user_id.localpart() == self.registration.sender_localpart
+            || self.users.matches(user_id.as_str())
     }
 }
 
@@ -130,7 +150,10 @@ namespaces:
         assert_eq!(service.registration.id, "whatsapp");
         assert!(service.users.is_exclusive("@whatsapp_123:example.org"));
         assert!(!service.users.matches("@alice:example.org"));
-        assert!(!service.users.matches("@whatsapp_1:example.org.evil"), "matches are anchored");
+        assert!(
+            !service.users.matches("@whatsapp_1:example.org.evil"),
+            "matches are anchored"
+        );
         assert!(service.aliases.matches("#whatsapp_group:example.org"));
         assert!(!service.aliases.is_exclusive("#whatsapp_group:example.org"));
         assert!(service.is_user_in_namespace(ruma::user_id!("@whatsappbot:example.org")));
@@ -139,9 +162,15 @@ namespaces:
     #[test]
     fn bad_registrations_are_refused() {
         let same_tokens = BRIDGE.replace("hs-secret", "as-secret");
-        assert!(matches!(Appservice::from_yaml(&same_tokens), Err(RegistrationError::Invalid(_))));
+        assert!(matches!(
+            Appservice::from_yaml(&same_tokens),
+            Err(RegistrationError::Invalid(_))
+        ));
         let bad_regex = BRIDGE.replace(r"'@whatsapp_.*:example\.org'", "'@whatsapp_(:example'");
-        assert!(matches!(Appservice::from_yaml(&bad_regex), Err(RegistrationError::Regex { .. })));
+        assert!(matches!(
+            Appservice::from_yaml(&bad_regex),
+            Err(RegistrationError::Regex { .. })
+        ));
         assert!(Appservice::from_yaml("id: [").is_err());
     }
 }

@@ -665,3 +665,36 @@ async fn account_data_filters_push_rules_and_profiles() -> anyhow::Result<()> {
     assert_eq!(name["displayname"], "Frank Ocean");
     Ok(())
 }
+
+#[tokio::test]
+async fn one_shot_dummy_registration_and_bodyless_posts_work_as_on_synapse() -> anyhow::Result<()> {
+    // matrix-nio registers with `auth: {type: m.login.dummy}` and no session, and joins
+    // with an empty POST body.
+    let server = TestServer::start().await?;
+    let body = json!({ "username": "nio", "password": "pw", "auth": { "type": "m.login.dummy" } });
+    let (status, registered) = server
+        .request("POST", "/_matrix/client/v3/register", None, Some(body))
+        .await?;
+    assert_eq!(status, 200, "{registered}");
+    let token = registered["access_token"].as_str().unwrap();
+    let (_, room) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(token),
+            Some(json!({ "preset": "public_chat" })),
+        )
+        .await?;
+    let room_id = room["room_id"].as_str().unwrap();
+    let second = server.register("second").await?;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/_matrix/client/v3/join/{room_id}",
+            server.base_url()
+        ))
+        .bearer_auth(complement_tests::token(&second))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    Ok(())
+}

@@ -543,5 +543,23 @@ async fn prev_batch_continues_exactly_where_the_sync_timeline_starts() -> anyhow
     assert_eq!(status, 200);
     let chunk: Vec<&Value> = page["chunk"].as_array().unwrap().iter().collect();
     assert_eq!(bodies(&chunk), vec!["19", "18", "17", "16", "15"]);
+
+    // Back-pagination from the sync's next_batch starts with the newest event.
+    let next_batch = sync["next_batch"].as_str().unwrap();
+    let path =
+        format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=2&from={next_batch}");
+    let (_, page) = server.request("GET", &path, Some(&t), None).await?;
+    let chunk: Vec<&Value> = page["chunk"].as_array().unwrap().iter().collect();
+    assert_eq!(bodies(&chunk), vec!["29", "28"]);
+    // Forward from the first page's end continues without a gap or a repeat.
+    let end = page["end"].as_str().unwrap();
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=f&limit=3&from={end}");
+    let (_, page) = server.request("GET", &path, Some(&t), None).await?;
+    let chunk: Vec<&Value> = page["chunk"].as_array().unwrap().iter().collect();
+    assert_eq!(bodies(&chunk), vec!["28", "29"]);
+    assert!(
+        page.get("end").is_none(),
+        "no end at the end of the room: {page}"
+    );
     Ok(())
 }

@@ -189,8 +189,15 @@ where
         ));
     }
 
+    // An empty body is an empty object: many clients send none when every field is
+    // optional (matrix-nio's join, for one), and Synapse accepts that.
+    let bytes: &[u8] = if bytes.is_empty() && expects_json(&parts) {
+        b"{}"
+    } else {
+        &bytes
+    };
     let path_args: Vec<&str> = params.iter().map(|(_, value)| value).collect();
-    let http_request = Request::from_parts(parts, bytes.as_ref());
+    let http_request = Request::from_parts(parts, bytes);
     let body = Req::try_from_http_request(http_request, &path_args).map_err(request_error)?;
     Ok(Ruma {
         body,

@@ -39,12 +39,17 @@ impl Pushers {
             let prefix = Key::new().str(user.as_str());
             for (key, value) in self.db.scan_prefix(Keyspace::Pushers, prefix.bytes())? {
                 let existing: Pusher = decode_json(&value)?;
-                if existing.ids.pushkey == pusher.ids.pushkey && existing.ids.app_id != pusher.ids.app_id {
+                if existing.ids.pushkey == pusher.ids.pushkey
+                    && existing.ids.app_id != pusher.ids.app_id
+                {
                     batch.delete(Keyspace::Pushers, key);
                 }
             }
         }
-        let key = Key::new().str(user.as_str()).str(&pusher.ids.app_id).str(&pusher.ids.pushkey);
+        let key = Key::new()
+            .str(user.as_str())
+            .str(&pusher.ids.app_id)
+            .str(&pusher.ids.pushkey);
         batch.put_json(Keyspace::Pushers, key, pusher);
         self.db.write(batch)?;
         Ok(())
@@ -52,7 +57,10 @@ impl Pushers {
 
     pub fn remove(&self, user: &UserId, app_id: &str, pushkey: &str) -> Result<()> {
         let mut batch = self.db.batch();
-        batch.delete(Keyspace::Pushers, Key::new().str(user.as_str()).str(app_id).str(pushkey));
+        batch.delete(
+            Keyspace::Pushers,
+            Key::new().str(user.as_str()).str(app_id).str(pushkey),
+        );
         self.db.write(batch)?;
         Ok(())
     }

@@ -29,6 +29,12 @@ struct SessionState {
 impl Uiaa {
     /// Starts a session and returns the 401 body that asks for the given flows.
     pub fn challenge(&self, flows: &[Vec<AuthType>]) -> Error {
+        let session = self.start();
+        Error::Uiaa(Box::new(info(flows, Vec::new(), session, None)))
+    }
+
+    /// Starts a session and returns its id.
+    pub fn start(&self) -> String {
         let session: String = rand::rng()
             .sample_iter(Alphanumeric)
             .take(24)
@@ -36,14 +42,23 @@ impl Uiaa {
             .collect();
         let mut sessions = self.sessions.lock();
         sessions.retain(|_, state| state.created.elapsed() < SESSION_LIFETIME);
-        sessions.insert(
-            session.clone(),
-            SessionState {
-                completed: Vec::new(),
-                created: Instant::now(),
-            },
-        );
-        Error::Uiaa(Box::new(info(flows, Vec::new(), session, None)))
+        let state = SessionState {
+            completed: Vec::new(),
+            created: Instant::now(),
+        };
+        sessions.insert(session.clone(), state);
+        session
+    }
+
+    /// The session a request's `auth` continues: its own if known, a fresh one if it
+    /// sent none (clients such as matrix-nio complete a one-stage flow in a single
+    /// request, as Synapse allows), or `None` if it names an unknown session.
+    pub fn session_for(&self, requested: Option<&str>) -> Option<String> {
+        match requested {
+            Some(session) if self.knows(session) => Some(session.to_owned()),
+            Some(_) => None,
+            None => Some(self.start()),
+        }
     }
 
     /// Records a completed stage. Returns `Ok(())` when some flow is now complete, or the

@@ -8,9 +8,9 @@ use axum::Router;
 use ruma::{
     UserId,
     api::client::push::{
-        delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions,
-        get_pushrule_enabled, get_pushrules_all, get_pushrules_global_scope, set_pusher,
-        set_pushrule, set_pushrule_actions, set_pushrule_enabled,
+        delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
+        get_pushrules_all, get_pushrules_global_scope, set_pusher, set_pushrule,
+        set_pushrule_actions, set_pushrule_enabled,
     },
     push::Ruleset,
 };
@@ -200,7 +200,9 @@ async fn pushers(
     services: Arc<Services>,
     request: Ruma<get_pushers::v3::Request>,
 ) -> Result<get_pushers::v3::Response> {
-    Ok(get_pushers::v3::Response::new(services.pushers.list(request.user_id()?)?))
+    Ok(get_pushers::v3::Response::new(
+        services.pushers.list(request.user_id()?)?,
+    ))
 }
 
 /// # `POST /_matrix/client/v3/pushers/set`
@@ -214,7 +216,9 @@ async fn set_pusher(
             services.pushers.set(user_id, &data.pusher, data.append)?;
         }
         set_pusher::v3::PusherAction::Delete(ids) => {
-            services.pushers.remove(user_id, &ids.app_id, &ids.pushkey)?;
+            services
+                .pushers
+                .remove(user_id, &ids.app_id, &ids.pushkey)?;
         }
         _ => return Err(Error::bad_json("Unknown pusher action")),
     }

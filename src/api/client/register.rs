@@ -88,11 +88,7 @@ async fn register(
     let Some(auth) = &body.auth else {
         return Err(services.uiaa.challenge(&flows));
     };
-    let Some(session) = auth
-        .session()
-        .filter(|session| services.uiaa.knows(session))
-        .map(str::to_owned)
-    else {
+    let Some(session) = services.uiaa.session_for(auth.session()) else {
         return Err(services.uiaa.challenge(&flows));
     };
     let stage = match auth {

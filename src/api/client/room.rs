@@ -607,66 +607,70 @@ async fn messages(
     }
     let forwards = body.dir == Direction::Forward;
     let frontier = services.stream.frontier();
+    // A token is a boundary: "after position p". Backwards from it come the events at or
+    // below p, forwards the events above it.
     let from = match &body.from {
         Some(token) => parse_token(token)?,
         None if forwards => 0,
-        None => frontier.saturating_add(1),
+        None => frontier,
     };
     let to = match &body.to {
-        Some(token) => parse_token(token)?,
+        Some(token) => parse_token(token)?.min(frontier),
         None if forwards => frontier,
         None => 0,
     };
     let limit = usize::try_from(u64::from(body.limit))
         .unwrap_or(10)
         .clamp(1, 1000);
-    let (from_bound, to_bound) = if forwards {
-        (from, to.min(frontier))
-    } else {
-        (from, to)
-    };
     let mut chunk = Vec::new();
     let mut state_members = BTreeMap::new();
     let mut end = None;
-    let mut cursor = from_bound;
+    // `Rooms::timeline` takes an exclusive starting bound.
+    let mut cursor = if forwards {
+        from
+    } else {
+        from.saturating_add(1)
+    };
     // Walk in pages, skipping what the viewer may not see, until the chunk is full.
     'walk: loop {
         let page = services
             .rooms
-            .timeline(room_id, cursor, to_bound, forwards, limit)?;
-        if page.is_empty() {
-            break;
-        }
+            .timeline(room_id, cursor, to, forwards, limit)?;
         for (position, event_id) in &page {
             cursor = *position;
-            if let Some((_, value)) = visible_event(
+            let Some((_, value)) = visible_event(
                 &services,
                 &sender.user_id,
                 Some(&sender.device_id),
                 event_id,
                 ClientFormat::Full,
-            )? {
-                if !filter_allows(&body.filter, &value) {
-                    continue;
-                }
-                if !body.filter.lazy_load_options.is_disabled()
-                    && let Some(member) = value.get("sender").and_then(Value::as_str)
-                {
-                    state_members.entry(member.to_owned()).or_insert(*position);
-                }
-                chunk.push(raw(value));
-                if chunk.len() >= limit {
-                    end = Some(position.to_string());
-                    break 'walk;
-                }
+            )?
+            else {
+                continue;
+            };
+            if !filter_allows(&body.filter, &value) {
+                continue;
+            }
+            if !body.filter.lazy_load_options.is_disabled()
+                && let Some(member) = value.get("sender").and_then(Value::as_str)
+            {
+                state_members.entry(member.to_owned()).or_insert(*position);
+            }
+            chunk.push(raw(value));
+            if chunk.len() >= limit {
+                let boundary = if forwards {
+                    cursor
+                } else {
+                    cursor.saturating_sub(1)
+                };
+                end = Some(boundary.to_string());
+                break 'walk;
             }
         }
         if page.len() < limit {
+            // The start (or end) of the room: `end` is left out, as the spec asks.
             break;
         }
-    }
-    if end.is_none() && !chunk.is_empty() {
-        end = Some(cursor.to_string());
     }
     let mut state = Vec::new();
     if !body.filter.lazy_load_options.is_disabled() {
@@ -711,13 +715,13 @@ async fn context(
     let half = limit / 2;
     let frontier = services.stream.frontier();
     let mut before = Vec::new();
-    let mut start = pdu.position;
+    let mut start = pdu.position.saturating_sub(1);
     for (position, event_id) in
         services
             .rooms
             .timeline(&body.room_id, pdu.position, 0, false, half)?
     {
-        start = position;
+        start = position.saturating_sub(1);
         if let Some((_, value)) = visible_event(
             &services,
             &sender.user_id,

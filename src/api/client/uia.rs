@@ -59,7 +59,7 @@ pub async fn require_password(
             _ => Err(services.uiaa.challenge(&flows)),
         };
     };
-    let Some(session) = session.filter(|session| services.uiaa.knows(session)) else {
+    let Some(session) = services.uiaa.session_for(session.as_deref()) else {
         return Err(services.uiaa.challenge(&flows));
     };
     let claimed = user_from_identifier(&password.identifier, &services.config.server_name)?;

@@ -39,8 +39,8 @@ const STRIPPED_STATE_TYPES: &[&str] = &[
 struct TimelinePart {
     events: Vec<(u64, OwnedEventId, Value)>,
     limited: bool,
-    /// The `prev_batch` position: back-pagination from it returns the events before the
-    /// first one shown (the bound is exclusive).
+    /// The `prev_batch` boundary: back-pagination from it returns the events before the
+    /// first one shown.
     start: u64,
     state_at_start: u64,
 }
@@ -103,12 +103,9 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
                 .rooms
                 .pdu(event_id)?
                 .map_or(0, |pdu| pdu.state_before);
-            (*position, before)
+            (position.saturating_sub(1), before)
         }
-        None => (
-            to.saturating_add(1),
-            services.rooms.state_group_at(room_id, to)?,
-        ),
+        None => (to, services.rooms.state_group_at(room_id, to)?),
     };
     Ok(TimelinePart {
         events,
