@@ -563,3 +563,83 @@ async fn prev_batch_continues_exactly_where_the_sync_timeline_starts() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn lazy_loading_sends_only_the_members_the_timeline_needs() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let mut clients = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let client = server.register(name).await?;
+        client.join_room_by_id(&room_id).await?;
+        clients.push(client);
+    }
+    let carol = &clients[1];
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/c1");
+    server
+        .request(
+            "PUT",
+            &path,
+            Some(&token(carol)),
+            Some(json!({ "msgtype": "m.text", "body": "hi" })),
+        )
+        .await?;
+
+    let members = |sync: &Value| -> Vec<String> {
+        let mut members: Vec<String> = sync["rooms"]["join"][room_id.as_str()]["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(timeline(sync, room_id.as_str()))
+            .filter(|e| e["type"] == "m.room.member")
+            .map(|e| e["state_key"].as_str().unwrap().to_owned())
+            .collect();
+        members.sort();
+        members.dedup();
+        members
+    };
+    let dave = &clients[2];
+    let lazy =
+        json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } });
+    let sync =
+        complement_tests::raw_sync_filtered(&server, &token(dave), None, 0, Some(&lazy)).await?;
+    assert_eq!(members(&sync), vec!["@carol:localhost", "@dave:localhost"]);
+    let full = json!({ "room": { "timeline": { "limit": 1 } } });
+    let sync =
+        complement_tests::raw_sync_filtered(&server, &token(dave), None, 0, Some(&full)).await?;
+    assert_eq!(
+        members(&sync),
+        vec![
+            "@alice:localhost",
+            "@bob:localhost",
+            "@carol:localhost",
+            "@dave:localhost"
+        ]
+    );
+    assert!(
+        sync["rooms"]["join"][room_id.as_str()]["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+
+    // A room left shows in the leave section of an incremental sync, with the leave event.
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+    dave.get_room(&room_id)
+        .unwrap_or(clients[2].join_room_by_id(&room_id).await?)
+        .leave()
+        .await?;
+    let sync =
+        complement_tests::raw_sync_filtered(&server, &token(dave), Some(&since), 0, None).await?;
+    let left = &sync["rooms"]["leave"][room_id.as_str()]["timeline"]["events"];
+    assert_eq!(
+        left.as_array().unwrap().last().unwrap()["content"]["membership"],
+        "leave"
+    );
+    assert!(sync["rooms"]["join"].get(room_id.as_str()).is_none());
+    Ok(())
+}

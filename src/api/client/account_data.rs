@@ -5,9 +5,12 @@ use std::sync::Arc;
 use axum::Router;
 use ruma::{
     UserId,
-    api::client::config::{
-        get_global_account_data, get_room_account_data, set_global_account_data,
-        set_room_account_data,
+    api::client::{
+        config::{
+            get_global_account_data, get_room_account_data, set_global_account_data,
+            set_room_account_data,
+        },
+        tag::{create_tag, delete_tag, get_tags},
     },
     serde::Raw,
 };
@@ -24,6 +27,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(set_global)
         .ruma_route(get_room)
         .ruma_route(set_room)
+        .ruma_route(tags)
+        .ruma_route(set_tag)
+        .ruma_route(remove_tag)
 }
 
 fn own(sender: &UserId, target: &UserId) -> Result<()> {
@@ -130,4 +136,58 @@ async fn set_room(
         content,
     )?;
     Ok(set_room_account_data::v3::Response::new())
+}
+
+/// A room's `m.tag` account data content (`{"tags": {...}}`).
+fn load_tags(
+    services: &Services,
+    user: &UserId,
+    room_id: &ruma::RoomId,
+) -> Result<serde_json::Value> {
+    let content = services.account_data.get(user, Some(room_id), "m.tag")?;
+    Ok(content.unwrap_or_else(|| serde_json::json!({ "tags": {} })))
+}
+
+/// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`
+async fn tags(
+    services: Arc<Services>,
+    request: Ruma<get_tags::v3::Request>,
+) -> Result<get_tags::v3::Response> {
+    own(request.user_id()?, &request.body.user_id)?;
+    let content = load_tags(&services, &request.body.user_id, &request.body.room_id)?;
+    let tags = serde_json::from_value(content["tags"].clone()).map_err(Error::internal)?;
+    Ok(get_tags::v3::Response::new(tags))
+}
+
+/// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+async fn set_tag(
+    services: Arc<Services>,
+    request: Ruma<create_tag::v3::Request>,
+) -> Result<create_tag::v3::Response> {
+    own(request.user_id()?, &request.body.user_id)?;
+    let body = &request.body;
+    let mut content = load_tags(&services, &body.user_id, &body.room_id)?;
+    let info = serde_json::to_value(&body.tag_info).map_err(Error::internal)?;
+    content["tags"][body.tag.as_str()] = info;
+    services
+        .account_data
+        .set(&body.user_id, Some(&body.room_id), "m.tag", content)?;
+    Ok(create_tag::v3::Response::new())
+}
+
+/// # `DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+async fn remove_tag(
+    services: Arc<Services>,
+    request: Ruma<delete_tag::v3::Request>,
+) -> Result<delete_tag::v3::Response> {
+    own(request.user_id()?, &request.body.user_id)?;
+    let body = &request.body;
+    let mut content = load_tags(&services, &body.user_id, &body.room_id)?;
+    if let Some(tags) = content["tags"].as_object_mut() {
+        tags.remove(&body.tag);
+    }
+    services
+        .account_data
+        .set(&body.user_id, Some(&body.room_id), "m.tag", content)?;
+    Ok(delete_tag::v3::Response::new())
 }
