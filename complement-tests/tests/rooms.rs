@@ -456,6 +456,19 @@ async fn a_profile_change_is_seen_by_room_members() -> anyhow::Result<()> {
     assert_eq!(member["content"]["displayname"], "Alice Liddell");
     assert_eq!(member["content"]["membership"], "join");
     assert_eq!(member["unsigned"]["prev_content"]["displayname"], "alice");
+
+    // One's own profile change is not a new join: no gap, no full state again.
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+    bob.account().set_display_name(Some("Bobby")).await?;
+    let sync = raw_sync(&server, &bob, Some(&since), 5000).await?;
+    let room = &sync["rooms"]["join"][room_id.as_str()];
+    assert_ne!(room["timeline"]["limited"], true, "{room}");
+    assert!(
+        room["state"]["events"]
+            .as_array()
+            .is_none_or(|events| events.is_empty())
+    );
+    assert_eq!(timeline(&sync, room_id.as_str()).len(), 1);
     Ok(())
 }
 

@@ -241,3 +241,43 @@ impl Batch {
         self.ops.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_from_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(dir.path()).unwrap();
+            let mut batch = db.batch();
+            batch.put(
+                Keyspace::Meta,
+                b"schema_version".to_vec(),
+                (SCHEMA_VERSION + 1).to_be_bytes(),
+            );
+            db.write(batch).unwrap();
+        }
+        assert!(matches!(
+            Db::open(dir.path()),
+            Err(StorageError::NewerSchema { .. })
+        ));
+    }
+
+    #[test]
+    fn merge_max_keeps_the_largest_value_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(dir.path()).unwrap();
+            for value in [5u64, 9, 3] {
+                let mut batch = db.batch();
+                batch.merge_max(Keyspace::Meta, b"counter".to_vec(), value);
+                db.write(batch).unwrap();
+            }
+        }
+        let db = Db::open(dir.path()).unwrap();
+        let stored = db.get(Keyspace::Meta, b"counter").unwrap().unwrap();
+        assert_eq!(codec::decode_u64(&stored).unwrap(), 9);
+    }
+}

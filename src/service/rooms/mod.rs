@@ -51,7 +51,9 @@ pub struct RoomRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Membership {
     pub membership: String,
+    /// The latest member event (a profile change makes a new one).
     pub event_id: OwnedEventId,
+    /// The stream position at which the membership took its current value.
     pub position: u64,
 }
 

@@ -384,20 +384,33 @@ impl Rooms {
                 batch.delete(Keyspace::RoomMembers, member_key);
             }
             if target.server_name() == self.server_name {
+                // A member event that keeps the membership (a profile change) is not a
+                // membership change: the position stays the one of the transition, so
+                // sync does not treat the room as newly joined.
+                let previous = self.membership(&room_id, &target)?;
+                let unchanged = previous
+                    .as_ref()
+                    .is_some_and(|p| p.membership == membership);
+                let since = match &previous {
+                    Some(previous) if unchanged => previous.position,
+                    _ => position,
+                };
                 batch.put_json(
                     Keyspace::UserRooms,
                     Key::new().str(target.as_str()).str(room_id.as_str()),
                     &Membership {
                         membership,
                         event_id: pdu.event_id.clone(),
-                        position,
+                        position: since,
                     },
                 );
-                batch.put(
-                    Keyspace::UserRoomsStream,
-                    Key::new().str(target.as_str()).u64(position),
-                    room_id.as_str().as_bytes().to_vec(),
-                );
+                if !unchanged {
+                    batch.put(
+                        Keyspace::UserRoomsStream,
+                        Key::new().str(target.as_str()).u64(position),
+                        room_id.as_str().as_bytes().to_vec(),
+                    );
+                }
             }
             if !woken.contains(&target) {
                 woken.push(target);
