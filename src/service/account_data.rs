@@ -10,7 +10,7 @@ use crate::{
     service::stream::Stream,
     storage::{
         Db, Keyspace,
-        codec::{Key, KeyReader, decode_json},
+        codec::{Key, decode_json},
     },
 };
 
@@ -102,32 +102,12 @@ impl AccountData {
         until: u64,
     ) -> Result<Vec<(Option<String>, String, serde_json::Value)>> {
         let prefix = Key::new().str(user_id.as_str());
-        let start = prefix.clone().u64(since + 1);
         let mut changes = Vec::new();
-        let mut failure = None;
-        self.db.for_each_from(
-            Keyspace::AccountDataStream,
-            prefix.bytes(),
-            start.bytes(),
-            true,
-            |key, value| {
-                let mut reader = KeyReader::new(key);
-                let position = reader.str().and_then(|_| reader.u64());
-                match (position, decode_json::<Change>(value)) {
-                    (Ok(position), Ok(change)) if position <= until => {
-                        changes.push(change);
-                        true
-                    }
-                    (Ok(_), Ok(_)) => false,
-                    (Err(error), _) | (_, Err(error)) => {
-                        failure = Some(error);
-                        false
-                    }
-                }
-            },
-        )?;
-        if let Some(error) = failure {
-            return Err(error.into());
+        for (_, value) in
+            self.db
+                .stream_range(Keyspace::AccountDataStream, &prefix, since, until)?
+        {
+            changes.push(decode_json::<Change>(&value)?);
         }
         let mut out = Vec::new();
         for change in changes {

@@ -12,7 +12,7 @@ use crate::{
     Result,
     storage::{
         Db, Keyspace,
-        codec::{Key, KeyReader, decode_json},
+        codec::{Key, decode_json},
     },
 };
 
@@ -119,25 +119,13 @@ impl Receipts {
         until: u64,
     ) -> Result<Option<serde_json::Value>> {
         let prefix = Key::new().str(room_id.as_str());
-        let start = prefix.clone().u64(since + 1);
         let mut changes = Vec::new();
-        self.db.for_each_from(
-            Keyspace::ReceiptStream,
-            prefix.bytes(),
-            start.bytes(),
-            true,
-            |key, value| {
-                let mut reader = KeyReader::new(key);
-                let position = reader.str().and_then(|_| reader.u64()).unwrap_or(u64::MAX);
-                if position > until {
-                    return false;
-                }
-                if let Ok(change) = decode_json::<Change>(value) {
-                    changes.push(change);
-                }
-                true
-            },
-        )?;
+        for (_, value) in self
+            .db
+            .stream_range(Keyspace::ReceiptStream, &prefix, since, until)?
+        {
+            changes.push(decode_json::<Change>(&value)?);
+        }
         let mut content = serde_json::Map::new();
         for change in changes {
             if change.receipt_type == "m.read.private" && change.user_id != viewer {

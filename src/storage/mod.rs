@@ -154,6 +154,47 @@ impl Db {
         Ok(())
     }
 
+    /// The entries of a stream keyspace (`prefix ‖ position` keys) with a position in
+    /// `(since, until]`, in position order: `(position, value)`.
+    pub fn stream_range(
+        &self,
+        keyspace: Keyspace,
+        prefix: &codec::Key,
+        since: u64,
+        until: u64,
+    ) -> StorageResult<Vec<(u64, Vec<u8>)>> {
+        let start = prefix.clone().u64(since.saturating_add(1));
+        let mut out = Vec::new();
+        let mut failure = None;
+        self.for_each_from(
+            keyspace,
+            prefix.bytes(),
+            start.bytes(),
+            true,
+            |key, value| {
+                let position = key
+                    .get(prefix.bytes().len()..)
+                    .map(|rest| codec::KeyReader::new(rest).u64());
+                match position {
+                    Some(Ok(position)) if position <= until => {
+                        out.push((position, value.to_vec()));
+                        true
+                    }
+                    Some(Ok(_)) => false,
+                    Some(Err(error)) => {
+                        failure = Some(error);
+                        false
+                    }
+                    None => false,
+                }
+            },
+        )?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(out),
+        }
+    }
+
     /// Starts an atomic batch of writes.
     pub fn batch(&self) -> Batch {
         Batch {

@@ -43,9 +43,7 @@ async fn create_alias(
     if !services.rooms.exists(&request.body.room_id)? {
         return Err(Error::not_found("Unknown room"));
     }
-    if !services.rooms.is_joined(&request.body.room_id, user)? {
-        return Err(Error::forbidden("You are not in this room"));
-    }
+    services.rooms.require_joined(&request.body.room_id, user)?;
     services
         .rooms
         .set_alias(&request.body.room_alias, &request.body.room_id, user)?;
@@ -131,9 +129,7 @@ async fn set_visibility(
     if !services.rooms.exists(&request.body.room_id)? {
         return Err(Error::not_found("Unknown room"));
     }
-    if !services.rooms.is_joined(&request.body.room_id, user)? {
-        return Err(Error::forbidden("You are not in this room"));
-    }
+    services.rooms.require_joined(&request.body.room_id, user)?;
     services.rooms.set_public(
         &request.body.room_id,
         matches!(request.body.visibility, Visibility::Public),

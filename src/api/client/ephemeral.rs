@@ -29,13 +29,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(read_markers)
 }
 
-fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Result<()> {
-    if !services.rooms.is_joined(room_id, user)? {
-        return Err(Error::forbidden("You are not in this room"));
-    }
-    Ok(())
-}
-
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}`
 async fn typing(
     services: Arc<Services>,
@@ -45,7 +38,7 @@ async fn typing(
     if user != request.body.user_id {
         return Err(Error::forbidden("You can only set your own typing state"));
     }
-    require_joined(&services, &request.body.room_id, user)?;
+    services.rooms.require_joined(&request.body.room_id, user)?;
     let timeout = match &request.body.state {
         Typing::Yes(info) => Some(info.timeout.min(MAX_TYPING)),
         _ => None,
@@ -98,7 +91,7 @@ async fn receipt(
 ) -> Result<create_receipt::v3::Response> {
     let user = request.user_id()?;
     let body = &request.body;
-    require_joined(&services, &body.room_id, user)?;
+    services.rooms.require_joined(&body.room_id, user)?;
     let receipt_type = match &body.receipt_type {
         ReceiptType::Read => "m.read",
         ReceiptType::ReadPrivate => "m.read.private",
@@ -137,7 +130,7 @@ async fn read_markers(
 ) -> Result<set_read_marker::v3::Response> {
     let user = request.user_id()?;
     let body = &request.body;
-    require_joined(&services, &body.room_id, user)?;
+    services.rooms.require_joined(&body.room_id, user)?;
     if let Some(event_id) = &body.fully_read {
         record(
             &services,

@@ -68,9 +68,9 @@ async fn invite(
     {
         return Err(Error::not_found("Unknown user"));
     }
-    if !services.rooms.is_joined(&request.body.room_id, sender)? {
-        return Err(Error::forbidden("You are not in this room"));
-    }
+    services
+        .rooms
+        .require_joined(&request.body.room_id, sender)?;
     services
         .rooms
         .invite(

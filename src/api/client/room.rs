@@ -87,13 +87,6 @@ pub fn prev_content(services: &Services, pdu: &StoredPdu) -> Result<Option<Value
     services.rooms.content_in(&before, kind, state_key)
 }
 
-fn require_joined(services: &Services, room_id: &RoomId, user: &UserId) -> Result<()> {
-    if !services.rooms.is_joined(room_id, user)? {
-        return Err(Error::forbidden("You are not in this room"));
-    }
-    Ok(())
-}
-
 /// # `POST /_matrix/client/v3/createRoom`
 async fn create(
     services: Arc<Services>,
@@ -213,7 +206,9 @@ async fn send_message(
         return Ok(send_message_event::v3::Response::new(event_id));
     }
     services.message_limiter.check(sender.user_id.as_str())?;
-    require_joined(&services, &body.room_id, &sender.user_id)?;
+    services
+        .rooms
+        .require_joined(&body.room_id, &sender.user_id)?;
     let content: Value =
         serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
     if !content.is_object() {
@@ -246,7 +241,7 @@ async fn send_state(
             "Use the membership endpoints to change membership",
         ));
     }
-    require_joined(&services, &body.room_id, &sender)?;
+    services.rooms.require_joined(&body.room_id, &sender)?;
     if kind == "m.room.canonical_alias" {
         check_canonical_alias(&services, &body.room_id, &content)?;
     }
@@ -296,7 +291,9 @@ async fn redact(
         return Ok(redact_event::v3::Response::new(event_id));
     }
     services.message_limiter.check(sender.user_id.as_str())?;
-    require_joined(&services, &body.room_id, &sender.user_id)?;
+    services
+        .rooms
+        .require_joined(&body.room_id, &sender.user_id)?;
     let target = services
         .rooms
         .parsed_pdu(&body.event_id)?
@@ -506,7 +503,7 @@ async fn joined_members(
     request: Ruma<joined_members::v3::Request>,
 ) -> Result<joined_members::v3::Response> {
     let room_id = &request.body.room_id;
-    require_joined(&services, room_id, request.user_id()?)?;
+    services.rooms.require_joined(room_id, request.user_id()?)?;
     let state = services.rooms.current_state(room_id)?;
     let mut joined = BTreeMap::new();
     for ((kind, state_key), _) in state.iter() {

@@ -184,28 +184,19 @@ impl Rooms {
         until: u64,
     ) -> Result<Vec<OwnedRoomId>> {
         let prefix = Key::new().str(user_id.as_str());
-        let start = prefix.clone().u64(since + 1);
         let mut rooms = Vec::new();
-        self.db.for_each_from(
-            Keyspace::UserRoomsStream,
-            prefix.bytes(),
-            start.bytes(),
-            true,
-            |key, value| {
-                let mut reader = KeyReader::new(key);
-                let position = reader.str().and_then(|_| reader.u64()).unwrap_or(u64::MAX);
-                if position > until {
-                    return false;
-                }
-                if let Ok(room_id) = std::str::from_utf8(value).map(OwnedRoomId::try_from)
-                    && let Ok(room_id) = room_id
-                    && !rooms.contains(&room_id)
-                {
-                    rooms.push(room_id);
-                }
-                true
-            },
-        )?;
+        for (_, value) in self
+            .db
+            .stream_range(Keyspace::UserRoomsStream, &prefix, since, until)?
+        {
+            let room_id = String::from_utf8(value)
+                .ok()
+                .and_then(|id| OwnedRoomId::try_from(id).ok())
+                .ok_or_else(|| Error::internal("invalid room id in the membership stream"))?;
+            if !rooms.contains(&room_id) {
+                rooms.push(room_id);
+            }
+        }
         Ok(rooms)
     }
 
@@ -313,6 +304,14 @@ impl Rooms {
             .entry(room_id.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// Fails with `M_FORBIDDEN` unless the user is joined to the room.
+    pub fn require_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
+        if !self.is_joined(room_id, user_id)? {
+            return Err(Error::forbidden("You are not in this room"));
+        }
+        Ok(())
     }
 
     /// Whether `user` may see events of this room at all now (joined, or world-readable,
