@@ -657,3 +657,74 @@ async fn lazy_loading_sends_only_the_members_the_timeline_needs() -> anyhow::Res
     assert!(sync["rooms"]["join"].get(room_id.as_str()).is_none());
     Ok(())
 }
+
+#[tokio::test]
+async fn unread_counts_follow_the_users_push_rules() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let room_id = create_dm(&alice, "@bob:localhost").await?;
+    bob.join_room_by_id(&room_id).await?;
+    let send = |txn: &str, content: Value| {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+        let token = token(&alice);
+        let server = &server;
+        async move {
+            server
+                .request("PUT", &path, Some(&token), Some(content))
+                .await
+        }
+    };
+    send("1", json!({ "msgtype": "m.text", "body": "lunch?" })).await?;
+    send("2", json!({ "msgtype": "m.text", "body": "hey bob", "m.mentions": { "user_ids": ["@bob:localhost"] } })).await?;
+    send(
+        "3",
+        json!({ "msgtype": "m.notice", "body": "a bot notice" }),
+    )
+    .await?;
+    let counts =
+        |sync: &Value| sync["rooms"]["join"][room_id.as_str()]["unread_notifications"].clone();
+    let sync = raw_sync(&server, &bob, None, 0).await?;
+    assert_eq!(
+        counts(&sync),
+        json!({ "notification_count": 2, "highlight_count": 1 }),
+        "notices do not notify"
+    );
+
+    // A room rule with no actions stops plain messages counting.
+    let mute = json!({ "actions": [] });
+    let path = format!("/_matrix/client/v3/pushrules/global/room/{room_id}");
+    let (status, _) = server
+        .request("PUT", &path, Some(&token(&bob)), Some(mute))
+        .await?;
+    assert_eq!(status, 200);
+    let last = send("4", json!({ "msgtype": "m.text", "body": "still there?" }))
+        .await?
+        .1["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sync = raw_sync(&server, &bob, None, 0).await?;
+    assert_eq!(
+        counts(&sync),
+        json!({ "notification_count": 1, "highlight_count": 1 }),
+        "only the mention still counts: mention rules come before room rules"
+    );
+
+    let path = format!("/_matrix/client/v3/pushrules/global/room/{room_id}");
+    server
+        .request("DELETE", &path, Some(&token(&bob)), None)
+        .await?;
+    let sync = raw_sync(&server, &bob, None, 0).await?;
+    assert_eq!(counts(&sync)["notification_count"], 3);
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{last}");
+    server
+        .request("POST", &path, Some(&token(&bob)), Some(json!({})))
+        .await?;
+    let sync = raw_sync(&server, &bob, None, 0).await?;
+    assert_eq!(
+        counts(&sync),
+        json!({ "notification_count": 0, "highlight_count": 0 })
+    );
+    Ok(())
+}

@@ -4,6 +4,7 @@
 
 pub mod account_data;
 pub mod filters;
+pub mod push_rules;
 pub mod pushers;
 pub mod rate_limit;
 pub mod receipts;

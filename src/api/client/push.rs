@@ -18,10 +18,8 @@ use ruma::{
 use crate::{
     Error, Result,
     router::{Ruma, RumaRouter},
-    service::Services,
+    service::{Services, push_rules},
 };
-
-const PUSH_RULES: &str = "m.push_rules";
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
@@ -40,24 +38,19 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 /// Stores the spec's default push rules for a new user.
 pub fn init_push_rules(services: &Services, user_id: &UserId) -> Result<()> {
-    save(services, user_id, &Ruleset::server_default(user_id))
+    push_rules::save(
+        &services.account_data,
+        user_id,
+        &Ruleset::server_default(user_id),
+    )
 }
 
-/// The user's push rules (the defaults if none are stored).
-pub fn load(services: &Services, user_id: &UserId) -> Result<Ruleset> {
-    let stored = services.account_data.get(user_id, None, PUSH_RULES)?;
-    let ruleset = stored
-        .and_then(|content| content.get("global").cloned())
-        .and_then(|global| serde_json::from_value(global).ok())
-        .unwrap_or_else(|| Ruleset::server_default(user_id));
-    Ok(ruleset)
+fn load(services: &Services, user_id: &UserId) -> Result<Ruleset> {
+    push_rules::load(&services.account_data, user_id)
 }
 
 fn save(services: &Services, user_id: &UserId, ruleset: &Ruleset) -> Result<()> {
-    let content = serde_json::json!({ "global": ruleset });
-    services
-        .account_data
-        .set(user_id, None, PUSH_RULES, content)
+    push_rules::save(&services.account_data, user_id, ruleset)
 }
 
 fn not_found() -> Error {

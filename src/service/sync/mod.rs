@@ -72,7 +72,7 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
             until,
             full_state: request.full_state,
         };
-        let response = build(&window)?;
+        let response = build(&window).await?;
         let has_news = !response.rooms.is_empty() || !response.account_data.events.is_empty();
         if has_news || request.since.is_none() || request.full_state {
             return Ok(response);
@@ -88,7 +88,7 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
     }
 }
 
-fn build(window: &Window<'_>) -> Result<Response> {
+async fn build(window: &Window<'_>) -> Result<Response> {
     let services = window.services;
     let user = window.user();
     let mut response = Response::new(window.until.to_string());
@@ -135,7 +135,9 @@ fn build(window: &Window<'_>) -> Result<Response> {
             .unwrap_or_default();
         match membership.membership.as_str() {
             "join" => {
-                if let Some(joined) = room::joined(window, &room_id, &membership, account_data)? {
+                if let Some(joined) =
+                    room::joined(window, &room_id, &membership, account_data).await?
+                {
                     rooms.join.insert(room_id, joined);
                 }
             }

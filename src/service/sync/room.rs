@@ -18,7 +18,10 @@ use super::Window;
 use crate::{
     Result,
     api::client::room::{filter_allows, prev_content, raw},
-    service::rooms::{Membership, pdu::ClientFormat, state::StateMap},
+    service::{
+        push_rules,
+        rooms::{Membership, pdu::ClientFormat, state::StateMap},
+    },
 };
 
 /// The default number of timeline events per room.
@@ -236,7 +239,13 @@ fn summary(window: &Window<'_>, room_id: &RoomId) -> Result<RoomSummary> {
 }
 
 /// Messages from others after the user's read receipt, and those that mention the user.
-fn unread(window: &Window<'_>, room_id: &RoomId) -> Result<UnreadNotificationsCount> {
+/// The events after the user's read receipt (and after they joined) that the user's push
+/// rules say notify, and those that highlight.
+async fn unread(
+    window: &Window<'_>,
+    room_id: &RoomId,
+    joined_at: u64,
+) -> Result<UnreadNotificationsCount> {
     let services = window.services;
     let user = window.user();
     let read_position = services
@@ -253,9 +262,8 @@ fn unread(window: &Window<'_>, room_id: &RoomId) -> Result<UnreadNotificationsCo
                 .map(|pdu| pdu.position)
         })
         .max()
-        .unwrap_or(0);
-    let displayname = services.users.displayname(user)?;
-    let (mut notifications, mut highlights) = (0u64, 0u64);
+        .unwrap_or(0)
+        .max(joined_at);
     let events = services.rooms.timeline(
         room_id,
         read_position,
@@ -263,42 +271,29 @@ fn unread(window: &Window<'_>, room_id: &RoomId) -> Result<UnreadNotificationsCo
         true,
         UNREAD_COUNT_CAP,
     )?;
+    let (mut notifications, mut highlights) = (0u64, 0u64);
+    if events.is_empty() {
+        return Ok(counts(0, 0));
+    }
+    let evaluator =
+        push_rules::Evaluator::new(&services.rooms, &services.account_data, room_id, user)?;
     for (_, event_id) in events {
         let Some(pdu) = services.rooms.pdu(&event_id)? else {
             continue;
         };
-        let Ok(value) = serde_json::from_str::<Value>(pdu.pdu.get()) else {
-            continue;
-        };
-        if value.get("sender").and_then(Value::as_str) == Some(user.as_str()) {
-            continue;
-        }
-        let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
-        if !matches!(kind, "m.room.message" | "m.room.encrypted" | "m.sticker") {
-            continue;
-        }
-        notifications += 1;
-        let body = value
-            .pointer("/content/body")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let mentioned = value
-            .pointer("/content/m.mentions/user_ids")
-            .and_then(Value::as_array)
-            .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(user.as_str())));
-        if mentioned
-            || body.contains(user.as_str())
-            || displayname
-                .as_deref()
-                .is_some_and(|name| !name.is_empty() && body.contains(name))
-        {
-            highlights += 1;
-        }
+        let event = pdu.to_client(&event_id, ClientFormat::Sync, None, None);
+        let outcome = evaluator.evaluate(&event).await;
+        notifications += u64::from(outcome.notify);
+        highlights += u64::from(outcome.notify && outcome.highlight);
     }
+    Ok(counts(notifications, highlights))
+}
+
+fn counts(notifications: u64, highlights: u64) -> UnreadNotificationsCount {
     let mut counts = UnreadNotificationsCount::new();
     counts.notification_count = UInt::new(notifications);
     counts.highlight_count = UInt::new(highlights);
-    Ok(counts)
+    counts
 }
 
 fn ephemeral(window: &Window<'_>, room_id: &RoomId, first_sight: bool) -> Result<Vec<Value>> {
@@ -344,7 +339,7 @@ fn account_data_events(events: Vec<(String, Value)>) -> RoomAccountData {
 }
 
 /// A joined room's section, or `None` when nothing changed in it.
-pub fn joined(
+pub async fn joined(
     window: &Window<'_>,
     room_id: &RoomId,
     membership: &Membership,
@@ -389,7 +384,7 @@ pub fn joined(
     ephemeral_events.events = ephemeral.into_iter().map(raw).collect();
     room.ephemeral = ephemeral_events;
     room.account_data = account_data_events(account_data);
-    room.unread_notifications = unread(window, room_id)?;
+    room.unread_notifications = unread(window, room_id, membership.position).await?;
     if first_sight || state_changed {
         room.summary = summary(window, room_id)?;
     }

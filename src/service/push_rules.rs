@@ -1,0 +1,164 @@
+//! Push rules: each user's ruleset lives in their `m.push_rules` account data (which is
+//! also how clients receive it in `/sync`), seeded with the spec's defaults. Evaluation
+//! is ruma's.
+
+use ruma::{
+    Int, OwnedUserId, RoomId, UInt, UserId,
+    events::AnySyncTimelineEvent,
+    power_levels::NotificationPowerLevels,
+    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    room_version_rules::RoomPowerLevelsRules,
+    serde::Raw,
+};
+use serde_json::Value;
+
+use crate::{
+    Result,
+    service::{account_data::AccountData, rooms::Rooms},
+};
+
+const EVENT_TYPE: &str = "m.push_rules";
+
+/// A user's rules (the defaults if none are stored).
+pub fn load(account_data: &AccountData, user: &UserId) -> Result<Ruleset> {
+    let stored = account_data.get(user, None, EVENT_TYPE)?;
+    Ok(stored
+        .and_then(|content| content.get("global").cloned())
+        .and_then(|global| serde_json::from_value(global).ok())
+        .unwrap_or_else(|| Ruleset::server_default(user)))
+}
+
+pub fn save(account_data: &AccountData, user: &UserId, ruleset: &Ruleset) -> Result<()> {
+    account_data.set(
+        user,
+        None,
+        EVENT_TYPE,
+        serde_json::json!({ "global": ruleset }),
+    )
+}
+
+/// What one event means for one user: whether it notifies and whether it highlights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub notify: bool,
+    pub highlight: bool,
+}
+
+/// Evaluates events of one room for one user.
+pub struct Evaluator {
+    ruleset: Ruleset,
+    context: PushConditionRoomCtx,
+}
+
+impl Evaluator {
+    /// Gathers what the rules need to know about the room: members, the user's display
+    /// name there, and who may notify the whole room.
+    pub fn new(
+        rooms: &Rooms,
+        account_data: &AccountData,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Self> {
+        let state = rooms.current_state(room_id)?;
+        let member_count = rooms.members_with(room_id, "join")?.len() as u64;
+        let display_name = rooms
+            .content_in(&state, "m.room.member", user.as_str())?
+            .and_then(|content| {
+                content
+                    .get("displayname")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| user.localpart().to_owned());
+        let mut context = PushConditionRoomCtx::new(
+            room_id.to_owned(),
+            UInt::new(member_count).unwrap_or_default(),
+            user.to_owned(),
+            display_name,
+        );
+        context.power_levels = Some(power_levels(rooms, room_id, &state)?);
+        Ok(Self {
+            ruleset: load(account_data, user)?,
+            context,
+        })
+    }
+
+    /// The outcome of one event, given in the client format.
+    pub async fn evaluate(&self, event: &Value) -> Outcome {
+        let Ok(raw) = serde_json::value::to_raw_value(event) else {
+            return Outcome::default();
+        };
+        let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(raw);
+        let actions = self.ruleset.get_actions(&raw, &self.context).await;
+        Outcome {
+            notify: actions
+                .iter()
+                .any(|action| matches!(action, Action::Notify)),
+            highlight: actions.iter().any(Action::is_highlight),
+        }
+    }
+}
+
+fn power_levels(
+    rooms: &Rooms,
+    room_id: &RoomId,
+    state: &crate::service::rooms::state::StateMap,
+) -> Result<PushConditionPowerLevelsCtx> {
+    let content = rooms
+        .content_in(state, "m.room.power_levels", "")?
+        .unwrap_or_default();
+    let int = |value: Option<&Value>, default: i64| {
+        value
+            .and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .and_then(|v| Int::new(v))
+            .unwrap_or_else(|| Int::new(default).unwrap_or_default())
+    };
+    let users = content
+        .get("users")
+        .and_then(Value::as_object)
+        .map(|users| {
+            users
+                .iter()
+                .filter_map(|(id, level)| {
+                    Some((
+                        OwnedUserId::try_from(id.as_str()).ok()?,
+                        int(Some(level), 0),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut notifications = NotificationPowerLevels::new();
+    notifications.room = int(content.pointer("/notifications/room"), 50);
+    let version = rooms.room(room_id)?.map(|room| room.version);
+    let rules = match version.as_ref().and_then(|v| v.rules()) {
+        Some(rules) => {
+            let mut creators = Vec::new();
+            if let Some(create_id) = state.get(&("m.room.create".to_owned(), String::new()))
+                && let Some(create) = rooms.parsed_pdu(create_id)?
+            {
+                creators.push(create.sender.clone());
+                let content: Value = serde_json::from_str(create.content.get()).unwrap_or_default();
+                creators.extend(
+                    content
+                        .get("additional_creators")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| id.as_str().and_then(|id| OwnedUserId::try_from(id).ok())),
+                );
+            }
+            RoomPowerLevelsRules::new(&rules.authorization, creators)
+        }
+        None => RoomPowerLevelsRules::new(&ruma::room_version_rules::AuthorizationRules::V11, []),
+    };
+    Ok(PushConditionPowerLevelsCtx::new(
+        users,
+        int(content.get("users_default"), 0),
+        notifications,
+        rules,
+    ))
+}
