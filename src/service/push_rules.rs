@@ -113,7 +113,7 @@ fn power_levels(
                 v.as_i64()
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             })
-            .and_then(|v| Int::new(v))
+            .and_then(Int::new)
             .unwrap_or_else(|| Int::new(default).unwrap_or_default())
     };
     let users = content
