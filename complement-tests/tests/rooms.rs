@@ -212,6 +212,25 @@ async fn group_membership_changes_are_seen_by_members() -> anyhow::Result<()> {
     ];
     assert_eq!(changes, expected.map(|(u, m)| (u.to_owned(), m.to_owned())));
 
+    // The member list at the earlier token has only Alice; now Bob is banned.
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/members?at={since}");
+    let (status, then) = server
+        .request("GET", &path, Some(&token(&alice)), None)
+        .await?;
+    assert_eq!(status, 200);
+    let then: Vec<&str> = then["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert_eq!(then, vec!["@alice:localhost"]);
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/members?membership=ban");
+    let (_, banned) = server
+        .request("GET", &path, Some(&token(&alice)), None)
+        .await?;
+    assert_eq!(banned["chunk"][0]["state_key"], "@bob:localhost");
+
     // Carol sees her kick with its reason, in the leave section.
     let carol_sync = raw_sync(&server, &carol, None, 0).await?;
     assert!(

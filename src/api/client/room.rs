@@ -468,7 +468,23 @@ async fn members(
     request: Ruma<get_member_events::v3::Request>,
 ) -> Result<get_member_events::v3::Response> {
     let body = &request.body;
-    let state = readable_state(&services, &body.room_id, request.user_id()?)?;
+    let mut state = readable_state(&services, &body.room_id, request.user_id()?)?;
+    if let Some(at) = &body.at {
+        // The members at a point of the timeline, but never later than what the user
+        // may read.
+        let position = parse_token(at)?;
+        let readable_until = match services
+            .rooms
+            .membership(&body.room_id, request.user_id()?)?
+        {
+            Some(m) if m.membership != "join" => m.position,
+            _ => position,
+        };
+        let group = services
+            .rooms
+            .state_group_at(&body.room_id, position.min(readable_until))?;
+        state = services.rooms.state.get(group)?;
+    }
     let mut chunk = Vec::new();
     for (kind, _, value) in state_events(&services, &state)? {
         if kind != "m.room.member" {
