@@ -128,7 +128,7 @@ async fn registration_is_refused_when_closed_and_needs_the_token_when_set() -> a
 
 #[tokio::test]
 async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
-    let server = TestServer::start_with("max_request_size = 100000").await?;
+    let server = TestServer::start_with("max_request_size = 4096").await?;
     let alice = server.register("alice").await?;
     let token = token(&alice);
     type Case<'a> = (
@@ -246,6 +246,14 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
             404,
             "M_NOT_FOUND",
         ),
+        (
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({})),
+            400,
+            "M_BAD_JSON",
+        ),
     ];
     for (method, path, token, body, status, errcode) in cases {
         let (got_status, got) = server.request(method, path, token, body).await?;
@@ -269,7 +277,8 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
     assert_eq!(not_json.status(), 400);
     assert_eq!(not_json.json::<Value>().await?["errcode"], "M_NOT_JSON");
 
-    let huge = "x".repeat(200_000);
+    // Over the limit, yet small enough to be written whole before the server answers.
+    let huge = "x".repeat(8_000);
     let too_large = http
         .post(format!(
             "{}/_matrix/client/v3/createRoom",

@@ -198,7 +198,19 @@ where
     };
     let path_args: Vec<&str> = params.iter().map(|(_, value)| value).collect();
     let http_request = Request::from_parts(parts, bytes);
-    let body = Req::try_from_http_request(http_request, &path_args).map_err(request_error)?;
+    // Parsing is ruma's; a body it cannot cope with must be the client's 400, never a
+    // panic that takes the request down (ruma's login parsing indexes a missing `type`).
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Req::try_from_http_request(http_request, &path_args)
+    }));
+    let body = match parsed {
+        Ok(result) => result.map_err(request_error)?,
+        Err(_) => {
+            return Err(Error::bad_json(
+                "The request body does not fit this endpoint",
+            ));
+        }
+    };
     Ok(Ruma {
         body,
         sender,
