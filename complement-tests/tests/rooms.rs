@@ -476,6 +476,30 @@ async fn a_profile_change_is_seen_by_room_members() -> anyhow::Result<()> {
     assert_eq!(member["content"]["membership"], "join");
     assert_eq!(member["unsigned"]["prev_content"]["displayname"], "alice");
 
+    // The user directory finds a room-mate by display name, but not for a stranger.
+    let search = json!({ "search_term": "liddell", "limit": 10 });
+    let (status, found) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/user_directory/search",
+            Some(&token(&bob)),
+            Some(search.clone()),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(found["results"][0]["user_id"], "@alice:localhost");
+    assert_eq!(found["results"][0]["display_name"], "Alice Liddell");
+    let stranger = server.register("stranger").await?;
+    let (_, found) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/user_directory/search",
+            Some(&token(&stranger)),
+            Some(search),
+        )
+        .await?;
+    assert_eq!(found["results"], json!([]));
+
     // One's own profile change is not a new join: no gap, no full state again.
     let since = sync["next_batch"].as_str().unwrap().to_owned();
     bob.account().set_display_name(Some("Bobby")).await?;
