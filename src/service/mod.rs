@@ -13,6 +13,7 @@ pub mod stream;
 pub mod sync;
 pub mod typing;
 pub mod uiaa;
+pub mod unread;
 pub mod users;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub receipts: receipts::Receipts,
     pub typing: Arc<typing::Typing>,
+    pub unread: unread::Unread,
     pub login_limiter: rate_limit::RateLimiter,
     pub registration_limiter: rate_limit::RateLimiter,
     pub message_limiter: rate_limit::RateLimiter,
@@ -70,6 +72,7 @@ impl Services {
             admin_nonces: Default::default(),
             receipts: receipts::Receipts::new(db.clone(), stream.clone()),
             typing: typing::Typing::new(stream.clone()),
+            unread: unread::Unread::default(),
             login_limiter: rate_limit::RateLimiter::new(config.rate_limits.login),
             registration_limiter: rate_limit::RateLimiter::new(config.rate_limits.registration),
             message_limiter: rate_limit::RateLimiter::new(config.rate_limits.message),

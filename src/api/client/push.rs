@@ -50,7 +50,9 @@ fn load(services: &Services, user_id: &UserId) -> Result<Ruleset> {
 }
 
 fn save(services: &Services, user_id: &UserId, ruleset: &Ruleset) -> Result<()> {
-    push_rules::save(&services.account_data, user_id, ruleset)
+    push_rules::save(&services.account_data, user_id, ruleset)?;
+    services.unread.invalidate_user(user_id);
+    Ok(())
 }
 
 fn not_found() -> Error {

@@ -18,16 +18,11 @@ use super::Window;
 use crate::{
     Result,
     api::client::room::{filter_allows, prev_content, raw},
-    service::{
-        push_rules,
-        rooms::{Membership, pdu::ClientFormat, state::StateMap},
-    },
+    service::rooms::{Membership, pdu::ClientFormat, state::StateMap},
 };
 
 /// The default number of timeline events per room.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
-/// The most unread messages counted per room.
-const UNREAD_COUNT_CAP: usize = 999;
 /// State types sent with an invite so the invitee can show the room.
 const STRIPPED_STATE_TYPES: &[&str] = &[
     "m.room.create",
@@ -238,7 +233,6 @@ fn summary(window: &Window<'_>, room_id: &RoomId) -> Result<RoomSummary> {
     Ok(summary)
 }
 
-/// Messages from others after the user's read receipt, and those that mention the user.
 /// The events after the user's read receipt (and after they joined) that the user's push
 /// rules say notify, and those that highlight.
 async fn unread(
@@ -264,29 +258,18 @@ async fn unread(
         .max()
         .unwrap_or(0)
         .max(joined_at);
-    let events = services.rooms.timeline(
-        room_id,
-        read_position,
-        window.until.position,
-        true,
-        UNREAD_COUNT_CAP,
-    )?;
-    let (mut notifications, mut highlights) = (0u64, 0u64);
-    if events.is_empty() {
-        return Ok(counts(0, 0));
-    }
-    let evaluator =
-        push_rules::Evaluator::new(&services.rooms, &services.account_data, room_id, user)?;
-    for (_, event_id) in events {
-        let Some(pdu) = services.rooms.pdu(&event_id)? else {
-            continue;
-        };
-        let event = pdu.to_client(&event_id, ClientFormat::Sync, None, None);
-        let outcome = evaluator.evaluate(&event).await;
-        notifications += u64::from(outcome.notify);
-        highlights += u64::from(outcome.notify && outcome.highlight);
-    }
-    Ok(counts(notifications, highlights))
+    let found = services
+        .unread
+        .counts(
+            &services.rooms,
+            &services.account_data,
+            room_id,
+            user,
+            read_position,
+            window.until.position,
+        )
+        .await?;
+    Ok(counts(found.notifications, found.highlights))
 }
 
 fn counts(notifications: u64, highlights: u64) -> UnreadNotificationsCount {
