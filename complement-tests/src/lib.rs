@@ -211,6 +211,19 @@ impl TestServer {
         Ok((status, value))
     }
 
+    /// The status `/account/whoami` answers for an access token: 200 while it works.
+    pub async fn whoami_status(&self, access_token: &str) -> Result<u16> {
+        Ok(self
+            .request(
+                "GET",
+                "/_matrix/client/v3/account/whoami",
+                Some(access_token),
+                None,
+            )
+            .await?
+            .0)
+    }
+
     /// Registers `username` through the spec's UIA flow (`m.login.dummy`) with a real
     /// matrix-sdk client, which is then logged in.
     pub async fn register(&self, username: &str) -> Result<Client> {
@@ -257,6 +270,16 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.kill9();
     }
+}
+
+/// The `auth` object of an `m.login.password` stage of user-interactive authentication.
+pub fn password_stage(username: &str, password: &str, session: &Value) -> Value {
+    serde_json::json!({
+        "type": "m.login.password",
+        "session": session,
+        "identifier": { "type": "m.id.user", "user": username },
+        "password": password,
+    })
 }
 
 /// Each test user's password.

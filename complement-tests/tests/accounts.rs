@@ -1,7 +1,7 @@
 //! Accounts, devices, sessions and the spec's error answers, through matrix-sdk and raw
 //! HTTP against the real binary.
 
-use complement_tests::{TestServer, password, token};
+use complement_tests::{TestServer, password, password_stage, token};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
@@ -32,12 +32,8 @@ async fn register_and_log_in_on_two_devices() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 401);
     assert_eq!(challenge["flows"][0]["stages"][0], "m.login.password");
-    let auth = json!({ "auth": {
-        "type": "m.login.password",
-        "session": challenge["session"],
-        "identifier": { "type": "m.id.user", "user": "alice" },
-        "password": password("alice"),
-    }});
+    let auth =
+        json!({ "auth": password_stage("alice", &password("alice"), &challenge["session"]) });
     let (status, _) = server
         .request("DELETE", &path, Some(&token(&first)), Some(auth))
         .await?;
@@ -352,13 +348,8 @@ async fn refresh_tokens_rotate_and_logout_all_ends_every_session() -> anyhow::Re
         .await?;
     assert_eq!(status, 200);
     assert_ne!(renewed["access_token"], session["access_token"]);
-    let (status, _) = server
-        .request(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            session["access_token"].as_str(),
-            None,
-        )
+    let status = server
+        .whoami_status(session["access_token"].as_str().unwrap())
         .await?;
     assert_eq!(status, 401, "the old access token no longer works");
     let (status, body) = server
@@ -385,14 +376,7 @@ async fn refresh_tokens_rotate_and_logout_all_ends_every_session() -> anyhow::Re
         )
         .await?;
     assert_eq!(status, 200);
-    let (status, _) = server
-        .request(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            Some(new_token),
-            None,
-        )
-        .await?;
+    let status = server.whoami_status(new_token).await?;
     assert_eq!(status, 401);
     Ok(())
 }
@@ -410,7 +394,7 @@ async fn login_tokens_log_in_once() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(status, 401);
-    let auth = json!({ "auth": { "type": "m.login.password", "session": challenge["session"], "identifier": { "type": "m.id.user", "user": "dave" }, "password": password("dave") } });
+    let auth = json!({ "auth": password_stage("dave", &password("dave"), &challenge["session"]) });
     let (status, body) = server
         .request(
             "POST",
@@ -454,28 +438,14 @@ async fn password_change_and_deactivation() -> anyhow::Result<()> {
             Some(json!({ "new_password": "new-secret" })),
         )
         .await?;
-    let body = json!({ "new_password": "new-secret", "auth": { "type": "m.login.password", "session": challenge["session"], "identifier": { "type": "m.id.user", "user": "erin" }, "password": password("erin") } });
+    let body = json!({ "new_password": "new-secret", "auth": password_stage("erin", &password("erin"), &challenge["session"]) });
     let (status, _) = server
         .request("POST", path, Some(&token(&erin)), Some(body))
         .await?;
     assert_eq!(status, 200);
-    let (status, _) = server
-        .request(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            Some(&token(&other_device)),
-            None,
-        )
-        .await?;
+    let status = server.whoami_status(&token(&other_device)).await?;
     assert_eq!(status, 401, "other devices are logged out");
-    let (status, _) = server
-        .request(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            Some(&token(&erin)),
-            None,
-        )
-        .await?;
+    let status = server.whoami_status(&token(&erin)).await?;
     assert_eq!(status, 200, "the current device stays");
 
     let (_, challenge) = server
@@ -486,7 +456,7 @@ async fn password_change_and_deactivation() -> anyhow::Result<()> {
             Some(json!({})),
         )
         .await?;
-    let body = json!({ "auth": { "type": "m.login.password", "session": challenge["session"], "identifier": { "type": "m.id.user", "user": "erin" }, "password": "new-secret" } });
+    let body = json!({ "auth": password_stage("erin", "new-secret", &challenge["session"]) });
     let (status, body) = server
         .request(
             "POST",
@@ -535,13 +505,8 @@ async fn synapse_shared_secret_registration() -> anyhow::Result<()> {
         .request("POST", "/_synapse/admin/v1/register", None, Some(body))
         .await?;
     assert_eq!(status, 400, "a nonce is single use");
-    let (status, _) = server
-        .request(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            registered["access_token"].as_str(),
-            None,
-        )
+    let status = server
+        .whoami_status(registered["access_token"].as_str().unwrap())
         .await?;
     assert_eq!(status, 200);
     Ok(())
