@@ -771,3 +771,60 @@ async fn unread_counts_follow_the_users_push_rules() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn ignored_users_messages_and_invites_are_not_served() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    bob.join_room_by_id(&room_id).await?;
+    let ignore = json!({ "ignored_users": { "@alice:localhost": {} } });
+    let path = "/_matrix/client/v3/user/@bob:localhost/account_data/m.ignored_user_list";
+    let (status, _) = server
+        .request("PUT", path, Some(&token(&bob)), Some(ignore))
+        .await?;
+    assert_eq!(status, 200);
+    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let send = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/x");
+    server
+        .request(
+            "PUT",
+            &send,
+            Some(&token(&alice)),
+            Some(json!({ "msgtype": "m.text", "body": "unwanted" })),
+        )
+        .await?;
+    alice
+        .account()
+        .set_display_name(Some("Still Alice"))
+        .await?;
+    let mut dm = create_room::v3::Request::new();
+    dm.invite = vec!["@bob:localhost".try_into()?];
+    let dm_id = alice.create_room(dm).await?.room_id().to_owned();
+
+    let sync = raw_sync(&server, &bob, Some(&since), 1000).await?;
+    assert!(!sync.to_string().contains("unwanted"), "{sync}");
+    let state_changes = timeline(&sync, room_id.as_str());
+    assert!(
+        state_changes.iter().any(|e| e["type"] == "m.room.member"),
+        "state events still arrive"
+    );
+    assert!(
+        sync["rooms"]["invite"].get(dm_id.as_str()).is_none(),
+        "no invite from an ignored user"
+    );
+
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50");
+    let (_, page) = server
+        .request("GET", &path, Some(&token(&bob)), None)
+        .await?;
+    assert!(!page.to_string().contains("unwanted"));
+    Ok(())
+}

@@ -54,6 +54,18 @@ impl AccountData {
         Ok(stored.map(|stored| stored.content))
     }
 
+    /// The users this user ignores (`m.ignored_user_list`): their messages and invites
+    /// are not served to this user.
+    pub fn ignored_users(&self, user_id: &UserId) -> Result<std::collections::HashSet<String>> {
+        let content = self.get(user_id, None, "m.ignored_user_list")?;
+        Ok(content
+            .as_ref()
+            .and_then(|content| content.get("ignored_users"))
+            .and_then(serde_json::Value::as_object)
+            .map(|users| users.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
     /// Stores account data and wakes the user's syncs. An empty object is kept as is:
     /// the spec has no deletion, clients clear data by writing `{}`.
     pub fn set(

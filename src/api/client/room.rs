@@ -635,6 +635,14 @@ async fn messages(
     let limit = usize::try_from(u64::from(body.limit))
         .unwrap_or(10)
         .clamp(1, 1000);
+    let ignored = services.account_data.ignored_users(&sender.user_id)?;
+    let from_ignored = |event: &Value| {
+        event.get("state_key").is_none()
+            && event
+                .get("sender")
+                .and_then(Value::as_str)
+                .is_some_and(|s| ignored.contains(s))
+    };
     let mut chunk = Vec::new();
     let mut state_members = BTreeMap::new();
     let mut end = None;
@@ -661,7 +669,7 @@ async fn messages(
             else {
                 continue;
             };
-            if !filter_allows(&body.filter, &value) {
+            if !filter_allows(&body.filter, &value) || from_ignored(&value) {
                 continue;
             }
             if !body.filter.lazy_load_options.is_disabled()

@@ -9,7 +9,10 @@
 mod room;
 mod token;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use ruma::{
     OneTimeKeyAlgorithm, OwnedRoomId, UInt, UserId,
@@ -40,6 +43,24 @@ pub struct Window<'a> {
     pub since: Option<SyncToken>,
     pub until: SyncToken,
     pub full_state: bool,
+    /// Users whose messages and invites this user does not want.
+    pub ignored: HashSet<String>,
+}
+
+impl Window<'_> {
+    /// Whether an event (client format) comes from an ignored user. State events still
+    /// count: the room's state must stay whole.
+    pub fn is_ignored(&self, event: &serde_json::Value) -> bool {
+        event.get("state_key").is_none()
+            && event
+                .get("sender")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|sender| self.is_ignored_sender(sender))
+    }
+
+    pub fn is_ignored_sender(&self, sender: &str) -> bool {
+        self.ignored.contains(sender)
+    }
 }
 
 impl Window<'_> {
@@ -71,6 +92,7 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
             since: request.since,
             until,
             full_state: request.full_state,
+            ignored: services.account_data.ignored_users(&sender.user_id)?,
         };
         let response = build(&window).await?;
         let has_news = !response.rooms.is_empty() || !response.account_data.events.is_empty();
@@ -142,10 +164,9 @@ async fn build(window: &Window<'_>) -> Result<Response> {
                 }
             }
             "invite" if membership_changed => {
-                rooms.invite.insert(
-                    room_id.clone(),
-                    room::invited(window, &room_id, &membership)?,
-                );
+                if let Some(invited) = room::invited(window, &room_id, &membership)? {
+                    rooms.invite.insert(room_id.clone(), invited);
+                }
             }
             "leave" | "ban"
                 if membership_changed && (window.since.is_some() || room_filter.include_leave) =>

@@ -81,7 +81,7 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
                 viewer,
                 prev_content(services, &pdu)?,
             );
-            if !filter_allows(filter, &value) {
+            if !filter_allows(filter, &value) || window.is_ignored(&value) {
                 continue;
             }
             if events.len() == limit {
@@ -374,14 +374,21 @@ pub async fn joined(
     Ok(Some(room))
 }
 
-/// An invite: the stripped state that lets the client show the room.
+/// An invite: the stripped state that lets the client show the room; `None` when the
+/// inviter is ignored.
 pub fn invited(
     window: &Window<'_>,
     room_id: &RoomId,
     membership: &Membership,
-) -> Result<InvitedRoom> {
+) -> Result<Option<InvitedRoom>> {
     let services = window.services;
     let invite = services.rooms.pdu(&membership.event_id)?;
+    if let Some(pdu) = &invite
+        && let Ok(parsed) = pdu.parse(membership.event_id.clone())
+        && window.is_ignored_sender(parsed.sender.as_str())
+    {
+        return Ok(None);
+    }
     let state = match &invite {
         Some(pdu) => services.rooms.state.get(pdu.state_after)?,
         None => services.rooms.current_state(room_id)?,
@@ -424,7 +431,7 @@ pub fn invited(
     invite_state.events = events;
     let mut room = InvitedRoom::new();
     room.invite_state = invite_state;
-    Ok(room)
+    Ok(Some(room))
 }
 
 /// A room the user left or was removed from: the timeline up to that moment.
