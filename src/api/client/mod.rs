@@ -14,6 +14,7 @@ pub mod register;
 pub mod room;
 pub mod session;
 pub mod sync;
+pub mod thirdparty;
 pub mod uia;
 pub mod user_directory;
 
@@ -38,5 +39,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = membership::routes(router);
     let router = directory::routes(router);
     let router = ephemeral::routes(router);
+    let router = thirdparty::routes(router);
     sync::routes(router)
 }
