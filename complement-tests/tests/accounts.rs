@@ -250,6 +250,14 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
             400,
             "M_BAD_JSON",
         ),
+        (
+            "GET",
+            "/_matrix/client/v3/thirdparty/protocol/irc",
+            Some(&token),
+            None,
+            404,
+            "M_NOT_FOUND",
+        ),
     ];
     for (method, path, token, body, status, errcode) in cases {
         let (got_status, got) = server.request(method, path, token, body).await?;
@@ -263,6 +271,20 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
             "{method} {path}: an error message"
         );
     }
+
+    let (status, protocols) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/thirdparty/protocols",
+            Some(&token),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, protocols),
+        (200, json!({})),
+        "no bridges, no protocols"
+    );
 
     let http = reqwest::Client::new();
     let not_json = http
