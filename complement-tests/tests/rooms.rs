@@ -828,3 +828,104 @@ async fn ignored_users_messages_and_invites_are_not_served() -> anyhow::Result<(
     assert!(!page.to_string().contains("unwanted"));
     Ok(())
 }
+
+#[tokio::test]
+async fn context_joined_rooms_and_forget() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let room_id = alice
+        .create_room(create_room::v3::Request::new())
+        .await?
+        .room_id()
+        .to_owned();
+    let t = token(&alice);
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/c{i}");
+        let (_, sent) = server
+            .request(
+                "PUT",
+                &path,
+                Some(&t),
+                Some(json!({ "msgtype": "m.text", "body": format!("{i}") })),
+            )
+            .await?;
+        ids.push(sent["event_id"].as_str().unwrap().to_owned());
+    }
+    let path = format!(
+        "/_matrix/client/v3/rooms/{room_id}/context/{}?limit=4",
+        ids[4]
+    );
+    let (status, context) = server.request("GET", &path, Some(&t), None).await?;
+    assert_eq!(status, 200);
+    assert_eq!(context["event"]["content"]["body"], "4");
+    let before: Vec<&Value> = context["events_before"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    let after: Vec<&Value> = context["events_after"].as_array().unwrap().iter().collect();
+    assert_eq!(bodies(&before), vec!["3", "2"], "closest first");
+    assert_eq!(bodies(&after), vec!["5", "6"]);
+    assert!(
+        context["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+    // Paginating on from the context's tokens continues without a gap.
+    let path = format!(
+        "/_matrix/client/v3/rooms/{room_id}/messages?dir=f&limit=2&from={}",
+        context["end"].as_str().unwrap()
+    );
+    let (_, page) = server.request("GET", &path, Some(&t), None).await?;
+    let chunk: Vec<&Value> = page["chunk"].as_array().unwrap().iter().collect();
+    assert_eq!(bodies(&chunk), vec!["7", "8"]);
+    let path = format!(
+        "/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=2&from={}",
+        context["start"].as_str().unwrap()
+    );
+    let (_, page) = server.request("GET", &path, Some(&t), None).await?;
+    let chunk: Vec<&Value> = page["chunk"].as_array().unwrap().iter().collect();
+    assert_eq!(bodies(&chunk), vec!["1", "0"]);
+
+    let (_, joined) = server
+        .request("GET", "/_matrix/client/v3/joined_rooms", Some(&t), None)
+        .await?;
+    assert_eq!(joined["joined_rooms"], json!([room_id.as_str()]));
+
+    // Forgetting needs leaving first; a forgotten room is gone from syncs with include_leave.
+    let forget = format!("/_matrix/client/v3/rooms/{room_id}/forget");
+    let (status, _) = server
+        .request("POST", &forget, Some(&t), Some(json!({})))
+        .await?;
+    assert_eq!(status, 400);
+    server
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_id}/leave"),
+            Some(&t),
+            Some(json!({})),
+        )
+        .await?;
+    let include_leave = json!({ "room": { "include_leave": true } });
+    let sync =
+        complement_tests::raw_sync_filtered(&server, &t, None, 0, Some(&include_leave)).await?;
+    assert!(sync["rooms"]["leave"].get(room_id.as_str()).is_some());
+    let (status, _) = server
+        .request("POST", &forget, Some(&t), Some(json!({})))
+        .await?;
+    assert_eq!(status, 200);
+    let sync =
+        complement_tests::raw_sync_filtered(&server, &t, None, 0, Some(&include_leave)).await?;
+    assert!(
+        sync["rooms"]["leave"].get(room_id.as_str()).is_none(),
+        "{sync}"
+    );
+    let (_, joined) = server
+        .request("GET", "/_matrix/client/v3/joined_rooms", Some(&t), None)
+        .await?;
+    assert_eq!(joined["joined_rooms"], json!([]));
+    Ok(())
+}
