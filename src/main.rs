@@ -31,7 +31,23 @@ async fn main() -> std::process::ExitCode {
     // ruma's authorisation checks log every decision at info; keep them for debugging.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("ruma_state_res=warn,{}", config.log)));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .init();
+    // One log line per panic (request handlers' panics are caught and answered with an
+    // error), instead of a backtrace on stderr that any client could trigger at will.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%location, %message, "panic");
+    }));
     match palisade::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
