@@ -929,3 +929,47 @@ async fn context_joined_rooms_and_forget() -> anyhow::Result<()> {
     assert_eq!(joined["joined_rooms"], json!([]));
     Ok(())
 }
+
+#[tokio::test]
+async fn sending_is_rate_limited_but_retries_of_a_transaction_are_not() -> anyhow::Result<()> {
+    let limits = "[global.rate_limits.login]\nper_second = 100.0\nburst = 100\n[global.rate_limits.registration]\nper_second = 100.0\nburst = 100\n[global.rate_limits.message]\nper_second = 0.5\nburst = 3";
+    let server = TestServer::start_with(limits).await?;
+    let alice = server.register("alice").await?;
+    // createRoom takes one token of the bucket, the first send two more.
+    let room_id = alice
+        .create_room(create_room::v3::Request::new())
+        .await?
+        .room_id()
+        .to_owned();
+    let t = token(&alice);
+    let send = |txn: &'static str| {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+        let (server, t) = (&server, t.clone());
+        async move {
+            server
+                .request(
+                    "PUT",
+                    &path,
+                    Some(&t),
+                    Some(json!({ "msgtype": "m.text", "body": txn })),
+                )
+                .await
+        }
+    };
+    let (status, first) = send("one").await?;
+    assert_eq!(status, 200);
+    assert_eq!(send("two").await?.0, 200);
+    let (status, limited) = send("three").await?;
+    assert_eq!(
+        (status, limited["errcode"].as_str()),
+        (429, Some("M_LIMIT_EXCEEDED"))
+    );
+    assert!(limited["retry_after_ms"].as_u64().is_some());
+    let (status, again) = send("one").await?;
+    assert_eq!(
+        (status, &again["event_id"]),
+        (200, &first["event_id"]),
+        "a retried transaction is answered, not limited"
+    );
+    Ok(())
+}
