@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod json;
 pub mod router;
 pub mod service;
 pub mod storage;

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use ruma::UserId;
+use ruma::{UserId, api::client::filter::RoomEventFilter};
+use serde_json::Value;
 
 use crate::{
     Result,
@@ -44,4 +45,38 @@ impl Filters {
             Key::new().str(user.as_str()).str(id).bytes(),
         )?)
     }
+}
+
+/// Whether a `RoomEventFilter` lets an event (client format) through: its type and
+/// sender patterns.
+pub fn allows(filter: &RoomEventFilter, value: &Value) -> bool {
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
+    let sender = value.get("sender").and_then(Value::as_str).unwrap_or("");
+    let matches = |pattern: &String| {
+        pattern == kind
+            || pattern
+                .strip_suffix('*')
+                .is_some_and(|prefix| kind.starts_with(prefix))
+    };
+    if filter.not_types.iter().any(matches) {
+        return false;
+    }
+    if filter
+        .types
+        .as_ref()
+        .is_some_and(|types| !types.iter().any(matches))
+    {
+        return false;
+    }
+    if filter.not_senders.iter().any(|s| s.as_str() == sender) {
+        return false;
+    }
+    if filter
+        .senders
+        .as_ref()
+        .is_some_and(|senders| !senders.iter().any(|s| s.as_str() == sender))
+    {
+        return false;
+    }
+    true
 }

@@ -5,6 +5,7 @@
 //! [`timeline::Rooms::append`] and nowhere else, so a room's events are linear.
 
 pub mod alias;
+pub mod client;
 pub mod create;
 pub mod membership;
 pub mod pdu;

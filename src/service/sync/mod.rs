@@ -182,7 +182,7 @@ async fn build(window: &Window<'_>) -> Result<Response> {
     let mut global = GlobalAccountData::new();
     global.events = global_account_data
         .into_iter()
-        .map(crate::api::client::room::raw)
+        .map(crate::json::raw)
         .collect();
     response.account_data = global;
     response.device_one_time_keys_count =

@@ -17,8 +17,11 @@ use serde_json::{Value, json};
 use super::Window;
 use crate::{
     Result,
-    api::client::room::{filter_allows, prev_content, raw},
-    service::rooms::{Membership, pdu::ClientFormat, state::StateMap},
+    json::raw,
+    service::{
+        filters,
+        rooms::{Membership, pdu::ClientFormat, state::StateMap},
+    },
 };
 
 /// The default number of timeline events per room.
@@ -79,9 +82,9 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
                 event_id,
                 ClientFormat::Sync,
                 viewer,
-                prev_content(services, &pdu)?,
+                services.rooms.prev_content(&pdu)?,
             );
-            if !filter_allows(filter, &value) || window.is_ignored(&value) {
+            if !filters::allows(filter, &value) || window.is_ignored(&value) {
                 continue;
             }
             if events.len() == limit {
@@ -136,7 +139,7 @@ fn state_events(
             continue;
         };
         let value = pdu.to_client(&event_id, ClientFormat::Sync, None, None);
-        if filter_allows(filter, &value) {
+        if filters::allows(filter, &value) {
             out.push(value);
         }
     }
@@ -308,7 +311,7 @@ fn ephemeral(window: &Window<'_>, room_id: &RoomId, first_sight: bool) -> Result
     let filter = &window.filter.room.ephemeral;
     Ok(events
         .into_iter()
-        .filter(|event| filter_allows(filter, event))
+        .filter(|event| filters::allows(filter, event))
         .collect())
 }
 

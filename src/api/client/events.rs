@@ -1,0 +1,40 @@
+//! What the room read endpoints share: which state a user may read, and pagination
+//! tokens.
+
+use std::sync::Arc;
+
+use ruma::{RoomId, UserId};
+
+use crate::{
+    Error, Result,
+    service::{Services, rooms::state::StateMap},
+};
+
+/// The state a user may read: the current state if joined, else the state when they left.
+pub fn readable_state(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<Arc<StateMap>> {
+    match services.rooms.membership(room_id, user)? {
+        Some(m) if m.membership == "join" => services.rooms.current_state(room_id),
+        Some(m) if matches!(m.membership.as_str(), "leave" | "ban") => {
+            let pdu = services
+                .rooms
+                .pdu(&m.event_id)?
+                .ok_or_else(|| Error::internal("missing membership event"))?;
+            services.rooms.state.get(pdu.state_after)
+        }
+        _ if services.rooms.can_see_room(room_id, user)? => services.rooms.current_state(room_id),
+        _ => Err(Error::forbidden("You are not in this room")),
+    }
+}
+
+/// Parses a pagination token: a stream position, or a sync token (`s{position}_...`).
+pub fn parse_token(token: &str) -> Result<u64> {
+    let position = token.strip_prefix('s').unwrap_or(token);
+    let position = position.split('_').next().unwrap_or(position);
+    position
+        .parse()
+        .map_err(|_| Error::invalid_param("Invalid pagination token"))
+}

@@ -1,0 +1,368 @@
+//! Sending, redacting and reading room events: `/send`, `/redact`, `/event`, `/messages`, `/context`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::Router;
+use ruma::{
+    RoomId, UserId,
+    api::Direction,
+    api::client::{
+        context::get_context,
+        message::{get_message_events, send_message_event},
+        redact::redact_event,
+        room::get_room_event,
+    },
+};
+use serde_json::Value;
+
+use super::events::parse_token;
+use crate::{
+    Error, Result,
+    json::raw,
+    router::{Ruma, RumaRouter},
+    service::{
+        Services, filters,
+        rooms::{
+            pdu::ClientFormat,
+            timeline::{NewEvent, Txn},
+        },
+    },
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma_route(send_message)
+        .ruma_route(redact)
+        .ruma_route(event)
+        .ruma_route(messages)
+        .ruma_route(context)
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
+async fn send_message(
+    services: Arc<Services>,
+    request: Ruma<send_message_event::v3::Request>,
+) -> Result<send_message_event::v3::Response> {
+    let sender = request.sender()?.clone();
+    let body = &request.body;
+    let txn = Txn {
+        device_id: &sender.device_id,
+        txn_id: body.txn_id.as_str(),
+    };
+    if let Some(event_id) = services.rooms.txn_event(&sender.user_id, &txn)? {
+        return Ok(send_message_event::v3::Response::new(event_id));
+    }
+    services.message_limiter.check(sender.user_id.as_str())?;
+    services
+        .rooms
+        .require_joined(&body.room_id, &sender.user_id)?;
+    let content: Value =
+        serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    if !content.is_object() {
+        return Err(Error::bad_json("Event content must be an object"));
+    }
+    let event = NewEvent::message(&body.event_type.to_string(), content);
+    let event_id = services
+        .rooms
+        .append(&body.room_id, &sender.user_id, event, Some(txn))
+        .await?;
+    Ok(send_message_event::v3::Response::new(event_id))
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
+async fn redact(
+    services: Arc<Services>,
+    request: Ruma<redact_event::v3::Request>,
+) -> Result<redact_event::v3::Response> {
+    let sender = request.sender()?.clone();
+    let body = &request.body;
+    let txn = Txn {
+        device_id: &sender.device_id,
+        txn_id: body.txn_id.as_str(),
+    };
+    if let Some(event_id) = services.rooms.txn_event(&sender.user_id, &txn)? {
+        return Ok(redact_event::v3::Response::new(event_id));
+    }
+    services.message_limiter.check(sender.user_id.as_str())?;
+    services
+        .rooms
+        .require_joined(&body.room_id, &sender.user_id)?;
+    let target = services
+        .rooms
+        .parsed_pdu(&body.event_id)?
+        .filter(|pdu| {
+            pdu.room_id
+                .as_deref()
+                .is_none_or(|room| room == body.room_id)
+        })
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    if target.sender != sender.user_id
+        && !may_redact_others(&services, &body.room_id, &sender.user_id)?
+    {
+        return Err(Error::forbidden("You may not redact other users' events"));
+    }
+    let mut content = serde_json::json!({});
+    if let Some(reason) = &body.reason {
+        content["reason"] = reason.as_str().into();
+    }
+    let event = NewEvent {
+        kind: "m.room.redaction".to_owned(),
+        content,
+        state_key: None,
+        redacts: Some(body.event_id.clone()),
+    };
+    let event_id = services
+        .rooms
+        .append(&body.room_id, &sender.user_id, event, Some(txn))
+        .await?;
+    Ok(redact_event::v3::Response::new(event_id))
+}
+
+fn power_level(levels: &Value, key: &str, default: i64) -> i64 {
+    levels.get(key).and_then(Value::as_i64).unwrap_or(default)
+}
+
+/// Whether the user's power level reaches the room's `redact` level.
+fn may_redact_others(services: &Services, room_id: &RoomId, user: &UserId) -> Result<bool> {
+    let levels = services
+        .rooms
+        .state_content(room_id, "m.room.power_levels", "")?
+        .unwrap_or_default();
+    let create = services
+        .rooms
+        .state_content(room_id, "m.room.create", "")?
+        .unwrap_or_default();
+    let room = services
+        .rooms
+        .room(room_id)?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
+    let rules = crate::service::rooms::Rooms::rules(&room.version)?;
+    if rules.authorization.explicitly_privilege_room_creators {
+        let creator_event = services
+            .rooms
+            .current_state(room_id)?
+            .get(&("m.room.create".to_owned(), String::new()))
+            .cloned();
+        let creator = creator_event
+            .and_then(|id| services.rooms.parsed_pdu(&id).ok().flatten())
+            .map(|pdu| pdu.sender);
+        let additional = create
+            .get("additional_creators")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if creator.as_deref() == Some(user)
+            || additional.iter().any(|u| u.as_str() == Some(user.as_str()))
+        {
+            return Ok(true);
+        }
+    }
+    let user_level = levels
+        .get("users")
+        .and_then(|users| users.get(user.as_str()))
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| power_level(&levels, "users_default", 0));
+    Ok(user_level >= power_level(&levels, "redact", 50))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
+async fn event(
+    services: Arc<Services>,
+    request: Ruma<get_room_event::v3::Request>,
+) -> Result<get_room_event::v3::Response> {
+    let sender = request.sender()?;
+    let (pdu, value) = services
+        .rooms
+        .visible_event(
+            &sender.user_id,
+            Some(&sender.device_id),
+            &request.body.event_id,
+            ClientFormat::Full,
+        )?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    if pdu.room_id != request.body.room_id {
+        return Err(Error::not_found("Event not found"));
+    }
+    Ok(get_room_event::v3::Response::new(raw(value)))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
+async fn messages(
+    services: Arc<Services>,
+    request: Ruma<get_message_events::v3::Request>,
+) -> Result<get_message_events::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let room_id = &body.room_id;
+    let membership = services.rooms.membership(room_id, &sender.user_id)?;
+    if membership.is_none() && !services.rooms.can_see_room(room_id, &sender.user_id)? {
+        return Err(Error::forbidden("You are not in this room"));
+    }
+    let forwards = body.dir == Direction::Forward;
+    let frontier = services.stream.frontier();
+    // A token is a boundary: "after position p". Backwards from it come the events at or
+    // below p, forwards the events above it.
+    let from = match &body.from {
+        Some(token) => parse_token(token)?,
+        None if forwards => 0,
+        None => frontier,
+    };
+    let to = match &body.to {
+        Some(token) => parse_token(token)?.min(frontier),
+        None if forwards => frontier,
+        None => 0,
+    };
+    let limit = usize::try_from(u64::from(body.limit))
+        .unwrap_or(10)
+        .clamp(1, 1000);
+    let ignored = services.account_data.ignored_users(&sender.user_id)?;
+    let from_ignored = |event: &Value| {
+        event.get("state_key").is_none()
+            && event
+                .get("sender")
+                .and_then(Value::as_str)
+                .is_some_and(|s| ignored.contains(s))
+    };
+    let mut chunk = Vec::new();
+    let mut state_members = BTreeMap::new();
+    let mut end = None;
+    // `Rooms::timeline` takes an exclusive starting bound.
+    let mut cursor = if forwards {
+        from
+    } else {
+        from.saturating_add(1)
+    };
+    // Walk in pages, skipping what the viewer may not see, until the chunk is full.
+    'walk: loop {
+        let page = services
+            .rooms
+            .timeline(room_id, cursor, to, forwards, limit)?;
+        for (position, event_id) in &page {
+            cursor = *position;
+            let Some((_, value)) = services.rooms.visible_event(
+                &sender.user_id,
+                Some(&sender.device_id),
+                event_id,
+                ClientFormat::Full,
+            )?
+            else {
+                continue;
+            };
+            if !filters::allows(&body.filter, &value) || from_ignored(&value) {
+                continue;
+            }
+            if !body.filter.lazy_load_options.is_disabled()
+                && let Some(member) = value.get("sender").and_then(Value::as_str)
+            {
+                state_members.entry(member.to_owned()).or_insert(*position);
+            }
+            chunk.push(raw(value));
+            if chunk.len() >= limit {
+                let boundary = if forwards {
+                    cursor
+                } else {
+                    cursor.saturating_sub(1)
+                };
+                end = Some(boundary.to_string());
+                break 'walk;
+            }
+        }
+        if page.len() < limit {
+            // The start (or end) of the room: `end` is left out, as the spec asks.
+            break;
+        }
+    }
+    let mut state = Vec::new();
+    if !body.filter.lazy_load_options.is_disabled() {
+        let current = services.rooms.current_state(room_id)?;
+        for member in state_members.keys() {
+            if let Some(event_id) = current.get(&("m.room.member".to_owned(), member.clone()))
+                && let Some(pdu) = services.rooms.pdu(event_id)?
+            {
+                state.push(raw(pdu.to_client(event_id, ClientFormat::Full, None, None)));
+            }
+        }
+    }
+    let mut response = get_message_events::v3::Response::new();
+    response.start = body.from.clone().unwrap_or_else(|| from.to_string());
+    response.end = end;
+    response.chunk = chunk;
+    response.state = state;
+    Ok(response)
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`
+async fn context(
+    services: Arc<Services>,
+    request: Ruma<get_context::v3::Request>,
+) -> Result<get_context::v3::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let (pdu, value) = services
+        .rooms
+        .visible_event(
+            &sender.user_id,
+            Some(&sender.device_id),
+            &body.event_id,
+            ClientFormat::Full,
+        )?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    if pdu.room_id != body.room_id {
+        return Err(Error::not_found("Event not found"));
+    }
+    let limit = usize::try_from(u64::from(body.limit))
+        .unwrap_or(10)
+        .min(100);
+    let half = limit / 2;
+    let frontier = services.stream.frontier();
+    let mut before = Vec::new();
+    let mut start = pdu.position.saturating_sub(1);
+    for (position, event_id) in
+        services
+            .rooms
+            .timeline(&body.room_id, pdu.position, 0, false, half)?
+    {
+        start = position.saturating_sub(1);
+        if let Some((_, value)) = services.rooms.visible_event(
+            &sender.user_id,
+            Some(&sender.device_id),
+            &event_id,
+            ClientFormat::Full,
+        )? && filters::allows(&body.filter, &value)
+        {
+            before.push(raw(value));
+        }
+    }
+    let mut after = Vec::new();
+    let mut end = pdu.position;
+    for (position, event_id) in
+        services
+            .rooms
+            .timeline(&body.room_id, pdu.position, frontier, true, limit - half)?
+    {
+        end = position;
+        if let Some((_, value)) = services.rooms.visible_event(
+            &sender.user_id,
+            Some(&sender.device_id),
+            &event_id,
+            ClientFormat::Full,
+        )? && filters::allows(&body.filter, &value)
+        {
+            after.push(raw(value));
+        }
+    }
+    let state = services.rooms.state.get(pdu.state_before)?;
+    let mut response = get_context::v3::Response::new();
+    response.start = Some(start.to_string());
+    response.end = Some(end.to_string());
+    response.event = Some(raw(value));
+    response.events_before = before;
+    response.events_after = after;
+    response.state = services
+        .rooms
+        .state_events(&state)?
+        .into_iter()
+        .map(|(_, _, value)| raw(value))
+        .collect();
+    Ok(response)
+}

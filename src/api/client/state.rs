@@ -1,0 +1,118 @@
+//! Room state: reading it and sending state events.
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{
+    RoomId,
+    api::client::state::{get_state_event_for_key, get_state_events, send_state_event},
+};
+use serde_json::Value;
+
+use super::events::readable_state;
+use crate::{
+    Error, Result,
+    json::raw,
+    router::{Ruma, RumaRouter},
+    service::{
+        Services,
+        rooms::{pdu::ClientFormat, timeline::NewEvent},
+    },
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma_route(send_state)
+        .ruma_route(state)
+        .ruma_route(state_event)
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+async fn send_state(
+    services: Arc<Services>,
+    request: Ruma<send_state_event::v3::Request>,
+) -> Result<send_state_event::v3::Response> {
+    let sender = request.user_id()?.to_owned();
+    services.message_limiter.check(sender.as_str())?;
+    let body = &request.body;
+    let content: Value =
+        serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    if !content.is_object() {
+        return Err(Error::bad_json("Event content must be an object"));
+    }
+    let kind = body.event_type.to_string();
+    if kind == "m.room.member" {
+        return Err(Error::forbidden(
+            "Use the membership endpoints to change membership",
+        ));
+    }
+    services.rooms.require_joined(&body.room_id, &sender)?;
+    if kind == "m.room.canonical_alias" {
+        check_canonical_alias(&services, &body.room_id, &content)?;
+    }
+    let event = NewEvent::state(&kind, &body.state_key, content);
+    let event_id = services
+        .rooms
+        .append(&body.room_id, &sender, event, None)
+        .await?;
+    Ok(send_state_event::v3::Response::new(event_id))
+}
+
+/// The aliases of an `m.room.canonical_alias` event must point at the room.
+fn check_canonical_alias(services: &Services, room_id: &RoomId, content: &Value) -> Result<()> {
+    let mut aliases: Vec<&str> = Vec::new();
+    if let Some(alias) = content.get("alias").and_then(Value::as_str) {
+        aliases.push(alias);
+    }
+    if let Some(alt) = content.get("alt_aliases").and_then(Value::as_array) {
+        aliases.extend(alt.iter().filter_map(Value::as_str));
+    }
+    for alias in aliases {
+        let parsed = ruma::OwnedRoomAliasId::try_from(alias)
+            .map_err(|_| Error::new(ruma::api::error::ErrorKind::InvalidParam, "Invalid alias"))?;
+        let record = services.rooms.resolve_alias(&parsed)?;
+        if record.is_none_or(|record| record.room_id != room_id) {
+            return Err(Error::new(
+                ruma::api::error::ErrorKind::BadAlias,
+                format!("{alias} does not point at this room"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/state`
+async fn state(
+    services: Arc<Services>,
+    request: Ruma<get_state_events::v3::Request>,
+) -> Result<get_state_events::v3::Response> {
+    let state = readable_state(&services, &request.body.room_id, request.user_id()?)?;
+    let events = services.rooms.state_events(&state)?;
+    Ok(get_state_events::v3::Response::new(
+        events.into_iter().map(|(_, _, value)| raw(value)).collect(),
+    ))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+async fn state_event(
+    services: Arc<Services>,
+    request: Ruma<get_state_event_for_key::v3::Request>,
+) -> Result<get_state_event_for_key::v3::Response> {
+    let body = &request.body;
+    let state = readable_state(&services, &body.room_id, request.user_id()?)?;
+    let event_id = state
+        .get(&(body.event_type.to_string(), body.state_key.clone()))
+        .ok_or_else(|| Error::not_found("State event not found"))?;
+    let pdu = services
+        .rooms
+        .pdu(event_id)?
+        .ok_or_else(|| Error::not_found("State event not found"))?;
+    let event = pdu.to_client(event_id, ClientFormat::Full, None, None);
+    let value = match body.format {
+        get_state_event_for_key::v3::StateEventFormat::Event => event,
+        _ => event.get("content").cloned().unwrap_or_default(),
+    };
+    Ok(get_state_event_for_key::v3::Response::new(
+        serde_json::value::to_raw_value(&value).map_err(Error::internal)?,
+    ))
+}
