@@ -19,4 +19,15 @@ if [ "${1:-}" != "--server-only" ]; then
     if [ ! -d complement-tests/js/node_modules/matrix-js-sdk ]; then
         (cd complement-tests/js && npm ci --no-audit --no-fund --loglevel=error)
     fi
+    venv=complement-tests/python/.venv
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv" 2>/dev/null || {
+            SUDO=""
+            [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+            $SUDO apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$venv"
+        }
+    fi
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r complement-tests/python/requirements.txt
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and in-process tests, then the black-box tests that start
-# the real binary and drive it with matrix-sdk (Rust) and matrix-js-sdk (Node).
+# the real binary and drive it with matrix-sdk (Rust), matrix-nio (Python) and
+# matrix-js-sdk (Node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
@@ -9,5 +10,7 @@ cargo build --workspace --all-targets
 export PALISADE_BIN="$CARGO_TARGET_DIR/debug/palisade"
 
 cargo test --workspace --no-fail-fast
+
+complement-tests/python/.venv/bin/python -m unittest discover -s complement-tests/python -p 'test_*.py'
 
 (cd complement-tests/js && node --test --test-force-exit --test-concurrency=1 tests/)

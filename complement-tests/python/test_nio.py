@@ -1,0 +1,127 @@
+"""Black-box test: the palisade binary driven by matrix-nio, the Python client library
+bots and many bridges use, through a new user's first steps."""
+
+import asyncio
+import os
+import socket
+import subprocess
+import tempfile
+import unittest
+import urllib.request
+from pathlib import Path
+
+from nio import (
+    AsyncClient,
+    JoinResponse,
+    LoginResponse,
+    RegisterResponse,
+    RoomCreateResponse,
+    RoomMessagesResponse,
+    RoomMessageText,
+    RoomSendResponse,
+)
+
+
+def binary() -> str:
+    if "PALISADE_BIN" in os.environ:
+        return os.environ["PALISADE_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/palisade-target"))
+    return str(Path(target) / "debug/palisade")
+
+
+class Server:
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = Path(self.dir.name) / "homeserver.toml"
+        config.write_text(
+            f"""[global]
+server_name = "localhost"
+port = {self.port}
+database_path = "{self.dir.name}/db"
+allow_registration = true
+"""
+        )
+        self.log = open(Path(self.dir.name) / "server.log", "w")
+        self.process = subprocess.Popen(
+            [binary(), "--config", str(config)], stdout=self.log, stderr=self.log, env={**os.environ, "RUST_LOG": "warn"}
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=1)
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError((Path(self.dir.name) / "server.log").read_text())
+                asyncio.run(asyncio.sleep(0.05))
+        raise RuntimeError("the server did not come up")
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+        self.log.close()
+        self.dir.cleanup()
+
+
+class NioWalkthrough(unittest.IsolatedAsyncioTestCase):
+    def setUp(self):
+        self.server = Server()
+        self.clients = []
+
+    async def asyncTearDown(self):
+        for client in self.clients:
+            await client.close()
+
+    def tearDown(self):
+        self.server.stop()
+
+    def client(self, user: str) -> AsyncClient:
+        client = AsyncClient(self.server.url, user)
+        self.clients.append(client)
+        return client
+
+    async def test_a_new_users_first_steps(self):
+        alice, bob = self.client("alice"), self.client("bob")
+        self.assertIsInstance(await alice.register("alice", "alice-password", "laptop"), RegisterResponse)
+        self.assertIsInstance(await bob.register("bob", "bob-password"), RegisterResponse)
+        phone = self.client("@alice:localhost")
+        self.assertIsInstance(await phone.login("alice-password", device_name="phone"), LoginResponse)
+        self.assertNotEqual(phone.device_id, alice.device_id)
+
+        created = await alice.room_create(name="Lunch", topic="where?", invite=["@bob:localhost"], is_direct=True)
+        self.assertIsInstance(created, RoomCreateResponse)
+        room_id = created.room_id
+        sync = await bob.sync(timeout=1000)
+        self.assertIn(room_id, sync.rooms.invite)
+        self.assertIsInstance(await bob.join(room_id), JoinResponse)
+
+        for i in range(3):
+            sent = await alice.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": f"hello {i}"})
+            self.assertIsInstance(sent, RoomSendResponse)
+        sync = await bob.sync(timeout=1000, since=bob.next_batch)
+        bodies = [e.body for e in sync.rooms.join[room_id].timeline.events if isinstance(e, RoomMessageText)]
+        self.assertEqual(bodies, ["hello 0", "hello 1", "hello 2"])
+
+        await bob.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "pizza"})
+        await phone.sync(timeout=1000)
+        room = phone.rooms[room_id]
+        self.assertEqual(room.display_name, "Lunch")
+        self.assertEqual(room.topic, "where?")
+        self.assertEqual(sorted(room.users), ["@alice:localhost", "@bob:localhost"])
+        history = await phone.room_messages(room_id, start=phone.next_batch, limit=4)
+        self.assertIsInstance(history, RoomMessagesResponse)
+        self.assertEqual([getattr(e, "body", None) for e in history.chunk], ["pizza", "hello 2", "hello 1", "hello 0"])
+
+        await alice.set_displayname("Alice W.")
+        await bob.sync(timeout=1000, since=bob.next_batch)
+        self.assertEqual(bob.rooms[room_id].user_name("@alice:localhost"), "Alice W.")
+        await alice.room_leave(room_id)
+        await bob.sync(timeout=1000, since=bob.next_batch)
+        self.assertEqual(sorted(bob.rooms[room_id].users), ["@bob:localhost"])
+
+
+if __name__ == "__main__":
+    unittest.main()
