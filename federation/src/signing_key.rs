@@ -7,7 +7,7 @@ use ruma::{
     api::federation::discovery::{ServerSigningKeys, VerifyKey},
     room_version_rules::RedactionRules,
     serde::{Base64, Raw},
-    signatures::{Ed25519KeyPair, KeyPair},
+    signatures::Ed25519KeyPair,
 };
 use serde::{Deserialize, Serialize};
 
@@ -120,11 +120,6 @@ impl SigningKey {
         let raw = serde_json::value::to_raw_value(&object)
             .map_err(|error| KeyError::Signing(error.to_string()))?;
         Ok(Raw::from_json(raw))
-    }
-
-    /// Signs with the key pair directly (the signature bytes).
-    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
-        self.key_pair.sign(message).as_bytes().to_vec()
     }
 }
 
