@@ -23,6 +23,17 @@ fn bodies(events: &[&Value]) -> Vec<String> {
         .collect()
 }
 
+/// Alice and Bob, registered, in a direct chat Alice made.
+async fn two_in_a_dm(
+    server: &TestServer,
+) -> anyhow::Result<(matrix_sdk::Client, matrix_sdk::Client, OwnedRoomId)> {
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let room_id = create_dm(&alice, "@bob:localhost").await?;
+    bob.join_room_by_id(&room_id).await?;
+    Ok((alice, bob, room_id))
+}
+
 /// A direct chat as Element makes it: `is_direct`, the invitee, trusted private chat
 /// (both members are admins).
 async fn create_dm(alice: &matrix_sdk::Client, bob: &str) -> anyhow::Result<OwnedRoomId> {
@@ -117,10 +128,7 @@ async fn direct_chat_both_ways_in_order() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_long_poll_returns_as_soon_as_a_message_arrives() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
-    let alice = server.register("alice").await?;
-    let bob = server.register("bob").await?;
-    let room_id = create_dm(&alice, "@bob:localhost").await?;
-    bob.join_room_by_id(&room_id).await?;
+    let (alice, bob, room_id) = two_in_a_dm(&server).await?;
     let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
         .as_str()
         .unwrap()
@@ -387,10 +395,7 @@ async fn edits_and_redactions() -> anyhow::Result<()> {
 #[tokio::test]
 async fn typing_and_receipts_reach_the_other_member() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
-    let alice = server.register("alice").await?;
-    let bob = server.register("bob").await?;
-    let room_id = create_dm(&alice, "@bob:localhost").await?;
-    bob.join_room_by_id(&room_id).await?;
+    let (alice, bob, room_id) = two_in_a_dm(&server).await?;
     let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
         .as_str()
         .unwrap()
@@ -455,10 +460,7 @@ async fn typing_and_receipts_reach_the_other_member() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_profile_change_is_seen_by_room_members() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
-    let alice = server.register("alice").await?;
-    let bob = server.register("bob").await?;
-    let room_id = create_dm(&alice, "@bob:localhost").await?;
-    bob.join_room_by_id(&room_id).await?;
+    let (alice, bob, room_id) = two_in_a_dm(&server).await?;
     let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
         .as_str()
         .unwrap()
@@ -518,10 +520,7 @@ async fn a_profile_change_is_seen_by_room_members() -> anyhow::Result<()> {
 #[tokio::test]
 async fn history_pages_back_over_more_than_a_thousand_events() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
-    let alice = server.register("alice").await?;
-    let bob = server.register("bob").await?;
-    let room_id = create_dm(&alice, "@bob:localhost").await?;
-    bob.join_room_by_id(&room_id).await?;
+    let (alice, bob, room_id) = two_in_a_dm(&server).await?;
     let t = token(&alice);
     const COUNT: usize = 1100;
     for i in 0..COUNT {
@@ -704,10 +703,7 @@ async fn lazy_loading_sends_only_the_members_the_timeline_needs() -> anyhow::Res
 #[tokio::test]
 async fn unread_counts_follow_the_users_push_rules() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
-    let alice = server.register("alice").await?;
-    let bob = server.register("bob").await?;
-    let room_id = create_dm(&alice, "@bob:localhost").await?;
-    bob.join_room_by_id(&room_id).await?;
+    let (alice, bob, room_id) = two_in_a_dm(&server).await?;
     let send = |txn: &str, content: Value| {
         let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
         let token = token(&alice);

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use axum::Router;
 use ruma::{
-    RoomId, UserId,
+    OwnedEventId, RoomId, UserId,
     api::Direction,
     api::client::{
         context::get_context,
@@ -19,7 +19,7 @@ use super::events::parse_token;
 use crate::{
     Error, Result,
     json::raw,
-    router::{Ruma, RumaRouter},
+    router::{Ruma, RumaRouter, Sender},
     service::{
         Services, filters,
         rooms::{
@@ -38,6 +38,23 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(context)
 }
 
+/// What every event a client sends goes through first: a transaction already answered
+/// gets the same event id back (no rate limit, no second event); otherwise the sender
+/// must be within the rate limit and in the room.
+fn admit(
+    services: &Services,
+    sender: &Sender,
+    room_id: &RoomId,
+    txn: &Txn<'_>,
+) -> Result<Option<OwnedEventId>> {
+    if let Some(event_id) = services.rooms.txn_event(&sender.user_id, txn)? {
+        return Ok(Some(event_id));
+    }
+    services.message_limiter.check(sender.user_id.as_str())?;
+    services.rooms.require_joined(room_id, &sender.user_id)?;
+    Ok(None)
+}
+
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
 async fn send_message(
     services: Arc<Services>,
@@ -49,13 +66,9 @@ async fn send_message(
         device_id: &sender.device_id,
         txn_id: body.txn_id.as_str(),
     };
-    if let Some(event_id) = services.rooms.txn_event(&sender.user_id, &txn)? {
+    if let Some(event_id) = admit(&services, &sender, &body.room_id, &txn)? {
         return Ok(send_message_event::v3::Response::new(event_id));
     }
-    services.message_limiter.check(sender.user_id.as_str())?;
-    services
-        .rooms
-        .require_joined(&body.room_id, &sender.user_id)?;
     let content: Value =
         serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
     if !content.is_object() {
@@ -80,13 +93,9 @@ async fn redact(
         device_id: &sender.device_id,
         txn_id: body.txn_id.as_str(),
     };
-    if let Some(event_id) = services.rooms.txn_event(&sender.user_id, &txn)? {
+    if let Some(event_id) = admit(&services, &sender, &body.room_id, &txn)? {
         return Ok(redact_event::v3::Response::new(event_id));
     }
-    services.message_limiter.check(sender.user_id.as_str())?;
-    services
-        .rooms
-        .require_joined(&body.room_id, &sender.user_id)?;
     let target = services
         .rooms
         .parsed_pdu(&body.event_id)?
