@@ -75,10 +75,6 @@ impl Error {
         Self::new(ErrorKind::InvalidParam, message)
     }
 
-    pub fn missing_param(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(ErrorKind::MissingParam, message)
-    }
-
     pub fn unknown_token(soft_logout: bool) -> Self {
         let mut data = UnknownTokenErrorData::new();
         data.soft_logout = soft_logout;

@@ -164,10 +164,6 @@ impl TestServer {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// Kills the server with SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

@@ -104,16 +104,6 @@ impl Users {
         Ok(self.get(user_id)?.is_some_and(|user| !user.deactivated))
     }
 
-    /// All local user ids.
-    pub fn all(&self) -> Result<Vec<OwnedUserId>> {
-        let entries = self.db.scan_prefix(Keyspace::Users, b"")?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(key, _)| String::from_utf8(key).ok())
-            .filter_map(|id| OwnedUserId::try_from(id).ok())
-            .collect())
-    }
-
     /// Creates an account. The caller has checked that the id is free.
     pub async fn create(&self, user_id: &UserId, password: Option<&str>) -> Result<()> {
         let password_hash = match password {

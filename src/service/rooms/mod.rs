@@ -84,10 +84,6 @@ impl Rooms {
         })
     }
 
-    pub fn server_name(&self) -> &ruma::ServerName {
-        &self.server_name
-    }
-
     pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {
         Ok(self.db.get_json(Keyspace::Rooms, room_id.as_bytes())?)
     }
@@ -201,26 +197,28 @@ impl Rooms {
         Ok(rooms)
     }
 
-    /// Local users with the given membership in a room.
+    /// Users with the given membership in a room ("join", "invite" or "knock").
     pub fn members_with(&self, room_id: &RoomId, membership: &str) -> Result<Vec<OwnedUserId>> {
-        let prefix = Key::new().str(room_id.as_str());
-        let mut out = Vec::new();
-        for (key, value) in self.db.scan_prefix(Keyspace::RoomMembers, prefix.bytes())? {
-            if value != membership.as_bytes() {
-                continue;
-            }
-            let mut reader = KeyReader::new(&key);
-            reader.str()?;
-            out.push(OwnedUserId::try_from(reader.str()?).map_err(Error::internal)?);
-        }
-        Ok(out)
+        self.members_where(room_id, |value| value == membership.as_bytes())
     }
 
-    /// Users who should hear about a change in this room right away: joined and invited.
+    /// Users who should hear about a change in this room right away: everyone joined,
+    /// invited or knocking.
     pub fn interested_users(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
+        self.members_where(room_id, |_| true)
+    }
+
+    fn members_where(
+        &self,
+        room_id: &RoomId,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<OwnedUserId>> {
         let prefix = Key::new().str(room_id.as_str());
         let mut out = Vec::new();
-        for (key, _) in self.db.scan_prefix(Keyspace::RoomMembers, prefix.bytes())? {
+        for (key, membership) in self.db.scan_prefix(Keyspace::RoomMembers, prefix.bytes())? {
+            if !keep(&membership) {
+                continue;
+            }
             let mut reader = KeyReader::new(&key);
             reader.str()?;
             out.push(OwnedUserId::try_from(reader.str()?).map_err(Error::internal)?);

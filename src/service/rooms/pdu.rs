@@ -88,10 +88,6 @@ impl Pdu {
         }
         Ok(pdu)
     }
-
-    pub fn is_state(&self) -> bool {
-        self.state_key.is_some()
-    }
 }
 
 impl ruma::state_res::Event for Pdu {
