@@ -132,23 +132,127 @@ async fn sync_resumes_exactly_after_a_restart() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn acknowledged_sends_survive_kill_9() -> anyhow::Result<()> {
+/// The room's `m.room.message` ids, oldest first, read back through `/messages`.
+async fn history(server: &TestServer, token: &str, room_id: &str) -> anyhow::Result<Vec<String>> {
+    let mut history = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=500");
+        if let Some(from) = &from {
+            path.push_str(&format!("&from={from}"));
+        }
+        let (status, page) = server.request("GET", &path, Some(token), None).await?;
+        anyhow::ensure!(status == 200, "/messages answered {status}: {page}");
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        history.extend(
+            chunk
+                .iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .filter_map(|e| e["event_id"].as_str().map(str::to_owned)),
+        );
+        match page["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    history.reverse();
+    Ok(history)
+}
+
+/// A reader following the room with incremental syncs: every token it was handed, with
+/// how many of the room's messages it had received when it got it.
+#[derive(Default)]
+struct Reader {
+    received: Vec<String>,
+    tokens: Vec<(String, usize)>,
+}
+
+fn messages_filter() -> Value {
+    json!({ "room": { "timeline": { "limit": 500, "types": ["m.room.message"] } } })
+}
+
+/// Syncs from the reader's last token until the server goes away.
+async fn follow(base_url: String, token: String, room_id: String, reader: Arc<Mutex<Reader>>) {
+    let http = reqwest::Client::new();
+    let filter: String =
+        url::form_urlencoded::byte_serialize(messages_filter().to_string().as_bytes()).collect();
+    loop {
+        let since = reader.lock().unwrap().tokens.last().map(|(t, _)| t.clone());
+        let mut url = format!("{base_url}/_matrix/client/v3/sync?timeout=100&filter={filter}");
+        if let Some(since) = since {
+            url.push_str(&format!("&since={since}"));
+        }
+        let Ok(response) = http.get(url).bearer_auth(&token).send().await else {
+            return;
+        };
+        let Ok(sync) = response.json::<Value>().await else {
+            return;
+        };
+        let Some(next) = sync["next_batch"].as_str() else {
+            return;
+        };
+        let timeline = &sync["rooms"]["join"][room_id.as_str()]["timeline"];
+        assert_ne!(
+            timeline["limited"], true,
+            "the reader fell behind by 500 events"
+        );
+        let mut reader = reader.lock().unwrap();
+        for event in timeline["events"].as_array().into_iter().flatten() {
+            reader
+                .received
+                .push(event["event_id"].as_str().unwrap().to_owned());
+        }
+        let count = reader.received.len();
+        reader.tokens.push((next.to_owned(), count));
+    }
+}
+
+/// A little xorshift generator: the kill moments differ between runs, and the seed in
+/// the output replays a failing run (`DURABILITY_SEED=...`).
+fn kill_moments(rounds: usize) -> (u64, Vec<Duration>) {
+    let seed = std::env::var("DURABILITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let mut state = seed;
+    let moments = (0..rounds)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            Duration::from_millis(30 + state % 700)
+        })
+        .collect();
+    (seed, moments)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_sends_and_sync_tokens_survive_20_kill_9() -> anyhow::Result<()> {
     let mut server = TestServer::start().await?;
     let alice = server.register("alice").await?;
-    let room_id = alice
-        .create_room(create_room::v3::Request::new())
-        .await?
-        .room_id()
-        .to_string();
-    let alice_token = token(&alice);
+    let bob = server.register("bob").await?;
+    let mut request = create_room::v3::Request::new();
+    request.invite = vec!["@bob:localhost".try_into()?];
+    let room_id = alice.create_room(request).await?.room_id().to_string();
+    bob.join_room_by_id(room_id.as_str().try_into()?).await?;
+    let (alice_token, bob_token) = (token(&alice), token(&bob));
     const SENDERS: usize = 4;
-    const ROUNDS: usize = 3;
+    const KILLS: usize = 20;
+    let (seed, moments) = kill_moments(KILLS);
+    println!("DURABILITY_SEED={seed}");
     let acknowledged: Arc<Mutex<Vec<Vec<String>>>> =
         Arc::new(Mutex::new(vec![Vec::new(); SENDERS]));
+    let reader = Arc::new(Mutex::new(Reader::default()));
 
-    for round in 0..ROUNDS {
+    for (round, moment) in moments.iter().enumerate() {
         let base_url = server.base_url();
+        let tokens_before = reader.lock().unwrap().tokens.len();
         let mut tasks = Vec::new();
         for sender in 0..SENDERS {
             let (base_url, token, room_id, acknowledged) = (
@@ -159,7 +263,7 @@ async fn acknowledged_sends_survive_kill_9() -> anyhow::Result<()> {
             );
             tasks.push(tokio::spawn(async move {
                 let http = reqwest::Client::new();
-                for i in 0..10_000 {
+                for i in 0..100_000 {
                     let url = format!("{base_url}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/r{round}s{sender}n{i}");
                     let body = json!({ "msgtype": "m.text", "body": format!("{round}/{sender}/{i}") });
                     let Ok(response) = http.put(url).bearer_auth(&token).json(&body).send().await else { return };
@@ -169,19 +273,80 @@ async fn acknowledged_sends_survive_kill_9() -> anyhow::Result<()> {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(400 + 250 * round as u64)).await;
+        tasks.push(tokio::spawn(follow(
+            base_url,
+            bob_token.clone(),
+            room_id.clone(),
+            reader.clone(),
+        )));
+        tokio::time::sleep(*moment).await;
         server.kill9()?;
         for task in tasks {
             task.await?;
         }
         server.restart().await?;
+
+        // Every token handed out before this kill resumes with exactly what followed it.
+        let history = history(&server, &alice_token, &room_id).await?;
+        let (received, tokens) = {
+            let reader = reader.lock().unwrap();
+            (
+                reader.received.clone(),
+                reader.tokens[tokens_before..].to_vec(),
+            )
+        };
+        assert_eq!(
+            received[..],
+            history[..received.len()],
+            "round {round}: the reader's sync chain skipped or repeated an event (seed {seed})"
+        );
+        for (since, seen) in &tokens {
+            let resumed = raw_sync_filtered(
+                &server,
+                &bob_token,
+                Some(since),
+                0,
+                Some(&messages_filter()),
+            )
+            .await?;
+            let timeline = &resumed["rooms"]["join"][room_id.as_str()]["timeline"];
+            let ids: Vec<&str> = timeline["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["event_id"].as_str())
+                .collect();
+            assert_eq!(
+                ids,
+                history[*seen..]
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+                "round {round}: token {since} resumed with a gap or a repeat (seed {seed})"
+            );
+        }
     }
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     let total: usize = acknowledged.iter().map(Vec::len).sum();
-    assert!(total > 20, "only {total} sends were acknowledged");
+    assert!(total > 100, "only {total} sends were acknowledged");
+    let history = history(&server, &alice_token, &room_id).await?;
     for ids in &acknowledged {
-        for id in ids {
+        // Every acknowledged event is served, and each sender's in the order acknowledged.
+        let positions: Vec<usize> = ids
+            .iter()
+            .map(|id| {
+                history
+                    .iter()
+                    .position(|h| h == id)
+                    .unwrap_or_else(|| panic!("acknowledged event {id} was lost (seed {seed})"))
+            })
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "a sender's events are out of order (seed {seed})"
+        );
+        for id in ids.iter().step_by(25) {
             let (status, event) = server
                 .request(
                     "GET",
@@ -190,43 +355,12 @@ async fn acknowledged_sends_survive_kill_9() -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            assert_eq!(status, 200, "acknowledged event {id} was lost: {event}");
+            assert_eq!(status, 200, "acknowledged event {id} not served: {event}");
         }
     }
-
-    // The room's history holds every acknowledged event, each sender's in the order acknowledged.
-    let mut history = Vec::new();
-    let mut from: Option<String> = None;
-    loop {
-        let mut path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=500");
-        if let Some(from) = &from {
-            path.push_str(&format!("&from={from}"));
-        }
-        let (status, page) = server
-            .request("GET", &path, Some(&alice_token), None)
-            .await?;
-        assert_eq!(status, 200);
-        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
-        history.extend(
-            chunk
-                .iter()
-                .filter_map(|e| e["event_id"].as_str().map(str::to_owned)),
-        );
-        match page["end"].as_str() {
-            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
-            _ => break,
-        }
-    }
-    history.reverse();
-    for ids in &acknowledged {
-        let positions: Vec<usize> = ids
-            .iter()
-            .map(|id| history.iter().position(|h| h == id).expect("in history"))
-            .collect();
-        assert!(
-            positions.windows(2).all(|w| w[0] < w[1]),
-            "a sender's events are out of order"
-        );
-    }
+    let tokens = reader.lock().unwrap().tokens.len();
+    println!(
+        "{KILLS} kills, {total} acknowledged sends served in order, {tokens} sync tokens resumed exactly"
+    );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! Tokens are random strings from the operating system's CSPRNG; only their SHA-256 is
 //! stored, and a token is looked up by its hash, so no secret is ever compared byte by
-//! byte. Passwords are hashed with argon2id on the blocking pool.
+//! byte. Passwords are hashed with argon2id on the blocking pool, a few at a time.
 
 use std::sync::Arc;
 
@@ -470,7 +470,15 @@ impl Users {
 /// A valid argon2 hash of a random password, checked against when the user is unknown.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7mCRmNMo0w0P8Mkw5A3m1rU4kBv2n5aPSfYJpJ1Qy0o";
 
+/// Hashes in progress at once. Each argon2 hash holds 19 MiB for its duration, so a
+/// burst of registrations or logins queues here instead of multiplying that memory (and
+/// the CPU it competes for) by the size of the burst.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
 async fn hash_password(password: String) -> Result<String> {
+    let _permit = HASHING.acquire().await.map_err(Error::internal)?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
@@ -483,6 +491,7 @@ async fn hash_password(password: String) -> Result<String> {
 }
 
 async fn verify_password(password: String, hash: String) -> Result<bool> {
+    let _permit = HASHING.acquire().await.map_err(Error::internal)?;
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).map_err(Error::internal)?;
         Ok(Argon2::default()
