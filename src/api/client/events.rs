@@ -34,7 +34,6 @@ pub fn readable_state(
 pub fn parse_token(token: &str) -> Result<u64> {
     let position = token.strip_prefix('s').unwrap_or(token);
     let position = position.split('_').next().unwrap_or(position);
-    position
-        .parse()
-        .map_err(|_| Error::invalid_param("Invalid pagination token"))
+    crate::service::sync::token::decimal(position)
+        .ok_or_else(|| Error::invalid_param("Invalid pagination token"))
 }

@@ -7,7 +7,7 @@
 //! wake-ups first, then reads, then waits.
 
 mod room;
-mod token;
+pub mod token;
 
 use std::{
     collections::{BTreeMap, HashSet},

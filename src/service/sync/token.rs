@@ -22,10 +22,19 @@ impl FromStr for SyncToken {
         let rest = text.strip_prefix('s').ok_or(())?;
         let (position, typing) = rest.split_once('_').ok_or(())?;
         Ok(Self {
-            position: position.parse().map_err(|_| ())?,
-            typing: typing.parse().map_err(|_| ())?,
+            position: decimal(position).ok_or(())?,
+            typing: decimal(typing).ok_or(())?,
         })
     }
+}
+
+/// A number as tokens spell it: decimal digits only, no sign, no leading zero, so each
+/// token has exactly one spelling.
+pub fn decimal(text: &str) -> Option<u64> {
+    let canonical = text.bytes().all(|b| b.is_ascii_digit())
+        && !text.is_empty()
+        && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -42,5 +51,15 @@ mod tests {
         assert_eq!("s1234_7".parse::<SyncToken>(), Ok(token));
         assert!("1234".parse::<SyncToken>().is_err());
         assert!("s12_x".parse::<SyncToken>().is_err());
+        for odd in [
+            "s+1_0",
+            "s01_0",
+            "s1_",
+            "s_1",
+            "s1_-0",
+            "s18446744073709551616_0",
+        ] {
+            assert!(odd.parse::<SyncToken>().is_err(), "{odd}");
+        }
     }
 }
