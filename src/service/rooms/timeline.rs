@@ -9,6 +9,7 @@ use ruma::{
     room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
 };
 use serde_json::value::RawValue;
+use tokio::sync::OwnedMutexGuard;
 
 use super::{
     Membership, RoomRecord, Rooms,
@@ -69,6 +70,13 @@ fn txn_key(sender: &UserId, txn: &Txn<'_>) -> Key {
         .str(txn.txn_id)
 }
 
+/// An event's batch, waiting to be written at its stream position.
+struct Pending {
+    batch: crate::storage::Batch,
+    permit: crate::service::stream::Permit,
+    woken: Vec<ruma::OwnedUserId>,
+}
+
 impl Rooms {
     /// The event id an earlier request with this transaction id produced.
     pub fn txn_event(&self, sender: &UserId, txn: &Txn<'_>) -> Result<Option<OwnedEventId>> {
@@ -88,8 +96,7 @@ impl Rooms {
         event: NewEvent,
         txn: Option<Txn<'_>>,
     ) -> Result<OwnedEventId> {
-        let lock = self.lock(room_id);
-        let _guard = lock.lock().await;
+        let guard = self.lock(room_id).lock_owned().await;
         if let Some(txn) = &txn
             && let Some(event_id) = self.txn_event(sender, txn)?
         {
@@ -112,7 +119,7 @@ impl Rooms {
             &event,
         )?;
         let pdu = self.authorise(&rules, &event_id, &object, &state)?;
-        self.persist(
+        let pending = self.prepare(
             room_id.to_owned(),
             Some(room),
             rules,
@@ -120,6 +127,7 @@ impl Rooms {
             object,
             txn.map(|txn| (sender, txn)),
         )?;
+        self.commit(pending, guard).await?;
         Ok(event_id)
     }
 
@@ -157,8 +165,7 @@ impl Rooms {
             None => OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..]))
                 .map_err(Error::internal)?,
         };
-        let lock = self.lock(&room_id);
-        let _guard = lock.lock().await;
+        let guard = self.lock(&room_id).lock_owned().await;
         let pdu = self.authorise(&rules, &event_id, &object, &state)?;
         let record = RoomRecord {
             version: version.clone(),
@@ -167,7 +174,8 @@ impl Rooms {
             depth: 0,
             last_position: 0,
         };
-        self.persist(room_id.clone(), Some(record), rules, pdu, object, None)?;
+        let pending = self.prepare(room_id.clone(), Some(record), rules, pdu, object, None)?;
+        self.commit(pending, guard).await?;
         Ok(room_id)
     }
 
@@ -328,8 +336,9 @@ impl Rooms {
         Ok(pdu)
     }
 
-    /// Writes an authorised event and everything it changes in one batch.
-    fn persist(
+    /// Gathers an authorised event and everything it changes into one batch, at the next
+    /// stream position.
+    fn prepare(
         &self,
         room_id: OwnedRoomId,
         room: Option<RoomRecord>,
@@ -337,7 +346,7 @@ impl Rooms {
         pdu: Pdu,
         object: CanonicalJsonObject,
         txn: Option<(&UserId, Txn<'_>)>,
-    ) -> Result<()> {
+    ) -> Result<Pending> {
         let mut room = room.ok_or_else(|| Error::forbidden("Unknown room"))?;
         let mut batch = self.db.batch();
         let state_before = room.state_group;
@@ -456,9 +465,36 @@ impl Rooms {
         room.last_position = position;
         batch.put_json(Keyspace::Rooms, room_id.as_str().as_bytes().to_vec(), &room);
         permit.persist_in(&mut batch);
-        self.db.write(batch)?;
-        drop(permit);
-        self.stream.notify(woken.iter().map(|user| user.as_ref()));
+        Ok(Pending {
+            batch,
+            permit,
+            woken,
+        })
+    }
+
+    /// Writes a prepared event, then wakes the syncs it concerns. The write runs off the
+    /// async workers, so sends to different rooms reach RocksDB together and share one
+    /// synced write-ahead-log append. The room lock and the stream position go with the
+    /// write: if the request is dropped meanwhile, neither is released before the event
+    /// is on disk (the next event of the room builds on it; syncs read up to it).
+    async fn commit(&self, pending: Pending, room_lock: OwnedMutexGuard<()>) -> Result<()> {
+        let (db, stream) = (self.db.clone(), self.stream.clone());
+        tokio::task::spawn_blocking(move || {
+            let Pending {
+                batch,
+                permit,
+                woken,
+            } = pending;
+            let written = db.write(batch);
+            drop(permit);
+            drop(room_lock);
+            if written.is_ok() {
+                stream.notify(woken.iter().map(|user| user.as_ref()));
+            }
+            written
+        })
+        .await
+        .map_err(Error::internal)??;
         Ok(())
     }
 
