@@ -65,6 +65,8 @@ pub struct Rooms {
     server_name: OwnedServerName,
     signing_key: Arc<palisade_federation::SigningKey>,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Messages waiting for their room's next batch (see `append`).
+    queues: Mutex<HashMap<OwnedRoomId, Vec<timeline::Queued>>>,
 }
 
 impl Rooms {
@@ -81,6 +83,7 @@ impl Rooms {
             server_name,
             signing_key,
             locks: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
         })
     }
 

@@ -2,14 +2,16 @@
 //! it to the DAG and the indexes in one batch, then wake the members' syncs.
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomId,
-    RoomVersionId, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, DeviceId, EventId, OwnedDeviceId, OwnedEventId,
+    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
     api::error::ErrorKind,
     events::{StateEventType, TimelineEventType},
     room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
 };
 use serde_json::value::RawValue;
-use tokio::sync::OwnedMutexGuard;
+use std::collections::HashMap;
+
+use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use super::{
     Membership, RoomRecord, Rooms,
@@ -18,8 +20,8 @@ use super::{
 };
 use crate::{
     Error, Result,
-    service::users::now_ms,
-    storage::{Keyspace, codec::Key},
+    service::{stream::Permit, users::now_ms},
+    storage::{Batch, Keyspace, codec::Key},
 };
 
 /// An event a local user wants to send.
@@ -72,10 +74,21 @@ fn txn_key(sender: &UserId, txn: &Txn<'_>) -> Key {
 
 /// An event's batch, waiting to be written at its stream position.
 struct Pending {
-    batch: crate::storage::Batch,
-    permit: crate::service::stream::Permit,
-    woken: Vec<ruma::OwnedUserId>,
+    batch: Batch,
+    permit: Permit,
+    woken: Vec<OwnedUserId>,
 }
+
+/// A message waiting for its room's next batch.
+pub(super) struct Queued {
+    sender: OwnedUserId,
+    event: NewEvent,
+    txn: Option<(OwnedDeviceId, String)>,
+    reply: oneshot::Sender<Result<OwnedEventId>>,
+}
+
+/// A sender's channel and the answer it gets once the batch is written.
+type Answer = (oneshot::Sender<Result<OwnedEventId>>, Result<OwnedEventId>);
 
 impl Rooms {
     /// The event id an earlier request with this transaction id produced.
@@ -89,7 +102,207 @@ impl Rooms {
     }
 
     /// Sends an event into an existing room as a local user.
+    ///
+    /// Messages queue for their room: whoever holds the room lock next writes every
+    /// queued message in one batch with one synced write, so many senders in one room
+    /// share the cost of the sync. State events and redactions change what later events
+    /// are checked against, and are written one at a time.
     pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<Txn<'_>>,
+    ) -> Result<OwnedEventId> {
+        if event.state_key.is_some() || event.redacts.is_some() || event.kind == "m.room.redaction"
+        {
+            return self.append_alone(room_id, sender, event, txn).await;
+        }
+        let (reply, mut answer) = oneshot::channel();
+        self.queues
+            .lock()
+            .entry(room_id.to_owned())
+            .or_default()
+            .push(Queued {
+                sender: sender.to_owned(),
+                event,
+                txn: txn.map(|txn| (txn.device_id.to_owned(), txn.txn_id.to_owned())),
+                reply,
+            });
+        let lock = self.lock(room_id);
+        tokio::select! {
+            biased;
+            // An earlier lock holder wrote it.
+            written = &mut answer => return written.map_err(Error::internal)?,
+            guard = lock.lock_owned() => {
+                let queued = self.queues.lock().remove(room_id).unwrap_or_default();
+                if queued.is_empty() {
+                    drop(guard);
+                } else {
+                    self.append_queued(room_id, queued, guard).await;
+                }
+            }
+        }
+        answer.await.map_err(Error::internal)?
+    }
+
+    /// Builds, authorises and writes queued messages as one batch; every sender gets its
+    /// own answer. Nothing here awaits before the write is handed to the blocking pool,
+    /// so a dropped request cannot strand the others' messages.
+    async fn append_queued(
+        &self,
+        room_id: &RoomId,
+        queued: Vec<Queued>,
+        room_lock: OwnedMutexGuard<()>,
+    ) {
+        let room = match self.room(room_id) {
+            Ok(Some(room)) => room,
+            Ok(None) => {
+                for job in queued {
+                    let _ = job
+                        .reply
+                        .send(Err(Error::forbidden("You are not in this room")));
+                }
+                return;
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for job in queued {
+                    let _ = job.reply.send(Err(Error::internal(message.clone())));
+                }
+                return;
+            }
+        };
+        let staged = self.stage_messages(room_id, room, queued);
+        let (batch, permits, woken, answers) = match staged {
+            Ok(staged) => staged,
+            Err((error, answers)) => {
+                let message = error.to_string();
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(Error::internal(message.clone())));
+                }
+                return;
+            }
+        };
+        let (db, stream) = (self.db.clone(), self.stream.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let written = db.write(batch);
+            drop(permits);
+            drop(room_lock);
+            if written.is_ok() {
+                stream.notify(woken.iter().map(|user| user.as_ref()));
+            }
+            for (reply, answer) in answers {
+                let answer = match (&written, answer) {
+                    (Err(error), Ok(_)) => Err(Error::internal(error.to_string())),
+                    (_, answer) => answer,
+                };
+                let _ = reply.send(answer);
+            }
+        })
+        .await;
+    }
+
+    /// Stages queued messages one after another on top of the room's head into one
+    /// batch. Each sender's answer is kept for after the write.
+    #[allow(clippy::type_complexity)]
+    fn stage_messages(
+        &self,
+        room_id: &RoomId,
+        mut room: RoomRecord,
+        queued: Vec<Queued>,
+    ) -> Result<(Batch, Vec<Permit>, Vec<OwnedUserId>, Vec<Answer>), (Error, Vec<Answer>)> {
+        let mut answers: Vec<Answer> = Vec::with_capacity(queued.len());
+        let mut batch = self.db.batch();
+        let mut permits = Vec::new();
+        let mut woken = Vec::new();
+        let rules = match Self::rules(&room.version) {
+            Ok(rules) => rules,
+            Err(error) => {
+                return Err((
+                    error,
+                    queued
+                        .into_iter()
+                        .map(|q| (q.reply, Err(Error::internal(""))))
+                        .collect(),
+                ));
+            }
+        };
+        let state = match self.state.get(room.state_group) {
+            Ok(state) => state,
+            Err(error) => {
+                return Err((
+                    error,
+                    queued
+                        .into_iter()
+                        .map(|q| (q.reply, Err(Error::internal(""))))
+                        .collect(),
+                ));
+            }
+        };
+        let mut sent_in_batch: HashMap<(OwnedUserId, OwnedDeviceId, String), OwnedEventId> =
+            HashMap::new();
+        for job in queued {
+            // The client gave up before its message was started: not sending it is what
+            // it was told (no answer); a retry with the same transaction sends it then.
+            if job.reply.is_closed() {
+                continue;
+            }
+            let result = (|| {
+                if let Some((device_id, txn_id)) = &job.txn {
+                    let key = (job.sender.clone(), device_id.clone(), txn_id.clone());
+                    if let Some(event_id) = sent_in_batch.get(&key) {
+                        return Ok(event_id.clone());
+                    }
+                    let txn = Txn { device_id, txn_id };
+                    if let Some(event_id) = self.txn_event(&job.sender, &txn)? {
+                        return Ok(event_id);
+                    }
+                }
+                let prev_events = room.extremities.clone();
+                let (event_id, object) = self.build(
+                    &room.version,
+                    &rules,
+                    &state,
+                    Some(room_id),
+                    &prev_events,
+                    room.depth + 1,
+                    &job.sender,
+                    &job.event,
+                )?;
+                let pdu = self.authorise(&rules, &event_id, &object, &state)?;
+                let txn = job
+                    .txn
+                    .as_ref()
+                    .map(|(device_id, txn_id)| (job.sender.as_ref(), Txn { device_id, txn_id }));
+                let (permit, interested) =
+                    self.stage(&mut batch, room_id, &mut room, &rules, pdu, object, txn)?;
+                permits.push(permit);
+                if woken.is_empty() {
+                    woken = interested;
+                }
+                if let Some((device_id, txn_id)) = &job.txn {
+                    sent_in_batch.insert(
+                        (job.sender.clone(), device_id.clone(), txn_id.clone()),
+                        event_id.clone(),
+                    );
+                }
+                Ok(event_id)
+            })();
+            match result {
+                // A storage failure part-way leaves the batch unusable for everyone.
+                Err(Error::Storage(error)) => {
+                    answers.push((job.reply, Err(Error::internal(error.to_string()))));
+                    return Err((Error::internal("storage failure while staging"), answers));
+                }
+                result => answers.push((job.reply, result)),
+            }
+        }
+        Ok((batch, permits, woken, answers))
+    }
+
+    /// Sends one event on its own under the room lock.
+    async fn append_alone(
         &self,
         room_id: &RoomId,
         sender: &UserId,
@@ -119,15 +332,26 @@ impl Rooms {
             &event,
         )?;
         let pdu = self.authorise(&rules, &event_id, &object, &state)?;
-        let pending = self.prepare(
-            room_id.to_owned(),
-            Some(room),
-            rules,
+        let mut room = room;
+        let mut batch = self.db.batch();
+        let (permit, woken) = self.stage(
+            &mut batch,
+            room_id,
+            &mut room,
+            &rules,
             pdu,
             object,
             txn.map(|txn| (sender, txn)),
         )?;
-        self.commit(pending, guard).await?;
+        self.commit(
+            Pending {
+                batch,
+                permit,
+                woken,
+            },
+            guard,
+        )
+        .await?;
         Ok(event_id)
     }
 
@@ -174,8 +398,19 @@ impl Rooms {
             depth: 0,
             last_position: 0,
         };
-        let pending = self.prepare(room_id.clone(), Some(record), rules, pdu, object, None)?;
-        self.commit(pending, guard).await?;
+        let mut record = record;
+        let mut batch = self.db.batch();
+        let (permit, woken) =
+            self.stage(&mut batch, &room_id, &mut record, &rules, pdu, object, None)?;
+        self.commit(
+            Pending {
+                batch,
+                permit,
+                woken,
+            },
+            guard,
+        )
+        .await?;
         Ok(room_id)
     }
 
@@ -336,23 +571,25 @@ impl Rooms {
         Ok(pdu)
     }
 
-    /// Gathers an authorised event and everything it changes into one batch, at the next
-    /// stream position.
-    fn prepare(
+    /// Adds an authorised event and everything it changes to `batch`, at the next stream
+    /// position, and moves `room` (the room's head) past it. Returns the position's
+    /// permit and the users whose syncs the event concerns.
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
         &self,
-        room_id: OwnedRoomId,
-        room: Option<RoomRecord>,
-        rules: RoomVersionRules,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        room: &mut RoomRecord,
+        rules: &RoomVersionRules,
         pdu: Pdu,
         object: CanonicalJsonObject,
         txn: Option<(&UserId, Txn<'_>)>,
-    ) -> Result<Pending> {
-        let mut room = room.ok_or_else(|| Error::forbidden("Unknown room"))?;
-        let mut batch = self.db.batch();
+    ) -> Result<(Permit, Vec<OwnedUserId>)> {
+        let room_id = room_id.to_owned();
         let state_before = room.state_group;
         let state_after = match &pdu.state_key {
             Some(state_key) => self.state.create(
-                &mut batch,
+                batch,
                 state_before,
                 vec![(
                     pdu.kind.to_string(),
@@ -429,7 +666,7 @@ impl Rooms {
         if pdu.kind == TimelineEventType::RoomRedaction
             && let Some(target_id) = &pdu.redacts
         {
-            self.apply_redaction(&mut batch, &room_id, &rules, target_id, &pdu.event_id)?;
+            self.apply_redaction(batch, &room_id, rules, target_id, &pdu.event_id)?;
         }
 
         let txn_record = txn.as_ref().map(|(sender, txn)| {
@@ -463,13 +700,13 @@ impl Rooms {
         room.extremities = vec![pdu.event_id.clone()];
         room.depth = pdu.depth;
         room.last_position = position;
-        batch.put_json(Keyspace::Rooms, room_id.as_str().as_bytes().to_vec(), &room);
-        permit.persist_in(&mut batch);
-        Ok(Pending {
-            batch,
-            permit,
-            woken,
-        })
+        batch.put_json(
+            Keyspace::Rooms,
+            room_id.as_str().as_bytes().to_vec(),
+            &*room,
+        );
+        permit.persist_in(batch);
+        Ok((permit, woken))
     }
 
     /// Writes a prepared event, then wakes the syncs it concerns. The write runs off the
