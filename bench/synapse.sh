@@ -80,6 +80,13 @@ as_pg() {
 # Initialise (first time only) and start the private PostgreSQL cluster.
 start_postgres() {
     local dir="$1" pgdata="$1/pg" sock="$1/pgsock"
+    if [[ ! -x "$PG_BIN/initdb" ]]; then
+        # Debian's server package; its own cluster is not used (ours lives in DIR).
+        local sudo=""
+        [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql-15 >/dev/null
+    fi
     [[ -x "$PG_BIN/initdb" ]] || die "PostgreSQL not found in $PG_BIN (apt-get install postgresql-15)"
     if ! id -u "$PG_USER" >/dev/null 2>&1; then
         useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
