@@ -31,6 +31,13 @@ step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 # Holding thousands of idle syncs takes a descriptor each, in the server and in the tool.
 ulimit -n "$(ulimit -Hn)"
 
+# `--pid` arguments for Synapse in DIR and, when it has one, its PostgreSQL cluster.
+synapse_pids() {
+    echo "--pid $(cat "$1/synapse.pid")"
+    [[ -s "$1/postgres.pid" ]] && echo "--pid $(cat "$1/postgres.pid")"
+    return 0
+}
+
 step "Synapse"
 bench/synapse.sh install
 synapse_version="$("$BENCH_DIR/synapse-venv/bin/python" -c 'import synapse; print(synapse.__version__)')"
@@ -42,6 +49,13 @@ fi
 palisade_bin="${PALISADE_BIN:-$CARGO_TARGET_DIR/release/palisade}"
 loadtest_bin="${LOADTEST_BIN:-$CARGO_TARGET_DIR/release/loadtest}"
 
+if [[ "$size" == smoke ]]; then
+    idle_h1=(50) idle_h2=(200)
+else
+    idle_h1=(10000) idle_h2=(10000 50000 100000)
+fi
+
+# One `loadtest run` into the server's report; extra arguments pass through.
 loadtest() {
     local label="$1" url="$2"
     shift 2
@@ -50,9 +64,24 @@ loadtest() {
         --out "$results/$label.json" ${LOADTEST_ARGS:-} "$@"
 }
 
-step "palisade"
 srv="$BENCH_DIR/palisade"
-rm -rf "$srv"
+start_palisade() {
+    "$palisade_bin" --config "$srv/config.toml" >>"$srv/log" 2>&1 &
+    palisade_pid=$!
+    for _ in $(seq 100); do
+        curl -fs -o /dev/null http://127.0.0.1:18018/_matrix/client/versions && return 0
+        sleep 0.1
+    done
+    echo "palisade did not start; see $srv/log" >&2
+    exit 1
+}
+stop_palisade() {
+    kill "$palisade_pid" 2>/dev/null || true
+    wait "$palisade_pid" 2>/dev/null || true
+}
+
+step "palisade"
+rm -rf "$srv" "$results/palisade.json"
 mkdir -p "$srv"
 cat >"$srv/config.toml" <<EOF
 [global]
@@ -73,16 +102,24 @@ burst = 100000
 per_second = 100000.0
 burst = 100000
 EOF
-"$palisade_bin" --config "$srv/config.toml" >"$srv/log" 2>&1 &
-palisade_pid=$!
-trap 'kill $palisade_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    curl -fs -o /dev/null http://127.0.0.1:18018/_matrix/client/versions && break
-    sleep 0.1
+trap stop_palisade EXIT
+start_palisade
+loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only send,delivery,sync,messages
+stop_palisade
+# Each count of idle syncs is held by a freshly started process, so memory freed by an
+# earlier phase and kept by the allocator does not hide what the held syncs cost.
+for n in "${idle_h1[@]}"; do
+    start_palisade
+    loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only idle \
+        --idle-http1 "$n" --idle-http2 0 --append
+    stop_palisade
 done
-loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid"
-kill "$palisade_pid"
-wait "$palisade_pid" 2>/dev/null || true
+for n in "${idle_h2[@]}"; do
+    start_palisade
+    loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only idle \
+        --idle-http1 0 --idle-http2 "$n" --append
+    stop_palisade
+done
 trap - EXIT
 
 reports=("$results/palisade.json")
@@ -90,17 +127,22 @@ port=18019
 for backend in $BACKENDS; do
     step "Synapse on $backend"
     dir="$BENCH_DIR/synapse-$backend"
+    label="synapse-$backend"
     bench/synapse.sh stop "$dir" 2>/dev/null || true
-    rm -rf "$dir"
-    synapse_pid="$(bench/synapse.sh start "$backend" "$port" "$dir" | tail -n 1)"
+    rm -rf "$dir" "$results/$label.json"
     trap 'bench/synapse.sh stop "$dir"' EXIT
-    pids=(--pid "$synapse_pid")
-    [[ -s "$dir/postgres.pid" ]] && pids+=(--pid "$(cat "$dir/postgres.pid")")
+    bench/synapse.sh start "$backend" "$port" "$dir" >/dev/null
+    loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only send,delivery,sync,messages
     # Synapse does not speak HTTP/2 without TLS, so its idle syncs are HTTP/1.1 only.
-    loadtest "synapse-$backend" "http://127.0.0.1:$port" "${pids[@]}" --idle-http2 0
+    for n in "${idle_h1[@]}"; do
+        bench/synapse.sh stop "$dir"
+        bench/synapse.sh start "$backend" "$port" "$dir" >/dev/null
+        loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only idle \
+            --idle-http1 "$n" --idle-http2 0 --append
+    done
     bench/synapse.sh stop "$dir"
     trap - EXIT
-    reports+=("$results/synapse-$backend.json")
+    reports+=("$results/$label.json")
     port=$((port + 1))
 done
 

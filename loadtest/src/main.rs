@@ -48,9 +48,16 @@ enum Command {
         /// Seconds after which a phase stops sending.
         #[arg(long)]
         phase_time_limit: Option<u64>,
+        /// Only these groups of phases: send, delivery, sync, messages, idle.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
         /// Where the JSON report goes.
         #[arg(long)]
         out: PathBuf,
+        /// Add this run's phases to the report already in `--out` (e.g. idle syncs
+        /// measured on a freshly started server).
+        #[arg(long)]
+        append: bool,
     },
     /// Prints a Markdown table of a report beside baselines, with quotients and targets.
     Compare {
@@ -78,7 +85,9 @@ async fn main() -> Result<()> {
             idle_http2,
             sync_rooms,
             phase_time_limit,
+            only,
             out,
+            append,
         } => {
             let mut plan = match size {
                 Size::Smoke => Plan::smoke(),
@@ -94,10 +103,18 @@ async fn main() -> Result<()> {
             if let Some(rooms) = sync_rooms {
                 plan.sync_rooms = rooms;
             }
+            plan.groups = only;
             if let Some(secs) = phase_time_limit {
                 plan.phase_time_limit = Duration::from_secs(secs);
             }
-            let report = Run::new(&base_url, &label, pids, plan)?.all().await?;
+            let mut report = Run::new(&base_url, &label, pids, plan)?.all().await?;
+            if append && out.exists() {
+                let mut earlier = read(&out)?;
+                earlier.phases.append(&mut report.phases);
+                earlier.rate_limited += report.rate_limited;
+                earlier.peak_memory_mib = earlier.peak_memory_mib.max(report.peak_memory_mib);
+                report = earlier;
+            }
             std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
             println!("report written to {}", out.display());
         }
