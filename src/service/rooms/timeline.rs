@@ -215,7 +215,7 @@ impl Rooms {
         let mut answers: Vec<Answer> = Vec::with_capacity(queued.len());
         let mut batch = self.db.batch();
         let mut permits = Vec::new();
-        let mut woken = Vec::new();
+        let mut woken: Option<Vec<OwnedUserId>> = None;
         let rules = match Self::rules(&room.version) {
             Ok(rules) => rules,
             Err(error) => {
@@ -275,12 +275,16 @@ impl Rooms {
                     .txn
                     .as_ref()
                     .map(|(device_id, txn_id)| (job.sender.as_ref(), Txn { device_id, txn_id }));
-                let (permit, interested) =
-                    self.stage(&mut batch, room_id, &mut room, &rules, pdu, object, txn)?;
+                // Messages change no membership: the members are read once per batch.
+                let members = match &woken {
+                    None => self.interested_users(room_id)?,
+                    Some(_) => Vec::new(),
+                };
+                let (permit, interested) = self.stage(
+                    &mut batch, room_id, &mut room, &rules, pdu, object, txn, members,
+                )?;
                 permits.push(permit);
-                if woken.is_empty() {
-                    woken = interested;
-                }
+                woken.get_or_insert(interested);
                 if let Some((device_id, txn_id)) = &job.txn {
                     sent_in_batch.insert(
                         (job.sender.clone(), device_id.clone(), txn_id.clone()),
@@ -298,7 +302,7 @@ impl Rooms {
                 result => answers.push((job.reply, result)),
             }
         }
-        Ok((batch, permits, woken, answers))
+        Ok((batch, permits, woken.unwrap_or_default(), answers))
     }
 
     /// Sends one event on its own under the room lock.
@@ -342,6 +346,7 @@ impl Rooms {
             pdu,
             object,
             txn.map(|txn| (sender, txn)),
+            self.interested_users(room_id)?,
         )?;
         self.commit(
             Pending {
@@ -400,8 +405,16 @@ impl Rooms {
         };
         let mut record = record;
         let mut batch = self.db.batch();
-        let (permit, woken) =
-            self.stage(&mut batch, &room_id, &mut record, &rules, pdu, object, None)?;
+        let (permit, woken) = self.stage(
+            &mut batch,
+            &room_id,
+            &mut record,
+            &rules,
+            pdu,
+            object,
+            None,
+            vec![sender.to_owned()],
+        )?;
         self.commit(
             Pending {
                 batch,
@@ -572,8 +585,9 @@ impl Rooms {
     }
 
     /// Adds an authorised event and everything it changes to `batch`, at the next stream
-    /// position, and moves `room` (the room's head) past it. Returns the position's
-    /// permit and the users whose syncs the event concerns.
+    /// position, and moves `room` (the room's head) past it. `woken` are the users whose
+    /// syncs the event concerns (the room's members); a member event adds its target.
+    /// Returns the position's permit and those users.
     #[allow(clippy::too_many_arguments)]
     fn stage(
         &self,
@@ -584,6 +598,7 @@ impl Rooms {
         pdu: Pdu,
         object: CanonicalJsonObject,
         txn: Option<(&UserId, Txn<'_>)>,
+        mut woken: Vec<OwnedUserId>,
     ) -> Result<(Permit, Vec<OwnedUserId>)> {
         let room_id = room_id.to_owned();
         let state_before = room.state_group;
@@ -600,7 +615,6 @@ impl Rooms {
             None => state_before,
         };
 
-        let mut woken: Vec<ruma::OwnedUserId> = self.interested_users(&room_id)?;
         let permit = self.stream.next();
         let position = permit.position();
 
