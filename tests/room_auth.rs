@@ -240,3 +240,41 @@ async fn stored_events_keep_valid_hashes_and_signatures() {
         "content hash and signature both check"
     );
 }
+
+#[tokio::test]
+async fn a_redacted_state_event_is_read_redacted_afterwards() {
+    let Fixture { services, _dir } = fixture().await;
+    let room = create(&services, RoomVersionId::V11, RoomPreset::PrivateChat).await;
+    let alice = user_id("alice");
+    let topic = NewEvent::state("m.room.topic", "", json!({ "topic": "secret plans" }));
+    let topic_id = services
+        .rooms
+        .append(&room, &alice, topic, None)
+        .await
+        .unwrap();
+    // Read once, so the parsed event is held in memory.
+    let before = services
+        .rooms
+        .state_content(&room, "m.room.topic", "")
+        .unwrap()
+        .unwrap();
+    assert_eq!(before["topic"], "secret plans");
+
+    let redaction = NewEvent {
+        kind: "m.room.redaction".to_owned(),
+        content: json!({ "redacts": topic_id.as_str() }),
+        state_key: None,
+        redacts: Some(topic_id.clone()),
+    };
+    services
+        .rooms
+        .append(&room, &alice, redaction, None)
+        .await
+        .unwrap();
+    let after = services
+        .rooms
+        .state_content(&room, "m.room.topic", "")
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, json!({}), "the redacted topic is gone");
+}

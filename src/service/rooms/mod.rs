@@ -10,6 +10,7 @@ pub mod create;
 pub mod membership;
 pub mod pdu;
 pub mod state;
+pub mod state_events;
 pub mod timeline;
 pub mod visibility;
 
@@ -67,6 +68,8 @@ pub struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// Messages waiting for their room's next batch (see `append`).
     queues: Mutex<HashMap<OwnedRoomId, Vec<timeline::Queued>>>,
+    /// Parsed state events, for authorisation and visibility checks.
+    pub(super) state_events: Arc<state_events::StateEvents>,
 }
 
 impl Rooms {
@@ -84,6 +87,7 @@ impl Rooms {
             signing_key,
             locks: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
+            state_events: Arc::default(),
         })
     }
 
@@ -103,6 +107,12 @@ impl Rooms {
 
     pub fn pdu(&self, event_id: &EventId) -> Result<Option<StoredPdu>> {
         Ok(self.db.get_json(Keyspace::Pdus, event_id.as_bytes())?)
+    }
+
+    /// A state event, parsed, from memory when it was read before.
+    pub fn state_event(&self, event_id: &EventId) -> Result<Option<Arc<Pdu>>> {
+        self.state_events
+            .get_or_load(event_id, || self.parsed_pdu(event_id))
     }
 
     pub fn parsed_pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
@@ -143,12 +153,12 @@ impl Rooms {
         let Some(event_id) = state.get(&(kind.to_owned(), state_key.to_owned())) else {
             return Ok(None);
         };
-        let Some(pdu) = self.pdu(event_id)? else {
+        let Some(pdu) = self.state_event(event_id)? else {
             return Ok(None);
         };
-        let value: serde_json::Value =
-            serde_json::from_str(pdu.pdu.get()).map_err(Error::internal)?;
-        Ok(value.get("content").cloned())
+        Ok(Some(
+            serde_json::from_str(pdu.content.get()).map_err(Error::internal)?,
+        ))
     }
 
     /// A user's current membership in a room ("join", "invite", "leave", "ban", "knock").

@@ -77,6 +77,8 @@ struct Pending {
     batch: Batch,
     permit: Permit,
     woken: Vec<OwnedUserId>,
+    /// The event a redaction rewrites, whose parsed form must be forgotten.
+    redacted: Option<OwnedEventId>,
 }
 
 /// A message waiting for its room's next batch.
@@ -336,6 +338,9 @@ impl Rooms {
             &event,
         )?;
         let pdu = self.authorise(&rules, &event_id, &object, &state)?;
+        let redacted = (pdu.kind == TimelineEventType::RoomRedaction)
+            .then(|| pdu.redacts.clone())
+            .flatten();
         let mut room = room;
         let mut batch = self.db.batch();
         let (permit, woken) = self.stage(
@@ -353,6 +358,7 @@ impl Rooms {
                 batch,
                 permit,
                 woken,
+                redacted,
             },
             guard,
         )
@@ -420,6 +426,7 @@ impl Rooms {
                 batch,
                 permit,
                 woken,
+                redacted: None,
             },
             guard,
         )
@@ -567,7 +574,7 @@ impl Rooms {
             .map_err(|error| Error::bad_json(format!("Invalid event: {error}")))?;
         let raw = raw_json(object)?;
         let pdu = Pdu::parse(event_id.to_owned(), &raw).map_err(Error::internal)?;
-        let fetch_event = |id: &EventId| self.parsed_pdu(id).ok().flatten();
+        let fetch_event = |id: &EventId| self.state_event(id).ok().flatten();
         ruma::state_res::check_state_independent_auth_rules(
             &rules.authorization,
             &pdu,
@@ -577,7 +584,7 @@ impl Rooms {
         let fetch_state = |kind: &StateEventType, state_key: &str| {
             state
                 .get(&(kind.to_string(), state_key.to_owned()))
-                .and_then(|id| self.parsed_pdu(id).ok().flatten())
+                .and_then(|id| self.state_event(id).ok().flatten())
         };
         ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_state)
             .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))?;
@@ -730,13 +737,18 @@ impl Rooms {
     /// is on disk (the next event of the room builds on it; syncs read up to it).
     async fn commit(&self, pending: Pending, room_lock: OwnedMutexGuard<()>) -> Result<()> {
         let (db, stream) = (self.db.clone(), self.stream.clone());
+        let state_events = self.state_events.clone();
         tokio::task::spawn_blocking(move || {
             let Pending {
                 batch,
                 permit,
                 woken,
+                redacted,
             } = pending;
             let written = db.write(batch);
+            if let Some(redacted) = redacted {
+                state_events.forget(&redacted);
+            }
             drop(permit);
             drop(room_lock);
             if written.is_ok() {
