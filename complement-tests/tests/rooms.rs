@@ -969,3 +969,64 @@ async fn sending_is_rate_limited_but_retries_of_a_transaction_are_not() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn state_with_an_empty_key_is_served_with_and_without_the_trailing_slash()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let (alice, _bob, room_id) = two_in_a_dm(&server).await?;
+    let t = token(&alice);
+    let state = format!("/_matrix/client/v3/rooms/{room_id}/state");
+
+    // matrix-sdk (like matrix-js-sdk) writes an empty key as a trailing slash.
+    alice
+        .get_room(&room_id)
+        .unwrap()
+        .set_name("Tea".into())
+        .await?;
+    for path in [
+        format!("{state}/m.room.name/"),
+        format!("{state}/m.room.name"),
+    ] {
+        let (status, content) = server.request("GET", &path, Some(&t), None).await?;
+        assert_eq!((status, content), (200, json!({ "name": "Tea" })), "{path}");
+        let (status, event) = server
+            .request("GET", &format!("{path}?format=event"), Some(&t), None)
+            .await?;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(
+            (
+                &event["type"],
+                &event["state_key"],
+                &event["content"]["name"]
+            ),
+            (&json!("m.room.name"), &json!(""), &json!("Tea")),
+            "{path}: {event}"
+        );
+    }
+
+    for (path, topic) in [
+        (format!("{state}/m.room.topic"), "no slash"),
+        (format!("{state}/m.room.topic/"), "slash"),
+    ] {
+        let (status, body) = server
+            .request("PUT", &path, Some(&t), Some(json!({ "topic": topic })))
+            .await?;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body["event_id"].is_string());
+        let (_, content) = server
+            .request("GET", &format!("{state}/m.room.topic/"), Some(&t), None)
+            .await?;
+        assert_eq!(content["topic"], topic);
+    }
+
+    // An unset empty-key state event is "not found", not an unknown endpoint.
+    let (status, body) = server
+        .request("GET", &format!("{state}/m.room.avatar"), Some(&t), None)
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND"))
+    );
+    Ok(())
+}

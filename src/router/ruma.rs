@@ -4,6 +4,10 @@
 //! Paths and methods come from the request type's metadata (every historic path of the
 //! endpoint), and the authentication a request needs comes from its `Authentication`
 //! scheme type: no path is written by hand.
+//!
+//! Where a ruma type is stricter or looser than the spec, the route says so where it is
+//! registered: [`RumaRouter::ruma_route_prepared`] adjusts the body before ruma parses
+//! it, and [`RumaRouter::ruma_route_json`] answers with the handler's own JSON.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -14,11 +18,11 @@ use axum::{
     response::IntoResponse,
     routing::{MethodFilter, on},
 };
-use http::{Request, StatusCode};
+use http::{Request, StatusCode, header};
 use ruma::{
     OwnedDeviceId, OwnedUserId, UserId,
     api::{
-        IncomingRequest, IncomingRequestExt, OutgoingResponseExt,
+        IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
         auth_scheme::{
             AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional,
             NoAccessToken, NoAuthentication,
@@ -27,6 +31,9 @@ use ruma::{
         path_builder::PathBuilder,
     },
 };
+
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::{Error, Result, service::Services};
 
@@ -98,48 +105,130 @@ impl<T> Ruma<T> {
     }
 }
 
+/// Adjusts a request body (a JSON object; `{}` when none was sent) before ruma parses it,
+/// given the percent-decoded path arguments. For endpoints whose ruma request type is
+/// stricter than the spec: it fills in what the spec makes optional, or rejects with the
+/// spec's error what ruma would reject with a misleading one.
+pub type Prepare = fn(&mut Map<String, Value>, &[&str]) -> Result<()>;
+
 /// Adds ruma-typed routes to an axum router.
+///
+/// A path whose last segment is `{state_key}` is also routed without it, with and without
+/// the trailing slash: the spec allows an empty state key and makes the slash optional
+/// then, and the router would not match an empty segment. ruma reads the missing
+/// argument as the empty key.
 pub trait RumaRouter {
+    /// Routes `handler` on every path and the method of `Req`.
     fn ruma_route<Req, F, Fut>(self, handler: F) -> Self
     where
         Req: IncomingRequest + Send + 'static,
         Req::Authentication: Authentication,
         F: Fn(Arc<Services>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Req::OutgoingResponse>> + Send + 'static;
+
+    /// As [`ruma_route`](Self::ruma_route), with the body adjusted by `prepare` first.
+    fn ruma_route_prepared<Req, F, Fut>(self, handler: F, prepare: Prepare) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: Authentication,
+        F: Fn(Arc<Services>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Req::OutgoingResponse>> + Send + 'static;
+
+    /// As [`ruma_route`](Self::ruma_route), for a handler that answers with its own JSON
+    /// because ruma's response type does not serialise the way the spec says.
+    fn ruma_route_json<Req, T, F, Fut>(self, handler: F) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: Authentication,
+        T: Serialize + 'static,
+        F: Fn(Arc<Services>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static;
 }
 
 impl RumaRouter for Router<Arc<Services>> {
-    fn ruma_route<Req, F, Fut>(mut self, handler: F) -> Self
+    fn ruma_route<Req, F, Fut>(self, handler: F) -> Self
     where
         Req: IncomingRequest + Send + 'static,
         Req::Authentication: Authentication,
         F: Fn(Arc<Services>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Req::OutgoingResponse>> + Send + 'static,
     {
-        let method = MethodFilter::try_from(Req::METHOD).expect("ruma methods are standard");
-        for path in Req::PATH_BUILDER.all_paths() {
-            let handler = handler.clone();
-            let endpoint = move |State(services): State<Arc<Services>>,
-                                 ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                                 params: RawPathParams,
-                                 request: Request<Body>| async move {
-                let outcome = async {
-                    let ruma = extract::<Req>(&services, peer, &params, request).await?;
-                    let response = handler(services.clone(), ruma).await?;
-                    response
-                        .try_into_http_response::<Vec<u8>>()
-                        .map_err(Error::internal)
-                }
-                .await;
-                match outcome {
-                    Ok(response) => response.map(Body::from),
-                    Err(error) => error.into_response(),
-                }
-            };
-            self = self.route(path, on(method, endpoint));
-        }
-        self
+        route(self, handler, None, ruma_response)
     }
+
+    fn ruma_route_prepared<Req, F, Fut>(self, handler: F, prepare: Prepare) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: Authentication,
+        F: Fn(Arc<Services>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Req::OutgoingResponse>> + Send + 'static,
+    {
+        route(self, handler, Some(prepare), ruma_response)
+    }
+
+    fn ruma_route_json<Req, T, F, Fut>(self, handler: F) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: Authentication,
+        T: Serialize + 'static,
+        F: Fn(Arc<Services>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        route(self, handler, None, json_response)
+    }
+}
+
+fn ruma_response<R: OutgoingResponse>(response: R) -> Result<http::Response<Vec<u8>>> {
+    response
+        .try_into_http_response::<Vec<u8>>()
+        .map_err(Error::internal)
+}
+
+fn json_response<T: Serialize>(response: T) -> Result<http::Response<Vec<u8>>> {
+    let body = serde_json::to_vec(&response).map_err(Error::internal)?;
+    http::Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .map_err(Error::internal)
+}
+
+fn route<Req, R, F, Fut>(
+    mut router: Router<Arc<Services>>,
+    handler: F,
+    prepare: Option<Prepare>,
+    respond: fn(R) -> Result<http::Response<Vec<u8>>>,
+) -> Router<Arc<Services>>
+where
+    Req: IncomingRequest + Send + 'static,
+    Req::Authentication: Authentication,
+    R: 'static,
+    F: Fn(Arc<Services>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R>> + Send + 'static,
+{
+    let method = MethodFilter::try_from(Req::METHOD).expect("ruma methods are standard");
+    let endpoint = move |State(services): State<Arc<Services>>,
+                         ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                         params: RawPathParams,
+                         request: Request<Body>| async move {
+        let outcome = async {
+            let ruma = extract::<Req>(&services, peer, &params, request, prepare).await?;
+            respond(handler(services.clone(), ruma).await?)
+        }
+        .await;
+        match outcome {
+            Ok(response) => response.map(Body::from),
+            Err(error) => error.into_response(),
+        }
+    };
+    for path in Req::PATH_BUILDER.all_paths() {
+        router = router.route(path, on(method, endpoint.clone()));
+        if let Some(without_key) = path.strip_suffix("/{state_key}") {
+            router = router
+                .route(without_key, on(method, endpoint.clone()))
+                .route(&format!("{without_key}/"), on(method, endpoint.clone()));
+        }
+    }
+    router
 }
 
 async fn extract<Req>(
@@ -147,6 +236,7 @@ async fn extract<Req>(
     peer: SocketAddr,
     params: &RawPathParams,
     request: Request<Body>,
+    prepare: Option<Prepare>,
 ) -> Result<Ruma<Req>>
 where
     Req: IncomingRequest,
@@ -189,14 +279,23 @@ where
         ));
     }
 
+    let path_args: Vec<&str> = params.iter().map(|(_, value)| value).collect();
+    let prepared;
     // An empty body is an empty object: many clients send none when every field is
     // optional (matrix-nio's join, for one), and Synapse accepts that.
-    let bytes: &[u8] = if bytes.is_empty() && expects_json(&parts) {
-        b"{}"
-    } else {
-        &bytes
+    let bytes: &[u8] = match prepare {
+        Some(prepare) if expects_json(&parts) => {
+            let mut object = match &json {
+                Some(Value::Object(object)) => object.clone(),
+                _ => Map::new(),
+            };
+            prepare(&mut object, &path_args)?;
+            prepared = serde_json::to_vec(&object).map_err(Error::internal)?;
+            &prepared
+        }
+        _ if bytes.is_empty() && expects_json(&parts) => b"{}",
+        _ => &bytes,
     };
-    let path_args: Vec<&str> = params.iter().map(|(_, value)| value).collect();
     let http_request = Request::from_parts(parts, bytes);
     // Parsing is ruma's; a body it cannot cope with must be the client's 400, never a
     // panic that takes the request down (ruma's login parsing indexes a missing `type`).

@@ -28,6 +28,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+///
+/// An empty state key may also leave out its slash (routed in `router/ruma.rs`).
 async fn send_state(
     services: Arc<Services>,
     request: Ruma<send_state_event::v3::Request>,
@@ -94,6 +96,8 @@ async fn state(
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+///
+/// An empty state key may also leave out its slash (routed in `router/ruma.rs`).
 async fn state_event(
     services: Arc<Services>,
     request: Ruma<get_state_event_for_key::v3::Request>,
