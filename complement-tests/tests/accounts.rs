@@ -694,3 +694,67 @@ async fn one_shot_dummy_registration_and_bodyless_posts_work_as_on_synapse() -> 
     assert_eq!(response.status(), 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn devices_leave_out_unset_fields_and_keep_their_name_unless_given_one() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await?;
+    let grace = server.register("grace").await?;
+    let t = token(&grace);
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "grace" }, "password": password("grace") });
+    let (status, unnamed) = server
+        .request("POST", "/_matrix/client/v3/login", None, Some(login))
+        .await?;
+    assert_eq!(status, 200, "{unnamed}");
+    let unnamed = unnamed["device_id"].as_str().unwrap().to_owned();
+
+    let (status, list) = server
+        .request("GET", "/_matrix/client/v3/devices", Some(&t), None)
+        .await?;
+    assert_eq!(status, 200);
+    let listed = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == unnamed.as_str())
+        .expect("the new device is listed");
+    assert!(listed.get("display_name").is_none(), "{listed}");
+    let path = format!("/_matrix/client/v3/devices/{unnamed}");
+    let (status, device) = server.request("GET", &path, Some(&t), None).await?;
+    assert_eq!(status, 200);
+    assert!(device.get("display_name").is_none(), "{device}");
+    assert!(device["last_seen_ts"].is_u64(), "{device}");
+
+    // A body without `display_name` leaves the name as it is.
+    let first = format!("/_matrix/client/v3/devices/{}", grace.device_id().unwrap());
+    let (status, _) = server
+        .request("PUT", &first, Some(&t), Some(json!({})))
+        .await?;
+    assert_eq!(status, 200);
+    let (_, device) = server.request("GET", &first, Some(&t), None).await?;
+    assert_eq!(device["display_name"], "grace's first device");
+    let (status, _) = server
+        .request(
+            "PUT",
+            &first,
+            Some(&t),
+            Some(json!({ "display_name": "desk" })),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let (_, device) = server.request("GET", &first, Some(&t), None).await?;
+    assert_eq!(device["display_name"], "desk");
+    let (status, body) = server
+        .request(
+            "PUT",
+            "/_matrix/client/v3/devices/NOSUCHDEVICE",
+            Some(&t),
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND"))
+    );
+    Ok(())
+}

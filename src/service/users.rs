@@ -373,16 +373,11 @@ impl Users {
         Ok(out)
     }
 
-    pub fn rename_device(
-        &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-        name: Option<String>,
-    ) -> Result<()> {
+    pub fn rename_device(&self, user_id: &UserId, device_id: &DeviceId, name: &str) -> Result<()> {
         let mut device = self
             .device(user_id, device_id)?
             .ok_or_else(|| Error::not_found("No such device"))?;
-        device.display_name = name;
+        device.display_name = Some(name.to_owned());
         let mut batch = self.db.batch();
         batch.put_json(Keyspace::Devices, device_key(user_id, device_id), &device);
         self.db.write(batch)?;

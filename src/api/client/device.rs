@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::{
-    MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt,
-    api::client::device::{
-        Device, delete_device, delete_devices, get_device, get_devices, update_device,
-    },
+    OwnedDeviceId,
+    api::client::device::{delete_device, delete_devices, get_device, get_devices, update_device},
 };
+use serde::Serialize;
 
 use super::uia;
 use crate::{
@@ -19,63 +18,78 @@ use crate::{
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
-        .ruma_route(list)
-        .ruma_route(get)
+        .ruma_route_json(list)
+        .ruma_route_json(get)
         .ruma_route(update)
         .ruma_route(delete)
         .ruma_route(delete_many)
 }
 
-fn to_device(device_id: OwnedDeviceId, record: DeviceRecord) -> Device {
-    let mut device = Device::new(device_id);
-    device.display_name = record.display_name;
-    device.last_seen_ip = record.last_seen_ip;
-    device.last_seen_ts = record
-        .last_seen_ts
-        .and_then(UInt::new)
-        .map(MilliSecondsSinceUnixEpoch);
-    device
+/// A device as the spec writes it. ruma's `Device` serialises an unset display name or
+/// address as `null`, where the spec leaves the field out.
+#[derive(Serialize)]
+struct Device {
+    device_id: OwnedDeviceId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_ts: Option<u64>,
+}
+
+impl Device {
+    fn new(device_id: OwnedDeviceId, record: DeviceRecord) -> Self {
+        Self {
+            device_id,
+            display_name: record.display_name,
+            last_seen_ip: record.last_seen_ip,
+            last_seen_ts: record.last_seen_ts,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Devices {
+    devices: Vec<Device>,
 }
 
 /// # `GET /_matrix/client/v3/devices`
-async fn list(
-    services: Arc<Services>,
-    request: Ruma<get_devices::v3::Request>,
-) -> Result<get_devices::v3::Response> {
+async fn list(services: Arc<Services>, request: Ruma<get_devices::v3::Request>) -> Result<Devices> {
     let devices = services.users.devices(request.user_id()?)?;
-    Ok(get_devices::v3::Response::new(
-        devices
+    Ok(Devices {
+        devices: devices
             .into_iter()
-            .map(|(id, record)| to_device(id, record))
+            .map(|(id, record)| Device::new(id, record))
             .collect(),
-    ))
+    })
 }
 
 /// # `GET /_matrix/client/v3/devices/{deviceId}`
-async fn get(
-    services: Arc<Services>,
-    request: Ruma<get_device::v3::Request>,
-) -> Result<get_device::v3::Response> {
+async fn get(services: Arc<Services>, request: Ruma<get_device::v3::Request>) -> Result<Device> {
     let record = services
         .users
         .device(request.user_id()?, &request.body.device_id)?
         .ok_or_else(|| Error::not_found("No such device"))?;
-    Ok(get_device::v3::Response::new(to_device(
-        request.body.device_id.clone(),
-        record,
-    )))
+    Ok(Device::new(request.body.device_id.clone(), record))
 }
 
 /// # `PUT /_matrix/client/v3/devices/{deviceId}`
+///
+/// Without a `display_name` the name stays as it is.
 async fn update(
     services: Arc<Services>,
     request: Ruma<update_device::v3::Request>,
 ) -> Result<update_device::v3::Response> {
-    services.users.rename_device(
-        request.user_id()?,
-        &request.body.device_id,
-        request.body.display_name.clone(),
-    )?;
+    let user_id = request.user_id()?;
+    let device_id = &request.body.device_id;
+    match &request.body.display_name {
+        Some(name) => services.users.rename_device(user_id, device_id, name)?,
+        None if services.users.device(user_id, device_id)?.is_none() => {
+            return Err(Error::not_found("No such device"));
+        }
+        None => {}
+    }
     Ok(update_device::v3::Response::new())
 }
 
