@@ -758,3 +758,58 @@ async fn devices_leave_out_unset_fields_and_keep_their_name_unless_given_one() -
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn optional_fields_of_push_rules_and_profile_bodies() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let heidi = server.register("heidi").await?;
+    let t = token(&heidi);
+
+    // `conditions` may be left out: such a rule always matches.
+    for kind in ["override", "underride"] {
+        let path = format!("/_matrix/client/v3/pushrules/global/{kind}/everything");
+        let (status, body) = server
+            .request(
+                "PUT",
+                &path,
+                Some(&t),
+                Some(json!({ "actions": ["notify"] })),
+            )
+            .await?;
+        assert_eq!(status, 200, "{kind}: {body}");
+        let (status, rule) = server.request("GET", &path, Some(&t), None).await?;
+        assert_eq!(status, 200);
+        assert_eq!(rule["conditions"], json!([]), "{kind}: {rule}");
+        assert_eq!(rule["actions"], json!(["notify"]));
+    }
+
+    // The field named in the path may come anywhere in the body; without it the body is
+    // missing a parameter (not malformed JSON).
+    let path = "/_matrix/client/v3/profile/@heidi:localhost/displayname";
+    let (status, body) = server
+        .request(
+            "PUT",
+            path,
+            Some(&t),
+            Some(json!({ "avatar_url": "mxc://localhost/x", "displayname": "Heidi" })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let (_, field) = server.request("GET", path, Some(&t), None).await?;
+    assert_eq!(field, json!({ "displayname": "Heidi" }));
+    let (status, body) = server
+        .request(
+            "PUT",
+            path,
+            Some(&t),
+            Some(json!({ "avatar_url": "mxc://localhost/x" })),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (400, Some("M_MISSING_PARAM")),
+        "{body}"
+    );
+    assert!(body["error"].as_str().unwrap().contains("displayname"));
+    Ok(())
+}

@@ -1030,3 +1030,52 @@ async fn state_with_an_empty_key_is_served_with_and_without_the_trailing_slash()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn typing_and_directory_requests_may_leave_out_optional_fields() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let (alice, bob, room_id) = two_in_a_dm(&server).await?;
+    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // `timeout` is optional: the server picks one.
+    let typing = format!("/_matrix/client/v3/rooms/{room_id}/typing/@alice:localhost");
+    let (status, body) = server
+        .request(
+            "PUT",
+            &typing,
+            Some(&token(&alice)),
+            Some(json!({ "typing": true })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let sync = raw_sync(&server, &bob, Some(&since), 5000).await?;
+    let ephemeral = &sync["rooms"]["join"][room_id.as_str()]["ephemeral"]["events"];
+    assert_eq!(
+        ephemeral[0]["content"]["user_ids"],
+        json!(["@alice:localhost"])
+    );
+    let (status, _) = server
+        .request(
+            "PUT",
+            &typing,
+            Some(&token(&alice)),
+            Some(json!({ "typing": false })),
+        )
+        .await?;
+    assert_eq!(status, 200);
+
+    // `visibility` defaults to public.
+    let listing = format!("/_matrix/client/v3/directory/list/room/{room_id}");
+    let (_, before) = server.request("GET", &listing, None, None).await?;
+    assert_eq!(before["visibility"], "private");
+    let (status, body) = server
+        .request("PUT", &listing, Some(&token(&alice)), Some(json!({})))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let (_, after) = server.request("GET", &listing, None, None).await?;
+    assert_eq!(after["visibility"], "public");
+    Ok(())
+}

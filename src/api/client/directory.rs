@@ -14,7 +14,7 @@ use ruma::{
     },
     directory::PublicRoomsChunk,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::{
     Error, Result,
@@ -29,7 +29,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(delete_alias)
         .ruma_route(room_aliases)
         .ruma_route(visibility)
-        .ruma_route(set_visibility)
+        .ruma_route_prepared(set_visibility, default_visibility)
         .ruma_route(public_rooms)
         .ruma_route(public_rooms_filtered)
 }
@@ -118,6 +118,12 @@ async fn visibility(
         Visibility::Private
     };
     Ok(get_room_visibility::v3::Response::new(visibility))
+}
+
+/// The spec's `visibility` defaults to `public`; ruma requires it.
+fn default_visibility(body: &mut Map<String, Value>, _: &[&str]) -> Result<()> {
+    body.entry("visibility").or_insert_with(|| "public".into());
+    Ok(())
 }
 
 /// # `PUT /_matrix/client/v3/directory/list/room/{roomId}`

@@ -12,6 +12,7 @@ use ruma::{
     },
     events::receipt::ReceiptThread,
 };
+use serde_json::{Map, Value};
 
 use crate::{
     Error, Result,
@@ -22,11 +23,23 @@ use crate::{
 /// The longest a client may claim to be typing at once.
 const MAX_TYPING: Duration = Duration::from_secs(120);
 
+/// How long a client is typing when it does not say (as on Synapse).
+const DEFAULT_TYPING: Duration = Duration::from_secs(30);
+
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
-        .ruma_route(typing)
+        .ruma_route_prepared(typing, default_timeout)
         .ruma_route(receipt)
         .ruma_route(read_markers)
+}
+
+/// The spec requires only `typing`; ruma also wants a `timeout` when it is `true`.
+fn default_timeout(body: &mut Map<String, Value>, _: &[&str]) -> Result<()> {
+    if body.get("typing") == Some(&Value::Bool(true)) {
+        body.entry("timeout")
+            .or_insert_with(|| (DEFAULT_TYPING.as_millis() as u64).into());
+    }
+    Ok(())
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}`

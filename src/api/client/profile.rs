@@ -6,11 +6,15 @@ use std::sync::Arc;
 use axum::Router;
 use ruma::{
     UserId,
-    api::client::profile::{
-        ProfileFieldValue, UserProfile, delete_profile_field, get_profile, get_profile_field,
-        set_profile_field,
+    api::{
+        client::profile::{
+            ProfileFieldValue, UserProfile, delete_profile_field, get_profile, get_profile_field,
+            set_profile_field,
+        },
+        error::ErrorKind,
     },
 };
+use serde_json::{Map, Value};
 
 use crate::{
     Error, Result,
@@ -25,7 +29,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(profile)
         .ruma_route(field)
-        .ruma_route(set_field)
+        .ruma_route_prepared(set_field, only_the_field)
         .ruma_route(delete_field)
 }
 
@@ -63,6 +67,24 @@ async fn field(
     Ok(get_profile_field::v3::Response::new(value))
 }
 
+/// The body holds the field named in the path, perhaps among others. ruma reads it only
+/// when it comes first (failing with "expected , or }" otherwise): it is given that one
+/// property alone, and a body without it is the spec's `M_MISSING_PARAM`.
+fn only_the_field(body: &mut Map<String, Value>, path_args: &[&str]) -> Result<()> {
+    let Some(&name) = path_args.last() else {
+        return Ok(());
+    };
+    let value = body.remove(name).ok_or_else(|| {
+        Error::new(
+            ErrorKind::MissingParam,
+            format!("The body has no `{name}` property"),
+        )
+    })?;
+    body.clear();
+    body.insert(name.to_owned(), value);
+    Ok(())
+}
+
 /// # `PUT /_matrix/client/v3/profile/{userId}/{keyName}`
 async fn set_field(
     services: Arc<Services>,
@@ -75,10 +97,7 @@ async fn set_field(
     let name = request.body.value.field_name();
     let value = request.body.value.value().into_owned();
     if serde_json::to_vec(&value).map_err(Error::internal)?.len() > MAX_FIELD_BYTES {
-        return Err(Error::new(
-            ruma::api::error::ErrorKind::TooLarge,
-            "Profile field too large",
-        ));
+        return Err(Error::new(ErrorKind::TooLarge, "Profile field too large"));
     }
     services
         .users

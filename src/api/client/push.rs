@@ -14,6 +14,7 @@ use ruma::{
     },
     push::Ruleset,
 };
+use serde_json::{Map, Value};
 
 use crate::{
     Error, Result,
@@ -26,7 +27,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(all_rules)
         .ruma_route(global_rules)
         .ruma_route(rule)
-        .ruma_route(set_rule)
+        .ruma_route_prepared(set_rule, default_conditions)
         .ruma_route(delete_rule)
         .ruma_route(rule_enabled)
         .ruma_route(set_rule_enabled)
@@ -91,6 +92,14 @@ async fn rule(
         .get(request.body.kind.clone(), &request.body.rule_id)
         .ok_or_else(not_found)?;
     Ok(get_pushrule::v3::Response::new(rule.into()))
+}
+
+/// The spec's `conditions` are optional ("a rule with no conditions always matches");
+/// ruma requires them of `override` and `underride` rules, and the others ignore them.
+fn default_conditions(body: &mut Map<String, Value>, _: &[&str]) -> Result<()> {
+    body.entry("conditions")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    Ok(())
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
