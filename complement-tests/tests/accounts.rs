@@ -258,6 +258,38 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
             404,
             "M_NOT_FOUND",
         ),
+        // No third-party identifier is bound to any account: such a login fails as a
+        // wrong password does. M_UNRECOGNIZED is only for unknown endpoints.
+        (
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            Some(
+                json!({ "type": "m.login.password", "identifier": { "type": "m.id.thirdparty", "medium": "email", "address": "alice@example.org" }, "password": "x" }),
+            ),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            Some(
+                json!({ "type": "m.login.password", "identifier": { "type": "m.id.phone", "country": "GB", "phone": "07700900001" }, "password": "x" }),
+            ),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            Some(
+                json!({ "type": "m.login.password", "identifier": { "type": "org.example.id" }, "password": "x" }),
+            ),
+            400,
+            "M_UNKNOWN",
+        ),
     ];
     for (method, path, token, body, status, errcode) in cases {
         let (got_status, got) = server.request(method, path, token, body).await?;

@@ -3,23 +3,33 @@
 
 use ruma::{
     OwnedUserId, ServerName, UserId,
-    api::client::uiaa::{AuthData, AuthType, UserIdentifier},
+    api::{
+        client::uiaa::{AuthData, AuthType, UserIdentifier},
+        error::ErrorKind,
+    },
 };
 
 use crate::{Error, Result, service::Services};
 
 /// Resolves a login identifier (`m.id.user` with a localpart or full id) to a local user.
+///
+/// No third-party identifier (`m.id.thirdparty`, `m.id.phone`) is ever bound to an
+/// account here, so one fails as a wrong password does (403 `M_FORBIDDEN`, as on
+/// Synapse); an identifier type the spec does not define is the spec's 400 `M_UNKNOWN`.
 pub fn user_from_identifier(
     identifier: &UserIdentifier,
     server_name: &ServerName,
 ) -> Result<OwnedUserId> {
     match identifier {
         UserIdentifier::Matrix(matrix) => user_from_name(&matrix.user, server_name),
-        _ => Err(Error::new(
-            ruma::api::error::ErrorKind::Unrecognized,
-            "Only m.id.user identifiers are supported",
-        )
-        .with_status(http::StatusCode::BAD_REQUEST)),
+        UserIdentifier::PhoneNumber(_) => Err(Error::forbidden("Invalid username or password")),
+        other if other.as_third_party_id().is_some() => {
+            Err(Error::forbidden("Invalid username or password"))
+        }
+        _ => Err(
+            Error::new(ErrorKind::Unknown, "Unknown login identifier type")
+                .with_status(http::StatusCode::BAD_REQUEST),
+        ),
     }
 }
 
