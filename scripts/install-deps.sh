@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a Debian machine with a Rust toolchain:
-# libclang for the RocksDB bindings, and the JavaScript and Python client libraries
-# the black-box tests drive the server with.
+# libclang for the RocksDB bindings, the JavaScript and Python client libraries the
+# black-box tests drive the server with, and schemathesis for the spec-driven fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +31,5 @@ if [ "${1:-}" != "--server-only" ]; then
         }
     fi
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r complement-tests/python/requirements.txt
+    fuzz/run.sh --venv-only
 fi

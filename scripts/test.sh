@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and in-process tests, then the black-box tests that start
 # the real binary and drive it with matrix-sdk (Rust), matrix-nio (Python) and
-# matrix-js-sdk (Node).
+# matrix-js-sdk (Node), then a bounded spec-driven fuzz run (fuzz/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
@@ -14,3 +14,7 @@ cargo test --workspace --no-fail-fast
 complement-tests/python/.venv/bin/python -m unittest discover -s complement-tests/python -p 'test_*.py'
 
 (cd complement-tests/js && node --test --test-force-exit --test-concurrency=1 tests/)
+
+# About a minute, fixed seed: every operation the server implements, checked against the
+# spec's OpenAPI definitions.
+fuzz/run.sh --smoke --start "$CARGO_TARGET_DIR/debug/palisade"
