@@ -94,7 +94,9 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
             full_state: request.full_state,
             ignored: services.account_data.ignored_users(&sender.user_id)?,
         };
-        let response = build(&window).await?;
+        // Boxed: a held long-poll keeps this future alive, and without the box it would
+        // reserve room for the whole response-building state while it only waits.
+        let response = Box::pin(build(&window)).await?;
         let has_news = !response.rooms.is_empty() || !response.account_data.events.is_empty();
         if has_news || request.since.is_none() || request.full_state {
             return Ok(response);
