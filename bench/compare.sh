@@ -18,7 +18,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 size=full
-[[ "${1:-}" == "--smoke" ]] && size=smoke
+report_only=false
+case "${1:-}" in
+    --smoke) size=smoke ;;
+    # Rebuild the table and docs/benchmarks.md from the reports of the last full run.
+    --report-only) report_only=true ;;
+esac
 BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench}"
 export BENCH_DIR
 BACKENDS="${BACKENDS:-sqlite postgres}"
@@ -80,10 +85,12 @@ stop_palisade() {
     wait "$palisade_pid" 2>/dev/null || true
 }
 
-step "palisade"
-rm -rf "$srv" "$results/palisade.json"
-mkdir -p "$srv"
-cat >"$srv/config.toml" <<EOF
+# Runs the load against this server, then against Synapse on each backend.
+measure() {
+    step "palisade"
+    rm -rf "$srv" "$results/palisade.json"
+    mkdir -p "$srv"
+    cat >"$srv/config.toml" <<EOF
 [global]
 server_name = "localhost"
 address = "127.0.0.1"
@@ -102,48 +109,55 @@ burst = 100000
 per_second = 100000.0
 burst = 100000
 EOF
-trap stop_palisade EXIT
-start_palisade
-loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only send,delivery,sync,messages
-stop_palisade
-# Each count of idle syncs is held by a freshly started process, so memory freed by an
-# earlier phase and kept by the allocator does not hide what the held syncs cost.
-for n in "${idle_h1[@]}"; do
+    trap stop_palisade EXIT
     start_palisade
-    loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only idle \
-        --idle-http1 "$n" --idle-http2 0 --append
+    loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only send,delivery,sync,messages
     stop_palisade
-done
-for n in "${idle_h2[@]}"; do
-    start_palisade
-    loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only idle \
-        --idle-http1 0 --idle-http2 "$n" --append
-    stop_palisade
-done
-trap - EXIT
-
-reports=("$results/palisade.json")
-port=18019
-for backend in $BACKENDS; do
-    step "Synapse on $backend"
-    dir="$BENCH_DIR/synapse-$backend"
-    label="synapse-$backend"
-    bench/synapse.sh stop "$dir" 2>/dev/null || true
-    rm -rf "$dir" "$results/$label.json"
-    trap 'bench/synapse.sh stop "$dir"' EXIT
-    bench/synapse.sh start "$backend" "$port" "$dir" >/dev/null
-    loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only send,delivery,sync,messages
-    # Synapse does not speak HTTP/2 without TLS, so its idle syncs are HTTP/1.1 only.
+    # Each count of idle syncs is held by a freshly started process, so memory freed by an
+    # earlier phase and kept by the allocator does not hide what the held syncs cost.
     for n in "${idle_h1[@]}"; do
-        bench/synapse.sh stop "$dir"
-        bench/synapse.sh start "$backend" "$port" "$dir" >/dev/null
-        loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only idle \
+        start_palisade
+        loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only idle \
             --idle-http1 "$n" --idle-http2 0 --append
+        stop_palisade
     done
-    bench/synapse.sh stop "$dir"
+    for n in "${idle_h2[@]}"; do
+        start_palisade
+        loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only idle \
+            --idle-http1 0 --idle-http2 "$n" --append
+        stop_palisade
+    done
     trap - EXIT
-    reports+=("$results/$label.json")
-    port=$((port + 1))
+
+    port=18019
+    for backend in $BACKENDS; do
+        step "Synapse on $backend"
+        dir="$BENCH_DIR/synapse-$backend"
+        label="synapse-$backend"
+        bench/synapse.sh stop "$dir" 2>/dev/null || true
+        rm -rf "$dir" "$results/$label.json"
+        trap 'bench/synapse.sh stop "$dir"' EXIT
+        bench/synapse.sh start "$backend" "$port" "$dir" >/dev/null
+        loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only send,delivery,sync,messages
+        # Synapse does not speak HTTP/2 without TLS, so its idle syncs are HTTP/1.1 only.
+        for n in "${idle_h1[@]}"; do
+            bench/synapse.sh stop "$dir"
+            bench/synapse.sh start "$backend" "$port" "$dir" >/dev/null
+            loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only idle \
+                --idle-http1 "$n" --idle-http2 0 --append
+        done
+        bench/synapse.sh stop "$dir"
+        trap - EXIT
+        port=$((port + 1))
+    done
+}
+
+if ! $report_only; then
+    measure
+fi
+reports=("$results/palisade.json")
+for backend in $BACKENDS; do
+    reports+=("$results/synapse-$backend.json")
 done
 
 step "comparison"

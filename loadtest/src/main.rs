@@ -55,7 +55,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Add this run's phases to the report already in `--out` (e.g. idle syncs
-        /// measured on a freshly started server).
+        /// measured on a freshly started server), replacing phases measured again.
         #[arg(long)]
         append: bool,
     },
@@ -109,7 +109,11 @@ async fn main() -> Result<()> {
             }
             let mut report = Run::new(&base_url, &label, pids, plan)?.all().await?;
             if append && out.exists() {
+                // A phase measured again replaces the earlier figure.
                 let mut earlier = read(&out)?;
+                earlier
+                    .phases
+                    .retain(|p| report.phases.iter().all(|new| new.name != p.name));
                 earlier.phases.append(&mut report.phases);
                 earlier.rate_limited += report.rate_limited;
                 earlier.peak_memory_mib = earlier.peak_memory_mib.max(report.peak_memory_mib);
