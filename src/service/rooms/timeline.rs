@@ -261,18 +261,8 @@ impl Rooms {
                         return Ok(event_id);
                     }
                 }
-                let prev_events = room.extremities.clone();
-                let (event_id, object) = self.build(
-                    &room.version,
-                    &rules,
-                    &state,
-                    Some(room_id),
-                    &prev_events,
-                    room.depth + 1,
-                    &job.sender,
-                    &job.event,
-                )?;
-                let pdu = self.authorise(&rules, &event_id, &object, &state)?;
+                let (event_id, object, pdu) =
+                    self.build_on_head(room_id, &room, &rules, &state, &job.sender, &job.event)?;
                 let txn = job
                     .txn
                     .as_ref()
@@ -326,18 +316,8 @@ impl Rooms {
             .ok_or_else(|| Error::forbidden("You are not in this room"))?;
         let rules = Self::rules(&room.version)?;
         let state = self.state.get(room.state_group)?;
-        let prev_events = room.extremities.clone();
-        let (event_id, object) = self.build(
-            &room.version,
-            &rules,
-            &state,
-            Some(room_id),
-            &prev_events,
-            room.depth + 1,
-            sender,
-            &event,
-        )?;
-        let pdu = self.authorise(&rules, &event_id, &object, &state)?;
+        let (event_id, object, pdu) =
+            self.build_on_head(room_id, &room, &rules, &state, sender, &event)?;
         let redacted = (pdu.kind == TimelineEventType::RoomRedaction)
             .then(|| pdu.redacts.clone())
             .flatten();
@@ -432,6 +412,31 @@ impl Rooms {
         )
         .await?;
         Ok(room_id)
+    }
+
+    /// Builds the next event of a room on top of its head and current state, and
+    /// authorises it.
+    fn build_on_head(
+        &self,
+        room_id: &RoomId,
+        room: &RoomRecord,
+        rules: &RoomVersionRules,
+        state: &StateMap,
+        sender: &UserId,
+        event: &NewEvent,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject, Pdu)> {
+        let (event_id, object) = self.build(
+            &room.version,
+            rules,
+            state,
+            Some(room_id),
+            &room.extremities,
+            room.depth + 1,
+            sender,
+            event,
+        )?;
+        let pdu = self.authorise(rules, &event_id, &object, state)?;
+        Ok((event_id, object, pdu))
     }
 
     /// Builds, hashes and signs a PDU on top of the given state and parents.
