@@ -6,7 +6,7 @@
 #   bench/compare.sh            full sizes, release build; rewrites the results part
 #                               of docs/benchmarks.md (by hand: tens of minutes)
 #   bench/compare.sh --smoke    tiny sizes, seconds per server; writes only to
-#                               $BENCH_DIR/results (CI runs this so the tool never rots)
+#                               $BENCH_DIR/results-smoke (CI runs this so the tool never rots)
 #
 # Environment:
 #   BENCH_DIR      work directory: venv, databases, reports (default /tmp/palisade-bench)
@@ -27,7 +27,8 @@ esac
 BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench}"
 export BENCH_DIR
 BACKENDS="${BACKENDS:-sqlite postgres}"
-results="$BENCH_DIR/results"
+# Smoke runs keep their reports apart, so they never replace those of a full run.
+results="$BENCH_DIR/results-$size"
 mkdir -p "$results"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
 
