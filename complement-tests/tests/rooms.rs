@@ -310,6 +310,17 @@ async fn group_membership_changes_are_seen_by_members() -> anyhow::Result<()> {
         .await?;
     assert_eq!(directory["chunk"][0]["room_id"], room_id.as_str());
     assert_eq!(directory["chunk"][0]["name"], "Team");
+    // An empty `since` is the first page, not an invalid token.
+    let (status, first_page) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/publicRooms",
+            Some(&token(&carol)),
+            Some(json!({ "since": "", "filter": { "generic_search_term": "plan" } })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{first_page}");
+    assert_eq!(first_page["chunk"], directory["chunk"]);
     Ok(())
 }
 

@@ -212,7 +212,8 @@ fn list(
             .then(a.room_id.cmp(&b.room_id))
     });
     let total = rooms.len();
-    let offset: usize = match since {
+    // An empty token is the first page, as clients that always send `since` expect.
+    let offset: usize = match since.filter(|token| !token.is_empty()) {
         Some(token) => token
             .parse()
             .map_err(|_| Error::invalid_param("Invalid since token"))?,
