@@ -845,3 +845,55 @@ async fn optional_fields_of_push_rules_and_profile_bodies() -> anyhow::Result<()
     assert!(body["error"].as_str().unwrap().contains("displayname"));
     Ok(())
 }
+
+#[tokio::test]
+async fn profile_sizes_follow_the_spec() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let ivan = server.register("ivan").await?;
+    let token = token(&ivan);
+    let put = |key: String, value: Value| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            server
+                .request(
+                    "PUT",
+                    &format!("/_matrix/client/v3/profile/@ivan:localhost/{key}"),
+                    Some(&token),
+                    Some(json!({ key: value })),
+                )
+                .await
+        }
+    };
+
+    // A custom field well above the display name limit is fine while the profile fits.
+    let (status, body) = put("org.example.bio".into(), json!("b".repeat(10_000))).await?;
+    assert_eq!(status, 200, "{body}");
+    // Keys are at most 255 bytes.
+    let (status, body) = put(format!("org.example.{}", "k".repeat(250)), json!("v")).await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (400, Some("M_KEY_TOO_LARGE"))
+    );
+    // The whole profile stays under 64 KiB.
+    let (status, body) = put("org.example.a".into(), json!("a".repeat(40_000))).await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = put("org.example.b".into(), json!("b".repeat(20_000))).await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (400, Some("M_PROFILE_TOO_LARGE"))
+    );
+    let (_, profile) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/profile/@ivan:localhost",
+            Some(&token),
+            None,
+        )
+        .await?;
+    assert!(
+        profile.get("org.example.b").is_none(),
+        "a refused field is not stored"
+    );
+    Ok(())
+}

@@ -22,8 +22,13 @@ use crate::{
     service::{Services, rooms::timeline::NewEvent},
 };
 
-/// The largest profile value accepted, in bytes of JSON.
-const MAX_FIELD_BYTES: usize = 4096;
+/// The longest profile key, in bytes (the spec's limit).
+const MAX_KEY_BYTES: usize = 255;
+/// The largest whole profile, in bytes of JSON (the spec's limit).
+const MAX_PROFILE_BYTES: usize = 65_536;
+/// Display names and avatar URLs are copied into every member event of the user, so
+/// they are held to this, in bytes of JSON.
+const MAX_MEMBER_FIELD_BYTES: usize = 4096;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
@@ -96,8 +101,26 @@ async fn set_field(
     }
     let name = request.body.value.field_name();
     let value = request.body.value.value().into_owned();
-    if serde_json::to_vec(&value).map_err(Error::internal)?.len() > MAX_FIELD_BYTES {
+    if name.as_str().len() > MAX_KEY_BYTES {
+        return Err(Error::new(
+            ErrorKind::KeyTooLarge,
+            format!("Profile keys are at most {MAX_KEY_BYTES} bytes"),
+        )
+        .with_status(http::StatusCode::BAD_REQUEST));
+    }
+    let value_bytes = serde_json::to_vec(&value).map_err(Error::internal)?.len();
+    if matches!(name.as_str(), "displayname" | "avatar_url") && value_bytes > MAX_MEMBER_FIELD_BYTES
+    {
         return Err(Error::new(ErrorKind::TooLarge, "Profile field too large"));
+    }
+    let mut profile = services.users.profile(&user_id)?;
+    profile.insert(name.as_str().to_owned(), value.clone());
+    if serde_json::to_vec(&profile).map_err(Error::internal)?.len() > MAX_PROFILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::ProfileTooLarge,
+            "The profile would exceed 64 KiB",
+        )
+        .with_status(http::StatusCode::BAD_REQUEST));
     }
     services
         .users
