@@ -315,7 +315,7 @@ impl Run {
         } else {
             try_join_all(senders.iter().map(|s| self.room_with(s, &[]))).await?
         };
-        let mut phase = Phase::new(
+        let phase = Phase::new(
             &name,
             if concurrency == 1 {
                 format!("1 sender, {layout}, {per_sender} messages")
@@ -349,13 +349,7 @@ impl Run {
         let elapsed = started.elapsed();
         let usage = watch.finish();
         let latencies: Vec<Duration> = results.into_iter().flatten().collect();
-        phase.finish(
-            latencies.len() as u64,
-            elapsed,
-            Some(Latency::of(&latencies)),
-            usage,
-        );
-        self.report.phases.push(phase);
+        self.record(phase, &latencies, elapsed, usage);
         Ok(rooms[0].clone())
     }
 
@@ -366,7 +360,7 @@ impl Run {
         let room = self
             .room_with(&sender, std::slice::from_ref(&receiver))
             .await?;
-        let mut phase = Phase::new(
+        let phase = Phase::new(
             name,
             format!("{messages} messages, one at a time, send to the other user's /sync"),
         );
@@ -440,13 +434,7 @@ impl Run {
         // Wake the listener's long-poll so it sees the stop flag.
         self.matrix.send_text(&sender, &room, "stop").await?;
         listener.await??;
-        phase.finish(
-            latencies.len() as u64,
-            elapsed,
-            Some(Latency::of(&latencies)),
-            usage,
-        );
-        self.report.phases.push(phase);
+        self.record(phase, &latencies, elapsed, usage);
         Ok(())
     }
 
@@ -547,16 +535,10 @@ impl Run {
                 "first_ms".into(),
                 latencies.first().map_or(0.0, |d| d.as_secs_f64() * 1e3),
             );
-            phase.finish(
-                latencies.len() as u64,
-                started.elapsed(),
-                Some(Latency::of(&latencies)),
-                watch.finish(),
-            );
-            self.report.phases.push(phase);
+            self.record(phase, &latencies, started.elapsed(), watch.finish());
         }
 
-        let mut phase = Phase::new(
+        let phase = Phase::new(
             "incremental_sync",
             format!(
                 "/sync since the last token after one new message, user in {} rooms",
@@ -586,13 +568,7 @@ impl Run {
                 .context("next_batch")?
                 .to_owned();
         }
-        phase.finish(
-            latencies.len() as u64,
-            started.elapsed(),
-            Some(Latency::of(&latencies)),
-            watch.finish(),
-        );
-        self.report.phases.push(phase);
+        self.record(phase, &latencies, started.elapsed(), watch.finish());
         Ok(())
     }
 
@@ -626,13 +602,7 @@ impl Run {
             }
         }
         phase.extra.insert("events".into(), events as f64);
-        phase.finish(
-            latencies.len() as u64,
-            started.elapsed(),
-            Some(Latency::of(&latencies)),
-            watch.finish(),
-        );
-        self.report.phases.push(phase);
+        self.record(phase, &latencies, started.elapsed(), watch.finish());
         Ok(())
     }
 
@@ -752,6 +722,25 @@ impl Run {
             }
             last = now;
         }
+    }
+}
+
+impl Run {
+    /// Completes a phase timed request by request and adds it to the report.
+    fn record(
+        &mut self,
+        mut phase: Phase,
+        latencies: &[Duration],
+        elapsed: Duration,
+        usage: Usage,
+    ) {
+        phase.finish(
+            latencies.len() as u64,
+            elapsed,
+            Some(Latency::of(latencies)),
+            usage,
+        );
+        self.report.phases.push(phase);
     }
 }
 
