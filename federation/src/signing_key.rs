@@ -11,10 +11,13 @@ use ruma::{
 };
 use serde::{Deserialize, Serialize};
 
+/// What can go wrong loading or using the signing key.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The stored key could not be decoded.
     #[error("invalid signing key: {0}")]
     Invalid(String),
+    /// Signing an object failed (it did not serialise to canonical JSON).
     #[error("signing failed: {0}")]
     Signing(String),
 }
@@ -22,10 +25,13 @@ pub enum KeyError {
 /// The stored form of the key: its version and PKCS#8 document.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredKey {
+    /// The key version, the part of the key id after `ed25519:`.
     pub version: String,
+    /// The PKCS#8 document, in standard base64.
     pub pkcs8: String,
 }
 
+/// The server's ed25519 key pair and its version.
 pub struct SigningKey {
     key_pair: Ed25519KeyPair,
     version: String,
@@ -51,6 +57,7 @@ impl SigningKey {
         }
     }
 
+    /// Loads a key from its stored form.
     pub fn from_stored(stored: &StoredKey) -> Result<Self, KeyError> {
         let document =
             base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &stored.pkcs8)
@@ -68,8 +75,14 @@ impl SigningKey {
         format!("ed25519:{}", self.version)
     }
 
+    /// The public half of the key, as published in the key document.
     pub fn public_key(&self) -> Base64 {
         Base64::new(self.key_pair.public_key().to_vec())
+    }
+
+    /// The key pair itself, for signing with ruma (e.g. the `X-Matrix` request signature).
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.key_pair
     }
 
     /// Adds the content hash and this server's signature to a PDU.
