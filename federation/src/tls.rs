@@ -1,5 +1,5 @@
-//! TLS for federation: the listener's server configuration, and a self-signed certificate for a
-//! server started without one.
+//! TLS for federation: the listener's server configuration, a self-signed certificate for a
+//! server started without one, and the client configuration the outgoing requests use.
 //!
 //! Every configuration here is built with [`crypto_provider`] (rustls on aws-lc-rs, the provider
 //! reqwest's rustls support already brings in), never with a process-wide default, so nothing
@@ -8,9 +8,10 @@
 use std::{path::Path, sync::Arc};
 
 use rustls::{
-    ServerConfig,
-    crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
 };
 
 /// The ALPN protocols both sides offer, most preferred first.
@@ -86,6 +87,47 @@ pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
     Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
 }
 
+/// The client configuration for outgoing federation requests.
+///
+/// With `verify_certificates`, servers must present a certificate chaining to the Mozilla
+/// roots or to one of `extra_roots_pem` (each a PEM file that may hold several certificates).
+/// Without it any certificate is accepted (the handshake signature is still checked); that is
+/// for tests only. `http1_only` offers only `http/1.1` through ALPN.
+pub(crate) fn client_config(
+    verify_certificates: bool,
+    extra_roots_pem: &[impl AsRef<Path>],
+    http1_only: bool,
+) -> Result<ClientConfig, TlsError> {
+    let provider = crypto_provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = if verify_certificates {
+        let mut roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for path in extra_roots_pem {
+            let path = path.as_ref();
+            for certificate in certificates(&read(path)?, &path.display().to_string())? {
+                roots.add(certificate)?;
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(
+                provider.signature_verification_algorithms,
+            )))
+            .with_no_client_auth()
+    };
+    config.alpn_protocols = if http1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        ALPN_H2_AND_HTTP1.iter().map(|p| p.to_vec()).collect()
+    };
+    Ok(config)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.display().to_string(),
@@ -106,6 +148,46 @@ fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, 
         return Err(invalid("no certificate in it".to_owned()));
     }
     Ok(certificates)
+}
+
+/// Accepts every certificate, but still checks that the server holds the key of the
+/// certificate it presented.
+#[derive(Debug)]
+struct AnyCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, certificate, signature, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, certificate, signature, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +235,10 @@ mod tests {
         assert!(matches!(
             server_config_from_pem(b"", b""),
             Err(TlsError::Pem { .. })
+        ));
+        assert!(matches!(
+            client_config(true, &[Path::new("/nonexistent/ca.pem")], false),
+            Err(TlsError::Read { .. })
         ));
     }
 }
