@@ -48,6 +48,52 @@ pub struct Config {
     pub log: String,
     /// Rate limits, per user (or per IP address before login).
     pub rate_limits: RateLimits,
+    /// The server-server API: talking to other homeservers.
+    pub federation: Federation,
+}
+
+/// Federation with other homeservers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Federation {
+    /// Whether this server federates: serves the server-server API on its TLS listener
+    /// and talks to other servers.
+    pub enabled: bool,
+    /// The address the federation listener binds (default: `address`).
+    pub address: Option<IpAddr>,
+    /// The port of the federation listener (HTTPS only).
+    pub port: u16,
+    /// The PEM certificate chain of the federation listener. Without one, a self-signed
+    /// certificate is made in the database directory (other servers that check
+    /// certificates will refuse it).
+    pub tls_certificate: Option<PathBuf>,
+    /// The PEM private key of `tls_certificate`.
+    pub tls_private_key: Option<PathBuf>,
+    /// Whether other servers' certificates are checked. Turn off only for tests.
+    pub verify_certificates: bool,
+    /// PEM files of certificate authorities trusted besides the usual public ones.
+    pub trusted_ca_files: Vec<PathBuf>,
+    /// Servers asked for another server's keys when that server cannot be reached
+    /// itself (`/_matrix/key/v2/query`).
+    pub trusted_key_servers: Vec<OwnedServerName>,
+    /// How long an outgoing federation request may take, in seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            address: None,
+            port: 8448,
+            tls_certificate: None,
+            tls_private_key: None,
+            verify_certificates: true,
+            trusted_ca_files: Vec::new(),
+            trusted_key_servers: Vec::new(),
+            request_timeout_secs: 60,
+        }
+    }
 }
 
 /// Token-bucket rate limits.
@@ -88,6 +134,7 @@ impl Default for Config {
             well_known_client: None,
             log: "info".to_owned(),
             rate_limits: RateLimits::default(),
+            federation: Federation::default(),
         }
     }
 }

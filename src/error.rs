@@ -113,7 +113,9 @@ fn default_status(kind: &ErrorKind) -> StatusCode {
         ErrorKind::Forbidden | ErrorKind::GuestAccessForbidden | ErrorKind::ThreepidDenied => {
             StatusCode::FORBIDDEN
         }
-        ErrorKind::UnknownToken(_) | ErrorKind::MissingToken => StatusCode::UNAUTHORIZED,
+        ErrorKind::UnknownToken(_) | ErrorKind::MissingToken | ErrorKind::Unauthorized => {
+            StatusCode::UNAUTHORIZED
+        }
         ErrorKind::NotFound | ErrorKind::Unrecognized => StatusCode::NOT_FOUND,
         ErrorKind::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

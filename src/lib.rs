@@ -17,7 +17,7 @@ use std::{net::SocketAddr, sync::Arc};
 pub use crate::error::{Error, Result};
 use crate::{config::Config, service::Services};
 
-/// Opens the database, binds the listener and serves until the process is stopped.
+/// Opens the database, binds the listeners and serves until the process is stopped.
 pub async fn run(config: Config) -> Result<()> {
     let address = SocketAddr::new(config.address, config.port);
     let services = Services::open(config)?;
@@ -25,10 +25,76 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .map_err(Error::internal)?;
     tracing::info!(%address, server_name = %services.config.server_name, "listening");
-    serve(services, listener).await
+    let federation = services.config.federation.enabled.then(|| {
+        let federation = &services.config.federation;
+        SocketAddr::new(
+            federation.address.unwrap_or(services.config.address),
+            federation.port,
+        )
+    });
+    match federation {
+        Some(address) => {
+            let tls = federation_tls(&services.config)?;
+            let std_listener = std::net::TcpListener::bind(address).map_err(Error::internal)?;
+            std_listener
+                .set_nonblocking(true)
+                .map_err(Error::internal)?;
+            tracing::info!(%address, "federation listening (TLS)");
+            let handle = axum_server::Handle::new();
+            let shutdown = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+            });
+            let app = router::build_federation(services.clone());
+            let federation = axum_server::from_tcp_rustls(std_listener, tls)
+                .map_err(Error::internal)?
+                .handle(handle)
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>());
+            let (client, federation) = tokio::join!(serve(services, listener), federation);
+            client?;
+            federation.map_err(Error::internal)
+        }
+        None => serve(services, listener).await,
+    }
 }
 
-/// Serves the API on an already bound listener.
+/// The federation listener's TLS configuration: the configured certificate, or a
+/// self-signed one kept in the database directory.
+fn federation_tls(config: &Config) -> Result<axum_server::tls_rustls::RustlsConfig> {
+    let federation = &config.federation;
+    let (certificate, key) = match (&federation.tls_certificate, &federation.tls_private_key) {
+        (Some(certificate), Some(key)) => (certificate.clone(), key.clone()),
+        (None, None) => {
+            let certificate = config.database_path.join("federation-tls.crt");
+            let key = config.database_path.join("federation-tls.key");
+            if !certificate.exists() || !key.exists() {
+                let host = config.server_name.host().to_owned();
+                let (certificate_pem, key_pem) =
+                    palisade_federation::tls::self_signed(&[host]).map_err(Error::internal)?;
+                std::fs::write(&certificate, certificate_pem).map_err(Error::internal)?;
+                std::fs::write(&key, key_pem).map_err(Error::internal)?;
+                tracing::warn!(
+                    "federation uses a self-signed certificate; servers that check \
+                     certificates will not talk to this one"
+                );
+            }
+            (certificate, key)
+        }
+        _ => {
+            return Err(Error::internal(
+                "federation needs both tls_certificate and tls_private_key, or neither",
+            ));
+        }
+    };
+    let server_config =
+        palisade_federation::tls::server_config(&certificate, &key).map_err(Error::internal)?;
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
+        server_config,
+    ))
+}
+
+/// Serves the client API on an already bound listener.
 pub async fn serve(services: Arc<Services>, listener: tokio::net::TcpListener) -> Result<()> {
     let app = router::build(services);
     axum::serve(

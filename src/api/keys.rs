@@ -3,7 +3,12 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::Router;
-use ruma::{MilliSecondsSinceUnixEpoch, api::federation::discovery::get_server_keys};
+use ruma::{
+    MilliSecondsSinceUnixEpoch,
+    api::federation::discovery::{
+        get_remote_server_keys, get_remote_server_keys_batch, get_server_keys,
+    },
+};
 
 use crate::{
     Error, Result,
@@ -15,7 +20,35 @@ use crate::{
 const KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_route(server_keys)
+    router
+        .ruma_route(server_keys)
+        .ruma_route(query_keys)
+        .ruma_route(query_keys_batch)
+}
+
+/// # `GET /_matrix/key/v2/query/{serverName}`
+async fn query_keys(
+    services: Arc<Services>,
+    request: Ruma<get_remote_server_keys::v2::Request>,
+) -> Result<get_remote_server_keys::v2::Response> {
+    let minimum = u64::from(request.body.minimum_valid_until_ts.get());
+    let documents = services
+        .server_keys
+        .notarised_documents(&request.body.server_name, minimum)
+        .await?;
+    Ok(get_remote_server_keys::v2::Response::new(documents))
+}
+
+/// # `POST /_matrix/key/v2/query`
+async fn query_keys_batch(
+    services: Arc<Services>,
+    request: Ruma<get_remote_server_keys_batch::v2::Request>,
+) -> Result<get_remote_server_keys_batch::v2::Response> {
+    let documents = services
+        .server_keys
+        .query_batch(&request.body.server_keys)
+        .await?;
+    Ok(get_remote_server_keys_batch::v2::Response::new(documents))
 }
 
 /// # `GET /_matrix/key/v2/server`

@@ -2,6 +2,7 @@
 //! endpoint; the paths themselves come from ruma.
 
 pub mod client;
+pub mod federation;
 pub mod keys;
 pub mod synapse_admin;
 
@@ -11,9 +12,16 @@ use axum::Router;
 
 use crate::service::Services;
 
-/// Registers every endpoint.
+/// Registers the endpoints of the client listener.
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = client::routes(router);
     let router = keys::routes(router);
     synapse_admin::routes(router)
+}
+
+/// Registers the endpoints of the federation listener: the server-server API and the
+/// key server.
+pub fn federation_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let router = federation::routes(router);
+    keys::routes(router)
 }

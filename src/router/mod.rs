@@ -13,8 +13,18 @@ use tower_http::cors::{Any, CorsLayer};
 pub use self::ruma::{Ruma, RumaRouter, Sender};
 use crate::{Error, api, service::Services};
 
+/// The client listener's router.
 pub fn build(services: Arc<Services>) -> Router {
-    let router = api::routes(Router::new())
+    finish(api::routes(Router::new()), services)
+}
+
+/// The federation listener's router.
+pub fn build_federation(services: Arc<Services>) -> Router {
+    finish(api::federation_routes(Router::new()), services)
+}
+
+fn finish(router: Router<Arc<Services>>, services: Arc<Services>) -> Router {
+    let router = router
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND).into_response() })
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED).into_response()

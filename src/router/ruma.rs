@@ -20,7 +20,7 @@ use axum::{
 };
 use http::{Request, StatusCode, header};
 use ruma::{
-    OwnedDeviceId, OwnedUserId, UserId,
+    OwnedDeviceId, OwnedServerName, OwnedUserId, UserId,
     api::{
         IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
         auth_scheme::{
@@ -28,6 +28,7 @@ use ruma::{
             NoAccessToken, NoAuthentication,
         },
         error::{DeserializationError, ErrorKind, FromHttpRequestError},
+        federation::authentication::ServerSignatures,
         path_builder::PathBuilder,
     },
 };
@@ -46,6 +47,8 @@ pub enum AuthRequirement {
     Optional,
     /// An access token must be present and valid.
     Required,
+    /// An `X-Matrix` signature of another server (the server-server API).
+    Server,
 }
 
 /// Maps a ruma authentication scheme to what it requires.
@@ -71,6 +74,9 @@ impl Authentication for AppserviceToken {
 impl Authentication for AppserviceTokenOptional {
     const REQUIREMENT: AuthRequirement = AuthRequirement::Optional;
 }
+impl Authentication for ServerSignatures {
+    const REQUIREMENT: AuthRequirement = AuthRequirement::Server;
+}
 
 /// The authenticated user and device behind a request.
 #[derive(Clone, Debug)]
@@ -83,6 +89,8 @@ pub struct Sender {
 pub struct Ruma<T> {
     pub body: T,
     pub sender: Option<Sender>,
+    /// The server that signed the request (server-server API).
+    pub origin: Option<OwnedServerName>,
     pub client_ip: std::net::IpAddr,
     /// The raw JSON body, for handlers that read fields ruma's type does not keep.
     pub json: Option<serde_json::Value>,
@@ -96,6 +104,14 @@ impl<T> Ruma<T> {
             .as_ref()
             .map(|sender| sender.user_id.as_ref())
             .ok_or_else(|| Error::new(ErrorKind::MissingToken, "Missing access token"))
+    }
+
+    /// The requesting server. Routes whose scheme is `X-Matrix` are handed a `Ruma` only
+    /// once the signature checked out, so this fails only on other routes.
+    pub fn origin(&self) -> Result<&ruma::ServerName> {
+        self.origin
+            .as_deref()
+            .ok_or_else(|| Error::new(ErrorKind::Unauthorized, "Missing server signature"))
     }
 
     pub fn sender(&self) -> Result<&Sender> {
@@ -247,8 +263,17 @@ where
         .await
         .map_err(|_| Error::new(ErrorKind::TooLarge, "Request body too large"))?;
 
-    let sender = match <Req::Authentication as Authentication>::REQUIREMENT {
-        AuthRequirement::None => None,
+    let requirement = <Req::Authentication as Authentication>::REQUIREMENT;
+    let origin = if requirement == AuthRequirement::Server {
+        let request = Request::from_parts(parts.clone(), &bytes[..]);
+        let origin = services.server_keys.verify_request(&request).await?;
+        services.sender.heard_from(&origin);
+        Some(origin)
+    } else {
+        None
+    };
+    let sender = match requirement {
+        AuthRequirement::None | AuthRequirement::Server => None,
         requirement => match access_token(&parts) {
             Some(token) => Some(services.users.authenticate(&token)?),
             None if requirement == AuthRequirement::Required => {
@@ -313,6 +338,7 @@ where
     Ok(Ruma {
         body,
         sender,
+        origin,
         client_ip: peer.ip(),
         json,
     })

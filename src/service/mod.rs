@@ -3,6 +3,7 @@
 //! `sync` reads from all of them and writes nothing.
 
 pub mod account_data;
+pub mod federation;
 pub mod filters;
 pub mod push_rules;
 pub mod pushers;
@@ -18,7 +19,7 @@ pub mod users;
 
 use std::sync::Arc;
 
-use palisade_federation::{SigningKey, signing_key::StoredKey};
+use palisade_federation::{FederationClient, SigningKey, signing_key::StoredKey};
 
 use crate::{
     Result,
@@ -45,6 +46,11 @@ pub struct Services {
     pub login_limiter: rate_limit::RateLimiter,
     pub registration_limiter: rate_limit::RateLimiter,
     pub message_limiter: rate_limit::RateLimiter,
+    /// The HTTP client for other servers.
+    pub federation_client: Arc<FederationClient>,
+    pub server_keys: federation::keys::ServerKeys,
+    pub outgoing: Arc<federation::queue::OutgoingQueue>,
+    pub sender: federation::sender::Sender,
 }
 
 impl Services {
@@ -54,13 +60,31 @@ impl Services {
         let db = Arc::new(Db::open(&config.database_path)?);
         let signing_key = Arc::new(load_signing_key(&db)?);
         let stream = stream::Stream::load(&db)?;
+        let (outgoing, woken) = federation::queue::OutgoingQueue::load(db.clone())?;
+        let outgoing = Arc::new(outgoing);
         let rooms = rooms::Rooms::new(
             db.clone(),
             stream.clone(),
             config.server_name.clone(),
             signing_key.clone(),
+            outgoing.clone(),
         )?;
-        Ok(Arc::new(Self {
+        let federation_client = Arc::new(
+            FederationClient::new(
+                config.server_name.clone(),
+                signing_key.clone(),
+                client_options(&config.federation),
+            )
+            .map_err(crate::Error::internal)?,
+        );
+        let server_keys = federation::keys::ServerKeys::new(
+            db.clone(),
+            federation_client.clone(),
+            config.server_name.clone(),
+            signing_key.clone(),
+            config.federation.trusted_key_servers.clone(),
+        );
+        let services = Arc::new(Self {
             users: users::Users::new(
                 db.clone(),
                 config.refreshable_access_token_lifetime_secs * 1000,
@@ -80,8 +104,26 @@ impl Services {
             stream,
             signing_key,
             db,
+            federation_client,
+            server_keys,
+            outgoing,
+            sender: federation::sender::Sender::default(),
             config,
-        }))
+        });
+        if services.config.federation.enabled {
+            federation::sender::Sender::start(services.clone(), woken);
+        }
+        Ok(services)
+    }
+}
+
+/// The federation client's options from the configuration.
+fn client_options(config: &crate::config::Federation) -> palisade_federation::ClientOptions {
+    palisade_federation::ClientOptions {
+        verify_certificates: config.verify_certificates,
+        extra_root_certificates: config.trusted_ca_files.clone(),
+        timeout: std::time::Duration::from_secs(config.request_timeout_secs),
+        ..Default::default()
     }
 }
 

@@ -79,4 +79,15 @@ keyspaces! {
     RoomAliases => "room_aliases",
     /// `room_id` → empty: rooms published in the room directory.
     PublicRooms => "public_rooms",
+    /// `server_name ‖ key_id` → JSON `{key, valid_until}`: other servers' verify keys
+    /// (old keys valid until their `expired_ts`).
+    ServerKeys => "server_keys",
+    /// `server_name` → the server's latest key document as it signed it (served again
+    /// to notary queries).
+    ServerKeyDocuments => "server_key_documents",
+    /// `destination ‖ sequence` → JSON `Outgoing` (a PDU's event id or an EDU): what is
+    /// still to be sent to each server, in order.
+    OutgoingQueue => "outgoing_queue",
+    /// `origin ‖ txn_id` → empty: transactions already received from other servers.
+    FederationTxns => "federation_txns",
 }

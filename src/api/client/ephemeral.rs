@@ -60,6 +60,18 @@ async fn typing(
     services
         .typing
         .set(&request.body.room_id, user, timeout, members);
+    let servers = services.rooms.remote_servers(&request.body.room_id)?;
+    services.outgoing.send_edu(
+        &servers,
+        &serde_json::json!({
+            "edu_type": "m.typing",
+            "content": {
+                "room_id": request.body.room_id,
+                "user_id": user,
+                "typing": timeout.is_some(),
+            },
+        }),
+    )?;
     Ok(create_typing_event::v3::Response::new())
 }
 
@@ -92,9 +104,35 @@ fn record(
     } else {
         vec![user.to_owned()]
     };
-    services
-        .receipts
-        .set(room_id, user, receipt_type, event_id, thread, &notify)
+    services.receipts.set(
+        room_id,
+        user,
+        receipt_type,
+        event_id,
+        thread.clone(),
+        &notify,
+    )?;
+    if receipt_type == "m.read" {
+        let mut data = serde_json::json!({ "ts": crate::service::users::now_ms() });
+        if let Some(thread) = thread {
+            data["thread_id"] = thread.into();
+        }
+        let servers = services.rooms.remote_servers(room_id)?;
+        services.outgoing.send_edu(
+            &servers,
+            &serde_json::json!({
+                "edu_type": "m.receipt",
+                "content": {
+                    room_id.as_str(): {
+                        "m.read": {
+                            user.as_str(): { "event_ids": [event_id], "data": data },
+                        },
+                    },
+                },
+            }),
+        )?;
+    }
+    Ok(())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}`

@@ -14,7 +14,7 @@ use ruma::{
 use crate::{
     Error, Result,
     router::{Ruma, RumaRouter},
-    service::Services,
+    service::{Services, federation},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -36,17 +36,29 @@ fn profile(services: &Services, user: &UserId) -> Result<(Option<String>, Option
     ))
 }
 
+/// Joins a room: locally when this server is in it, else through one of `via` (or the
+/// server of the room id) over federation.
 async fn join(
     services: &Services,
     user: &UserId,
     room_id: &ruma::RoomId,
+    via: &[ruma::OwnedServerName],
     reason: Option<&str>,
 ) -> Result<()> {
     services.message_limiter.check(user.as_str())?;
-    services
-        .rooms
-        .join(room_id, user, &profile(services, user)?, reason)
-        .await?;
+    let profile = profile(services, user)?;
+    let resident = services.rooms.exists(room_id)?
+        && !services.rooms.members_with(room_id, "join")?.is_empty()
+        && services
+            .rooms
+            .members_with(room_id, "join")?
+            .iter()
+            .any(|member| member.server_name() == services.config.server_name);
+    if resident || !services.config.federation.enabled {
+        services.rooms.join(room_id, user, &profile, reason).await?;
+    } else {
+        federation::join::join_remote(services, user, room_id, via, &profile, reason).await?;
+    }
     Ok(())
 }
 
@@ -93,6 +105,7 @@ async fn join_by_id(
         &services,
         request.user_id()?,
         &request.body.room_id,
+        &[],
         request.body.reason.as_deref(),
     )
     .await?;
@@ -106,25 +119,38 @@ async fn join_by_id_or_alias(
     services: Arc<Services>,
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let room_id = resolve(&services, &request.body.room_id_or_alias)?;
+    let (room_id, mut via) = resolve(&services, &request.body.room_id_or_alias).await?;
+    via.extend(request.body.via.iter().cloned());
     join(
         &services,
         request.user_id()?,
         &room_id,
+        &via,
         request.body.reason.as_deref(),
     )
     .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
-fn resolve(services: &Services, target: &RoomOrAliasId) -> Result<OwnedRoomId> {
+/// A room id, or the room an alias names and the servers the alias's server knows in it.
+async fn resolve(
+    services: &Services,
+    target: &RoomOrAliasId,
+) -> Result<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
     match <&ruma::RoomId>::try_from(target) {
-        Ok(room_id) => Ok(room_id.to_owned()),
-        Err(alias) => Ok(services
-            .rooms
-            .resolve_alias(alias)?
-            .ok_or_else(|| Error::not_found("Unknown room alias"))?
-            .room_id),
+        Ok(room_id) => Ok((room_id.to_owned(), Vec::new())),
+        Err(alias) if alias.server_name() == services.config.server_name => Ok((
+            services
+                .rooms
+                .resolve_alias(alias)?
+                .ok_or_else(|| Error::not_found("Unknown room alias"))?
+                .room_id,
+            Vec::new(),
+        )),
+        Err(_) if !services.config.federation.enabled => {
+            Err(Error::not_found("Unknown room alias"))
+        }
+        Err(alias) => federation::join::resolve_remote_alias(services, alias).await,
     }
 }
 

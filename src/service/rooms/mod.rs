@@ -7,6 +7,7 @@
 pub mod alias;
 pub mod client;
 pub mod create;
+pub mod incoming;
 pub mod membership;
 pub mod pdu;
 pub mod state;
@@ -29,7 +30,7 @@ use self::{
 };
 use crate::{
     Error, Result,
-    service::stream::Stream,
+    service::{federation::queue::OutgoingQueue, stream::Stream},
     storage::{
         Db, Keyspace,
         codec::{Key, KeyReader},
@@ -49,6 +50,14 @@ pub struct RoomRecord {
     pub last_position: u64,
 }
 
+/// Who hears of a room's new event: the local users whose syncs it wakes and the other
+/// servers it is sent to.
+#[derive(Clone, Debug, Default)]
+pub struct Audience {
+    pub users: Vec<OwnedUserId>,
+    pub servers: Vec<OwnedServerName>,
+}
+
 /// A user's membership in a room, as indexed for `/sync` and `joined_rooms`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Membership {
@@ -65,6 +74,7 @@ pub struct Rooms {
     pub state: StateStore,
     server_name: OwnedServerName,
     signing_key: Arc<palisade_federation::SigningKey>,
+    queue: Arc<OutgoingQueue>,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// Messages waiting for their room's next batch (see `append`).
     queues: Mutex<HashMap<OwnedRoomId, Vec<timeline::Queued>>>,
@@ -78,6 +88,7 @@ impl Rooms {
         stream: Arc<Stream>,
         server_name: OwnedServerName,
         signing_key: Arc<palisade_federation::SigningKey>,
+        queue: Arc<OutgoingQueue>,
     ) -> Result<Self> {
         Ok(Self {
             state: StateStore::load(db.clone())?,
@@ -85,6 +96,7 @@ impl Rooms {
             stream,
             server_name,
             signing_key,
+            queue,
             locks: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             state_events: Arc::default(),
@@ -219,6 +231,31 @@ impl Rooms {
     /// invited or knocking.
     pub fn interested_users(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
         self.members_where(room_id, |_| true)
+    }
+
+    /// Who hears of a new event in the room: everyone joined, invited or knocking, and
+    /// the other servers of joined members.
+    pub fn audience(&self, room_id: &RoomId) -> Result<Audience> {
+        let prefix = Key::new().str(room_id.as_str());
+        let mut audience = Audience::default();
+        for (key, membership) in self.db.scan_prefix(Keyspace::RoomMembers, prefix.bytes())? {
+            let mut reader = KeyReader::new(&key);
+            reader.str()?;
+            let user = OwnedUserId::try_from(reader.str()?).map_err(Error::internal)?;
+            if membership == b"join"
+                && user.server_name() != self.server_name
+                && !audience.servers.iter().any(|s| s == user.server_name())
+            {
+                audience.servers.push(user.server_name().to_owned());
+            }
+            audience.users.push(user);
+        }
+        Ok(audience)
+    }
+
+    /// The other servers with joined members in a room.
+    pub fn remote_servers(&self, room_id: &RoomId) -> Result<Vec<OwnedServerName>> {
+        Ok(self.audience(room_id)?.servers)
     }
 
     fn members_where(

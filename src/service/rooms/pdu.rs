@@ -21,6 +21,10 @@ pub struct StoredPdu {
     pub redacted_by: Option<OwnedEventId>,
     /// The device transaction id it was sent with, shown only to that device.
     pub txn: Option<(String, String)>,
+    /// Known but not in the timeline: an auth or state event fetched from another
+    /// server, or a soft-failed event. Its position is 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outlier: bool,
     /// The PDU, as signed canonical JSON.
     pub pdu: Box<RawValue>,
 }

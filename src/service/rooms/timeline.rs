@@ -14,13 +14,13 @@ use std::collections::HashMap;
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use super::{
-    Membership, RoomRecord, Rooms,
+    Audience, Membership, RoomRecord, Rooms,
     pdu::{Pdu, StoredPdu},
     state::StateMap,
 };
 use crate::{
     Error, Result,
-    service::{stream::Permit, users::now_ms},
+    service::{federation::queue::Outgoing, stream::Permit, users::now_ms},
     storage::{Batch, Keyspace, codec::Key},
 };
 
@@ -73,12 +73,12 @@ fn txn_key(sender: &UserId, txn: &Txn<'_>) -> Key {
 }
 
 /// An event's batch, waiting to be written at its stream position.
-struct Pending {
-    batch: Batch,
-    permit: Permit,
-    woken: Vec<OwnedUserId>,
+pub(super) struct Pending {
+    pub(super) batch: Batch,
+    pub(super) permit: Permit,
+    pub(super) woken: Audience,
     /// The event a redaction rewrites, whose parsed form must be forgotten.
-    redacted: Option<OwnedEventId>,
+    pub(super) redacted: Option<OwnedEventId>,
 }
 
 /// A message waiting for its room's next batch.
@@ -186,13 +186,14 @@ impl Rooms {
                 return;
             }
         };
-        let (db, stream) = (self.db.clone(), self.stream.clone());
+        let (db, stream, queue) = (self.db.clone(), self.stream.clone(), self.queue.clone());
         let _ = tokio::task::spawn_blocking(move || {
             let written = db.write(batch);
             drop(permits);
             drop(room_lock);
             if written.is_ok() {
-                stream.notify(woken.iter().map(|user| user.as_ref()));
+                stream.notify(woken.users.iter().map(|user| user.as_ref()));
+                queue.wake(&woken.servers);
             }
             for (reply, answer) in answers {
                 let answer = match (&written, answer) {
@@ -213,11 +214,11 @@ impl Rooms {
         room_id: &RoomId,
         mut room: RoomRecord,
         queued: Vec<Queued>,
-    ) -> Result<(Batch, Vec<Permit>, Vec<OwnedUserId>, Vec<Answer>), (Error, Vec<Answer>)> {
+    ) -> Result<(Batch, Vec<Permit>, Audience, Vec<Answer>), (Error, Vec<Answer>)> {
         let mut answers: Vec<Answer> = Vec::with_capacity(queued.len());
         let mut batch = self.db.batch();
         let mut permits = Vec::new();
-        let mut woken: Option<Vec<OwnedUserId>> = None;
+        let mut woken: Option<Audience> = None;
         let rules = match Self::rules(&room.version) {
             Ok(rules) => rules,
             Err(error) => {
@@ -267,16 +268,16 @@ impl Rooms {
                     .txn
                     .as_ref()
                     .map(|(device_id, txn_id)| (job.sender.as_ref(), Txn { device_id, txn_id }));
-                // Messages change no membership: the members are read once per batch.
-                let members = match &woken {
-                    None => self.interested_users(room_id)?,
-                    Some(_) => Vec::new(),
+                // Messages change no membership: the audience is read once per batch.
+                let audience = match &woken {
+                    None => self.audience(room_id)?,
+                    Some(audience) => audience.clone(),
                 };
-                let (permit, interested) = self.stage(
-                    &mut batch, room_id, &mut room, &rules, pdu, object, txn, members,
+                let (permit, audience) = self.stage(
+                    &mut batch, room_id, &mut room, &rules, pdu, object, txn, audience,
                 )?;
                 permits.push(permit);
-                woken.get_or_insert(interested);
+                woken.get_or_insert(audience);
                 if let Some((device_id, txn_id)) = &job.txn {
                     sent_in_batch.insert(
                         (job.sender.clone(), device_id.clone(), txn_id.clone()),
@@ -331,7 +332,7 @@ impl Rooms {
             pdu,
             object,
             txn.map(|txn| (sender, txn)),
-            self.interested_users(room_id)?,
+            self.audience(room_id)?,
         )?;
         self.commit(
             Pending {
@@ -399,7 +400,10 @@ impl Rooms {
             pdu,
             object,
             None,
-            vec![sender.to_owned()],
+            Audience {
+                users: vec![sender.to_owned()],
+                servers: Vec::new(),
+            },
         )?;
         self.commit(
             Pending {
@@ -416,7 +420,7 @@ impl Rooms {
 
     /// Builds the next event of a room on top of its head and current state, and
     /// authorises it.
-    fn build_on_head(
+    pub(super) fn build_on_head(
         &self,
         room_id: &RoomId,
         room: &RoomRecord,
@@ -596,10 +600,10 @@ impl Rooms {
         Ok(pdu)
     }
 
-    /// Adds an authorised event and everything it changes to `batch`, at the next stream
-    /// position, and moves `room` (the room's head) past it. `woken` are the users whose
-    /// syncs the event concerns (the room's members); a member event adds its target.
-    /// Returns the position's permit and those users.
+    /// Adds an authorised local event and everything it changes to `batch`, at the next
+    /// stream position, and moves `room` (the room's head) past it. `audience` are the
+    /// users whose syncs the event concerns and the servers it goes to (the room's
+    /// members); a member event adds its target. Returns the position's permit and them.
     #[allow(clippy::too_many_arguments)]
     fn stage(
         &self,
@@ -610,11 +614,74 @@ impl Rooms {
         pdu: Pdu,
         object: CanonicalJsonObject,
         txn: Option<(&UserId, Txn<'_>)>,
-        mut woken: Vec<OwnedUserId>,
-    ) -> Result<(Permit, Vec<OwnedUserId>)> {
-        let room_id = room_id.to_owned();
+        mut audience: Audience,
+    ) -> Result<(Permit, Audience)> {
         let state_before = room.state_group;
-        let state_after = match &pdu.state_key {
+        let state_after = self.state_after(batch, state_before, &pdu)?;
+        let permit = self.stream.next();
+        let position = permit.position();
+        if let Some((target, membership)) = member_change(&pdu) {
+            self.index_membership(
+                batch,
+                room_id,
+                &target,
+                &membership,
+                &pdu.event_id,
+                position,
+            )?;
+            if target.server_name() != self.server_name
+                && !audience.servers.iter().any(|s| s == target.server_name())
+            {
+                audience.servers.push(target.server_name().to_owned());
+            }
+            if !audience.users.contains(&target) {
+                audience.users.push(target);
+            }
+        }
+        if pdu.sender.server_name() == self.server_name {
+            self.queue.enqueue(
+                batch,
+                &audience.servers,
+                &Outgoing::Pdu(pdu.event_id.clone()),
+            );
+        } else {
+            audience.servers.clear();
+        }
+        let event_id = pdu.event_id.clone();
+        let depth = pdu.depth;
+        self.stage_pdu(
+            batch,
+            room_id,
+            rules,
+            pdu,
+            object,
+            txn,
+            Some(position),
+            state_before,
+            state_after,
+        )?;
+        room.state_group = state_after;
+        room.extremities = vec![event_id];
+        room.depth = depth;
+        room.last_position = position;
+        batch.put_json(
+            Keyspace::Rooms,
+            room_id.as_str().as_bytes().to_vec(),
+            &*room,
+        );
+        permit.persist_in(batch);
+        Ok((permit, audience))
+    }
+
+    /// The state group after an event: a new group for a state event, else the one
+    /// before it.
+    pub(super) fn state_after(
+        &self,
+        batch: &mut Batch,
+        state_before: u64,
+        pdu: &Pdu,
+    ) -> Result<u64> {
+        match &pdu.state_key {
             Some(state_key) => self.state.create(
                 batch,
                 state_before,
@@ -623,78 +690,92 @@ impl Rooms {
                     state_key.clone(),
                     pdu.event_id.clone(),
                 )],
-            )?,
-            None => state_before,
-        };
+            ),
+            None => Ok(state_before),
+        }
+    }
 
-        let permit = self.stream.next();
-        let position = permit.position();
-
-        if pdu.kind == TimelineEventType::RoomMember
-            && let Some(target) = pdu
-                .state_key
-                .as_deref()
-                .and_then(|key| UserId::parse(key).ok())
-        {
-            let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
-                .ok()
-                .and_then(|content| {
-                    content
-                        .get("membership")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| "leave".to_owned());
-            let member_key = Key::new().str(room_id.as_str()).str(target.as_str());
-            if matches!(membership.as_str(), "join" | "invite" | "knock") {
+    /// Indexes a membership as the room's current one: the room's member list, and for a
+    /// local user their rooms and membership stream.
+    pub(super) fn index_membership(
+        &self,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        target: &UserId,
+        membership: &str,
+        event_id: &EventId,
+        position: u64,
+    ) -> Result<()> {
+        let member_key = Key::new().str(room_id.as_str()).str(target.as_str());
+        if matches!(membership, "join" | "invite" | "knock") {
+            batch.put(
+                Keyspace::RoomMembers,
+                member_key,
+                membership.as_bytes().to_vec(),
+            );
+        } else {
+            batch.delete(Keyspace::RoomMembers, member_key);
+        }
+        if target.server_name() == self.server_name {
+            // A member event that keeps the membership (a profile change) is not a
+            // membership change: the position stays the one of the transition, so
+            // sync does not treat the room as newly joined.
+            let previous = self.membership(room_id, target)?;
+            let unchanged = previous
+                .as_ref()
+                .is_some_and(|p| p.membership == membership);
+            let since = match &previous {
+                Some(previous) if unchanged => previous.position,
+                _ => position,
+            };
+            batch.put_json(
+                Keyspace::UserRooms,
+                Key::new().str(target.as_str()).str(room_id.as_str()),
+                &Membership {
+                    membership: membership.to_owned(),
+                    event_id: event_id.to_owned(),
+                    position: since,
+                },
+            );
+            if !unchanged {
                 batch.put(
-                    Keyspace::RoomMembers,
-                    member_key,
-                    membership.clone().into_bytes(),
+                    Keyspace::UserRoomsStream,
+                    Key::new().str(target.as_str()).u64(position),
+                    room_id.as_str().as_bytes().to_vec(),
                 );
-            } else {
-                batch.delete(Keyspace::RoomMembers, member_key);
-            }
-            if target.server_name() == self.server_name {
-                // A member event that keeps the membership (a profile change) is not a
-                // membership change: the position stays the one of the transition, so
-                // sync does not treat the room as newly joined.
-                let previous = self.membership(&room_id, &target)?;
-                let unchanged = previous
-                    .as_ref()
-                    .is_some_and(|p| p.membership == membership);
-                let since = match &previous {
-                    Some(previous) if unchanged => previous.position,
-                    _ => position,
-                };
-                batch.put_json(
-                    Keyspace::UserRooms,
-                    Key::new().str(target.as_str()).str(room_id.as_str()),
-                    &Membership {
-                        membership,
-                        event_id: pdu.event_id.clone(),
-                        position: since,
-                    },
-                );
-                if !unchanged {
-                    batch.put(
-                        Keyspace::UserRoomsStream,
-                        Key::new().str(target.as_str()).u64(position),
-                        room_id.as_str().as_bytes().to_vec(),
-                    );
-                }
-            }
-            if !woken.contains(&target) {
-                woken.push(target);
             }
         }
+        Ok(())
+    }
 
-        if pdu.kind == TimelineEventType::RoomRedaction
-            && let Some(target_id) = &pdu.redacts
-        {
-            self.apply_redaction(batch, &room_id, rules, target_id, &pdu.event_id)?;
+    /// Writes the PDU, and at a stream position its timeline entry, its transaction id
+    /// and what a redaction changes. Without a position the event is an outlier: known
+    /// (as an auth or state event, or soft-failed) but not part of the timeline.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn stage_pdu(
+        &self,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        pdu: Pdu,
+        object: CanonicalJsonObject,
+        txn: Option<(&UserId, Txn<'_>)>,
+        position: Option<u64>,
+        state_before: u64,
+        state_after: u64,
+    ) -> Result<()> {
+        if let Some(position) = position {
+            if pdu.kind == TimelineEventType::RoomRedaction
+                && let Some(target_id) = &pdu.redacts
+            {
+                self.apply_redaction(batch, room_id, rules, target_id, &pdu.event_id)?;
+            }
+            batch.put(
+                Keyspace::Timeline,
+                Key::new().str(room_id.as_str()).u64(position),
+                pdu.event_id.as_str().as_bytes().to_vec(),
+            );
         }
-
         let txn_record = txn.as_ref().map(|(sender, txn)| {
             batch.put(
                 Keyspace::TxnIds,
@@ -704,12 +785,13 @@ impl Rooms {
             (txn.device_id.to_string(), txn.txn_id.to_owned())
         });
         let stored = StoredPdu {
-            room_id: room_id.clone(),
-            position,
+            room_id: room_id.to_owned(),
+            position: position.unwrap_or(0),
             state_before,
             state_after,
             redacted_by: None,
             txn: txn_record,
+            outlier: position.is_none(),
             pdu: raw_json(&object)?,
         };
         batch.put_json(
@@ -717,22 +799,7 @@ impl Rooms {
             pdu.event_id.as_str().as_bytes().to_vec(),
             &stored,
         );
-        batch.put(
-            Keyspace::Timeline,
-            Key::new().str(room_id.as_str()).u64(position),
-            pdu.event_id.as_str().as_bytes().to_vec(),
-        );
-        room.state_group = state_after;
-        room.extremities = vec![pdu.event_id.clone()];
-        room.depth = pdu.depth;
-        room.last_position = position;
-        batch.put_json(
-            Keyspace::Rooms,
-            room_id.as_str().as_bytes().to_vec(),
-            &*room,
-        );
-        permit.persist_in(batch);
-        Ok((permit, woken))
+        Ok(())
     }
 
     /// Writes a prepared event, then wakes the syncs it concerns. The write runs off the
@@ -740,8 +807,12 @@ impl Rooms {
     /// synced write-ahead-log append. The room lock and the stream position go with the
     /// write: if the request is dropped meanwhile, neither is released before the event
     /// is on disk (the next event of the room builds on it; syncs read up to it).
-    async fn commit(&self, pending: Pending, room_lock: OwnedMutexGuard<()>) -> Result<()> {
-        let (db, stream) = (self.db.clone(), self.stream.clone());
+    pub(super) async fn commit(
+        &self,
+        pending: Pending,
+        room_lock: OwnedMutexGuard<()>,
+    ) -> Result<()> {
+        let (db, stream, queue) = (self.db.clone(), self.stream.clone(), self.queue.clone());
         let state_events = self.state_events.clone();
         tokio::task::spawn_blocking(move || {
             let Pending {
@@ -757,7 +828,8 @@ impl Rooms {
             drop(permit);
             drop(room_lock);
             if written.is_ok() {
-                stream.notify(woken.iter().map(|user| user.as_ref()));
+                stream.notify(woken.users.iter().map(|user| user.as_ref()));
+                queue.wake(&woken.servers);
             }
             written
         })
@@ -796,6 +868,27 @@ impl Rooms {
     }
 }
 
-fn raw_json(object: &CanonicalJsonObject) -> Result<Box<RawValue>> {
+/// The member whose membership a member event sets, and to what.
+pub(super) fn member_change(pdu: &Pdu) -> Option<(OwnedUserId, String)> {
+    if pdu.kind != TimelineEventType::RoomMember {
+        return None;
+    }
+    let target = pdu
+        .state_key
+        .as_deref()
+        .and_then(|key| UserId::parse(key).ok())?;
+    let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
+        .ok()
+        .and_then(|content| {
+            content
+                .get("membership")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "leave".to_owned());
+    Some((target, membership))
+}
+
+pub(super) fn raw_json(object: &CanonicalJsonObject) -> Result<Box<RawValue>> {
     serde_json::value::to_raw_value(object).map_err(Error::internal)
 }

@@ -1,0 +1,60 @@
+//! The server-server API handlers, served on the federation listener only. Every
+//! request but the discovery ones is signed by the requesting server (`X-Matrix`,
+//! checked by the router before a handler runs; `Ruma::origin` names the server).
+
+mod events;
+mod membership;
+mod query;
+mod transactions;
+mod version;
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{RoomId, ServerName};
+
+use crate::{Error, Result, service::Services};
+
+/// Registers every server-server endpoint.
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let router = version::routes(router);
+    let router = transactions::routes(router);
+    let router = membership::routes(router);
+    let router = events::routes(router);
+    query::routes(router)
+}
+
+/// Fails with `403 M_FORBIDDEN` unless `server` has a joined member in the room (or the
+/// room is world-readable), the condition for reading its events over federation.
+fn require_server_in_room(
+    services: &Services,
+    server: &ServerName,
+    room_id: &RoomId,
+) -> Result<()> {
+    if !services.rooms.exists(room_id)? {
+        return Err(Error::not_found("Unknown room"));
+    }
+    let joined = services
+        .rooms
+        .members_with(room_id, "join")?
+        .iter()
+        .any(|user| user.server_name() == server);
+    if joined || world_readable(services, room_id)? {
+        Ok(())
+    } else {
+        Err(Error::forbidden("Your server is not in this room"))
+    }
+}
+
+fn world_readable(services: &Services, room_id: &RoomId) -> Result<bool> {
+    Ok(services
+        .rooms
+        .state_content(room_id, "m.room.history_visibility", "")?
+        .and_then(|content| {
+            content
+                .get("history_visibility")
+                .and_then(|v| v.as_str())
+                .map(|v| v == "world_readable")
+        })
+        .unwrap_or(false))
+}

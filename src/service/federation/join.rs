@@ -1,0 +1,216 @@
+//! A local user joining a room this server is not in, through a server that is
+//! (`make_join`, then `send_join` v2); and the resident side's join template.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId,
+    RoomVersionId, UserId,
+    api::federation::{
+        membership::{create_join_event, prepare_join_event},
+        query::get_room_information,
+    },
+};
+
+use super::pdu::{event_id_of, verify_pdu};
+use crate::{
+    Error, Result,
+    service::{
+        Services,
+        rooms::{Rooms, membership::Profile, state::StateMap},
+        users::now_ms,
+    },
+};
+
+/// The room versions this server can join.
+pub fn supported_versions() -> Vec<RoomVersionId> {
+    [
+        RoomVersionId::V1,
+        RoomVersionId::V2,
+        RoomVersionId::V3,
+        RoomVersionId::V4,
+        RoomVersionId::V5,
+        RoomVersionId::V6,
+        RoomVersionId::V7,
+        RoomVersionId::V8,
+        RoomVersionId::V9,
+        RoomVersionId::V10,
+        RoomVersionId::V11,
+        RoomVersionId::V12,
+    ]
+    .to_vec()
+}
+
+/// Resolves an alias of another server through that server's directory.
+pub async fn resolve_remote_alias(
+    services: &Services,
+    alias: &RoomAliasId,
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+    let response = services
+        .federation_client
+        .send(
+            alias.server_name(),
+            get_room_information::v1::Request::new(alias.to_owned()),
+        )
+        .await
+        .map_err(|error| match error.status() {
+            Some(http::StatusCode::NOT_FOUND) => Error::not_found("Unknown room alias"),
+            _ => Error::not_found(format!("The alias's server could not be asked: {error}")),
+        })?;
+    Ok((response.room_id, response.servers))
+}
+
+/// Joins `user` to a room this server has no member in, through one of `via`.
+pub async fn join_remote(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    via: &[OwnedServerName],
+    profile: &Profile,
+    reason: Option<&str>,
+) -> Result<()> {
+    let mut last_error = Error::not_found("No known servers for this room");
+    let mut servers: Vec<OwnedServerName> = via
+        .iter()
+        .filter(|server| **server != services.config.server_name)
+        .cloned()
+        .collect();
+    if let Some(server) = room_id.server_name()
+        && server != services.config.server_name
+        && !servers.iter().any(|s| s == server)
+    {
+        servers.push(server.to_owned());
+    }
+    for server in &servers {
+        match join_through(services, server, user, room_id, profile, reason).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                tracing::info!(%room_id, %server, %error, "remote join failed");
+                last_error = error;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn join_through(
+    services: &Services,
+    server: &OwnedServerName,
+    user: &UserId,
+    room_id: &RoomId,
+    profile: &Profile,
+    reason: Option<&str>,
+) -> Result<()> {
+    let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+    request.ver = supported_versions();
+    let template = services
+        .federation_client
+        .send(server, request)
+        .await
+        .map_err(|error| match error.status() {
+            Some(http::StatusCode::FORBIDDEN) => {
+                Error::forbidden(format!("The room refused the join: {error}"))
+            }
+            _ => Error::not_found(format!("The join was not prepared: {error}")),
+        })?;
+    let version = template.room_version.unwrap_or(RoomVersionId::V1);
+    let rules = Rooms::rules(&version)?;
+    let mut object: CanonicalJsonObject = serde_json::from_str(template.event.get())
+        .map_err(|error| Error::bad_json(format!("Bad join template: {error}")))?;
+    // What this server vouches for, whatever the template said.
+    object.insert("sender".to_owned(), user.as_str().into());
+    object.insert("state_key".to_owned(), user.as_str().into());
+    object.insert("type".to_owned(), "m.room.member".into());
+    object.insert("room_id".to_owned(), room_id.as_str().into());
+    object.insert(
+        "origin_server_ts".to_owned(),
+        CanonicalJsonValue::Integer(ruma::Int::try_from(now_ms()).unwrap_or_default()),
+    );
+    object.remove("signatures");
+    object.remove("hashes");
+    object.remove("unsigned");
+    let mut content = match object.remove("content") {
+        Some(CanonicalJsonValue::Object(content)) => content,
+        _ => CanonicalJsonObject::new(),
+    };
+    content.insert("membership".to_owned(), "join".into());
+    if let Some(name) = &profile.0 {
+        content.insert("displayname".to_owned(), name.as_str().into());
+    }
+    if let Some(url) = &profile.1 {
+        content.insert("avatar_url".to_owned(), url.as_str().into());
+    }
+    if let Some(reason) = reason {
+        content.insert("reason".to_owned(), reason.into());
+    }
+    object.insert("content".to_owned(), CanonicalJsonValue::Object(content));
+    if rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1 {
+        object.insert(
+            "event_id".to_owned(),
+            format!(
+                "${}:{}",
+                crate::service::users::random_localpart(),
+                services.config.server_name
+            )
+            .into(),
+        );
+        object.insert(
+            "origin".to_owned(),
+            services.config.server_name.as_str().into(),
+        );
+    } else {
+        object.remove("event_id");
+    }
+    services
+        .signing_key
+        .sign_event(&services.config.server_name, &mut object, &rules.redaction)
+        .map_err(Error::internal)?;
+    let event_id = event_id_of(&object, &version)?;
+    let raw = Rooms::raw_object(&object)?;
+    let response = services
+        .federation_client
+        .send(
+            server,
+            create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw.clone()),
+        )
+        .await
+        .map_err(|error| match error.status() {
+            Some(http::StatusCode::FORBIDDEN) => {
+                Error::forbidden(format!("The room refused the join: {error}"))
+            }
+            _ => Error::not_found(format!("The join was not accepted: {error}")),
+        })?;
+    let room_state = response.room_state;
+    // A restricted join comes back signed by the resident server too.
+    let join_raw = room_state.event.clone().unwrap_or(raw);
+    let join = verify_pdu(services, &version, &join_raw).await?;
+    if join.event_id != event_id {
+        return Err(Error::forbidden(
+            "The resident server changed the join event",
+        ));
+    }
+    let mut everything = room_state.auth_chain.clone();
+    everything.extend(room_state.state.iter().cloned());
+    super::receive::store_outliers(services, &version, &everything).await?;
+    let mut state = StateMap::new();
+    for raw in &room_state.state {
+        let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
+            continue;
+        };
+        let Ok(id) = event_id_of(&object, &version) else {
+            continue;
+        };
+        if let Some(event) = services.rooms.state_event(&id)?
+            && let Some(state_key) = &event.state_key
+        {
+            state.insert((event.kind.to_string(), state_key.clone()), id);
+        }
+    }
+    if !state.contains_key(&("m.room.create".to_owned(), String::new())) {
+        return Err(Error::forbidden(
+            "The room's state came without its create event",
+        ));
+    }
+    services
+        .rooms
+        .create_joined(room_id, &version, state, join)
+        .await
+}

@@ -1,0 +1,20 @@
+//! Federation: talking to other homeservers over the server-server API.
+//!
+//! - `keys.rs`: other servers' signing keys (fetched, checked, stored; notary answers)
+//!   and the check of a request's `X-Matrix` signature.
+//! - `queue.rs`: what is to be sent to each server, persisted with the change that
+//!   produced it; `sender.rs` sends it as transactions, in order, with backoff.
+//! - `pdu.rs`: the checks of a received PDU (format, signatures, content hash).
+//! - `receive.rs`: incoming transactions (PDUs with their missing ancestors, EDUs).
+//! - `join.rs`: joining a room through another server.
+//!
+//! The protocol pieces that need no storage (discovery, the HTTP client, request
+//! signing, TLS) live in the `palisade-federation` crate. This module sits above
+//! `rooms` (it hands checked events to the room DAG), below the API handlers.
+
+pub mod join;
+pub mod keys;
+pub mod pdu;
+pub mod queue;
+pub mod receive;
+pub mod sender;

@@ -1,0 +1,311 @@
+//! Transactions from other servers: each PDU checked (`pdu.rs`), its missing ancestors
+//! fetched from the sender (`get_missing_events`, else the state at it with
+//! `state_ids`), then handed to the room's DAG (`rooms/incoming.rs`); EDUs (typing,
+//! receipts) applied.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, ServerName, UInt,
+    api::federation::{
+        authorization::get_event_authorization,
+        event::{get_event, get_missing_events, get_room_state_ids},
+        transactions::edu::Edu,
+    },
+    serde::Raw,
+};
+use serde_json::value::RawValue;
+
+use super::pdu::verify_pdu;
+use crate::{
+    Error, Result,
+    service::{
+        Services,
+        rooms::{
+            incoming::{Accepted, IncomingPdu},
+            state::StateMap,
+        },
+    },
+};
+
+/// How many missing prev events are asked for before falling back to the state.
+const MISSING_EVENTS_LIMIT: u32 = 20;
+
+/// Handles the PDUs of a transaction; the result per event id, as `/send` answers.
+pub async fn receive_pdus(
+    services: &Services,
+    origin: &ServerName,
+    pdus: &[Box<RawValue>],
+) -> BTreeMap<OwnedEventId, Result<(), String>> {
+    let mut results = BTreeMap::new();
+    for raw in pdus {
+        let Some((room_id, version)) = room_of(services, raw) else {
+            continue;
+        };
+        let event_id = match serde_json::from_str(raw.get())
+            .map_err(Error::internal)
+            .and_then(|object| super::pdu::event_id_of(&object, &version))
+        {
+            Ok(event_id) => event_id,
+            Err(_) => continue,
+        };
+        let outcome = receive_pdu(services, origin, &room_id, &version, raw).await;
+        if let Err(error) = &outcome {
+            tracing::info!(%event_id, %origin, %error, "PDU refused");
+        }
+        results.insert(
+            event_id,
+            outcome.map(|_| ()).map_err(|error| error.to_string()),
+        );
+    }
+    results
+}
+
+/// The room a PDU is for and its version, if this server is in it.
+fn room_of(services: &Services, raw: &RawValue) -> Option<(OwnedRoomId, RoomVersionId)> {
+    #[derive(serde::Deserialize)]
+    struct RoomField {
+        room_id: OwnedRoomId,
+    }
+    let room_id = serde_json::from_str::<RoomField>(raw.get()).ok()?.room_id;
+    let room = services.rooms.room(&room_id).ok()??;
+    Some((room_id, room.version))
+}
+
+/// One PDU of a transaction, with its missing ancestors.
+pub async fn receive_pdu(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    version: &RoomVersionId,
+    raw: &RawValue,
+) -> Result<Accepted> {
+    let event = verify_pdu(services, version, raw).await?;
+    if services.rooms.knows(&event.event_id)? {
+        return Ok(Accepted::Known);
+    }
+    fetch_auth_events(services, origin, room_id, version, &event).await?;
+    let missing = missing_prev_events(services, &event)?;
+    if missing.is_empty() {
+        return services.rooms.append_remote(room_id, event, None).await;
+    }
+    // Ask the sender for what lies between what we have and this event.
+    fill_gap(services, origin, room_id, version, &event).await;
+    if missing_prev_events(services, &event)?.is_empty() {
+        return services.rooms.append_remote(room_id, event, None).await;
+    }
+    let state = state_at(services, origin, room_id, version, &event.event_id).await?;
+    services
+        .rooms
+        .append_remote_with_state(room_id, event, state)
+        .await
+}
+
+fn missing_prev_events(services: &Services, event: &IncomingPdu) -> Result<Vec<OwnedEventId>> {
+    let mut missing = Vec::new();
+    for id in &event.pdu.prev_events {
+        match services.rooms.pdu(id)? {
+            Some(stored) if !stored.outlier => {}
+            _ => missing.push(id.clone()),
+        }
+    }
+    Ok(missing)
+}
+
+/// Fetches the events between the room's forward extremities and `event` and appends
+/// them, oldest first.
+async fn fill_gap(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    version: &RoomVersionId,
+    event: &IncomingPdu,
+) {
+    let Ok(Some(room)) = services.rooms.room(room_id) else {
+        return;
+    };
+    let mut request = get_missing_events::v1::Request::new(
+        room_id.to_owned(),
+        room.extremities.clone(),
+        vec![event.event_id.clone()],
+    );
+    request.limit = UInt::from(MISSING_EVENTS_LIMIT);
+    let Ok(response) = services.federation_client.send(origin, request).await else {
+        return;
+    };
+    let mut events = Vec::new();
+    for raw in &response.events {
+        match verify_pdu(services, version, raw).await {
+            Ok(event) => events.push(event),
+            Err(error) => tracing::info!(%origin, %error, "missing event refused"),
+        }
+    }
+    events.sort_by_key(|event| event.pdu.depth);
+    for event in events {
+        if services.rooms.knows(&event.event_id).unwrap_or(true) {
+            continue;
+        }
+        if fetch_auth_events(services, origin, room_id, version, &event)
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        if missing_prev_events(services, &event).is_ok_and(|missing| missing.is_empty())
+            && let Err(error) = services.rooms.append_remote(room_id, event, None).await
+        {
+            tracing::info!(%origin, %error, "missing event not appended");
+        }
+    }
+}
+
+/// Makes sure an event's auth events are stored, fetching its auth chain when not.
+async fn fetch_auth_events(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    version: &RoomVersionId,
+    event: &IncomingPdu,
+) -> Result<()> {
+    let mut missing = false;
+    for id in &event.pdu.auth_events {
+        if !services.rooms.knows(id)? {
+            missing = true;
+        }
+    }
+    if !missing {
+        return Ok(());
+    }
+    let request =
+        get_event_authorization::v1::Request::new(room_id.to_owned(), event.event_id.clone());
+    let response = services
+        .federation_client
+        .send(origin, request)
+        .await
+        .map_err(|error| Error::forbidden(format!("auth events unavailable: {error}")))?;
+    store_outliers(services, version, &response.auth_chain).await
+}
+
+/// Checks events and stores them as outliers.
+pub async fn store_outliers(
+    services: &Services,
+    version: &RoomVersionId,
+    raws: &[Box<RawValue>],
+) -> Result<()> {
+    let rules = crate::service::rooms::Rooms::rules(version)?;
+    let mut events = Vec::new();
+    for raw in raws {
+        match verify_pdu(services, version, raw).await {
+            Ok(event) => events.push(event),
+            Err(error) => tracing::info!(%error, "auth or state event refused"),
+        }
+    }
+    services.rooms.store_outliers(&rules, events)
+}
+
+/// The state at an event (before it), learnt from `origin`: the ids, then every event
+/// not stored yet.
+async fn state_at(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    version: &RoomVersionId,
+    event_id: &EventId,
+) -> Result<StateMap> {
+    let response = services
+        .federation_client
+        .send(
+            origin,
+            get_room_state_ids::v1::Request::new(event_id.to_owned(), room_id.to_owned()),
+        )
+        .await
+        .map_err(|error| Error::forbidden(format!("state unavailable: {error}")))?;
+    let mut wanted: Vec<OwnedEventId> = Vec::new();
+    for id in response.auth_chain_ids.iter().chain(&response.pdu_ids) {
+        if !services.rooms.knows(id)? {
+            wanted.push(id.clone());
+        }
+    }
+    let mut raws = Vec::new();
+    for id in wanted {
+        if let Ok(response) = services
+            .federation_client
+            .send(origin, get_event::v1::Request::new(id))
+            .await
+        {
+            raws.push(response.pdu);
+        }
+    }
+    store_outliers(services, version, &raws).await?;
+    let mut state = StateMap::new();
+    for id in &response.pdu_ids {
+        let Some(event) = services.rooms.state_event(id)? else {
+            return Err(Error::forbidden(format!("state event {id} unavailable")));
+        };
+        if let Some(state_key) = &event.state_key {
+            state.insert((event.kind.to_string(), state_key.clone()), id.clone());
+        }
+    }
+    Ok(state)
+}
+
+/// Applies the EDUs of a transaction from `origin`.
+pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>]) {
+    for raw in edus {
+        let Ok(edu) = raw.deserialize() else {
+            continue;
+        };
+        match edu {
+            Edu::Typing(typing) => {
+                if typing.user_id.server_name() != origin
+                    || !services
+                        .rooms
+                        .is_joined(&typing.room_id, &typing.user_id)
+                        .unwrap_or(false)
+                {
+                    continue;
+                }
+                let members = services
+                    .rooms
+                    .interested_users(&typing.room_id)
+                    .unwrap_or_default();
+                let timeout = typing.typing.then_some(Duration::from_secs(30));
+                services
+                    .typing
+                    .set(&typing.room_id, &typing.user_id, timeout, members);
+            }
+            Edu::Receipt(receipts) => {
+                for (room_id, map) in receipts.receipts {
+                    let members = services
+                        .rooms
+                        .interested_users(&room_id)
+                        .unwrap_or_default();
+                    for (user_id, data) in map.read {
+                        if user_id.server_name() != origin
+                            || !services
+                                .rooms
+                                .is_joined(&room_id, &user_id)
+                                .unwrap_or(false)
+                        {
+                            continue;
+                        }
+                        for event_id in &data.event_ids {
+                            if let Err(error) = services
+                                .receipts
+                                .set(&room_id, &user_id, "m.read", event_id, None, &members)
+                            {
+                                tracing::warn!(%error, "receipt from {origin} not stored");
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The servers to tell about an ephemeral change in a room.
+pub fn remote_servers(services: &Services, room_id: &RoomId) -> Vec<OwnedServerName> {
+    services.rooms.remote_servers(room_id).unwrap_or_default()
+}
