@@ -10,6 +10,7 @@
 #
 # Environment:
 #   BENCH_DIR      work directory: venv, databases, reports (default /tmp/palisade-bench)
+#   SYNAPSE_VENV   Synapse's venv (default $BENCH_DIR/synapse-venv)
 #   PALISADE_BIN   server binary to measure (default: built here, release)
 #   LOADTEST_BIN   load tool binary (default: built here, release)
 #   BACKENDS       Synapse databases to measure (default "sqlite postgres")
@@ -25,7 +26,8 @@ case "${1:-}" in
     --report-only) report_only=true ;;
 esac
 BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench}"
-export BENCH_DIR
+SYNAPSE_VENV="${SYNAPSE_VENV:-$BENCH_DIR/synapse-venv}"
+export BENCH_DIR SYNAPSE_VENV
 BACKENDS="${BACKENDS:-sqlite postgres}"
 # Smoke runs keep their reports apart, so they never replace those of a full run.
 results="$BENCH_DIR/results-$size"
@@ -46,7 +48,7 @@ synapse_pids() {
 
 step "Synapse"
 bench/synapse.sh install
-synapse_version="$("$BENCH_DIR/synapse-venv/bin/python" -c 'import synapse; print(synapse.__version__)')"
+synapse_version="$("$SYNAPSE_VENV/bin/python" -c 'import synapse; print(synapse.__version__)')"
 
 if [[ -z "${PALISADE_BIN:-}" || -z "${LOADTEST_BIN:-}" ]]; then
     step "release build"
@@ -178,7 +180,7 @@ section="$results/section.md"
     echo
     echo "- Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)"
     echo "- This server: release build, RocksDB, WAL synced before every acknowledgement"
-    echo "- Synapse $synapse_version (PyPI, Python $("$BENCH_DIR/synapse-venv/bin/python" -c 'import platform; print(platform.python_version())')), default settings but rate limits raised; PostgreSQL $("${PG_BIN:-/usr/lib/postgresql/15/bin}/postgres" --version | awk '{print $3}') with default settings (fsync on)"
+    echo "- Synapse $synapse_version (PyPI, Python $("$SYNAPSE_VENV/bin/python" -c 'import platform; print(platform.python_version())')), default settings but rate limits raised; PostgreSQL $("${PG_BIN:-/usr/lib/postgresql/15/bin}/postgres" --version | awk '{print $3}') with default settings (fsync on)"
     echo "- Commands: \`bench/compare.sh\`, which runs \`loadtest run --size full\` against each server in turn and \`loadtest compare ${reports[*]##*/}\`"
     echo
     echo "$table"

@@ -9,6 +9,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
 cargo build --workspace --all-targets
 export PALISADE_BIN="$CARGO_TARGET_DIR/debug/palisade"
 
+# Synapse from PyPI, the other server of the federation tests (complement-tests/src/
+# synapse.rs), in the venv bench/compare.sh uses too. Skipped when already installed.
+bench/synapse.sh install
+
 cargo test --workspace --no-fail-fast
 
 complement-tests/python/.venv/bin/python -m unittest discover -s complement-tests/python -p 'test_*.py'

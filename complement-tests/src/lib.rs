@@ -13,12 +13,18 @@ use anyhow::{Context, Result, bail};
 use matrix_sdk::{
     Client,
     config::SyncSettings,
-    ruma::api::client::{
-        account::register,
-        uiaa::{AuthData, Dummy},
+    ruma::{
+        RoomId,
+        api::client::{
+            account::register,
+            uiaa::{AuthData, Dummy},
+        },
     },
 };
 use serde_json::Value;
+
+pub mod synapse;
+pub mod tls;
 
 /// A running homeserver owned by one test.
 pub struct TestServer {
@@ -93,7 +99,7 @@ fn binary() -> PathBuf {
         .join("palisade")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -161,10 +167,12 @@ impl TestServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The base URL of the client API.
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Everything the server has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
@@ -228,28 +236,12 @@ impl TestServer {
     /// Registers `username` through the spec's UIA flow (`m.login.dummy`) with a real
     /// matrix-sdk client, which is then logged in.
     pub async fn register(&self, username: &str) -> Result<Client> {
-        let client = self.client().await?;
-        let mut request = register::v3::Request::new();
-        request.username = Some(username.to_owned());
-        request.password = Some(password(username));
-        request.initial_device_display_name = Some(format!("{username}'s first device"));
-        let session = match client.matrix_auth().register(request.clone()).await {
-            Ok(_) => bail!("registration succeeded without UIA"),
-            Err(error) => error
-                .as_uiaa_response()
-                .and_then(|info| info.session.clone())
-                .context("registration did not answer with a UIA session")?,
-        };
-        let mut dummy = Dummy::new();
-        dummy.session = Some(session);
-        request.auth = Some(AuthData::Dummy(dummy));
-        client.matrix_auth().register(request).await?;
-        Ok(client)
+        register_with_sdk(&self.base_url(), username).await
     }
 
     /// Logs in as an existing user on a new device.
     pub async fn login(&self, username: &str, device_name: &str) -> Result<Client> {
-        let client = self.client().await?;
+        let client = sdk_client(&self.base_url()).await?;
         client
             .matrix_auth()
             .login_username(username, &password(username))
@@ -258,19 +250,39 @@ impl TestServer {
             .await?;
         Ok(client)
     }
-
-    async fn client(&self) -> Result<Client> {
-        Ok(Client::builder()
-            .homeserver_url(self.base_url())
-            .build()
-            .await?)
-    }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.kill9();
     }
+}
+
+/// A matrix-sdk client for the homeserver at `base_url`, not logged in.
+async fn sdk_client(base_url: &str) -> Result<Client> {
+    Ok(Client::builder().homeserver_url(base_url).build().await?)
+}
+
+/// Registers `username` (password [`password`]) at the homeserver at `base_url` through
+/// the spec's UIA flow (`m.login.dummy`) with a matrix-sdk client, which is then logged in.
+pub(crate) async fn register_with_sdk(base_url: &str, username: &str) -> Result<Client> {
+    let client = sdk_client(base_url).await?;
+    let mut request = register::v3::Request::new();
+    request.username = Some(username.to_owned());
+    request.password = Some(password(username));
+    request.initial_device_display_name = Some(format!("{username}'s first device"));
+    let session = match client.matrix_auth().register(request.clone()).await {
+        Ok(_) => bail!("registration succeeded without UIA"),
+        Err(error) => error
+            .as_uiaa_response()
+            .and_then(|info| info.session.clone())
+            .context("registration did not answer with a UIA session")?,
+    };
+    let mut dummy = Dummy::new();
+    dummy.session = Some(session);
+    request.auth = Some(AuthData::Dummy(dummy));
+    client.matrix_auth().register(request).await?;
+    Ok(client)
 }
 
 /// The `auth` object of an `m.login.password` stage of user-interactive authentication.
@@ -345,6 +357,35 @@ pub async fn sync_until(
         }
     }
     bail!("the expected state never arrived")
+}
+
+/// Syncs a matrix-sdk client until a message with body `body` arrives in the timeline of
+/// `room_id`, or fails after `attempts` syncs. Only syncs made here count: a message an
+/// earlier sync of this client delivered is not seen again.
+pub async fn sync_until_message(
+    client: &Client,
+    room_id: &RoomId,
+    body: &str,
+    attempts: usize,
+) -> Result<()> {
+    let settings = SyncSettings::default().timeout(Duration::from_millis(2000));
+    for _ in 0..attempts {
+        let response = client.sync_once(settings.clone()).await?;
+        let arrived = response.rooms.joined.get(room_id).is_some_and(|room| {
+            room.timeline.events.iter().any(|event| {
+                event
+                    .raw()
+                    .get_field::<Value>("content")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|content| content["body"] == body)
+            })
+        });
+        if arrived {
+            return Ok(());
+        }
+    }
+    bail!("the message {body:?} never arrived in {room_id}")
 }
 
 /// The timeline events of a room in a raw sync body.
