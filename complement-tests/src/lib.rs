@@ -31,6 +31,8 @@ pub struct TestServer {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// The server name, `localhost` unless the server federates.
+    server_name: String,
 }
 
 /// The options every test server gets: open registration, a shared secret for the admin
@@ -55,7 +57,7 @@ burst = 100000
 
 /// The test defaults with `extra` laid over them: a key or table in `extra` replaces the
 /// default one.
-fn compose_config(port: u16, database: &std::path::Path, extra: &str) -> String {
+fn compose_config(server_name: &str, port: u16, database: &std::path::Path, extra: &str) -> String {
     let (base_keys, base_tables) = BASE_CONFIG.split_once("\n[").unwrap_or((BASE_CONFIG, ""));
     let (extra_keys, extra_tables) = match extra.split_once('[') {
         Some((keys, tables)) => (keys, format!("[{tables}")),
@@ -69,7 +71,7 @@ fn compose_config(port: u16, database: &std::path::Path, extra: &str) -> String 
                 .any(|l| l.split('=').next().unwrap_or("").trim() == key)
     };
     let mut config = format!(
-        "[global]\nserver_name = \"localhost\"\nport = {port}\ndatabase_path = \"{}\"\n",
+        "[global]\nserver_name = \"{server_name}\"\nport = {port}\ndatabase_path = \"{}\"\n",
         database.display()
     );
     for line in base_keys.lines().filter(|line| !overridden(line)) {
@@ -117,15 +119,55 @@ impl TestServer {
     pub async fn start_with(extra: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let config = compose_config(port, &dir.path().join("db"), extra);
+        let config = compose_config("localhost", port, &dir.path().join("db"), extra);
         std::fs::write(dir.path().join("homeserver.toml"), config)?;
         let mut server = Self {
             dir,
             port,
             child: None,
+            server_name: "localhost".to_owned(),
         };
         server.spawn().await?;
         Ok(server)
+    }
+
+    /// Starts a server that federates: its name is `127.0.0.1:<federation port>`, its
+    /// federation listener has a certificate from `ca`, and it trusts only that CA.
+    pub async fn start_federated(ca: &tls::TestCa) -> Result<Self> {
+        Self::start_federated_with(ca, "").await
+    }
+
+    /// As [`start_federated`](Self::start_federated), with `extra` as in
+    /// [`start_with`](Self::start_with).
+    pub async fn start_federated_with(ca: &tls::TestCa, extra: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let federation_port = free_port();
+        let server_name = format!("127.0.0.1:{federation_port}");
+        let files = ca.write_files(dir.path(), &["127.0.0.1"])?;
+        let mut config = compose_config(&server_name, port, &dir.path().join("db"), extra);
+        config.push_str(&format!(
+            "\n[global.federation]\nenabled = true\nport = {federation_port}\n\
+             tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n\
+             trusted_ca_files = [\"{}\"]\nrequest_timeout_secs = 10\n",
+            files.certificate_chain.display(),
+            files.private_key.display(),
+            files.ca.display(),
+        ));
+        std::fs::write(dir.path().join("homeserver.toml"), config)?;
+        let mut server = Self {
+            dir,
+            port,
+            child: None,
+            server_name,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    /// The server name in its user ids and aliases.
+    pub fn server_name(&self) -> &str {
+        &self.server_name
     }
 
     async fn spawn(&mut self) -> Result<()> {

@@ -225,8 +225,8 @@ async fn unban(
     request: Ruma<unban_user::v3::Request>,
 ) -> Result<unban_user::v3::Response> {
     let body = &request.body;
-    let current = services.rooms.membership(&body.room_id, &body.user_id)?;
-    if current.is_none_or(|m| m.membership != "ban") {
+    let current = services.rooms.member_state(&body.room_id, &body.user_id)?;
+    if current.as_deref() != Some("ban") {
         return Err(Error::forbidden("The user is not banned"));
     }
     services

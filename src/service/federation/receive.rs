@@ -252,16 +252,23 @@ async fn state_at(
 /// Applies the EDUs of a transaction from `origin`.
 pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>]) {
     for raw in edus {
-        let Ok(edu) = raw.deserialize() else {
-            continue;
+        let edu = match raw.deserialize() {
+            Ok(edu) => edu,
+            Err(error) => {
+                tracing::debug!(%origin, %error, "EDU not understood");
+                continue;
+            }
         };
         match edu {
             Edu::Typing(typing) => {
                 if typing.user_id.server_name() != origin
-                    || !services
+                    || services
                         .rooms
-                        .is_joined(&typing.room_id, &typing.user_id)
-                        .unwrap_or(false)
+                        .member_state(&typing.room_id, &typing.user_id)
+                        .ok()
+                        .flatten()
+                        .as_deref()
+                        != Some("join")
                 {
                     continue;
                 }
@@ -282,10 +289,13 @@ pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>])
                         .unwrap_or_default();
                     for (user_id, data) in map.read {
                         if user_id.server_name() != origin
-                            || !services
+                            || services
                                 .rooms
-                                .is_joined(&room_id, &user_id)
-                                .unwrap_or(false)
+                                .member_state(&room_id, &user_id)
+                                .ok()
+                                .flatten()
+                                .as_deref()
+                                != Some("join")
                         {
                             continue;
                         }

@@ -63,8 +63,8 @@ impl Rooms {
         reason: Option<&str>,
         is_direct: bool,
     ) -> Result<OwnedEventId> {
-        if let Some(current) = self.membership(room_id, target)? {
-            match current.membership.as_str() {
+        if let Some(current) = self.member_state(room_id, target)? {
+            match current.as_str() {
                 "join" => return Err(Error::forbidden("The user is already in the room")),
                 "ban" => return Err(Error::forbidden("The user is banned from the room")),
                 _ => {}
@@ -115,9 +115,8 @@ impl Rooms {
         if !self.is_joined(room_id, sender)? {
             return Err(Error::forbidden("You are not in this room"));
         }
-        let current = self.membership(room_id, target)?;
-        let current = current.as_ref().map(|m| m.membership.as_str());
-        match (membership, current) {
+        let current = self.member_state(room_id, target)?;
+        match (membership, current.as_deref()) {
             ("leave", Some("ban")) => {}
             ("leave", Some("join" | "invite" | "knock")) => {}
             ("leave", _) => return Err(Error::forbidden("The user is not in the room")),

@@ -179,6 +179,19 @@ impl Rooms {
         Ok(self.db.get_json(Keyspace::UserRooms, key.bytes())?)
     }
 
+    /// Any user's membership in a room's current state, local or not ("join", "invite",
+    /// "leave", "ban", "knock").
+    pub fn member_state(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+        Ok(self
+            .state_content(room_id, "m.room.member", user_id.as_str())?
+            .and_then(|content| {
+                content
+                    .get("membership")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_owned)
+            }))
+    }
+
     pub fn is_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
         Ok(self
             .membership(room_id, user_id)?

@@ -1,0 +1,599 @@
+//! Two instances of this server federating over TLS on loopback (names `127.0.0.1:PORT`,
+//! certificates from one test CA): a room joined by alias across servers, messages,
+//! edits, typing and receipts both ways, kicks and bans across servers, a server that
+//! was down catching up in order, a crash in the middle of sending, and state changed
+//! on both sides of a partition converging.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use complement_tests::{TestServer, tls::TestCa, token};
+use matrix_sdk::{
+    Client,
+    ruma::{OwnedRoomId, RoomOrAliasId, api::client::room::create_room},
+};
+use serde_json::{Value, json};
+
+/// How long anything may take to cross from one server to the other.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Two federating servers with a user each, and a public room of Alice's (on A) with
+/// the alias `#lobby:A`, which Bob (on B) joined by that alias.
+struct Pair {
+    a: TestServer,
+    b: TestServer,
+    alice: Client,
+    bob: Client,
+    room_id: OwnedRoomId,
+}
+
+impl Pair {
+    async fn start(ca: &TestCa) -> Result<Self> {
+        let (a, b) = tokio::try_join!(
+            TestServer::start_federated(ca),
+            TestServer::start_federated(ca)
+        )?;
+        let alice = a.register("alice").await?;
+        let bob = b.register("bob").await?;
+        let mut request = create_room::v3::Request::new();
+        request.room_alias_name = Some("lobby".to_owned());
+        request.name = Some("Lobby".to_owned());
+        request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+        let room_id = alice.create_room(request).await?.room_id().to_owned();
+        let alias = format!("#lobby:{}", a.server_name());
+        let started = Instant::now();
+        let joined = tokio::time::timeout(
+            PATIENCE,
+            bob.join_room_by_id_or_alias(<&RoomOrAliasId>::try_from(alias.as_str())?, &[]),
+        )
+        .await
+        .context("the join took too long")??;
+        eprintln!("join by alias across servers: {:?}", started.elapsed());
+        ensure!(joined.room_id() == room_id, "the alias led elsewhere");
+        let pair = Self {
+            a,
+            b,
+            alice,
+            bob,
+            room_id,
+        };
+        let bob_id = pair.bob_id();
+        pair.wait_for_state(Side::A, "m.room.member", &bob_id, |content| {
+            content["membership"] == "join"
+        })
+        .await?;
+        Ok(pair)
+    }
+
+    fn server(&self, side: Side) -> &TestServer {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    fn token(&self, side: Side) -> String {
+        match side {
+            Side::A => token(&self.alice),
+            Side::B => token(&self.bob),
+        }
+    }
+
+    fn bob_id(&self) -> String {
+        format!("@bob:{}", self.b.server_name())
+    }
+
+    fn alice_id(&self) -> String {
+        format!("@alice:{}", self.a.server_name())
+    }
+
+    /// Sends an event as that side's user; returns its id.
+    async fn send(&self, side: Side, kind: &str, txn: &str, content: Value) -> Result<String> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/{kind}/{txn}",
+            self.room_id
+        );
+        let (status, body) = self
+            .server(side)
+            .request("PUT", &path, Some(&self.token(side)), Some(content))
+            .await?;
+        ensure!(status == 200, "send answered {status}: {body}");
+        Ok(body["event_id"].as_str().context("no event id")?.to_owned())
+    }
+
+    async fn put_state(
+        &self,
+        side: Side,
+        kind: &str,
+        state_key: &str,
+        content: Value,
+    ) -> Result<()> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/{kind}/{state_key}",
+            self.room_id
+        );
+        let (status, body) = self
+            .server(side)
+            .request("PUT", &path, Some(&self.token(side)), Some(content))
+            .await?;
+        ensure!(status == 200, "state answered {status}: {body}");
+        Ok(())
+    }
+
+    /// A state event's content as that side's user sees it now (`None` if unset).
+    async fn state(&self, side: Side, kind: &str, state_key: &str) -> Result<Option<Value>> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/{kind}/{state_key}",
+            self.room_id
+        );
+        let (status, body) = self
+            .server(side)
+            .request("GET", &path, Some(&self.token(side)), None)
+            .await?;
+        Ok((status == 200).then_some(body))
+    }
+
+    async fn wait_for_state(
+        &self,
+        side: Side,
+        kind: &str,
+        state_key: &str,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(content) = self.state(side, kind, state_key).await?
+                && accept(&content)
+            {
+                return Ok(content);
+            }
+            if Instant::now() > deadline {
+                bail!("{kind}/{state_key} never arrived on {side:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The room's message bodies as that side's user sees them, oldest first, paging
+    /// back through `/messages` to the start.
+    async fn bodies(&self, side: Side) -> Result<Vec<String>> {
+        let mut bodies = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+                self.room_id
+            );
+            if let Some(from) = &from {
+                path.push_str(&format!("&from={from}"));
+            }
+            let (status, page) = self
+                .server(side)
+                .request("GET", &path, Some(&self.token(side)), None)
+                .await?;
+            ensure!(status == 200, "messages answered {status}: {page}");
+            let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+            for event in &chunk {
+                if event["type"] == "m.room.message"
+                    && let Some(body) = event["content"]["body"].as_str()
+                {
+                    bodies.push(body.to_owned());
+                }
+            }
+            match page["end"].as_str() {
+                Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+                _ => break,
+            }
+        }
+        bodies.reverse();
+        Ok(bodies)
+    }
+
+    /// Waits until that side's user has every one of `expected` in the room, in order
+    /// among themselves.
+    async fn wait_for_bodies(&self, side: Side, expected: &[String]) -> Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let bodies = self.bodies(side).await?;
+            let seen: Vec<&String> = bodies.iter().filter(|b| expected.contains(b)).collect();
+            if seen.len() == expected.len() {
+                ensure!(
+                    seen.iter().zip(expected).all(|(a, b)| *a == b),
+                    "{side:?} has the messages out of order"
+                );
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{side:?} has {} of {} messages; last: {:?}",
+                    seen.len(),
+                    expected.len(),
+                    bodies.last()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Syncs that side's user until `found` accepts something in the room's section
+    /// (`timeline`, `ephemeral` or `state`) of a sync response.
+    async fn wait_in_sync(
+        &self,
+        side: Side,
+        section: &str,
+        found: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut since: Option<String> = None;
+        let token = self.token(side);
+        loop {
+            let sync = complement_tests::raw_sync_filtered(
+                self.server(side),
+                &token,
+                since.as_deref(),
+                1000,
+                None,
+            )
+            .await?;
+            let events = sync
+                .pointer(&format!("/rooms/join/{}/{section}/events", self.room_id))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(event) = events.into_iter().find(|event| found(event)) {
+                return Ok(event);
+            }
+            since = sync["next_batch"].as_str().map(str::to_owned);
+            if Instant::now() > deadline {
+                bail!("nothing matching arrived in {section} on {side:?}");
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    A,
+    B,
+}
+
+fn text(body: &str) -> Value {
+    json!({ "msgtype": "m.text", "body": body })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_room_joined_by_alias_carries_messages_edits_typing_and_receipts_both_ways() -> Result<()>
+{
+    let ca = TestCa::new();
+    let pair = Pair::start(&ca).await?;
+
+    // What Bob's server learnt with the join: the room's name and both members.
+    let name = pair
+        .wait_for_state(Side::B, "m.room.name", "", |_| true)
+        .await?;
+    assert_eq!(name["name"], "Lobby");
+    let (_, members) = pair
+        .b
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{}/joined_members", pair.room_id),
+            Some(&pair.token(Side::B)),
+            None,
+        )
+        .await?;
+    assert!(members["joined"][pair.alice_id()].is_object(), "{members}");
+    assert!(members["joined"][pair.bob_id()].is_object(), "{members}");
+
+    // Messages both ways, each seen by the other's sync.
+    pair.send(Side::A, "m.room.message", "a1", text("hello bob"))
+        .await?;
+    let from_alice = pair
+        .wait_in_sync(Side::B, "timeline", |event| {
+            event["content"]["body"] == "hello bob"
+        })
+        .await?;
+    assert_eq!(from_alice["sender"], pair.alice_id());
+    let bobs = pair
+        .send(Side::B, "m.room.message", "b1", text("hello alice"))
+        .await?;
+    pair.wait_in_sync(Side::A, "timeline", |event| {
+        event["content"]["body"] == "hello alice"
+    })
+    .await?;
+
+    // An edit keeps its relation across the servers.
+    pair.send(
+        Side::B,
+        "m.room.message",
+        "b2",
+        json!({
+            "msgtype": "m.text",
+            "body": "* hello, alice",
+            "m.new_content": { "msgtype": "m.text", "body": "hello, alice" },
+            "m.relates_to": { "rel_type": "m.replace", "event_id": bobs },
+        }),
+    )
+    .await?;
+    let edit = pair
+        .wait_in_sync(Side::A, "timeline", |event| {
+            event["content"]["m.relates_to"]["rel_type"] == "m.replace"
+        })
+        .await?;
+    assert_eq!(edit["content"]["m.relates_to"]["event_id"], bobs.as_str());
+    assert_eq!(edit["content"]["m.new_content"]["body"], "hello, alice");
+
+    // Typing, from B to A.
+    let (status, _) = pair
+        .b
+        .request(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                pair.room_id,
+                pair.bob_id()
+            ),
+            Some(&pair.token(Side::B)),
+            Some(json!({ "typing": true, "timeout": 20000 })),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let bob_id = pair.bob_id();
+    pair.wait_in_sync(Side::A, "ephemeral", |event| {
+        event["type"] == "m.typing"
+            && event["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|users| users.iter().any(|u| u == bob_id.as_str()))
+    })
+    .await?;
+
+    // A read receipt, from A to B.
+    let (status, _) = pair
+        .a
+        .request(
+            "POST",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{bobs}",
+                pair.room_id
+            ),
+            Some(&pair.token(Side::A)),
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let alice_id = pair.alice_id();
+    pair.wait_in_sync(Side::B, "ephemeral", |event| {
+        event["type"] == "m.receipt" && event["content"][&bobs]["m.read"][&alice_id].is_object()
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kicks_and_bans_cross_servers() -> Result<()> {
+    let ca = TestCa::new();
+    let pair = Pair::start(&ca).await?;
+    let bob_id = pair.bob_id();
+    let kick = format!("/_matrix/client/v3/rooms/{}/kick", pair.room_id);
+    let (status, body) = pair
+        .a
+        .request(
+            "POST",
+            &kick,
+            Some(&pair.token(Side::A)),
+            Some(json!({ "user_id": bob_id, "reason": "out" })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    // Bob's server applies the kick: Bob is out, and sending fails locally.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, _) = pair
+            .b
+            .request(
+                "PUT",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/probe{}",
+                    pair.room_id,
+                    deadline.elapsed().as_millis()
+                ),
+                Some(&pair.token(Side::B)),
+                Some(text("still here?")),
+            )
+            .await?;
+        if status == 403 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "Bob's server never learnt of the kick"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Bob joins again by alias, then is banned: he cannot come back.
+    let alias = format!("#lobby:{}", pair.a.server_name());
+    pair.bob
+        .join_room_by_id_or_alias(<&RoomOrAliasId>::try_from(alias.as_str())?, &[])
+        .await?;
+    pair.wait_for_state(Side::A, "m.room.member", &bob_id, |c| {
+        c["membership"] == "join"
+    })
+    .await?;
+    let (status, body) = pair
+        .a
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{}/ban", pair.room_id),
+            Some(&pair.token(Side::A)),
+            Some(json!({ "user_id": bob_id, "reason": "spam" })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    pair.wait_for_state(Side::A, "m.room.member", &bob_id, |c| {
+        c["membership"] == "ban"
+    })
+    .await?;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = pair
+            .b
+            .request(
+                "POST",
+                &format!("/_matrix/client/v3/join/{}", alias.replace('#', "%23")),
+                Some(&pair.token(Side::B)),
+                Some(json!({})),
+            )
+            .await?;
+        if status == 403 {
+            assert_eq!(body["errcode"], "M_FORBIDDEN");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "a banned user rejoined: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_that_was_down_gets_every_message_in_order() -> Result<()> {
+    let ca = TestCa::new();
+    let mut pair = Pair::start(&ca).await?;
+    pair.b.kill9()?;
+    let mut sent = Vec::new();
+    for n in 0..500 {
+        let body = format!("while B was down {n}");
+        pair.send(Side::A, "m.room.message", &format!("down{n}"), text(&body))
+            .await?;
+        sent.push(body);
+    }
+    pair.b.restart().await?;
+    // Bob speaks first: Alice's server hears from B and stops backing off.
+    pair.send(Side::B, "m.room.message", "back", text("I am back"))
+        .await?;
+    let started = Instant::now();
+    pair.wait_for_bodies(Side::B, &sent).await?;
+    eprintln!("500 queued messages delivered in {:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_while_sending_loses_nothing_acknowledged() -> Result<()> {
+    let ca = TestCa::new();
+    let mut pair = Pair::start(&ca).await?;
+    // Alice sends while her server is killed part-way; what it acknowledged must reach
+    // Bob after it restarts.
+    let mut acknowledged = Vec::new();
+    for n in 0..150 {
+        let body = format!("before the crash {n}");
+        pair.send(Side::A, "m.room.message", &format!("c{n}"), text(&body))
+            .await?;
+        acknowledged.push(body);
+    }
+    pair.a.kill9()?;
+    pair.a.restart().await?;
+    // And the receiving side crashes with transactions in flight.
+    for n in 150..300 {
+        let body = format!("around the receiver's crash {n}");
+        pair.send(Side::A, "m.room.message", &format!("c{n}"), text(&body))
+            .await?;
+        acknowledged.push(body);
+        if n == 200 {
+            pair.b.kill9()?;
+            pair.b.restart().await?;
+            pair.send(Side::B, "m.room.message", "up", text("up again"))
+                .await?;
+        }
+    }
+    pair.wait_for_bodies(Side::B, &acknowledged).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn state_changed_on_both_sides_of_a_partition_converges() -> Result<()> {
+    let ca = TestCa::new();
+    let mut pair = Pair::start(&ca).await?;
+    // Bob may change the topic too.
+    let bob_id = pair.bob_id();
+    let mut levels = pair
+        .state(Side::A, "m.room.power_levels", "")
+        .await?
+        .context("no power levels")?;
+    levels["users"][&bob_id] = json!(100);
+    pair.put_state(Side::A, "m.room.power_levels", "", levels)
+        .await?;
+    pair.wait_for_state(Side::B, "m.room.power_levels", "", |c| {
+        c["users"][&bob_id] == 100
+    })
+    .await?;
+
+    // The partition: each side changes the topic while the other is down.
+    pair.a.kill9()?;
+    pair.put_state(Side::B, "m.room.topic", "", json!({ "topic": "from B" }))
+        .await?;
+    pair.b.kill9()?;
+    pair.a.restart().await?;
+    pair.put_state(Side::A, "m.room.topic", "", json!({ "topic": "from A" }))
+        .await?;
+    pair.b.restart().await?;
+    pair.send(
+        Side::B,
+        "m.room.message",
+        "m1",
+        text("after the partition, from B"),
+    )
+    .await?;
+    pair.send(
+        Side::A,
+        "m.room.message",
+        "m2",
+        text("after the partition, from A"),
+    )
+    .await?;
+    pair.wait_for_bodies(Side::A, &["after the partition, from B".to_owned()])
+        .await?;
+    pair.wait_for_bodies(Side::B, &["after the partition, from A".to_owned()])
+        .await?;
+
+    // Both servers resolved the fork to the same state.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let on_a = pair.state(Side::A, "m.room.topic", "").await?;
+        let on_b = pair.state(Side::B, "m.room.topic", "").await?;
+        if on_a.is_some() && on_a == on_b {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the topic differs: A {on_a:?}, B {on_b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let full = |side: Side| {
+        let pair = &pair;
+        async move {
+            let (status, state) = pair
+                .server(side)
+                .request(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{}/state", pair.room_id),
+                    Some(&pair.token(side)),
+                    None,
+                )
+                .await?;
+            ensure!(status == 200, "state answered {status}");
+            let mut ids: Vec<String> = state
+                .as_array()
+                .context("state is a list")?
+                .iter()
+                .filter_map(|event| event["event_id"].as_str().map(str::to_owned))
+                .collect();
+            ids.sort();
+            Ok::<_, anyhow::Error>(ids)
+        }
+    };
+    assert_eq!(full(Side::A).await?, full(Side::B).await?);
+    Ok(())
+}
