@@ -178,7 +178,10 @@ impl TestServer {
         let child = Command::new(binary())
             .arg("--config")
             .arg(self.dir.path().join("homeserver.toml"))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("PALISADE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()

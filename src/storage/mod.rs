@@ -205,6 +205,17 @@ impl Db {
 
     /// Applies a batch atomically; returns once the write-ahead log is synced to disk.
     pub fn write(&self, batch: Batch) -> StorageResult<()> {
+        self.apply(batch, true)
+    }
+
+    /// Applies a batch atomically without waiting for the disk: for data that can be
+    /// fetched again and that a synced write follows before anything depends on it
+    /// (the next synced write syncs the log up to it).
+    pub fn write_unsynced(&self, batch: Batch) -> StorageResult<()> {
+        self.apply(batch, false)
+    }
+
+    fn apply(&self, batch: Batch, sync: bool) -> StorageResult<()> {
         let mut inner = batch.inner;
         for op in batch.ops {
             match op {
@@ -216,7 +227,7 @@ impl Db {
             }
         }
         let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(true);
+        options.set_sync(sync);
         self.rocks.write_opt(inner, &options)?;
         Ok(())
     }

@@ -189,7 +189,7 @@ async fn join_through(
     }
     let mut everything = room_state.auth_chain.clone();
     everything.extend(room_state.state.iter().cloned());
-    super::receive::store_outliers(services, &version, &everything).await?;
+    super::receive::store_outliers(services, room_id, &version, &everything).await?;
     let mut state = StateMap::new();
     for raw in &room_state.state {
         let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {

@@ -183,12 +183,13 @@ async fn fetch_auth_events(
         .send(origin, request)
         .await
         .map_err(|error| Error::forbidden(format!("auth events unavailable: {error}")))?;
-    store_outliers(services, version, &response.auth_chain).await
+    store_outliers(services, room_id, version, &response.auth_chain).await
 }
 
 /// Checks events and stores them as outliers.
 pub async fn store_outliers(
     services: &Services,
+    room_id: &RoomId,
     version: &RoomVersionId,
     raws: &[Box<RawValue>],
 ) -> Result<()> {
@@ -200,7 +201,7 @@ pub async fn store_outliers(
             Err(error) => tracing::info!(%error, "auth or state event refused"),
         }
     }
-    services.rooms.store_outliers(&rules, events)
+    services.rooms.store_outliers(&rules, room_id, events)
 }
 
 /// The state at an event (before it), learnt from `origin`: the ids, then every event
@@ -236,7 +237,7 @@ async fn state_at(
             raws.push(response.pdu);
         }
     }
-    store_outliers(services, version, &raws).await?;
+    store_outliers(services, room_id, version, &raws).await?;
     let mut state = StateMap::new();
     for id in &response.pdu_ids {
         let Some(event) = services.rooms.state_event(id)? else {

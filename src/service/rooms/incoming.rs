@@ -77,6 +77,15 @@ impl Rooms {
                 state.insert((auth.kind.to_string(), state_key.clone()), id.clone());
             }
         }
+        // From room version 12 the create event is not listed: the room id names it.
+        if rules.authorization.room_create_event_id_as_room_id
+            && let Some(room_id) = &event.pdu.room_id
+            && let Ok(create_id) = OwnedEventId::try_from(format!("${}", &room_id.as_str()[1..]))
+        {
+            state
+                .entry(("m.room.create".to_owned(), String::new()))
+                .or_insert(create_id);
+        }
         self.authorise_parsed(rules, &event.pdu, &state)
     }
 
@@ -104,8 +113,12 @@ impl Rooms {
     pub fn store_outliers(
         &self,
         rules: &RoomVersionRules,
+        room_id: &RoomId,
         mut events: Vec<IncomingPdu>,
     ) -> Result<()> {
+        // Events of another room have no place here (a room version 12 create event
+        // carries no room id: its id is the room's).
+        events.retain(|event| event.pdu.room_id.as_deref().is_none_or(|id| id == room_id));
         events.sort_by_key(|event| event.pdu.depth);
         let mut pending: Vec<IncomingPdu> = events;
         // Auth events may come after the events they authorise: retry until no progress.
@@ -127,16 +140,13 @@ impl Rooms {
                 }
                 match self.authorise_by_auth_events(rules, &event) {
                     Ok(()) => {
-                        let room_id = event
-                            .pdu
-                            .room_id
-                            .clone()
-                            .ok_or_else(|| Error::bad_json("event without a room"))?;
-                        // Written one at a time: the next event's checks read this one.
+                        // Written one at a time, as the next event's checks read this
+                        // one; unsynced, as the write that uses them (the join, the
+                        // event they authorise) is synced and they can be fetched again.
                         let mut single = self.db.batch();
                         self.stage_pdu(
                             &mut single,
-                            &room_id,
+                            room_id,
                             rules,
                             event.pdu,
                             event.object,
@@ -145,7 +155,7 @@ impl Rooms {
                             0,
                             0,
                         )?;
-                        self.db.write(single)?;
+                        self.db.write_unsynced(single)?;
                         progress = true;
                     }
                     Err(error) => {

@@ -1,0 +1,240 @@
+//! This server federating with Synapse (from PyPI) on loopback over TLS, both with
+//! certificates from one test CA: rooms on either side joined by alias from the other,
+//! messages, edits, typing and read receipts both ways.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use complement_tests::{TestServer, synapse::Synapse, tls::TestCa, token};
+use matrix_sdk::{
+    Client,
+    ruma::{OwnedRoomId, RoomOrAliasId, api::client::room::create_room},
+};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One user on one server, spoken to over the raw client API.
+struct User {
+    base_url: String,
+    token: String,
+    user_id: String,
+}
+
+impl User {
+    fn of(base_url: String, client: &Client) -> Self {
+        Self {
+            base_url,
+            token: token(client),
+            user_id: client.user_id().expect("logged in").to_string(),
+        }
+    }
+
+    async fn request(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+        let http = reqwest::Client::new();
+        let mut request = http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes())?,
+                format!("{}{path}", self.base_url),
+            )
+            .bearer_auth(&self.token)
+            .timeout(PATIENCE);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    async fn send(&self, room_id: &OwnedRoomId, txn: &str, content: Value) -> Result<String> {
+        let (status, body) = self
+            .request(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}"),
+                Some(content),
+            )
+            .await?;
+        ensure!(status == 200, "send answered {status}: {body}");
+        Ok(body["event_id"].as_str().context("no event id")?.to_owned())
+    }
+
+    /// Syncs until `found` accepts an event of the room's `section`.
+    async fn wait_in_sync(
+        &self,
+        room_id: &OwnedRoomId,
+        section: &str,
+        found: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut since: Option<String> = None;
+        loop {
+            let mut path = "/_matrix/client/v3/sync?timeout=1000".to_owned();
+            if let Some(since) = &since {
+                path.push_str(&format!("&since={since}"));
+            }
+            let (status, sync) = self.request("GET", &path, None).await?;
+            ensure!(status == 200, "sync answered {status}: {sync}");
+            let events = sync
+                .pointer(&format!("/rooms/join/{room_id}/{section}/events"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(event) = events.into_iter().find(|event| found(event)) {
+                return Ok(event);
+            }
+            since = sync["next_batch"].as_str().map(str::to_owned);
+            if Instant::now() > deadline {
+                bail!("nothing matching arrived in {section} for {}", self.user_id);
+            }
+        }
+    }
+
+    async fn typing(&self, room_id: &OwnedRoomId) -> Result<()> {
+        let (status, body) = self
+            .request(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_id}/typing/{}", self.user_id),
+                Some(json!({ "typing": true, "timeout": 20000 })),
+            )
+            .await?;
+        ensure!(status == 200, "typing answered {status}: {body}");
+        Ok(())
+    }
+
+    async fn receipt(&self, room_id: &OwnedRoomId, event_id: &str) -> Result<()> {
+        let (status, body) = self
+            .request(
+                "POST",
+                &format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{event_id}"),
+                Some(json!({})),
+            )
+            .await?;
+        ensure!(status == 200, "receipt answered {status}: {body}");
+        Ok(())
+    }
+}
+
+fn text(body: &str) -> Value {
+    json!({ "msgtype": "m.text", "body": body })
+}
+
+/// Creates a public room with an alias as `owner`; returns its id and alias.
+async fn public_room(
+    owner: &Client,
+    alias_localpart: &str,
+    server_name: &str,
+) -> Result<(OwnedRoomId, String)> {
+    let mut request = create_room::v3::Request::new();
+    request.room_alias_name = Some(alias_localpart.to_owned());
+    request.name = Some(format!("Room {alias_localpart}"));
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let room_id = owner.create_room(request).await?.room_id().to_owned();
+    Ok((room_id, format!("#{alias_localpart}:{server_name}")))
+}
+
+async fn join_by_alias(client: &Client, alias: &str) -> Result<OwnedRoomId> {
+    let started = Instant::now();
+    let room = tokio::time::timeout(
+        PATIENCE,
+        client.join_room_by_id_or_alias(<&RoomOrAliasId>::try_from(alias)?, &[]),
+    )
+    .await
+    .context("the join took too long")??;
+    eprintln!("joined {alias} in {:?}", started.elapsed());
+    Ok(room.room_id().to_owned())
+}
+
+/// Messages, an edit, typing and a receipt from `from` to `to` and back.
+async fn converse(room_id: &OwnedRoomId, one: &User, other: &User) -> Result<()> {
+    one.send(
+        room_id,
+        "hello-1",
+        text(&format!("hello from {}", one.user_id)),
+    )
+    .await?;
+    let hello = other
+        .wait_in_sync(room_id, "timeline", |event| {
+            event["content"]["body"].as_str().is_some_and(|body| {
+                body.starts_with("hello from") && event["sender"] == one.user_id.as_str()
+            })
+        })
+        .await?;
+    let hello_id = hello["event_id"]
+        .as_str()
+        .context("no event id")?
+        .to_owned();
+    let reply = other
+        .send(
+            room_id,
+            "reply-1",
+            text(&format!("hello back from {}", other.user_id)),
+        )
+        .await?;
+    one.wait_in_sync(room_id, "timeline", |event| {
+        event["event_id"] == reply.as_str()
+    })
+    .await?;
+
+    // An edit keeps its relation.
+    other
+        .send(
+            room_id,
+            "edit-1",
+            json!({
+                "msgtype": "m.text",
+                "body": "* edited",
+                "m.new_content": { "msgtype": "m.text", "body": "edited" },
+                "m.relates_to": { "rel_type": "m.replace", "event_id": reply },
+            }),
+        )
+        .await?;
+    one.wait_in_sync(room_id, "timeline", |event| {
+        event["content"]["m.relates_to"]["event_id"] == reply.as_str()
+    })
+    .await?;
+
+    // Typing and a read receipt, each way.
+    one.typing(room_id).await?;
+    other
+        .wait_in_sync(room_id, "ephemeral", |event| {
+            event["type"] == "m.typing"
+                && event["content"]["user_ids"]
+                    .as_array()
+                    .is_some_and(|users| users.iter().any(|u| u == one.user_id.as_str()))
+        })
+        .await?;
+    other.receipt(room_id, &hello_id).await?;
+    one.wait_in_sync(room_id, "ephemeral", |event| {
+        event["type"] == "m.receipt"
+            && event["content"][&hello_id]["m.read"][&other.user_id].is_object()
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn synapse_users_join_our_room_and_we_join_theirs() -> Result<()> {
+    let ca = TestCa::new();
+    let (ours, synapse) = tokio::try_join!(TestServer::start_federated(&ca), Synapse::start(&ca))?;
+    let alice = ours.register("alice").await?;
+    let sam = synapse.matrix_sdk_client("sam").await?;
+    let alice_user = User::of(ours.base_url(), &alice);
+    let sam_user = User::of(synapse.client_url(), &sam);
+
+    // Sam, on Synapse, joins Alice's room here by its alias.
+    let (room_id, alias) = public_room(&alice, "ours", ours.server_name()).await?;
+    let joined = join_by_alias(&sam, &alias).await?;
+    assert_eq!(joined, room_id);
+    converse(&room_id, &alice_user, &sam_user).await?;
+
+    // Alice joins Sam's room on Synapse by its alias.
+    let (room_id, alias) = public_room(&sam, "theirs", &synapse.server_name()).await?;
+    let joined = join_by_alias(&alice, &alias)
+        .await
+        .with_context(|| ours.log())?;
+    assert_eq!(joined, room_id);
+    converse(&room_id, &sam_user, &alice_user).await?;
+    Ok(())
+}
