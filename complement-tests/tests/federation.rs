@@ -597,3 +597,103 @@ async fn state_changed_on_both_sides_of_a_partition_converges() -> Result<()> {
     assert_eq!(full(Side::A).await?, full(Side::B).await?);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invites_cross_servers_and_can_be_accepted_or_declined() -> Result<()> {
+    let ca = TestCa::new();
+    let (a, b) = tokio::try_join!(
+        TestServer::start_federated(&ca),
+        TestServer::start_federated(&ca)
+    )?;
+    let alice = a.register("alice").await?;
+    let bob = b.register("bob").await?;
+    let carol = b.register("carol").await?;
+    let bob_id = format!("@bob:{}", b.server_name());
+    let carol_id = format!("@carol:{}", b.server_name());
+
+    // A private room: the only way in is an invite.
+    let mut request = create_room::v3::Request::new();
+    request.name = Some("Private".to_owned());
+    request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    for user in [&bob_id, &carol_id] {
+        let (status, body) = a
+            .request(
+                "POST",
+                &format!("/_matrix/client/v3/rooms/{room_id}/invite"),
+                Some(&token(&alice)),
+                Some(json!({ "user_id": user })),
+            )
+            .await?;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Bob's sync shows the invite with the room's name, from the stripped state.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let sync = complement_tests::raw_sync(&b, &bob, None, 0).await?;
+        if let Some(invite) = sync.pointer(&format!("/rooms/invite/{room_id}/invite_state/events"))
+        {
+            let events = invite.as_array().context("a list")?;
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Private"),
+                "{invite}"
+            );
+            assert!(
+                events.iter().any(|e| e["type"] == "m.room.member"
+                    && e["state_key"] == bob_id.as_str()
+                    && e["content"]["membership"] == "invite"),
+                "{invite}"
+            );
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the invite never reached Bob");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Bob accepts (through the inviter's server) and talks; Carol declines.
+    bob.join_room_by_id(&room_id).await?;
+    let (status, body) = b
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_id}/leave"),
+            Some(&token(&carol)),
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let pair = Pair {
+        a,
+        b,
+        alice,
+        bob,
+        room_id,
+    };
+    pair.wait_for_state(Side::A, "m.room.member", &bob_id, |c| {
+        c["membership"] == "join"
+    })
+    .await?;
+    pair.wait_for_state(Side::A, "m.room.member", &carol_id, |c| {
+        c["membership"] == "leave"
+    })
+    .await?;
+    pair.send(
+        Side::B,
+        "m.room.message",
+        "hi",
+        text("thanks for the invite"),
+    )
+    .await?;
+    pair.wait_for_bodies(Side::A, &["thanks for the invite".to_owned()])
+        .await?;
+    // Carol's sync no longer offers the invite.
+    let sync = complement_tests::raw_sync_filtered(&pair.b, &token(&carol), None, 0, None).await?;
+    assert!(
+        sync.pointer(&format!("/rooms/invite/{}", pair.room_id))
+            .is_none(),
+        "{sync}"
+    );
+    Ok(())
+}

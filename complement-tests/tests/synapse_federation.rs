@@ -238,3 +238,60 @@ async fn synapse_users_join_our_room_and_we_join_theirs() -> Result<()> {
     converse(&room_id, &sam_user, &alice_user).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invites_cross_between_synapse_and_us() -> Result<()> {
+    let ca = TestCa::new();
+    let (ours, synapse) = tokio::try_join!(TestServer::start_federated(&ca), Synapse::start(&ca))?;
+    let alice = ours.register("alice").await?;
+    let sam = synapse.matrix_sdk_client("sam").await?;
+    let alice_user = User::of(ours.base_url(), &alice);
+    let sam_user = User::of(synapse.client_url(), &sam);
+
+    // Alice invites Sam into a private room here; Sam accepts on Synapse.
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+    request.invite = vec![sam.user_id().expect("logged in").to_owned()];
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    accept_invite(&sam_user, &room_id).await?;
+    converse(&room_id, &alice_user, &sam_user).await?;
+
+    // Sam invites Alice into a private room on Synapse; Alice accepts here.
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+    request.invite = vec![alice.user_id().expect("logged in").to_owned()];
+    let room_id = sam.create_room(request).await?.room_id().to_owned();
+    accept_invite(&alice_user, &room_id)
+        .await
+        .with_context(|| ours.log())?;
+    converse(&room_id, &sam_user, &alice_user).await?;
+    Ok(())
+}
+
+/// Waits for the user's sync to offer the invite, then joins.
+async fn accept_invite(user: &User, room_id: &OwnedRoomId) -> Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, sync) = user
+            .request("GET", "/_matrix/client/v3/sync?timeout=1000", None)
+            .await?;
+        ensure!(status == 200, "sync answered {status}: {sync}");
+        if sync.pointer(&format!("/rooms/invite/{room_id}")).is_some() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the invite never arrived for {}",
+            user.user_id
+        );
+    }
+    let (status, body) = user
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room_id}"),
+            Some(json!({})),
+        )
+        .await?;
+    ensure!(status == 200, "join answered {status}: {body}");
+    Ok(())
+}

@@ -101,6 +101,18 @@ impl SigningKey {
         .map_err(|error| KeyError::Signing(error.to_string()))
     }
 
+    /// Adds this server's signature to another server's event, leaving its hashes as
+    /// they are (an invite this server's user receives).
+    pub fn countersign_event(
+        &self,
+        server_name: &ServerName,
+        object: &mut CanonicalJsonObject,
+        redaction: &RedactionRules,
+    ) -> Result<(), KeyError> {
+        ruma::signatures::sign_event(server_name.as_str(), &self.key_pair, object, redaction)
+            .map_err(|error| KeyError::Signing(error.to_string()))
+    }
+
     /// Signs arbitrary JSON (key documents, requests).
     pub fn sign_json(
         &self,

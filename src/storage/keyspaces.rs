@@ -88,6 +88,9 @@ keyspaces! {
     /// `destination ‖ sequence` → JSON `Outgoing` (a PDU's event id or an EDU): what is
     /// still to be sent to each server, in order.
     OutgoingQueue => "outgoing_queue",
+    /// `user_id ‖ room_id` → JSON list of stripped state events: what an invite from
+    /// another server into a room this server is not in showed of the room.
+    InviteStates => "invite_states",
     /// `origin ‖ txn_id` → empty: transactions already received from other servers.
     FederationTxns => "federation_txns",
 }

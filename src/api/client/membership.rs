@@ -47,19 +47,52 @@ async fn join(
 ) -> Result<()> {
     services.message_limiter.check(user.as_str())?;
     let profile = profile(services, user)?;
-    let resident = services.rooms.exists(room_id)?
-        && !services.rooms.members_with(room_id, "join")?.is_empty()
+    if is_resident(services, room_id)? || !services.config.federation.enabled {
+        services.rooms.join(room_id, user, &profile, reason).await?;
+    } else {
+        // An invite names a server that is in the room: the inviter's.
+        let mut via = via.to_vec();
+        if let Some(inviter) = remote_inviter(services, room_id, user)? {
+            via.insert(0, inviter.server_name().to_owned());
+        }
+        federation::join::join_remote(services, user, room_id, &via, &profile, reason).await?;
+    }
+    Ok(())
+}
+
+/// Whether this server is in the room: it has a joined member there.
+fn is_resident(services: &Services, room_id: &ruma::RoomId) -> Result<bool> {
+    Ok(services.rooms.exists(room_id)?
         && services
             .rooms
             .members_with(room_id, "join")?
             .iter()
-            .any(|member| member.server_name() == services.config.server_name);
-    if resident || !services.config.federation.enabled {
-        services.rooms.join(room_id, user, &profile, reason).await?;
-    } else {
-        federation::join::join_remote(services, user, room_id, via, &profile, reason).await?;
+            .any(|member| member.server_name() == services.config.server_name))
+}
+
+/// The sender of the user's pending invite into a room this server is not in.
+fn remote_inviter(
+    services: &Services,
+    room_id: &ruma::RoomId,
+    user: &UserId,
+) -> Result<Option<ruma::OwnedUserId>> {
+    let Some(membership) = services.rooms.membership(room_id, user)? else {
+        return Ok(None);
+    };
+    if membership.membership != "invite" {
+        return Ok(None);
     }
-    Ok(())
+    let Some(invite) = services.rooms.pdu(&membership.event_id)? else {
+        return Ok(None);
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(invite.pdu.get()).map_err(Error::internal)?;
+    Ok(federation_sender(&value)
+        .filter(|sender| sender.server_name() != services.config.server_name))
+}
+
+fn federation_sender(event: &serde_json::Value) -> Option<ruma::OwnedUserId> {
+    crate::service::rooms::remote_invite::sender_of(event)
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
@@ -83,6 +116,30 @@ async fn invite(
     services
         .rooms
         .require_joined(&request.body.room_id, sender)?;
+    if recipient.user_id.server_name() != services.config.server_name {
+        if !services.config.federation.enabled {
+            return Err(Error::forbidden("This server does not federate"));
+        }
+        if let Some(current) = services
+            .rooms
+            .member_state(&request.body.room_id, &recipient.user_id)?
+            && matches!(current.as_str(), "join" | "ban")
+        {
+            return Err(Error::forbidden(format!(
+                "The user's membership is {current}"
+            )));
+        }
+        federation::invite::invite_remote(
+            &services,
+            &request.body.room_id,
+            sender,
+            &recipient.user_id,
+            recipient.reason.as_deref(),
+            false,
+        )
+        .await?;
+        return Ok(invite_user::v3::Response::new());
+    }
     services
         .rooms
         .invite(
@@ -159,13 +216,25 @@ async fn leave(
     services: Arc<Services>,
     request: Ruma<leave_room::v3::Request>,
 ) -> Result<leave_room::v3::Response> {
-    services
-        .rooms
-        .leave(
-            &request.body.room_id,
-            request.user_id()?,
+    let (room_id, user) = (&request.body.room_id, request.user_id()?);
+    // Declining an invite into a room this server is not in goes through the inviter's
+    // server.
+    if let Some(inviter) = remote_inviter(&services, room_id, user)?
+        && !is_resident(&services, room_id)?
+    {
+        federation::join::decline_remote_invite(
+            &services,
+            user,
+            room_id,
+            Some(inviter.server_name()),
             request.body.reason.as_deref(),
         )
+        .await?;
+        return Ok(leave_room::v3::Response::new());
+    }
+    services
+        .rooms
+        .leave(room_id, user, request.body.reason.as_deref())
         .await?;
     Ok(leave_room::v3::Response::new())
 }

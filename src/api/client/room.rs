@@ -124,5 +124,20 @@ async fn create(
         )
         .await?;
     tracing::info!(%room_id, %creator, "room created");
+    for invitee in body
+        .invite
+        .iter()
+        .filter(|invitee| invitee.server_name() != services.config.server_name)
+    {
+        crate::service::federation::invite::invite_remote(
+            &services,
+            &room_id,
+            &creator,
+            invitee,
+            None,
+            body.is_direct,
+        )
+        .await?;
+    }
     Ok(create_room::v3::Response::new(room_id))
 }

@@ -9,7 +9,8 @@ use ruma::{
     api::{
         error::ErrorKind,
         federation::membership::{
-            create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+            create_invite, create_join_event, create_leave_event, prepare_join_event,
+            prepare_leave_event,
         },
     },
     events::TimelineEventType,
@@ -22,7 +23,10 @@ use crate::{
     service::{
         Services,
         federation::pdu::verify_pdu,
-        rooms::{incoming::IncomingPdu, timeline::NewEvent},
+        rooms::{
+            incoming::{IncomingPdu, Relay},
+            timeline::NewEvent,
+        },
     },
 };
 
@@ -32,6 +36,30 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(send_join)
         .ruma_route(make_leave)
         .ruma_route(send_leave)
+        .ruma_route(invite)
+}
+
+/// # `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`
+async fn invite(
+    services: Arc<Services>,
+    request: Ruma<create_invite::v2::Request>,
+) -> Result<create_invite::v2::Response> {
+    let origin = request.origin()?.to_owned();
+    let body = request.body;
+    let signed = crate::service::federation::invite::receive_invite(
+        &services,
+        &origin,
+        &body.room_id,
+        &body.room_version,
+        &body.event,
+        &body.invite_room_state,
+    )
+    .await?;
+    if crate::service::federation::pdu::event_id_of(&signed, &body.room_version)? != body.event_id {
+        return Err(Error::bad_json("The event id does not match the event"));
+    }
+    let raw = serde_json::value::to_raw_value(&signed).map_err(Error::internal)?;
+    Ok(create_invite::v2::Response::new(raw))
 }
 
 fn require_user_of(origin: &ServerName, user: &UserId) -> Result<()> {
@@ -108,7 +136,7 @@ async fn accept_membership(
     require_user_of(origin, &event.pdu.sender)?;
     services
         .rooms
-        .append_remote(room_id, event.clone(), Some(origin.to_owned()))
+        .append_remote(room_id, event.clone(), Relay::AllBut(origin.to_owned()))
         .await?;
     Ok(event)
 }

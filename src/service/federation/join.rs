@@ -3,9 +3,11 @@
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId,
-    RoomVersionId, UserId,
+    RoomVersionId, ServerName, UserId,
     api::federation::{
-        membership::{create_join_event, prepare_join_event},
+        membership::{
+            create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+        },
         query::get_room_information,
     },
 };
@@ -112,26 +114,7 @@ async fn join_through(
             _ => Error::not_found(format!("The join was not prepared: {error}")),
         })?;
     let version = template.room_version.unwrap_or(RoomVersionId::V1);
-    let rules = Rooms::rules(&version)?;
-    let mut object: CanonicalJsonObject = serde_json::from_str(template.event.get())
-        .map_err(|error| Error::bad_json(format!("Bad join template: {error}")))?;
-    // What this server vouches for, whatever the template said.
-    object.insert("sender".to_owned(), user.as_str().into());
-    object.insert("state_key".to_owned(), user.as_str().into());
-    object.insert("type".to_owned(), "m.room.member".into());
-    object.insert("room_id".to_owned(), room_id.as_str().into());
-    object.insert(
-        "origin_server_ts".to_owned(),
-        CanonicalJsonValue::Integer(ruma::Int::try_from(now_ms()).unwrap_or_default()),
-    );
-    object.remove("signatures");
-    object.remove("hashes");
-    object.remove("unsigned");
-    let mut content = match object.remove("content") {
-        Some(CanonicalJsonValue::Object(content)) => content,
-        _ => CanonicalJsonObject::new(),
-    };
-    content.insert("membership".to_owned(), "join".into());
+    let mut content = CanonicalJsonObject::new();
     if let Some(name) = &profile.0 {
         content.insert("displayname".to_owned(), name.as_str().into());
     }
@@ -141,29 +124,15 @@ async fn join_through(
     if let Some(reason) = reason {
         content.insert("reason".to_owned(), reason.into());
     }
-    object.insert("content".to_owned(), CanonicalJsonValue::Object(content));
-    if rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1 {
-        object.insert(
-            "event_id".to_owned(),
-            format!(
-                "${}:{}",
-                crate::service::users::random_localpart(),
-                services.config.server_name
-            )
-            .into(),
-        );
-        object.insert(
-            "origin".to_owned(),
-            services.config.server_name.as_str().into(),
-        );
-    } else {
-        object.remove("event_id");
-    }
-    services
-        .signing_key
-        .sign_event(&services.config.server_name, &mut object, &rules.redaction)
-        .map_err(Error::internal)?;
-    let event_id = event_id_of(&object, &version)?;
+    let (object, event_id) = fill_template(
+        services,
+        &template.event,
+        &version,
+        user,
+        room_id,
+        "join",
+        content,
+    )?;
     let raw = Rooms::raw_object(&object)?;
     let response = services
         .federation_client
@@ -213,4 +182,135 @@ async fn join_through(
         .rooms
         .create_joined(room_id, &version, state, join)
         .await
+}
+
+/// Completes a membership event template from another server as this server's
+/// `user`'s own event, and signs it; returns it with its event id.
+fn fill_template(
+    services: &Services,
+    template: &serde_json::value::RawValue,
+    version: &RoomVersionId,
+    user: &UserId,
+    room_id: &RoomId,
+    membership: &str,
+    extra_content: CanonicalJsonObject,
+) -> Result<(CanonicalJsonObject, ruma::OwnedEventId)> {
+    let rules = Rooms::rules(version)?;
+    let mut object: CanonicalJsonObject = serde_json::from_str(template.get())
+        .map_err(|error| Error::bad_json(format!("Bad event template: {error}")))?;
+    // What this server vouches for, whatever the template said.
+    object.insert("sender".to_owned(), user.as_str().into());
+    object.insert("state_key".to_owned(), user.as_str().into());
+    object.insert("type".to_owned(), "m.room.member".into());
+    object.insert("room_id".to_owned(), room_id.as_str().into());
+    object.insert(
+        "origin_server_ts".to_owned(),
+        CanonicalJsonValue::Integer(ruma::Int::try_from(now_ms()).unwrap_or_default()),
+    );
+    object.remove("signatures");
+    object.remove("hashes");
+    object.remove("unsigned");
+    let mut content = match object.remove("content") {
+        Some(CanonicalJsonValue::Object(content)) => content,
+        _ => CanonicalJsonObject::new(),
+    };
+    content.insert("membership".to_owned(), membership.into());
+    content.extend(extra_content);
+    object.insert("content".to_owned(), CanonicalJsonValue::Object(content));
+    if rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1 {
+        object.insert(
+            "event_id".to_owned(),
+            format!(
+                "${}:{}",
+                crate::service::users::random_localpart(),
+                services.config.server_name
+            )
+            .into(),
+        );
+        object.insert(
+            "origin".to_owned(),
+            services.config.server_name.as_str().into(),
+        );
+    } else {
+        object.remove("event_id");
+    }
+    services
+        .signing_key
+        .sign_event(&services.config.server_name, &mut object, &rules.redaction)
+        .map_err(Error::internal)?;
+    let event_id = event_id_of(&object, version)?;
+    Ok((object, event_id))
+}
+
+/// Declines an invite into a room this server is not in: a leave through the
+/// inviter's server (`make_leave`, `send_leave`). Whether or not that server could be
+/// told, the invite is gone for the user.
+pub async fn decline_remote_invite(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    inviter_server: Option<&ServerName>,
+    reason: Option<&str>,
+) -> Result<()> {
+    let mut servers: Vec<OwnedServerName> =
+        inviter_server.map(ToOwned::to_owned).into_iter().collect();
+    if let Some(server) = room_id.server_name()
+        && !servers.iter().any(|s| s == server)
+    {
+        servers.push(server.to_owned());
+    }
+    for server in servers {
+        if server == services.config.server_name {
+            continue;
+        }
+        match leave_through(services, &server, user, room_id, reason).await {
+            Ok(()) => break,
+            Err(error) => tracing::info!(%room_id, %server, %error, "remote leave failed"),
+        }
+    }
+    services.rooms.forget_remote_invite(room_id, user).await
+}
+
+async fn leave_through(
+    services: &Services,
+    server: &ServerName,
+    user: &UserId,
+    room_id: &RoomId,
+    reason: Option<&str>,
+) -> Result<()> {
+    let template = services
+        .federation_client
+        .send(
+            server,
+            prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned()),
+        )
+        .await
+        .map_err(|error| Error::forbidden(format!("The leave was not prepared: {error}")))?;
+    let version = template.room_version.unwrap_or(RoomVersionId::V1);
+    let mut content = CanonicalJsonObject::new();
+    if let Some(reason) = reason {
+        content.insert("reason".to_owned(), reason.into());
+    }
+    let (object, event_id) = fill_template(
+        services,
+        &template.event,
+        &version,
+        user,
+        room_id,
+        "leave",
+        content,
+    )?;
+    services
+        .federation_client
+        .send(
+            server,
+            create_leave_event::v2::Request::new(
+                room_id.to_owned(),
+                event_id,
+                Rooms::raw_object(&object)?,
+            ),
+        )
+        .await
+        .map_err(|error| Error::forbidden(format!("The leave was not accepted: {error}")))?;
+    Ok(())
 }

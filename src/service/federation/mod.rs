@@ -6,12 +6,14 @@
 //!   produced it; `sender.rs` sends it as transactions, in order, with backoff.
 //! - `pdu.rs`: the checks of a received PDU (format, signatures, content hash).
 //! - `receive.rs`: incoming transactions (PDUs with their missing ancestors, EDUs).
-//! - `join.rs`: joining a room through another server.
+//! - `join.rs`: joining (and leaving) a room through another server.
+//! - `invite.rs`: invites across servers, both ways.
 //!
 //! The protocol pieces that need no storage (discovery, the HTTP client, request
 //! signing, TLS) live in the `palisade-federation` crate. This module sits above
 //! `rooms` (it hands checked events to the room DAG), below the API handlers.
 
+pub mod invite;
 pub mod join;
 pub mod keys;
 pub mod pdu;

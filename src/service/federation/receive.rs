@@ -22,7 +22,7 @@ use crate::{
     service::{
         Services,
         rooms::{
-            incoming::{Accepted, IncomingPdu},
+            incoming::{Accepted, IncomingPdu, Relay},
             state::StateMap,
         },
     },
@@ -81,18 +81,24 @@ pub async fn receive_pdu(
     raw: &RawValue,
 ) -> Result<Accepted> {
     let event = verify_pdu(services, version, raw).await?;
-    if services.rooms.knows(&event.event_id)? {
+    if services.rooms.in_timeline(&event.event_id)? {
         return Ok(Accepted::Known);
     }
     fetch_auth_events(services, origin, room_id, version, &event).await?;
     let missing = missing_prev_events(services, &event)?;
     if missing.is_empty() {
-        return services.rooms.append_remote(room_id, event, None).await;
+        return services
+            .rooms
+            .append_remote(room_id, event, Relay::None)
+            .await;
     }
     // Ask the sender for what lies between what we have and this event.
     fill_gap(services, origin, room_id, version, &event).await;
     if missing_prev_events(services, &event)?.is_empty() {
-        return services.rooms.append_remote(room_id, event, None).await;
+        return services
+            .rooms
+            .append_remote(room_id, event, Relay::None)
+            .await;
     }
     let state = state_at(services, origin, room_id, version, &event.event_id).await?;
     services
@@ -142,7 +148,7 @@ async fn fill_gap(
     }
     events.sort_by_key(|event| event.pdu.depth);
     for event in events {
-        if services.rooms.knows(&event.event_id).unwrap_or(true) {
+        if services.rooms.in_timeline(&event.event_id).unwrap_or(true) {
             continue;
         }
         if fetch_auth_events(services, origin, room_id, version, &event)
@@ -152,7 +158,10 @@ async fn fill_gap(
             continue;
         }
         if missing_prev_events(services, &event).is_ok_and(|missing| missing.is_empty())
-            && let Err(error) = services.rooms.append_remote(room_id, event, None).await
+            && let Err(error) = services
+                .rooms
+                .append_remote(room_id, event, Relay::None)
+                .await
         {
             tracing::info!(%origin, %error, "missing event not appended");
         }

@@ -174,7 +174,12 @@ impl Rooms {
             )
             .await?;
         }
-        for invitee in &request.invite {
+        // Users of other servers are invited over federation by the caller.
+        for invitee in request
+            .invite
+            .iter()
+            .filter(|invitee| invitee.server_name() == self.server_name)
+        {
             self.invite(&room_id, creator, invitee, None, request.is_direct)
                 .await?;
         }

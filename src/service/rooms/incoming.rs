@@ -40,6 +40,18 @@ pub struct IncomingPdu {
     pub pdu: Pdu,
 }
 
+/// Which other servers an appended event is sent on to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Relay {
+    /// None: its origin sends it to every server itself.
+    None,
+    /// All but one: a join this server witnessed through `send_join`.
+    AllBut(OwnedServerName),
+    /// All, including a member event's target: an invite of this server's user,
+    /// countersigned by the invitee's server.
+    All,
+}
+
 /// What became of an incoming event.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Accepted {
@@ -185,7 +197,7 @@ impl Rooms {
             // Still in the room (another local user): an ordinary remote event.
             drop(guard);
             let _ = room;
-            self.append_remote(room_id, join, None).await?;
+            self.append_remote(room_id, join, Relay::None).await?;
             return Ok(());
         }
         self.authorise_parsed(&rules, &join.pdu, &state)?;
@@ -235,23 +247,26 @@ impl Rooms {
             (state_before, before),
             permit,
             audience,
-            None,
+            Relay::None,
         )?;
         self.commit(pending, guard).await
     }
 
-    /// Appends an event from another server whose prev events are all known, with the
-    /// state before it computed from theirs. `forward` (for a join this server
-    /// witnessed through `send_join`) sends it on to the room's other servers except
-    /// that one.
+    /// Whether an event is in a room's timeline (not only known as an outlier).
+    pub fn in_timeline(&self, event_id: &EventId) -> Result<bool> {
+        Ok(self.pdu(event_id)?.is_some_and(|stored| !stored.outlier))
+    }
+
+    /// Appends an event whose prev events are all known, with the state before it
+    /// computed from theirs, and relays it to other servers as `relay` says.
     pub async fn append_remote(
         &self,
         room_id: &RoomId,
         event: IncomingPdu,
-        forward: Option<OwnedServerName>,
+        relay: Relay,
     ) -> Result<Accepted> {
         let guard = self.lock(room_id).lock_owned().await;
-        if self.knows(&event.event_id)? {
+        if self.in_timeline(&event.event_id)? {
             return Ok(Accepted::Known);
         }
         let mut room = self
@@ -261,7 +276,7 @@ impl Rooms {
         let mut batch = self.db.batch();
         let before = self.state_before_event(&mut batch, &rules, &event.pdu)?;
         self.append_with_state(
-            guard, batch, room_id, &mut room, &rules, event, before, forward,
+            guard, batch, room_id, &mut room, &rules, event, before, relay,
         )
         .await
     }
@@ -275,7 +290,7 @@ impl Rooms {
         state: StateMap,
     ) -> Result<Accepted> {
         let guard = self.lock(room_id).lock_owned().await;
-        if self.knows(&event.event_id)? {
+        if self.in_timeline(&event.event_id)? {
             return Ok(Accepted::Known);
         }
         let mut room = self
@@ -290,7 +305,14 @@ impl Rooms {
         let state_before = self.state.create(&mut batch, 0, changes)?;
         let before = (state_before, std::sync::Arc::new(state));
         self.append_with_state(
-            guard, batch, room_id, &mut room, &rules, event, before, None,
+            guard,
+            batch,
+            room_id,
+            &mut room,
+            &rules,
+            event,
+            before,
+            Relay::None,
         )
         .await
     }
@@ -305,7 +327,7 @@ impl Rooms {
         rules: &RoomVersionRules,
         event: IncomingPdu,
         before: (u64, std::sync::Arc<StateMap>),
-        forward: Option<OwnedServerName>,
+        relay: Relay,
     ) -> Result<Accepted> {
         let state_before = before.0;
         self.authorise_parsed(rules, &event.pdu, &before.1)?;
@@ -331,15 +353,13 @@ impl Rooms {
         }
         let permit = self.stream.next();
         let mut audience = self.audience(room_id)?;
-        audience
-            .servers
-            .retain(|server| Some(server) != forward.as_ref());
-        let forwarding = forward.is_some();
-        if !forwarding {
-            audience.servers.clear();
+        match &relay {
+            Relay::None => audience.servers.clear(),
+            Relay::AllBut(origin) => audience.servers.retain(|server| server != origin),
+            Relay::All => {}
         }
         let pending = self.stage_remote(
-            &mut batch, room_id, room, rules, event, before, permit, audience, forward,
+            &mut batch, room_id, room, rules, event, before, permit, audience, relay,
         )?;
         self.commit(pending, guard).await?;
         Ok(Accepted::Timeline)
@@ -358,7 +378,7 @@ impl Rooms {
         (state_before, before): (u64, std::sync::Arc<StateMap>),
         permit: crate::service::stream::Permit,
         mut audience: Audience,
-        forward: Option<OwnedServerName>,
+        relay: Relay,
     ) -> Result<Pending> {
         let position = permit.position();
         let state_after = self.state_after(batch, state_before, &event.pdu)?;
@@ -412,7 +432,14 @@ impl Rooms {
         let redacted = (event.pdu.kind == ruma::events::TimelineEventType::RoomRedaction)
             .then(|| event.pdu.redacts.clone())
             .flatten();
-        if forward.is_some() {
+        if relay == Relay::All
+            && let Some((target, _)) = member_change(&event.pdu)
+            && target.server_name() != self.server_name
+            && !audience.servers.iter().any(|s| s == target.server_name())
+        {
+            audience.servers.push(target.server_name().to_owned());
+        }
+        if relay != Relay::None {
             self.queue
                 .enqueue(batch, &audience.servers, &Outgoing::Pdu(event_id.clone()));
         }

@@ -10,6 +10,7 @@ pub mod create;
 pub mod incoming;
 pub mod membership;
 pub mod pdu;
+pub mod remote_invite;
 pub mod state;
 pub mod state_events;
 pub mod timeline;

@@ -26,16 +26,6 @@ use crate::{
 
 /// The default number of timeline events per room.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
-/// State types sent with an invite so the invitee can show the room.
-const STRIPPED_STATE_TYPES: &[&str] = &[
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-];
 
 struct TimelinePart {
     events: Vec<(u64, OwnedEventId, Value)>,
@@ -392,15 +382,31 @@ pub fn invited(
     {
         return Ok(None);
     }
+    // An invite from another server into a room this server is not in: the stripped
+    // state its server sent.
+    if invite.as_ref().is_some_and(|pdu| pdu.outlier) {
+        let events = services
+            .rooms
+            .remote_invite_state(window.user(), room_id)?
+            .into_iter()
+            .map(raw)
+            .collect();
+        let mut invite_state = InviteState::new();
+        invite_state.events = events;
+        let mut room = InvitedRoom::new();
+        room.invite_state = invite_state;
+        return Ok(Some(room));
+    }
     let state = match &invite {
         Some(pdu) => services.rooms.state.get(pdu.state_after)?,
         None => services.rooms.current_state(room_id)?,
     };
     let mut events = Vec::new();
-    let mut wanted: Vec<(String, String)> = STRIPPED_STATE_TYPES
-        .iter()
-        .map(|kind| ((*kind).to_owned(), String::new()))
-        .collect();
+    let mut wanted: Vec<(String, String)> =
+        crate::service::rooms::remote_invite::STRIPPED_STATE_TYPES
+            .iter()
+            .map(|kind| ((*kind).to_owned(), String::new()))
+            .collect();
     wanted.push(("m.room.member".to_owned(), window.user().to_string()));
     if let Some(inviter) = invite
         .as_ref()

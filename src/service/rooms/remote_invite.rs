@@ -1,0 +1,195 @@
+//! Invites that cross servers. Sending: the invite is built and signed here but written
+//! only once the invitee's server has countersigned it. Receiving: an invite into a room
+//! this server is not in is kept as an outlier with the stripped state the inviter sent,
+//! so the invitee's sync can show the room.
+
+use ruma::{OwnedUserId, RoomId, RoomVersionId, UserId};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::{
+    Audience, Rooms,
+    incoming::IncomingPdu,
+    timeline::{NewEvent, Pending},
+};
+use crate::{
+    Result,
+    storage::{Keyspace, codec::Key},
+};
+
+/// The state types an invite shows of the room.
+pub const STRIPPED_STATE_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+impl Rooms {
+    /// Builds, signs and authorises the room's next event without writing it (for an
+    /// invite another server must countersign first).
+    pub fn prepare_event(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+    ) -> Result<(RoomVersionId, IncomingPdu)> {
+        let room = self
+            .room(room_id)?
+            .ok_or_else(|| crate::Error::forbidden("You are not in this room"))?;
+        let rules = Self::rules(&room.version)?;
+        let state = self.state.get(room.state_group)?;
+        let (event_id, object, pdu) =
+            self.build_on_head(room_id, &room, &rules, &state, sender, &event)?;
+        Ok((
+            room.version,
+            IncomingPdu {
+                event_id,
+                object,
+                pdu,
+            },
+        ))
+    }
+
+    /// The room's current state events an invite carries (full PDUs, as the spec asks
+    /// since 1.16), with the inviter's member event.
+    pub fn invite_state(&self, room_id: &RoomId, inviter: &UserId) -> Result<Vec<Box<RawValue>>> {
+        let state = self.current_state(room_id)?;
+        let mut wanted: Vec<(String, String)> = STRIPPED_STATE_TYPES
+            .iter()
+            .map(|kind| ((*kind).to_owned(), String::new()))
+            .collect();
+        wanted.push(("m.room.member".to_owned(), inviter.to_string()));
+        let mut out = Vec::new();
+        for key in wanted {
+            if let Some(id) = state.get(&key)
+                && let Some(raw) = self.raw_pdu(id)?
+            {
+                out.push(raw);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps an invite of a local user into a room of another server: the invite as an
+    /// outlier, the user's membership, and what the room looks like; wakes the user.
+    pub async fn store_remote_invite(
+        &self,
+        room_id: &RoomId,
+        invitee: &UserId,
+        invite: IncomingPdu,
+        stripped: Vec<Value>,
+    ) -> Result<()> {
+        let guard = self.lock(room_id).lock_owned().await;
+        let version = match self.room(room_id)? {
+            Some(room) => room.version,
+            None => RoomVersionId::V11,
+        };
+        let rules = Self::rules(&version)?;
+        let mut batch = self.db.batch();
+        let permit = self.stream.next();
+        let event_id = invite.event_id.clone();
+        if !self.knows(&event_id)? {
+            self.stage_pdu(
+                &mut batch,
+                room_id,
+                &rules,
+                invite.pdu,
+                invite.object,
+                None,
+                None,
+                0,
+                0,
+            )?;
+        }
+        self.index_membership(
+            &mut batch,
+            room_id,
+            invitee,
+            "invite",
+            &event_id,
+            permit.position(),
+        )?;
+        batch.put_json(
+            Keyspace::InviteStates,
+            Key::new().str(invitee.as_str()).str(room_id.as_str()),
+            &stripped,
+        );
+        permit.persist_in(&mut batch);
+        let pending = Pending {
+            batch,
+            permit,
+            woken: Audience {
+                users: vec![invitee.to_owned()],
+                servers: Vec::new(),
+            },
+            redacted: None,
+        };
+        self.commit(pending, guard).await
+    }
+
+    /// The stripped state an invite from another server showed (empty if none).
+    pub fn remote_invite_state(&self, invitee: &UserId, room_id: &RoomId) -> Result<Vec<Value>> {
+        Ok(self
+            .db
+            .get_json(
+                Keyspace::InviteStates,
+                Key::new()
+                    .str(invitee.as_str())
+                    .str(room_id.as_str())
+                    .bytes(),
+            )?
+            .unwrap_or_default())
+    }
+
+    /// Marks a local user's invite into a room of another server as declined (when the
+    /// inviting server could not be told).
+    pub async fn forget_remote_invite(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        let guard = self.lock(room_id).lock_owned().await;
+        let Some(current) = self.membership(room_id, user)? else {
+            return Ok(());
+        };
+        let mut batch = self.db.batch();
+        let permit = self.stream.next();
+        self.index_membership(
+            &mut batch,
+            room_id,
+            user,
+            "leave",
+            &current.event_id,
+            permit.position(),
+        )?;
+        permit.persist_in(&mut batch);
+        let pending = Pending {
+            batch,
+            permit,
+            woken: Audience {
+                users: vec![user.to_owned()],
+                servers: Vec::new(),
+            },
+            redacted: None,
+        };
+        self.commit(pending, guard).await
+    }
+}
+
+/// A state event in the stripped form an invite shows: type, state key, content, sender.
+pub fn strip(event: &Value) -> Value {
+    json!({
+        "type": event.get("type"),
+        "state_key": event.get("state_key"),
+        "content": event.get("content"),
+        "sender": event.get("sender"),
+    })
+}
+
+/// The inviter of an invite, from its JSON.
+pub fn sender_of(event: &Value) -> Option<OwnedUserId> {
+    event
+        .get("sender")
+        .and_then(Value::as_str)
+        .and_then(|sender| OwnedUserId::try_from(sender).ok())
+}
