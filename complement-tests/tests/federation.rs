@@ -697,3 +697,49 @@ async fn invites_cross_servers_and_can_be_accepted_or_declined() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_acl_shuts_a_server_out() -> Result<()> {
+    let ca = TestCa::new();
+    let pair = Pair::start(&ca).await?;
+    // Every server here is an IP literal: refusing IP literals denies the other one.
+    pair.put_state(
+        Side::A,
+        "m.room.server_acl",
+        "",
+        json!({ "allow": ["*"], "deny": [], "allow_ip_literals": false }),
+    )
+    .await?;
+    pair.wait_for_state(Side::B, "m.room.server_acl", "", |c| {
+        c["allow_ip_literals"] == false
+    })
+    .await?;
+    pair.send(
+        Side::B,
+        "m.room.message",
+        "denied",
+        text("from a denied server"),
+    )
+    .await?;
+    // A newcomer on the denied server joins there, but not in the room as A has it.
+    let carol = pair.b.register("carol").await?;
+    let carol_id = format!("@carol:{}", pair.b.server_name());
+    let (status, body) = pair
+        .b
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{}/join", pair.room_id),
+            Some(&token(&carol)),
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bodies = pair.bodies(Side::A).await?;
+    assert!(
+        !bodies.iter().any(|b| b == "from a denied server"),
+        "{bodies:?}"
+    );
+    assert_eq!(pair.state(Side::A, "m.room.member", &carol_id).await?, None);
+    Ok(())
+}

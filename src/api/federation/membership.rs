@@ -46,6 +46,9 @@ async fn invite(
 ) -> Result<create_invite::v2::Response> {
     let origin = request.origin()?.to_owned();
     let body = request.body;
+    if services.rooms.exists(&body.room_id)? {
+        super::require_allowed(&services, &origin, &body.room_id)?;
+    }
     let signed = crate::service::federation::invite::receive_invite(
         &services,
         &origin,
@@ -77,6 +80,7 @@ async fn make_join(
     let origin = request.origin()?;
     let body = &request.body;
     require_user_of(origin, &body.user_id)?;
+    super::require_allowed(&services, origin, &body.room_id)?;
     let room = services
         .rooms
         .room(&body.room_id)?
@@ -117,6 +121,7 @@ async fn accept_membership(
         .rooms
         .room(room_id)?
         .ok_or_else(|| Error::not_found("Unknown room"))?;
+    super::require_allowed(services, origin, room_id)?;
     let event = verify_pdu(services, &room.version, raw).await?;
     if event.event_id != event_id {
         return Err(Error::bad_json("The event id does not match the event"));
@@ -190,6 +195,7 @@ async fn make_leave(
     let origin = request.origin()?;
     let body = &request.body;
     require_user_of(origin, &body.user_id)?;
+    super::require_allowed(&services, origin, &body.room_id)?;
     let event = NewEvent::state(
         "m.room.member",
         body.user_id.as_str(),

@@ -46,6 +46,17 @@ fn require_server_in_room(
     }
 }
 
+/// Fails with `403 M_FORBIDDEN` when the room's server ACL denies `server`.
+fn require_allowed(services: &Services, server: &ServerName, room_id: &RoomId) -> Result<()> {
+    if services.rooms.server_allowed(room_id, server)? {
+        Ok(())
+    } else {
+        Err(Error::forbidden(
+            "Your server is denied by the room's server ACL",
+        ))
+    }
+}
+
 fn world_readable(services: &Services, room_id: &RoomId) -> Result<bool> {
     Ok(services
         .rooms

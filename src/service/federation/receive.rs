@@ -49,7 +49,17 @@ pub async fn receive_pdus(
             Ok(event_id) => event_id,
             Err(_) => continue,
         };
-        let outcome = receive_pdu(services, origin, &room_id, &version, raw).await;
+        let outcome = if services
+            .rooms
+            .server_allowed(&room_id, origin)
+            .unwrap_or(false)
+        {
+            receive_pdu(services, origin, &room_id, &version, raw).await
+        } else {
+            Err(Error::forbidden(
+                "The server is denied by the room's server ACL",
+            ))
+        };
         if let Err(error) = &outcome {
             tracing::info!(%event_id, %origin, %error, "PDU refused");
         }
@@ -272,6 +282,10 @@ pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>])
         match edu {
             Edu::Typing(typing) => {
                 if typing.user_id.server_name() != origin
+                    || !services
+                        .rooms
+                        .server_allowed(&typing.room_id, origin)
+                        .unwrap_or(false)
                     || services
                         .rooms
                         .member_state(&typing.room_id, &typing.user_id)
@@ -293,6 +307,13 @@ pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>])
             }
             Edu::Receipt(receipts) => {
                 for (room_id, map) in receipts.receipts {
+                    if !services
+                        .rooms
+                        .server_allowed(&room_id, origin)
+                        .unwrap_or(false)
+                    {
+                        continue;
+                    }
                     let members = services
                         .rooms
                         .interested_users(&room_id)

@@ -193,6 +193,21 @@ impl Rooms {
             }))
     }
 
+    /// Whether the room's server ACL (`m.room.server_acl`) lets `server` take part;
+    /// without an ACL every server may.
+    pub fn server_allowed(&self, room_id: &RoomId, server: &ruma::ServerName) -> Result<bool> {
+        let Some(content) = self.state_content(room_id, "m.room.server_acl", "")? else {
+            return Ok(true);
+        };
+        match serde_json::from_value::<ruma::events::room::server_acl::RoomServerAclEventContent>(
+            content,
+        ) {
+            Ok(acl) => Ok(acl.is_allowed(server)),
+            // An ACL that cannot be read denies no one (it never passed as one).
+            Err(_) => Ok(true),
+        }
+    }
+
     pub fn is_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
         Ok(self
             .membership(room_id, user_id)?
