@@ -743,3 +743,45 @@ async fn a_server_acl_shuts_a_server_out() -> Result<()> {
     assert_eq!(pair.state(Side::A, "m.room.member", &carol_id).await?, None);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_room_directory_of_another_server_can_be_browsed() -> Result<()> {
+    let ca = TestCa::new();
+    let (a, b) = tokio::try_join!(
+        TestServer::start_federated(&ca),
+        TestServer::start_federated(&ca)
+    )?;
+    let alice = a.register("alice").await?;
+    let bob = b.register("bob").await?;
+    let mut request = create_room::v3::Request::new();
+    request.name = Some("Town square".to_owned());
+    request.visibility = matrix_sdk::ruma::api::client::room::Visibility::Public;
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let (status, body) = b
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/publicRooms?server={}", a.server_name()),
+            Some(&token(&bob)),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let chunk = body["chunk"].as_array().context("a chunk")?;
+    assert!(
+        chunk
+            .iter()
+            .any(|room| room["room_id"] == room_id.as_str() && room["name"] == "Town square"),
+        "{body}"
+    );
+    let (status, body) = b
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/publicRooms?server={}", a.server_name()),
+            Some(&token(&bob)),
+            Some(json!({ "filter": { "generic_search_term": "town" } })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["chunk"][0]["room_id"], room_id.as_str(), "{body}");
+    Ok(())
+}

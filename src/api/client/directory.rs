@@ -175,14 +175,16 @@ fn chunk(services: &Services, room_id: &RoomId) -> Result<PublicRoomsChunk> {
 }
 
 /// One page of the directory.
-struct Page {
-    chunk: Vec<PublicRoomsChunk>,
-    next_batch: Option<String>,
-    prev_batch: Option<String>,
-    total: usize,
+pub(crate) struct Page {
+    pub chunk: Vec<PublicRoomsChunk>,
+    pub next_batch: Option<String>,
+    pub prev_batch: Option<String>,
+    pub total: usize,
 }
 
-fn list(
+/// A page of this server's room directory, matching `term` if given (also what other
+/// servers are answered over federation).
+pub(crate) fn list(
     services: &Services,
     term: Option<&str>,
     limit: Option<UInt>,
@@ -238,6 +240,25 @@ async fn public_rooms(
     services: Arc<Services>,
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
+    if let Some(server) = &request.body.server
+        && *server != services.config.server_name
+    {
+        let mut remote = ruma::api::federation::directory::get_public_rooms::v1::Request::new();
+        remote.limit = request.body.limit;
+        remote.since = request.body.since.clone();
+        let answer = services
+            .federation_client
+            .send(server, remote)
+            .await
+            .map_err(|error| {
+                Error::not_found(format!("The server's directory is unavailable: {error}"))
+            })?;
+        let mut response = get_public_rooms::v3::Response::new(answer.chunk);
+        response.next_batch = answer.next_batch;
+        response.prev_batch = answer.prev_batch;
+        response.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(response);
+    }
     let Page {
         chunk,
         next_batch: next,
@@ -262,6 +283,29 @@ async fn public_rooms_filtered(
     request: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let body = &request.body;
+    if let Some(server) = &body.server
+        && *server != services.config.server_name
+    {
+        let mut remote =
+            ruma::api::federation::directory::get_public_rooms_filtered::v1::Request::new();
+        remote.limit = body.limit;
+        remote.since = body.since.clone();
+        remote.filter = body.filter.clone();
+        remote.room_network = body.room_network.clone();
+        let answer = services
+            .federation_client
+            .send(server, remote)
+            .await
+            .map_err(|error| {
+                Error::not_found(format!("The server's directory is unavailable: {error}"))
+            })?;
+        let mut response = get_public_rooms_filtered::v3::Response::new();
+        response.chunk = answer.chunk;
+        response.next_batch = answer.next_batch;
+        response.prev_batch = answer.prev_batch;
+        response.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(response);
+    }
     let Page {
         chunk,
         next_batch: next,

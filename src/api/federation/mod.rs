@@ -2,6 +2,7 @@
 //! request but the discovery ones is signed by the requesting server (`X-Matrix`,
 //! checked by the router before a handler runs; `Ruma::origin` names the server).
 
+mod directory;
 mod events;
 mod membership;
 mod query;
@@ -21,6 +22,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = transactions::routes(router);
     let router = membership::routes(router);
     let router = events::routes(router);
+    let router = directory::routes(router);
     query::routes(router)
 }
 
