@@ -153,7 +153,7 @@ async fn the_authorisation_rules_refuse_what_they_should() {
 async fn every_room_version_creates_sends_and_redacts() {
     let Fixture { services, _dir } = fixture().await;
     let alice = user_id("alice");
-    for version in palisade::api::client::discovery::ROOM_VERSIONS {
+    for version in palisade::service::rooms::ROOM_VERSIONS {
         let room = create(&services, version.clone(), RoomPreset::PublicChat).await;
         let record = services.rooms.room(&room).unwrap().unwrap();
         assert_eq!(&record.version, version);

@@ -785,3 +785,110 @@ async fn the_room_directory_of_another_server_can_be_browsed() -> Result<()> {
     assert_eq!(body["chunk"][0]["room_id"], room_id.as_str(), "{body}");
     Ok(())
 }
+
+/// How long joining a big room from another server takes: `BIG_ROOM_MEMBERS` members
+/// (default 1000) and `BIG_ROOM_MESSAGES` messages (default 5000) on A, then a user of B
+/// joins by alias. Run by hand: `cargo test -p complement-tests --test federation --
+/// --ignored --nocapture joining_a_big_room`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn joining_a_big_room_across_servers() -> Result<()> {
+    use futures::{StreamExt, stream};
+    let members: usize = std::env::var("BIG_ROOM_MEMBERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let messages: usize = std::env::var("BIG_ROOM_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5000);
+    let ca = TestCa::new();
+    let (a, b) = tokio::try_join!(
+        TestServer::start_federated(&ca),
+        TestServer::start_federated(&ca)
+    )?;
+    let alice = a.register("alice").await?;
+    let mut request = create_room::v3::Request::new();
+    request.room_alias_name = Some("big".to_owned());
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let setup = Instant::now();
+    let a_ref = &a;
+    let room = room_id.to_string();
+    let room_ref = &room;
+    let tokens: Vec<String> = stream::iter(0..members)
+        .map(|n| async move {
+            let (status, body) = a_ref
+                .request(
+                    "POST",
+                    "/_matrix/client/v3/register",
+                    None,
+                    Some(json!({
+                        "username": format!("member{n}"),
+                        "password": "a long enough password",
+                        "auth": { "type": "m.login.dummy" },
+                    })),
+                )
+                .await?;
+            ensure!(status == 200, "register answered {status}: {body}");
+            let token = body["access_token"].as_str().context("a token")?.to_owned();
+            let (status, body) = a_ref
+                .request(
+                    "POST",
+                    &format!("/_matrix/client/v3/rooms/{room_ref}/join"),
+                    Some(&token),
+                    Some(json!({})),
+                )
+                .await?;
+            ensure!(status == 200, "join answered {status}: {body}");
+            Ok::<_, anyhow::Error>(token)
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let tokens_ref = &tokens;
+    stream::iter(0..messages)
+        .map(|n| async move {
+            let token = &tokens_ref[n % tokens_ref.len()];
+            let (status, body) = a_ref
+                .request(
+                    "PUT",
+                    &format!("/_matrix/client/v3/rooms/{room_ref}/send/m.room.message/big{n}"),
+                    Some(token),
+                    Some(text(&format!("message {n}"))),
+                )
+                .await?;
+            ensure!(status == 200, "send answered {status}: {body}");
+            Ok::<_, anyhow::Error>(())
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    eprintln!(
+        "room of {} members and {messages} messages made in {:?}",
+        members + 1,
+        setup.elapsed()
+    );
+    let bob = b.register("bob").await?;
+    let alias = format!("#big:{}", a.server_name());
+    let started = Instant::now();
+    bob.join_room_by_id_or_alias(<&RoomOrAliasId>::try_from(alias.as_str())?, &[])
+        .await?;
+    let joined = started.elapsed();
+    let (_, body) = b
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/joined_members"),
+            Some(&token(&bob)),
+            None,
+        )
+        .await?;
+    let count = body["joined"].as_object().map_or(0, |m| m.len());
+    eprintln!("join of a room of {count} members from another server: {joined:?}");
+    ensure!(count == members + 2, "B sees {count} members");
+    Ok(())
+}

@@ -3,16 +3,13 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use axum::Router;
-use ruma::{
-    RoomVersionId,
-    api::client::discovery::{
-        discover_homeserver::{self, HomeserverInfo},
-        get_capabilities::{
-            self,
-            v3::{Capabilities, RoomVersionStability, RoomVersionsCapability},
-        },
-        get_supported_versions,
+use ruma::api::client::discovery::{
+    discover_homeserver::{self, HomeserverInfo},
+    get_capabilities::{
+        self,
+        v3::{Capabilities, RoomVersionStability, RoomVersionsCapability},
     },
+    get_supported_versions,
 };
 
 use crate::{
@@ -25,22 +22,6 @@ use crate::{
 const VERSIONS: &[&str] = &[
     "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
     "v1.9", "v1.10", "v1.11", "v1.12",
-];
-
-/// Room versions this server can create and join.
-pub const ROOM_VERSIONS: &[RoomVersionId] = &[
-    RoomVersionId::V1,
-    RoomVersionId::V2,
-    RoomVersionId::V3,
-    RoomVersionId::V4,
-    RoomVersionId::V5,
-    RoomVersionId::V6,
-    RoomVersionId::V7,
-    RoomVersionId::V8,
-    RoomVersionId::V9,
-    RoomVersionId::V10,
-    RoomVersionId::V11,
-    RoomVersionId::V12,
 ];
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -76,7 +57,7 @@ async fn capabilities(
     services: Arc<Services>,
     _: Ruma<get_capabilities::v3::Request>,
 ) -> Result<get_capabilities::v3::Response> {
-    let available = ROOM_VERSIONS
+    let available = crate::service::rooms::ROOM_VERSIONS
         .iter()
         .map(|version| (version.clone(), RoomVersionStability::Stable))
         .collect();

@@ -9,7 +9,7 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::discovery::ROOM_VERSIONS;
+use crate::service::rooms::ROOM_VERSIONS;
 use crate::{
     Error, Result,
     router::{Ruma, RumaRouter},

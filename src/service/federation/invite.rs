@@ -94,7 +94,7 @@ pub async fn receive_invite(
     raw: &serde_json::value::RawValue,
     invite_room_state: &[RawStrippedState],
 ) -> Result<CanonicalJsonObject> {
-    if !super::join::supported_versions().contains(version) {
+    if !crate::service::rooms::ROOM_VERSIONS.contains(version) {
         return Err(Error::new(
             ruma::api::error::ErrorKind::IncompatibleRoomVersion(
                 ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),

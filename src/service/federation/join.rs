@@ -22,25 +22,6 @@ use crate::{
     },
 };
 
-/// The room versions this server can join.
-pub fn supported_versions() -> Vec<RoomVersionId> {
-    [
-        RoomVersionId::V1,
-        RoomVersionId::V2,
-        RoomVersionId::V3,
-        RoomVersionId::V4,
-        RoomVersionId::V5,
-        RoomVersionId::V6,
-        RoomVersionId::V7,
-        RoomVersionId::V8,
-        RoomVersionId::V9,
-        RoomVersionId::V10,
-        RoomVersionId::V11,
-        RoomVersionId::V12,
-    ]
-    .to_vec()
-}
-
 /// Resolves an alias of another server through that server's directory.
 pub async fn resolve_remote_alias(
     services: &Services,
@@ -102,7 +83,7 @@ async fn join_through(
     reason: Option<&str>,
 ) -> Result<()> {
     let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
-    request.ver = supported_versions();
+    request.ver = crate::service::rooms::ROOM_VERSIONS.to_vec();
     let template = services
         .federation_client
         .send(server, request)

@@ -265,20 +265,7 @@ impl Rooms {
         event: IncomingPdu,
         relay: Relay,
     ) -> Result<Accepted> {
-        let guard = self.lock(room_id).lock_owned().await;
-        if self.in_timeline(&event.event_id)? {
-            return Ok(Accepted::Known);
-        }
-        let mut room = self
-            .room(room_id)?
-            .ok_or_else(|| Error::not_found("This server is not in the room"))?;
-        let rules = Self::rules(&room.version)?;
-        let mut batch = self.db.batch();
-        let before = self.state_before_event(&mut batch, &rules, &event.pdu)?;
-        self.append_with_state(
-            guard, batch, room_id, &mut room, &rules, event, before, relay,
-        )
-        .await
+        self.append_incoming(room_id, event, None, relay).await
     }
 
     /// Appends an event whose state before it was learnt from another server (its prev
@@ -289,6 +276,17 @@ impl Rooms {
         event: IncomingPdu,
         state: StateMap,
     ) -> Result<Accepted> {
+        self.append_incoming(room_id, event, Some(state), Relay::None)
+            .await
+    }
+
+    async fn append_incoming(
+        &self,
+        room_id: &RoomId,
+        event: IncomingPdu,
+        state: Option<StateMap>,
+        relay: Relay,
+    ) -> Result<Accepted> {
         let guard = self.lock(room_id).lock_owned().await;
         if self.in_timeline(&event.event_id)? {
             return Ok(Accepted::Known);
@@ -298,21 +296,21 @@ impl Rooms {
             .ok_or_else(|| Error::not_found("This server is not in the room"))?;
         let rules = Self::rules(&room.version)?;
         let mut batch = self.db.batch();
-        let changes: Vec<_> = state
-            .iter()
-            .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
-            .collect();
-        let state_before = self.state.create(&mut batch, 0, changes)?;
-        let before = (state_before, std::sync::Arc::new(state));
+        let before = match state {
+            None => self.state_before_event(&mut batch, &rules, &event.pdu)?,
+            Some(state) => {
+                let changes: Vec<_> = state
+                    .iter()
+                    .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
+                    .collect();
+                (
+                    self.state.create(&mut batch, 0, changes)?,
+                    std::sync::Arc::new(state),
+                )
+            }
+        };
         self.append_with_state(
-            guard,
-            batch,
-            room_id,
-            &mut room,
-            &rules,
-            event,
-            before,
-            Relay::None,
+            guard, batch, room_id, &mut room, &rules, event, before, relay,
         )
         .await
     }

@@ -38,6 +38,22 @@ use crate::{
     },
 };
 
+/// Room versions this server can create and join.
+pub const ROOM_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V1,
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
+
 /// What the server keeps about each room.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RoomRecord {
