@@ -23,6 +23,7 @@ use matrix_sdk::{
 };
 use serde_json::Value;
 
+pub mod fake_server;
 pub mod synapse;
 pub mod tls;
 
@@ -178,7 +179,10 @@ impl TestServer {
         let child = Command::new(binary())
             .arg("--config")
             .arg(self.dir.path().join("homeserver.toml"))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("PALISADE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -214,7 +218,8 @@ impl TestServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Everything the server has logged so far.
+    /// Everything the server has logged so far: warnings and errors, or what the
+    /// `RUST_LOG`-style filter in the environment variable `PALISADE_TEST_LOG` selects.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
