@@ -23,6 +23,7 @@ use matrix_sdk::{
 };
 use serde_json::Value;
 
+pub mod fake_server;
 pub mod synapse;
 pub mod tls;
 
@@ -217,7 +218,8 @@ impl TestServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Everything the server has logged so far.
+    /// Everything the server has logged so far: warnings and errors, or what the
+    /// `RUST_LOG`-style filter in the environment variable `PALISADE_TEST_LOG` selects.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
