@@ -587,7 +587,6 @@ async fn a_badly_signed_event_on_unknown_prev_events_is_refused() -> Result<()> 
 /// soft-failed event is not shown to clients. Eve, who joins from the fake server after
 /// the ban, proves the path still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "B serves soft-failed events through GET /rooms/{roomId}/event/{eventId}"]
 async fn an_event_of_a_member_banned_meanwhile_is_not_served() -> Result<()> {
     let ca = TestCa::new();
     let mut scene = Scene::start(&ca).await?;

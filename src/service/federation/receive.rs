@@ -121,7 +121,7 @@ fn missing_prev_events(services: &Services, event: &IncomingPdu) -> Result<Vec<O
     let mut missing = Vec::new();
     for id in &event.pdu.prev_events {
         match services.rooms.pdu(id)? {
-            Some(stored) if !stored.outlier => {}
+            Some(stored) if stored.has_state() => {}
             _ => missing.push(id.clone()),
         }
     }

@@ -22,7 +22,7 @@ impl Rooms {
         let Some(pdu) = self.pdu(event_id)? else {
             return Ok(None);
         };
-        if !self.can_see_event(user, event_id, &pdu)? {
+        if pdu.soft_failed || !self.can_see_event(user, event_id, &pdu)? {
             return Ok(None);
         }
         let viewer = device.map(|device| (user, device));

@@ -334,7 +334,7 @@ impl Rooms {
         if let Err(error) = self.authorise_parsed(rules, &event.pdu, &current) {
             tracing::info!(event_id = %event.event_id, %error, "soft-failed");
             let state_after = self.state_after(&mut batch, state_before, &event.pdu)?;
-            self.stage_pdu(
+            self.stage_stored(
                 &mut batch,
                 room_id,
                 rules,
@@ -342,8 +342,8 @@ impl Rooms {
                 event.object,
                 None,
                 None,
-                state_before,
-                state_after,
+                (state_before, state_after),
+                true,
             )?;
             self.db.write(batch)?;
             drop(guard);

@@ -25,6 +25,10 @@ pub struct StoredPdu {
     /// server, or a soft-failed event. Its position is 0.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outlier: bool,
+    /// Authorised by its past but not by the room's current state when it arrived: kept
+    /// (with its state) but never served to clients nor built upon.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft_failed: bool,
     /// The PDU, as signed canonical JSON.
     pub pdu: Box<RawValue>,
 }
@@ -163,6 +167,11 @@ pub enum ClientFormat {
 }
 
 impl StoredPdu {
+    /// Whether the state before and after it is known (timeline and soft-failed events).
+    pub fn has_state(&self) -> bool {
+        !self.outlier || self.soft_failed
+    }
+
     /// The event in the client-server format, with `unsigned` filled in for `viewer`'s
     /// device (`transaction_id` goes only to the device that sent it).
     pub fn to_client(

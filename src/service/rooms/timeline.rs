@@ -764,6 +764,33 @@ impl Rooms {
         state_before: u64,
         state_after: u64,
     ) -> Result<()> {
+        self.stage_stored(
+            batch,
+            room_id,
+            rules,
+            pdu,
+            object,
+            txn,
+            position,
+            (state_before, state_after),
+            false,
+        )
+    }
+
+    /// As [`stage_pdu`](Self::stage_pdu), marking the event soft-failed if so.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn stage_stored(
+        &self,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        pdu: Pdu,
+        object: CanonicalJsonObject,
+        txn: Option<(&UserId, Txn<'_>)>,
+        position: Option<u64>,
+        (state_before, state_after): (u64, u64),
+        soft_failed: bool,
+    ) -> Result<()> {
         if let Some(position) = position {
             if pdu.kind == TimelineEventType::RoomRedaction
                 && let Some(target_id) = &pdu.redacts
@@ -792,6 +819,7 @@ impl Rooms {
             redacted_by: None,
             txn: txn_record,
             outlier: position.is_none(),
+            soft_failed,
             pdu: raw_json(&object)?,
         };
         batch.put_json(
