@@ -78,6 +78,10 @@ pub struct Federation {
     pub trusted_key_servers: Vec<OwnedServerName>,
     /// How long an outgoing federation request may take, in seconds.
     pub request_timeout_secs: u64,
+    /// Where other servers should send federation traffic for `server_name`, served as
+    /// `m.server` at `/.well-known/matrix/server` on the client listener (e.g.
+    /// `matrix.example.org:443`). Without it that path answers 404.
+    pub well_known_server: Option<OwnedServerName>,
 }
 
 impl Default for Federation {
@@ -92,6 +96,7 @@ impl Default for Federation {
             trusted_ca_files: Vec::new(),
             trusted_key_servers: Vec::new(),
             request_timeout_secs: 60,
+            well_known_server: None,
         }
     }
 }

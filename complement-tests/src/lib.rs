@@ -135,12 +135,16 @@ impl TestServer {
     /// Starts a server that federates: its name is `127.0.0.1:<federation port>`, its
     /// federation listener has a certificate from `ca`, and it trusts only that CA.
     pub async fn start_federated(ca: &tls::TestCa) -> Result<Self> {
-        Self::start_federated_with(ca, "").await
+        Self::start_federated_with(ca, "", "").await
     }
 
     /// As [`start_federated`](Self::start_federated), with `extra` as in
-    /// [`start_with`](Self::start_with).
-    pub async fn start_federated_with(ca: &tls::TestCa, extra: &str) -> Result<Self> {
+    /// [`start_with`](Self::start_with) and `federation` added to `[global.federation]`.
+    pub async fn start_federated_with(
+        ca: &tls::TestCa,
+        extra: &str,
+        federation: &str,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let federation_port = free_port();
@@ -150,7 +154,7 @@ impl TestServer {
         config.push_str(&format!(
             "\n[global.federation]\nenabled = true\nport = {federation_port}\n\
              tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n\
-             trusted_ca_files = [\"{}\"]\nrequest_timeout_secs = 10\n",
+             trusted_ca_files = [\"{}\"]\nrequest_timeout_secs = 10\n{federation}\n",
             files.certificate_chain.display(),
             files.private_key.display(),
             files.ca.display(),

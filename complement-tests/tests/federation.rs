@@ -745,12 +745,24 @@ async fn a_server_acl_shuts_a_server_out() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_room_directory_of_another_server_can_be_browsed() -> Result<()> {
+async fn the_room_directory_and_delegation_are_served() -> Result<()> {
     let ca = TestCa::new();
     let (a, b) = tokio::try_join!(
-        TestServer::start_federated(&ca),
+        TestServer::start_federated_with(&ca, "", "well_known_server = \"matrix.example.org:443\""),
         TestServer::start_federated(&ca)
     )?;
+    // Delegation, where configured, is served on the client listener.
+    let (status, body) = a
+        .request("GET", "/.well-known/matrix/server", None, None)
+        .await?;
+    assert_eq!(
+        (status, &body["m.server"]),
+        (200, &json!("matrix.example.org:443"))
+    );
+    let (status, body) = b
+        .request("GET", "/.well-known/matrix/server", None, None)
+        .await?;
+    assert_eq!((status, &body["errcode"]), (404, &json!("M_NOT_FOUND")));
     let alice = a.register("alice").await?;
     let bob = b.register("bob").await?;
     let mut request = create_room::v3::Request::new();

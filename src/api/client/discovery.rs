@@ -28,7 +28,25 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(versions)
         .ruma_route(well_known)
+        .ruma_route(well_known_server)
         .ruma_route(capabilities)
+}
+
+/// # `GET /.well-known/matrix/server`
+///
+/// Served on the client listener, which is what answers at `https://server_name/`.
+async fn well_known_server(
+    services: Arc<Services>,
+    _: Ruma<ruma::api::federation::discovery::discover_homeserver::Request>,
+) -> Result<ruma::api::federation::discovery::discover_homeserver::Response> {
+    let server = services
+        .config
+        .federation
+        .well_known_server
+        .clone()
+        .filter(|_| services.config.federation.enabled)
+        .ok_or_else(|| crate::Error::not_found("No delegation is configured"))?;
+    Ok(ruma::api::federation::discovery::discover_homeserver::Response::new(server))
 }
 
 /// # `GET /_matrix/client/versions`
