@@ -284,6 +284,36 @@ async fn a_room_joined_by_alias_carries_messages_edits_typing_and_receipts_both_
     assert!(members["joined"][pair.alice_id()].is_object(), "{members}");
     assert!(members["joined"][pair.bob_id()].is_object(), "{members}");
 
+    // Alice's profile, asked of her server by Bob's.
+    let (status, profile) = pair
+        .b
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/profile/{}", pair.alice_id()),
+            Some(&pair.token(Side::B)),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, &profile["displayname"]),
+        (200, &json!("alice")),
+        "{profile}"
+    );
+    let (status, name) = pair
+        .b
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/profile/{}/displayname", pair.alice_id()),
+            Some(&pair.token(Side::B)),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, &name["displayname"]),
+        (200, &json!("alice")),
+        "{name}"
+    );
+
     // Messages both ways, each seen by the other's sync.
     pair.send(Side::A, "m.room.message", "a1", text("hello bob"))
         .await?;

@@ -45,11 +45,42 @@ fn require_local_user(services: &Services, user_id: &UserId) -> Result<()> {
     Ok(())
 }
 
+/// A profile of another server's user, asked of that server (`field` alone if given).
+async fn remote_profile(
+    services: &Services,
+    user_id: &UserId,
+    field: Option<&str>,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    if !services.config.federation.enabled {
+        return Err(Error::not_found("Profile not found"));
+    }
+    let mut request =
+        ruma::api::federation::query::get_profile_information::v1::Request::new(user_id.to_owned());
+    request.field = field.map(Into::into);
+    let response = services
+        .federation_client
+        .send(user_id.server_name(), request)
+        .await
+        .map_err(|error| Error::not_found(format!("Profile not found: {error}")))?;
+    let value = serde_json::to_value(&response.data).map_err(Error::internal)?;
+    Ok(match value {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    })
+}
+
 /// # `GET /_matrix/client/v3/profile/{userId}`
 async fn profile(
     services: Arc<Services>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<get_profile::v3::Response> {
+    let user_id = &request.body.user_id;
+    if user_id.server_name() != services.config.server_name {
+        let fields = remote_profile(&services, user_id, None).await?;
+        let mut response = get_profile::v3::Response::new();
+        response.data = fields.into_iter().collect::<UserProfile>();
+        return Ok(response);
+    }
     require_local_user(&services, &request.body.user_id)?;
     let fields = services.users.profile(&request.body.user_id)?;
     let mut response = get_profile::v3::Response::new();
@@ -62,12 +93,17 @@ async fn field(
     services: Arc<Services>,
     request: Ruma<get_profile_field::v3::Request>,
 ) -> Result<get_profile_field::v3::Response> {
-    require_local_user(&services, &request.body.user_id)?;
     let name = request.body.field.as_str();
-    let value = services
-        .users
-        .profile_field(&request.body.user_id, name)?
-        .ok_or_else(|| Error::not_found("Profile field not set"))?;
+    let user_id = &request.body.user_id;
+    let value = if user_id.server_name() != services.config.server_name {
+        remote_profile(&services, user_id, Some(name))
+            .await?
+            .remove(name)
+    } else {
+        require_local_user(&services, user_id)?;
+        services.users.profile_field(user_id, name)?
+    }
+    .ok_or_else(|| Error::not_found("Profile field not set"))?;
     let value = ProfileFieldValue::new(name, value).map_err(Error::internal)?;
     Ok(get_profile_field::v3::Response::new(value))
 }
