@@ -5,12 +5,14 @@
 //! them to a real server with `X-Matrix`-signed requests, so the test decides exactly
 //! what a malicious server would send.
 //!
-//! It answers `GET /_matrix/key/v2/server` with its key document, `PUT
-//! /_matrix/federation/v1/send/{txnId}` with `{"pdus":{}}`, and anything else with
-//! `404 M_UNRECOGNIZED`. It joins rooms of versions 10 to 12.
+//! It answers `GET /_matrix/key/v2/server` with its key document and `PUT
+//! /_matrix/federation/v1/send/{txnId}` with `{"pdus":{}}` (keeping the PDUs it was
+//! sent). It serves the events it signed and those its joins taught it to whoever asks
+//! (no `X-Matrix` check): `get_missing_events`, `state_ids`, `event` and `event_auth`
+//! (`fake_server/history.rs`). Anything else gets `404 M_UNRECOGNIZED`. It joins rooms
+//! of versions 10 to 12.
 
 use std::{
-    collections::BTreeMap,
     net::TcpListener,
     sync::{
         Arc, Mutex,
@@ -22,6 +24,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::Request,
     http::StatusCode,
     middleware::{Next, from_fn},
@@ -36,7 +39,10 @@ use ruma17::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::{Value, json};
 
+use self::history::{History, StateMap};
 use crate::tls::TestCa;
+
+mod history;
 
 /// The version part of the fake server's key id (`ed25519:fake`).
 const KEY_VERSION: &str = "fake";
@@ -50,6 +56,8 @@ pub struct FakeServer {
     key: Ed25519KeyPair,
     http: reqwest::Client,
     requests: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<Value>>>,
+    history: Arc<Mutex<History>>,
     handle: axum_server::Handle<std::net::SocketAddr>,
     next_txn: AtomicU64,
 }
@@ -65,6 +73,9 @@ impl FakeServer {
         let document = key_document(&server_name, &key)?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let receiving = received.clone();
+        let history = Arc::new(Mutex::new(History::default()));
         let app = Router::new()
             .route(
                 "/_matrix/key/v2/server",
@@ -72,8 +83,18 @@ impl FakeServer {
             )
             .route(
                 "/_matrix/federation/v1/send/{txn}",
-                put(|| async { Json(json!({ "pdus": {} })) }),
+                put(move |body: Bytes| async move {
+                    let transaction: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if let Some(pdus) = transaction["pdus"].as_array() {
+                        receiving
+                            .lock()
+                            .expect("the received PDUs")
+                            .extend(pdus.iter().cloned());
+                    }
+                    Json(json!({ "pdus": {} }))
+                }),
             )
+            .merge(history::routes(history.clone(), server_name.clone()))
             .fallback(|| async {
                 (
                     StatusCode::NOT_FOUND,
@@ -83,10 +104,14 @@ impl FakeServer {
             .layer(from_fn(move |request: Request, next: Next| {
                 let recorded = recorded.clone();
                 async move {
+                    let target = request
+                        .uri()
+                        .path_and_query()
+                        .map_or("", |target| target.as_str());
                     recorded.lock().expect("the request log").push(format!(
                         "{} {}",
                         request.method(),
-                        request.uri().path()
+                        percent_encoding::percent_decode_str(target).decode_utf8_lossy()
                     ));
                     next.run(request).await
                 }
@@ -110,6 +135,8 @@ impl FakeServer {
             key,
             http,
             requests,
+            received,
+            history,
             handle,
             next_txn: AtomicU64::new(0),
         })
@@ -130,9 +157,24 @@ impl FakeServer {
         &self.key
     }
 
-    /// Every request this server received so far, as `METHOD /path`.
+    /// Every request this server received so far, as `METHOD /path?query`,
+    /// percent-decoded.
     pub fn requests(&self) -> Vec<String> {
         self.requests.lock().expect("the request log").clone()
+    }
+
+    /// Every PDU other servers sent this server in transactions so far, oldest first.
+    pub fn received_pdus(&self) -> Vec<Value> {
+        self.received.lock().expect("the received PDUs").clone()
+    }
+
+    /// The event `event_id` as this server serves it: one it signed or a join taught it.
+    pub fn known_event(&self, event_id: &str) -> Option<Value> {
+        self.history().get(event_id).cloned()
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().expect("the history")
     }
 
     /// Signs a JSON object with this server's key (adds to its `signatures`).
@@ -144,13 +186,15 @@ impl FakeServer {
     }
 
     /// Adds the content hash and this server's signature to an event of a room of
-    /// `version`; returns the event's id and the signed event.
+    /// `version`; returns the event's id and the signed event, which this server now
+    /// serves to other servers.
     pub fn sign_event(&self, version: &RoomVersionId, event: Value) -> Result<(String, Value)> {
         self.sign_event_with(&self.key, version, event)
     }
 
     /// As [`sign_event`](Self::sign_event), but with `key` (under this server's name):
-    /// a bad signature when `key` is not the published one.
+    /// a bad signature when `key` is not the published one. This server serves the
+    /// event all the same.
     pub fn sign_event_with(
         &self,
         key: &Ed25519KeyPair,
@@ -166,7 +210,9 @@ impl FakeServer {
             &rules.redaction,
         )?;
         let signed = serde_json::to_value(object)?;
-        Ok((event_id(version, &signed)?, signed))
+        let event_id = event_id(version, &signed)?;
+        self.history().insert(&event_id, &signed);
+        Ok((event_id, signed))
     }
 
     /// A server-server request to `destination` signed by this server; returns the
@@ -306,7 +352,9 @@ impl FakeServer {
     }
 
     /// Joins `user_id` (of this server) to a room through `destination`, by the
-    /// protocol: `make_join`, sign, `send_join`. Returns the room as the join left it.
+    /// protocol: `make_join`, sign, `send_join`. Returns the room as the join left it;
+    /// this server keeps the events of the answer (the state and its auth chain) and the
+    /// state before the join, to serve them.
     pub async fn join(&self, destination: &str, room_id: &str, user_id: &str) -> Result<FakeRoom> {
         let (version, mut template) = self.make_join(destination, room_id, user_id).await?;
         template["origin_server_ts"] = json!(now_ms());
@@ -317,13 +365,21 @@ impl FakeServer {
         let mut room = FakeRoom {
             room_id: room_id.to_owned(),
             version,
-            state: BTreeMap::new(),
+            state: StateMap::new(),
             prev_event: join_id.clone(),
             depth: 0,
         };
-        for event in response["state"].as_array().context("no state")? {
-            let id = event_id(&room.version, event)?;
-            room.record_state(&id, event);
+        {
+            let mut history = self.history();
+            for event in response["state"].as_array().context("no state")? {
+                let id = event_id(&room.version, event)?;
+                room.record_state(&id, event);
+                history.insert(&id, event);
+            }
+            for event in response["auth_chain"].as_array().into_iter().flatten() {
+                history.insert(&event_id(&room.version, event)?, event);
+            }
+            history.set_state_before(&join_id, room.state.clone());
         }
         room.advance(&join_id, &join);
         Ok(room)
@@ -357,7 +413,7 @@ pub struct FakeRoom {
     pub room_id: String,
     /// The room version.
     pub version: RoomVersionId,
-    state: BTreeMap<(String, String), String>,
+    state: StateMap,
     prev_event: String,
     depth: u64,
 }
@@ -390,8 +446,8 @@ impl FakeRoom {
         event
     }
 
-    /// Records an event the receiving server accepted: the next event builds on it, and
-    /// a state event changes the known state.
+    /// Records an event the next one builds on (one the receiving server accepted, or
+    /// one this server keeps to itself): a state event changes the known state.
     pub fn advance(&mut self, event_id: &str, event: &Value) {
         self.prev_event = event_id.to_owned();
         self.depth = self.depth.max(event["depth"].as_u64().unwrap_or(0));
@@ -476,6 +532,7 @@ fn canonical(value: &Value) -> Result<CanonicalJsonObject> {
     Ok(serde_json::from_value(value.clone())?)
 }
 
+/// Now, in milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
