@@ -934,3 +934,108 @@ async fn joining_a_big_room_across_servers() -> Result<()> {
     ensure!(count == members + 2, "B sees {count} members");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_knock_from_another_server_is_seen_and_answered_with_an_invite() -> Result<()> {
+    let ca = TestCa::new();
+    let (a, b) = tokio::try_join!(
+        TestServer::start_federated(&ca),
+        TestServer::start_federated(&ca)
+    )?;
+    let alice = a.register("alice").await?;
+    let carol = a.register("carol").await?;
+    let bob = b.register("bob").await?;
+    let bob_id = format!("@bob:{}", b.server_name());
+    let (status, body) = a
+        .request(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&token(&alice)),
+            Some(json!({
+                "name": "Knock first",
+                "room_alias_name": "knock",
+                "initial_state": [{
+                    "type": "m.room.join_rules",
+                    "state_key": "",
+                    "content": { "join_rule": "knock" },
+                }],
+            })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let room_id: OwnedRoomId = body["room_id"].as_str().context("a room id")?.try_into()?;
+    let alias = format!("#knock:{}", a.server_name()).replace('#', "%23");
+
+    // A local knock and a remote one, by alias.
+    for (server, user) in [(&a, &carol), (&b, &bob)] {
+        let (status, body) = server
+            .request(
+                "POST",
+                &format!("/_matrix/client/v3/knock/{alias}"),
+                Some(&token(user)),
+                Some(json!({ "reason": "let me in" })),
+            )
+            .await?;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["room_id"], room_id.as_str());
+    }
+    // Bob's sync shows the knock with the room's name.
+    let sync = complement_tests::raw_sync(&b, &bob, None, 0).await?;
+    let knock_state = sync
+        .pointer(&format!("/rooms/knock/{room_id}/knock_state/events"))
+        .and_then(Value::as_array)
+        .with_context(|| format!("no knock in {sync}"))?;
+    assert!(
+        knock_state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock first"),
+        "{sync}"
+    );
+    let pair = Pair {
+        a,
+        b,
+        alice,
+        bob,
+        room_id,
+    };
+    let knock = pair
+        .wait_for_state(Side::A, "m.room.member", &bob_id, |c| {
+            c["membership"] == "knock"
+        })
+        .await?;
+    assert_eq!(knock["reason"], "let me in");
+
+    // Alice answers with an invite; Bob joins.
+    let (status, body) = pair
+        .a
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{}/invite", pair.room_id),
+            Some(&pair.token(Side::A)),
+            Some(json!({ "user_id": bob_id })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let sync = complement_tests::raw_sync(&pair.b, &pair.bob, None, 0).await?;
+        if sync
+            .pointer(&format!("/rooms/invite/{}", pair.room_id))
+            .is_some()
+        {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the invite never reached Bob");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pair.bob.join_room_by_id(&pair.room_id).await?;
+    pair.wait_for_state(Side::A, "m.room.member", &bob_id, |c| {
+        c["membership"] == "join"
+    })
+    .await?;
+    pair.send(Side::B, "m.room.message", "in", text("I am in"))
+        .await?;
+    pair.wait_for_bodies(Side::A, &["I am in".to_owned()])
+        .await?;
+    Ok(())
+}

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use axum::Router;
 use ruma::{
     OwnedRoomId, RoomOrAliasId, UserId,
-    api::client::membership::{
-        ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, kick_user,
-        leave_room, unban_user,
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias,
+            kick_user, leave_room, unban_user,
+        },
     },
 };
 
@@ -22,6 +25,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(invite)
         .ruma_route(join_by_id)
         .ruma_route(join_by_id_or_alias)
+        .ruma_route(knock)
         .ruma_route(leave)
         .ruma_route(forget)
         .ruma_route(kick)
@@ -52,8 +56,8 @@ async fn join(
     } else {
         // An invite names a server that is in the room: the inviter's.
         let mut via = via.to_vec();
-        if let Some(inviter) = remote_inviter(services, room_id, user)? {
-            via.insert(0, inviter.server_name().to_owned());
+        if let Some(server) = remote_membership_server(services, room_id, user)? {
+            via.insert(0, server);
         }
         federation::join::join_remote(services, user, room_id, &via, &profile, reason).await?;
     }
@@ -70,25 +74,32 @@ fn is_resident(services: &Services, room_id: &ruma::RoomId) -> Result<bool> {
             .any(|member| member.server_name() == services.config.server_name))
 }
 
-/// The sender of the user's pending invite into a room this server is not in.
-fn remote_inviter(
+/// For a user's pending invite into (or knock on) a room this server is not in, the
+/// server to go through: the inviter's, or for a knock the room's.
+fn remote_membership_server(
     services: &Services,
     room_id: &ruma::RoomId,
     user: &UserId,
-) -> Result<Option<ruma::OwnedUserId>> {
+) -> Result<Option<ruma::OwnedServerName>> {
     let Some(membership) = services.rooms.membership(room_id, user)? else {
         return Ok(None);
     };
-    if membership.membership != "invite" {
-        return Ok(None);
-    }
-    let Some(invite) = services.rooms.pdu(&membership.event_id)? else {
+    let Some(event) = services.rooms.pdu(&membership.event_id)? else {
         return Ok(None);
     };
-    let value: serde_json::Value =
-        serde_json::from_str(invite.pdu.get()).map_err(Error::internal)?;
-    Ok(federation_sender(&value)
-        .filter(|sender| sender.server_name() != services.config.server_name))
+    if !event.outlier {
+        return Ok(None);
+    }
+    let server = match membership.membership.as_str() {
+        "invite" => {
+            let value: serde_json::Value =
+                serde_json::from_str(event.pdu.get()).map_err(Error::internal)?;
+            federation_sender(&value).map(|sender| sender.server_name().to_owned())
+        }
+        "knock" => room_id.server_name().map(ToOwned::to_owned),
+        _ => None,
+    };
+    Ok(server.filter(|server| *server != services.config.server_name))
 }
 
 fn federation_sender(event: &serde_json::Value) -> Option<ruma::OwnedUserId> {
@@ -189,6 +200,31 @@ async fn join_by_id_or_alias(
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
+/// # `POST /_matrix/client/v3/knock/{roomIdOrAlias}`
+async fn knock(
+    services: Arc<Services>,
+    request: Ruma<knock_room::v3::Request>,
+) -> Result<knock_room::v3::Response> {
+    let user = request.user_id()?;
+    services.message_limiter.check(user.as_str())?;
+    let (room_id, mut via) = resolve(&services, &request.body.room_id_or_alias).await?;
+    via.extend(request.body.via.iter().cloned());
+    let reason = request.body.reason.as_deref();
+    if is_resident(&services, &room_id)? || !services.config.federation.enabled {
+        if !services.rooms.exists(&room_id)? {
+            return Err(Error::not_found("Unknown room"));
+        }
+        let profile = profile(&services, user)?;
+        services
+            .rooms
+            .knock(&room_id, user, &profile, reason)
+            .await?;
+    } else {
+        federation::join::knock_remote(&services, user, &room_id, &via, reason).await?;
+    }
+    Ok(knock_room::v3::Response::new(room_id))
+}
+
 /// A room id, or the room an alias names and the servers the alias's server knows in it.
 async fn resolve(
     services: &Services,
@@ -217,16 +253,16 @@ async fn leave(
     request: Ruma<leave_room::v3::Request>,
 ) -> Result<leave_room::v3::Response> {
     let (room_id, user) = (&request.body.room_id, request.user_id()?);
-    // Declining an invite into a room this server is not in goes through the inviter's
-    // server.
-    if let Some(inviter) = remote_inviter(&services, room_id, user)?
+    // Declining an invite into (or retracting a knock on) a room this server is not in
+    // goes through that room's servers.
+    if let Some(server) = remote_membership_server(&services, room_id, user)?
         && !is_resident(&services, room_id)?
     {
         federation::join::decline_remote_invite(
             &services,
             user,
             room_id,
-            Some(inviter.server_name()),
+            Some(&server),
             request.body.reason.as_deref(),
         )
         .await?;

@@ -9,8 +9,8 @@ use ruma::{
     api::{
         error::ErrorKind,
         federation::membership::{
-            create_invite, create_join_event, create_leave_event, prepare_join_event,
-            prepare_leave_event,
+            create_invite, create_join_event, create_knock_event, create_leave_event,
+            prepare_join_event, prepare_knock_event, prepare_leave_event,
         },
     },
     events::TimelineEventType,
@@ -37,6 +37,66 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(make_leave)
         .ruma_route(send_leave)
         .ruma_route(invite)
+        .ruma_route(make_knock)
+        .ruma_route(send_knock)
+}
+
+/// # `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`
+async fn make_knock(
+    services: Arc<Services>,
+    request: Ruma<prepare_knock_event::v1::Request>,
+) -> Result<prepare_knock_event::v1::Response> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    require_user_of(origin, &body.user_id)?;
+    super::require_allowed(&services, origin, &body.room_id)?;
+    let room = services
+        .rooms
+        .room(&body.room_id)?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
+    if !body.ver.contains(&room.version) {
+        return Err(Error::new(
+            ErrorKind::IncompatibleRoomVersion(
+                ruma::api::error::IncompatibleRoomVersionErrorData::new(room.version.clone()),
+            ),
+            "Your server does not support this room's version",
+        ));
+    }
+    let event = NewEvent::state(
+        "m.room.member",
+        body.user_id.as_str(),
+        json!({ "membership": "knock" }),
+    );
+    let (version, object) = services
+        .rooms
+        .template(&body.room_id, &body.user_id, event)?;
+    let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
+    Ok(prepare_knock_event::v1::Response::new(version, raw))
+}
+
+/// # `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`
+async fn send_knock(
+    services: Arc<Services>,
+    request: Ruma<create_knock_event::v1::Request>,
+) -> Result<create_knock_event::v1::Response> {
+    let origin = request.origin()?.to_owned();
+    let body = request.body;
+    let knock = accept_membership(
+        &services,
+        &origin,
+        &body.room_id,
+        &body.event_id,
+        &body.pdu,
+        "knock",
+    )
+    .await?;
+    let state = services
+        .rooms
+        .invite_state(&body.room_id, &knock.pdu.sender)?
+        .into_iter()
+        .map(ruma::api::federation::membership::RawStrippedState::Pdu)
+        .collect();
+    Ok(create_knock_event::v1::Response::new(state))
 }
 
 /// # `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`

@@ -157,7 +157,7 @@ pub async fn receive_invite(
     ));
     services
         .rooms
-        .store_remote_invite(room_id, &invitee, countersigned, stripped)
+        .store_remote_membership(room_id, &invitee, "invite", countersigned, stripped)
         .await?;
     Ok(object)
 }

@@ -6,7 +6,8 @@ use ruma::{
     RoomVersionId, ServerName, UserId,
     api::federation::{
         membership::{
-            create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+            RawStrippedState, create_join_event, create_knock_event, create_leave_event,
+            prepare_join_event, prepare_knock_event, prepare_leave_event,
         },
         query::get_room_information,
     },
@@ -17,7 +18,7 @@ use crate::{
     Error, Result,
     service::{
         Services,
-        rooms::{Rooms, membership::Profile, state::StateMap},
+        rooms::{Rooms, membership::Profile, remote_invite::strip, state::StateMap},
         users::now_ms,
     },
 };
@@ -294,4 +295,109 @@ async fn leave_through(
         .await
         .map_err(|error| Error::forbidden(format!("The leave was not accepted: {error}")))?;
     Ok(())
+}
+
+/// Knocks on a room this server is not in, through one of `via`: `make_knock`, then
+/// `send_knock`; the room's stripped state that comes back is kept for the user's sync.
+pub async fn knock_remote(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    via: &[OwnedServerName],
+    reason: Option<&str>,
+) -> Result<()> {
+    let mut servers: Vec<OwnedServerName> = via
+        .iter()
+        .filter(|server| **server != services.config.server_name)
+        .cloned()
+        .collect();
+    if let Some(server) = room_id.server_name()
+        && server != services.config.server_name
+        && !servers.iter().any(|s| s == server)
+    {
+        servers.push(server.to_owned());
+    }
+    let mut last_error = Error::not_found("No known servers for this room");
+    for server in &servers {
+        match knock_through(services, server, user, room_id, reason).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                tracing::info!(%room_id, %server, %error, "remote knock failed");
+                last_error = error;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn knock_through(
+    services: &Services,
+    server: &ServerName,
+    user: &UserId,
+    room_id: &RoomId,
+    reason: Option<&str>,
+) -> Result<()> {
+    let mut request = prepare_knock_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+    request.ver = crate::service::rooms::ROOM_VERSIONS.to_vec();
+    let template = services
+        .federation_client
+        .send(server, request)
+        .await
+        .map_err(|error| match error.status() {
+            Some(http::StatusCode::FORBIDDEN) => {
+                Error::forbidden(format!("The room refused the knock: {error}"))
+            }
+            _ => Error::not_found(format!("The knock was not prepared: {error}")),
+        })?;
+    let version = template.room_version;
+    let mut content = CanonicalJsonObject::new();
+    if let Some(reason) = reason {
+        content.insert("reason".to_owned(), reason.into());
+    }
+    let (object, event_id) = fill_template(
+        services,
+        &template.event,
+        &version,
+        user,
+        room_id,
+        "knock",
+        content,
+    )?;
+    let raw = Rooms::raw_object(&object)?;
+    let response = services
+        .federation_client
+        .send(
+            server,
+            create_knock_event::v1::Request::new(room_id.to_owned(), event_id.clone(), raw.clone()),
+        )
+        .await
+        .map_err(|error| match error.status() {
+            Some(http::StatusCode::FORBIDDEN) => {
+                Error::forbidden(format!("The room refused the knock: {error}"))
+            }
+            _ => Error::not_found(format!("The knock was not accepted: {error}")),
+        })?;
+    let knock = verify_pdu(services, &version, &raw).await?;
+    let mut stripped: Vec<serde_json::Value> = response
+        .knock_room_state
+        .iter()
+        .filter_map(|state| {
+            let raw = match state {
+                RawStrippedState::Pdu(raw) => raw.get(),
+                #[allow(deprecated)]
+                RawStrippedState::Stripped(raw) => raw.json().get(),
+                _ => return None,
+            };
+            serde_json::from_str::<serde_json::Value>(raw)
+                .ok()
+                .map(|event| strip(&event))
+        })
+        .collect();
+    stripped.push(strip(
+        &serde_json::to_value(&object).map_err(Error::internal)?,
+    ));
+    services
+        .rooms
+        .store_remote_membership(room_id, user, "knock", knock, stripped)
+        .await
 }

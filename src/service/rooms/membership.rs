@@ -83,6 +83,29 @@ impl Rooms {
         .await
     }
 
+    /// Knocks on a room this server is in.
+    pub async fn knock(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: &Profile,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId> {
+        if let Some(current) = self.membership(room_id, user)?
+            && current.membership == "knock"
+        {
+            return Ok(current.event_id);
+        }
+        let content = member_content("knock", profile, reason);
+        self.append(
+            room_id,
+            user,
+            NewEvent::state("m.room.member", user.as_str(), content),
+            None,
+        )
+        .await
+    }
+
     /// Leaves a room, or rejects an invite.
     pub async fn leave(&self, room_id: &RoomId, user: &UserId, reason: Option<&str>) -> Result<()> {
         let current = self.membership(room_id, user)?;

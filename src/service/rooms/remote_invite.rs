@@ -1,4 +1,4 @@
-//! Invites that cross servers. Sending: the invite is built and signed here but written
+//! Invites (and knocks) that cross servers. Sending: the invite is built and signed here but written
 //! only once the invitee's server has countersigned it. Receiving: an invite into a room
 //! this server is not in is kept as an outlier with the stripped state the inviter sent,
 //! so the invitee's sync can show the room.
@@ -74,12 +74,14 @@ impl Rooms {
         Ok(out)
     }
 
-    /// Keeps an invite of a local user into a room of another server: the invite as an
-    /// outlier, the user's membership, and what the room looks like; wakes the user.
-    pub async fn store_remote_invite(
+    /// Keeps an invite of a local user into a room of another server, or a local user's
+    /// knock on one (`membership`): the event as an outlier, the user's membership, and
+    /// what the room looks like; wakes the user.
+    pub async fn store_remote_membership(
         &self,
         room_id: &RoomId,
         invitee: &UserId,
+        membership: &str,
         invite: IncomingPdu,
         stripped: Vec<Value>,
     ) -> Result<()> {
@@ -109,7 +111,7 @@ impl Rooms {
             &mut batch,
             room_id,
             invitee,
-            "invite",
+            membership,
             &event_id,
             permit.position(),
         )?;
@@ -145,8 +147,8 @@ impl Rooms {
             .unwrap_or_default())
     }
 
-    /// Marks a local user's invite into a room of another server as declined (when the
-    /// inviting server could not be told).
+    /// Marks a local user's invite into (or knock on) a room of another server as over
+    /// (when that server could not be told).
     pub async fn forget_remote_invite(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
         let guard = self.lock(room_id).lock_owned().await;
         let Some(current) = self.membership(room_id, user)? else {

@@ -170,6 +170,11 @@ async fn build(window: &Window<'_>) -> Result<Response> {
                     rooms.invite.insert(room_id.clone(), invited);
                 }
             }
+            "knock" if membership_changed => {
+                if let Some(knocked) = room::knocked(window, &room_id, &membership)? {
+                    rooms.knock.insert(room_id.clone(), knocked);
+                }
+            }
             "leave" | "ban"
                 if membership_changed && (window.since.is_some() || room_filter.include_leave) =>
             {

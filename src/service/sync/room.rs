@@ -7,8 +7,8 @@ use ruma::{
     api::client::sync::sync_events::{
         UnreadNotificationsCount,
         v3::{
-            Ephemeral, InviteState, InvitedRoom, JoinedRoom, LeftRoom, RoomAccountData,
-            RoomSummary, State, StateEvents, Timeline,
+            Ephemeral, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom,
+            RoomAccountData, RoomSummary, State, StateEvents, Timeline,
         },
     },
 };
@@ -374,6 +374,37 @@ pub fn invited(
     room_id: &RoomId,
     membership: &Membership,
 ) -> Result<Option<InvitedRoom>> {
+    Ok(stripped_state(window, room_id, membership)?.map(|events| {
+        let mut invite_state = InviteState::new();
+        invite_state.events = events;
+        let mut room = InvitedRoom::new();
+        room.invite_state = invite_state;
+        room
+    }))
+}
+
+/// A knock: the stripped state of the room knocked on.
+pub fn knocked(
+    window: &Window<'_>,
+    room_id: &RoomId,
+    membership: &Membership,
+) -> Result<Option<KnockedRoom>> {
+    Ok(stripped_state(window, room_id, membership)?.map(|events| {
+        let mut knock_state = KnockState::new();
+        knock_state.events = events;
+        let mut room = KnockedRoom::new();
+        room.knock_state = knock_state;
+        room
+    }))
+}
+
+/// The stripped state shown with an invite or a knock (`membership`'s event); `None`
+/// when the inviter is ignored.
+fn stripped_state(
+    window: &Window<'_>,
+    room_id: &RoomId,
+    membership: &Membership,
+) -> Result<Option<Vec<ruma::serde::Raw<ruma::events::AnyStrippedStateEvent>>>> {
     let services = window.services;
     let invite = services.rooms.pdu(&membership.event_id)?;
     if let Some(pdu) = &invite
@@ -382,20 +413,16 @@ pub fn invited(
     {
         return Ok(None);
     }
-    // An invite from another server into a room this server is not in: the stripped
-    // state its server sent.
+    // A room this server is not in: the stripped state its server sent.
     if invite.as_ref().is_some_and(|pdu| pdu.outlier) {
-        let events = services
-            .rooms
-            .remote_invite_state(window.user(), room_id)?
-            .into_iter()
-            .map(raw)
-            .collect();
-        let mut invite_state = InviteState::new();
-        invite_state.events = events;
-        let mut room = InvitedRoom::new();
-        room.invite_state = invite_state;
-        return Ok(Some(room));
+        return Ok(Some(
+            services
+                .rooms
+                .remote_invite_state(window.user(), room_id)?
+                .into_iter()
+                .map(raw)
+                .collect(),
+        ));
     }
     let state = match &invite {
         Some(pdu) => services.rooms.state.get(pdu.state_after)?,
@@ -436,11 +463,7 @@ pub fn invited(
         }
         events.push(raw(json!(stripped)));
     }
-    let mut invite_state = InviteState::new();
-    invite_state.events = events;
-    let mut room = InvitedRoom::new();
-    room.invite_state = invite_state;
-    Ok(Some(room))
+    Ok(Some(events))
 }
 
 /// A room the user left or was removed from: the timeline up to that moment.
