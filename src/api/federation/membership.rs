@@ -46,31 +46,15 @@ async fn make_knock(
     services: Arc<Services>,
     request: Ruma<prepare_knock_event::v1::Request>,
 ) -> Result<prepare_knock_event::v1::Response> {
-    let origin = request.origin()?;
     let body = &request.body;
-    require_user_of(origin, &body.user_id)?;
-    super::require_allowed(&services, origin, &body.room_id)?;
-    let room = services
-        .rooms
-        .room(&body.room_id)?
-        .ok_or_else(|| Error::not_found("Unknown room"))?;
-    if !body.ver.contains(&room.version) {
-        return Err(Error::new(
-            ErrorKind::IncompatibleRoomVersion(
-                ruma::api::error::IncompatibleRoomVersionErrorData::new(room.version.clone()),
-            ),
-            "Your server does not support this room's version",
-        ));
-    }
-    let event = NewEvent::state(
-        "m.room.member",
-        body.user_id.as_str(),
-        json!({ "membership": "knock" }),
-    );
-    let (version, object) = services
-        .rooms
-        .template(&body.room_id, &body.user_id, event)?;
-    let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
+    let (version, raw) = membership_template(
+        &services,
+        request.origin()?,
+        &body.room_id,
+        &body.user_id,
+        &body.ver,
+        "knock",
+    )?;
     Ok(prepare_knock_event::v1::Response::new(version, raw))
 }
 
@@ -132,20 +116,24 @@ fn require_user_of(origin: &ServerName, user: &UserId) -> Result<()> {
     Ok(())
 }
 
-/// # `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`
-async fn make_join(
-    services: Arc<Services>,
-    request: Ruma<prepare_join_event::v1::Request>,
-) -> Result<prepare_join_event::v1::Response> {
-    let origin = request.origin()?;
-    let body = &request.body;
-    require_user_of(origin, &body.user_id)?;
-    super::require_allowed(&services, origin, &body.room_id)?;
+/// A membership template for another server's user, checked as `make_join` and
+/// `make_knock` check it: the user is the origin's, the origin is not denied, the origin
+/// supports the room's version.
+fn membership_template(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    user_id: &UserId,
+    supported: &[ruma::RoomVersionId],
+    membership: &str,
+) -> Result<(ruma::RoomVersionId, Box<serde_json::value::RawValue>)> {
+    require_user_of(origin, user_id)?;
+    super::require_allowed(services, origin, room_id)?;
     let room = services
         .rooms
-        .room(&body.room_id)?
+        .room(room_id)?
         .ok_or_else(|| Error::not_found("Unknown room"))?;
-    if !body.ver.contains(&room.version) {
+    if !supported.contains(&room.version) {
         return Err(Error::new(
             ErrorKind::IncompatibleRoomVersion(
                 ruma::api::error::IncompatibleRoomVersionErrorData::new(room.version.clone()),
@@ -155,13 +143,28 @@ async fn make_join(
     }
     let event = NewEvent::state(
         "m.room.member",
-        body.user_id.as_str(),
-        json!({ "membership": "join" }),
+        user_id.as_str(),
+        json!({ "membership": membership }),
     );
-    let (version, object) = services
-        .rooms
-        .template(&body.room_id, &body.user_id, event)?;
+    let (version, object) = services.rooms.template(room_id, user_id, event)?;
     let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
+    Ok((version, raw))
+}
+
+/// # `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`
+async fn make_join(
+    services: Arc<Services>,
+    request: Ruma<prepare_join_event::v1::Request>,
+) -> Result<prepare_join_event::v1::Response> {
+    let body = &request.body;
+    let (version, raw) = membership_template(
+        &services,
+        request.origin()?,
+        &body.room_id,
+        &body.user_id,
+        &body.ver,
+        "join",
+    )?;
     let mut response = prepare_join_event::v1::Response::new(raw);
     response.room_version = Some(version);
     Ok(response)

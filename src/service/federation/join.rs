@@ -42,16 +42,13 @@ pub async fn resolve_remote_alias(
     Ok((response.room_id, response.servers))
 }
 
-/// Joins `user` to a room this server has no member in, through one of `via`.
-pub async fn join_remote(
+/// The servers to try for a room this server is not in: `via` (without this server),
+/// then the server in the room id (room versions before 12).
+fn candidate_servers(
     services: &Services,
-    user: &UserId,
     room_id: &RoomId,
     via: &[OwnedServerName],
-    profile: &Profile,
-    reason: Option<&str>,
-) -> Result<()> {
-    let mut last_error = Error::not_found("No known servers for this room");
+) -> Vec<OwnedServerName> {
     let mut servers: Vec<OwnedServerName> = via
         .iter()
         .filter(|server| **server != services.config.server_name)
@@ -63,6 +60,20 @@ pub async fn join_remote(
     {
         servers.push(server.to_owned());
     }
+    servers
+}
+
+/// Joins `user` to a room this server has no member in, through one of `via`.
+pub async fn join_remote(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    via: &[OwnedServerName],
+    profile: &Profile,
+    reason: Option<&str>,
+) -> Result<()> {
+    let servers = candidate_servers(services, room_id, via);
+    let mut last_error = Error::not_found("No known servers for this room");
     for server in &servers {
         match join_through(services, server, user, room_id, profile, reason).await {
             Ok(()) => return Ok(()),
@@ -306,17 +317,7 @@ pub async fn knock_remote(
     via: &[OwnedServerName],
     reason: Option<&str>,
 ) -> Result<()> {
-    let mut servers: Vec<OwnedServerName> = via
-        .iter()
-        .filter(|server| **server != services.config.server_name)
-        .cloned()
-        .collect();
-    if let Some(server) = room_id.server_name()
-        && server != services.config.server_name
-        && !servers.iter().any(|s| s == server)
-    {
-        servers.push(server.to_owned());
-    }
+    let servers = candidate_servers(services, room_id, via);
     let mut last_error = Error::not_found("No known servers for this room");
     for server in &servers {
         match knock_through(services, server, user, room_id, reason).await {
