@@ -1039,3 +1039,54 @@ async fn a_knock_from_another_server_is_seen_and_answered_with_an_invite() -> Re
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_crosses_servers() -> Result<()> {
+    let ca = TestCa::new();
+    let pair = Pair::start(&ca).await?;
+    let bob_id = pair.bob_id();
+    let (status, body) = pair
+        .b
+        .request(
+            "PUT",
+            &format!("/_matrix/client/v3/presence/{bob_id}/status"),
+            Some(&pair.token(Side::B)),
+            Some(json!({ "presence": "online", "status_msg": "at lunch" })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    // Alice's sync shows it, and her server answers for Bob.
+    let deadline = Instant::now() + PATIENCE;
+    let mut since: Option<String> = None;
+    loop {
+        let sync = complement_tests::raw_sync(&pair.a, &pair.alice, since.as_deref(), 1000).await?;
+        let seen = sync["presence"]["events"].as_array().is_some_and(|events| {
+            events.iter().any(|event| {
+                event["sender"] == bob_id.as_str()
+                    && event["content"]["status_msg"] == "at lunch"
+                    && event["content"]["presence"] == "online"
+            })
+        });
+        if seen {
+            break;
+        }
+        since = sync["next_batch"].as_str().map(str::to_owned);
+        ensure!(
+            Instant::now() < deadline,
+            "Bob's presence never reached Alice"
+        );
+    }
+    let (status, body) = pair
+        .a
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/presence/{bob_id}/status"),
+            Some(&pair.token(Side::A)),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status_msg"], "at lunch");
+    assert!(body["last_active_ago"].as_u64().is_some(), "{body}");
+    Ok(())
+}

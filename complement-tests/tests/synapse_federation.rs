@@ -229,6 +229,8 @@ async fn synapse_users_join_our_room_and_we_join_theirs() -> Result<()> {
     assert_eq!(joined, room_id);
     converse(&room_id, &alice_user, &sam_user).await?;
 
+    presence_both_ways(&alice_user, &sam_user).await?;
+
     // Alice joins Sam's room on Synapse by its alias.
     let (room_id, alias) = public_room(&sam, "theirs", &synapse.server_name()).await?;
     let joined = join_by_alias(&alice, &alias)
@@ -293,5 +295,41 @@ async fn accept_invite(user: &User, room_id: &OwnedRoomId) -> Result<()> {
         )
         .await?;
     ensure!(status == 200, "join answered {status}: {body}");
+    Ok(())
+}
+
+/// Each sets a status message; the other's server answers with it.
+async fn presence_both_ways(one: &User, other: &User) -> Result<()> {
+    for (setter, reader) in [(one, other), (other, one)] {
+        let status_msg = format!("status of {}", setter.user_id);
+        let (status, body) = setter
+            .request(
+                "PUT",
+                &format!("/_matrix/client/v3/presence/{}/status", setter.user_id),
+                Some(json!({ "presence": "online", "status_msg": status_msg })),
+            )
+            .await?;
+        ensure!(status == 200, "presence answered {status}: {body}");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (status, body) = reader
+                .request(
+                    "GET",
+                    &format!("/_matrix/client/v3/presence/{}/status", setter.user_id),
+                    None,
+                )
+                .await?;
+            if status == 200 && body["status_msg"] == status_msg.as_str() {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{}'s presence never reached {}: {status} {body}",
+                setter.user_id,
+                reader.user_id
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod account_data;
 pub mod federation;
 pub mod filters;
+pub mod presence;
 pub mod push_rules;
 pub mod pushers;
 pub mod rate_limit;
@@ -37,6 +38,7 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub filters: filters::Filters,
     pub pushers: pushers::Pushers,
+    pub presence: presence::Presence,
     /// Nonces handed out by `/_synapse/admin/v1/register`, with when.
     pub admin_nonces: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub rooms: rooms::Rooms,
@@ -93,6 +95,7 @@ impl Services {
             account_data: account_data::AccountData::new(db.clone(), stream.clone()),
             filters: filters::Filters::new(db.clone()),
             pushers: pushers::Pushers::new(db.clone()),
+            presence: presence::Presence::new(db.clone(), stream.clone()),
             admin_nonces: Default::default(),
             receipts: receipts::Receipts::new(db.clone(), stream.clone()),
             typing: typing::Typing::new(stream.clone()),

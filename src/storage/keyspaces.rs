@@ -91,6 +91,10 @@ keyspaces! {
     /// `user_id ‖ room_id` → JSON list of stripped state events: what an invite from
     /// another server into a room this server is not in showed of the room.
     InviteStates => "invite_states",
+    /// `user_id` → JSON `PresenceRecord` (presence, status message, last active).
+    Presence => "presence",
+    /// `position` → user id: the stream of presence changes.
+    PresenceStream => "presence_stream",
     /// `origin ‖ txn_id` → empty: transactions already received from other servers.
     FederationTxns => "federation_txns",
 }

@@ -11,6 +11,7 @@ pub mod filter;
 pub mod members;
 pub mod membership;
 pub mod message;
+pub mod presence;
 pub mod profile;
 pub mod push;
 pub mod register;
@@ -46,6 +47,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = membership::routes(router);
     let router = directory::routes(router);
     let router = ephemeral::routes(router);
+    let router = presence::routes(router);
     let router = thirdparty::routes(router);
     sync::routes(router)
 }

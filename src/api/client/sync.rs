@@ -45,6 +45,23 @@ async fn sync(
         }
         Some(_) | None => FilterDefinition::default(),
     };
+    // A syncing client is its user being online (unless it says otherwise).
+    let presence = body.set_presence.as_str();
+    if presence != "offline" {
+        let status_msg = services
+            .presence
+            .get(&sender.user_id)?
+            .and_then(|record| record.status_msg);
+        crate::service::federation::presence::publish(
+            &services,
+            &sender.user_id,
+            crate::service::presence::PresenceRecord {
+                presence: presence.to_owned(),
+                status_msg,
+                last_active_ts: crate::service::users::now_ms(),
+            },
+        )?;
+    }
     let max = Duration::from_millis(services.config.sync_timeout_max_ms);
     let request = SyncRequest {
         since,

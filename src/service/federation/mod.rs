@@ -8,6 +8,7 @@
 //! - `receive.rs`: incoming transactions (PDUs with their missing ancestors, EDUs).
 //! - `join.rs`: joining (and leaving) a room through another server.
 //! - `invite.rs`: invites across servers, both ways.
+//! - `presence.rs`: presence EDUs, both ways.
 //!
 //! The protocol pieces that need no storage (discovery, the HTTP client, request
 //! signing, TLS) live in the `palisade-federation` crate. This module sits above
@@ -17,6 +18,7 @@ pub mod invite;
 pub mod join;
 pub mod keys;
 pub mod pdu;
+pub mod presence;
 pub mod queue;
 pub mod receive;
 pub mod sender;

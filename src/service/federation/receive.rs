@@ -341,6 +341,7 @@ pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>])
                     }
                 }
             }
+            Edu::Presence(presence) => super::presence::receive(services, origin, presence),
             _ => {}
         }
     }

@@ -298,6 +298,29 @@ impl Rooms {
         Ok(audience)
     }
 
+    /// Everyone who shares a joined room with `user` (`user` included), and the other
+    /// servers of those rooms: who hears of the user's presence.
+    pub fn shared_audience(&self, user: &UserId) -> Result<Audience> {
+        let mut audience = Audience::default();
+        for (room_id, membership) in self.user_rooms(user)? {
+            if membership.membership != "join" {
+                continue;
+            }
+            let room = self.audience(&room_id)?;
+            for member in room.users {
+                if !audience.users.contains(&member) {
+                    audience.users.push(member);
+                }
+            }
+            for server in room.servers {
+                if !audience.servers.contains(&server) {
+                    audience.servers.push(server);
+                }
+            }
+        }
+        Ok(audience)
+    }
+
     /// The other servers with joined members in a room.
     pub fn remote_servers(&self, room_id: &RoomId) -> Result<Vec<OwnedServerName>> {
         Ok(self.audience(room_id)?.servers)

@@ -97,7 +97,9 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
         // Boxed: a held long-poll keeps this future alive, and without the box it would
         // reserve room for the whole response-building state while it only waits.
         let response = Box::pin(build(&window)).await?;
-        let has_news = !response.rooms.is_empty() || !response.account_data.events.is_empty();
+        let has_news = !response.rooms.is_empty()
+            || !response.account_data.events.is_empty()
+            || !response.presence.events.is_empty();
         if has_news || request.since.is_none() || request.full_state {
             return Ok(response);
         }
@@ -110,6 +112,43 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
             () = tokio::time::sleep_until(deadline) => return Ok(response),
         }
     }
+}
+
+/// Presence changes in the window of the people the user shares a room with (on an
+/// initial sync, everyone's known presence), the user included.
+fn presence(window: &Window<'_>) -> Result<ruma::api::client::sync::sync_events::v3::Presence> {
+    let services = window.services;
+    let mut out = ruma::api::client::sync::sync_events::v3::Presence::new();
+    if window
+        .filter
+        .presence
+        .not_types
+        .iter()
+        .any(|t| t == "m.presence")
+        || window.filter.presence.limit == Some(UInt::MIN)
+    {
+        return Ok(out);
+    }
+    let audience = services.rooms.shared_audience(window.user())?;
+    let users: Vec<ruma::OwnedUserId> = match window.since {
+        Some(since) => services
+            .presence
+            .changed(since.position, window.until.position)?
+            .into_iter()
+            .filter(|user| audience.users.contains(user))
+            .collect(),
+        None => audience.users,
+    };
+    for user in users {
+        if let Some(record) = services.presence.get(&user)? {
+            out.events.push(crate::json::raw(json!({
+                "type": "m.presence",
+                "sender": user,
+                "content": record.content(),
+            })));
+        }
+    }
+    Ok(out)
 }
 
 async fn build(window: &Window<'_>) -> Result<Response> {
@@ -192,6 +231,7 @@ async fn build(window: &Window<'_>) -> Result<Response> {
         .map(crate::json::raw)
         .collect();
     response.account_data = global;
+    response.presence = presence(window)?;
     response.device_one_time_keys_count =
         BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
     response.device_unused_fallback_key_types = Some(Vec::new());

@@ -1,0 +1,53 @@
+//! Presence: a user's online state and status message.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::Router;
+use ruma::api::client::presence::{get_presence, set_presence};
+
+use crate::{
+    Error, Result,
+    router::{Ruma, RumaRouter},
+    service::{Services, federation, presence::PresenceRecord, users::now_ms},
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.ruma_route(set).ruma_route(get)
+}
+
+/// # `PUT /_matrix/client/v3/presence/{userId}/status`
+async fn set(
+    services: Arc<Services>,
+    request: Ruma<set_presence::v3::Request>,
+) -> Result<set_presence::v3::Response> {
+    let user = request.user_id()?;
+    if user != request.body.user_id {
+        return Err(Error::forbidden("You can only set your own presence"));
+    }
+    federation::presence::publish(
+        &services,
+        user,
+        PresenceRecord {
+            presence: request.body.presence.as_str().to_owned(),
+            status_msg: request.body.status_msg.clone(),
+            last_active_ts: now_ms(),
+        },
+    )?;
+    Ok(set_presence::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/presence/{userId}/status`
+async fn get(
+    services: Arc<Services>,
+    request: Ruma<get_presence::v3::Request>,
+) -> Result<get_presence::v3::Response> {
+    let record = services
+        .presence
+        .get(&request.body.user_id)?
+        .ok_or_else(|| Error::not_found("No presence known for this user"))?;
+    let mut response = get_presence::v3::Response::new(record.shown().into());
+    response.status_msg = record.status_msg.clone();
+    response.currently_active = Some(record.currently_active());
+    response.last_active_ago = Some(Duration::from_millis(record.last_active_ago()));
+    Ok(response)
+}
