@@ -72,18 +72,60 @@ pub async fn join_remote(
     profile: &Profile,
     reason: Option<&str>,
 ) -> Result<()> {
-    let servers = candidate_servers(services, room_id, via);
+    through_any(
+        services,
+        user,
+        room_id,
+        via,
+        Handshake::Join(profile),
+        reason,
+    )
+    .await
+}
+
+/// A membership handshake with a server in the room.
+enum Handshake<'a> {
+    Join(&'a Profile),
+    Knock,
+}
+
+/// Tries the handshake with each candidate server in turn until one works; the last
+/// error otherwise.
+async fn through_any(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    via: &[OwnedServerName],
+    handshake: Handshake<'_>,
+    reason: Option<&str>,
+) -> Result<()> {
     let mut last_error = Error::not_found("No known servers for this room");
-    for server in &servers {
-        match join_through(services, server, user, room_id, profile, reason).await {
+    for server in &candidate_servers(services, room_id, via) {
+        let attempt = match &handshake {
+            Handshake::Join(profile) => {
+                join_through(services, server, user, room_id, profile, reason).await
+            }
+            Handshake::Knock => knock_through(services, server, user, room_id, reason).await,
+        };
+        match attempt {
             Ok(()) => return Ok(()),
             Err(error) => {
-                tracing::info!(%room_id, %server, %error, "remote join failed");
+                tracing::info!(%room_id, %server, %error, "remote membership handshake failed");
                 last_error = error;
             }
         }
     }
     Err(last_error)
+}
+
+/// The error for a failed step of a membership handshake with another server.
+fn refusal(error: palisade_federation::ClientError, what: &str, step: &str) -> Error {
+    match error.status() {
+        Some(http::StatusCode::FORBIDDEN) => {
+            Error::forbidden(format!("The room refused the {what}: {error}"))
+        }
+        _ => Error::not_found(format!("The {what} was not {step}: {error}")),
+    }
 }
 
 async fn join_through(
@@ -100,12 +142,7 @@ async fn join_through(
         .federation_client
         .send(server, request)
         .await
-        .map_err(|error| match error.status() {
-            Some(http::StatusCode::FORBIDDEN) => {
-                Error::forbidden(format!("The room refused the join: {error}"))
-            }
-            _ => Error::not_found(format!("The join was not prepared: {error}")),
-        })?;
+        .map_err(|error| refusal(error, "join", "prepared"))?;
     let version = template.room_version.unwrap_or(RoomVersionId::V1);
     let mut content = CanonicalJsonObject::new();
     if let Some(name) = &profile.0 {
@@ -134,12 +171,7 @@ async fn join_through(
             create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw.clone()),
         )
         .await
-        .map_err(|error| match error.status() {
-            Some(http::StatusCode::FORBIDDEN) => {
-                Error::forbidden(format!("The room refused the join: {error}"))
-            }
-            _ => Error::not_found(format!("The join was not accepted: {error}")),
-        })?;
+        .map_err(|error| refusal(error, "join", "accepted"))?;
     let room_state = response.room_state;
     // A restricted join comes back signed by the resident server too.
     let join_raw = room_state.event.clone().unwrap_or(raw);
@@ -317,18 +349,7 @@ pub async fn knock_remote(
     via: &[OwnedServerName],
     reason: Option<&str>,
 ) -> Result<()> {
-    let servers = candidate_servers(services, room_id, via);
-    let mut last_error = Error::not_found("No known servers for this room");
-    for server in &servers {
-        match knock_through(services, server, user, room_id, reason).await {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                tracing::info!(%room_id, %server, %error, "remote knock failed");
-                last_error = error;
-            }
-        }
-    }
-    Err(last_error)
+    through_any(services, user, room_id, via, Handshake::Knock, reason).await
 }
 
 async fn knock_through(
@@ -344,12 +365,7 @@ async fn knock_through(
         .federation_client
         .send(server, request)
         .await
-        .map_err(|error| match error.status() {
-            Some(http::StatusCode::FORBIDDEN) => {
-                Error::forbidden(format!("The room refused the knock: {error}"))
-            }
-            _ => Error::not_found(format!("The knock was not prepared: {error}")),
-        })?;
+        .map_err(|error| refusal(error, "knock", "prepared"))?;
     let version = template.room_version;
     let mut content = CanonicalJsonObject::new();
     if let Some(reason) = reason {
@@ -372,12 +388,7 @@ async fn knock_through(
             create_knock_event::v1::Request::new(room_id.to_owned(), event_id.clone(), raw.clone()),
         )
         .await
-        .map_err(|error| match error.status() {
-            Some(http::StatusCode::FORBIDDEN) => {
-                Error::forbidden(format!("The room refused the knock: {error}"))
-            }
-            _ => Error::not_found(format!("The knock was not accepted: {error}")),
-        })?;
+        .map_err(|error| refusal(error, "knock", "accepted"))?;
     let knock = verify_pdu(services, &version, &raw).await?;
     let mut stripped: Vec<serde_json::Value> = response
         .knock_room_state
