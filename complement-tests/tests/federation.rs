@@ -1090,3 +1090,58 @@ async fn presence_crosses_servers() -> Result<()> {
     assert!(body["last_active_ago"].as_u64().is_some(), "{body}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invite_into_a_room_the_server_is_not_in_can_be_declined() -> Result<()> {
+    let ca = TestCa::new();
+    let (a, b) = tokio::try_join!(
+        TestServer::start_federated(&ca),
+        TestServer::start_federated(&ca)
+    )?;
+    let alice = a.register("alice").await?;
+    let carol = b.register("carol").await?;
+    let carol_id = format!("@carol:{}", b.server_name());
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+    request.invite = vec![carol_id.as_str().try_into()?];
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let first = complement_tests::raw_sync(&b, &carol, None, 0).await?;
+    assert!(
+        first.pointer(&format!("/rooms/invite/{room_id}")).is_some(),
+        "{first}"
+    );
+    let since = first["next_batch"].as_str().context("a token")?.to_owned();
+    let (status, body) = b
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_id}/leave"),
+            Some(&token(&carol)),
+            Some(json!({ "reason": "no thanks" })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    // Carol's syncs go on working and no longer offer the invite.
+    let later = complement_tests::raw_sync(&b, &carol, Some(&since), 0).await?;
+    assert!(
+        later.pointer(&format!("/rooms/invite/{room_id}")).is_none(),
+        "{later}"
+    );
+    let fresh = complement_tests::raw_sync(&b, &carol, None, 0).await?;
+    assert!(
+        fresh.pointer(&format!("/rooms/invite/{room_id}")).is_none(),
+        "{fresh}"
+    );
+    // Alice's room has Carol's refusal.
+    let (status, member) = a
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{carol_id}"),
+            Some(&token(&alice)),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["membership"], "leave");
+    assert_eq!(member["reason"], "no thanks");
+    Ok(())
+}
