@@ -94,16 +94,13 @@ fn remote_membership_server(
         "invite" => {
             let value: serde_json::Value =
                 serde_json::from_str(event.pdu.get()).map_err(Error::internal)?;
-            federation_sender(&value).map(|sender| sender.server_name().to_owned())
+            crate::service::rooms::remote_invite::sender_of(&value)
+                .map(|sender| sender.server_name().to_owned())
         }
         "knock" => room_id.server_name().map(ToOwned::to_owned),
         _ => None,
     };
     Ok(server.filter(|server| *server != services.config.server_name))
-}
-
-fn federation_sender(event: &serde_json::Value) -> Option<ruma::OwnedUserId> {
-    crate::service::rooms::remote_invite::sender_of(event)
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/invite`

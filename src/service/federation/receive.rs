@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use ruma::{
-    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, ServerName, UInt,
+    EventId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, ServerName, UInt,
     api::federation::{
         authorization::get_event_authorization,
         event::{get_event, get_missing_events, get_room_state_ids},
@@ -345,9 +345,4 @@ pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>])
             _ => {}
         }
     }
-}
-
-/// The servers to tell about an ephemeral change in a room.
-pub fn remote_servers(services: &Services, room_id: &RoomId) -> Vec<OwnedServerName> {
-    services.rooms.remote_servers(room_id).unwrap_or_default()
 }

@@ -4,7 +4,7 @@
 //! the current state, and written with the state they produce. A room with several
 //! forward extremities has its current state resolved with state resolution v2.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId,
@@ -193,20 +193,15 @@ impl Rooms {
     ) -> Result<()> {
         let rules = Self::rules(version)?;
         let guard = self.lock(room_id).lock_owned().await;
-        if let Some(room) = self.room(room_id)? {
+        if self.exists(room_id)? {
             // Still in the room (another local user): an ordinary remote event.
             drop(guard);
-            let _ = room;
             self.append_remote(room_id, join, Relay::None).await?;
             return Ok(());
         }
         self.authorise_parsed(&rules, &join.pdu, &state)?;
         let mut batch = self.db.batch();
-        let changes: Vec<_> = state
-            .iter()
-            .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
-            .collect();
-        let state_before = self.state.create(&mut batch, 0, changes)?;
+        let state_before = self.state.create_snapshot(&mut batch, &state)?;
         let before = std::sync::Arc::new(state.clone());
         let mut room = RoomRecord {
             version: version.clone(),
@@ -219,7 +214,7 @@ impl Rooms {
         let permit = self.stream.next();
         let position = permit.position();
         let mut audience = Audience::default();
-        for ((kind, state_key), event_id) in &state {
+        for ((kind, _), event_id) in &state {
             if kind != "m.room.member" {
                 continue;
             }
@@ -234,7 +229,6 @@ impl Rooms {
                     event_id,
                     position,
                 )?;
-                let _ = state_key;
                 audience.users.push(target);
             }
         }
@@ -298,16 +292,10 @@ impl Rooms {
         let mut batch = self.db.batch();
         let before = match state {
             None => self.state_before_event(&mut batch, &rules, &event.pdu)?,
-            Some(state) => {
-                let changes: Vec<_> = state
-                    .iter()
-                    .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
-                    .collect();
-                (
-                    self.state.create(&mut batch, 0, changes)?,
-                    std::sync::Arc::new(state),
-                )
-            }
+            Some(state) => (
+                self.state.create_snapshot(&mut batch, &state)?,
+                std::sync::Arc::new(state),
+            ),
         };
         self.append_with_state(
             guard, batch, room_id, &mut room, &rules, event, before, relay,
@@ -559,11 +547,7 @@ impl Rooms {
             .into_iter()
             .map(|((kind, key), id)| ((kind.to_string(), key), id))
             .collect();
-        let full: Vec<(String, String, OwnedEventId)> = map
-            .iter()
-            .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
-            .collect();
-        let group = self.state.create(batch, 0, full)?;
+        let group = self.state.create_snapshot(batch, &map)?;
         Ok((group, std::sync::Arc::new(map)))
     }
 
@@ -652,15 +636,6 @@ impl Rooms {
         let state = (*self.state.get(stored.state_before)?).clone();
         let chain = self.auth_chain(state.values().cloned())?;
         Ok((state, chain.into_iter().collect()))
-    }
-
-    /// The state after an event's prev events: what a remote server asks for with
-    /// `/state_ids` (the state "at" the event).
-    pub fn state_at(&self, event_id: &EventId) -> Result<BTreeMap<(String, String), OwnedEventId>> {
-        let stored = self
-            .pdu(event_id)?
-            .ok_or_else(|| Error::not_found("Unknown event"))?;
-        Ok((*self.state.get(stored.state_before)?).clone())
     }
 
     /// The raw PDU as stored, for serving over federation.

@@ -96,6 +96,16 @@ impl StateStore {
         Ok(state)
     }
 
+    /// Writes into `batch` a new group holding exactly `state` (a state learnt from
+    /// another server, or resolved).
+    pub fn create_snapshot(&self, batch: &mut Batch, state: &StateMap) -> Result<u64> {
+        let entries = state
+            .iter()
+            .map(|((kind, key), id)| (kind.clone(), key.clone(), id.clone()))
+            .collect();
+        self.create(batch, 0, entries)
+    }
+
     /// Writes into `batch` a new group: `parent`'s state with `changes` applied.
     pub fn create(
         &self,
