@@ -138,7 +138,22 @@ pub async fn receive_invite(
         object: object.clone(),
         ..invite
     };
-    let mut stripped: Vec<Value> = invite_room_state
+    let stripped = stripped_state(invite_room_state, &object)?;
+    services
+        .rooms
+        .store_remote_membership(room_id, &invitee, "invite", countersigned, stripped)
+        .await?;
+    Ok(object)
+}
+
+/// What an invite or knock shows a user of a room this server is not in: the room's
+/// state events the other server sent (full PDUs, or stripped ones from servers before
+/// Matrix 1.16), stripped, and the user's own membership event.
+pub fn stripped_state(
+    room_state: &[RawStrippedState],
+    membership_event: &CanonicalJsonObject,
+) -> Result<Vec<Value>> {
+    let mut stripped: Vec<Value> = room_state
         .iter()
         .filter_map(|state| {
             let raw = match state {
@@ -153,11 +168,7 @@ pub async fn receive_invite(
         })
         .collect();
     stripped.push(strip(
-        &serde_json::to_value(&object).map_err(Error::internal)?,
+        &serde_json::to_value(membership_event).map_err(Error::internal)?,
     ));
-    services
-        .rooms
-        .store_remote_membership(room_id, &invitee, "invite", countersigned, stripped)
-        .await?;
-    Ok(object)
+    Ok(stripped)
 }

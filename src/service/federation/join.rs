@@ -6,8 +6,8 @@ use ruma::{
     RoomVersionId, ServerName, UserId,
     api::federation::{
         membership::{
-            RawStrippedState, create_join_event, create_knock_event, create_leave_event,
-            prepare_join_event, prepare_knock_event, prepare_leave_event,
+            create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+            prepare_knock_event, prepare_leave_event,
         },
         query::get_room_information,
     },
@@ -18,7 +18,7 @@ use crate::{
     Error, Result,
     service::{
         Services,
-        rooms::{Rooms, membership::Profile, remote_invite::strip, state::StateMap},
+        rooms::{Rooms, membership::Profile, state::StateMap},
         users::now_ms,
     },
 };
@@ -390,24 +390,7 @@ async fn knock_through(
         .await
         .map_err(|error| refusal(error, "knock", "accepted"))?;
     let knock = verify_pdu(services, &version, &raw).await?;
-    let mut stripped: Vec<serde_json::Value> = response
-        .knock_room_state
-        .iter()
-        .filter_map(|state| {
-            let raw = match state {
-                RawStrippedState::Pdu(raw) => raw.get(),
-                #[allow(deprecated)]
-                RawStrippedState::Stripped(raw) => raw.json().get(),
-                _ => return None,
-            };
-            serde_json::from_str::<serde_json::Value>(raw)
-                .ok()
-                .map(|event| strip(&event))
-        })
-        .collect();
-    stripped.push(strip(
-        &serde_json::to_value(&object).map_err(Error::internal)?,
-    ));
+    let stripped = super::invite::stripped_state(&response.knock_room_state, &object)?;
     services
         .rooms
         .store_remote_membership(room_id, user, "knock", knock, stripped)
