@@ -52,7 +52,7 @@ async fn make_knock(
         request.origin()?,
         &body.room_id,
         &body.user_id,
-        &body.ver,
+        Some(&body.ver),
         "knock",
     )?;
     Ok(prepare_knock_event::v1::Response::new(version, raw))
@@ -116,15 +116,15 @@ fn require_user_of(origin: &ServerName, user: &UserId) -> Result<()> {
     Ok(())
 }
 
-/// A membership template for another server's user, checked as `make_join` and
-/// `make_knock` check it: the user is the origin's, the origin is not denied, the origin
-/// supports the room's version.
+/// A membership template for another server's user (`make_join`, `make_knock`,
+/// `make_leave`): the user is the origin's, the origin is not denied, and the origin
+/// supports the room's version when it says which it supports.
 fn membership_template(
     services: &Services,
     origin: &ServerName,
     room_id: &RoomId,
     user_id: &UserId,
-    supported: &[ruma::RoomVersionId],
+    supported: Option<&[ruma::RoomVersionId]>,
     membership: &str,
 ) -> Result<(ruma::RoomVersionId, Box<serde_json::value::RawValue>)> {
     require_user_of(origin, user_id)?;
@@ -133,7 +133,7 @@ fn membership_template(
         .rooms
         .room(room_id)?
         .ok_or_else(|| Error::not_found("Unknown room"))?;
-    if !supported.contains(&room.version) {
+    if supported.is_some_and(|supported| !supported.contains(&room.version)) {
         return Err(Error::new(
             ErrorKind::IncompatibleRoomVersion(
                 ruma::api::error::IncompatibleRoomVersionErrorData::new(room.version.clone()),
@@ -162,7 +162,7 @@ async fn make_join(
         request.origin()?,
         &body.room_id,
         &body.user_id,
-        &body.ver,
+        Some(&body.ver),
         "join",
     )?;
     let mut response = prepare_join_event::v1::Response::new(raw);
@@ -255,19 +255,15 @@ async fn make_leave(
     services: Arc<Services>,
     request: Ruma<prepare_leave_event::v1::Request>,
 ) -> Result<prepare_leave_event::v1::Response> {
-    let origin = request.origin()?;
     let body = &request.body;
-    require_user_of(origin, &body.user_id)?;
-    super::require_allowed(&services, origin, &body.room_id)?;
-    let event = NewEvent::state(
-        "m.room.member",
-        body.user_id.as_str(),
-        json!({ "membership": "leave" }),
-    );
-    let (version, object) = services
-        .rooms
-        .template(&body.room_id, &body.user_id, event)?;
-    let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
+    let (version, raw) = membership_template(
+        &services,
+        request.origin()?,
+        &body.room_id,
+        &body.user_id,
+        None,
+        "leave",
+    )?;
     Ok(prepare_leave_event::v1::Response::new(Some(version), raw))
 }
 
