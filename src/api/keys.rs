@@ -1,23 +1,17 @@
 //! The server's published signing keys.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::Router;
-use ruma::{
-    MilliSecondsSinceUnixEpoch,
-    api::federation::discovery::{
-        get_remote_server_keys, get_remote_server_keys_batch, get_server_keys,
-    },
+use ruma::api::federation::discovery::{
+    get_remote_server_keys, get_remote_server_keys_batch, get_server_keys,
 };
 
 use crate::{
-    Error, Result,
+    Result,
     router::{Ruma, RumaRouter},
     service::Services,
 };
-
-/// How long other servers may cache our key document.
-const KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
@@ -56,12 +50,7 @@ async fn server_keys(
     services: Arc<Services>,
     _: Ruma<get_server_keys::v2::Request>,
 ) -> Result<get_server_keys::v2::Response> {
-    let valid_until =
-        MilliSecondsSinceUnixEpoch::from_system_time(std::time::SystemTime::now() + KEY_VALIDITY)
-            .ok_or_else(|| Error::internal("time out of range"))?;
-    let document = services
-        .signing_key
-        .server_keys(&services.config.server_name, valid_until)
-        .map_err(Error::internal)?;
-    Ok(get_server_keys::v2::Response::new(document))
+    Ok(get_server_keys::v2::Response::new(
+        services.server_keys.own_document()?,
+    ))
 }

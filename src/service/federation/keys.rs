@@ -25,6 +25,9 @@ use crate::{
     storage::{Db, Keyspace, codec::Key},
 };
 
+/// How long other servers may cache this server's key document.
+const KEY_VALIDITY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// One verify key of a server as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredKey {
@@ -241,6 +244,17 @@ impl ServerKeys {
         Ok(())
     }
 
+    /// This server's signed key document (`/_matrix/key/v2/server`), valid for a week.
+    pub fn own_document(&self) -> Result<Raw<ServerSigningKeys>> {
+        let valid_until = MilliSecondsSinceUnixEpoch::from_system_time(
+            std::time::SystemTime::now() + KEY_VALIDITY,
+        )
+        .ok_or_else(|| Error::internal("time out of range"))?;
+        self.signing_key
+            .server_keys(&self.server_name, valid_until)
+            .map_err(Error::internal)
+    }
+
     /// The key documents to answer a notary query for `server` with, valid at least
     /// until `minimum_valid_until` (fetched when the stored one is older), each with this
     /// server's signature added.
@@ -250,16 +264,7 @@ impl ServerKeys {
         minimum_valid_until: u64,
     ) -> Result<Vec<Raw<ServerSigningKeys>>> {
         if server == self.server_name {
-            let until = MilliSecondsSinceUnixEpoch(
-                (now_ms() + 7 * 24 * 3600 * 1000)
-                    .try_into()
-                    .unwrap_or_default(),
-            );
-            return Ok(vec![
-                self.signing_key
-                    .server_keys(&self.server_name, until)
-                    .map_err(Error::internal)?,
-            ]);
+            return Ok(vec![self.own_document()?]);
         }
         let mut document = self.document(server)?;
         let fresh = |document: &Option<ServerSigningKeys>| {
