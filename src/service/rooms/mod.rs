@@ -298,6 +298,27 @@ impl Rooms {
         Ok(audience)
     }
 
+    /// The rooms a local user is joined to.
+    pub fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
+        Ok(self
+            .user_rooms(user)?
+            .into_iter()
+            .filter(|(_, membership)| membership.membership == "join")
+            .map(|(room_id, _)| room_id)
+            .collect())
+    }
+
+    /// Whether `user` (of any server) is joined to any of `rooms`.
+    pub fn joined_any(&self, rooms: &[OwnedRoomId], user: &UserId) -> Result<bool> {
+        for room_id in rooms {
+            let key = Key::new().str(room_id.as_str()).str(user.as_str());
+            if self.db.get(Keyspace::RoomMembers, key.bytes())?.as_deref() == Some(b"join") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Everyone who shares a joined room with `user` (`user` included), and the other
     /// servers of those rooms: who hears of the user's presence.
     pub fn shared_audience(&self, user: &UserId) -> Result<Audience> {

@@ -129,15 +129,26 @@ fn presence(window: &Window<'_>) -> Result<ruma::api::client::sync::sync_events:
     {
         return Ok(out);
     }
-    let audience = services.rooms.shared_audience(window.user())?;
+    // Incremental syncs, the common case, read the change stream first: most windows
+    // hold no change, and a change is checked against the user's rooms one key each.
     let users: Vec<ruma::OwnedUserId> = match window.since {
-        Some(since) => services
-            .presence
-            .changed(since.position, window.until.position)?
-            .into_iter()
-            .filter(|user| audience.users.contains(user))
-            .collect(),
-        None => audience.users,
+        Some(since) => {
+            let changed = services
+                .presence
+                .changed(since.position, window.until.position)?;
+            if changed.is_empty() {
+                return Ok(out);
+            }
+            let rooms = services.rooms.joined_rooms(window.user())?;
+            let mut shared = Vec::new();
+            for user in changed {
+                if services.rooms.joined_any(&rooms, &user)? {
+                    shared.push(user);
+                }
+            }
+            shared
+        }
+        None => services.rooms.shared_audience(window.user())?.users,
     };
     for user in users {
         if let Some(record) = services.presence.get(&user)? {
