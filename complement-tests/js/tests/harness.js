@@ -1,6 +1,7 @@
 // Starts the real palisade binary on a free port with a fresh database, and makes
 // matrix-js-sdk clients against it.
 import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdtempSync, writeFileSync, rmSync, readFileSync, openSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -23,6 +24,11 @@ async function freePort() {
 }
 
 export async function startServer() {
+  // For checking the tests themselves against another homeserver (say Synapse) that
+  // allows open registration: users then get a random suffix.
+  if (process.env.JS_TEST_HOMESERVER) {
+    return { baseUrl: process.env.JS_TEST_HOMESERVER, suffix: `-${randomUUID().slice(0, 8)}`, async stop() {} };
+  }
   const dir = mkdtempSync(join(tmpdir(), "palisade-js-"));
   const port = await freePort();
   writeFileSync(
@@ -73,9 +79,10 @@ burst = 100000
 }
 
 /** Registers a user through the spec's UIA flow and returns a logged-in client. */
-export async function register(server, username) {
+export async function register(server, name) {
   const anonymous = sdk.createClient({ baseUrl: server.baseUrl });
-  const password = `${username}-correct-horse`;
+  const username = `${name}${server.suffix ?? ""}`;
+  const password = passwordOf(name);
   let session;
   try {
     await anonymous.registerRequest({ username, password });
@@ -95,6 +102,55 @@ export async function register(server, username) {
     userId: response.user_id,
     deviceId: response.device_id,
   });
+}
+
+/** Logs in as an existing user on a new device and returns the client (not started). */
+export async function login(baseUrl, userId, password, deviceName = "palisade test device") {
+  const anonymous = sdk.createClient({ baseUrl });
+  const response = await anonymous.loginRequest({
+    type: "m.login.password",
+    identifier: { type: "m.id.user", user: userId },
+    password,
+    initial_device_display_name: deviceName,
+  });
+  return sdk.createClient({
+    baseUrl,
+    accessToken: response.access_token,
+    userId: response.user_id,
+    deviceId: response.device_id,
+  });
+}
+
+/** The password `register` gives the user it registers as `name`. */
+export function passwordOf(name) {
+  return `${name}-correct-horse`;
+}
+
+/**
+ * Silences the SDK's debug, info and plain logs (the Rust crypto stack's are many) unless
+ * the environment variable JS_TEST_VERBOSE is set; warnings and errors still show.
+ */
+export function quietSdkLogs() {
+  if (!process.env.JS_TEST_VERBOSE) console.log = console.info = console.debug = () => {};
+}
+
+/**
+ * Gives a client the Rust crypto stack (as Element Web has it) with an in-memory store,
+ * then starts its sync loop; waits until the server lists the device's identity keys.
+ */
+export async function startWithCrypto(client, ms = 20000) {
+  await client.initRustCrypto({ useIndexedDB: false });
+  await start(client);
+  const own = await client.getCrypto().getOwnDeviceKeys();
+  await eventually(
+    async () => {
+      const keys = await client.downloadKeysForUsers([client.getUserId()]);
+      const device = keys.device_keys?.[client.getUserId()]?.[client.getDeviceId()];
+      return device?.keys?.[`curve25519:${client.getDeviceId()}`] === own.curve25519;
+    },
+    ms,
+    `the keys of ${client.getUserId()}'s device ${client.getDeviceId()} on the server`,
+  );
 }
 
 /** Starts a client's sync loop and waits until it is live. */
@@ -117,6 +173,35 @@ export async function eventually(check, ms = 10000, what = "condition") {
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/**
+ * Waits until `client` has decrypted the event `eventId` of the room; fails with the
+ * last thing seen (the event missing, not decrypted yet, or why decryption failed).
+ */
+export async function waitForDecrypted(client, roomId, eventId, ms = 20000) {
+  let last = "the event never arrived";
+  try {
+    return await eventually(
+      () => {
+        const event = client.getRoom(roomId)?.findEventById(eventId);
+        if (!event) return null;
+        if (event.isDecryptionFailure()) {
+          last = `decryption failed: ${event.decryptionFailureReason} (${event.getContent().body})`;
+          return null;
+        }
+        if (event.isBeingDecrypted() || event.getType() === "m.room.encrypted") {
+          last = "the event arrived but is not decrypted yet";
+          return null;
+        }
+        return event;
+      },
+      ms,
+      "the decryption",
+    );
+  } catch {
+    throw new Error(`${last} (after ${ms} ms)`);
   }
 }
 
