@@ -85,6 +85,7 @@ async function main() {
     if (!first.getRoom(roomId).hasEncryptionStateEvent()) {
       step = `${first.getUserId()} turning encryption on in ${roomId}`;
       await first.sendStateEvent(roomId, "m.room.encryption", { algorithm: MEGOLM }, "");
+      say(`${first.getUserId()} turned encryption on in ${roomId}`);
     }
   }
 
