@@ -18,10 +18,10 @@ use matrix_sdk::ruma::{OwnedRoomId, RoomOrAliasId, api::client::room::create_roo
 use serde_json::{Value, json};
 
 /// The budget of each step of the driver (signing in, a join, a decryption).
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The budget of one whole run of the driver.
-const RUN_TIMEOUT: Duration = Duration::from_secs(75);
+const RUN_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// One account the driver signs in to with a password, on a fresh device.
 struct Account {
