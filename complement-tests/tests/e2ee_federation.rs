@@ -2,7 +2,8 @@
 //! crypto stack (as Element Web runs them), driven by `js/e2ee/chat.mjs` under Node. Each
 //! run logs a fresh device in on each side; the device keys, one-time key claims and room
 //! keys (as to-device messages) cross between the servers, and the run passes only when
-//! each side decrypted the other's exact message.
+//! each side decrypted the other's exact message. Then each side makes new cross-signing
+//! keys, and the other side's client must see the device signed by them.
 //!
 //! Two instances of this server, then this server and Synapse (from PyPI).
 
@@ -122,6 +123,20 @@ async fn encrypted_chat(
             "{} never reported decrypting {}'s message:\n{stdout}",
             receiver.user_id,
             sender.user_id
+        );
+    }
+    for (owner, viewer) in [(first, second), (second, first)] {
+        let seen = stdout.lines().any(|line| {
+            line.starts_with(&format!(
+                "{} sees {}'s device ",
+                viewer.user_id, owner.user_id
+            )) && line.ends_with(" cross-signed")
+        });
+        ensure!(
+            seen,
+            "{} never reported {}'s device cross-signed:\n{stdout}",
+            viewer.user_id,
+            owner.user_id
         );
     }
     Ok(stdout)

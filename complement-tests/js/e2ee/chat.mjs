@@ -21,10 +21,12 @@
 // account turns encryption on if it is not on yet.
 //
 // Each side then waits until its client lists the other's device, the first sends a
-// message, the second decrypts it, the second replies and the first decrypts that. Every
-// step prints one line to stdout; the last line is "ok" (exit 0) or "FAILED: <what>"
-// (exit 1). The SDK's own logs go to stderr when E2EE_CHAT_VERBOSE is set, and nowhere
-// otherwise (its warnings and errors always go to stderr).
+// message, the second decrypts it, the second replies and the first decrypts that. Then
+// each account with a password makes new cross-signing keys (answering UIA with the
+// password), and the other side must see the signing device signed by them. Every step
+// prints one line to stdout; the last line is "ok" (exit 0) or "FAILED: <what>" (exit 1).
+// The SDK's own logs go to stderr when E2EE_CHAT_VERBOSE is set, and nowhere otherwise
+// (its warnings and errors always go to stderr).
 import { randomUUID } from "node:crypto";
 import { eventually, login, sdk, startWithCrypto, waitForDecrypted } from "../tests/harness.js";
 
@@ -128,6 +130,41 @@ async function main() {
       throw new Error(`${step}: the event was not megolm-encrypted on the wire: ${JSON.stringify(event.getWireContent())}`);
     }
     say(`${receiver.getUserId()} decrypted ${eventId}: ${JSON.stringify(body)}`);
+  }
+
+  // Cross-signing: each side with a password makes new cross-signing keys (UIA answered
+  // with the password when the server asks), and the other side's client must see the
+  // device signed by its owner's new self-signing key.
+  for (const [index, me] of clients.entries()) {
+    const other = clients[1 - index];
+    const password = config.accounts[index].password;
+    if (!password) continue;
+    step = `${me.getUserId()} bootstrapping cross-signing`;
+    await me.getCrypto().bootstrapCrossSigning({
+      setupNewCrossSigning: true,
+      authUploadDeviceSigningKeys: async (makeRequest) => {
+        try {
+          return await makeRequest(null);
+        } catch (error) {
+          if (error.httpStatus !== 401 || !error.data?.session) throw error;
+          return await makeRequest({
+            type: "m.login.password",
+            identifier: { type: "m.id.user", user: me.getUserId() },
+            password,
+            session: error.data.session,
+          });
+        }
+      },
+    });
+    const master = await me.getCrypto().getCrossSigningKeyId();
+    say(`${me.getUserId()} has the cross-signing master key ${master}`);
+    step = `${other.getUserId()} seeing ${me.getUserId()}'s device ${me.getDeviceId()} signed by its owner`;
+    await eventually(
+      async () => (await other.getCrypto().getDeviceVerificationStatus(me.getUserId(), me.getDeviceId()))?.signedByOwner,
+      timeout,
+      step,
+    );
+    say(`${other.getUserId()} sees ${me.getUserId()}'s device ${me.getDeviceId()} cross-signed`);
   }
 }
 

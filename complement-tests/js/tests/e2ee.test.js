@@ -180,6 +180,7 @@ test("a new device of Alice's reaches Bob's device list, receives his messages, 
   await sendAndDecrypt(bob, alice, roomId, "before the second device");
   assert.deepEqual(await bobDevicesOfAlice(), [alice.getDeviceId()]);
 
+  const { next_batch: from } = await raw(server, bob, "GET", "/_matrix/client/v3/sync?timeout=0");
   const laptop = await login(server.baseUrl, aliceId, passwordOf("alice"), "Alice's laptop");
   clients.push(laptop);
   await startWithCrypto(laptop);
@@ -189,6 +190,10 @@ test("a new device of Alice's reaches Bob's device list, receives his messages, 
     PATIENCE,
     "bob to list alice's new device",
   );
+  // /keys/changes names Alice between a sync token from before the login and one after.
+  const { next_batch: to } = await raw(server, bob, "GET", "/_matrix/client/v3/sync?timeout=0");
+  const changes = await raw(server, bob, "GET", `/_matrix/client/v3/keys/changes?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`);
+  assert.ok(changes.changed.includes(aliceId), JSON.stringify(changes));
 
   // Bob's next message is encrypted for both of Alice's devices.
   await eventually(() => laptop.getRoom(roomId)?.getMyMembership() === "join", PATIENCE, "the laptop to see the room");
