@@ -105,7 +105,8 @@ keyspaces! {
     RoomMembersStream => "room_members_stream",
     /// `user_id ‖ device_id` → the device's identity keys as the client signed them.
     DeviceKeys => "device_keys",
-    /// `user_id ‖ device_id ‖ algorithm ‖ key_id` → a one-time key, until claimed.
+    /// `user_id ‖ device_id ‖ algorithm ‖ upload order ‖ key_id` → a one-time key, until
+    /// claimed (oldest upload first).
     OneTimeKeys => "one_time_keys",
     /// `user_id ‖ device_id ‖ algorithm` → JSON `FallbackKey` (key id, key, used).
     FallbackKeys => "fallback_keys",

@@ -16,7 +16,13 @@ pub mod device_lists;
 pub mod query;
 pub mod signatures;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use parking_lot::Mutex;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
@@ -62,6 +68,8 @@ pub struct E2ee {
     stream: Arc<Stream>,
     /// Serialises claims, so a one-time key is never handed out twice.
     claims: Mutex<()>,
+    /// The order of the last one-time key upload.
+    last_upload: AtomicU64,
 }
 
 fn device_key(user: &UserId, device: &DeviceId) -> Key {
@@ -81,6 +89,7 @@ impl E2ee {
             db,
             stream,
             claims: Mutex::new(()),
+            last_upload: AtomicU64::new(0),
         }
     }
 
@@ -117,8 +126,9 @@ impl E2ee {
         batch.put_json(Keyspace::DeviceKeys, device_key(user, device), keys);
     }
 
-    /// Adds one-time keys. A key id already stored with other content is refused, as
-    /// the spec's clients never reuse one; the same key again is accepted (a retry).
+    /// Adds one-time keys, ordered after every key uploaded before. A key id already
+    /// stored with other content is refused, as clients never reuse one; the same key
+    /// again is accepted (a retry).
     pub fn stage_one_time_keys(
         &self,
         batch: &mut Batch,
@@ -126,24 +136,57 @@ impl E2ee {
         device: &DeviceId,
         keys: &[(String, Value)],
     ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut stored: BTreeMap<String, Value> = BTreeMap::new();
+        for (key, value) in self
+            .db
+            .scan_prefix(Keyspace::OneTimeKeys, device_key(user, device).bytes())?
+        {
+            let mut reader = KeyReader::new(&key);
+            reader.str()?;
+            reader.str()?;
+            reader.str()?;
+            reader.u64()?;
+            stored.insert(reader.str()?.to_owned(), decode_json(&value)?);
+        }
+        let sequence = self.upload_sequence();
         for (key_id, key) in keys {
-            let db_key = device_key(user, device)
-                .str(algorithm_of(key_id))
-                .str(key_id);
-            if let Some(existing) = self
-                .db
-                .get_json::<Value>(Keyspace::OneTimeKeys, db_key.bytes())?
-            {
-                if &existing != key {
+            if let Some(existing) = stored.get(key_id) {
+                if existing != key {
                     return Err(Error::invalid_param(format!(
                         "One-time key {key_id} already exists with other content"
                     )));
                 }
                 continue;
             }
-            batch.put_json(Keyspace::OneTimeKeys, db_key, key);
+            batch.put_json(
+                Keyspace::OneTimeKeys,
+                device_key(user, device)
+                    .str(algorithm_of(key_id))
+                    .u64(sequence)
+                    .str(key_id),
+                key,
+            );
         }
         Ok(())
+    }
+
+    /// A number above every earlier upload's, so keys are handed out oldest first:
+    /// microseconds since the epoch, raised past the last one handed out.
+    fn upload_sequence(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+            });
+        let previous = self.last_upload.fetch_max(now, Ordering::SeqCst);
+        if previous >= now {
+            self.last_upload.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            now
+        }
     }
 
     /// How many unclaimed one-time keys a device has, per algorithm.
@@ -230,6 +273,7 @@ impl E2ee {
             reader.str()?;
             reader.str()?;
             reader.str()?;
+            reader.u64()?;
             let key_id = reader.str()?.to_owned();
             let mut batch = self.db.batch();
             batch.delete(Keyspace::OneTimeKeys, key);
@@ -389,5 +433,67 @@ impl E2ee {
             }
         }
         Ok(users)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{device_id, user_id};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn one_time_keys_go_oldest_upload_first_then_the_fallback_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        let e2ee = E2ee::new(db.clone(), Stream::load(&db).unwrap());
+        let (user, device) = (user_id!("@a:x"), device_id!("D"));
+        let upload = |keys: &[(&str, Value)], fallback: &[(&str, Value)]| {
+            let owned = |keys: &[(&str, Value)]| {
+                keys.iter()
+                    .map(|(id, key)| ((*id).to_owned(), key.clone()))
+                    .collect::<Vec<_>>()
+            };
+            let mut batch = db.batch();
+            e2ee.stage_one_time_keys(&mut batch, user, device, &owned(keys))?;
+            e2ee.stage_fallback_keys(&mut batch, user, device, &owned(fallback))?;
+            db.write(batch)?;
+            Ok::<_, Error>(())
+        };
+        upload(&[("signed_curve25519:zz", json!({ "key": "first" }))], &[]).unwrap();
+        upload(
+            &[("signed_curve25519:aa", json!({ "key": "second" }))],
+            &[("signed_curve25519:fb", json!({ "key": "fallback" }))],
+        )
+        .unwrap();
+        assert!(
+            upload(&[("signed_curve25519:aa", json!({ "key": "other" }))], &[]).is_err(),
+            "a key id is never reused with other content"
+        );
+        upload(&[("signed_curve25519:aa", json!({ "key": "second" }))], &[]).unwrap();
+        assert_eq!(
+            e2ee.one_time_key_counts(user, device).unwrap(),
+            BTreeMap::from([("signed_curve25519".to_owned(), 2)])
+        );
+        let claim = || {
+            e2ee.claim(user, device, "signed_curve25519")
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(claim().1["key"], "first");
+        assert_eq!(claim().1["key"], "second");
+        assert_eq!(
+            e2ee.unused_fallback_types(user, device).unwrap(),
+            ["signed_curve25519"]
+        );
+        assert_eq!(claim().1["key"], "fallback");
+        assert_eq!(
+            claim().1["key"],
+            "fallback",
+            "a fallback key is handed out again"
+        );
+        assert!(e2ee.unused_fallback_types(user, device).unwrap().is_empty());
+        assert!(e2ee.claim(user, device, "curve25519").unwrap().is_none());
     }
 }
