@@ -3,7 +3,8 @@
 //! instance of it or on Synapse, sharing a room.
 //!
 //! Bob's device keys, signed by his device, reach Alice's queries intact after his
-//! server's `m.device_list_update` put him in her sync's `device_lists.changed`; his
+//! server's `m.device_list_update` put him in her sync's `device_lists.changed`, and
+//! hers reach him the same way; his
 //! one-time keys are claimed once each, oldest first, then his fallback key; a
 //! to-device message goes both ways; his cross-signing keys arrive through
 //! `m.signing_key_update`; a second device of his appears and, once logged out,
@@ -268,6 +269,32 @@ async fn exchange(alice: Device, bob: Device, other_url: &str, bob_password: &st
             "{field} differs: {shown} against {bob_keys}"
         );
     }
+
+    // And the other way: Alice's keys reach Bob through his server.
+    let bob_start = bob.next_batch().await?;
+    let (alice_keys, _) = alice.upload_keys().await?;
+    bob.sync_until(&bob_start, "Alice in device_lists.changed", |sync| {
+        changed(sync, &alice.user_id)
+    })
+    .await?;
+    let answer = bob.query(&alice.user_id).await?;
+    let shown = &answer["device_keys"][&alice.user_id][&alice.device_id];
+    ensure!(
+        shown["keys"] == alice_keys["keys"] && shown["signatures"] == alice_keys["signatures"],
+        "Bob sees Alice's keys as {shown}"
+    );
+    let answer = bob
+        .ok(
+            "POST",
+            "/_matrix/client/v3/keys/claim",
+            json!({ "one_time_keys": { &alice.user_id: { &alice.device_id: "signed_curve25519" } } }),
+        )
+        .await?;
+    ensure!(
+        answer["one_time_keys"][&alice.user_id][&alice.device_id]["signed_curve25519:AAAAAQ"]
+            .is_object(),
+        "Bob claimed {answer}"
+    );
 
     // One-time keys: each handed out once, oldest first, then the fallback key.
     let mut claimed = Vec::new();
