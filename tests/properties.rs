@@ -108,13 +108,17 @@ proptest! {
     }
 
     #[test]
-    fn sync_tokens_have_one_spelling(position in any::<u64>(), typing in any::<u64>()) {
-        let token = SyncToken { position, typing };
+    fn sync_tokens_have_one_spelling(
+        position in any::<u64>(),
+        typing in any::<u64>(),
+        to_device in proptest::option::of(any::<u64>()),
+    ) {
+        let token = SyncToken { position, typing, to_device };
         prop_assert_eq!(token.to_string().parse::<SyncToken>(), Ok(token));
     }
 
     #[test]
-    fn any_text_parses_to_a_token_only_in_its_own_spelling(text in "\\PC{0,24}|s[+0-9]{0,21}_[+0-9]{0,21}") {
+    fn any_text_parses_to_a_token_only_in_its_own_spelling(text in "\\PC{0,24}|s[+0-9]{0,21}_[+0-9]{0,21}(_[+0-9]{0,21})?") {
         if let Ok(token) = text.parse::<SyncToken>() {
             prop_assert_eq!(token.to_string(), text.clone());
         }

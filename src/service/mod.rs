@@ -1,8 +1,10 @@
 //! The services behind the API. Each owns its keyspaces and gets only what it needs;
-//! they form a DAG: `stream` ← `users`, `account_data`, `receipts`, `typing`, `rooms`;
+//! they form a DAG: `stream` ← `users`, `account_data`, `receipts`, `typing`, `rooms`,
+//! `presence`, `e2ee`, `to_device`;
 //! `sync` reads from all of them and writes nothing.
 
 pub mod account_data;
+pub mod e2ee;
 pub mod federation;
 pub mod filters;
 pub mod presence;
@@ -13,6 +15,7 @@ pub mod receipts;
 pub mod rooms;
 pub mod stream;
 pub mod sync;
+pub mod to_device;
 pub mod typing;
 pub mod uiaa;
 pub mod unread;
@@ -39,6 +42,8 @@ pub struct Services {
     pub filters: filters::Filters,
     pub pushers: pushers::Pushers,
     pub presence: presence::Presence,
+    pub e2ee: e2ee::E2ee,
+    pub to_device: to_device::ToDevice,
     /// Nonces handed out by `/_synapse/admin/v1/register`, with when.
     pub admin_nonces: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub rooms: rooms::Rooms,
@@ -96,6 +101,8 @@ impl Services {
             filters: filters::Filters::new(db.clone()),
             pushers: pushers::Pushers::new(db.clone()),
             presence: presence::Presence::new(db.clone(), stream.clone()),
+            e2ee: e2ee::E2ee::new(db.clone(), stream.clone()),
+            to_device: to_device::ToDevice::new(db.clone(), stream.clone()),
             admin_nonces: Default::default(),
             receipts: receipts::Receipts::new(db.clone(), stream.clone()),
             typing: typing::Typing::new(stream.clone()),

@@ -67,7 +67,7 @@ pub fn now_ms() -> u64 {
     MilliSecondsSinceUnixEpoch::now().get().into()
 }
 
-fn random_string(length: usize) -> String {
+pub fn random_string(length: usize) -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
         .take(length)
@@ -183,7 +183,7 @@ impl Users {
         let mut batch = self.db.batch();
         batch.put_json(Keyspace::Users, user_id.as_bytes(), &record);
         for (device_id, _) in self.devices(user_id)? {
-            self.remove_device_into(&mut batch, user_id, &device_id)?;
+            self.stage_device_removal(&mut batch, user_id, &device_id)?;
         }
         self.db.write(batch)?;
         Ok(())
@@ -387,12 +387,13 @@ impl Users {
     /// Deletes a device and its tokens (logout).
     pub fn remove_device(&self, user_id: &UserId, device_id: &DeviceId) -> Result<()> {
         let mut batch = self.db.batch();
-        self.remove_device_into(&mut batch, user_id, device_id)?;
+        self.stage_device_removal(&mut batch, user_id, device_id)?;
         self.db.write(batch)?;
         Ok(())
     }
 
-    fn remove_device_into(
+    /// Adds the deletion of a device and its tokens to `batch`.
+    pub fn stage_device_removal(
         &self,
         batch: &mut Batch,
         user_id: &UserId,

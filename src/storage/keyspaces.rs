@@ -97,4 +97,35 @@ keyspaces! {
     PresenceStream => "presence_stream",
     /// `origin ‖ txn_id` → empty: transactions already received from other servers.
     FederationTxns => "federation_txns",
+    /// `user_id ‖ room_id` → empty: the rooms each user, of any server, is joined to (the
+    /// reverse of `room_members` for joins).
+    JoinedRooms => "joined_rooms",
+    /// `room_id ‖ position` → user id: the stream of a room's membership changes (who
+    /// joined or left when), for the device-list part of sync.
+    RoomMembersStream => "room_members_stream",
+    /// `user_id ‖ device_id` → the device's identity keys as the client signed them.
+    DeviceKeys => "device_keys",
+    /// `user_id ‖ device_id ‖ algorithm ‖ upload order ‖ key_id` → a one-time key, until
+    /// claimed (oldest upload first).
+    OneTimeKeys => "one_time_keys",
+    /// `user_id ‖ device_id ‖ algorithm` → JSON `FallbackKey` (key id, key, used).
+    FallbackKeys => "fallback_keys",
+    /// `user_id ‖ usage` (`master`, `self_signing`, `user_signing`) → the cross-signing
+    /// key as signed (signatures uploaded later merged in).
+    CrossSigningKeys => "cross_signing_keys",
+    /// `signer ‖ target user` → signatures of the signer's user-signing key on the
+    /// target's master key: shown to the signer only.
+    UserSignatures => "user_signatures",
+    /// `position` → user id: the stream of device-list changes (this server's users and
+    /// other servers' users whose updates arrived).
+    DeviceListStream => "device_list_stream",
+    /// `user_id` → u64: a local user's latest device-list stream id (the `stream_id` of
+    /// `m.device_list_update` and `/user/devices`).
+    DeviceListVersions => "device_list_versions",
+    /// `user_id` → JSON `RemoteDevices`: another server's user's devices and
+    /// cross-signing keys, kept while a room is shared and dropped on an update.
+    RemoteDevices => "remote_devices",
+    /// `user_id ‖ device_id ‖ position` → to-device event JSON, until the device syncs
+    /// past it.
+    ToDevice => "to_device",
 }

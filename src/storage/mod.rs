@@ -15,7 +15,7 @@ use rocksdb::{ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThrea
 pub use self::keyspaces::Keyspace;
 
 /// The schema version this build writes. A database with a newer version is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 type Rocks = DBWithThreadMode<MultiThreaded>;
 
@@ -72,6 +72,14 @@ impl Db {
                 if found > SCHEMA_VERSION {
                     return Err(StorageError::NewerSchema { found });
                 }
+                if found < 2 {
+                    self.index_joined_rooms()?;
+                }
+                if found < SCHEMA_VERSION {
+                    let mut batch = self.batch();
+                    batch.put(Keyspace::Meta, KEY, SCHEMA_VERSION.to_be_bytes());
+                    self.write(batch)?;
+                }
                 Ok(())
             }
             None => {
@@ -80,6 +88,25 @@ impl Db {
                 self.write(batch)
             }
         }
+    }
+
+    /// Version 2: `joined_rooms`, the reverse of `room_members`' joins, built from it.
+    fn index_joined_rooms(&self) -> StorageResult<()> {
+        let mut batch = self.batch();
+        for (key, membership) in self.scan_prefix(Keyspace::RoomMembers, &[])? {
+            if membership != b"join" {
+                continue;
+            }
+            let mut reader = codec::KeyReader::new(&key);
+            let room = reader.str()?;
+            let user = reader.str()?;
+            batch.put(
+                Keyspace::JoinedRooms,
+                codec::Key::new().str(user).str(room),
+                Vec::new(),
+            );
+        }
+        self.write(batch)
     }
 
     fn cf(&self, keyspace: Keyspace) -> std::sync::Arc<rocksdb::BoundColumnFamily<'_>> {
@@ -315,6 +342,40 @@ mod tests {
             Db::open(dir.path()),
             Err(StorageError::NewerSchema { .. })
         ));
+    }
+
+    #[test]
+    fn a_version_1_database_gets_its_joined_rooms_index() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(dir.path()).unwrap();
+            let mut batch = db.batch();
+            batch.put(
+                Keyspace::Meta,
+                b"schema_version".to_vec(),
+                1u64.to_be_bytes(),
+            );
+            for (user, membership) in [("@a:x", "join"), ("@b:y", "invite")] {
+                batch.put(
+                    Keyspace::RoomMembers,
+                    codec::Key::new().str("!r:x").str(user),
+                    membership.as_bytes().to_vec(),
+                );
+            }
+            db.write(batch).unwrap();
+        }
+        let db = Db::open(dir.path()).unwrap();
+        let joined = |user: &str| {
+            db.contains(
+                Keyspace::JoinedRooms,
+                codec::Key::new().str(user).str("!r:x").bytes(),
+            )
+            .unwrap()
+        };
+        assert!(joined("@a:x"));
+        assert!(!joined("@b:y"));
+        let version = db.get(Keyspace::Meta, b"schema_version").unwrap().unwrap();
+        assert_eq!(codec::decode_u64(&version).unwrap(), SCHEMA_VERSION);
     }
 
     #[test]

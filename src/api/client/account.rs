@@ -11,7 +11,7 @@ use super::uia;
 use crate::{
     Result,
     router::{Ruma, RumaRouter},
-    service::Services,
+    service::{Services, federation},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -35,7 +35,7 @@ async fn change_password(
     if request.body.logout_devices {
         for (device_id, _) in services.users.devices(&sender.user_id)? {
             if device_id != sender.device_id {
-                services.users.remove_device(&sender.user_id, &device_id)?;
+                federation::device_lists::remove_device(&services, &sender.user_id, &device_id)?;
             }
         }
     }
@@ -53,6 +53,9 @@ async fn deactivate(
         if matches!(membership.membership.as_str(), "join" | "invite" | "knock") {
             services.rooms.leave(&room_id, &user_id, None).await?;
         }
+    }
+    for (device_id, _) in services.users.devices(&user_id)? {
+        federation::device_lists::remove_device(&services, &user_id, &device_id)?;
     }
     services.users.deactivate(&user_id)?;
     tracing::info!(%user_id, "deactivated");

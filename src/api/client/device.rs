@@ -13,7 +13,11 @@ use super::uia;
 use crate::{
     Error, Result,
     router::{Ruma, RumaRouter},
-    service::{Services, users::DeviceRecord},
+    service::{
+        Services,
+        federation::{self, device_lists::DeviceChange},
+        users::DeviceRecord,
+    },
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -84,7 +88,19 @@ async fn update(
     let user_id = request.user_id()?;
     let device_id = &request.body.device_id;
     match &request.body.display_name {
-        Some(name) => services.users.rename_device(user_id, device_id, name)?,
+        Some(name) => {
+            services.users.rename_device(user_id, device_id, name)?;
+            if services.e2ee.device_keys(user_id, device_id)?.is_some() {
+                let batch = services.db.batch();
+                federation::device_lists::device_changed(
+                    &services,
+                    batch,
+                    user_id,
+                    device_id,
+                    DeviceChange::Renamed,
+                )?;
+            }
+        }
         None if services.users.device(user_id, device_id)?.is_none() => {
             return Err(Error::not_found("No such device"));
         }
@@ -107,9 +123,7 @@ async fn delete(
         return Err(Error::not_found("No such device"));
     }
     uia::require_password(&services, user_id, request.body.auth.as_ref()).await?;
-    services
-        .users
-        .remove_device(user_id, &request.body.device_id)?;
+    federation::device_lists::remove_device(&services, user_id, &request.body.device_id)?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -121,7 +135,7 @@ async fn delete_many(
     let user_id = request.user_id()?;
     uia::require_password(&services, user_id, request.body.auth.as_ref()).await?;
     for device_id in &request.body.devices {
-        services.users.remove_device(user_id, device_id)?;
+        federation::device_lists::remove_device(&services, user_id, device_id)?;
     }
     Ok(delete_devices::v3::Response::new())
 }

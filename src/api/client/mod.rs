@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod device;
 pub mod directory;
 pub mod discovery;
+pub mod encryption;
 pub mod ephemeral;
 pub mod events;
 pub mod filter;
@@ -20,6 +21,7 @@ pub mod session;
 pub mod state;
 pub mod sync;
 pub mod thirdparty;
+pub mod to_device;
 pub mod uia;
 pub mod user_directory;
 
@@ -49,5 +51,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = ephemeral::routes(router);
     let router = presence::routes(router);
     let router = thirdparty::routes(router);
+    let router = encryption::routes(router);
+    let router = to_device::routes(router);
     sync::routes(router)
 }

@@ -17,7 +17,7 @@ use super::uia;
 use crate::{
     Error, Result,
     router::{Ruma, RumaRouter},
-    service::Services,
+    service::{Services, federation},
 };
 
 /// How long a login token from `/login/get_token` is valid.
@@ -117,9 +117,7 @@ async fn logout(
     request: Ruma<logout::v3::Request>,
 ) -> Result<logout::v3::Response> {
     let sender = request.sender()?;
-    services
-        .users
-        .remove_device(&sender.user_id, &sender.device_id)?;
+    federation::device_lists::remove_device(&services, &sender.user_id, &sender.device_id)?;
     Ok(logout::v3::Response::new())
 }
 
@@ -130,7 +128,7 @@ async fn logout_all(
 ) -> Result<logout_all::v3::Response> {
     let user_id = request.user_id()?;
     for (device_id, _) in services.users.devices(user_id)? {
-        services.users.remove_device(user_id, &device_id)?;
+        federation::device_lists::remove_device(&services, user_id, &device_id)?;
     }
     Ok(logout_all::v3::Response::new())
 }

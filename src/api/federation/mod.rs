@@ -7,6 +7,7 @@ mod events;
 mod membership;
 mod query;
 mod transactions;
+mod user_keys;
 mod version;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = membership::routes(router);
     let router = events::routes(router);
     let router = directory::routes(router);
+    let router = user_keys::routes(router);
     query::routes(router)
 }
 

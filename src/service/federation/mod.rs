@@ -9,11 +9,16 @@
 //! - `join.rs`: joining (and leaving) a room through another server.
 //! - `invite.rs`: invites across servers, both ways.
 //! - `presence.rs`: presence EDUs, both ways.
+//! - `device_lists.rs`: device and cross-signing key changes, told to local users and
+//!   to other servers (`m.device_list_update`, `m.signing_key_update`), and theirs.
+//! - `user_keys.rs`: other servers' users' keys, queried and claimed on their servers.
+//! - `to_device.rs`: to-device messages, both ways (`m.direct_to_device`).
 //!
 //! The protocol pieces that need no storage (discovery, the HTTP client, request
 //! signing, TLS) live in the `palisade-federation` crate. This module sits above
 //! `rooms` (it hands checked events to the room DAG), below the API handlers.
 
+pub mod device_lists;
 pub mod invite;
 pub mod join;
 pub mod keys;
@@ -22,3 +27,5 @@ pub mod presence;
 pub mod queue;
 pub mod receive;
 pub mod sender;
+pub mod to_device;
+pub mod user_keys;

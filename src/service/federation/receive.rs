@@ -342,6 +342,13 @@ pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>])
                 }
             }
             Edu::Presence(presence) => super::presence::receive(services, origin, presence),
+            Edu::DeviceListUpdate(update) => {
+                super::device_lists::receive_device_list_update(services, origin, &update);
+            }
+            Edu::SigningKeyUpdate(update) => {
+                super::device_lists::receive_signing_key_update(services, origin, &update);
+            }
+            Edu::DirectToDevice(content) => super::to_device::receive(services, origin, content),
             _ => {}
         }
     }

@@ -267,6 +267,57 @@ impl Rooms {
         Ok(rooms)
     }
 
+    /// The rooms a user of any server is joined to, as far as this server knows.
+    pub fn rooms_joined_by(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
+        let prefix = Key::new().str(user.as_str());
+        let mut rooms = Vec::new();
+        for (key, _) in self.db.scan_prefix(Keyspace::JoinedRooms, prefix.bytes())? {
+            let mut reader = KeyReader::new(&key);
+            reader.str()?;
+            rooms.push(OwnedRoomId::try_from(reader.str()?).map_err(Error::internal)?);
+        }
+        Ok(rooms)
+    }
+
+    /// The local users sharing a joined room with a user of any server (the user
+    /// included if local): who hears of their device changes.
+    pub fn local_audience_of(&self, user: &UserId) -> Result<Vec<OwnedUserId>> {
+        let mut users: Vec<OwnedUserId> = Vec::new();
+        if user.server_name() == self.server_name {
+            users.push(user.to_owned());
+        }
+        for room_id in self.rooms_joined_by(user)? {
+            for member in self.members_with(&room_id, "join")? {
+                if member.server_name() == self.server_name && !users.contains(&member) {
+                    users.push(member);
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Users whose joined-or-not status in a room changed after `since`, up to `until`.
+    pub fn joined_changes(
+        &self,
+        room_id: &RoomId,
+        since: u64,
+        until: u64,
+    ) -> Result<Vec<OwnedUserId>> {
+        let prefix = Key::new().str(room_id.as_str());
+        let mut users: Vec<OwnedUserId> = Vec::new();
+        for (_, value) in
+            self.db
+                .stream_range(Keyspace::RoomMembersStream, &prefix, since, until)?
+        {
+            if let Ok(user) = OwnedUserId::try_from(String::from_utf8_lossy(&value).as_ref())
+                && !users.contains(&user)
+            {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
     /// Users with the given membership in a room ("join", "invite" or "knock").
     pub fn members_with(&self, room_id: &RoomId, membership: &str) -> Result<Vec<OwnedUserId>> {
         self.members_where(room_id, |value| value == membership.as_bytes())

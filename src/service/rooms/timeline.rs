@@ -707,6 +707,29 @@ impl Rooms {
         position: u64,
     ) -> Result<()> {
         let member_key = Key::new().str(room_id.as_str()).str(target.as_str());
+        let was_joined = self
+            .db
+            .get(Keyspace::RoomMembers, member_key.bytes())?
+            .as_deref()
+            == Some(b"join");
+        if was_joined != (membership == "join") {
+            batch.put(
+                Keyspace::RoomMembersStream,
+                Key::new().str(room_id.as_str()).u64(position),
+                target.as_str().as_bytes().to_vec(),
+            );
+            let joined_key = Key::new().str(target.as_str()).str(room_id.as_str());
+            if membership == "join" {
+                batch.put(Keyspace::JoinedRooms, joined_key, Vec::new());
+            } else {
+                batch.delete(Keyspace::JoinedRooms, joined_key);
+            }
+            if target.server_name() != self.server_name {
+                // Another server's user's cached keys are kept fresh by its device-list
+                // updates only while a room is shared: a join may end a gap.
+                batch.delete(Keyspace::RemoteDevices, target.as_bytes().to_vec());
+            }
+        }
         if matches!(membership, "join" | "invite" | "knock") {
             batch.put(
                 Keyspace::RoomMembers,

@@ -24,7 +24,11 @@ use ruma::{
 use serde_json::json;
 
 pub use self::token::SyncToken;
-use crate::{Result, router::Sender, service::Services};
+use crate::{
+    Result,
+    router::Sender,
+    service::{Services, e2ee},
+};
 
 /// What a client asked of one `/sync` call.
 pub struct SyncRequest {
@@ -76,6 +80,13 @@ impl Window<'_> {
 /// Answers a sync, waiting up to the timeout for something new.
 pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) -> Result<Response> {
     let deadline = tokio::time::Instant::now() + request.timeout;
+    if let Some(since) = request.since {
+        services.to_device.acknowledge(
+            &sender.user_id,
+            &sender.device_id,
+            since.to_device_received(),
+        )?;
+    }
     loop {
         let mut wake = services.stream.subscribe(&sender.user_id);
         let until = SyncToken {
@@ -84,6 +95,7 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
                 .frontier()
                 .max(request.since.map_or(0, |s| s.position)),
             typing: services.typing.serial(),
+            to_device: None,
         };
         let window = Window {
             services,
@@ -99,7 +111,9 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
         let response = Box::pin(build(&window)).await?;
         let has_news = !response.rooms.is_empty()
             || !response.account_data.events.is_empty()
-            || !response.presence.events.is_empty();
+            || !response.presence.events.is_empty()
+            || !response.to_device.events.is_empty()
+            || !response.device_lists.is_empty();
         if has_news || request.since.is_none() || request.full_state {
             return Ok(response);
         }
@@ -243,8 +257,48 @@ async fn build(window: &Window<'_>) -> Result<Response> {
         .collect();
     response.account_data = global;
     response.presence = presence(window)?;
-    response.device_one_time_keys_count =
-        BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
-    response.device_unused_fallback_key_types = Some(Vec::new());
+    encryption(window, &mut response)?;
     Ok(response)
+}
+
+/// The end-to-end encryption parts: to-device messages, whose devices changed, and the
+/// device's key counts.
+fn encryption(window: &Window<'_>, response: &mut Response) -> Result<()> {
+    let services = window.services;
+    let user = window.user();
+    let device = &window.sender.device_id;
+    let (events, cut) = services
+        .to_device
+        .pending(user, device, window.until.position)?;
+    response.to_device.events = events.into_iter().map(crate::json::raw).collect();
+    if cut.is_some() {
+        response.next_batch = SyncToken {
+            to_device: cut,
+            ..window.until
+        }
+        .to_string();
+    }
+    if let Some(since) = window.since {
+        let delta =
+            e2ee::device_lists::delta(services, user, since.position, window.until.position)?;
+        response.device_lists.changed = delta.changed;
+        response.device_lists.left = delta.left;
+    }
+    let mut counts = BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
+    for (algorithm, count) in services.e2ee.one_time_key_counts(user, device)? {
+        counts.insert(
+            OneTimeKeyAlgorithm::from(algorithm.as_str()),
+            UInt::try_from(count).unwrap_or(UInt::MAX),
+        );
+    }
+    response.device_one_time_keys_count = counts;
+    response.device_unused_fallback_key_types = Some(
+        services
+            .e2ee
+            .unused_fallback_types(user, device)?
+            .iter()
+            .map(|algorithm| OneTimeKeyAlgorithm::from(algorithm.as_str()))
+            .collect(),
+    );
+    Ok(())
 }

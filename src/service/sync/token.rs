@@ -1,4 +1,5 @@
-//! Sync tokens: `s{stream position}_{typing serial}`.
+//! Sync tokens: `s{stream position}_{typing serial}`, with `_{to-device position}` when a
+//! sync handed out only part of a device's to-device messages up to the position.
 
 use std::{fmt, str::FromStr};
 
@@ -7,11 +8,24 @@ use std::{fmt, str::FromStr};
 pub struct SyncToken {
     pub position: u64,
     pub typing: u64,
+    /// The last to-device message handed out, when the inbox held more up to `position`.
+    pub to_device: Option<u64>,
+}
+
+impl SyncToken {
+    /// The to-device messages up to here were received.
+    pub fn to_device_received(&self) -> u64 {
+        self.to_device.unwrap_or(self.position).min(self.position)
+    }
 }
 
 impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s{}_{}", self.position, self.typing)
+        write!(f, "s{}_{}", self.position, self.typing)?;
+        match self.to_device {
+            Some(to_device) => write!(f, "_{to_device}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -20,10 +34,20 @@ impl FromStr for SyncToken {
 
     fn from_str(text: &str) -> Result<Self, ()> {
         let rest = text.strip_prefix('s').ok_or(())?;
-        let (position, typing) = rest.split_once('_').ok_or(())?;
+        let mut parts = rest.split('_');
+        let position = decimal(parts.next().ok_or(())?).ok_or(())?;
+        let typing = decimal(parts.next().ok_or(())?).ok_or(())?;
+        let to_device = match parts.next() {
+            Some(part) => Some(decimal(part).ok_or(())?),
+            None => None,
+        };
+        if parts.next().is_some() {
+            return Err(());
+        }
         Ok(Self {
-            position: decimal(position).ok_or(())?,
-            typing: decimal(typing).ok_or(())?,
+            position,
+            typing,
+            to_device,
         })
     }
 }
@@ -46,9 +70,17 @@ mod tests {
         let token = SyncToken {
             position: 1234,
             typing: 7,
+            to_device: None,
         };
         assert_eq!(token.to_string(), "s1234_7");
         assert_eq!("s1234_7".parse::<SyncToken>(), Ok(token));
+        let partial = SyncToken {
+            to_device: Some(1200),
+            ..token
+        };
+        assert_eq!(partial.to_string(), "s1234_7_1200");
+        assert_eq!("s1234_7_1200".parse::<SyncToken>(), Ok(partial));
+        assert_eq!(partial.to_device_received(), 1200);
         assert!("1234".parse::<SyncToken>().is_err());
         assert!("s12_x".parse::<SyncToken>().is_err());
         for odd in [
@@ -58,6 +90,8 @@ mod tests {
             "s_1",
             "s1_-0",
             "s18446744073709551616_0",
+            "s1_0_",
+            "s1_0_1_2",
         ] {
             assert!(odd.parse::<SyncToken>().is_err(), "{odd}");
         }

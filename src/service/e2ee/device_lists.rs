@@ -1,0 +1,74 @@
+//! Whose devices a user must fetch again: the `device_lists` of sync and
+//! `/keys/changes`.
+//!
+//! Between two stream positions a user's client must hear of
+//! - every user sharing a room with them whose devices or cross-signing keys changed
+//!   (the user included: their own other devices);
+//! - everyone in a room they joined, and everyone who joined one of their rooms (new
+//!   people to encrypt for);
+//! - in `left`, the users they no longer share any room with (no longer encrypted for).
+
+use std::collections::BTreeSet;
+
+use ruma::{OwnedUserId, UserId};
+
+use crate::{Result, service::Services};
+
+#[derive(Debug, Default)]
+pub struct DeviceListDelta {
+    pub changed: Vec<OwnedUserId>,
+    pub left: Vec<OwnedUserId>,
+}
+
+impl DeviceListDelta {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.left.is_empty()
+    }
+}
+
+/// The device-list changes `user` must hear of in `(since, until]`.
+pub fn delta(
+    services: &Services,
+    user: &UserId,
+    since: u64,
+    until: u64,
+) -> Result<DeviceListDelta> {
+    let rooms = &services.rooms;
+    let joined = rooms.joined_rooms(user)?;
+    let mut changed = BTreeSet::new();
+    let mut gone = BTreeSet::new();
+
+    for other in services.e2ee.device_list_changes(since, until)? {
+        if other == user || rooms.joined_any(&joined, &other)? {
+            changed.insert(other);
+        }
+    }
+    let own_changes = rooms.membership_changes(user, since, until)?;
+    for room_id in &own_changes {
+        let members = rooms.members_with(room_id, "join")?;
+        if joined.contains(room_id) {
+            changed.extend(members);
+        } else {
+            gone.extend(members);
+        }
+    }
+    for room_id in joined.iter().filter(|room| !own_changes.contains(room)) {
+        for other in rooms.joined_changes(room_id, since, until)? {
+            if rooms.joined_any(std::slice::from_ref(room_id), &other)? {
+                changed.insert(other);
+            } else {
+                gone.insert(other);
+            }
+        }
+    }
+    let mut left = Vec::new();
+    for other in gone {
+        if other != user && !changed.contains(&other) && !rooms.joined_any(&joined, &other)? {
+            left.push(other);
+        }
+    }
+    Ok(DeviceListDelta {
+        changed: changed.into_iter().collect(),
+        left,
+    })
+}

@@ -1,0 +1,65 @@
+//! What `/keys/query` (client and federation) and `/user/devices` answer about this
+//! server's users.
+
+use std::collections::BTreeMap;
+
+use ruma::{OwnedDeviceId, UserId};
+use serde_json::{Value, json};
+
+use super::{MASTER, SELF_SIGNING, USER_SIGNING, signatures};
+use crate::{Result, service::Services};
+
+/// A local user's published keys.
+#[derive(Debug, Default)]
+pub struct UserKeys {
+    pub devices: BTreeMap<OwnedDeviceId, Value>,
+    pub master_key: Option<Value>,
+    pub self_signing_key: Option<Value>,
+    /// Only for the user themselves.
+    pub user_signing_key: Option<Value>,
+}
+
+/// A local user's device keys (the devices asked for, or all when none is), each with
+/// its display name in `unsigned`, and their cross-signing keys. `requester` is the
+/// local user asking, if any: their own user-signing key is shown to them, and their
+/// user-signing signatures on this user's master key.
+pub fn local_keys(
+    services: &Services,
+    user: &UserId,
+    devices: &[OwnedDeviceId],
+    requester: Option<&UserId>,
+) -> Result<UserKeys> {
+    let names: BTreeMap<OwnedDeviceId, Option<String>> = services
+        .users
+        .devices(user)?
+        .into_iter()
+        .map(|(id, record)| (id, record.display_name))
+        .collect();
+    let mut out = UserKeys::default();
+    for (device_id, mut keys) in services.e2ee.all_device_keys(user)? {
+        if !devices.is_empty() && !devices.contains(&device_id) {
+            continue;
+        }
+        if let Some(Some(name)) = names.get(&device_id)
+            && let Some(object) = keys.as_object_mut()
+        {
+            object.insert(
+                "unsigned".to_owned(),
+                json!({ "device_display_name": name }),
+            );
+        }
+        out.devices.insert(device_id, keys);
+    }
+    out.master_key = services.e2ee.cross_signing_key(user, MASTER)?;
+    if let (Some(master), Some(requester)) = (&mut out.master_key, requester)
+        && requester != user
+        && let Some(theirs) = services.e2ee.user_signatures(requester, user)?
+    {
+        signatures::merge(master, &theirs);
+    }
+    out.self_signing_key = services.e2ee.cross_signing_key(user, SELF_SIGNING)?;
+    if requester == Some(user) {
+        out.user_signing_key = services.e2ee.cross_signing_key(user, USER_SIGNING)?;
+    }
+    Ok(out)
+}
