@@ -2,8 +2,12 @@
 //! crypto stack (as Element Web runs them), driven by `js/e2ee/chat.mjs` under Node. Each
 //! run logs a fresh device in on each side; the device keys, one-time key claims and room
 //! keys (as to-device messages) cross between the servers, and the run passes only when
-//! each side decrypted the other's exact message. Then each side makes new cross-signing
-//! keys, and the other side's client must see the device signed by them.
+//! each side decrypted the other's exact message. Then each side signs in a second device,
+//! which the other side's client must learn of through a device list update (the
+//! `m.device_list_update` EDU between the servers) and encrypt its next message for; a
+//! to-device message to all of the user's devices (`*`) must reach both; once the second
+//! device signs out the other side's client must drop it. Last, each side makes new
+//! cross-signing keys, which the other side's client must see its device signed by.
 //!
 //! Two instances of this server, then this server and Synapse (from PyPI).
 
@@ -126,6 +130,33 @@ async fn encrypted_chat(
         );
     }
     for (owner, viewer) in [(first, second), (second, first)] {
+        let listed = stdout.lines().any(|line| {
+            line.starts_with(&format!(
+                "{} sees {}'s new device ",
+                viewer.user_id, owner.user_id
+            ))
+        });
+        let on_both = stdout.lines().any(|line| {
+            line.starts_with(&format!("{} decrypted ", owner.user_id))
+                && line.contains(" on devices ")
+        });
+        let pinged = stdout.lines().any(|line| {
+            line.starts_with(&format!("{}'s devices ", owner.user_id))
+                && line.ends_with(" received the to-device message")
+        });
+        let dropped = stdout.lines().any(|line| {
+            line.starts_with(&format!(
+                "{} no longer lists {}'s signed-out device ",
+                viewer.user_id, owner.user_id
+            ))
+        });
+        ensure!(
+            listed && on_both && pinged && dropped,
+            "{}'s second device was not listed by {}, did not decrypt, missed the to-device \
+             message or was not dropped after signing out:\n{stdout}",
+            owner.user_id,
+            viewer.user_id
+        );
         let seen = stdout.lines().any(|line| {
             line.starts_with(&format!(
                 "{} sees {}'s device ",

@@ -22,15 +22,20 @@
 //
 // Each side then waits until its client lists the other's device, the first sends a
 // message, the second decrypts it, the second replies and the first decrypts that. Then
-// each account with a password makes new cross-signing keys (answering UIA with the
-// password), and the other side must see the signing device signed by them. Every step
-// prints one line to stdout; the last line is "ok" (exit 0) or "FAILED: <what>" (exit 1).
-// The SDK's own logs go to stderr when E2EE_CHAT_VERBOSE is set, and nowhere otherwise
-// (its warnings and errors always go to stderr).
+// each account with a password signs in a second device, which the other side's client
+// must list; the other side's next message must decrypt on both devices, and its
+// to-device message to "*" reach both; when the second device signs out, the other
+// side's client must drop it. Last, each account with a password makes new
+// cross-signing keys (answering UIA with the password), and the other side must see the
+// signing device signed by them. Every step prints one line to stdout; the last line is
+// "ok" (exit 0) or "FAILED: <what>" (exit 1). The SDK's own logs go to stderr when
+// E2EE_CHAT_VERBOSE is set, and nowhere otherwise (its warnings and errors always go to
+// stderr).
 import { randomUUID } from "node:crypto";
 import { eventually, login, sdk, startWithCrypto, waitForDecrypted } from "../tests/harness.js";
 
 const MEGOLM = "m.megolm.v1.aes-sha2";
+const PING = "org.example.e2ee_chat.ping";
 
 if (process.env.E2EE_CHAT_VERBOSE) {
   console.log = console.info = console.debug = (...args) => console.error(...args);
@@ -44,6 +49,7 @@ function say(line) {
 
 let step = "reading the configuration";
 const clients = [];
+const extraDevices = [];
 
 async function main() {
   const config = JSON.parse(process.argv[2] ?? process.env.E2EE_CHAT ?? "");
@@ -132,11 +138,71 @@ async function main() {
     say(`${receiver.getUserId()} decrypted ${eventId}: ${JSON.stringify(body)}`);
   }
 
+  // A second device of each side with a password, signed in while the other side's
+  // client already tracks its user: that client must learn of it through a device list
+  // change, and its next message must reach both devices, as must a to-device message
+  // to all of them; once the second device signs out, the other side drops it.
+  for (const [index, me] of [first, second].entries()) {
+    const other = [first, second][1 - index];
+    const account = config.accounts[index];
+    if (!account.password) continue;
+    step = `${me.getUserId()} signing in a second device`;
+    const extra = await login(account.base_url, account.user_id, account.password, "e2ee chat driver, second device");
+    extraDevices.push(extra);
+    await startWithCrypto(extra, timeout);
+    step = `${other.getUserId()}'s client listing ${me.getUserId()}'s new device ${extra.getDeviceId()}`;
+    await eventually(
+      async () => (await other.getCrypto().getUserDeviceInfo([me.getUserId()])).get(me.getUserId())?.has(extra.getDeviceId()),
+      timeout,
+      step,
+    );
+    say(`${other.getUserId()} sees ${me.getUserId()}'s new device ${extra.getDeviceId()}`);
+    step = `${me.getUserId()}'s second device seeing ${roomId}`;
+    await eventually(() => extra.getRoom(roomId)?.getMyMembership() === "join", timeout, step);
+    const text = `to every device of ${me.getUserId()}, ${nonce}`;
+    step = `${other.getUserId()} sending an encrypted message to both of ${me.getUserId()}'s devices`;
+    const { event_id: eventId } = await other.sendTextMessage(roomId, text);
+    for (const device of [me, extra]) {
+      step = `${me.getUserId()}'s device ${device.getDeviceId()} decrypting ${eventId}`;
+      const body = (await waitForDecrypted(device, roomId, eventId, timeout)).getContent().body;
+      if (body !== text) throw new Error(`decrypted ${JSON.stringify(body)}, sent ${JSON.stringify(text)}`);
+    }
+    say(`${me.getUserId()} decrypted ${eventId} on devices ${me.getDeviceId()} and ${extra.getDeviceId()}`);
+
+    // A plain to-device message for every device of the user ("*"), which the user's
+    // server expands.
+    const pings = [];
+    for (const device of [me, extra]) {
+      device.on(sdk.ClientEvent.ToDeviceEvent, (event) => {
+        if (event.getType() === PING && event.getContent().nonce === nonce) pings.push(device.getDeviceId());
+      });
+    }
+    step = `${other.getUserId()} sending a to-device message to every device of ${me.getUserId()}`;
+    await other.sendToDevice(PING, new Map([[me.getUserId(), new Map([["*", { nonce }]])]]));
+    step = `both of ${me.getUserId()}'s devices receiving the to-device message`;
+    await eventually(() => pings.length >= 2, timeout, step);
+    if (pings.sort().join() !== [me.getDeviceId(), extra.getDeviceId()].sort().join()) {
+      throw new Error(`received by ${JSON.stringify(pings)}`);
+    }
+    say(`${me.getUserId()}'s devices ${me.getDeviceId()} and ${extra.getDeviceId()} received the to-device message`);
+
+    // The second device signs out; the other side's client must stop listing it.
+    step = `${other.getUserId()}'s client dropping ${me.getUserId()}'s signed-out device ${extra.getDeviceId()}`;
+    extra.stopClient();
+    await extra.logout(true);
+    await eventually(
+      async () => !(await other.getCrypto().getUserDeviceInfo([me.getUserId()])).get(me.getUserId())?.has(extra.getDeviceId()),
+      timeout,
+      step,
+    );
+    say(`${other.getUserId()} no longer lists ${me.getUserId()}'s signed-out device ${extra.getDeviceId()}`);
+  }
+
   // Cross-signing: each side with a password makes new cross-signing keys (UIA answered
   // with the password when the server asks), and the other side's client must see the
   // device signed by its owner's new self-signing key.
-  for (const [index, me] of clients.entries()) {
-    const other = clients[1 - index];
+  for (const [index, me] of [first, second].entries()) {
+    const other = [first, second][1 - index];
     const password = config.accounts[index].password;
     if (!password) continue;
     step = `${me.getUserId()} bootstrapping cross-signing`;
@@ -174,7 +240,7 @@ try {
 } catch (error) {
   failure = error;
 }
-for (const client of clients) client.stopClient();
+for (const client of [...clients, ...extraDevices]) client.stopClient();
 if (failure) {
   say(`FAILED: ${step}: ${failure.message ?? failure}`);
   process.exit(1);
