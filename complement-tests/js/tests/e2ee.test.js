@@ -171,7 +171,7 @@ test("cross-signing: the first upload needs no UIA, a reset needs the password, 
   assert.ok(again.device_keys[aliceId][aliceDevice].signatures[aliceId][selfSigning], "the device is not signed by the new self-signing key");
 });
 
-test("a new device of Alice's reaches Bob's device list, receives his messages, and leaves it on logout", { timeout: 60000 }, async (t) => {
+test("a new device of Alice's reaches Bob's device list and /keys/changes, receives his messages, and leaves the list on logout", { timeout: 60000 }, async (t) => {
   const { server, alice, bob, roomId, clients } = await encryptedPair(t);
   const aliceId = alice.getUserId();
   const bobDevicesOfAlice = async () => [...((await bob.getCrypto().getUserDeviceInfo([aliceId])).get(aliceId)?.keys() ?? [])].sort();
@@ -211,20 +211,40 @@ test("a new device of Alice's reaches Bob's device list, receives his messages, 
     PATIENCE,
     "bob to drop alice's logged-out device",
   );
+});
 
-  // Once Bob leaves their only shared room, Alice's sync lists him in device_lists.left.
-  const before = await raw(server, alice, "GET", "/_matrix/client/v3/sync?timeout=0");
+test("device_lists in sync: a user who newly shares an encrypted room is changed, one who shares none any more has left", { timeout: 60000 }, async (t) => {
+  const { server, alice, bob, roomId, clients } = await encryptedPair(t);
+  const carol = await register(server, "carol");
+  clients.push(carol);
+  await startWithCrypto(carol);
+
+  /** Alice's raw syncs from `since` until `found` accepts one's device_lists. */
+  const aliceSyncsUntil = async (since, found, what) =>
+    eventually(
+      async () => {
+        const sync = await raw(server, alice, "GET", `/_matrix/client/v3/sync?timeout=1000&since=${encodeURIComponent(since)}`);
+        since = sync.next_batch;
+        return found(sync.device_lists ?? {});
+      },
+      PATIENCE,
+      what,
+    );
+
+  const { next_batch: beforeJoin } = await raw(server, alice, "GET", "/_matrix/client/v3/sync?timeout=0");
+  await alice.invite(roomId, carol.getUserId());
+  await eventually(() => carol.getRoom(roomId)?.getMyMembership() === "invite", PATIENCE, "carol's invite");
+  await carol.joinRoom(roomId);
+  await aliceSyncsUntil(beforeJoin, (lists) => lists.changed?.includes(carol.getUserId()), "carol in alice's device_lists.changed");
+
+  // Carol's client, new in the room, decrypts what Alice sends now.
+  await eventually(async () => carol.getCrypto().isEncryptionEnabledInRoom(roomId), PATIENCE, "carol to see the room encrypted");
+  await sendAndDecrypt(alice, carol, roomId, "welcome, Carol");
+
+  const beforeLeave = (await raw(server, alice, "GET", "/_matrix/client/v3/sync?timeout=0")).next_batch;
   await bob.leave(roomId);
-  let since = before.next_batch;
-  await eventually(
-    async () => {
-      const sync = await raw(server, alice, "GET", `/_matrix/client/v3/sync?timeout=1000&since=${encodeURIComponent(since)}`);
-      since = sync.next_batch;
-      return sync.device_lists?.left?.includes(bob.getUserId());
-    },
-    PATIENCE,
-    "bob in alice's device_lists.left",
-  );
+  await aliceSyncsUntil(beforeLeave, (lists) => lists.left?.includes(bob.getUserId()), "bob in alice's device_lists.left");
+  await sendAndDecrypt(alice, carol, roomId, "Bob has gone");
 });
 
 test("to-device messages: plain ones arrive once each in order, and Olm-encrypted ones decrypt", { timeout: 60000 }, async (t) => {
