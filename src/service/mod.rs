@@ -7,6 +7,7 @@ pub mod account_data;
 pub mod e2ee;
 pub mod federation;
 pub mod filters;
+pub mod key_backup;
 pub mod presence;
 pub mod push_rules;
 pub mod pushers;
@@ -44,6 +45,7 @@ pub struct Services {
     pub presence: presence::Presence,
     pub e2ee: e2ee::E2ee,
     pub to_device: to_device::ToDevice,
+    pub key_backup: key_backup::KeyBackup,
     /// Nonces handed out by `/_synapse/admin/v1/register`, with when.
     pub admin_nonces: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub rooms: rooms::Rooms,
@@ -103,6 +105,7 @@ impl Services {
             presence: presence::Presence::new(db.clone(), stream.clone()),
             e2ee: e2ee::E2ee::new(db.clone(), stream.clone()),
             to_device: to_device::ToDevice::new(db.clone(), stream.clone()),
+            key_backup: key_backup::KeyBackup::new(db.clone()),
             admin_nonces: Default::default(),
             receipts: receipts::Receipts::new(db.clone(), stream.clone()),
             typing: typing::Typing::new(stream.clone()),

@@ -125,6 +125,11 @@ keyspaces! {
     /// `user_id` → JSON `RemoteDevices`: another server's user's devices and
     /// cross-signing keys, kept while a room is shared and dropped on an update.
     RemoteDevices => "remote_devices",
+    /// `user_id ‖ version` → JSON `BackupVersion` (algorithm, auth data, count, etag;
+    /// deleted versions stay as tombstones).
+    BackupVersions => "backup_versions",
+    /// `user_id ‖ version ‖ room_id ‖ session_id` → the backed-up session key data.
+    BackupKeys => "backup_keys",
     /// `user_id ‖ device_id ‖ position` → to-device event JSON, until the device syncs
     /// past it.
     ToDevice => "to_device",

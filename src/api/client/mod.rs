@@ -9,6 +9,7 @@ pub mod encryption;
 pub mod ephemeral;
 pub mod events;
 pub mod filter;
+pub mod key_backup;
 pub mod members;
 pub mod membership;
 pub mod message;
@@ -53,5 +54,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = thirdparty::routes(router);
     let router = encryption::routes(router);
     let router = to_device::routes(router);
+    let router = key_backup::routes(router);
     sync::routes(router)
 }
