@@ -242,7 +242,8 @@ try {
 }
 for (const client of [...clients, ...extraDevices]) client.stopClient();
 if (failure) {
-  say(`FAILED: ${step}: ${failure.message ?? failure}`);
+  const message = String(failure.message ?? failure);
+  say(message.includes(step) ? `FAILED: ${message}` : `FAILED: ${step}: ${message}`);
   process.exit(1);
 }
 say("ok");
