@@ -45,11 +45,13 @@ pub fn delta(
     }
     let own_changes = rooms.membership_changes(user, since, until)?;
     for room_id in &own_changes {
-        let members = rooms.members_with(room_id, "join")?;
         if joined.contains(room_id) {
-            changed.extend(members);
-        } else {
-            gone.extend(members);
+            changed.extend(rooms.members_with(room_id, "join")?);
+        } else if rooms
+            .membership(room_id, user)?
+            .is_some_and(|m| matches!(m.membership.as_str(), "leave" | "ban"))
+        {
+            gone.extend(rooms.members_with(room_id, "join")?);
         }
     }
     for room_id in joined.iter().filter(|room| !own_changes.contains(room)) {

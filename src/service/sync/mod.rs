@@ -81,10 +81,11 @@ impl Window<'_> {
 pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) -> Result<Response> {
     let deadline = tokio::time::Instant::now() + request.timeout;
     if let Some(since) = request.since {
+        // A token from beyond the frontier acknowledges nothing it could not have shown.
         services.to_device.acknowledge(
             &sender.user_id,
             &sender.device_id,
-            since.to_device_received(),
+            since.to_device_received().min(services.stream.frontier()),
         )?;
     }
     loop {
