@@ -63,6 +63,17 @@ pub struct RemoteDevices {
     pub self_signing_key: Option<Value>,
 }
 
+/// What a device-list stream entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeOf {
+    /// A local user's devices (the `m.device_list_update` stream ids count these only).
+    LocalDevices,
+    /// A local user's cross-signing keys or signatures.
+    LocalSigningKeys,
+    /// Another server's user's devices or keys.
+    Remote,
+}
+
 pub struct E2ee {
     db: Arc<Db>,
     stream: Arc<Stream>,
@@ -381,13 +392,13 @@ impl E2ee {
     }
 
     /// A position on the stream for a change of `user`'s devices or keys, recorded in
-    /// `batch`. For a local user it becomes their device-list stream id (returned with
-    /// the previous one); another server's user's cached keys are dropped.
+    /// `batch`. A local user's device change becomes their device-list stream id
+    /// (returned with the previous one); another server's user's cached keys are dropped.
     pub fn stage_change(
         &self,
         batch: &mut Batch,
         user: &UserId,
-        local: bool,
+        change: ChangeOf,
     ) -> Result<(Permit, Option<u64>)> {
         let permit = self.stream.next();
         permit.persist_in(batch);
@@ -396,17 +407,21 @@ impl E2ee {
             Key::new().u64(permit.position()),
             user.as_str().as_bytes().to_vec(),
         );
-        let previous = if local {
-            let previous = self.device_list_version(user)?;
-            batch.put(
-                Keyspace::DeviceListVersions,
-                user.as_bytes().to_vec(),
-                permit.position().to_be_bytes().to_vec(),
-            );
-            previous
-        } else {
-            batch.delete(Keyspace::RemoteDevices, user.as_bytes().to_vec());
-            None
+        let previous = match change {
+            ChangeOf::LocalDevices => {
+                let previous = self.device_list_version(user)?;
+                batch.put(
+                    Keyspace::DeviceListVersions,
+                    user.as_bytes().to_vec(),
+                    permit.position().to_be_bytes().to_vec(),
+                );
+                previous
+            }
+            ChangeOf::LocalSigningKeys => None,
+            ChangeOf::Remote => {
+                batch.delete(Keyspace::RemoteDevices, user.as_bytes().to_vec());
+                None
+            }
         };
         Ok((permit, previous))
     }

@@ -14,7 +14,11 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::queue::Outgoing;
-use crate::{Result, service::Services, storage::Batch};
+use crate::{
+    Result,
+    service::{Services, e2ee::ChangeOf},
+    storage::Batch,
+};
 
 /// What changed about one device of a local user.
 pub enum DeviceChange<'a> {
@@ -34,7 +38,10 @@ pub fn device_changed(
     device: &DeviceId,
     change: DeviceChange<'_>,
 ) -> Result<()> {
-    let (permit, previous) = services.e2ee.stage_change(&mut batch, user, true)?;
+    let (permit, previous) =
+        services
+            .e2ee
+            .stage_change(&mut batch, user, ChangeOf::LocalDevices)?;
     let audience = services.rooms.shared_audience(user)?;
     if !audience.servers.is_empty() {
         let keys = match change {
@@ -101,7 +108,9 @@ pub fn signing_keys_changed(
     master_key: Option<&Value>,
     self_signing_key: Option<&Value>,
 ) -> Result<()> {
-    let (permit, _) = services.e2ee.stage_change(&mut batch, user, true)?;
+    let (permit, _) = services
+        .e2ee
+        .stage_change(&mut batch, user, ChangeOf::LocalSigningKeys)?;
     let audience = services.rooms.shared_audience(user)?;
     if !audience.servers.is_empty() && (master_key.is_some() || self_signing_key.is_some()) {
         let mut content = json!({ "user_id": user });
@@ -182,7 +191,9 @@ fn remote_changed(services: &Services, origin: &ServerName, user: &UserId) {
             return services.e2ee.forget_remote_devices(user);
         }
         let mut batch = services.db.batch();
-        let (permit, _) = services.e2ee.stage_change(&mut batch, user, false)?;
+        let (permit, _) = services
+            .e2ee
+            .stage_change(&mut batch, user, ChangeOf::Remote)?;
         services.db.write(batch)?;
         drop(permit);
         services
