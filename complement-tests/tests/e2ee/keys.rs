@@ -192,6 +192,34 @@ fn sign(entity: &str, key: &Ed25519KeyPair, object: &mut Value) -> Result<()> {
     Ok(())
 }
 
+/// Sends `{"hello": hello}` from `from` to `to`'s `device` (or `*`) and waits until
+/// `to` syncs it; returns the event as delivered.
+async fn to_device(
+    from: &Device,
+    to: &Device,
+    device: &str,
+    txn: &str,
+    hello: &str,
+) -> Result<Value> {
+    let since = to.next_batch().await?;
+    from.ok(
+        "PUT",
+        &format!("/_matrix/client/v3/sendToDevice/m.palisade.test/{txn}"),
+        json!({ "messages": { &to.user_id: { device: { "hello": hello } } } }),
+    )
+    .await?;
+    let sync = to
+        .sync_until(&since, "a to-device message", |sync| {
+            sync["to_device"]["events"]
+                .as_array()
+                .is_some_and(|events| !events.is_empty())
+        })
+        .await?;
+    let event = sync["to_device"]["events"][0].clone();
+    ensure!(event["content"]["hello"] == hello, "delivered {event}");
+    Ok(event)
+}
+
 fn changed(sync: &Value, user: &str) -> bool {
     sync["device_lists"]["changed"]
         .as_array()
@@ -322,47 +350,13 @@ async fn exchange(alice: Device, bob: Device, other_url: &str, bob_password: &st
     );
 
     // To-device, both ways.
-    let bob_start = bob.next_batch().await?;
-    alice
-        .ok(
-            "PUT",
-            "/_matrix/client/v3/sendToDevice/m.palisade.test/t1",
-            json!({ "messages": { &bob_id: { &bob.device_id: { "hello": "bob" } } } }),
-        )
-        .await?;
-    let sync = bob
-        .sync_until(&bob_start, "Alice's to-device message", |sync| {
-            sync["to_device"]["events"]
-                .as_array()
-                .is_some_and(|events| !events.is_empty())
-        })
-        .await?;
-    let event = &sync["to_device"]["events"][0];
+    let event = to_device(&alice, &bob, &bob.device_id, "t1", "bob").await?;
     ensure!(
-        event["sender"] == alice.user_id
-            && event["type"] == "m.palisade.test"
-            && event["content"]["hello"] == "bob",
+        event["sender"] == alice.user_id && event["type"] == "m.palisade.test",
         "Bob got {event}"
     );
-    let alice_next = alice.next_batch().await?;
-    bob.ok(
-        "PUT",
-        "/_matrix/client/v3/sendToDevice/m.palisade.test/t2",
-        json!({ "messages": { &alice.user_id: { "*": { "hello": "alice" } } } }),
-    )
-    .await?;
-    let sync = alice
-        .sync_until(&alice_next, "Bob's to-device message", |sync| {
-            sync["to_device"]["events"]
-                .as_array()
-                .is_some_and(|events| !events.is_empty())
-        })
-        .await?;
-    let event = &sync["to_device"]["events"][0];
-    ensure!(
-        event["sender"] == bob_id && event["content"]["hello"] == "alice",
-        "Alice got {event}"
-    );
+    let event = to_device(&bob, &alice, "*", "t2", "alice").await?;
+    ensure!(event["sender"] == bob_id, "Alice got {event}");
 
     // Cross-signing keys: a master key and a self-signing key signed by it.
     let before_cross_signing = alice.next_batch().await?;

@@ -183,13 +183,9 @@ async fn claim(services: Arc<Services>, request: Ruma<claim_keys::v3::Request>) 
             remote.insert(user.clone(), devices.clone());
             continue;
         }
-        for (device, algorithm) in devices {
-            if let Some((key_id, key)) = services.e2ee.claim(user, device, algorithm.as_str())? {
-                one_time_keys
-                    .entry(user.to_string())
-                    .or_default()
-                    .insert(device.to_string(), BTreeMap::from([(key_id, key)]));
-            }
+        let claimed = query::claim_local(&services, user, devices)?;
+        if !claimed.is_empty() {
+            one_time_keys.insert(user.to_string(), claimed);
         }
     }
     let mut failures = Map::new();

@@ -98,18 +98,14 @@ async fn keys(services: Arc<Services>, request: Ruma<get_keys::v1::Request>) -> 
 
 /// # `POST /_matrix/federation/v1/user/keys/claim`
 async fn claim(services: Arc<Services>, request: Ruma<claim_keys::v1::Request>) -> Result<Value> {
-    let mut one_time_keys: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut one_time_keys = BTreeMap::new();
     for (user, devices) in &request.body.one_time_keys {
         if !is_local(&services, user) {
             continue;
         }
-        for (device, algorithm) in devices {
-            if let Some((key_id, key)) = services.e2ee.claim(user, device, algorithm.as_str())? {
-                one_time_keys
-                    .entry(user.to_string())
-                    .or_default()
-                    .insert(device.to_string(), json!({ key_id: key }));
-            }
+        let claimed = query::claim_local(&services, user, devices)?;
+        if !claimed.is_empty() {
+            one_time_keys.insert(user.to_string(), claimed);
         }
     }
     Ok(json!({ "one_time_keys": one_time_keys }))

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedDeviceId, UserId};
+use ruma::{OneTimeKeyAlgorithm, OwnedDeviceId, UserId};
 use serde_json::{Value, json};
 
 use super::{MASTER, SELF_SIGNING, USER_SIGNING, signatures};
@@ -60,6 +60,22 @@ pub fn local_keys(
     out.self_signing_key = services.e2ee.cross_signing_key(user, SELF_SIGNING)?;
     if requester == Some(user) {
         out.user_signing_key = services.e2ee.cross_signing_key(user, USER_SIGNING)?;
+    }
+    Ok(out)
+}
+
+/// One key per device asked for (`/keys/claim`, client and federation): user id →
+/// device id → key id → key. Devices without a key are left out.
+pub fn claim_local(
+    services: &Services,
+    user: &UserId,
+    devices: &BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>,
+) -> Result<BTreeMap<String, BTreeMap<String, Value>>> {
+    let mut out = BTreeMap::new();
+    for (device, algorithm) in devices {
+        if let Some((key_id, key)) = services.e2ee.claim(user, device, algorithm.as_str())? {
+            out.insert(device.to_string(), BTreeMap::from([(key_id, key)]));
+        }
     }
     Ok(out)
 }

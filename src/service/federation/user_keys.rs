@@ -8,9 +8,14 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use futures::future::join_all;
+use palisade_federation::client::OutgoingAuthentication;
 use ruma::{
-    OneTimeKeyAlgorithm, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId,
-    api::federation::keys::{claim_keys, get_keys},
+    OneTimeKeyAlgorithm, OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId,
+    api::{
+        OutgoingRequest,
+        federation::keys::{claim_keys, get_keys},
+        path_builder::SinglePath,
+    },
     serde::Raw,
 };
 use serde_json::{Value, json};
@@ -35,6 +40,27 @@ pub struct ClaimAnswer {
 
 fn failure(error: impl std::fmt::Display) -> Value {
     json!({ "status": 503, "message": error.to_string() })
+}
+
+/// Sends `request` to `server` within `timeout`; a failure as `failures` shows it.
+async fn ask<R>(
+    services: &Services,
+    server: &ServerName,
+    request: R,
+    timeout: Duration,
+) -> Result<R::IncomingResponse, Value>
+where
+    R: OutgoingRequest<PathBuilder = SinglePath>,
+    R::Authentication: OutgoingAuthentication,
+{
+    if !services.config.federation.enabled {
+        return Err(failure("federation is disabled on this server"));
+    }
+    match tokio::time::timeout(timeout, services.federation_client.send(server, request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(failure(error)),
+        Err(_) => Err(failure("timed out")),
+    }
 }
 
 fn by_server<T>(
@@ -90,20 +116,7 @@ pub async fn query(
         .into_iter()
         .map(|(server, users)| async move {
             let request = get_keys::v1::Request::new(users.clone());
-            let response = if services.config.federation.enabled {
-                match tokio::time::timeout(
-                    timeout,
-                    services.federation_client.send(&server, request),
-                )
-                .await
-                {
-                    Ok(Ok(response)) => Ok(response),
-                    Ok(Err(error)) => Err(failure(error)),
-                    Err(_) => Err(failure("timed out")),
-                }
-            } else {
-                Err(failure("federation is disabled on this server"))
-            };
+            let response = ask(services, &server, request, timeout).await;
             (server, users, response)
         });
     for (server, users, response) in join_all(requests).await {
@@ -176,20 +189,7 @@ pub async fn claim(
         .into_iter()
         .map(|(server, users)| async move {
             let request = claim_keys::v1::Request::new(users);
-            let response = if services.config.federation.enabled {
-                match tokio::time::timeout(
-                    timeout,
-                    services.federation_client.send(&server, request),
-                )
-                .await
-                {
-                    Ok(Ok(response)) => Ok(response),
-                    Ok(Err(error)) => Err(failure(error)),
-                    Err(_) => Err(failure("timed out")),
-                }
-            } else {
-                Err(failure("federation is disabled on this server"))
-            };
+            let response = ask(services, &server, request, timeout).await;
             (server, response)
         });
     for (server, response) in join_all(requests).await {
