@@ -131,8 +131,8 @@ test("cross-signing: the first upload needs no UIA, a reset needs the password, 
   await alice.getCrypto().bootstrapCrossSigning({ authUploadDeviceSigningKeys });
   assert.deepEqual(challenges, [], "the first cross-signing upload asked for UIA");
   assert.ok(await alice.getCrypto().isCrossSigningReady());
-  const firstMaster = await alice.getCrypto().getCrossSigningKeyId();
-  assert.ok(firstMaster);
+  // Her client knows the key id once its own key query returns the public keys.
+  const firstMaster = await eventually(() => alice.getCrypto().getCrossSigningKeyId(), PATIENCE, "alice's master key id");
 
   // Bob already tracks Alice (they share an encrypted room): only a device list change
   // in his sync makes his client fetch her keys again.
@@ -155,8 +155,14 @@ test("cross-signing: the first upload needs no UIA, a reset needs the password, 
     challenges[0].flows.some((flow) => flow.stages.includes("m.login.password")),
     JSON.stringify(challenges[0].flows),
   );
-  const secondMaster = await alice.getCrypto().getCrossSigningKeyId();
-  assert.ok(secondMaster && secondMaster !== firstMaster);
+  const secondMaster = await eventually(
+    async () => {
+      const id = await alice.getCrypto().getCrossSigningKeyId();
+      return id !== firstMaster && id;
+    },
+    PATIENCE,
+    "alice's new master key id",
+  );
 
   // Bob's client notices the new identity (it pinned the first one) ...
   await eventually(
