@@ -42,15 +42,26 @@ fn version_number(text: &str) -> Result<u64> {
     parse_version(text).ok_or_else(|| Error::not_found("Unknown backup version"))
 }
 
-/// The `algorithm` and `auth_data` of a version's body.
+/// The one backup algorithm the spec defines.
+const MEGOLM_BACKUP_V1: &str = "m.megolm_backup.v1.curve25519-aes-sha2";
+
+/// The `algorithm` and `auth_data` of a version's body: the spec's algorithm, whose
+/// `auth_data` names the backup's public key.
 fn algorithm_and_auth_data(body: Option<&Value>) -> Result<(String, Value)> {
     let body = body.ok_or_else(|| Error::bad_json("A backup version needs a body"))?;
     let algorithm = body["algorithm"]
         .as_str()
         .ok_or_else(|| Error::bad_json("`algorithm` must be a string"))?;
+    if algorithm != MEGOLM_BACKUP_V1 {
+        return Err(Error::invalid_param(format!(
+            "Unknown backup algorithm {algorithm:?}; this server knows {MEGOLM_BACKUP_V1}"
+        )));
+    }
     let auth_data = &body["auth_data"];
-    if !auth_data.is_object() {
-        return Err(Error::bad_json("`auth_data` must be an object"));
+    if !auth_data["public_key"].is_string() {
+        return Err(Error::bad_json(
+            "`auth_data` must be an object with a `public_key`",
+        ));
     }
     Ok((algorithm.to_owned(), auth_data.clone()))
 }
