@@ -138,6 +138,11 @@ impl TestServer {
         Self::start_federated_with(ca, "", "").await
     }
 
+    /// Two federating instances, started side by side.
+    pub async fn start_federated_pair(ca: &tls::TestCa) -> Result<(Self, Self)> {
+        tokio::try_join!(Self::start_federated(ca), Self::start_federated(ca))
+    }
+
     /// As [`start_federated`](Self::start_federated), with `extra` as in
     /// [`start_with`](Self::start_with) and `federation` added to `[global.federation]`.
     pub async fn start_federated_with(

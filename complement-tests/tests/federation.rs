@@ -29,10 +29,7 @@ struct Pair {
 
 impl Pair {
     async fn start(ca: &TestCa) -> Result<Self> {
-        let (a, b) = tokio::try_join!(
-            TestServer::start_federated(ca),
-            TestServer::start_federated(ca)
-        )?;
+        let (a, b) = TestServer::start_federated_pair(ca).await?;
         let alice = a.register("alice").await?;
         let bob = b.register("bob").await?;
         let mut request = create_room::v3::Request::new();
@@ -631,10 +628,7 @@ async fn state_changed_on_both_sides_of_a_partition_converges() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invites_cross_servers_and_can_be_accepted_or_declined() -> Result<()> {
     let ca = TestCa::new();
-    let (a, b) = tokio::try_join!(
-        TestServer::start_federated(&ca),
-        TestServer::start_federated(&ca)
-    )?;
+    let (a, b) = TestServer::start_federated_pair(&ca).await?;
     let alice = a.register("alice").await?;
     let bob = b.register("bob").await?;
     let carol = b.register("carol").await?;
@@ -845,10 +839,7 @@ async fn joining_a_big_room_across_servers() -> Result<()> {
         .and_then(|n| n.parse().ok())
         .unwrap_or(5000);
     let ca = TestCa::new();
-    let (a, b) = tokio::try_join!(
-        TestServer::start_federated(&ca),
-        TestServer::start_federated(&ca)
-    )?;
+    let (a, b) = TestServer::start_federated_pair(&ca).await?;
     let alice = a.register("alice").await?;
     let mut request = create_room::v3::Request::new();
     request.room_alias_name = Some("big".to_owned());
@@ -938,10 +929,7 @@ async fn joining_a_big_room_across_servers() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_knock_from_another_server_is_seen_and_answered_with_an_invite() -> Result<()> {
     let ca = TestCa::new();
-    let (a, b) = tokio::try_join!(
-        TestServer::start_federated(&ca),
-        TestServer::start_federated(&ca)
-    )?;
+    let (a, b) = TestServer::start_federated_pair(&ca).await?;
     let alice = a.register("alice").await?;
     let carol = a.register("carol").await?;
     let bob = b.register("bob").await?;
@@ -1094,10 +1082,7 @@ async fn presence_crosses_servers() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_invite_into_a_room_the_server_is_not_in_can_be_declined() -> Result<()> {
     let ca = TestCa::new();
-    let (a, b) = tokio::try_join!(
-        TestServer::start_federated(&ca),
-        TestServer::start_federated(&ca)
-    )?;
+    let (a, b) = TestServer::start_federated_pair(&ca).await?;
     let alice = a.register("alice").await?;
     let carol = b.register("carol").await?;
     let carol_id = format!("@carol:{}", b.server_name());

@@ -47,10 +47,7 @@ struct Scene {
 impl Scene {
     async fn start(ca: &TestCa) -> Result<Self> {
         let started = Instant::now();
-        let (a, b) = tokio::try_join!(
-            TestServer::start_federated(ca),
-            TestServer::start_federated(ca)
-        )?;
+        let (a, b) = TestServer::start_federated_pair(ca).await?;
         let alice = a.register("alice").await?;
         let bob = b.register("bob").await?;
         let mut request = create_room::v3::Request::new();

@@ -190,10 +190,7 @@ fn with_logs(error: anyhow::Error, logs: &[(&str, String)]) -> anyhow::Error {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_chat_between_two_of_our_servers() -> Result<()> {
     let ca = TestCa::new();
-    let (a, b) = tokio::try_join!(
-        TestServer::start_federated(&ca),
-        TestServer::start_federated(&ca)
-    )?;
+    let (a, b) = TestServer::start_federated_pair(&ca).await?;
     let alice = ours(&a, "alice").await?;
     let bob = ours(&b, "bob").await?;
     let logs = |a: &TestServer, b: &TestServer| [("server A", a.log()), ("server B", b.log())];

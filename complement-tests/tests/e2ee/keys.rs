@@ -523,10 +523,7 @@ fn key_named_by_itself() -> Result<(Ed25519KeyPair, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_and_to_device_messages_cross_two_instances() -> Result<()> {
     let ca = TestCa::new();
-    let (a, b) = tokio::try_join!(
-        TestServer::start_federated(&ca),
-        TestServer::start_federated(&ca)
-    )?;
+    let (a, b) = TestServer::start_federated_pair(&ca).await?;
     let bob_client = b.register("bob").await?;
     drop(bob_client);
     let bob_id = format!("@bob:{}", b.server_name());

@@ -461,12 +461,13 @@ async fn sign_one(
             "You have no user-signing key",
         ));
     };
-    if !new_signatures.iter().any(|(id, _)| *id == user_signing_id) {
+    let Some((_, user_signature)) = new_signatures.iter().find(|(id, _)| *id == user_signing_id)
+    else {
         return Err(refusal(
             "M_INVALID_SIGNATURE",
             "Other users' keys are signed with your user-signing key",
         ));
-    }
+    };
     let target_master = if target.server_name() == services.config.server_name {
         services
             .e2ee
@@ -491,16 +492,7 @@ async fn sign_one(
         .user_signatures(signer, target)
         .map_err(internal)?
         .unwrap_or_else(|| json!({}));
-    signatures::add_signature(
-        &mut kept,
-        signer.as_str(),
-        &user_signing_id,
-        &new_signatures
-            .iter()
-            .find(|(id, _)| *id == user_signing_id)
-            .map(|(_, signature)| signature.clone())
-            .unwrap_or_default(),
-    );
+    signatures::add_signature(&mut kept, signer.as_str(), &user_signing_id, user_signature);
     services
         .e2ee
         .stage_user_signatures(&mut batch, signer, target, &kept);

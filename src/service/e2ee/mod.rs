@@ -104,10 +104,6 @@ impl E2ee {
         }
     }
 
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// A local device's signed identity keys.
     pub fn device_keys(&self, user: &UserId, device: &DeviceId) -> Result<Option<Value>> {
         Ok(self
