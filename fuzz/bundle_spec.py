@@ -66,7 +66,7 @@ CONSTRAINT_KEYS = {
 
 def default_spec_dir():
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "..", "shared", "spec"))
+    return os.path.join(here, "spec")
 
 
 class Bundler:
@@ -354,7 +354,7 @@ def bundle(spec_dir, base_url, only=None, exclude=None, drop_spaced=False, fix_o
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec-dir", default=os.environ.get("MATRIX_SPEC_DIR") or default_spec_dir(),
-                    help="folder holding data/api/client-server (default: $MATRIX_SPEC_DIR or ../shared/spec)")
+                    help="folder holding data/api/client-server (default: $MATRIX_SPEC_DIR or fuzz/spec)")
     ap.add_argument("--base-url", default="http://127.0.0.1:8008",
                     help="server origin written to `servers` (paths already carry /_matrix/...)")
     ap.add_argument("--only-implemented", metavar="FILE",

@@ -20,7 +20,8 @@
 #   FUZZ_MAX_EXAMPLES  override the examples per operation (smoke 20, long 300)
 #   FUZZ_SEED          override the seed (smoke: fixed 20251123; long: random)
 #   FUZZ_WORKERS       schemathesis workers (smoke 1, for a repeatable order; long 2)
-#   MATRIX_SPEC_DIR    the spec (default: ../shared/spec beside the repo)
+#   MATRIX_SPEC_DIR    a matrix-spec checkout to fuzz against (default: fuzz/spec, the
+#                      stripped copy of the client-server definitions in the repository)
 #
 # Server requirements: open registration (m.login.dummy) and generous rate limits,
 # as in the config --start writes.
@@ -88,7 +89,7 @@ if [ -z "$BASE_URL" ] && [ -z "$START_BIN" ]; then
     exit 2
 fi
 
-SPEC_DIR="${MATRIX_SPEC_DIR:-$REPO/../shared/spec}"
+SPEC_DIR="${MATRIX_SPEC_DIR:-$FUZZ/spec}"
 [ -d "$SPEC_DIR/data/api/client-server" ] || { echo "run.sh: no spec at $SPEC_DIR (set MATRIX_SPEC_DIR)" >&2; exit 2; }
 OWN_WORK=""
 if [ -z "${FUZZ_WORK:-}" ]; then

@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and in-process tests, then the black-box tests that start
 # the real binary and drive it with matrix-sdk (Rust), matrix-nio (Python) and
-# matrix-js-sdk (Node), then a bounded spec-driven fuzz run (fuzz/README.md).
+# matrix-js-sdk (Node), then a bounded spec-driven fuzz run (fuzz/README.md). Needs
+# nothing beside the clone: what is missing is installed first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
+
+# The install step's detection, against fake roots; then the install itself.
+scripts/check-install-deps.sh
+scripts/install-deps.sh
+
+# The stripped spec copy the fuzz run reads must be what fuzz/strip_spec.py makes, when a
+# spec checkout of its version is at hand to compare with.
+spec_checkout="${MATRIX_SPEC_DIR:-../shared/spec}"
+if [ -d "$spec_checkout/data/api/client-server" ]; then
+    fuzz/.venv/bin/python fuzz/strip_spec.py --spec-dir "$spec_checkout" --check
+fi
 
 cargo build --workspace --all-targets
 export PALISADE_BIN="$CARGO_TARGET_DIR/debug/palisade"
