@@ -1,8 +1,9 @@
 //! Palisade: a Matrix homeserver on an embedded RocksDB.
 //!
-//! The code map is in `docs/architecture.md`. In short: [`router`] turns HTTP into typed
-//! ruma requests and calls the handlers in [`api`]; handlers call [`service`]s; services
-//! read and write through [`storage`], the only module that knows RocksDB.
+//! The code map is in `docs/architecture.md`. In short, dependencies point one way:
+//! [`router`] assembles the routes; the handlers in [`api`] receive typed ruma requests
+//! and call [`service`]s; services read and write through [`storage`], the only module
+//! that knows RocksDB.
 
 pub mod api;
 pub mod config;

@@ -8,6 +8,7 @@ use palisade::{
     config::Config,
     service::{Services, rooms::timeline::NewEvent},
 };
+use ruma::events::room::member::MembershipState;
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomVersionId, api::client::room::create_room::v3::RoomPreset,
 };
@@ -105,7 +106,7 @@ async fn the_authorisation_rules_refuse_what_they_should() {
     // Nor kick the creator, nor set another user's membership to join.
     assert!(is_forbidden(
         rooms
-            .set_membership_of(&room, &bob, &alice, "leave", None)
+            .set_membership_of(&room, &bob, &alice, MembershipState::Leave, None)
             .await
     ));
     let forced = NewEvent::state(
@@ -117,7 +118,7 @@ async fn the_authorisation_rules_refuse_what_they_should() {
 
     // Banned: cannot come back until unbanned.
     rooms
-        .set_membership_of(&room, &alice, &bob, "ban", None)
+        .set_membership_of(&room, &alice, &bob, MembershipState::Ban, None)
         .await
         .unwrap();
     assert!(is_forbidden(
@@ -130,7 +131,7 @@ async fn the_authorisation_rules_refuse_what_they_should() {
         rooms.invite(&room, &alice, &bob, None, false).await
     ));
     rooms
-        .set_membership_of(&room, &alice, &bob, "leave", None)
+        .set_membership_of(&room, &alice, &bob, MembershipState::Leave, None)
         .await
         .unwrap();
     rooms

@@ -9,7 +9,7 @@ use ruma::api::federation::discovery::{
 
 use crate::{
     Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 

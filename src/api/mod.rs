@@ -1,10 +1,14 @@
 //! The HTTP API handlers, one module per spec area. Each handler's doc header names its
-//! endpoint; the paths themselves come from ruma.
+//! endpoint; the paths themselves come from ruma. [`ruma`] registers a handler for a ruma
+//! request type and hands it the parsed, authenticated request.
 
 pub mod client;
 pub mod federation;
 pub mod keys;
+pub mod ruma;
 pub mod synapse_admin;
+
+pub use self::ruma::{Ruma, RumaRouter};
 
 use std::sync::Arc;
 

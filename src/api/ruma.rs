@@ -20,7 +20,7 @@ use axum::{
 };
 use http::{Request, StatusCode, header};
 use ruma::{
-    OwnedDeviceId, OwnedServerName, OwnedUserId, UserId,
+    OwnedServerName, UserId,
     api::{
         IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
         auth_scheme::{
@@ -36,7 +36,10 @@ use ruma::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{Error, Result, service::Services};
+use crate::{
+    Error, Result,
+    service::{Services, users::Sender},
+};
 
 /// What a request type requires of the caller.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -76,13 +79,6 @@ impl Authentication for AppserviceTokenOptional {
 }
 impl Authentication for ServerSignatures {
     const REQUIREMENT: AuthRequirement = AuthRequirement::Server;
-}
-
-/// The authenticated user and device behind a request.
-#[derive(Clone, Debug)]
-pub struct Sender {
-    pub user_id: OwnedUserId,
-    pub device_id: OwnedDeviceId,
 }
 
 /// A parsed request with who sent it.

@@ -1,8 +1,7 @@
-//! The HTTP layer: routes from ruma metadata, CORS, body limits, panics caught, and the
-//! spec's answers for unknown endpoints (404) and wrong methods (405), both
-//! `M_UNRECOGNIZED`.
-
-mod ruma;
+//! The HTTP layer: assembles the routes the handlers register (`api::routes`) with CORS,
+//! panics caught, and the spec's answers for unknown endpoints (404) and wrong methods
+//! (405), both `M_UNRECOGNIZED`. It only assembles: the request extractor lives with the
+//! handlers (`api::ruma`).
 
 use std::sync::Arc;
 
@@ -10,7 +9,6 @@ use axum::{Router, response::IntoResponse};
 use http::{Method, StatusCode, header};
 use tower_http::cors::{Any, CorsLayer};
 
-pub use self::ruma::{Ruma, RumaRouter, Sender};
 use crate::{Error, api, service::Services};
 
 /// The client listener's router.

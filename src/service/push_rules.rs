@@ -2,6 +2,7 @@
 //! also how clients receive it in `/sync`), seeded with the spec's defaults. Evaluation
 //! is ruma's.
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     Int, OwnedUserId, RoomId, UInt, UserId,
     events::AnySyncTimelineEvent,
@@ -60,7 +61,7 @@ impl Evaluator {
         user: &UserId,
     ) -> Result<Self> {
         let state = rooms.current_state(room_id)?;
-        let member_count = rooms.members_with(room_id, "join")?.len() as u64;
+        let member_count = rooms.members_with(room_id, MembershipState::Join)?.len() as u64;
         let display_name = rooms
             .content_in(&state, "m.room.member", user.as_str())?
             .and_then(|content| {

@@ -121,7 +121,7 @@ impl ToDevice {
         for (position, _) in delivered {
             batch.delete(Keyspace::ToDevice, prefix.clone().u64(position));
         }
-        self.db.write_unsynced(batch)?;
+        self.db.write(batch)?;
         Ok(())
     }
 }

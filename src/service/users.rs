@@ -20,9 +20,15 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     Error, Result,
-    router::Sender,
     storage::{Batch, Db, Keyspace, codec::Key},
 };
+
+/// The authenticated user and device behind a request (what an access token stands for).
+#[derive(Clone, Debug)]
+pub struct Sender {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+}
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct UserRecord {

@@ -5,7 +5,10 @@
 //! UTF-8, so `(a, b)` and `(ab, "")` can never collide and a prefix of parts is a prefix
 //! of bytes. Integer parts (stream positions, state group numbers) are written as 8
 //! big-endian bytes with no separator, so they sort numerically. Values are JSON, except
-//! bare counters, which are 8 big-endian bytes.
+//! bare counters, which are 8 big-endian bytes, and the memberships of `room_members`,
+//! which are the membership's name (`join`, `invite`, `knock`).
+
+use ruma::events::room::member::MembershipState;
 
 use super::{StorageError, StorageResult};
 
@@ -86,6 +89,17 @@ pub fn decode_u64(bytes: &[u8]) -> StorageResult<u64> {
         .try_into()
         .map_err(|_| StorageError::Decode(format!("expected 8 bytes, found {}", bytes.len())))?;
     Ok(u64::from_be_bytes(array))
+}
+
+/// A membership as `room_members` stores it.
+pub fn encode_membership(membership: &MembershipState) -> Vec<u8> {
+    membership.as_str().as_bytes().to_vec()
+}
+
+/// A membership `room_members` stored (an unreadable one reads as `leave`, which that
+/// keyspace never holds).
+pub fn decode_membership(bytes: &[u8]) -> MembershipState {
+    std::str::from_utf8(bytes).map_or(MembershipState::Leave, MembershipState::from)
 }
 
 pub fn encode_json<T: serde::Serialize>(value: &T) -> Vec<u8> {

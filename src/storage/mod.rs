@@ -11,6 +11,7 @@ pub mod keyspaces;
 use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded, Options};
+use ruma::events::room::member::MembershipState;
 
 pub use self::keyspaces::Keyspace;
 
@@ -94,7 +95,7 @@ impl Db {
     fn index_joined_rooms(&self) -> StorageResult<()> {
         let mut batch = self.batch();
         for (key, membership) in self.scan_prefix(Keyspace::RoomMembers, &[])? {
-            if membership != b"join" {
+            if codec::decode_membership(&membership) != MembershipState::Join {
                 continue;
             }
             let mut reader = codec::KeyReader::new(&key);
@@ -235,11 +236,22 @@ impl Db {
         self.apply(batch, true)
     }
 
-    /// Applies a batch atomically without waiting for the disk: for data that can be
-    /// fetched again and that a synced write follows before anything depends on it
-    /// (the next synced write syncs the log up to it).
+    /// Applies a batch atomically without waiting for the disk. Every write is synced
+    /// ([`Db::write`]) but these, each of data that is fetched again when lost:
+    ///
+    /// - the cache of other servers' users' device keys (`e2ee`);
+    /// - the auth-chain and state events of a room on another server, stored as outliers
+    ///   one at a time as each is checked against those before it
+    ///   (`rooms::incoming::store_outliers`, which ends with [`Db::sync`], so all are on
+    ///   disk before the join or event they back is written).
     pub fn write_unsynced(&self, batch: Batch) -> StorageResult<()> {
         self.apply(batch, false)
+    }
+
+    /// Waits until every write so far is on disk.
+    pub fn sync(&self) -> StorageResult<()> {
+        self.rocks.flush_wal(true)?;
+        Ok(())
     }
 
     fn apply(&self, batch: Batch, sync: bool) -> StorageResult<()> {

@@ -6,11 +6,12 @@ use axum::Router;
 use ruma::api::client::account::{
     ThirdPartyIdRemovalStatus, change_password, deactivate, get_3pids,
 };
+use ruma::events::room::member::MembershipState;
 
 use super::uia;
 use crate::{
     Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, federation},
 };
 
@@ -50,7 +51,10 @@ async fn deactivate(
     let user_id = request.user_id()?.to_owned();
     uia::require_password(&services, &user_id, request.body.auth.as_ref()).await?;
     for (room_id, membership) in services.rooms.user_rooms(&user_id)? {
-        if matches!(membership.membership.as_str(), "join" | "invite" | "knock") {
+        if matches!(
+            membership.membership,
+            MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+        ) {
             services.rooms.leave(&room_id, &user_id, None).await?;
         }
     }

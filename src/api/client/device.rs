@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::uia;
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{
         Services,
         federation::{self, device_lists::DeviceChange},

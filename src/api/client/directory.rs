@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use ruma::events::room::{history_visibility::HistoryVisibility, member::MembershipState};
 use ruma::{
     RoomId, UInt,
     api::client::{
@@ -18,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 
@@ -155,12 +156,15 @@ fn chunk(services: &Services, room_id: &RoomId) -> Result<PublicRoomsChunk> {
                     .map(str::to_owned)
             }))
     };
-    let joined = services.rooms.members_with(room_id, "join")?.len();
+    let joined = services
+        .rooms
+        .members_with(room_id, MembershipState::Join)?
+        .len();
     let mut chunk = PublicRoomsChunk::from(ruma::directory::PublicRoomsChunkInit {
         num_joined_members: UInt::try_from(joined as u64).unwrap_or_default(),
         room_id: room_id.to_owned(),
-        world_readable: text("m.room.history_visibility", "history_visibility")?.as_deref()
-            == Some("world_readable"),
+        world_readable: services.rooms.history_visibility(room_id)?
+            == HistoryVisibility::WorldReadable,
         guest_can_join: text("m.room.guest_access", "guest_access")?.as_deref() == Some("can_join"),
     });
     chunk.name = text("m.room.name", "name")?;

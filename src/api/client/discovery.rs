@@ -14,7 +14,7 @@ use ruma::api::client::discovery::{
 
 use crate::{
     Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::uia;
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{
         Services,
         e2ee::{MASTER, SELF_SIGNING, USER_SIGNING, device_lists, query, signatures},

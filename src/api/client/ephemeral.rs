@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::Router;
+use ruma::events::room::member::MembershipState;
 use ruma::{
     EventId, RoomId, UserId,
     api::client::{
@@ -16,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 
@@ -56,7 +57,9 @@ async fn typing(
         Typing::Yes(info) => Some(info.timeout.min(MAX_TYPING)),
         _ => None,
     };
-    let members = services.rooms.members_with(&request.body.room_id, "join")?;
+    let members = services
+        .rooms
+        .members_with(&request.body.room_id, MembershipState::Join)?;
     services
         .typing
         .set(&request.body.room_id, user, timeout, members);
@@ -100,7 +103,9 @@ fn record(
         );
     }
     let notify = if receipt_type == "m.read" {
-        services.rooms.members_with(room_id, "join")?
+        services
+            .rooms
+            .members_with(room_id, MembershipState::Join)?
     } else {
         vec![user.to_owned()]
     };

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ruma::events::room::member::MembershipState;
 use ruma::{RoomId, UserId};
 
 use crate::{
@@ -17,8 +18,8 @@ pub fn readable_state(
     user: &UserId,
 ) -> Result<Arc<StateMap>> {
     match services.rooms.membership(room_id, user)? {
-        Some(m) if m.membership == "join" => services.rooms.current_state(room_id),
-        Some(m) if matches!(m.membership.as_str(), "leave" | "ban") => {
+        Some(m) if m.membership == MembershipState::Join => services.rooms.current_state(room_id),
+        Some(m) if matches!(m.membership, MembershipState::Leave | MembershipState::Ban) => {
             let pdu = services
                 .rooms
                 .pdu(&m.event_id)?

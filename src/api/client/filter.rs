@@ -7,7 +7,7 @@ use ruma::api::client::filter::{create_filter, get_filter};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 

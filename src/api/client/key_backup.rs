@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{
         Services,
         key_backup::{BackupVersion, Scope, parse_version},

@@ -4,13 +4,14 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use axum::Router;
 use ruma::api::client::membership::{get_member_events, joined_members, joined_rooms};
+use ruma::events::room::member::MembershipState;
 use serde_json::Value;
 
 use super::events::{parse_token, readable_state};
 use crate::{
     Result,
+    api::{Ruma, RumaRouter},
     json::raw,
-    router::{Ruma, RumaRouter},
     service::Services,
 };
 
@@ -36,7 +37,7 @@ async fn members(
             .rooms
             .membership(&body.room_id, request.user_id()?)?
         {
-            Some(m) if m.membership != "join" => m.position,
+            Some(m) if m.membership != MembershipState::Join => m.position,
             _ => position,
         };
         let group = services
@@ -52,18 +53,18 @@ async fn members(
         let membership = value
             .pointer("/content/membership")
             .and_then(Value::as_str)
-            .unwrap_or("leave");
+            .map_or(MembershipState::Leave, MembershipState::from);
         if body
             .membership
             .as_ref()
-            .is_some_and(|m| m.as_str() != membership)
+            .is_some_and(|m| m.as_str() != membership.as_str())
         {
             continue;
         }
         if body
             .not_membership
             .as_ref()
-            .is_some_and(|m| m.as_str() == membership)
+            .is_some_and(|m| m.as_str() == membership.as_str())
         {
             continue;
         }
@@ -88,7 +89,8 @@ async fn joined_members(
         let Some(content) = services.rooms.content_in(&state, kind, state_key)? else {
             continue;
         };
-        if content.get("membership").and_then(Value::as_str) != Some("join") {
+        if content.get("membership").and_then(Value::as_str) != Some(MembershipState::Join.as_str())
+        {
             continue;
         }
         let Ok(user_id) = ruma::OwnedUserId::try_from(state_key.as_str()) else {
@@ -117,7 +119,7 @@ async fn joined_rooms(
         .rooms
         .user_rooms(request.user_id()?)?
         .into_iter()
-        .filter(|(_, membership)| membership.membership == "join")
+        .filter(|(_, membership)| membership.membership == MembershipState::Join)
         .map(|(room_id, _)| room_id)
         .collect();
     Ok(joined_rooms::v3::Response::new(rooms))

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use ruma::events::room::member::MembershipState;
 use ruma::{
     OwnedRoomId, RoomOrAliasId, UserId,
     api::client::{
@@ -16,7 +17,7 @@ use ruma::{
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, federation},
 };
 
@@ -69,7 +70,7 @@ fn is_resident(services: &Services, room_id: &ruma::RoomId) -> Result<bool> {
     Ok(services.rooms.exists(room_id)?
         && services
             .rooms
-            .members_with(room_id, "join")?
+            .members_with(room_id, MembershipState::Join)?
             .iter()
             .any(|member| member.server_name() == services.config.server_name))
 }
@@ -90,14 +91,14 @@ fn remote_membership_server(
     if !event.outlier {
         return Ok(None);
     }
-    let server = match membership.membership.as_str() {
-        "invite" => {
+    let server = match membership.membership {
+        MembershipState::Invite => {
             let value: serde_json::Value =
                 serde_json::from_str(event.pdu.get()).map_err(Error::internal)?;
             crate::service::rooms::remote_invite::sender_of(&value)
                 .map(|sender| sender.server_name().to_owned())
         }
-        "knock" => room_id.server_name().map(ToOwned::to_owned),
+        MembershipState::Knock => room_id.server_name().map(ToOwned::to_owned),
         _ => None,
     };
     Ok(server.filter(|server| *server != services.config.server_name))
@@ -131,7 +132,7 @@ async fn invite(
         if let Some(current) = services
             .rooms
             .member_state(&request.body.room_id, &recipient.user_id)?
-            && matches!(current.as_str(), "join" | "ban")
+            && matches!(current, MembershipState::Join | MembershipState::Ban)
         {
             return Err(Error::forbidden(format!(
                 "The user's membership is {current}"
@@ -295,7 +296,7 @@ async fn kick(
             &body.room_id,
             request.user_id()?,
             &body.user_id,
-            "leave",
+            MembershipState::Leave,
             body.reason.as_deref(),
         )
         .await?;
@@ -314,7 +315,7 @@ async fn ban(
             &body.room_id,
             request.user_id()?,
             &body.user_id,
-            "ban",
+            MembershipState::Ban,
             body.reason.as_deref(),
         )
         .await?;
@@ -328,7 +329,7 @@ async fn unban(
 ) -> Result<unban_user::v3::Response> {
     let body = &request.body;
     let current = services.rooms.member_state(&body.room_id, &body.user_id)?;
-    if current.as_deref() != Some("ban") {
+    if current != Some(MembershipState::Ban) {
         return Err(Error::forbidden("The user is not banned"));
     }
     services
@@ -337,7 +338,7 @@ async fn unban(
             &body.room_id,
             request.user_id()?,
             &body.user_id,
-            "leave",
+            MembershipState::Leave,
             body.reason.as_deref(),
         )
         .await?;

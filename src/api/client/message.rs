@@ -18,8 +18,9 @@ use serde_json::Value;
 use super::events::parse_token;
 use crate::{
     Error, Result,
+    api::{Ruma, RumaRouter},
     json::raw,
-    router::{Ruma, RumaRouter, Sender},
+    service::users::Sender,
     service::{
         Services, filters,
         rooms::{

@@ -7,7 +7,7 @@ use ruma::api::client::presence::{get_presence, set_presence};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, federation, presence::PresenceRecord, users::now_ms},
 };
 

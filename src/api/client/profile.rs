@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use ruma::events::room::member::MembershipState;
 use ruma::{
     UserId,
     api::{
@@ -18,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, rooms::timeline::NewEvent},
 };
 
@@ -189,13 +190,13 @@ async fn propagate(services: &Services, user_id: &UserId, field: &str) -> Result
     let displayname = services.users.displayname(user_id)?;
     let avatar_url = services.users.avatar_url(user_id)?;
     for (room_id, membership) in services.rooms.user_rooms(user_id)? {
-        if membership.membership != "join" {
+        if membership.membership != MembershipState::Join {
             continue;
         }
         let mut content = services
             .rooms
             .state_content(&room_id, "m.room.member", user_id.as_str())?
-            .unwrap_or_else(|| serde_json::json!({ "membership": "join" }));
+            .unwrap_or_else(|| serde_json::json!({ "membership": MembershipState::Join.as_str() }));
         let object = content
             .as_object_mut()
             .ok_or_else(|| Error::internal("member content"))?;

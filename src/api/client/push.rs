@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, push_rules},
 };
 

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, users},
 };
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::service::rooms::ROOM_VERSIONS;
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{
         Services,
         rooms::{create::CreateRoom, timeline::NewEvent},

@@ -16,7 +16,7 @@ use ruma::api::client::{
 use super::uia;
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, federation},
 };
 

@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::events::readable_state;
 use crate::{
     Error, Result,
+    api::{Ruma, RumaRouter},
     json::raw,
-    router::{Ruma, RumaRouter},
     service::{
         Services,
         rooms::{pdu::ClientFormat, timeline::NewEvent},

@@ -7,7 +7,7 @@ use ruma::api::client::{filter::FilterDefinition, sync::sync_events};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{
         Services,
         sync::{SyncRequest, SyncToken},

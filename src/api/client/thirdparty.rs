@@ -8,7 +8,7 @@ use ruma::api::client::thirdparty::{get_protocol, get_protocols};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, federation, to_device},
 };
 

@@ -5,10 +5,11 @@ use std::{collections::HashSet, sync::Arc};
 
 use axum::Router;
 use ruma::api::client::user_directory::search_users;
+use ruma::events::room::member::MembershipState;
 
 use crate::{
     Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 
@@ -30,12 +31,20 @@ async fn search(
     let mut visible = HashSet::new();
     let public: HashSet<_> = services.rooms.public_rooms()?.into_iter().collect();
     for (room_id, membership) in services.rooms.user_rooms(searcher)? {
-        if membership.membership == "join" {
-            visible.extend(services.rooms.members_with(&room_id, "join")?);
+        if membership.membership == MembershipState::Join {
+            visible.extend(
+                services
+                    .rooms
+                    .members_with(&room_id, MembershipState::Join)?,
+            );
         }
     }
     for room_id in &public {
-        visible.extend(services.rooms.members_with(room_id, "join")?);
+        visible.extend(
+            services
+                .rooms
+                .members_with(room_id, MembershipState::Join)?,
+        );
     }
     let mut matches = Vec::new();
     let mut candidates: Vec<_> = visible.into_iter().collect();

@@ -11,7 +11,7 @@ use ruma::{
 use crate::{
     Result,
     api::client::directory::{Page, list},
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 

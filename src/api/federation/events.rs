@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::require_server_in_room;
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 

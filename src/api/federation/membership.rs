@@ -13,13 +13,13 @@ use ruma::{
             prepare_join_event, prepare_knock_event, prepare_leave_event,
         },
     },
-    events::TimelineEventType,
+    events::{TimelineEventType, room::member::MembershipState},
 };
 use serde_json::json;
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{
         Services,
         federation::pdu::verify_pdu,
@@ -53,7 +53,7 @@ async fn make_knock(
         &body.room_id,
         &body.user_id,
         Some(&body.ver),
-        "knock",
+        MembershipState::Knock,
     )?;
     Ok(prepare_knock_event::v1::Response::new(version, raw))
 }
@@ -71,7 +71,7 @@ async fn send_knock(
         &body.room_id,
         &body.event_id,
         &body.pdu,
-        "knock",
+        MembershipState::Knock,
     )
     .await?;
     let state = services
@@ -125,7 +125,7 @@ fn membership_template(
     room_id: &RoomId,
     user_id: &UserId,
     supported: Option<&[ruma::RoomVersionId]>,
-    membership: &str,
+    membership: MembershipState,
 ) -> Result<(ruma::RoomVersionId, Box<serde_json::value::RawValue>)> {
     require_user_of(origin, user_id)?;
     super::require_allowed(services, origin, room_id)?;
@@ -144,7 +144,7 @@ fn membership_template(
     let event = NewEvent::state(
         "m.room.member",
         user_id.as_str(),
-        json!({ "membership": membership }),
+        json!({ "membership": membership.as_str() }),
     );
     let (version, object) = services.rooms.template(room_id, user_id, event)?;
     let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
@@ -163,7 +163,7 @@ async fn make_join(
         &body.room_id,
         &body.user_id,
         Some(&body.ver),
-        "join",
+        MembershipState::Join,
     )?;
     let mut response = prepare_join_event::v1::Response::new(raw);
     response.room_version = Some(version);
@@ -178,7 +178,7 @@ async fn accept_membership(
     room_id: &RoomId,
     event_id: &ruma::EventId,
     raw: &serde_json::value::RawValue,
-    membership: &str,
+    membership: MembershipState,
 ) -> Result<IncomingPdu> {
     let room = services
         .rooms
@@ -195,10 +195,11 @@ async fn accept_membership(
     if event.pdu.kind != TimelineEventType::RoomMember
         || event.pdu.room_id.as_deref() != Some(room_id)
         || state_key != event.pdu.sender.as_str()
-        || content.get("membership").and_then(|m| m.as_str()) != Some(membership)
+        || content.get("membership").and_then(|m| m.as_str()) != Some(membership.as_str())
     {
         return Err(Error::bad_json(format!(
-            "Not a {membership} event of its sender in this room"
+            "Not a {} event of its sender in this room",
+            membership.as_str()
         )));
     }
     require_user_of(origin, &event.pdu.sender)?;
@@ -222,7 +223,7 @@ async fn send_join(
         &body.room_id,
         &body.event_id,
         &body.pdu,
-        "join",
+        MembershipState::Join,
     )
     .await?;
     let (state, auth_chain) = services
@@ -262,7 +263,7 @@ async fn make_leave(
         &body.room_id,
         &body.user_id,
         None,
-        "leave",
+        MembershipState::Leave,
     )?;
     Ok(prepare_leave_event::v1::Response::new(Some(version), raw))
 }
@@ -280,7 +281,7 @@ async fn send_leave(
         &body.room_id,
         &body.event_id,
         &body.pdu,
-        "leave",
+        MembershipState::Leave,
     )
     .await?;
     Ok(create_leave_event::v2::Response::new())

@@ -1,6 +1,6 @@
 //! The server-server API handlers, served on the federation listener only. Every
 //! request but the discovery ones is signed by the requesting server (`X-Matrix`,
-//! checked by the router before a handler runs; `Ruma::origin` names the server).
+//! checked by `api::ruma` before a handler runs; `Ruma::origin` names the server).
 
 mod directory;
 mod events;
@@ -13,6 +13,7 @@ mod version;
 use std::sync::Arc;
 
 use axum::Router;
+use ruma::events::room::{history_visibility::HistoryVisibility, member::MembershipState};
 use ruma::{RoomId, ServerName};
 
 use crate::{Error, Result, service::Services};
@@ -40,7 +41,7 @@ fn require_server_in_room(
     }
     let joined = services
         .rooms
-        .members_with(room_id, "join")?
+        .members_with(room_id, MembershipState::Join)?
         .iter()
         .any(|user| user.server_name() == server);
     if joined || world_readable(services, room_id)? {
@@ -62,14 +63,5 @@ fn require_allowed(services: &Services, server: &ServerName, room_id: &RoomId) -
 }
 
 fn world_readable(services: &Services, room_id: &RoomId) -> Result<bool> {
-    Ok(services
-        .rooms
-        .state_content(room_id, "m.room.history_visibility", "")?
-        .and_then(|content| {
-            content
-                .get("history_visibility")
-                .and_then(|v| v.as_str())
-                .map(|v| v == "world_readable")
-        })
-        .unwrap_or(false))
+    Ok(services.rooms.history_visibility(room_id)? == HistoryVisibility::WorldReadable)
 }

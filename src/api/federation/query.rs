@@ -10,7 +10,7 @@ use ruma::api::{
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 

@@ -7,9 +7,8 @@ use ruma::api::federation::transactions::send_transaction_message;
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, federation::receive},
-    storage::{Keyspace, codec::Key},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -33,21 +32,13 @@ async fn send_transaction(
             "At most 50 PDUs and 100 EDUs per transaction",
         ));
     }
-    let key = Key::new()
-        .str(origin.as_str())
-        .str(body.transaction_id.as_str());
-    if services
-        .db
-        .contains(Keyspace::FederationTxns, key.bytes())?
-    {
-        return Ok(send_transaction_message::v1::Response::new(
-            Default::default(),
-        ));
-    }
-    let results = receive::receive_pdus(&services, &origin, &body.pdus).await;
-    receive::receive_edus(&services, &origin, &body.edus);
-    let mut batch = services.db.batch();
-    batch.put(Keyspace::FederationTxns, key, Vec::new());
-    services.db.write(batch)?;
+    let results = receive::receive_transaction(
+        &services,
+        &origin,
+        &body.transaction_id,
+        &body.pdus,
+        &body.edus,
+    )
+    .await?;
     Ok(send_transaction_message::v1::Response::new(results))
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Error, Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::{Services, e2ee::query},
 };
 

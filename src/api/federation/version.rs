@@ -7,7 +7,7 @@ use ruma::api::federation::discovery::get_server_version;
 
 use crate::{
     Result,
-    router::{Ruma, RumaRouter},
+    api::{Ruma, RumaRouter},
     service::Services,
 };
 

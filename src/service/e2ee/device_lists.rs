@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedUserId, UserId};
 
 use crate::{Result, service::Services};
@@ -46,12 +47,12 @@ pub fn delta(
     let own_changes = rooms.membership_changes(user, since, until)?;
     for room_id in &own_changes {
         if joined.contains(room_id) {
-            changed.extend(rooms.members_with(room_id, "join")?);
+            changed.extend(rooms.members_with(room_id, MembershipState::Join)?);
         } else if rooms
             .membership(room_id, user)?
-            .is_some_and(|m| matches!(m.membership.as_str(), "leave" | "ban"))
+            .is_some_and(|m| matches!(m.membership, MembershipState::Leave | MembershipState::Ban))
         {
-            gone.extend(rooms.members_with(room_id, "join")?);
+            gone.extend(rooms.members_with(room_id, MembershipState::Join)?);
         }
     }
     for room_id in joined.iter().filter(|room| !own_changes.contains(room)) {

@@ -4,7 +4,7 @@
 use ruma::{
     CanonicalJsonObject, RoomId, RoomVersionId, ServerName, UserId,
     api::federation::membership::{RawStrippedState, create_invite},
-    events::TimelineEventType,
+    events::{TimelineEventType, room::member::MembershipState},
 };
 use serde_json::{Value, json};
 
@@ -35,7 +35,7 @@ pub async fn invite_remote(
     if !services.config.federation.enabled {
         return Err(Error::forbidden("This server does not federate"));
     }
-    let mut content = json!({ "membership": "invite" });
+    let mut content = json!({ "membership": MembershipState::Invite.as_str() });
     if let Some(reason) = reason {
         content["reason"] = reason.into();
     }
@@ -111,7 +111,8 @@ pub async fn receive_invite(
         .and_then(|key| UserId::parse(key).ok())
         .ok_or_else(|| Error::bad_json("An invite names its invitee in its state key"))?;
     if invite.pdu.kind != TimelineEventType::RoomMember
-        || content.get("membership").and_then(Value::as_str) != Some("invite")
+        || content.get("membership").and_then(Value::as_str)
+            != Some(MembershipState::Invite.as_str())
         || invite
             .pdu
             .room_id
@@ -141,7 +142,13 @@ pub async fn receive_invite(
     let stripped = stripped_state(invite_room_state, &object)?;
     services
         .rooms
-        .store_remote_membership(room_id, &invitee, "invite", countersigned, stripped)
+        .store_remote_membership(
+            room_id,
+            &invitee,
+            MembershipState::Invite,
+            countersigned,
+            stripped,
+        )
         .await?;
     Ok(object)
 }

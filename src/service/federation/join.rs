@@ -11,6 +11,7 @@ use ruma::{
         },
         query::get_room_information,
     },
+    events::room::member::MembershipState,
 };
 
 use super::pdu::{event_id_of, verify_pdu};
@@ -160,7 +161,7 @@ async fn join_through(
         &version,
         user,
         room_id,
-        "join",
+        MembershipState::Join,
         content,
     )?;
     let raw = Rooms::raw_object(&object)?;
@@ -217,7 +218,7 @@ fn fill_template(
     version: &RoomVersionId,
     user: &UserId,
     room_id: &RoomId,
-    membership: &str,
+    membership: MembershipState,
     extra_content: CanonicalJsonObject,
 ) -> Result<(CanonicalJsonObject, ruma::OwnedEventId)> {
     let rules = Rooms::rules(version)?;
@@ -239,7 +240,7 @@ fn fill_template(
         Some(CanonicalJsonValue::Object(content)) => content,
         _ => CanonicalJsonObject::new(),
     };
-    content.insert("membership".to_owned(), membership.into());
+    content.insert("membership".to_owned(), membership.as_str().into());
     content.extend(extra_content);
     object.insert("content".to_owned(), CanonicalJsonValue::Object(content));
     if rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1 {
@@ -322,7 +323,7 @@ async fn leave_through(
         &version,
         user,
         room_id,
-        "leave",
+        MembershipState::Leave,
         content,
     )?;
     services
@@ -377,7 +378,7 @@ async fn knock_through(
         &version,
         user,
         room_id,
-        "knock",
+        MembershipState::Knock,
         content,
     )?;
     let raw = Rooms::raw_object(&object)?;
@@ -393,6 +394,6 @@ async fn knock_through(
     let stripped = super::invite::stripped_state(&response.knock_room_state, &object)?;
     services
         .rooms
-        .store_remote_membership(room_id, user, "knock", knock, stripped)
+        .store_remote_membership(room_id, user, MembershipState::Knock, knock, stripped)
         .await
 }

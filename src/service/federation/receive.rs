@@ -5,8 +5,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
-    EventId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, ServerName, UInt,
+    EventId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, ServerName, TransactionId, UInt,
     api::federation::{
         authorization::get_event_authorization,
         event::{get_event, get_missing_events, get_room_state_ids},
@@ -26,13 +27,39 @@ use crate::{
             state::StateMap,
         },
     },
+    storage::{Keyspace, codec::Key},
 };
 
 /// How many missing prev events are asked for before falling back to the state.
 const MISSING_EVENTS_LIMIT: u32 = 20;
 
+/// Handles a `/send` transaction once: its PDUs (the result per event id, as `/send`
+/// answers) and EDUs. A transaction id the origin used before is answered with no
+/// results and not handled again.
+pub async fn receive_transaction(
+    services: &Services,
+    origin: &ServerName,
+    transaction_id: &TransactionId,
+    pdus: &[Box<RawValue>],
+    edus: &[Raw<Edu>],
+) -> Result<BTreeMap<OwnedEventId, Result<(), String>>> {
+    let key = Key::new().str(origin.as_str()).str(transaction_id.as_str());
+    if services
+        .db
+        .contains(Keyspace::FederationTxns, key.bytes())?
+    {
+        return Ok(BTreeMap::new());
+    }
+    let results = receive_pdus(services, origin, pdus).await;
+    receive_edus(services, origin, edus);
+    let mut batch = services.db.batch();
+    batch.put(Keyspace::FederationTxns, key, Vec::new());
+    services.db.write(batch)?;
+    Ok(results)
+}
+
 /// Handles the PDUs of a transaction; the result per event id, as `/send` answers.
-pub async fn receive_pdus(
+async fn receive_pdus(
     services: &Services,
     origin: &ServerName,
     pdus: &[Box<RawValue>],
@@ -270,7 +297,7 @@ async fn state_at(
 }
 
 /// Applies the EDUs of a transaction from `origin`.
-pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>]) {
+fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>]) {
     for raw in edus {
         let edu = match raw.deserialize() {
             Ok(edu) => edu,
@@ -291,8 +318,7 @@ pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>])
                         .member_state(&typing.room_id, &typing.user_id)
                         .ok()
                         .flatten()
-                        .as_deref()
-                        != Some("join")
+                        != Some(MembershipState::Join)
                 {
                     continue;
                 }
@@ -325,8 +351,7 @@ pub fn receive_edus(services: &Services, origin: &ServerName, edus: &[Raw<Edu>])
                                 .member_state(&room_id, &user_id)
                                 .ok()
                                 .flatten()
-                                .as_deref()
-                                != Some("join")
+                                != Some(MembershipState::Join)
                         {
                             continue;
                         }

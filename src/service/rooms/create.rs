@@ -1,5 +1,6 @@
 //! `createRoom`: the sequence of events that makes a room, as the spec orders it.
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomVersionId, UserId,
     api::client::room::{Visibility, create_room::v3::RoomPreset},
@@ -51,7 +52,7 @@ impl Rooms {
             .await?;
 
         let (displayname, avatar_url) = request.creator_profile.clone();
-        let mut member = json!({ "membership": "join" });
+        let mut member = json!({ "membership": MembershipState::Join.as_str() });
         if let Some(name) = displayname {
             member["displayname"] = name.into();
         }

@@ -153,8 +153,7 @@ impl Rooms {
                 match self.authorise_by_auth_events(rules, &event) {
                     Ok(()) => {
                         // Written one at a time, as the next event's checks read this
-                        // one; unsynced, as the write that uses them (the join, the
-                        // event they authorise) is synced and they can be fetched again.
+                        // one; unsynced, and synced once at the end (`Db::write_unsynced`).
                         let mut single = self.db.batch();
                         self.stage_pdu(
                             &mut single,
@@ -176,6 +175,7 @@ impl Rooms {
                 }
             }
             if left.is_empty() || !progress {
+                self.db.sync()?;
                 return Ok(());
             }
             pending = left;

@@ -3,7 +3,7 @@
 //! Each is one `m.room.member` event; whether it is allowed is decided by the room's
 //! authorisation rules when it is appended, not here.
 
-use ruma::{OwnedEventId, RoomId, UserId};
+use ruma::{OwnedEventId, RoomId, UserId, events::room::member::MembershipState};
 use serde_json::{Value, json};
 
 use super::{Rooms, timeline::NewEvent};
@@ -15,8 +15,8 @@ use crate::{
 /// A user's display name and avatar, copied into their member events.
 pub type Profile = (Option<String>, Option<String>);
 
-fn member_content(membership: &str, profile: &Profile, reason: Option<&str>) -> Value {
-    let mut content = json!({ "membership": membership });
+fn member_content(membership: MembershipState, profile: &Profile, reason: Option<&str>) -> Value {
+    let mut content = json!({ "membership": membership.as_str() });
     if let Some(name) = &profile.0 {
         content["displayname"] = name.as_str().into();
     }
@@ -41,11 +41,11 @@ impl Rooms {
             return Err(Error::not_found("No known servers for this room"));
         }
         if let Some(current) = self.membership(room_id, user)?
-            && current.membership == "join"
+            && current.membership == MembershipState::Join
         {
             return Ok(current.event_id);
         }
-        let content = member_content("join", profile, reason);
+        let content = member_content(MembershipState::Join, profile, reason);
         self.append(
             room_id,
             user,
@@ -63,14 +63,16 @@ impl Rooms {
         reason: Option<&str>,
         is_direct: bool,
     ) -> Result<OwnedEventId> {
-        if let Some(current) = self.member_state(room_id, target)? {
-            match current.as_str() {
-                "join" => return Err(Error::forbidden("The user is already in the room")),
-                "ban" => return Err(Error::forbidden("The user is banned from the room")),
-                _ => {}
+        match self.member_state(room_id, target)? {
+            Some(MembershipState::Join) => {
+                return Err(Error::forbidden("The user is already in the room"));
             }
+            Some(MembershipState::Ban) => {
+                return Err(Error::forbidden("The user is banned from the room"));
+            }
+            _ => {}
         }
-        let mut content = member_content("invite", &(None, None), reason);
+        let mut content = member_content(MembershipState::Invite, &(None, None), reason);
         if is_direct {
             content["is_direct"] = true.into();
         }
@@ -92,11 +94,11 @@ impl Rooms {
         reason: Option<&str>,
     ) -> Result<OwnedEventId> {
         if let Some(current) = self.membership(room_id, user)?
-            && current.membership == "knock"
+            && current.membership == MembershipState::Knock
         {
             return Ok(current.event_id);
         }
-        let content = member_content("knock", profile, reason);
+        let content = member_content(MembershipState::Knock, profile, reason);
         self.append(
             room_id,
             user,
@@ -109,13 +111,15 @@ impl Rooms {
     /// Leaves a room, or rejects an invite.
     pub async fn leave(&self, room_id: &RoomId, user: &UserId, reason: Option<&str>) -> Result<()> {
         let current = self.membership(room_id, user)?;
-        match current.as_ref().map(|m| m.membership.as_str()) {
+        match current.map(|m| m.membership) {
             None if !self.exists(room_id)? => return Err(Error::not_found("Unknown room")),
-            None | Some("leave") => return Ok(()),
-            Some("ban") => return Err(Error::forbidden("You are banned from this room")),
+            None | Some(MembershipState::Leave) => return Ok(()),
+            Some(MembershipState::Ban) => {
+                return Err(Error::forbidden("You are banned from this room"));
+            }
             _ => {}
         }
-        let content = member_content("leave", &(None, None), reason);
+        let content = member_content(MembershipState::Leave, &(None, None), reason);
         self.append(
             room_id,
             user,
@@ -126,24 +130,31 @@ impl Rooms {
         Ok(())
     }
 
-    /// Kicks, bans or unbans `target` (`membership` is "leave" or "ban").
+    /// Kicks, bans or unbans `target` (`membership` is leave or ban).
     pub async fn set_membership_of(
         &self,
         room_id: &RoomId,
         sender: &UserId,
         target: &UserId,
-        membership: &str,
+        membership: MembershipState,
         reason: Option<&str>,
     ) -> Result<()> {
         if !self.is_joined(room_id, sender)? {
             return Err(Error::forbidden("You are not in this room"));
         }
         let current = self.member_state(room_id, target)?;
-        match (membership, current.as_deref()) {
-            ("leave", Some("ban")) => {}
-            ("leave", Some("join" | "invite" | "knock")) => {}
-            ("leave", _) => return Err(Error::forbidden("The user is not in the room")),
-            _ => {}
+        if membership == MembershipState::Leave
+            && !matches!(
+                current,
+                Some(
+                    MembershipState::Ban
+                        | MembershipState::Join
+                        | MembershipState::Invite
+                        | MembershipState::Knock
+                )
+            )
+        {
+            return Err(Error::forbidden("The user is not in the room"));
         }
         let content = member_content(membership, &(None, None), reason);
         self.append(
@@ -159,7 +170,12 @@ impl Rooms {
     /// Forgets a room the user has left: it no longer appears in their sync.
     pub fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
         match self.membership(room_id, user)? {
-            Some(current) if matches!(current.membership.as_str(), "join" | "invite" | "knock") => {
+            Some(current)
+                if matches!(
+                    current.membership,
+                    MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+                ) =>
+            {
                 Err(Error::new(
                     ruma::api::error::ErrorKind::Unknown,
                     "Leave the room before forgetting it",

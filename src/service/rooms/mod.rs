@@ -21,7 +21,9 @@ use std::{collections::HashMap, sync::Arc};
 use parking_lot::Mutex;
 use ruma::{
     EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId,
-    UserId, room_version_rules::RoomVersionRules,
+    UserId,
+    events::room::{history_visibility::HistoryVisibility, member::MembershipState},
+    room_version_rules::RoomVersionRules,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +36,7 @@ use crate::{
     service::{federation::queue::OutgoingQueue, stream::Stream},
     storage::{
         Db, Keyspace,
-        codec::{Key, KeyReader},
+        codec::{Key, KeyReader, decode_membership},
     },
 };
 
@@ -78,7 +80,7 @@ pub struct Audience {
 /// A user's membership in a room, as indexed for `/sync` and `joined_rooms`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Membership {
-    pub membership: String,
+    pub membership: MembershipState,
     /// The latest member event (a profile change makes a new one).
     pub event_id: OwnedEventId,
     /// The stream position at which the membership took its current value.
@@ -190,22 +192,25 @@ impl Rooms {
         ))
     }
 
-    /// A user's current membership in a room ("join", "invite", "leave", "ban", "knock").
+    /// A local user's current membership in a room.
     pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>> {
         let key = Key::new().str(user_id.as_str()).str(room_id.as_str());
         Ok(self.db.get_json(Keyspace::UserRooms, key.bytes())?)
     }
 
-    /// Any user's membership in a room's current state, local or not ("join", "invite",
-    /// "leave", "ban", "knock").
-    pub fn member_state(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+    /// Any user's membership in a room's current state, local or not.
+    pub fn member_state(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Option<MembershipState>> {
         Ok(self
             .state_content(room_id, "m.room.member", user_id.as_str())?
             .and_then(|content| {
                 content
                     .get("membership")
                     .and_then(|m| m.as_str())
-                    .map(str::to_owned)
+                    .map(MembershipState::from)
             }))
     }
 
@@ -227,7 +232,7 @@ impl Rooms {
     pub fn is_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
         Ok(self
             .membership(room_id, user_id)?
-            .is_some_and(|m| m.membership == "join"))
+            .is_some_and(|m| m.membership == MembershipState::Join))
     }
 
     /// Every room a user has a membership in, with that membership.
@@ -287,7 +292,7 @@ impl Rooms {
             users.push(user.to_owned());
         }
         for room_id in self.rooms_joined_by(user)? {
-            for member in self.members_with(&room_id, "join")? {
+            for member in self.members_with(&room_id, MembershipState::Join)? {
                 if member.server_name() == self.server_name && !users.contains(&member) {
                     users.push(member);
                 }
@@ -318,9 +323,14 @@ impl Rooms {
         Ok(users)
     }
 
-    /// Users with the given membership in a room ("join", "invite" or "knock").
-    pub fn members_with(&self, room_id: &RoomId, membership: &str) -> Result<Vec<OwnedUserId>> {
-        self.members_where(room_id, |value| value == membership.as_bytes())
+    /// Users with the given membership in a room (join, invite or knock: the others are
+    /// not indexed).
+    pub fn members_with(
+        &self,
+        room_id: &RoomId,
+        membership: MembershipState,
+    ) -> Result<Vec<OwnedUserId>> {
+        self.members_where(room_id, |value| decode_membership(value) == membership)
     }
 
     /// Users who should hear about a change in this room right away: everyone joined,
@@ -338,7 +348,7 @@ impl Rooms {
             let mut reader = KeyReader::new(&key);
             reader.str()?;
             let user = OwnedUserId::try_from(reader.str()?).map_err(Error::internal)?;
-            if membership == b"join"
+            if decode_membership(&membership) == MembershipState::Join
                 && user.server_name() != self.server_name
                 && !audience.servers.iter().any(|s| s == user.server_name())
             {
@@ -354,7 +364,7 @@ impl Rooms {
         Ok(self
             .user_rooms(user)?
             .into_iter()
-            .filter(|(_, membership)| membership.membership == "join")
+            .filter(|(_, membership)| membership.membership == MembershipState::Join)
             .map(|(room_id, _)| room_id)
             .collect())
     }
@@ -363,7 +373,8 @@ impl Rooms {
     pub fn joined_any(&self, rooms: &[OwnedRoomId], user: &UserId) -> Result<bool> {
         for room_id in rooms {
             let key = Key::new().str(room_id.as_str()).str(user.as_str());
-            if self.db.get(Keyspace::RoomMembers, key.bytes())?.as_deref() == Some(b"join") {
+            let membership = self.db.get(Keyspace::RoomMembers, key.bytes())?;
+            if membership.is_some_and(|value| decode_membership(&value) == MembershipState::Join) {
                 return Ok(true);
             }
         }
@@ -375,7 +386,7 @@ impl Rooms {
     pub fn shared_audience(&self, user: &UserId) -> Result<Audience> {
         let mut audience = Audience::default();
         for (room_id, membership) in self.user_rooms(user)? {
-            if membership.membership != "join" {
+            if membership.membership != MembershipState::Join {
                 continue;
             }
             let room = self.audience(&room_id)?;
@@ -509,15 +520,6 @@ impl Rooms {
         if self.is_joined(room_id, user_id)? {
             return Ok(true);
         }
-        let visibility = self
-            .state_content(room_id, "m.room.history_visibility", "")?
-            .and_then(|content| {
-                content
-                    .get("history_visibility")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "shared".to_owned());
-        Ok(visibility == "world_readable")
+        Ok(self.history_visibility(room_id)? == HistoryVisibility::WorldReadable)
     }
 }

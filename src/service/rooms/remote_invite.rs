@@ -3,7 +3,7 @@
 //! this server is not in is kept as an outlier with the stripped state the inviter sent,
 //! so the invitee's sync can show the room.
 
-use ruma::{OwnedUserId, RoomId, RoomVersionId, UserId};
+use ruma::{OwnedUserId, RoomId, RoomVersionId, UserId, events::room::member::MembershipState};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -81,7 +81,7 @@ impl Rooms {
         &self,
         room_id: &RoomId,
         invitee: &UserId,
-        membership: &str,
+        membership: MembershipState,
         invite: IncomingPdu,
         stripped: Vec<Value>,
     ) -> Result<()> {
@@ -111,7 +111,7 @@ impl Rooms {
             &mut batch,
             room_id,
             invitee,
-            membership,
+            &membership,
             &event_id,
             permit.position(),
         )?;
@@ -160,7 +160,7 @@ impl Rooms {
             &mut batch,
             room_id,
             user,
-            "leave",
+            &MembershipState::Leave,
             &current.event_id,
             permit.position(),
         )?;

@@ -5,7 +5,7 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, DeviceId, EventId, OwnedDeviceId, OwnedEventId,
     OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
     api::error::ErrorKind,
-    events::{StateEventType, TimelineEventType},
+    events::{StateEventType, TimelineEventType, room::member::MembershipState},
     room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
 };
 use serde_json::value::RawValue;
@@ -21,7 +21,10 @@ use super::{
 use crate::{
     Error, Result,
     service::{federation::queue::Outgoing, stream::Permit, users::now_ms},
-    storage::{Batch, Keyspace, codec::Key},
+    storage::{
+        Batch, Keyspace,
+        codec::{Key, decode_membership, encode_membership},
+    },
 };
 
 /// An event a local user wants to send.
@@ -702,7 +705,7 @@ impl Rooms {
         batch: &mut Batch,
         room_id: &RoomId,
         target: &UserId,
-        membership: &str,
+        membership: &MembershipState,
         event_id: &EventId,
         position: u64,
     ) -> Result<()> {
@@ -710,16 +713,16 @@ impl Rooms {
         let was_joined = self
             .db
             .get(Keyspace::RoomMembers, member_key.bytes())?
-            .as_deref()
-            == Some(b"join");
-        if was_joined != (membership == "join") {
+            .is_some_and(|value| decode_membership(&value) == MembershipState::Join);
+        let joined = *membership == MembershipState::Join;
+        if was_joined != joined {
             batch.put(
                 Keyspace::RoomMembersStream,
                 Key::new().str(room_id.as_str()).u64(position),
                 target.as_str().as_bytes().to_vec(),
             );
             let joined_key = Key::new().str(target.as_str()).str(room_id.as_str());
-            if membership == "join" {
+            if joined {
                 batch.put(Keyspace::JoinedRooms, joined_key, Vec::new());
             } else {
                 batch.delete(Keyspace::JoinedRooms, joined_key);
@@ -730,11 +733,14 @@ impl Rooms {
                 batch.delete(Keyspace::RemoteDevices, target.as_bytes().to_vec());
             }
         }
-        if matches!(membership, "join" | "invite" | "knock") {
+        if matches!(
+            membership,
+            MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+        ) {
             batch.put(
                 Keyspace::RoomMembers,
                 member_key,
-                membership.as_bytes().to_vec(),
+                encode_membership(membership),
             );
         } else {
             batch.delete(Keyspace::RoomMembers, member_key);
@@ -746,7 +752,7 @@ impl Rooms {
             let previous = self.membership(room_id, target)?;
             let unchanged = previous
                 .as_ref()
-                .is_some_and(|p| p.membership == membership);
+                .is_some_and(|p| p.membership == *membership);
             let since = match &previous {
                 Some(previous) if unchanged => previous.position,
                 _ => position,
@@ -755,7 +761,7 @@ impl Rooms {
                 Keyspace::UserRooms,
                 Key::new().str(target.as_str()).str(room_id.as_str()),
                 &Membership {
-                    membership: membership.to_owned(),
+                    membership: membership.clone(),
                     event_id: event_id.to_owned(),
                     position: since,
                 },
@@ -920,7 +926,7 @@ impl Rooms {
 }
 
 /// The member whose membership a member event sets, and to what.
-pub(super) fn member_change(pdu: &Pdu) -> Option<(OwnedUserId, String)> {
+pub(super) fn member_change(pdu: &Pdu) -> Option<(OwnedUserId, MembershipState)> {
     if pdu.kind != TimelineEventType::RoomMember {
         return None;
     }
@@ -934,9 +940,9 @@ pub(super) fn member_change(pdu: &Pdu) -> Option<(OwnedUserId, String)> {
             content
                 .get("membership")
                 .and_then(|m| m.as_str())
-                .map(str::to_owned)
+                .map(MembershipState::from)
         })
-        .unwrap_or_else(|| "leave".to_owned());
+        .unwrap_or(MembershipState::Leave);
     Some((target, membership))
 }
 

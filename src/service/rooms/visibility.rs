@@ -1,11 +1,33 @@
 //! Who may see which event: the spec's history visibility rules.
 
-use ruma::{EventId, UserId};
+use ruma::{
+    EventId, RoomId, UserId,
+    events::room::{history_visibility::HistoryVisibility, member::MembershipState},
+};
 
-use super::{Rooms, pdu::StoredPdu};
+use super::{Rooms, pdu::StoredPdu, state::StateMap};
 use crate::Result;
 
 impl Rooms {
+    /// A room's history visibility in `state` (`shared` when unset or unreadable).
+    pub fn history_visibility_in(&self, state: &StateMap) -> Result<HistoryVisibility> {
+        Ok(self
+            .content_in(state, "m.room.history_visibility", "")?
+            .and_then(|content| {
+                content
+                    .get("history_visibility")
+                    .and_then(|v| v.as_str())
+                    .map(HistoryVisibility::from)
+            })
+            .unwrap_or(HistoryVisibility::Shared))
+    }
+
+    /// A room's current history visibility.
+    pub fn history_visibility(&self, room_id: &RoomId) -> Result<HistoryVisibility> {
+        let state = self.current_state(room_id)?;
+        self.history_visibility_in(&state)
+    }
+
     /// Whether `user` may see `pdu`, judged by the history visibility and the user's
     /// membership in the state just before it.
     pub fn can_see_event(
@@ -15,15 +37,8 @@ impl Rooms {
         pdu: &StoredPdu,
     ) -> Result<bool> {
         let state = self.state.get(pdu.state_before)?;
-        let visibility = self
-            .content_in(&state, "m.room.history_visibility", "")?
-            .and_then(|c| {
-                c.get("history_visibility")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "shared".to_owned());
-        if visibility == "world_readable" {
+        let visibility = self.history_visibility_in(&state)?;
+        if visibility == HistoryVisibility::WorldReadable {
             return Ok(true);
         }
         let membership_then = self
@@ -31,11 +46,16 @@ impl Rooms {
             .and_then(|c| {
                 c.get("membership")
                     .and_then(|m| m.as_str())
-                    .map(str::to_owned)
+                    .map(MembershipState::from)
             });
-        match membership_then.as_deref() {
-            Some("join") => return Ok(true),
-            Some("invite") if visibility == "invited" || visibility == "shared" => {
+        match membership_then {
+            Some(MembershipState::Join) => return Ok(true),
+            Some(MembershipState::Invite)
+                if matches!(
+                    visibility,
+                    HistoryVisibility::Invited | HistoryVisibility::Shared
+                ) =>
+            {
                 return Ok(true);
             }
             _ => {}
@@ -48,7 +68,7 @@ impl Rooms {
         {
             return Ok(true);
         }
-        if visibility == "shared" && self.is_joined(&pdu.room_id, user)? {
+        if visibility == HistoryVisibility::Shared && self.is_joined(&pdu.room_id, user)? {
             return Ok(true);
         }
         Ok(false)

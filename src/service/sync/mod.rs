@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     OneTimeKeyAlgorithm, OwnedRoomId, UInt, UserId,
     api::client::{
@@ -26,8 +27,7 @@ use serde_json::json;
 pub use self::token::SyncToken;
 use crate::{
     Result,
-    router::Sender,
-    service::{Services, e2ee},
+    service::{Services, e2ee, users::Sender},
 };
 
 /// What a client asked of one `/sync` call.
@@ -222,25 +222,25 @@ async fn build(window: &Window<'_>) -> Result<Response> {
         let account_data = room_account_data
             .remove(room_id.as_str())
             .unwrap_or_default();
-        match membership.membership.as_str() {
-            "join" => {
+        match membership.membership {
+            MembershipState::Join => {
                 if let Some(joined) =
                     room::joined(window, &room_id, &membership, account_data).await?
                 {
                     rooms.join.insert(room_id, joined);
                 }
             }
-            "invite" if membership_changed => {
+            MembershipState::Invite if membership_changed => {
                 if let Some(invited) = room::invited(window, &room_id, &membership)? {
                     rooms.invite.insert(room_id.clone(), invited);
                 }
             }
-            "knock" if membership_changed => {
+            MembershipState::Knock if membership_changed => {
                 if let Some(knocked) = room::knocked(window, &room_id, &membership)? {
                     rooms.knock.insert(room_id.clone(), knocked);
                 }
             }
-            "leave" | "ban"
+            MembershipState::Leave | MembershipState::Ban
                 if membership_changed && (window.since.is_some() || room_filter.include_leave) =>
             {
                 if let Some(left) = room::left(window, &room_id, &membership)? {

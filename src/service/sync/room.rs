@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     OwnedEventId, OwnedUserId, RoomId, UInt,
     api::client::sync::sync_events::{
@@ -199,8 +200,12 @@ fn state_section(
 
 fn summary(window: &Window<'_>, room_id: &RoomId) -> Result<RoomSummary> {
     let services = window.services;
-    let joined = services.rooms.members_with(room_id, "join")?;
-    let invited = services.rooms.members_with(room_id, "invite")?;
+    let joined = services
+        .rooms
+        .members_with(room_id, MembershipState::Join)?;
+    let invited = services
+        .rooms
+        .members_with(room_id, MembershipState::Invite)?;
     let mut summary = RoomSummary::new();
     let name_set = services
         .rooms

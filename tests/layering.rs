@@ -1,0 +1,146 @@
+//! The server's modules depend one way: `main` → `router` → `api` → `service` →
+//! `storage` (docs/architecture.md). This test reads every `crate::` path in `src/` and
+//! fails on one that points the other way, or from a handler straight into storage.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+/// The layer a source file belongs to: its top-level module (`main` for `main.rs` and
+/// `lib.rs`).
+fn layer_of(relative: &Path) -> String {
+    let first = relative
+        .components()
+        .next()
+        .and_then(|component| component.as_os_str().to_str())
+        .unwrap_or_default();
+    match first.strip_suffix(".rs").unwrap_or(first) {
+        "main" | "lib" => "main".to_owned(),
+        module => module.to_owned(),
+    }
+}
+
+/// What each layer may name with a `crate::` path besides itself. `config`, `error` and
+/// `json` (and the crate root's re-exports `Error` and `Result`) are shared by all.
+fn allowed(layer: &str) -> Option<&'static [&'static str]> {
+    const SHARED: &[&str] = &["config", "error", "json", "Error", "Result"];
+    Some(match layer {
+        "main" => &[
+            "router", "api", "service", "storage", "config", "error", "json", "Error", "Result",
+        ],
+        "router" => &[
+            "api", "service", "config", "error", "json", "Error", "Result",
+        ],
+        // Handlers call services; they never touch storage.
+        "api" => &["service", "config", "error", "json", "Error", "Result"],
+        "service" => &["storage", "config", "error", "json", "Error", "Result"],
+        "storage" => &["error", "Error", "Result"],
+        "config" | "json" => SHARED,
+        // The one error type wraps storage's errors.
+        "error" => &["storage", "config", "json"],
+        _ => return None,
+    })
+}
+
+/// The top-level module of every `crate::` path in `source`, grouped imports
+/// (`use crate::{a::b, c}`) included.
+fn crate_paths(source: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for (at, _) in source.match_indices("crate::") {
+        let preceded_by_ident = source[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
+        if preceded_by_ident {
+            continue; // `$crate::`, `palisade_crate::`, ...
+        }
+        let rest = &source[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0usize;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        found.extend(first_ident(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                if depth == 0 || c != '{' {
+                    item.push(c);
+                }
+            }
+            found.extend(first_ident(&item));
+        } else {
+            found.extend(first_ident(rest));
+        }
+    }
+    found
+}
+
+fn first_ident(text: &str) -> Option<String> {
+    let ident: String = text
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!ident.is_empty() && ident != "self").then_some(ident)
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|extension| extension == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn modules_depend_one_way() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    assert!(files.len() > 50, "the sources were not found in {src:?}");
+    let mut wrong = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).unwrap();
+        let layer = layer_of(relative);
+        let Some(allowed) = allowed(&layer) else {
+            wrong.push(format!(
+                "{}: top-level module `{layer}` has no place in the layering; add it to this test and to docs/architecture.md",
+                relative.display()
+            ));
+            continue;
+        };
+        let source = std::fs::read_to_string(file).unwrap();
+        for target in crate_paths(&source) {
+            if target != layer && !allowed.contains(&target.as_str()) {
+                wrong.push(format!(
+                    "{}: `{layer}` names `crate::{target}`",
+                    relative.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports against the layering (main → router → api → service → storage):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn crate_paths_reads_grouped_imports() {
+    let source = "use crate::{\n    Error, Result,\n    api::{Ruma, RumaRouter},\n    service::{Services, users::Sender},\n};\nlet x = crate::storage::Db::open(); let y = $crate::router::x;";
+    let found: Vec<String> = crate_paths(source).into_iter().collect();
+    assert_eq!(found, ["Error", "Result", "api", "service", "storage"]);
+}
