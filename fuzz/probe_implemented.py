@@ -10,7 +10,6 @@ An operation counts as NOT implemented when the server answers it the way it
 answers a route it does not have: 404 or 405 with errcode M_UNRECOGNIZED, a
 404/405 without a JSON body, or 501. Anything else (a Matrix error such as
 400/401/403/404 M_NOT_FOUND, a success) means a handler answered.
-(The rules follow shared/tools/spec_coverage.py.)
 
 Operations in --skip (same METHOD /path format) are never sent nor listed; operations
 that would create state even with dummy parameters (createRoom, media upload)
