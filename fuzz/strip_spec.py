@@ -6,19 +6,23 @@ repository has no spec checkout beside it. So the repository carries a copy of
 just what the run reads: every file of data/api/client-server/ and every file
 they reach by `$ref` (event schemas, shared definitions), with the same paths,
 so fuzz/bundle_spec.py reads it like a full checkout. Prose is removed
-(`description`, `summary` and the notes of `x-changedInMatrixVersion`); paths, parameters, schemas, `x-*` keys and the
-`example`/`examples` the fuzz run sends in its examples phase stay. Each file
-keeps its copyright header and says that it was changed; the spec's LICENSE
-goes beside the copy, and fuzz/spec/README.md names the spec version.
+(`description`, `summary` and the notes of `x-changedInMatrixVersion`); paths,
+parameters, schemas, the other `x-*` keys and the `example`/`examples` the fuzz run
+sends in its examples phase stay. Each file keeps its copyright header and says
+that it was changed; the spec's LICENSE goes beside the copy, and
+fuzz/spec/README.md names the spec version.
 
-  fuzz/strip_spec.py --spec-dir ../shared/spec              # rewrite fuzz/spec
-  fuzz/strip_spec.py --spec-dir ../shared/spec --check      # exit 1 if fuzz/spec differs
+  fuzz/strip_spec.py --spec-dir CHECKOUT            # rewrite fuzz/spec
+  fuzz/strip_spec.py --spec-dir CHECKOUT --check    # exit 1 if fuzz/spec differs
+
+CHECKOUT is a matrix-spec checkout (--spec-dir defaults to $MATRIX_SPEC_DIR).
 
 With --check, a checkout of another spec version than the copy's is only reported:
 the copy is then older or newer, not wrong.
 
-The spec version is read from the checkout (`git describe --tags`, or the
-"tag **vX.Y**" line of its README.md); --spec-version overrides it. Needs PyYAML.
+The spec version is read from the checkout (`git describe --tags` when it is a git
+checkout of its own, or the "tag **vX.Y**" line of its README.md); --spec-version
+overrides it. Needs PyYAML.
 """
 import argparse
 import glob
@@ -41,10 +45,6 @@ DATA_KEYS = {"example", "examples", "default", "enum", "const"}
 STRIPPED_KEYS = {"description", "summary", "x-changedInMatrixVersion"}
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def default_spec_dir():
-    return os.environ.get("MATRIX_SPEC_DIR") or os.path.normpath(os.path.join(HERE, "..", "..", "shared", "spec"))
 
 
 def strip(node, parent_key=None):
@@ -120,10 +120,12 @@ def header(text):
 
 
 def spec_version(spec_dir):
+    def git(*args):
+        return subprocess.run(["git", "-C", spec_dir, *args], capture_output=True, text=True, check=True).stdout.strip()
     try:
-        out = subprocess.run(["git", "-C", spec_dir, "describe", "--tags"], capture_output=True, text=True, check=True)
-        if out.stdout.strip():
-            return out.stdout.strip()
+        # Only the checkout's own tags: a folder inside another repository is not one.
+        if os.path.samefile(git("rev-parse", "--show-toplevel"), spec_dir) and git("describe", "--tags"):
+            return git("describe", "--tags")
     except (OSError, subprocess.CalledProcessError):
         pass
     readme = os.path.join(spec_dir, "README.md")
@@ -181,11 +183,14 @@ Made by `fuzz/strip_spec.py --spec-dir <spec checkout>`; do not edit by hand.
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--spec-dir", default=default_spec_dir(), help="a matrix-spec checkout (default: $MATRIX_SPEC_DIR or ../shared/spec)")
+    ap.add_argument("--spec-dir", default=os.environ.get("MATRIX_SPEC_DIR"),
+                    help="a matrix-spec checkout (default: $MATRIX_SPEC_DIR)")
     ap.add_argument("-o", "--out", default=os.path.join(HERE, "spec"), help="where the copy goes (default fuzz/spec)")
     ap.add_argument("--spec-version", help="the spec version the checkout is (default: read from it)")
     ap.add_argument("--check", action="store_true", help="compare with the copy in --out instead of writing it")
     args = ap.parse_args()
+    if not args.spec_dir:
+        ap.error("give a matrix-spec checkout with --spec-dir or $MATRIX_SPEC_DIR")
 
     version = args.spec_version or spec_version(args.spec_dir)
     if not version:
