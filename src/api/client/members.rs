@@ -12,7 +12,7 @@ use crate::{
     Result,
     api::{Ruma, RumaRouter},
     json::raw,
-    service::Services,
+    service::{Services, rooms::membership::membership_in},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -51,9 +51,9 @@ async fn members(
             continue;
         }
         let membership = value
-            .pointer("/content/membership")
-            .and_then(Value::as_str)
-            .map_or(MembershipState::Leave, MembershipState::from);
+            .get("content")
+            .and_then(membership_in)
+            .unwrap_or(MembershipState::Leave);
         if body
             .membership
             .as_ref()
@@ -89,8 +89,7 @@ async fn joined_members(
         let Some(content) = services.rooms.content_in(&state, kind, state_key)? else {
             continue;
         };
-        if content.get("membership").and_then(Value::as_str) != Some(MembershipState::Join.as_str())
-        {
+        if membership_in(&content) != Some(MembershipState::Join) {
             continue;
         }
         let Ok(user_id) = ruma::OwnedUserId::try_from(state_key.as_str()) else {

@@ -25,6 +25,7 @@ use crate::{
         federation::pdu::verify_pdu,
         rooms::{
             incoming::{IncomingPdu, Relay},
+            membership::membership_in,
             timeline::NewEvent,
         },
     },
@@ -195,7 +196,7 @@ async fn accept_membership(
     if event.pdu.kind != TimelineEventType::RoomMember
         || event.pdu.room_id.as_deref() != Some(room_id)
         || state_key != event.pdu.sender.as_str()
-        || content.get("membership").and_then(|m| m.as_str()) != Some(membership.as_str())
+        || membership_in(&content).as_ref() != Some(&membership)
     {
         return Err(Error::bad_json(format!(
             "Not a {} event of its sender in this room",

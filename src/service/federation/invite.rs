@@ -16,6 +16,7 @@ use crate::{
         rooms::{
             Rooms,
             incoming::{IncomingPdu, Relay},
+            membership::membership_in,
             remote_invite::strip,
             timeline::NewEvent,
         },
@@ -111,8 +112,7 @@ pub async fn receive_invite(
         .and_then(|key| UserId::parse(key).ok())
         .ok_or_else(|| Error::bad_json("An invite names its invitee in its state key"))?;
     if invite.pdu.kind != TimelineEventType::RoomMember
-        || content.get("membership").and_then(Value::as_str)
-            != Some(MembershipState::Invite.as_str())
+        || membership_in(&content) != Some(MembershipState::Invite)
         || invite
             .pdu
             .room_id

@@ -15,6 +15,14 @@ use crate::{
 /// A user's display name and avatar, copied into their member events.
 pub type Profile = (Option<String>, Option<String>);
 
+/// The membership an `m.room.member` event's content sets, if it names one.
+pub fn membership_in(content: &Value) -> Option<MembershipState> {
+    content
+        .get("membership")
+        .and_then(Value::as_str)
+        .map(MembershipState::from)
+}
+
 fn member_content(membership: MembershipState, profile: &Profile, reason: Option<&str>) -> Value {
     let mut content = json!({ "membership": membership.as_str() });
     if let Some(name) = &profile.0 {

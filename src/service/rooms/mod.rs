@@ -206,12 +206,7 @@ impl Rooms {
     ) -> Result<Option<MembershipState>> {
         Ok(self
             .state_content(room_id, "m.room.member", user_id.as_str())?
-            .and_then(|content| {
-                content
-                    .get("membership")
-                    .and_then(|m| m.as_str())
-                    .map(MembershipState::from)
-            }))
+            .and_then(|content| membership::membership_in(&content)))
     }
 
     /// Whether the room's server ACL (`m.room.server_acl`) lets `server` take part;

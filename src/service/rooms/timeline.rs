@@ -936,12 +936,7 @@ pub(super) fn member_change(pdu: &Pdu) -> Option<(OwnedUserId, MembershipState)>
         .and_then(|key| UserId::parse(key).ok())?;
     let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
         .ok()
-        .and_then(|content| {
-            content
-                .get("membership")
-                .and_then(|m| m.as_str())
-                .map(MembershipState::from)
-        })
+        .and_then(|content| super::membership::membership_in(&content))
         .unwrap_or(MembershipState::Leave);
     Some((target, membership))
 }

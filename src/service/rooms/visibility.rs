@@ -5,7 +5,7 @@ use ruma::{
     events::room::{history_visibility::HistoryVisibility, member::MembershipState},
 };
 
-use super::{Rooms, pdu::StoredPdu, state::StateMap};
+use super::{Rooms, membership::membership_in, pdu::StoredPdu, state::StateMap};
 use crate::Result;
 
 impl Rooms {
@@ -43,11 +43,7 @@ impl Rooms {
         }
         let membership_then = self
             .content_in(&state, "m.room.member", user.as_str())?
-            .and_then(|c| {
-                c.get("membership")
-                    .and_then(|m| m.as_str())
-                    .map(MembershipState::from)
-            });
+            .and_then(|content| membership_in(&content));
         match membership_then {
             Some(MembershipState::Join) => return Ok(true),
             Some(MembershipState::Invite)
