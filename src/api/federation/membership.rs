@@ -23,11 +23,7 @@ use crate::{
     service::{
         Services,
         federation::pdu::verify_pdu,
-        rooms::{
-            incoming::{IncomingPdu, Relay},
-            membership::membership_in,
-            timeline::NewEvent,
-        },
+        rooms::{incoming::Relay, membership::membership_in, pdu::SignedPdu, timeline::NewEvent},
     },
 };
 
@@ -180,7 +176,7 @@ async fn accept_membership(
     event_id: &ruma::EventId,
     raw: &serde_json::value::RawValue,
     membership: MembershipState,
-) -> Result<IncomingPdu> {
+) -> Result<SignedPdu> {
     let room = services
         .rooms
         .room(room_id)?

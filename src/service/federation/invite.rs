@@ -14,11 +14,8 @@ use crate::{
     service::{
         Services,
         rooms::{
-            Rooms,
-            incoming::{IncomingPdu, Relay},
-            membership::membership_in,
-            remote_invite::strip,
-            timeline::NewEvent,
+            Rooms, incoming::Relay, membership::membership_in, pdu::SignedPdu,
+            remote_invite::strip, timeline::NewEvent,
         },
     },
 };
@@ -103,7 +100,7 @@ pub async fn receive_invite(
             "This server does not support the room's version",
         ));
     }
-    let invite: IncomingPdu = verify_pdu(services, version, raw).await?;
+    let invite: SignedPdu = verify_pdu(services, version, raw).await?;
     let content: Value = serde_json::from_str(invite.pdu.content.get()).map_err(Error::internal)?;
     let invitee = invite
         .pdu
@@ -135,7 +132,7 @@ pub async fn receive_invite(
         .signing_key
         .countersign_event(&services.config.server_name, &mut object, &rules.redaction)
         .map_err(Error::internal)?;
-    let countersigned = IncomingPdu {
+    let countersigned = SignedPdu {
         object: object.clone(),
         ..invite
     };

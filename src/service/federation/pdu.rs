@@ -14,7 +14,10 @@ use crate::{
     Error, Result,
     service::{
         Services,
-        rooms::{Rooms, incoming::IncomingPdu, pdu::Pdu},
+        rooms::{
+            Rooms,
+            pdu::{Pdu, SignedPdu},
+        },
     },
 };
 
@@ -42,7 +45,7 @@ pub async fn verify_pdu(
     services: &Services,
     version: &RoomVersionId,
     raw: &RawValue,
-) -> Result<IncomingPdu> {
+) -> Result<SignedPdu> {
     let rules = Rooms::rules(version)?;
     let mut object: CanonicalJsonObject = serde_json::from_str(raw.get())
         .map_err(|error| Error::bad_json(format!("PDU is not canonical JSON: {error}")))?;
@@ -79,7 +82,7 @@ pub async fn verify_pdu(
     let raw = Rooms::raw_object(&object)?;
     let pdu = Pdu::parse(event_id.clone(), &raw)
         .map_err(|error| Error::bad_json(format!("Invalid PDU: {error}")))?;
-    Ok(IncomingPdu {
+    Ok(SignedPdu {
         event_id,
         object,
         pdu,

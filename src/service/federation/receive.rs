@@ -23,7 +23,8 @@ use crate::{
     service::{
         Services,
         rooms::{
-            incoming::{Accepted, IncomingPdu, Relay},
+            incoming::{Accepted, Relay},
+            pdu::SignedPdu,
             state::StateMap,
         },
     },
@@ -144,7 +145,7 @@ pub async fn receive_pdu(
         .await
 }
 
-fn missing_prev_events(services: &Services, event: &IncomingPdu) -> Result<Vec<OwnedEventId>> {
+fn missing_prev_events(services: &Services, event: &SignedPdu) -> Result<Vec<OwnedEventId>> {
     let mut missing = Vec::new();
     for id in &event.pdu.prev_events {
         match services.rooms.pdu(id)? {
@@ -162,7 +163,7 @@ async fn fill_gap(
     origin: &ServerName,
     room_id: &RoomId,
     version: &RoomVersionId,
-    event: &IncomingPdu,
+    event: &SignedPdu,
 ) {
     let Ok(Some(room)) = services.rooms.room(room_id) else {
         return;
@@ -211,7 +212,7 @@ async fn fetch_auth_events(
     origin: &ServerName,
     room_id: &RoomId,
     version: &RoomVersionId,
-    event: &IncomingPdu,
+    event: &SignedPdu,
 ) -> Result<()> {
     let mut missing = false;
     for id in &event.pdu.auth_events {

@@ -4,20 +4,24 @@
 //! the current state, and written with the state they produce. A room with several
 //! forward extremities has its current state resolved with state resolution v2.
 
-use std::collections::{HashMap, HashSet};
+use std::{collections::HashSet, sync::Arc};
 
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId,
-    events::StateEventType, room_version_rules::RoomVersionRules,
+    room_version_rules::RoomVersionRules,
 };
 
 use super::{
     Audience, RoomRecord, Rooms,
-    pdu::Pdu,
+    pdu::{Pdu, SignedPdu},
     state::StateMap,
-    timeline::{Pending, member_change, raw_json},
+    timeline::{Entry, Head, PduWrite, Pending, Place, member_change, raw_json, redacted_by},
 };
-use crate::{Error, Result, service::federation::queue::Outgoing, storage::Keyspace};
+use crate::{
+    Error, Result,
+    service::stream::Permit,
+    storage::{Batch, Keyspace},
+};
 
 /// The state after an event, given the state before it.
 fn map_after(before: &StateMap, pdu: &Pdu) -> StateMap {
@@ -29,15 +33,6 @@ fn map_after(before: &StateMap, pdu: &Pdu) -> StateMap {
         );
     }
     after
-}
-
-/// A PDU from another server whose hashes and signatures checked out (or, on a hash
-/// mismatch, its redacted form).
-#[derive(Clone, Debug)]
-pub struct IncomingPdu {
-    pub event_id: OwnedEventId,
-    pub object: CanonicalJsonObject,
-    pub pdu: Pdu,
 }
 
 /// Which other servers an appended event is sent on to.
@@ -75,7 +70,7 @@ impl Rooms {
     pub fn authorise_by_auth_events(
         &self,
         rules: &RoomVersionRules,
-        event: &IncomingPdu,
+        event: &SignedPdu,
     ) -> Result<()> {
         let mut state = StateMap::new();
         for id in &event.pdu.auth_events {
@@ -98,26 +93,7 @@ impl Rooms {
                 .entry(("m.room.create".to_owned(), String::new()))
                 .or_insert(create_id);
         }
-        self.authorise_parsed(rules, &event.pdu, &state)
-    }
-
-    /// The state-independent rules and the rules against `state`.
-    fn authorise_parsed(
-        &self,
-        rules: &RoomVersionRules,
-        pdu: &Pdu,
-        state: &StateMap,
-    ) -> Result<()> {
-        let fetch_event = |id: &EventId| self.state_event(id).ok().flatten();
-        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)
-            .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))?;
-        let fetch_state = |kind: &StateEventType, state_key: &str| {
-            state
-                .get(&(kind.to_string(), state_key.to_owned()))
-                .and_then(|id| self.state_event(id).ok().flatten())
-        };
-        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
-            .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))
+        self.check_auth(rules, &event.pdu, &state)
     }
 
     /// Stores auth-chain and state events of a room as outliers, oldest first, each
@@ -126,13 +102,13 @@ impl Rooms {
         &self,
         rules: &RoomVersionRules,
         room_id: &RoomId,
-        mut events: Vec<IncomingPdu>,
+        mut events: Vec<SignedPdu>,
     ) -> Result<()> {
         // Events of another room have no place here (a room version 12 create event
         // carries no room id: its id is the room's).
         events.retain(|event| event.pdu.room_id.as_deref().is_none_or(|id| id == room_id));
         events.sort_by_key(|event| event.pdu.depth);
-        let mut pending: Vec<IncomingPdu> = events;
+        let mut pending: Vec<SignedPdu> = events;
         // Auth events may come after the events they authorise: retry until no progress.
         loop {
             let mut progress = false;
@@ -155,17 +131,12 @@ impl Rooms {
                         // Written one at a time, as the next event's checks read this
                         // one; unsynced, and synced once at the end (`Db::write_unsynced`).
                         let mut single = self.db.batch();
-                        self.stage_pdu(
-                            &mut single,
-                            room_id,
-                            rules,
-                            event.pdu,
-                            event.object,
-                            None,
-                            None,
-                            0,
-                            0,
-                        )?;
+                        let write = PduWrite {
+                            event,
+                            txn: None,
+                            place: Place::Outlier,
+                        };
+                        self.stage_pdu(&mut single, room_id, rules, write)?;
                         self.db.write_unsynced(single)?;
                         progress = true;
                     }
@@ -189,7 +160,7 @@ impl Rooms {
         room_id: &RoomId,
         version: &RoomVersionId,
         state: StateMap,
-        join: IncomingPdu,
+        join: SignedPdu,
     ) -> Result<()> {
         let rules = Self::rules(version)?;
         let guard = self.lock(room_id).lock_owned().await;
@@ -199,16 +170,19 @@ impl Rooms {
             self.append_remote(room_id, join, Relay::None).await?;
             return Ok(());
         }
-        self.authorise_parsed(&rules, &join.pdu, &state)?;
+        self.check_auth(&rules, &join.pdu, &state)?;
         let mut batch = self.db.batch();
         let state_before = self.state.create_snapshot(&mut batch, &state)?;
-        let before = std::sync::Arc::new(state.clone());
-        let mut room = RoomRecord {
-            version: version.clone(),
-            state_group: state_before,
-            extremities: Vec::new(),
-            depth: 0,
-            last_position: 0,
+        let mut head = Head {
+            room_id: room_id.to_owned(),
+            rules,
+            record: RoomRecord {
+                version: version.clone(),
+                state_group: state_before,
+                extremities: Vec::new(),
+                depth: 0,
+                last_position: 0,
+            },
         };
         // The members already there are indexed as of now.
         let permit = self.stream.next();
@@ -232,17 +206,15 @@ impl Rooms {
                 audience.users.push(target);
             }
         }
-        let pending = self.stage_remote(
-            &mut batch,
-            room_id,
-            &mut room,
-            &rules,
-            join,
-            (state_before, before),
-            permit,
-            audience,
-            Relay::None,
-        )?;
+        let redacted = redacted_by(&join.pdu);
+        let before = (state_before, Arc::new(state));
+        self.stage_remote(&mut batch, &mut head, join, before, &permit, &mut audience)?;
+        let pending = Pending {
+            batch,
+            permits: vec![permit],
+            woken: audience,
+            redacted,
+        };
         self.commit(pending, guard).await
     }
 
@@ -256,7 +228,7 @@ impl Rooms {
     pub async fn append_remote(
         &self,
         room_id: &RoomId,
-        event: IncomingPdu,
+        event: SignedPdu,
         relay: Relay,
     ) -> Result<Accepted> {
         self.append_incoming(room_id, event, None, relay).await
@@ -267,17 +239,20 @@ impl Rooms {
     pub async fn append_remote_with_state(
         &self,
         room_id: &RoomId,
-        event: IncomingPdu,
+        event: SignedPdu,
         state: StateMap,
     ) -> Result<Accepted> {
         self.append_incoming(room_id, event, Some(state), Relay::None)
             .await
     }
 
+    /// Authorises an event against the state before it (`state`, or else computed from
+    /// its prev events) and appends it, or keeps it soft-failed when the room's current
+    /// state refuses it.
     async fn append_incoming(
         &self,
         room_id: &RoomId,
-        event: IncomingPdu,
+        event: SignedPdu,
         state: Option<StateMap>,
         relay: Relay,
     ) -> Result<Accepted> {
@@ -285,115 +260,106 @@ impl Rooms {
         if self.in_timeline(&event.event_id)? {
             return Ok(Accepted::Known);
         }
-        let mut room = self
-            .room(room_id)?
+        let mut head = self
+            .head(room_id)?
             .ok_or_else(|| Error::not_found("This server is not in the room"))?;
-        let rules = Self::rules(&room.version)?;
         let mut batch = self.db.batch();
         let before = match state {
-            None => self.state_before_event(&mut batch, &rules, &event.pdu)?,
+            None => self.state_before_event(&mut batch, &head.rules, &event.pdu)?,
             Some(state) => (
                 self.state.create_snapshot(&mut batch, &state)?,
-                std::sync::Arc::new(state),
+                Arc::new(state),
             ),
         };
-        self.append_with_state(
-            guard, batch, room_id, &mut room, &rules, event, before, relay,
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn append_with_state(
-        &self,
-        guard: tokio::sync::OwnedMutexGuard<()>,
-        mut batch: crate::storage::Batch,
-        room_id: &RoomId,
-        room: &mut RoomRecord,
-        rules: &RoomVersionRules,
-        event: IncomingPdu,
-        before: (u64, std::sync::Arc<StateMap>),
-        relay: Relay,
-    ) -> Result<Accepted> {
-        let state_before = before.0;
-        self.authorise_parsed(rules, &event.pdu, &before.1)?;
+        self.check_auth(&head.rules, &event.pdu, &before.1)?;
         // Soft failure: authorised by its past, but not by the room as it is now.
-        let current = self.state.get(room.state_group)?;
-        if let Err(error) = self.authorise_parsed(rules, &event.pdu, &current) {
+        let current = self.state.get(head.record.state_group)?;
+        if let Err(error) = self.check_auth(&head.rules, &event.pdu, &current) {
             tracing::info!(event_id = %event.event_id, %error, "soft-failed");
+            let state_before = before.0;
             let state_after = self.state_after(&mut batch, state_before, &event.pdu)?;
-            self.stage_stored(
-                &mut batch,
-                room_id,
-                rules,
-                event.pdu,
-                event.object,
-                None,
-                None,
-                (state_before, state_after),
-                true,
-            )?;
+            let place = Place::SoftFailed {
+                state_before,
+                state_after,
+            };
+            let write = PduWrite {
+                event,
+                txn: None,
+                place,
+            };
+            self.stage_pdu(&mut batch, room_id, &head.rules, write)?;
             self.db.write(batch)?;
-            drop(guard);
             return Ok(Accepted::SoftFailed);
         }
         let permit = self.stream.next();
-        let mut audience = self.audience(room_id)?;
-        match &relay {
-            Relay::None => audience.servers.clear(),
-            Relay::AllBut(origin) => audience.servers.retain(|server| server != origin),
-            Relay::All => {}
-        }
-        let pending = self.stage_remote(
-            &mut batch, room_id, room, rules, event, before, permit, audience, relay,
-        )?;
+        let mut audience = self.relayed_audience(room_id, &event, &relay)?;
+        let redacted = redacted_by(&event.pdu);
+        self.stage_remote(&mut batch, &mut head, event, before, &permit, &mut audience)?;
+        let pending = Pending {
+            batch,
+            permits: vec![permit],
+            woken: audience,
+            redacted,
+        };
         self.commit(pending, guard).await?;
         Ok(Accepted::Timeline)
     }
 
+    /// Who hears of an incoming event: the room's local members, and the servers
+    /// `relay` names.
+    fn relayed_audience(
+        &self,
+        room_id: &RoomId,
+        event: &SignedPdu,
+        relay: &Relay,
+    ) -> Result<Audience> {
+        let mut audience = self.audience(room_id)?;
+        match relay {
+            Relay::None => audience.servers.clear(),
+            Relay::AllBut(origin) => audience.servers.retain(|server| server != origin),
+            Relay::All => {
+                if let Some((target, _)) = member_change(&event.pdu)
+                    && target.server_name() != self.server_name
+                    && !audience.servers.iter().any(|s| s == target.server_name())
+                {
+                    audience.servers.push(target.server_name().to_owned());
+                }
+            }
+        }
+        Ok(audience)
+    }
+
     /// Stages a remote event into the timeline: the PDU, the room's new extremities and
-    /// current state (resolved when they fork), and the membership changes that brings.
-    #[allow(clippy::too_many_arguments)]
+    /// current state (resolved when they fork), and the membership changes that brings;
+    /// the local users those concern join `audience`, whose servers it is sent on to.
     fn stage_remote(
         &self,
-        batch: &mut crate::storage::Batch,
-        room_id: &RoomId,
-        room: &mut RoomRecord,
-        rules: &RoomVersionRules,
-        event: IncomingPdu,
-        (state_before, before): (u64, std::sync::Arc<StateMap>),
-        permit: crate::service::stream::Permit,
-        mut audience: Audience,
-        relay: Relay,
-    ) -> Result<Pending> {
+        batch: &mut Batch,
+        head: &mut Head,
+        event: SignedPdu,
+        (state_before, before): (u64, Arc<StateMap>),
+        permit: &Permit,
+        audience: &mut Audience,
+    ) -> Result<()> {
         let position = permit.position();
         let state_after = self.state_after(batch, state_before, &event.pdu)?;
-        let after = std::sync::Arc::new(map_after(&before, &event.pdu));
-        let event_id = event.event_id.clone();
+        let after = Arc::new(map_after(&before, &event.pdu));
         let prev: HashSet<&OwnedEventId> = event.pdu.prev_events.iter().collect();
-        let mut extremities: Vec<OwnedEventId> = room
+        let mut extremities: Vec<OwnedEventId> = head
+            .record
             .extremities
             .iter()
             .filter(|id| !prev.contains(id))
             .cloned()
             .collect();
-        extremities.push(event_id.clone());
-        let old_state = if room.state_group == state_before {
-            before.clone()
+        extremities.push(event.event_id.clone());
+        let old_state = if head.record.state_group == state_before {
+            before
         } else {
-            self.state.get(room.state_group)?
+            self.state.get(head.record.state_group)?
         };
-        let (new_group, new_state) = if extremities.len() == 1 {
-            (state_after, after)
-        } else {
-            let mut states = vec![(state_after, after)];
-            for id in &extremities[..extremities.len() - 1] {
-                if let Some(stored) = self.pdu(id)? {
-                    states.push((stored.state_after, self.state.get(stored.state_after)?));
-                }
-            }
-            self.resolve_states(batch, rules, states)?
-        };
+        let (new_group, new_state) =
+            self.state_of_extremities(batch, &head.rules, &extremities, (state_after, after))?;
         // Memberships follow the current state.
         for ((kind, state_key), id) in new_state.iter() {
             if kind != "m.room.member"
@@ -401,241 +367,31 @@ impl Rooms {
             {
                 continue;
             }
-            let member_event = if *id == event_id {
-                Some(std::sync::Arc::new(event.pdu.clone()))
+            let member_event = if *id == event.event_id {
+                Some(Arc::new(event.pdu.clone()))
             } else {
                 self.state_event(id)?
             };
             if let Some(member_event) = member_event
                 && let Some((target, membership)) = member_change(&member_event)
             {
+                let room_id = &head.room_id;
                 self.index_membership(batch, room_id, &target, &membership, id, position)?;
                 if !audience.users.contains(&target) {
                     audience.users.push(target);
                 }
             }
         }
-        let redacted = (event.pdu.kind == ruma::events::TimelineEventType::RoomRedaction)
-            .then(|| event.pdu.redacts.clone())
-            .flatten();
-        if relay == Relay::All
-            && let Some((target, _)) = member_change(&event.pdu)
-            && target.server_name() != self.server_name
-            && !audience.servers.iter().any(|s| s == target.server_name())
-        {
-            audience.servers.push(target.server_name().to_owned());
-        }
-        if relay != Relay::None {
-            self.queue
-                .enqueue(batch, &audience.servers, &Outgoing::Pdu(event_id.clone()));
-        }
-        room.depth = room.depth.max(event.pdu.depth);
-        self.stage_pdu(
-            batch,
-            room_id,
-            rules,
-            event.pdu,
-            event.object,
-            None,
-            Some(position),
+        head.record.depth = head.record.depth.max(event.pdu.depth);
+        head.record.state_group = new_group;
+        head.record.extremities = extremities;
+        let entry = Entry {
+            event,
+            txn: None,
             state_before,
             state_after,
-        )?;
-        room.state_group = new_group;
-        room.extremities = extremities;
-        room.last_position = position;
-        batch.put_json(
-            Keyspace::Rooms,
-            room_id.as_str().as_bytes().to_vec(),
-            &*room,
-        );
-        permit.persist_in(batch);
-        Ok(Pending {
-            batch: std::mem::replace(batch, self.db.batch()),
-            permit,
-            woken: audience,
-            redacted,
-        })
-    }
-
-    /// The state before an event: the state after its one prev event, or the resolution
-    /// of the states after each.
-    fn state_before_event(
-        &self,
-        batch: &mut crate::storage::Batch,
-        rules: &RoomVersionRules,
-        pdu: &Pdu,
-    ) -> Result<(u64, std::sync::Arc<StateMap>)> {
-        let mut groups = Vec::new();
-        for id in &pdu.prev_events {
-            let stored = self
-                .pdu(id)?
-                .ok_or_else(|| Error::internal(format!("prev event {id} is unknown")))?;
-            if stored.outlier && stored.state_after == 0 {
-                return Err(Error::internal(format!(
-                    "prev event {id} has no known state"
-                )));
-            }
-            if !groups.contains(&stored.state_after) {
-                groups.push(stored.state_after);
-            }
-        }
-        match groups.as_slice() {
-            [] => Ok((0, std::sync::Arc::default())),
-            [group] => Ok((*group, self.state.get(*group)?)),
-            _ => {
-                let states = groups
-                    .iter()
-                    .map(|group| Ok((*group, self.state.get(*group)?)))
-                    .collect::<Result<Vec<_>>>()?;
-                self.resolve_states(batch, rules, states)
-            }
-        }
-    }
-
-    /// Resolves several states (group, map) into one with state resolution v2 (ruma's)
-    /// and writes it as a new state group, unless they are all the same.
-    fn resolve_states(
-        &self,
-        batch: &mut crate::storage::Batch,
-        rules: &RoomVersionRules,
-        groups: Vec<(u64, std::sync::Arc<StateMap>)>,
-    ) -> Result<(u64, std::sync::Arc<StateMap>)> {
-        if groups.windows(2).all(|pair| pair[0].1 == pair[1].1) {
-            return Ok(groups[0].clone());
-        }
-        let states: Vec<std::sync::Arc<StateMap>> =
-            groups.into_iter().map(|(_, state)| state).collect();
-        let Some(v2) = rules.state_res.v2_rules() else {
-            return Err(Error::internal("room versions 1 and 2 cannot be resolved"));
         };
-        let maps: Vec<ruma::state_res::StateMap<OwnedEventId>> = states
-            .iter()
-            .map(|state| {
-                state
-                    .iter()
-                    .map(|((kind, key), id)| {
-                        (
-                            (StateEventType::from(kind.as_str()), key.clone()),
-                            id.clone(),
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut auth_chains = Vec::new();
-        for state in &states {
-            let chain = self.auth_chain(state.values().cloned())?;
-            auth_chains.push(chain.into_iter().collect());
-        }
-        let fetch = |id: &EventId| self.state_event(id).ok().flatten().map(|e| (*e).clone());
-        let subgraph = |conflicted: &ruma::state_res::StateMap<Vec<OwnedEventId>>| {
-            self.conflicted_subgraph(conflicted.values().flatten().cloned().collect())
-                .ok()
-                .map(|set| set.into_iter().collect())
-        };
-        let resolved = ruma::state_res::resolve(
-            &rules.authorization,
-            v2,
-            maps.iter(),
-            auth_chains,
-            fetch,
-            subgraph,
-        )
-        .map_err(|error| Error::internal(format!("state resolution failed: {error}")))?;
-        let map: StateMap = resolved
-            .into_iter()
-            .map(|((kind, key), id)| ((kind.to_string(), key), id))
-            .collect();
-        let group = self.state.create_snapshot(batch, &map)?;
-        Ok((group, std::sync::Arc::new(map)))
-    }
-
-    /// Every event in the auth chains of the given events (not the events themselves).
-    pub fn auth_chain(
-        &self,
-        start: impl IntoIterator<Item = OwnedEventId>,
-    ) -> Result<HashSet<OwnedEventId>> {
-        let mut seen = HashSet::new();
-        let mut todo: Vec<OwnedEventId> = Vec::new();
-        for id in start {
-            if let Some(event) = self.state_event(&id)? {
-                todo.extend(event.auth_events.iter().cloned());
-            }
-        }
-        while let Some(id) = todo.pop() {
-            if !seen.insert(id.clone()) {
-                continue;
-            }
-            if let Some(event) = self.state_event(&id)? {
-                todo.extend(
-                    event
-                        .auth_events
-                        .iter()
-                        .filter(|a| !seen.contains(*a))
-                        .cloned(),
-                );
-            }
-        }
-        Ok(seen)
-    }
-
-    /// The conflicted state subgraph (room version 12): the events on auth-event paths
-    /// between two conflicted events, the conflicted events included.
-    fn conflicted_subgraph(
-        &self,
-        conflicted: HashSet<OwnedEventId>,
-    ) -> Result<HashSet<OwnedEventId>> {
-        let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
-        fn walk(
-            rooms: &Rooms,
-            id: &OwnedEventId,
-            conflicted: &HashSet<OwnedEventId>,
-            reaches: &mut HashMap<OwnedEventId, bool>,
-            depth: usize,
-        ) -> bool {
-            if let Some(known) = reaches.get(id) {
-                return *known;
-            }
-            reaches.insert(id.clone(), false);
-            let mut found = false;
-            if depth < 10_000
-                && let Ok(Some(event)) = rooms.state_event(id)
-            {
-                for auth in &event.auth_events {
-                    if conflicted.contains(auth) | walk(rooms, auth, conflicted, reaches, depth + 1)
-                    {
-                        found = true;
-                    }
-                }
-            }
-            reaches.insert(id.clone(), found);
-            found
-        }
-        let mut out: HashSet<OwnedEventId> = conflicted.clone();
-        for id in &conflicted {
-            walk(self, id, &conflicted, &mut reaches, 0);
-        }
-        for (id, reaches_conflicted) in reaches {
-            if reaches_conflicted {
-                out.insert(id);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The state before an event as a map, and the auth chain of that state (for
-    /// `/state` and `send_join`).
-    pub fn state_and_auth_chain_before(
-        &self,
-        event_id: &EventId,
-    ) -> Result<(StateMap, Vec<OwnedEventId>)> {
-        let stored = self
-            .pdu(event_id)?
-            .ok_or_else(|| Error::not_found("Unknown event"))?;
-        let state = (*self.state.get(stored.state_before)?).clone();
-        let chain = self.auth_chain(state.values().cloned())?;
-        Ok((state, chain.into_iter().collect()))
+        self.place(batch, head, entry, permit, &audience.servers)
     }
 
     /// The raw PDU as stored, for serving over federation.
@@ -658,18 +414,16 @@ impl Rooms {
         sender: &ruma::UserId,
         event: super::timeline::NewEvent,
     ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
-        let room = self
-            .room(room_id)?
+        let head = self
+            .head(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
-        let rules = Self::rules(&room.version)?;
-        let state = self.state.get(room.state_group)?;
-        let (_, mut object, _) =
-            self.build_on_head(room_id, &room, &rules, &state, sender, &event)?;
+        let state = self.state.get(head.record.state_group)?;
+        let mut object = self.build_on_head(&head, &state, sender, &event)?.object;
         object.remove("signatures");
         object.remove("hashes");
-        if rules.event_id_format != ruma::room_version_rules::EventIdFormatVersion::V1 {
+        if head.rules.event_id_format != ruma::room_version_rules::EventIdFormatVersion::V1 {
             object.remove("event_id");
         }
-        Ok((room.version, object))
+        Ok((head.record.version, object))
     }
 }

@@ -11,6 +11,7 @@ pub mod incoming;
 pub mod membership;
 pub mod pdu;
 pub mod remote_invite;
+mod resolution;
 pub mod state;
 pub mod state_events;
 pub mod timeline;

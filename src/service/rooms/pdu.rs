@@ -239,3 +239,13 @@ impl StoredPdu {
         Pdu::parse(event_id, &self.pdu)
     }
 }
+
+/// A signed PDU: its id, its canonical JSON and its parsed form. Built and signed here,
+/// or received from another server with hashes and signatures checked (on a hash
+/// mismatch, its redacted form).
+#[derive(Clone, Debug)]
+pub struct SignedPdu {
+    pub event_id: OwnedEventId,
+    pub object: ruma::CanonicalJsonObject,
+    pub pdu: Pdu,
+}

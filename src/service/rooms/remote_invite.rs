@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::{
     Audience, Rooms,
-    incoming::IncomingPdu,
-    timeline::{NewEvent, Pending},
+    pdu::SignedPdu,
+    timeline::{NewEvent, PduWrite, Pending, Place},
 };
 use crate::{
     Result,
@@ -36,22 +36,13 @@ impl Rooms {
         room_id: &RoomId,
         sender: &UserId,
         event: NewEvent,
-    ) -> Result<(RoomVersionId, IncomingPdu)> {
-        let room = self
-            .room(room_id)?
+    ) -> Result<(RoomVersionId, SignedPdu)> {
+        let head = self
+            .head(room_id)?
             .ok_or_else(|| crate::Error::forbidden("You are not in this room"))?;
-        let rules = Self::rules(&room.version)?;
-        let state = self.state.get(room.state_group)?;
-        let (event_id, object, pdu) =
-            self.build_on_head(room_id, &room, &rules, &state, sender, &event)?;
-        Ok((
-            room.version,
-            IncomingPdu {
-                event_id,
-                object,
-                pdu,
-            },
-        ))
+        let state = self.state.get(head.record.state_group)?;
+        let event = self.build_on_head(&head, &state, sender, &event)?;
+        Ok((head.record.version, event))
     }
 
     /// The room's current state events an invite carries (full PDUs, as the spec asks
@@ -82,7 +73,7 @@ impl Rooms {
         room_id: &RoomId,
         invitee: &UserId,
         membership: MembershipState,
-        invite: IncomingPdu,
+        invite: SignedPdu,
         stripped: Vec<Value>,
     ) -> Result<()> {
         let guard = self.lock(room_id).lock_owned().await;
@@ -95,17 +86,12 @@ impl Rooms {
         let permit = self.stream.next();
         let event_id = invite.event_id.clone();
         if !self.knows(&event_id)? {
-            self.stage_pdu(
-                &mut batch,
-                room_id,
-                &rules,
-                invite.pdu,
-                invite.object,
-                None,
-                None,
-                0,
-                0,
-            )?;
+            let write = PduWrite {
+                event: invite,
+                txn: None,
+                place: Place::Outlier,
+            };
+            self.stage_pdu(&mut batch, room_id, &rules, write)?;
         }
         self.index_membership(
             &mut batch,
@@ -123,7 +109,7 @@ impl Rooms {
         permit.persist_in(&mut batch);
         let pending = Pending {
             batch,
-            permit,
+            permits: vec![permit],
             woken: Audience {
                 users: vec![invitee.to_owned()],
                 servers: Vec::new(),
@@ -167,7 +153,7 @@ impl Rooms {
         permit.persist_in(&mut batch);
         let pending = Pending {
             batch,
-            permit,
+            permits: vec![permit],
             woken: Audience {
                 users: vec![user.to_owned()],
                 servers: Vec::new(),
