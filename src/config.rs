@@ -46,6 +46,8 @@ pub struct Config {
     pub well_known_client: Option<String>,
     /// The tracing filter for logs, e.g. `info` or `palisade=debug,info`.
     pub log: String,
+    /// Registration files of application services (bridges), read at start.
+    pub app_service_config_files: Vec<PathBuf>,
     /// Rate limits, per user (or per IP address before login).
     pub rate_limits: RateLimits,
     /// The server-server API: talking to other homeservers.
@@ -138,6 +140,7 @@ impl Default for Config {
             sync_timeout_max_ms: 60_000,
             well_known_client: None,
             log: "info".to_owned(),
+            app_service_config_files: Vec::new(),
             rate_limits: RateLimits::default(),
             federation: Federation::default(),
         }

@@ -138,6 +138,57 @@ fn modules_depend_one_way() {
     );
 }
 
+/// The source of every file under `src/{dir}`, with its path relative to `src/`.
+fn sources_under(dir: &str) -> Vec<(PathBuf, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join(dir), &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let source = std::fs::read_to_string(&file).unwrap();
+            (file.strip_prefix(&src).unwrap().to_owned(), source)
+        })
+        .collect()
+}
+
+fn names_word(source: &str, word: &str) -> bool {
+    source.match_indices(word).any(|(at, _)| {
+        let before = source[..at].chars().next_back();
+        let after = source[at + word.len()..].chars().next();
+        let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        !ident(before) && !ident(after)
+    })
+}
+
+/// Services are built with the handles they use (`Services::open` wires them): none
+/// below `service/mod.rs` takes the whole set, and the set holds no database handle
+/// for a handler to reach storage through.
+#[test]
+fn services_get_their_handles() {
+    let mut wrong = Vec::new();
+    for (path, source) in sources_under("service") {
+        if path != Path::new("service/mod.rs") && names_word(&source, "Services") {
+            wrong.push(format!("{}: names `Services`", path.display()));
+        }
+    }
+    for (path, source) in sources_under("api") {
+        if source.contains("services.db") || source.contains("Batch") {
+            wrong.push(format!("{}: writes storage batches", path.display()));
+        }
+    }
+    let services =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/service/mod.rs"))
+            .unwrap();
+    let fields = &services[services.find("pub struct Services").unwrap()..];
+    let fields = &fields[..fields.find("\n}").unwrap()];
+    if fields.contains("Db>") {
+        wrong.push("service/mod.rs: `Services` holds the database".to_owned());
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 #[test]
 fn crate_paths_reads_grouped_imports() {
     let source = "use crate::{\n    Error, Result,\n    api::{Ruma, RumaRouter},\n    service::{Services, users::Sender},\n};\nlet x = crate::storage::Db::open(); let y = $crate::router::x;";

@@ -6,7 +6,7 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -38,6 +38,28 @@ pub struct TestServer {
 
 /// The options every test server gets: open registration, a shared secret for the admin
 /// API, and rate limits high enough that the limiter does not get in the way.
+/// How long a test waits for what another process does: a federated server, a
+/// restarted one, a background worker.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Asks `probe` again, 100 ms apart, until it answers `Some`; fails saying `what` never
+/// happened once [`PATIENCE`] is spent. An error from `probe` ends the wait at once.
+pub async fn eventually<T>(
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("{what} (waited {PATIENCE:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 const BASE_CONFIG: &str = r#"
 allow_registration = true
 registration_shared_secret = "test-shared-secret"
@@ -60,8 +82,13 @@ burst = 100000
 /// default one.
 fn compose_config(server_name: &str, port: u16, database: &std::path::Path, extra: &str) -> String {
     let (base_keys, base_tables) = BASE_CONFIG.split_once("\n[").unwrap_or((BASE_CONFIG, ""));
-    let (extra_keys, extra_tables) = match extra.split_once('[') {
-        Some((keys, tables)) => (keys, format!("[{tables}")),
+    // Tables begin at the first line that opens one (`[` inside a value is not one).
+    let table_start = extra
+        .match_indices('[')
+        .map(|(at, _)| at)
+        .find(|at| *at == 0 || extra[..*at].ends_with('\n'));
+    let (extra_keys, extra_tables) = match table_start {
+        Some(at) => (&extra[..at], extra[at..].to_owned()),
         None => (extra, String::new()),
     };
     let overridden = |line: &str| {

@@ -6,16 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use complement_tests::{TestServer, tls::TestCa, token};
+use anyhow::{Context, Result, ensure};
+use complement_tests::{PATIENCE, TestServer, eventually, tls::TestCa, token};
 use matrix_sdk::{
     Client,
     ruma::{OwnedRoomId, RoomOrAliasId, api::client::room::create_room},
 };
 use serde_json::{Value, json};
-
-/// How long anything may take to cross from one server to the other.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Two federating servers with a user each, and a public room of Alice's (on A) with
 /// the alias `#lobby:A`, which Bob (on B) joined by that alias.
@@ -137,18 +134,12 @@ impl Pair {
         state_key: &str,
         accept: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(content) = self.state(side, kind, state_key).await?
-                && accept(&content)
-            {
-                return Ok(content);
-            }
-            if Instant::now() > deadline {
-                bail!("{kind}/{state_key} never arrived on {side:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("{kind}/{state_key} never arrived on {side:?}");
+        eventually(&what, async || {
+            let content = self.state(side, kind, state_key).await?;
+            Ok(content.filter(|content| accept(content)))
+        })
+        .await
     }
 
     /// The room's message bodies as that side's user sees them, oldest first, paging
@@ -189,27 +180,22 @@ impl Pair {
     /// Waits until that side's user has every one of `expected` in the room, in order
     /// among themselves.
     async fn wait_for_bodies(&self, side: Side, expected: &[String]) -> Result<()> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        let mut last = (0, None);
+        let what = format!("{side:?} never had all {} messages", expected.len());
+        let seen = eventually(&what, async || {
             let bodies = self.bodies(side).await?;
-            let seen: Vec<&String> = bodies.iter().filter(|b| expected.contains(b)).collect();
-            if seen.len() == expected.len() {
-                ensure!(
-                    seen.iter().zip(expected).all(|(a, b)| *a == b),
-                    "{side:?} has the messages out of order"
-                );
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{side:?} has {} of {} messages; last: {:?}",
-                    seen.len(),
-                    expected.len(),
-                    bodies.last()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            let seen: Vec<String> = bodies
+                .iter()
+                .filter(|b| expected.contains(b))
+                .cloned()
+                .collect();
+            last = (seen.len(), bodies.last().cloned());
+            Ok((seen.len() == expected.len()).then_some(seen))
+        })
+        .await
+        .with_context(|| format!("it had {} of them; last: {:?}", last.0, last.1))?;
+        ensure!(seen == expected, "{side:?} has the messages out of order");
+        Ok(())
     }
 
     /// Syncs that side's user until `found` accepts something in the room's section
@@ -220,10 +206,10 @@ impl Pair {
         section: &str,
         found: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = Instant::now() + PATIENCE;
         let mut since: Option<String> = None;
         let token = self.token(side);
-        loop {
+        let what = format!("nothing matching arrived in {section} on {side:?}");
+        eventually(&what, async || {
             let sync = complement_tests::raw_sync_filtered(
                 self.server(side),
                 &token,
@@ -237,14 +223,10 @@ impl Pair {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            if let Some(event) = events.into_iter().find(|event| found(event)) {
-                return Ok(event);
-            }
             since = sync["next_batch"].as_str().map(str::to_owned);
-            if Instant::now() > deadline {
-                bail!("nothing matching arrived in {section} on {side:?}");
-            }
-        }
+            Ok(events.into_iter().find(|event| found(event)))
+        })
+        .await
     }
 }
 
@@ -412,30 +394,24 @@ async fn kicks_and_bans_cross_servers() -> Result<()> {
         .await?;
     assert_eq!(status, 200, "{body}");
     // Bob's server applies the kick: Bob is out, and sending fails locally.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let mut attempt = 0;
+    eventually("Bob's server never learnt of the kick", async || {
+        attempt += 1;
         let (status, _) = pair
             .b
             .request(
                 "PUT",
                 &format!(
-                    "/_matrix/client/v3/rooms/{}/send/m.room.message/probe{}",
-                    pair.room_id,
-                    deadline.elapsed().as_millis()
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/probe{attempt}",
+                    pair.room_id
                 ),
                 Some(&pair.token(Side::B)),
                 Some(text("still here?")),
             )
             .await?;
-        if status == 403 {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "Bob's server never learnt of the kick"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok((status == 403).then_some(()))
+    })
+    .await?;
 
     // Bob joins again by alias, then is banned: he cannot come back.
     let alias = format!("#lobby:{}", pair.a.server_name());
@@ -460,8 +436,7 @@ async fn kicks_and_bans_cross_servers() -> Result<()> {
         c["membership"] == "ban"
     })
     .await?;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let body = eventually("Bob's server never learnt of the ban", async || {
         let (status, body) = pair
             .b
             .request(
@@ -471,16 +446,10 @@ async fn kicks_and_bans_cross_servers() -> Result<()> {
                 Some(json!({})),
             )
             .await?;
-        if status == 403 {
-            assert_eq!(body["errcode"], "M_FORBIDDEN");
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "a banned user rejoined: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Ok((status == 403).then_some(body))
+    })
+    .await?;
+    assert_eq!(body["errcode"], "M_FORBIDDEN");
     Ok(())
 }
 
@@ -585,19 +554,16 @@ async fn state_changed_on_both_sides_of_a_partition_converges() -> Result<()> {
         .await?;
 
     // Both servers resolved the fork to the same state.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let mut last = (None, None);
+    eventually("both servers never agreed on the topic", async || {
         let on_a = pair.state(Side::A, "m.room.topic", "").await?;
         let on_b = pair.state(Side::B, "m.room.topic", "").await?;
-        if on_a.is_some() && on_a == on_b {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the topic differs: A {on_a:?}, B {on_b:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let agreed = on_a.is_some() && on_a == on_b;
+        last = (on_a, on_b);
+        Ok(agreed.then_some(()))
+    })
+    .await
+    .with_context(|| format!("A has {:?}, B {:?}", last.0, last.1))?;
     let full = |side: Side| {
         let pair = &pair;
         async move {
@@ -653,29 +619,25 @@ async fn invites_cross_servers_and_can_be_accepted_or_declined() -> Result<()> {
     }
 
     // Bob's sync shows the invite with the room's name, from the stripped state.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let path = format!("/rooms/invite/{room_id}/invite_state/events");
+    let invite = eventually("the invite never reached Bob", async || {
         let sync = complement_tests::raw_sync(&b, &bob, None, 0).await?;
-        if let Some(invite) = sync.pointer(&format!("/rooms/invite/{room_id}/invite_state/events"))
-        {
-            let events = invite.as_array().context("a list")?;
-            assert!(
-                events
-                    .iter()
-                    .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Private"),
-                "{invite}"
-            );
-            assert!(
-                events.iter().any(|e| e["type"] == "m.room.member"
-                    && e["state_key"] == bob_id.as_str()
-                    && e["content"]["membership"] == "invite"),
-                "{invite}"
-            );
-            break;
-        }
-        ensure!(Instant::now() < deadline, "the invite never reached Bob");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(sync.pointer(&path).cloned())
+    })
+    .await?;
+    let events = invite.as_array().context("a list")?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Private"),
+        "{invite}"
+    );
+    assert!(
+        events.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == bob_id.as_str()
+            && e["content"]["membership"] == "invite"),
+        "{invite}"
+    );
 
     // Bob accepts (through the inviter's server) and talks; Carol declines.
     bob.join_room_by_id(&room_id).await?;
@@ -1004,18 +966,12 @@ async fn a_knock_from_another_server_is_seen_and_answered_with_an_invite() -> Re
         )
         .await?;
     assert_eq!(status, 200, "{body}");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually("the invite never reached Bob", async || {
         let sync = complement_tests::raw_sync(&pair.b, &pair.bob, None, 0).await?;
-        if sync
-            .pointer(&format!("/rooms/invite/{}", pair.room_id))
-            .is_some()
-        {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "the invite never reached Bob");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let path = format!("/rooms/invite/{}", pair.room_id);
+        Ok(sync.pointer(&path).is_some().then_some(()))
+    })
+    .await?;
     pair.bob.join_room_by_id(&pair.room_id).await?;
     pair.wait_for_state(Side::A, "m.room.member", &bob_id, |c| {
         c["membership"] == "join"
@@ -1044,9 +1000,8 @@ async fn presence_crosses_servers() -> Result<()> {
         .await?;
     assert_eq!(status, 200, "{body}");
     // Alice's sync shows it, and her server answers for Bob.
-    let deadline = Instant::now() + PATIENCE;
     let mut since: Option<String> = None;
-    loop {
+    eventually("Bob's presence never reached Alice", async || {
         let sync = complement_tests::raw_sync(&pair.a, &pair.alice, since.as_deref(), 1000).await?;
         let seen = sync["presence"]["events"].as_array().is_some_and(|events| {
             events.iter().any(|event| {
@@ -1055,15 +1010,10 @@ async fn presence_crosses_servers() -> Result<()> {
                     && event["content"]["presence"] == "online"
             })
         });
-        if seen {
-            break;
-        }
         since = sync["next_batch"].as_str().map(str::to_owned);
-        ensure!(
-            Instant::now() < deadline,
-            "Bob's presence never reached Alice"
-        );
-    }
+        Ok(seen.then_some(()))
+    })
+    .await?;
     let (status, body) = pair
         .a
         .request(

@@ -8,11 +8,11 @@
 //! `/event`), while a genuine event sent the same way right after is accepted, which
 //! shows the path works and only the forgery was refused.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use complement_tests::{
-    TestServer,
+    PATIENCE, TestServer, eventually,
     fake_server::{FakeRoom, FakeServer, encode, new_key},
     raw_sync_filtered,
     tls::TestCa,
@@ -23,9 +23,6 @@ use matrix_sdk::{
     ruma::{OwnedRoomId, RoomOrAliasId, api::client::room::create_room},
 };
 use serde_json::{Value, json};
-
-/// How long anything may take to cross from one server to another.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Servers A and B with Alice and Bob in Alice's public room, and the fake server's
 /// Mallory joined to it through A.
@@ -95,17 +92,11 @@ impl Scene {
     }
 
     async fn wait_for_join_on_b(&self, user_id: &str) -> Result<()> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        eventually(&format!("B never learnt of {user_id}'s join"), async || {
             let (status, content) = self.bob_state("m.room.member", user_id).await?;
-            if status == 200 && content["membership"] == "join" {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("B never learnt of {user_id}'s join: {status} {content}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok((status == 200 && content["membership"] == "join").then_some(()))
+        })
+        .await
     }
 
     /// Bob's sync position now.
@@ -168,10 +159,10 @@ impl Scene {
 
     /// Bob's timeline events in the room from `since` until `event_id` arrives.
     async fn bob_timeline_until(&self, since: &str, event_id: &str) -> Result<Vec<Value>> {
-        let deadline = Instant::now() + PATIENCE;
         let mut since = since.to_owned();
         let mut seen = Vec::new();
-        loop {
+        let what = format!("{event_id} never reached Bob's timeline");
+        eventually(&what, async || {
             let sync =
                 raw_sync_filtered(&self.b, &self.bob_token(), Some(&since), 1000, None).await?;
             let events = sync
@@ -181,16 +172,16 @@ impl Scene {
                 .unwrap_or_default();
             seen.extend(events);
             if seen.iter().any(|event| event["event_id"] == event_id) {
-                return Ok(seen);
+                return Ok(Some(()));
             }
             since = sync["next_batch"]
                 .as_str()
                 .context("no next_batch")?
                 .to_owned();
-            if Instant::now() > deadline {
-                bail!("{event_id} never reached Bob's timeline");
-            }
-        }
+            Ok(None)
+        })
+        .await?;
+        Ok(seen)
     }
 
     /// What `GET /rooms/{roomId}/state/{type}/{stateKey}` on B answers Bob.
@@ -599,11 +590,11 @@ async fn an_event_of_a_member_banned_meanwhile_is_not_served() -> Result<()> {
         )
         .await?;
     ensure!(status == 200, "the ban answered {status}: {body}");
-    let deadline = Instant::now() + PATIENCE;
-    while scene.bob_state("m.room.member", &mallory).await?.1["membership"] != "ban" {
-        ensure!(Instant::now() < deadline, "B never learnt of the ban");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("B never learnt of the ban", async || {
+        let (_, member) = scene.bob_state("m.room.member", &mallory).await?;
+        Ok((member["membership"] == "ban").then_some(()))
+    })
+    .await?;
 
     // The fake server's view of the room predates the ban.
     let marker = "sent after the ban, dated before it";

@@ -6,11 +6,11 @@
 //! the event (`state_ids`, then `/event` and `event_auth` for what it lacks), and end up
 //! with the event in the room and the room's state right.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use complement_tests::{
-    TestServer,
+    TestServer, eventually,
     fake_server::{FakeRoom, FakeServer, encode, event_id},
     tls::TestCa,
     token,
@@ -20,9 +20,6 @@ use matrix_sdk::{
     ruma::{OwnedRoomId, api::client::room::create_room},
 };
 use serde_json::{Value, json};
-
-/// How long anything may take to cross from one server to another.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The endpoints a server reads another server's room history with.
 const READ_ENDPOINTS: [&str; 6] = [
@@ -235,18 +232,16 @@ impl Scene {
             .await?;
         ensure!(status == 200, "Alice's send answered {status}: {answer}");
         let sent_id = answer["event_id"].as_str().context("no event_id")?;
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        let what = format!("A never sent Alice's {sent_id} to the fake server");
+        eventually(&what, async || {
             for pdu in self.fake.received_pdus() {
                 if event_id(&self.room.version, &pdu)? == sent_id {
-                    return Ok(pdu);
+                    return Ok(Some(pdu));
                 }
             }
-            if Instant::now() > deadline {
-                bail!("A never sent Alice's {sent_id} to the fake server");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(None)
+        })
+        .await
     }
 }
 

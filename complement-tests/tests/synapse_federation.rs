@@ -2,17 +2,15 @@
 //! certificates from one test CA: rooms on either side joined by alias from the other,
 //! messages, edits, typing and read receipts both ways.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
-use complement_tests::{TestServer, synapse::Synapse, tls::TestCa, token};
+use anyhow::{Context, Result, ensure};
+use complement_tests::{PATIENCE, TestServer, eventually, synapse::Synapse, tls::TestCa, token};
 use matrix_sdk::{
     Client,
     ruma::{OwnedRoomId, RoomOrAliasId, api::client::room::create_room},
 };
 use serde_json::{Value, json};
-
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// One user on one server, spoken to over the raw client API.
 struct User {
@@ -67,9 +65,9 @@ impl User {
         section: &str,
         found: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = Instant::now() + PATIENCE;
         let mut since: Option<String> = None;
-        loop {
+        let what = format!("nothing matching arrived in {section} for {}", self.user_id);
+        eventually(&what, async || {
             let mut path = "/_matrix/client/v3/sync?timeout=1000".to_owned();
             if let Some(since) = &since {
                 path.push_str(&format!("&since={since}"));
@@ -81,14 +79,10 @@ impl User {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            if let Some(event) = events.into_iter().find(|event| found(event)) {
-                return Ok(event);
-            }
             since = sync["next_batch"].as_str().map(str::to_owned);
-            if Instant::now() > deadline {
-                bail!("nothing matching arrived in {section} for {}", self.user_id);
-            }
-        }
+            Ok(events.into_iter().find(|event| found(event)))
+        })
+        .await
     }
 
     async fn typing(&self, room_id: &OwnedRoomId) -> Result<()> {
@@ -272,21 +266,16 @@ async fn invites_cross_between_synapse_and_us() -> Result<()> {
 
 /// Waits for the user's sync to offer the invite, then joins.
 async fn accept_invite(user: &User, room_id: &OwnedRoomId) -> Result<()> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let what = format!("the invite never arrived for {}", user.user_id);
+    eventually(&what, async || {
         let (status, sync) = user
             .request("GET", "/_matrix/client/v3/sync?timeout=1000", None)
             .await?;
         ensure!(status == 200, "sync answered {status}: {sync}");
-        if sync.pointer(&format!("/rooms/invite/{room_id}")).is_some() {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the invite never arrived for {}",
-            user.user_id
-        );
-    }
+        let path = format!("/rooms/invite/{room_id}");
+        Ok(sync.pointer(&path).is_some().then_some(()))
+    })
+    .await?;
     let (status, body) = user
         .request(
             "POST",
@@ -310,8 +299,11 @@ async fn presence_both_ways(one: &User, other: &User) -> Result<()> {
             )
             .await?;
         ensure!(status == 200, "presence answered {status}: {body}");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        let what = format!(
+            "{}'s presence never reached {}",
+            setter.user_id, reader.user_id
+        );
+        eventually(&what, async || {
             let (status, body) = reader
                 .request(
                     "GET",
@@ -319,17 +311,9 @@ async fn presence_both_ways(one: &User, other: &User) -> Result<()> {
                     None,
                 )
                 .await?;
-            if status == 200 && body["status_msg"] == status_msg.as_str() {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{}'s presence never reached {}: {status} {body}",
-                setter.user_id,
-                reader.user_id
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            Ok((status == 200 && body["status_msg"] == status_msg.as_str()).then_some(()))
+        })
+        .await?;
     }
     Ok(())
 }

@@ -263,7 +263,7 @@ where
     let origin = if requirement == AuthRequirement::Server {
         let request = Request::from_parts(parts.clone(), &bytes[..]);
         let origin = services.server_keys.verify_request(&request).await?;
-        services.sender.heard_from(&origin);
+        services.federation.sender.heard_from(&origin);
         Some(origin)
     } else {
         None

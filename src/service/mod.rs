@@ -4,6 +4,7 @@
 //! `sync` reads from all of them and writes nothing.
 
 pub mod account_data;
+pub mod appservices;
 pub mod e2ee;
 pub mod federation;
 pub mod filters;
@@ -32,34 +33,37 @@ use crate::{
     storage::{Db, Keyspace},
 };
 
+/// Every service, built once at start with the handles each uses. The API handlers
+/// reach them from axum's state; no service is handed this whole set.
 pub struct Services {
     pub config: Config,
-    pub db: Arc<Db>,
+    pub appservices: appservices::Appservices,
     pub signing_key: Arc<SigningKey>,
     pub stream: Arc<stream::Stream>,
-    pub users: users::Users,
+    pub users: Arc<users::Users>,
     pub uiaa: uiaa::Uiaa,
-    pub account_data: account_data::AccountData,
+    pub account_data: Arc<account_data::AccountData>,
     pub filters: filters::Filters,
     pub pushers: pushers::Pushers,
-    pub presence: presence::Presence,
-    pub e2ee: e2ee::E2ee,
-    pub to_device: to_device::ToDevice,
+    pub presence: Arc<presence::Presence>,
+    pub e2ee: Arc<e2ee::E2ee>,
+    pub to_device: Arc<to_device::ToDevice>,
     pub key_backup: key_backup::KeyBackup,
     /// Nonces handed out by `/_synapse/admin/v1/register`, with when.
     pub admin_nonces: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    pub rooms: rooms::Rooms,
-    pub receipts: receipts::Receipts,
+    pub rooms: Arc<rooms::Rooms>,
+    pub receipts: Arc<receipts::Receipts>,
     pub typing: Arc<typing::Typing>,
-    pub unread: unread::Unread,
+    pub unread: Arc<unread::Unread>,
+    pub sync: sync::Syncer,
     pub login_limiter: rate_limit::RateLimiter,
     pub registration_limiter: rate_limit::RateLimiter,
     pub message_limiter: rate_limit::RateLimiter,
     /// The HTTP client for other servers.
     pub federation_client: Arc<FederationClient>,
-    pub server_keys: federation::keys::ServerKeys,
+    pub server_keys: Arc<federation::keys::ServerKeys>,
     pub outgoing: Arc<federation::queue::OutgoingQueue>,
-    pub sender: federation::sender::Sender,
+    pub federation: federation::Federation,
 }
 
 impl Services {
@@ -71,13 +75,13 @@ impl Services {
         let stream = stream::Stream::load(&db)?;
         let (outgoing, woken) = federation::queue::OutgoingQueue::load(db.clone())?;
         let outgoing = Arc::new(outgoing);
-        let rooms = rooms::Rooms::new(
+        let rooms = Arc::new(rooms::Rooms::new(
             db.clone(),
             stream.clone(),
             config.server_name.clone(),
             signing_key.clone(),
             outgoing.clone(),
-        )?;
+        )?);
         let federation_client = Arc::new(
             FederationClient::new(
                 config.server_name.clone(),
@@ -86,47 +90,84 @@ impl Services {
             )
             .map_err(crate::Error::internal)?,
         );
-        let server_keys = federation::keys::ServerKeys::new(
+        let server_keys = Arc::new(federation::keys::ServerKeys::new(
             db.clone(),
             federation_client.clone(),
             config.server_name.clone(),
             signing_key.clone(),
             config.federation.trusted_key_servers.clone(),
+        ));
+        let users = Arc::new(users::Users::new(
+            db.clone(),
+            config.refreshable_access_token_lifetime_secs * 1000,
+        ));
+        let account_data = Arc::new(account_data::AccountData::new(db.clone(), stream.clone()));
+        let presence = Arc::new(presence::Presence::new(db.clone(), stream.clone()));
+        let e2ee = Arc::new(e2ee::E2ee::new(db.clone(), stream.clone()));
+        let to_device = Arc::new(to_device::ToDevice::new(db.clone(), stream.clone()));
+        let receipts = Arc::new(receipts::Receipts::new(db.clone(), stream.clone()));
+        let typing = typing::Typing::new(stream.clone());
+        let unread = Arc::new(unread::Unread::default());
+        let sync = sync::Syncer {
+            rooms: rooms.clone(),
+            e2ee: e2ee.clone(),
+            presence: presence.clone(),
+            account_data: account_data.clone(),
+            to_device: to_device.clone(),
+            stream: stream.clone(),
+            typing: typing.clone(),
+            receipts: receipts.clone(),
+            unread: unread.clone(),
+        };
+        let federation = federation::Federation::new(
+            &config,
+            federation::Handles {
+                db: db.clone(),
+                signing_key: signing_key.clone(),
+                client: federation_client.clone(),
+                keys: server_keys.clone(),
+                outgoing: outgoing.clone(),
+                stream: stream.clone(),
+                rooms: rooms.clone(),
+                users: users.clone(),
+                e2ee: e2ee.clone(),
+                presence: presence.clone(),
+                to_device: to_device.clone(),
+                typing: typing.clone(),
+                receipts: receipts.clone(),
+            },
         );
-        let services = Arc::new(Self {
-            users: users::Users::new(
-                db.clone(),
-                config.refreshable_access_token_lifetime_secs * 1000,
-            ),
+        if config.federation.enabled {
+            federation.sender.clone().start(woken);
+        }
+        Ok(Arc::new(Self {
+            appservices: appservices::Appservices::load(&config.app_service_config_files)?,
+            users,
             uiaa: uiaa::Uiaa::default(),
-            account_data: account_data::AccountData::new(db.clone(), stream.clone()),
+            account_data,
             filters: filters::Filters::new(db.clone()),
             pushers: pushers::Pushers::new(db.clone()),
-            presence: presence::Presence::new(db.clone(), stream.clone()),
-            e2ee: e2ee::E2ee::new(db.clone(), stream.clone()),
-            to_device: to_device::ToDevice::new(db.clone(), stream.clone()),
+            presence,
+            e2ee,
+            to_device,
             key_backup: key_backup::KeyBackup::new(db.clone()),
             admin_nonces: Default::default(),
-            receipts: receipts::Receipts::new(db.clone(), stream.clone()),
-            typing: typing::Typing::new(stream.clone()),
-            unread: unread::Unread::default(),
+            receipts,
+            typing,
+            unread,
+            sync,
             login_limiter: rate_limit::RateLimiter::new(config.rate_limits.login),
             registration_limiter: rate_limit::RateLimiter::new(config.rate_limits.registration),
             message_limiter: rate_limit::RateLimiter::new(config.rate_limits.message),
             rooms,
             stream,
             signing_key,
-            db,
             federation_client,
             server_keys,
             outgoing,
-            sender: federation::sender::Sender::default(),
+            federation,
             config,
-        });
-        if services.config.federation.enabled {
-            federation::sender::Sender::start(services.clone(), woken);
-        }
-        Ok(services)
+        }))
     }
 }
 

@@ -14,14 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
-use complement_tests::{TestServer, password, synapse::Synapse, tls::TestCa};
+use complement_tests::{PATIENCE, TestServer, eventually, password, synapse::Synapse, tls::TestCa};
 use ruma17::{
     CanonicalJsonObject, CanonicalJsonValue,
     signatures::{Ed25519KeyPair, sign_json},
 };
 use serde_json::{Value, json};
-
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// One logged-in device, spoken to over the raw client API.
 struct Device {
@@ -81,21 +79,19 @@ impl Device {
         what: &str,
         found: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = Instant::now() + PATIENCE;
         let mut since = since.to_owned();
-        loop {
+        eventually(&format!("{} never saw {what}", self.user_id), async || {
             let sync = self.sync(Some(&since)).await?;
             if found(&sync) {
-                return Ok(sync);
+                return Ok(Some(sync));
             }
             since = sync["next_batch"]
                 .as_str()
                 .context("next_batch")?
                 .to_owned();
-            if Instant::now() > deadline {
-                bail!("{} never saw {what}", self.user_id);
-            }
-        }
+            Ok(None)
+        })
+        .await
     }
 
     async fn next_batch(&self) -> Result<String> {
@@ -254,8 +250,7 @@ async fn shared_room(
         json!({}),
     )
     .await?;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually("Alice's server never saw Bob join", async || {
         let (status, member) = alice
             .request(
                 "GET",
@@ -263,15 +258,9 @@ async fn shared_room(
                 None,
             )
             .await?;
-        if status == 200 && member["membership"] == "join" {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "Alice's server never saw Bob join"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok((status == 200 && member["membership"] == "join").then_some(()))
+    })
+    .await?;
     Ok((alice, bob))
 }
 
@@ -431,45 +420,33 @@ async fn exchange(alice: Device, bob: Device, other_url: &str, bob_password: &st
             .map(|devices| devices.keys().cloned().collect())
             .unwrap_or_default()
     };
-    let deadline = Instant::now() + PATIENCE;
     let mut since = before_phone.clone();
-    loop {
+    eventually("Bob's second device never showed", async || {
         let sync = alice.sync(Some(&since)).await?;
         since = sync["next_batch"]
             .as_str()
             .context("next_batch")?
             .to_owned();
-        if changed(&sync, &bob_id)
-            && devices_seen(&alice.query(&bob_id).await?).contains(&phone.device_id)
-        {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "Bob's second device never showed"
-        );
-    }
+        let shown = changed(&sync, &bob_id)
+            && devices_seen(&alice.query(&bob_id).await?).contains(&phone.device_id);
+        Ok(shown.then_some(()))
+    })
+    .await?;
     let (status, body) = phone
         .request("POST", "/_matrix/client/v3/logout", Some(json!({})))
         .await?;
     ensure!(status == 200, "logout answered {status}: {body}");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually("Bob's logged-out device still shows", async || {
         let sync = alice.sync(Some(&since)).await?;
         since = sync["next_batch"]
             .as_str()
             .context("next_batch")?
             .to_owned();
-        if changed(&sync, &bob_id)
-            && !devices_seen(&alice.query(&bob_id).await?).contains(&phone.device_id)
-        {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "Bob's logged-out device still shows"
-        );
-    }
+        let gone = changed(&sync, &bob_id)
+            && !devices_seen(&alice.query(&bob_id).await?).contains(&phone.device_id);
+        Ok(gone.then_some(()))
+    })
+    .await?;
     ensure!(
         devices_seen(&alice.query(&bob_id).await?) == [bob.device_id.clone()],
         "Bob's first device is still there"

@@ -12,7 +12,7 @@ use super::uia;
 use crate::{
     Result,
     api::{Ruma, RumaRouter},
-    service::{Services, federation},
+    service::Services,
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -36,7 +36,10 @@ async fn change_password(
     if request.body.logout_devices {
         for (device_id, _) in services.users.devices(&sender.user_id)? {
             if device_id != sender.device_id {
-                federation::device_lists::remove_device(&services, &sender.user_id, &device_id)?;
+                services
+                    .federation
+                    .device_lists
+                    .remove_device(&sender.user_id, &device_id)?;
             }
         }
     }
@@ -59,7 +62,10 @@ async fn deactivate(
         }
     }
     for (device_id, _) in services.users.devices(&user_id)? {
-        federation::device_lists::remove_device(&services, &user_id, &device_id)?;
+        services
+            .federation
+            .device_lists
+            .remove_device(&user_id, &device_id)?;
     }
     services.users.deactivate(&user_id)?;
     tracing::info!(%user_id, "deactivated");

@@ -13,11 +13,7 @@ use super::uia;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{
-        Services,
-        federation::{self, device_lists::DeviceChange},
-        users::DeviceRecord,
-    },
+    service::{Services, users::DeviceRecord},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -90,16 +86,10 @@ async fn update(
     match &request.body.display_name {
         Some(name) => {
             services.users.rename_device(user_id, device_id, name)?;
-            if services.e2ee.device_keys(user_id, device_id)?.is_some() {
-                let batch = services.db.batch();
-                federation::device_lists::device_changed(
-                    &services,
-                    batch,
-                    user_id,
-                    device_id,
-                    DeviceChange::Renamed,
-                )?;
-            }
+            services
+                .federation
+                .device_lists
+                .device_renamed(user_id, device_id)?;
         }
         None if services.users.device(user_id, device_id)?.is_none() => {
             return Err(Error::not_found("No such device"));
@@ -123,7 +113,10 @@ async fn delete(
         return Err(Error::not_found("No such device"));
     }
     uia::require_password(&services, user_id, request.body.auth.as_ref()).await?;
-    federation::device_lists::remove_device(&services, user_id, &request.body.device_id)?;
+    services
+        .federation
+        .device_lists
+        .remove_device(user_id, &request.body.device_id)?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -135,7 +128,10 @@ async fn delete_many(
     let user_id = request.user_id()?;
     uia::require_password(&services, user_id, request.body.auth.as_ref()).await?;
     for device_id in &request.body.devices {
-        federation::device_lists::remove_device(&services, user_id, device_id)?;
+        services
+            .federation
+            .device_lists
+            .remove_device(user_id, device_id)?;
     }
     Ok(delete_devices::v3::Response::new())
 }

@@ -18,11 +18,8 @@ use crate::{
     api::{Ruma, RumaRouter},
     service::{
         Services,
-        e2ee::{MASTER, SELF_SIGNING, USER_SIGNING, device_lists, query, signatures},
-        federation::{
-            device_lists::{DeviceChange, device_changed, signing_keys_changed},
-            user_keys,
-        },
+        e2ee::{MASTER, SELF_SIGNING, USER_SIGNING, device_lists, signatures},
+        federation::device_lists::KeyWrite,
         sync::SyncToken,
     },
 };
@@ -53,7 +50,6 @@ async fn upload(
     let sender = request.sender()?;
     let (user, device) = (&sender.user_id, &sender.device_id);
     let body = &request.body;
-    let mut batch = services.db.batch();
     let mut new_device_keys = None;
     if let Some(raw) = &body.device_keys {
         let keys = json_of(raw)?;
@@ -63,9 +59,6 @@ async fn upload(
             signatures::unsigned_part(known) == signatures::unsigned_part(&keys)
         });
         if !same {
-            services
-                .e2ee
-                .stage_device_keys(&mut batch, user, device, &keys);
             new_device_keys = Some(keys);
         }
     }
@@ -74,22 +67,22 @@ async fn upload(
         .iter()
         .map(|(id, raw)| Ok((id.to_string(), json_of(raw)?)))
         .collect::<Result<Vec<_>>>()?;
-    services
-        .e2ee
-        .stage_one_time_keys(&mut batch, user, device, &one_time_keys)?;
     let fallback_keys = body
         .fallback_keys
         .iter()
         .map(|(id, raw)| Ok((id.to_string(), json_of(raw)?)))
         .collect::<Result<Vec<_>>>()?;
-    services
-        .e2ee
-        .stage_fallback_keys(&mut batch, user, device, &fallback_keys)?;
-    match &new_device_keys {
-        Some(keys) => device_changed(&services, batch, user, device, DeviceChange::Keys(keys))?,
-        None if !batch.is_empty() => services.db.write(batch)?,
-        None => {}
+    let mut writes = Vec::new();
+    if let Some(keys) = &new_device_keys {
+        writes.push(KeyWrite::DeviceKeys(device, keys));
     }
+    if !one_time_keys.is_empty() {
+        writes.push(KeyWrite::OneTimeKeys(device, &one_time_keys));
+    }
+    if !fallback_keys.is_empty() {
+        writes.push(KeyWrite::FallbackKeys(device, &fallback_keys));
+    }
+    services.federation.device_lists.write_keys(user, &writes)?;
     let counts = services
         .e2ee
         .one_time_key_counts(user, device)?
@@ -137,7 +130,9 @@ async fn query(services: Arc<Services>, request: Ruma<get_keys::v3::Request>) ->
             remote.insert(user.clone(), devices.clone());
             continue;
         }
-        let keys = query::local_keys(&services, user, devices, Some(&requester))?;
+        let keys = services
+            .e2ee
+            .local_keys(&services.users, user, devices, Some(&requester))?;
         device_keys.insert(user.to_string(), json!(keys.devices));
         if let Some(key) = keys.master_key {
             master_keys.insert(user.to_string(), key);
@@ -152,7 +147,11 @@ async fn query(services: Arc<Services>, request: Ruma<get_keys::v3::Request>) ->
     let mut failures = Map::new();
     if !remote.is_empty() {
         let timeout = request.body.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let answer = user_keys::query(&services, &requester, remote, timeout).await;
+        let answer = services
+            .federation
+            .user_keys
+            .query(&requester, remote, timeout)
+            .await;
         for (user, devices) in answer.device_keys {
             device_keys.insert(user.to_string(), json!(devices));
         }
@@ -183,7 +182,7 @@ async fn claim(services: Arc<Services>, request: Ruma<claim_keys::v3::Request>) 
             remote.insert(user.clone(), devices.clone());
             continue;
         }
-        let claimed = query::claim_local(&services, user, devices)?;
+        let claimed = services.e2ee.claim_local(user, devices)?;
         if !claimed.is_empty() {
             one_time_keys.insert(user.to_string(), claimed);
         }
@@ -191,7 +190,7 @@ async fn claim(services: Arc<Services>, request: Ruma<claim_keys::v3::Request>) 
     let mut failures = Map::new();
     if !remote.is_empty() {
         let timeout = request.body.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let answer = user_keys::claim(&services, remote, timeout).await;
+        let answer = services.federation.user_keys.claim(remote, timeout).await;
         for (user, devices) in answer.one_time_keys {
             let entry = one_time_keys.entry(user.to_string()).or_default();
             for (device, keys) in devices {
@@ -219,7 +218,13 @@ async fn changes(
     if to <= from.position {
         return Ok(get_key_changes::v3::Response::new(Vec::new(), Vec::new()));
     }
-    let delta = device_lists::delta(&services, request.user_id()?, from.position, to)?;
+    let delta = device_lists::delta(
+        &services.e2ee,
+        &services.rooms,
+        request.user_id()?,
+        from.position,
+        to,
+    )?;
     Ok(get_key_changes::v3::Response::new(
         delta.changed,
         delta.left,
@@ -304,19 +309,14 @@ async fn upload_cross_signing(
             )));
         }
     }
-    let mut batch = services.db.batch();
-    for (usage, key) in &changed {
-        services
-            .e2ee
-            .stage_cross_signing_key(&mut batch, &user, usage, key);
-    }
-    let find = |wanted: &str| {
-        changed
-            .iter()
-            .find(|(usage, _)| *usage == wanted)
-            .map(|(_, key)| key)
-    };
-    signing_keys_changed(&services, batch, &user, find(MASTER), find(SELF_SIGNING))?;
+    let writes: Vec<KeyWrite<'_>> = changed
+        .iter()
+        .map(|(usage, key)| KeyWrite::CrossSigningKey(usage, key))
+        .collect();
+    services
+        .federation
+        .device_lists
+        .write_keys(&user, &writes)?;
     Ok(upload_signing_keys::v3::Response::new())
 }
 
@@ -384,7 +384,6 @@ async fn sign_one(
     key_id: &str,
     object: &Value,
 ) -> std::result::Result<(), Value> {
-    let internal = |error: Error| refusal("M_UNKNOWN", &error.to_string());
     let new_signatures: Vec<(String, String)> = signatures::signatures_of(object, signer.as_str())
         .into_iter()
         .filter(|(id, _)| {
@@ -399,56 +398,74 @@ async fn sign_one(
             "No valid signature by one of your keys",
         ));
     }
-    let mut batch = services.db.batch();
     if target == signer {
-        let device = OwnedDeviceId::from(key_id);
-        if let Some(mut stored) = services
-            .e2ee
-            .device_keys(signer, &device)
-            .map_err(internal)?
-        {
-            if signatures::unsigned_part(&stored) != signatures::unsigned_part(object) {
-                return Err(refusal(
-                    "M_INVALID_PARAM",
-                    "The device keys differ from the stored ones",
-                ));
-            }
-            for (id, signature) in &new_signatures {
-                signatures::add_signature(&mut stored, signer.as_str(), id, signature);
-            }
-            services
-                .e2ee
-                .stage_device_keys(&mut batch, signer, &device, &stored);
-            return device_changed(
-                services,
-                batch,
-                signer,
-                &device,
-                DeviceChange::Keys(&stored),
-            )
-            .map_err(internal);
+        sign_own(services, signer, key_id, object, &new_signatures)
+    } else {
+        sign_other(services, (signer, target), key_id, object, &new_signatures).await
+    }
+}
+
+/// The signer's signatures on one of their own device keys or their master key.
+fn sign_own(
+    services: &Services,
+    signer: &UserId,
+    key_id: &str,
+    object: &Value,
+    new_signatures: &[(String, String)],
+) -> std::result::Result<(), Value> {
+    let internal = |error: Error| refusal("M_UNKNOWN", &error.to_string());
+    let device = OwnedDeviceId::from(key_id);
+    if let Some(mut stored) = services
+        .e2ee
+        .device_keys(signer, &device)
+        .map_err(internal)?
+    {
+        if signatures::unsigned_part(&stored) != signatures::unsigned_part(object) {
+            return Err(refusal(
+                "M_INVALID_PARAM",
+                "The device keys differ from the stored ones",
+            ));
         }
-        let Some(mut master) = services
-            .e2ee
-            .cross_signing_key(signer, MASTER)
-            .map_err(internal)?
-        else {
-            return Err(refusal("M_NOT_FOUND", "No such device or key"));
-        };
-        if signatures::ed25519_key(&master).map(|(id, _)| id) != Some(format!("ed25519:{key_id}"))
-            || signatures::unsigned_part(&master) != signatures::unsigned_part(object)
-        {
-            return Err(refusal("M_NOT_FOUND", "No such device or key"));
+        for (id, signature) in new_signatures {
+            signatures::add_signature(&mut stored, signer.as_str(), id, signature);
         }
-        for (id, signature) in &new_signatures {
-            signatures::add_signature(&mut master, signer.as_str(), id, signature);
-        }
-        services
-            .e2ee
-            .stage_cross_signing_key(&mut batch, signer, MASTER, &master);
-        return signing_keys_changed(services, batch, signer, Some(&master), None)
+        return services
+            .federation
+            .device_lists
+            .write_keys(signer, &[KeyWrite::DeviceKeys(&device, &stored)])
             .map_err(internal);
     }
+    let Some(mut master) = services
+        .e2ee
+        .cross_signing_key(signer, MASTER)
+        .map_err(internal)?
+    else {
+        return Err(refusal("M_NOT_FOUND", "No such device or key"));
+    };
+    if signatures::ed25519_key(&master).map(|(id, _)| id) != Some(format!("ed25519:{key_id}"))
+        || signatures::unsigned_part(&master) != signatures::unsigned_part(object)
+    {
+        return Err(refusal("M_NOT_FOUND", "No such device or key"));
+    }
+    for (id, signature) in new_signatures {
+        signatures::add_signature(&mut master, signer.as_str(), id, signature);
+    }
+    services
+        .federation
+        .device_lists
+        .write_keys(signer, &[KeyWrite::CrossSigningKey(MASTER, &master)])
+        .map_err(internal)
+}
+
+/// The signer's user-signing signature on another user's master key.
+async fn sign_other(
+    services: &Services,
+    (signer, target): (&UserId, &UserId),
+    key_id: &str,
+    object: &Value,
+    new_signatures: &[(String, String)],
+) -> std::result::Result<(), Value> {
+    let internal = |error: Error| refusal("M_UNKNOWN", &error.to_string());
     // Another user's master key, signed with the signer's user-signing key.
     let user_signing = services
         .e2ee
@@ -475,7 +492,10 @@ async fn sign_one(
             .map_err(internal)?
     } else {
         let wanted = BTreeMap::from([(target.to_owned(), Vec::new())]);
-        user_keys::query(services, signer, wanted, DEFAULT_TIMEOUT)
+        services
+            .federation
+            .user_keys
+            .query(signer, wanted, DEFAULT_TIMEOUT)
             .await
             .master_keys
             .remove(target)
@@ -494,7 +514,8 @@ async fn sign_one(
         .unwrap_or_else(|| json!({}));
     signatures::add_signature(&mut kept, signer.as_str(), &user_signing_id, user_signature);
     services
-        .e2ee
-        .stage_user_signatures(&mut batch, signer, target, &kept);
-    signing_keys_changed(services, batch, signer, None, None).map_err(internal)
+        .federation
+        .device_lists
+        .write_keys(signer, &[KeyWrite::UserSignatures(target, &kept)])
+        .map_err(internal)
 }

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use axum::Router;
 use ruma::events::room::member::MembershipState;
 use ruma::{
-    OwnedRoomId, RoomOrAliasId, UserId,
-    api::client::{
-        knock::knock_room,
-        membership::{
-            ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias,
-            kick_user, leave_room, unban_user,
+    OwnedRoomId, RoomId, RoomOrAliasId, UserId,
+    api::{
+        IncomingRequest,
+        client::{
+            knock::knock_room,
+            membership::{
+                ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias,
+                kick_user, leave_room, unban_user,
+            },
         },
     },
 };
@@ -18,7 +21,7 @@ use ruma::{
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, federation},
+    service::Services,
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -29,9 +32,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(knock)
         .ruma_route(leave)
         .ruma_route(forget)
-        .ruma_route(kick)
-        .ruma_route(ban)
-        .ruma_route(unban)
+        .ruma_route(moderate::<kick_user::v3::Request>)
+        .ruma_route(moderate::<ban_user::v3::Request>)
+        .ruma_route(moderate::<unban_user::v3::Request>)
 }
 
 fn profile(services: &Services, user: &UserId) -> Result<(Option<String>, Option<String>)> {
@@ -60,7 +63,11 @@ async fn join(
         if let Some(server) = remote_membership_server(services, room_id, user)? {
             via.insert(0, server);
         }
-        federation::join::join_remote(services, user, room_id, &via, &profile, reason).await?;
+        services
+            .federation
+            .memberships
+            .join_remote(user, room_id, &via, &profile, reason)
+            .await?;
     }
     Ok(())
 }
@@ -138,15 +145,17 @@ async fn invite(
                 "The user's membership is {current}"
             )));
         }
-        federation::invite::invite_remote(
-            &services,
-            &request.body.room_id,
-            sender,
-            &recipient.user_id,
-            recipient.reason.as_deref(),
-            false,
-        )
-        .await?;
+        services
+            .federation
+            .memberships
+            .invite_remote(
+                &request.body.room_id,
+                sender,
+                &recipient.user_id,
+                recipient.reason.as_deref(),
+                false,
+            )
+            .await?;
         return Ok(invite_user::v3::Response::new());
     }
     services
@@ -218,7 +227,11 @@ async fn knock(
             .knock(&room_id, user, &profile, reason)
             .await?;
     } else {
-        federation::join::knock_remote(&services, user, &room_id, &via, reason).await?;
+        services
+            .federation
+            .memberships
+            .knock_remote(user, &room_id, &via, reason)
+            .await?;
     }
     Ok(knock_room::v3::Response::new(room_id))
 }
@@ -241,7 +254,13 @@ async fn resolve(
         Err(_) if !services.config.federation.enabled => {
             Err(Error::not_found("Unknown room alias"))
         }
-        Err(alias) => federation::join::resolve_remote_alias(services, alias).await,
+        Err(alias) => {
+            services
+                .federation
+                .memberships
+                .resolve_remote_alias(alias)
+                .await
+        }
     }
 }
 
@@ -256,14 +275,11 @@ async fn leave(
     if let Some(server) = remote_membership_server(&services, room_id, user)?
         && !is_resident(&services, room_id)?
     {
-        federation::join::decline_remote_invite(
-            &services,
-            user,
-            room_id,
-            Some(&server),
-            request.body.reason.as_deref(),
-        )
-        .await?;
+        services
+            .federation
+            .memberships
+            .decline_remote_invite(user, room_id, Some(&server), request.body.reason.as_deref())
+            .await?;
         return Ok(leave_room::v3::Response::new());
     }
     services
@@ -284,63 +300,61 @@ async fn forget(
     Ok(forget_room::v3::Response::new())
 }
 
-/// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
-async fn kick(
-    services: Arc<Services>,
-    request: Ruma<kick_user::v3::Request>,
-) -> Result<kick_user::v3::Response> {
-    let body = &request.body;
-    services
-        .rooms
-        .set_membership_of(
-            &body.room_id,
-            request.user_id()?,
-            &body.user_id,
-            MembershipState::Leave,
-            body.reason.as_deref(),
-        )
-        .await?;
-    Ok(kick_user::v3::Response::new())
+/// What kick, ban and unban share: a member with the power sets another member's
+/// membership.
+trait Moderation: IncomingRequest {
+    /// The membership the target is given.
+    const MEMBERSHIP: MembershipState;
+    /// Whether the target must be banned (unban).
+    const ONLY_BANNED: bool = false;
+    fn parts(&self) -> (&RoomId, &UserId, Option<&str>);
+    fn response() -> Self::OutgoingResponse;
 }
 
-/// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
-async fn ban(
-    services: Arc<Services>,
-    request: Ruma<ban_user::v3::Request>,
-) -> Result<ban_user::v3::Response> {
-    let body = &request.body;
-    services
-        .rooms
-        .set_membership_of(
-            &body.room_id,
-            request.user_id()?,
-            &body.user_id,
-            MembershipState::Ban,
-            body.reason.as_deref(),
-        )
-        .await?;
-    Ok(ban_user::v3::Response::new())
+impl Moderation for kick_user::v3::Request {
+    const MEMBERSHIP: MembershipState = MembershipState::Leave;
+    fn parts(&self) -> (&RoomId, &UserId, Option<&str>) {
+        (&self.room_id, &self.user_id, self.reason.as_deref())
+    }
+    fn response() -> Self::OutgoingResponse {
+        kick_user::v3::Response::new()
+    }
 }
 
-/// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
-async fn unban(
+impl Moderation for ban_user::v3::Request {
+    const MEMBERSHIP: MembershipState = MembershipState::Ban;
+    fn parts(&self) -> (&RoomId, &UserId, Option<&str>) {
+        (&self.room_id, &self.user_id, self.reason.as_deref())
+    }
+    fn response() -> Self::OutgoingResponse {
+        ban_user::v3::Response::new()
+    }
+}
+
+impl Moderation for unban_user::v3::Request {
+    const MEMBERSHIP: MembershipState = MembershipState::Leave;
+    const ONLY_BANNED: bool = true;
+    fn parts(&self) -> (&RoomId, &UserId, Option<&str>) {
+        (&self.room_id, &self.user_id, self.reason.as_deref())
+    }
+    fn response() -> Self::OutgoingResponse {
+        unban_user::v3::Response::new()
+    }
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/kick`, `…/ban` and `…/unban`
+async fn moderate<R: Moderation>(
     services: Arc<Services>,
-    request: Ruma<unban_user::v3::Request>,
-) -> Result<unban_user::v3::Response> {
-    let body = &request.body;
-    let current = services.rooms.member_state(&body.room_id, &body.user_id)?;
-    if current != Some(MembershipState::Ban) {
+    request: Ruma<R>,
+) -> Result<R::OutgoingResponse> {
+    let (room_id, target, reason) = request.body.parts();
+    if R::ONLY_BANNED && services.rooms.member_state(room_id, target)? != Some(MembershipState::Ban)
+    {
         return Err(Error::forbidden("The user is not banned"));
     }
     services
         .rooms
-        .set_membership_of(
-            &body.room_id,
-            request.user_id()?,
-            &body.user_id,
-            MembershipState::Leave,
-            body.reason.as_deref(),
-        )
+        .set_membership_of(room_id, request.user_id()?, target, R::MEMBERSHIP, reason)
         .await?;
-    Ok(unban_user::v3::Response::new())
+    Ok(R::response())
 }

@@ -8,7 +8,7 @@ use ruma::api::client::presence::{get_presence, set_presence};
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, federation, presence::PresenceRecord, users::now_ms},
+    service::{Services, presence::PresenceRecord, users::now_ms},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -24,8 +24,7 @@ async fn set(
     if user != request.body.user_id {
         return Err(Error::forbidden("You can only set your own presence"));
     }
-    federation::presence::publish(
-        &services,
+    services.federation.presence.publish(
         user,
         PresenceRecord {
             presence: request.body.presence.as_str().to_owned(),

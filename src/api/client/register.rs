@@ -68,18 +68,12 @@ async fn register(
     if flows.is_empty() {
         return Err(Error::forbidden("Registration is disabled"));
     }
-    let server_name = &services.config.server_name;
     let user_id = match &body.username {
-        Some(username) => {
-            let user_id = users::validate_localpart(&username.to_lowercase(), server_name)?;
-            if services.users.exists(&user_id)? {
-                return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
-            }
-            user_id
-        }
+        Some(username) => free_user_id(&services, &username.to_lowercase())?,
         None => loop {
+            let server_name = &services.config.server_name;
             let user_id = users::validate_localpart(&users::random_localpart(), server_name)?;
-            if !services.users.exists(&user_id)? {
+            if !services.users.exists(&user_id)? && !services.appservices.claims_user(&user_id) {
                 break user_id;
             }
         },
@@ -88,29 +82,7 @@ async fn register(
     let Some(auth) = &body.auth else {
         return Err(services.uiaa.challenge(&flows));
     };
-    let Some(session) = services.uiaa.session_for(auth.session()) else {
-        return Err(services.uiaa.challenge(&flows));
-    };
-    let stage = match auth {
-        AuthData::Dummy(_) if services.config.allow_registration => AuthType::Dummy,
-        AuthData::RegistrationToken(token) if token_matches(&services, &token.token) => {
-            AuthType::RegistrationToken
-        }
-        AuthData::RegistrationToken(_) => {
-            return Err(services.uiaa.failed(
-                &session,
-                &flows,
-                Error::forbidden("Invalid registration token"),
-            ));
-        }
-        _ => {
-            return Err(services.uiaa.failed(
-                &session,
-                &flows,
-                Error::forbidden("Unsupported stage"),
-            ));
-        }
-    };
+    let (session, stage) = registration_stage(&services, auth, &flows)?;
     services.uiaa.complete_stage(&session, stage, &flows)?;
 
     if services.users.exists(&user_id)? {
@@ -148,11 +120,50 @@ async fn username_available(
     services
         .registration_limiter
         .check(&request.client_ip.to_string())?;
-    let user_id = users::validate_localpart(&request.body.username, &services.config.server_name)?;
+    free_user_id(&services, &request.body.username)?;
+    Ok(get_username_availability::v3::Response::new(true))
+}
+
+/// The user id a username names on this server, if it is valid, not taken and not
+/// claimed by an application service.
+fn free_user_id(services: &Services, username: &str) -> Result<ruma::OwnedUserId> {
+    let user_id = users::validate_localpart(username, &services.config.server_name)?;
     if services.users.exists(&user_id)? {
         return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
     }
-    Ok(get_username_availability::v3::Response::new(true))
+    if services.appservices.claims_user(&user_id) {
+        return Err(Error::new(
+            ErrorKind::Exclusive,
+            "The user id is reserved by an application service",
+        ));
+    }
+    Ok(user_id)
+}
+
+/// The session `auth` continues and the stage of the registration flows it completes,
+/// or the answer to give.
+fn registration_stage(
+    services: &Services,
+    auth: &AuthData,
+    flows: &[Vec<AuthType>],
+) -> Result<(String, AuthType)> {
+    let Some(session) = services.uiaa.session_for(auth.session()) else {
+        return Err(services.uiaa.challenge(flows));
+    };
+    match auth {
+        AuthData::Dummy(_) if services.config.allow_registration => Ok((session, AuthType::Dummy)),
+        AuthData::RegistrationToken(token) if token_matches(services, &token.token) => {
+            Ok((session, AuthType::RegistrationToken))
+        }
+        AuthData::RegistrationToken(_) => Err(services.uiaa.failed(
+            &session,
+            flows,
+            Error::forbidden("Invalid registration token"),
+        )),
+        _ => Err(services
+            .uiaa
+            .failed(&session, flows, Error::forbidden("Unsupported stage"))),
+    }
 }
 
 /// # `GET /_matrix/client/v1/register/m.login.registration_token/validity`

@@ -41,52 +41,15 @@ async fn create(
             "Unsupported room version",
         ));
     }
-    let creation_content = match &body.creation_content {
-        Some(raw) => serde_json::from_str::<serde_json::Map<String, Value>>(raw.json().get())
-            .map_err(|e| Error::bad_json(e.to_string()))?,
-        None => serde_json::Map::new(),
-    };
-    let mut initial_state = Vec::new();
-    for raw in &body.initial_state {
-        let event: Value =
-            serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
-        let kind = event
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::bad_json("initial_state event without type"))?;
-        let state_key = event.get("state_key").and_then(Value::as_str).unwrap_or("");
-        let content = event
-            .get("content")
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({}));
-        initial_state.push(NewEvent::state(kind, state_key, content));
-    }
-    let power_level_override = match &body.power_level_content_override {
-        Some(raw) => Some(
-            serde_json::from_str::<serde_json::Map<String, Value>>(raw.json().get())
-                .map_err(|e| Error::bad_json(e.to_string()))?,
-        ),
-        None => None,
-    };
+    let creation_content = body.creation_content.as_ref().map(object_of).transpose()?;
+    let power_level_override = body
+        .power_level_content_override
+        .as_ref()
+        .map(object_of)
+        .transpose()?;
+    let initial_state = initial_state(&body)?;
     let alias = match &body.room_alias_name {
-        Some(name) => {
-            if name.contains(':') || name.contains(char::is_whitespace) || name.is_empty() {
-                return Err(Error::new(
-                    ruma::api::error::ErrorKind::InvalidParam,
-                    "Invalid alias localpart",
-                ));
-            }
-            let alias = format!("#{name}:{}", services.config.server_name);
-            let parsed = ruma::OwnedRoomAliasId::try_from(alias.as_str())
-                .map_err(|_| Error::invalid_param("Invalid alias"))?;
-            if services.rooms.resolve_alias(&parsed)?.is_some() {
-                return Err(Error::new(
-                    ruma::api::error::ErrorKind::RoomInUse,
-                    "Alias already taken",
-                ));
-            }
-            Some(alias)
-        }
+        Some(name) => Some(free_alias(&services, name)?),
         None => None,
     };
     for invitee in &body.invite {
@@ -106,7 +69,7 @@ async fn create(
             &creator,
             CreateRoom {
                 version: version as RoomVersionId,
-                creation_content,
+                creation_content: creation_content.unwrap_or_default(),
                 preset,
                 visibility: body.visibility.clone(),
                 alias,
@@ -129,15 +92,56 @@ async fn create(
         .iter()
         .filter(|invitee| invitee.server_name() != services.config.server_name)
     {
-        crate::service::federation::invite::invite_remote(
-            &services,
-            &room_id,
-            &creator,
-            invitee,
-            None,
-            body.is_direct,
-        )
-        .await?;
+        services
+            .federation
+            .memberships
+            .invite_remote(&room_id, &creator, invitee, None, body.is_direct)
+            .await?;
     }
     Ok(create_room::v3::Response::new(room_id))
+}
+
+/// A JSON object a client gave (creation content, power level overrides).
+fn object_of<T>(raw: &ruma::serde::Raw<T>) -> Result<serde_json::Map<String, Value>> {
+    serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))
+}
+
+/// The client's `initial_state` events.
+fn initial_state(body: &create_room::v3::Request) -> Result<Vec<NewEvent>> {
+    let mut events = Vec::new();
+    for raw in &body.initial_state {
+        let event: Value =
+            serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        let state_key = event.get("state_key").and_then(Value::as_str).unwrap_or("");
+        let content = event
+            .get("content")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        events.push(NewEvent::state(kind, state_key, content));
+    }
+    Ok(events)
+}
+
+/// The alias a `room_alias_name` makes on this server, if it is valid and free.
+fn free_alias(services: &Services, name: &str) -> Result<String> {
+    if name.contains(':') || name.contains(char::is_whitespace) || name.is_empty() {
+        return Err(Error::new(
+            ruma::api::error::ErrorKind::InvalidParam,
+            "Invalid alias localpart",
+        ));
+    }
+    let alias = format!("#{name}:{}", services.config.server_name);
+    let parsed = ruma::OwnedRoomAliasId::try_from(alias.as_str())
+        .map_err(|_| Error::invalid_param("Invalid alias"))?;
+    if services.rooms.resolve_alias(&parsed)?.is_some() {
+        return Err(Error::new(
+            ruma::api::error::ErrorKind::RoomInUse,
+            "Alias already taken",
+        ));
+    }
+    Ok(alias)
 }

@@ -17,7 +17,7 @@ use super::uia;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, federation},
+    service::Services,
 };
 
 /// How long a login token from `/login/get_token` is valid.
@@ -117,7 +117,10 @@ async fn logout(
     request: Ruma<logout::v3::Request>,
 ) -> Result<logout::v3::Response> {
     let sender = request.sender()?;
-    federation::device_lists::remove_device(&services, &sender.user_id, &sender.device_id)?;
+    services
+        .federation
+        .device_lists
+        .remove_device(&sender.user_id, &sender.device_id)?;
     Ok(logout::v3::Response::new())
 }
 
@@ -128,7 +131,10 @@ async fn logout_all(
 ) -> Result<logout_all::v3::Response> {
     let user_id = request.user_id()?;
     for (device_id, _) in services.users.devices(user_id)? {
-        federation::device_lists::remove_device(&services, user_id, &device_id)?;
+        services
+            .federation
+            .device_lists
+            .remove_device(user_id, &device_id)?;
     }
     Ok(logout_all::v3::Response::new())
 }

@@ -52,8 +52,7 @@ async fn sync(
             .presence
             .get(&sender.user_id)?
             .and_then(|record| record.status_msg);
-        crate::service::federation::presence::publish(
-            &services,
+        services.federation.presence.publish(
             &sender.user_id,
             crate::service::presence::PresenceRecord {
                 presence: presence.to_owned(),
@@ -69,5 +68,5 @@ async fn sync(
         full_state: body.full_state,
         timeout: body.timeout.unwrap_or_default().min(max),
     };
-    crate::service::sync::sync(&services, &sender, request).await
+    services.sync.sync(&sender, request).await
 }

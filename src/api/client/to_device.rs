@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, federation, to_device},
+    service::{Services, to_device},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -50,6 +50,9 @@ async fn send(
         }
         messages.insert(user.clone(), contents);
     }
-    federation::to_device::send(&services, &sender.user_id, &event_type, messages, txn)?;
+    services
+        .federation
+        .to_device
+        .send(&sender.user_id, &event_type, messages, txn)?;
     Ok(send_event_to_device::v3::Response::new())
 }

@@ -1,12 +1,14 @@
-//! Joins and leaves of other servers' users: the templates (`make_join`, `make_leave`)
-//! and the signed events (`send_join`, `send_leave`).
+//! Joins, knocks and leaves of other servers' users: the templates (`make_join`,
+//! `make_knock`, `make_leave`) and the signed events (`send_join`, `send_knock`,
+//! `send_leave`); invites from other servers.
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::{
-    RoomId, ServerName, UserId,
+    RoomId, RoomVersionId, ServerName, UserId,
     api::{
+        IncomingRequest,
         error::ErrorKind,
         federation::membership::{
             create_invite, create_join_event, create_knock_event, create_leave_event,
@@ -15,7 +17,7 @@ use ruma::{
     },
     events::{TimelineEventType, room::member::MembershipState},
 };
-use serde_json::json;
+use serde_json::{json, value::RawValue};
 
 use crate::{
     Error, Result,
@@ -29,30 +31,13 @@ use crate::{
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
-        .ruma_route(make_join)
+        .ruma_route(make_membership::<prepare_join_event::v1::Request>)
         .ruma_route(send_join)
-        .ruma_route(make_leave)
+        .ruma_route(make_membership::<prepare_leave_event::v1::Request>)
         .ruma_route(send_leave)
         .ruma_route(invite)
-        .ruma_route(make_knock)
+        .ruma_route(make_membership::<prepare_knock_event::v1::Request>)
         .ruma_route(send_knock)
-}
-
-/// # `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`
-async fn make_knock(
-    services: Arc<Services>,
-    request: Ruma<prepare_knock_event::v1::Request>,
-) -> Result<prepare_knock_event::v1::Response> {
-    let body = &request.body;
-    let (version, raw) = membership_template(
-        &services,
-        request.origin()?,
-        &body.room_id,
-        &body.user_id,
-        Some(&body.ver),
-        MembershipState::Knock,
-    )?;
-    Ok(prepare_knock_event::v1::Response::new(version, raw))
 }
 
 /// # `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`
@@ -90,15 +75,17 @@ async fn invite(
     if services.rooms.exists(&body.room_id)? {
         super::require_allowed(&services, &origin, &body.room_id)?;
     }
-    let signed = crate::service::federation::invite::receive_invite(
-        &services,
-        &origin,
-        &body.room_id,
-        &body.room_version,
-        &body.event,
-        &body.invite_room_state,
-    )
-    .await?;
+    let signed = services
+        .federation
+        .memberships
+        .receive_invite(
+            &origin,
+            &body.room_id,
+            &body.room_version,
+            &body.event,
+            &body.invite_room_state,
+        )
+        .await?;
     if crate::service::federation::pdu::event_id_of(&signed, &body.room_version)? != body.event_id {
         return Err(Error::bad_json("The event id does not match the event"));
     }
@@ -113,19 +100,61 @@ fn require_user_of(origin: &ServerName, user: &UserId) -> Result<()> {
     Ok(())
 }
 
-/// A membership template for another server's user (`make_join`, `make_knock`,
-/// `make_leave`): the user is the origin's, the origin is not denied, and the origin
-/// supports the room's version when it says which it supports.
-fn membership_template(
-    services: &Services,
-    origin: &ServerName,
-    room_id: &RoomId,
-    user_id: &UserId,
-    supported: Option<&[ruma::RoomVersionId]>,
-    membership: MembershipState,
-) -> Result<(ruma::RoomVersionId, Box<serde_json::value::RawValue>)> {
+/// The templates another server asks for its user's membership event.
+trait TemplateRequest: IncomingRequest {
+    const MEMBERSHIP: MembershipState;
+    /// The room, the user, and the room versions the asking server supports, if it
+    /// says.
+    fn parts(&self) -> (&RoomId, &UserId, Option<&[RoomVersionId]>);
+    fn response(version: RoomVersionId, event: Box<RawValue>) -> Self::OutgoingResponse;
+}
+
+impl TemplateRequest for prepare_join_event::v1::Request {
+    const MEMBERSHIP: MembershipState = MembershipState::Join;
+    fn parts(&self) -> (&RoomId, &UserId, Option<&[RoomVersionId]>) {
+        (&self.room_id, &self.user_id, Some(&self.ver))
+    }
+    fn response(version: RoomVersionId, event: Box<RawValue>) -> Self::OutgoingResponse {
+        let mut response = prepare_join_event::v1::Response::new(event);
+        response.room_version = Some(version);
+        response
+    }
+}
+
+impl TemplateRequest for prepare_knock_event::v1::Request {
+    const MEMBERSHIP: MembershipState = MembershipState::Knock;
+    fn parts(&self) -> (&RoomId, &UserId, Option<&[RoomVersionId]>) {
+        (&self.room_id, &self.user_id, Some(&self.ver))
+    }
+    fn response(version: RoomVersionId, event: Box<RawValue>) -> Self::OutgoingResponse {
+        prepare_knock_event::v1::Response::new(version, event)
+    }
+}
+
+impl TemplateRequest for prepare_leave_event::v1::Request {
+    const MEMBERSHIP: MembershipState = MembershipState::Leave;
+    fn parts(&self) -> (&RoomId, &UserId, Option<&[RoomVersionId]>) {
+        (&self.room_id, &self.user_id, None)
+    }
+    fn response(version: RoomVersionId, event: Box<RawValue>) -> Self::OutgoingResponse {
+        prepare_leave_event::v1::Response::new(Some(version), event)
+    }
+}
+
+/// # `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`, `make_knock`, `make_leave`
+///
+/// A membership template for another server's user: the user is the origin's, the
+/// origin is not denied, and the origin supports the room's version when it says which
+/// it supports.
+async fn make_membership<R: TemplateRequest>(
+    services: Arc<Services>,
+    request: Ruma<R>,
+) -> Result<R::OutgoingResponse> {
+    let origin = request.origin()?;
+    let (room_id, user_id, supported) = request.body.parts();
+    let membership = R::MEMBERSHIP;
     require_user_of(origin, user_id)?;
-    super::require_allowed(services, origin, room_id)?;
+    super::require_allowed(&services, origin, room_id)?;
     let room = services
         .rooms
         .room(room_id)?
@@ -145,26 +174,7 @@ fn membership_template(
     );
     let (version, object) = services.rooms.template(room_id, user_id, event)?;
     let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
-    Ok((version, raw))
-}
-
-/// # `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`
-async fn make_join(
-    services: Arc<Services>,
-    request: Ruma<prepare_join_event::v1::Request>,
-) -> Result<prepare_join_event::v1::Response> {
-    let body = &request.body;
-    let (version, raw) = membership_template(
-        &services,
-        request.origin()?,
-        &body.room_id,
-        &body.user_id,
-        Some(&body.ver),
-        MembershipState::Join,
-    )?;
-    let mut response = prepare_join_event::v1::Response::new(raw);
-    response.room_version = Some(version);
-    Ok(response)
+    Ok(R::response(version, raw))
 }
 
 /// Checks a signed membership event sent back after a template and appends it,
@@ -182,7 +192,7 @@ async fn accept_membership(
         .room(room_id)?
         .ok_or_else(|| Error::not_found("Unknown room"))?;
     super::require_allowed(services, origin, room_id)?;
-    let event = verify_pdu(services, &room.version, raw).await?;
+    let event = verify_pdu(&services.server_keys, &room.version, raw).await?;
     if event.event_id != event_id {
         return Err(Error::bad_json("The event id does not match the event"));
     }
@@ -246,23 +256,6 @@ async fn send_join(
     servers.push(services.config.server_name.to_string());
     room_state.servers_in_room = Some(servers);
     Ok(create_join_event::v2::Response::new(room_state))
-}
-
-/// # `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`
-async fn make_leave(
-    services: Arc<Services>,
-    request: Ruma<prepare_leave_event::v1::Request>,
-) -> Result<prepare_leave_event::v1::Response> {
-    let body = &request.body;
-    let (version, raw) = membership_template(
-        &services,
-        request.origin()?,
-        &body.room_id,
-        &body.user_id,
-        None,
-        MembershipState::Leave,
-    )?;
-    Ok(prepare_leave_event::v1::Response::new(Some(version), raw))
 }
 
 /// # `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`

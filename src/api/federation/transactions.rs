@@ -8,7 +8,7 @@ use ruma::api::federation::transactions::send_transaction_message;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, federation::receive},
+    service::Services,
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -32,13 +32,10 @@ async fn send_transaction(
             "At most 50 PDUs and 100 EDUs per transaction",
         ));
     }
-    let results = receive::receive_transaction(
-        &services,
-        &origin,
-        &body.transaction_id,
-        &body.pdus,
-        &body.edus,
-    )
-    .await?;
+    let results = services
+        .federation
+        .receiver
+        .receive_transaction(&origin, &body.transaction_id, &body.pdus, &body.edus)
+        .await?;
     Ok(send_transaction_message::v1::Response::new(results))
 }

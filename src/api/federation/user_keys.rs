@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, e2ee::query},
+    service::Services,
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -41,7 +41,7 @@ async fn devices(
     if !is_local(&services, user) || !services.users.exists(user)? {
         return Err(Error::not_found("Unknown user"));
     }
-    let keys = query::local_keys(&services, user, &[], None)?;
+    let keys = services.e2ee.local_keys(&services.users, user, &[], None)?;
     let devices: Vec<Value> = keys
         .devices
         .into_iter()
@@ -80,7 +80,9 @@ async fn keys(services: Arc<Services>, request: Ruma<get_keys::v1::Request>) -> 
         if !is_local(&services, user) {
             continue;
         }
-        let keys = query::local_keys(&services, user, devices, None)?;
+        let keys = services
+            .e2ee
+            .local_keys(&services.users, user, devices, None)?;
         device_keys.insert(user.to_string(), json!(keys.devices));
         if let Some(key) = keys.master_key {
             master_keys.insert(user.to_string(), key);
@@ -103,7 +105,7 @@ async fn claim(services: Arc<Services>, request: Ruma<claim_keys::v1::Request>) 
         if !is_local(&services, user) {
             continue;
         }
-        let claimed = query::claim_local(&services, user, devices)?;
+        let claimed = services.e2ee.claim_local(user, devices)?;
         if !claimed.is_empty() {
             one_time_keys.insert(user.to_string(), claimed);
         }

@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 use ruma::events::room::member::MembershipState;
 use ruma::{OwnedUserId, UserId};
 
-use crate::{Result, service::Services};
+use super::E2ee;
+use crate::{Result, service::rooms::Rooms};
 
 #[derive(Debug, Default)]
 pub struct DeviceListDelta {
@@ -29,17 +30,17 @@ impl DeviceListDelta {
 
 /// The device-list changes `user` must hear of in `(since, until]`.
 pub fn delta(
-    services: &Services,
+    e2ee: &E2ee,
+    rooms: &Rooms,
     user: &UserId,
     since: u64,
     until: u64,
 ) -> Result<DeviceListDelta> {
-    let rooms = &services.rooms;
     let joined = rooms.joined_rooms(user)?;
     let mut changed = BTreeSet::new();
     let mut gone = BTreeSet::new();
 
-    for other in services.e2ee.device_list_changes(since, until)? {
+    for other in e2ee.device_list_changes(since, until)? {
         if other == user || rooms.joined_any(&joined, &other)? {
             changed.insert(other);
         }

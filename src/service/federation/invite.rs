@@ -8,146 +8,143 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::pdu::verify_pdu;
+use super::{join::Memberships, pdu::verify_pdu};
 use crate::{
     Error, Result,
-    service::{
-        Services,
-        rooms::{
-            Rooms, incoming::Relay, membership::membership_in, pdu::SignedPdu,
-            remote_invite::strip, timeline::NewEvent,
-        },
+    service::rooms::{
+        Rooms, incoming::Relay, membership::membership_in, pdu::SignedPdu, remote_invite::strip,
+        timeline::NewEvent,
     },
 };
 
-/// Invites a user of another server: the invite goes to their server to be
-/// countersigned, then into the room and to the room's other servers.
-pub async fn invite_remote(
-    services: &Services,
-    room_id: &RoomId,
-    sender: &UserId,
-    target: &UserId,
-    reason: Option<&str>,
-    is_direct: bool,
-) -> Result<()> {
-    if !services.config.federation.enabled {
-        return Err(Error::forbidden("This server does not federate"));
-    }
-    let mut content = json!({ "membership": MembershipState::Invite.as_str() });
-    if let Some(reason) = reason {
-        content["reason"] = reason.into();
-    }
-    if is_direct {
-        content["is_direct"] = true.into();
-    }
-    let (version, invite) = services.rooms.prepare_event(
-        room_id,
-        sender,
-        NewEvent::state("m.room.member", target.as_str(), content),
-    )?;
-    let raw = Rooms::raw_object(&invite.object)?;
-    let stripped = services
-        .rooms
-        .invite_state(room_id, sender)?
-        .into_iter()
-        .map(RawStrippedState::Pdu)
-        .collect();
-    let request = create_invite::v2::Request::new(
-        room_id.to_owned(),
-        invite.event_id.clone(),
-        version.clone(),
-        raw,
-        stripped,
-    );
-    let response = services
-        .federation_client
-        .send(target.server_name(), request)
-        .await
-        .map_err(|error| match error.status() {
-            Some(http::StatusCode::FORBIDDEN) => {
-                Error::forbidden(format!("The invitee's server refused the invite: {error}"))
-            }
-            _ => Error::forbidden(format!(
-                "The invitee's server could not be reached: {error}"
-            )),
-        })?;
-    let signed = verify_pdu(services, &version, &response.event).await?;
-    if signed.event_id != invite.event_id {
-        return Err(Error::forbidden("The invitee's server changed the invite"));
-    }
-    services
-        .rooms
-        .append_remote(room_id, signed, Relay::All)
-        .await?;
-    Ok(())
-}
-
-/// An invite of one of this server's users from `origin`: checked, countersigned, kept
-/// for the invitee; the countersigned event is the answer.
-pub async fn receive_invite(
-    services: &Services,
-    origin: &ServerName,
-    room_id: &RoomId,
-    version: &RoomVersionId,
-    raw: &serde_json::value::RawValue,
-    invite_room_state: &[RawStrippedState],
-) -> Result<CanonicalJsonObject> {
-    if !crate::service::rooms::ROOM_VERSIONS.contains(version) {
-        return Err(Error::new(
-            ruma::api::error::ErrorKind::IncompatibleRoomVersion(
-                ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
-            ),
-            "This server does not support the room's version",
-        ));
-    }
-    let invite: SignedPdu = verify_pdu(services, version, raw).await?;
-    let content: Value = serde_json::from_str(invite.pdu.content.get()).map_err(Error::internal)?;
-    let invitee = invite
-        .pdu
-        .state_key
-        .as_deref()
-        .and_then(|key| UserId::parse(key).ok())
-        .ok_or_else(|| Error::bad_json("An invite names its invitee in its state key"))?;
-    if invite.pdu.kind != TimelineEventType::RoomMember
-        || membership_in(&content) != Some(MembershipState::Invite)
-        || invite
-            .pdu
-            .room_id
-            .as_deref()
-            .is_some_and(|id| id != room_id)
-    {
-        return Err(Error::bad_json("Not an invite into this room"));
-    }
-    if invite.pdu.sender.server_name() != origin {
-        return Err(Error::forbidden(
-            "The inviter is not of the requesting server",
-        ));
-    }
-    if invitee.server_name() != services.config.server_name || !services.users.exists(&invitee)? {
-        return Err(Error::not_found("Unknown user"));
-    }
-    let rules = Rooms::rules(version)?;
-    let mut object = invite.object.clone();
-    services
-        .signing_key
-        .countersign_event(&services.config.server_name, &mut object, &rules.redaction)
-        .map_err(Error::internal)?;
-    let countersigned = SignedPdu {
-        object: object.clone(),
-        ..invite
-    };
-    let stripped = stripped_state(invite_room_state, &object)?;
-    services
-        .rooms
-        .store_remote_membership(
+impl Memberships {
+    /// Invites a user of another server: the invite goes to their server to be
+    /// countersigned, then into the room and to the room's other servers.
+    pub async fn invite_remote(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<&str>,
+        is_direct: bool,
+    ) -> Result<()> {
+        if !self.enabled {
+            return Err(Error::forbidden("This server does not federate"));
+        }
+        let mut content = json!({ "membership": MembershipState::Invite.as_str() });
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        if is_direct {
+            content["is_direct"] = true.into();
+        }
+        let (version, invite) = self.rooms.prepare_event(
             room_id,
-            &invitee,
-            MembershipState::Invite,
-            countersigned,
+            sender,
+            NewEvent::state("m.room.member", target.as_str(), content),
+        )?;
+        let raw = Rooms::raw_object(&invite.object)?;
+        let stripped = self
+            .rooms
+            .invite_state(room_id, sender)?
+            .into_iter()
+            .map(RawStrippedState::Pdu)
+            .collect();
+        let request = create_invite::v2::Request::new(
+            room_id.to_owned(),
+            invite.event_id.clone(),
+            version.clone(),
+            raw,
             stripped,
-        )
-        .await?;
-    Ok(object)
+        );
+        let response = self
+            .client
+            .send(target.server_name(), request)
+            .await
+            .map_err(|error| match error.status() {
+                Some(http::StatusCode::FORBIDDEN) => {
+                    Error::forbidden(format!("The invitee's server refused the invite: {error}"))
+                }
+                _ => Error::forbidden(format!(
+                    "The invitee's server could not be reached: {error}"
+                )),
+            })?;
+        let signed = verify_pdu(&self.keys, &version, &response.event).await?;
+        if signed.event_id != invite.event_id {
+            return Err(Error::forbidden("The invitee's server changed the invite"));
+        }
+        self.rooms
+            .append_remote(room_id, signed, Relay::All)
+            .await?;
+        Ok(())
+    }
+
+    /// An invite of one of this server's users from `origin`: checked, countersigned, kept
+    /// for the invitee; the countersigned event is the answer.
+    pub async fn receive_invite(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        raw: &serde_json::value::RawValue,
+        invite_room_state: &[RawStrippedState],
+    ) -> Result<CanonicalJsonObject> {
+        if !crate::service::rooms::ROOM_VERSIONS.contains(version) {
+            return Err(Error::new(
+                ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                    ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
+                ),
+                "This server does not support the room's version",
+            ));
+        }
+        let invite: SignedPdu = verify_pdu(&self.keys, version, raw).await?;
+        let content: Value =
+            serde_json::from_str(invite.pdu.content.get()).map_err(Error::internal)?;
+        let invitee = invite
+            .pdu
+            .state_key
+            .as_deref()
+            .and_then(|key| UserId::parse(key).ok())
+            .ok_or_else(|| Error::bad_json("An invite names its invitee in its state key"))?;
+        if invite.pdu.kind != TimelineEventType::RoomMember
+            || membership_in(&content) != Some(MembershipState::Invite)
+            || invite
+                .pdu
+                .room_id
+                .as_deref()
+                .is_some_and(|id| id != room_id)
+        {
+            return Err(Error::bad_json("Not an invite into this room"));
+        }
+        if invite.pdu.sender.server_name() != origin {
+            return Err(Error::forbidden(
+                "The inviter is not of the requesting server",
+            ));
+        }
+        if invitee.server_name() != self.server_name || !self.users.exists(&invitee)? {
+            return Err(Error::not_found("Unknown user"));
+        }
+        let rules = Rooms::rules(version)?;
+        let mut object = invite.object.clone();
+        self.signing_key
+            .countersign_event(&self.server_name, &mut object, &rules.redaction)
+            .map_err(Error::internal)?;
+        let countersigned = SignedPdu {
+            object: object.clone(),
+            ..invite
+        };
+        let stripped = stripped_state(invite_room_state, &object)?;
+        self.rooms
+            .store_remote_membership(
+                room_id,
+                &invitee,
+                MembershipState::Invite,
+                countersigned,
+                stripped,
+            )
+            .await?;
+        Ok(object)
+    }
 }
 
 /// What an invite or knock shows a user of a room this server is not in: the room's

@@ -14,109 +14,389 @@ use ruma::{
     events::room::member::MembershipState,
 };
 
-use super::pdu::{event_id_of, verify_pdu};
+use std::sync::Arc;
+
+use palisade_federation::{FederationClient, SigningKey};
+
+use super::{
+    keys::ServerKeys,
+    pdu::{event_id_of, verify_pdu},
+    receive::store_outliers,
+};
 use crate::{
     Error, Result,
     service::{
-        Services,
         rooms::{Rooms, membership::Profile, state::StateMap},
-        users::now_ms,
+        users::{Users, now_ms},
     },
 };
 
-/// Resolves an alias of another server through that server's directory.
-pub async fn resolve_remote_alias(
-    services: &Services,
-    alias: &RoomAliasId,
-) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
-    let response = services
-        .federation_client
-        .send(
-            alias.server_name(),
-            get_room_information::v1::Request::new(alias.to_owned()),
-        )
-        .await
-        .map_err(|error| match error.status() {
-            Some(http::StatusCode::NOT_FOUND) => Error::not_found("Unknown room alias"),
-            _ => Error::not_found(format!("The alias's server could not be asked: {error}")),
-        })?;
-    Ok((response.room_id, response.servers))
+/// Memberships that cross servers: joining, knocking and leaving through a server in
+/// the room (here), invites both ways (`invite.rs`).
+pub struct Memberships {
+    pub(super) server_name: ruma::OwnedServerName,
+    pub(super) enabled: bool,
+    pub(super) signing_key: Arc<SigningKey>,
+    pub(super) client: Arc<FederationClient>,
+    pub(super) keys: Arc<ServerKeys>,
+    pub(super) rooms: Arc<Rooms>,
+    pub(super) users: Arc<Users>,
 }
 
-/// The servers to try for a room this server is not in: `via` (without this server),
-/// then the server in the room id (room versions before 12).
-fn candidate_servers(
-    services: &Services,
-    room_id: &RoomId,
-    via: &[OwnedServerName],
-) -> Vec<OwnedServerName> {
-    let mut servers: Vec<OwnedServerName> = via
-        .iter()
-        .filter(|server| **server != services.config.server_name)
-        .cloned()
-        .collect();
-    if let Some(server) = room_id.server_name()
-        && server != services.config.server_name
-        && !servers.iter().any(|s| s == server)
-    {
-        servers.push(server.to_owned());
+impl Memberships {
+    /// Resolves an alias of another server through that server's directory.
+    pub async fn resolve_remote_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        let response = self
+            .client
+            .send(
+                alias.server_name(),
+                get_room_information::v1::Request::new(alias.to_owned()),
+            )
+            .await
+            .map_err(|error| match error.status() {
+                Some(http::StatusCode::NOT_FOUND) => Error::not_found("Unknown room alias"),
+                _ => Error::not_found(format!("The alias's server could not be asked: {error}")),
+            })?;
+        Ok((response.room_id, response.servers))
     }
-    servers
-}
 
-/// Joins `user` to a room this server has no member in, through one of `via`.
-pub async fn join_remote(
-    services: &Services,
-    user: &UserId,
-    room_id: &RoomId,
-    via: &[OwnedServerName],
-    profile: &Profile,
-    reason: Option<&str>,
-) -> Result<()> {
-    through_any(
-        services,
-        user,
-        room_id,
-        via,
-        Handshake::Join(profile),
-        reason,
-    )
-    .await
+    /// The servers to try for a room this server is not in: `via` (without this server),
+    /// then the server in the room id (room versions before 12).
+    fn candidate_servers(&self, room_id: &RoomId, via: &[OwnedServerName]) -> Vec<OwnedServerName> {
+        let mut servers: Vec<OwnedServerName> = via
+            .iter()
+            .filter(|server| **server != self.server_name)
+            .cloned()
+            .collect();
+        if let Some(server) = room_id.server_name()
+            && server != self.server_name
+            && !servers.iter().any(|s| s == server)
+        {
+            servers.push(server.to_owned());
+        }
+        servers
+    }
+
+    /// Joins `user` to a room this server has no member in, through one of `via`.
+    pub async fn join_remote(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        profile: &Profile,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        self.through_any(user, room_id, via, Handshake::Join(profile), reason)
+            .await
+    }
+
+    /// Tries the handshake with each candidate server in turn until one works; the last
+    /// error otherwise.
+    async fn through_any(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        handshake: Handshake<'_>,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut last_error = Error::not_found("No known servers for this room");
+        for server in &self.candidate_servers(room_id, via) {
+            let attempt = match &handshake {
+                Handshake::Join(profile) => {
+                    self.join_through(server, user, room_id, profile, reason)
+                        .await
+                }
+                Handshake::Knock => self.knock_through(server, user, room_id, reason).await,
+            };
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::info!(%room_id, %server, %error, "remote membership handshake failed");
+                    last_error = error;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn join_through(
+        &self,
+        server: &OwnedServerName,
+        user: &UserId,
+        room_id: &RoomId,
+        profile: &Profile,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = crate::service::rooms::ROOM_VERSIONS.to_vec();
+        let template = self
+            .client
+            .send(server, request)
+            .await
+            .map_err(|error| refusal(error, "join", "prepared"))?;
+        let version = template.room_version.unwrap_or(RoomVersionId::V1);
+        let mut content = CanonicalJsonObject::new();
+        if let Some(name) = &profile.0 {
+            content.insert("displayname".to_owned(), name.as_str().into());
+        }
+        if let Some(url) = &profile.1 {
+            content.insert("avatar_url".to_owned(), url.as_str().into());
+        }
+        if let Some(reason) = reason {
+            content.insert("reason".to_owned(), reason.into());
+        }
+        let (object, event_id) = self.fill_template(
+            &template.event,
+            &version,
+            user,
+            room_id,
+            MembershipState::Join,
+            content,
+        )?;
+        let raw = Rooms::raw_object(&object)?;
+        let response = self
+            .client
+            .send(
+                server,
+                create_join_event::v2::Request::new(
+                    room_id.to_owned(),
+                    event_id.clone(),
+                    raw.clone(),
+                ),
+            )
+            .await
+            .map_err(|error| refusal(error, "join", "accepted"))?;
+        let room_state = response.room_state;
+        // A restricted join comes back signed by the resident server too.
+        let join_raw = room_state.event.clone().unwrap_or(raw);
+        let join = verify_pdu(&self.keys, &version, &join_raw).await?;
+        if join.event_id != event_id {
+            return Err(Error::forbidden(
+                "The resident server changed the join event",
+            ));
+        }
+        let mut everything = room_state.auth_chain.clone();
+        everything.extend(room_state.state.iter().cloned());
+        store_outliers(&self.keys, &self.rooms, room_id, &version, &everything).await?;
+        let mut state = StateMap::new();
+        for raw in &room_state.state {
+            let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
+                continue;
+            };
+            let Ok(id) = event_id_of(&object, &version) else {
+                continue;
+            };
+            if let Some(event) = self.rooms.state_event(&id)?
+                && let Some(state_key) = &event.state_key
+            {
+                state.insert((event.kind.to_string(), state_key.clone()), id);
+            }
+        }
+        if !state.contains_key(&("m.room.create".to_owned(), String::new())) {
+            return Err(Error::forbidden(
+                "The room's state came without its create event",
+            ));
+        }
+        self.rooms
+            .create_joined(room_id, &version, state, join)
+            .await
+    }
+
+    /// Completes a membership event template from another server as this server's
+    /// `user`'s own event, and signs it; returns it with its event id.
+    fn fill_template(
+        &self,
+        template: &serde_json::value::RawValue,
+        version: &RoomVersionId,
+        user: &UserId,
+        room_id: &RoomId,
+        membership: MembershipState,
+        extra_content: CanonicalJsonObject,
+    ) -> Result<(CanonicalJsonObject, ruma::OwnedEventId)> {
+        let rules = Rooms::rules(version)?;
+        let mut object: CanonicalJsonObject = serde_json::from_str(template.get())
+            .map_err(|error| Error::bad_json(format!("Bad event template: {error}")))?;
+        // What this server vouches for, whatever the template said.
+        object.insert("sender".to_owned(), user.as_str().into());
+        object.insert("state_key".to_owned(), user.as_str().into());
+        object.insert("type".to_owned(), "m.room.member".into());
+        object.insert("room_id".to_owned(), room_id.as_str().into());
+        object.insert(
+            "origin_server_ts".to_owned(),
+            CanonicalJsonValue::Integer(ruma::Int::try_from(now_ms()).unwrap_or_default()),
+        );
+        object.remove("signatures");
+        object.remove("hashes");
+        object.remove("unsigned");
+        let mut content = match object.remove("content") {
+            Some(CanonicalJsonValue::Object(content)) => content,
+            _ => CanonicalJsonObject::new(),
+        };
+        content.insert("membership".to_owned(), membership.as_str().into());
+        content.extend(extra_content);
+        object.insert("content".to_owned(), CanonicalJsonValue::Object(content));
+        if rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1 {
+            object.insert(
+                "event_id".to_owned(),
+                format!(
+                    "${}:{}",
+                    crate::service::users::random_localpart(),
+                    self.server_name
+                )
+                .into(),
+            );
+            object.insert("origin".to_owned(), self.server_name.as_str().into());
+        } else {
+            object.remove("event_id");
+        }
+        self.signing_key
+            .sign_event(&self.server_name, &mut object, &rules.redaction)
+            .map_err(Error::internal)?;
+        let event_id = event_id_of(&object, version)?;
+        Ok((object, event_id))
+    }
+
+    /// Declines an invite into a room this server is not in: a leave through the
+    /// inviter's server (`make_leave`, `send_leave`). Whether or not that server could be
+    /// told, the invite is gone for the user.
+    pub async fn decline_remote_invite(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        inviter_server: Option<&ServerName>,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut servers: Vec<OwnedServerName> =
+            inviter_server.map(ToOwned::to_owned).into_iter().collect();
+        if let Some(server) = room_id.server_name()
+            && !servers.iter().any(|s| s == server)
+        {
+            servers.push(server.to_owned());
+        }
+        for server in servers {
+            if server == self.server_name {
+                continue;
+            }
+            match self.leave_through(&server, user, room_id, reason).await {
+                Ok(()) => break,
+                Err(error) => tracing::info!(%room_id, %server, %error, "remote leave failed"),
+            }
+        }
+        self.rooms.forget_remote_invite(room_id, user).await
+    }
+
+    async fn leave_through(
+        &self,
+        server: &ServerName,
+        user: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let template = self
+            .client
+            .send(
+                server,
+                prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned()),
+            )
+            .await
+            .map_err(|error| Error::forbidden(format!("The leave was not prepared: {error}")))?;
+        let version = template.room_version.unwrap_or(RoomVersionId::V1);
+        let mut content = CanonicalJsonObject::new();
+        if let Some(reason) = reason {
+            content.insert("reason".to_owned(), reason.into());
+        }
+        let (object, event_id) = self.fill_template(
+            &template.event,
+            &version,
+            user,
+            room_id,
+            MembershipState::Leave,
+            content,
+        )?;
+        self.client
+            .send(
+                server,
+                create_leave_event::v2::Request::new(
+                    room_id.to_owned(),
+                    event_id,
+                    Rooms::raw_object(&object)?,
+                ),
+            )
+            .await
+            .map_err(|error| Error::forbidden(format!("The leave was not accepted: {error}")))?;
+        Ok(())
+    }
+
+    /// Knocks on a room this server is not in, through one of `via`: `make_knock`, then
+    /// `send_knock`; the room's stripped state that comes back is kept for the user's sync.
+    pub async fn knock_remote(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        reason: Option<&str>,
+    ) -> Result<()> {
+        self.through_any(user, room_id, via, Handshake::Knock, reason)
+            .await
+    }
+
+    async fn knock_through(
+        &self,
+        server: &ServerName,
+        user: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut request =
+            prepare_knock_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = crate::service::rooms::ROOM_VERSIONS.to_vec();
+        let template = self
+            .client
+            .send(server, request)
+            .await
+            .map_err(|error| refusal(error, "knock", "prepared"))?;
+        let version = template.room_version;
+        let mut content = CanonicalJsonObject::new();
+        if let Some(reason) = reason {
+            content.insert("reason".to_owned(), reason.into());
+        }
+        let (object, event_id) = self.fill_template(
+            &template.event,
+            &version,
+            user,
+            room_id,
+            MembershipState::Knock,
+            content,
+        )?;
+        let raw = Rooms::raw_object(&object)?;
+        let response = self
+            .client
+            .send(
+                server,
+                create_knock_event::v1::Request::new(
+                    room_id.to_owned(),
+                    event_id.clone(),
+                    raw.clone(),
+                ),
+            )
+            .await
+            .map_err(|error| refusal(error, "knock", "accepted"))?;
+        let knock = verify_pdu(&self.keys, &version, &raw).await?;
+        let stripped = super::invite::stripped_state(&response.knock_room_state, &object)?;
+        self.rooms
+            .store_remote_membership(room_id, user, MembershipState::Knock, knock, stripped)
+            .await
+    }
 }
 
 /// A membership handshake with a server in the room.
 enum Handshake<'a> {
     Join(&'a Profile),
     Knock,
-}
-
-/// Tries the handshake with each candidate server in turn until one works; the last
-/// error otherwise.
-async fn through_any(
-    services: &Services,
-    user: &UserId,
-    room_id: &RoomId,
-    via: &[OwnedServerName],
-    handshake: Handshake<'_>,
-    reason: Option<&str>,
-) -> Result<()> {
-    let mut last_error = Error::not_found("No known servers for this room");
-    for server in &candidate_servers(services, room_id, via) {
-        let attempt = match &handshake {
-            Handshake::Join(profile) => {
-                join_through(services, server, user, room_id, profile, reason).await
-            }
-            Handshake::Knock => knock_through(services, server, user, room_id, reason).await,
-        };
-        match attempt {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                tracing::info!(%room_id, %server, %error, "remote membership handshake failed");
-                last_error = error;
-            }
-        }
-    }
-    Err(last_error)
 }
 
 /// The error for a failed step of a membership handshake with another server.
@@ -127,273 +407,4 @@ fn refusal(error: palisade_federation::ClientError, what: &str, step: &str) -> E
         }
         _ => Error::not_found(format!("The {what} was not {step}: {error}")),
     }
-}
-
-async fn join_through(
-    services: &Services,
-    server: &OwnedServerName,
-    user: &UserId,
-    room_id: &RoomId,
-    profile: &Profile,
-    reason: Option<&str>,
-) -> Result<()> {
-    let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
-    request.ver = crate::service::rooms::ROOM_VERSIONS.to_vec();
-    let template = services
-        .federation_client
-        .send(server, request)
-        .await
-        .map_err(|error| refusal(error, "join", "prepared"))?;
-    let version = template.room_version.unwrap_or(RoomVersionId::V1);
-    let mut content = CanonicalJsonObject::new();
-    if let Some(name) = &profile.0 {
-        content.insert("displayname".to_owned(), name.as_str().into());
-    }
-    if let Some(url) = &profile.1 {
-        content.insert("avatar_url".to_owned(), url.as_str().into());
-    }
-    if let Some(reason) = reason {
-        content.insert("reason".to_owned(), reason.into());
-    }
-    let (object, event_id) = fill_template(
-        services,
-        &template.event,
-        &version,
-        user,
-        room_id,
-        MembershipState::Join,
-        content,
-    )?;
-    let raw = Rooms::raw_object(&object)?;
-    let response = services
-        .federation_client
-        .send(
-            server,
-            create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw.clone()),
-        )
-        .await
-        .map_err(|error| refusal(error, "join", "accepted"))?;
-    let room_state = response.room_state;
-    // A restricted join comes back signed by the resident server too.
-    let join_raw = room_state.event.clone().unwrap_or(raw);
-    let join = verify_pdu(services, &version, &join_raw).await?;
-    if join.event_id != event_id {
-        return Err(Error::forbidden(
-            "The resident server changed the join event",
-        ));
-    }
-    let mut everything = room_state.auth_chain.clone();
-    everything.extend(room_state.state.iter().cloned());
-    super::receive::store_outliers(services, room_id, &version, &everything).await?;
-    let mut state = StateMap::new();
-    for raw in &room_state.state {
-        let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
-            continue;
-        };
-        let Ok(id) = event_id_of(&object, &version) else {
-            continue;
-        };
-        if let Some(event) = services.rooms.state_event(&id)?
-            && let Some(state_key) = &event.state_key
-        {
-            state.insert((event.kind.to_string(), state_key.clone()), id);
-        }
-    }
-    if !state.contains_key(&("m.room.create".to_owned(), String::new())) {
-        return Err(Error::forbidden(
-            "The room's state came without its create event",
-        ));
-    }
-    services
-        .rooms
-        .create_joined(room_id, &version, state, join)
-        .await
-}
-
-/// Completes a membership event template from another server as this server's
-/// `user`'s own event, and signs it; returns it with its event id.
-fn fill_template(
-    services: &Services,
-    template: &serde_json::value::RawValue,
-    version: &RoomVersionId,
-    user: &UserId,
-    room_id: &RoomId,
-    membership: MembershipState,
-    extra_content: CanonicalJsonObject,
-) -> Result<(CanonicalJsonObject, ruma::OwnedEventId)> {
-    let rules = Rooms::rules(version)?;
-    let mut object: CanonicalJsonObject = serde_json::from_str(template.get())
-        .map_err(|error| Error::bad_json(format!("Bad event template: {error}")))?;
-    // What this server vouches for, whatever the template said.
-    object.insert("sender".to_owned(), user.as_str().into());
-    object.insert("state_key".to_owned(), user.as_str().into());
-    object.insert("type".to_owned(), "m.room.member".into());
-    object.insert("room_id".to_owned(), room_id.as_str().into());
-    object.insert(
-        "origin_server_ts".to_owned(),
-        CanonicalJsonValue::Integer(ruma::Int::try_from(now_ms()).unwrap_or_default()),
-    );
-    object.remove("signatures");
-    object.remove("hashes");
-    object.remove("unsigned");
-    let mut content = match object.remove("content") {
-        Some(CanonicalJsonValue::Object(content)) => content,
-        _ => CanonicalJsonObject::new(),
-    };
-    content.insert("membership".to_owned(), membership.as_str().into());
-    content.extend(extra_content);
-    object.insert("content".to_owned(), CanonicalJsonValue::Object(content));
-    if rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1 {
-        object.insert(
-            "event_id".to_owned(),
-            format!(
-                "${}:{}",
-                crate::service::users::random_localpart(),
-                services.config.server_name
-            )
-            .into(),
-        );
-        object.insert(
-            "origin".to_owned(),
-            services.config.server_name.as_str().into(),
-        );
-    } else {
-        object.remove("event_id");
-    }
-    services
-        .signing_key
-        .sign_event(&services.config.server_name, &mut object, &rules.redaction)
-        .map_err(Error::internal)?;
-    let event_id = event_id_of(&object, version)?;
-    Ok((object, event_id))
-}
-
-/// Declines an invite into a room this server is not in: a leave through the
-/// inviter's server (`make_leave`, `send_leave`). Whether or not that server could be
-/// told, the invite is gone for the user.
-pub async fn decline_remote_invite(
-    services: &Services,
-    user: &UserId,
-    room_id: &RoomId,
-    inviter_server: Option<&ServerName>,
-    reason: Option<&str>,
-) -> Result<()> {
-    let mut servers: Vec<OwnedServerName> =
-        inviter_server.map(ToOwned::to_owned).into_iter().collect();
-    if let Some(server) = room_id.server_name()
-        && !servers.iter().any(|s| s == server)
-    {
-        servers.push(server.to_owned());
-    }
-    for server in servers {
-        if server == services.config.server_name {
-            continue;
-        }
-        match leave_through(services, &server, user, room_id, reason).await {
-            Ok(()) => break,
-            Err(error) => tracing::info!(%room_id, %server, %error, "remote leave failed"),
-        }
-    }
-    services.rooms.forget_remote_invite(room_id, user).await
-}
-
-async fn leave_through(
-    services: &Services,
-    server: &ServerName,
-    user: &UserId,
-    room_id: &RoomId,
-    reason: Option<&str>,
-) -> Result<()> {
-    let template = services
-        .federation_client
-        .send(
-            server,
-            prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned()),
-        )
-        .await
-        .map_err(|error| Error::forbidden(format!("The leave was not prepared: {error}")))?;
-    let version = template.room_version.unwrap_or(RoomVersionId::V1);
-    let mut content = CanonicalJsonObject::new();
-    if let Some(reason) = reason {
-        content.insert("reason".to_owned(), reason.into());
-    }
-    let (object, event_id) = fill_template(
-        services,
-        &template.event,
-        &version,
-        user,
-        room_id,
-        MembershipState::Leave,
-        content,
-    )?;
-    services
-        .federation_client
-        .send(
-            server,
-            create_leave_event::v2::Request::new(
-                room_id.to_owned(),
-                event_id,
-                Rooms::raw_object(&object)?,
-            ),
-        )
-        .await
-        .map_err(|error| Error::forbidden(format!("The leave was not accepted: {error}")))?;
-    Ok(())
-}
-
-/// Knocks on a room this server is not in, through one of `via`: `make_knock`, then
-/// `send_knock`; the room's stripped state that comes back is kept for the user's sync.
-pub async fn knock_remote(
-    services: &Services,
-    user: &UserId,
-    room_id: &RoomId,
-    via: &[OwnedServerName],
-    reason: Option<&str>,
-) -> Result<()> {
-    through_any(services, user, room_id, via, Handshake::Knock, reason).await
-}
-
-async fn knock_through(
-    services: &Services,
-    server: &ServerName,
-    user: &UserId,
-    room_id: &RoomId,
-    reason: Option<&str>,
-) -> Result<()> {
-    let mut request = prepare_knock_event::v1::Request::new(room_id.to_owned(), user.to_owned());
-    request.ver = crate::service::rooms::ROOM_VERSIONS.to_vec();
-    let template = services
-        .federation_client
-        .send(server, request)
-        .await
-        .map_err(|error| refusal(error, "knock", "prepared"))?;
-    let version = template.room_version;
-    let mut content = CanonicalJsonObject::new();
-    if let Some(reason) = reason {
-        content.insert("reason".to_owned(), reason.into());
-    }
-    let (object, event_id) = fill_template(
-        services,
-        &template.event,
-        &version,
-        user,
-        room_id,
-        MembershipState::Knock,
-        content,
-    )?;
-    let raw = Rooms::raw_object(&object)?;
-    let response = services
-        .federation_client
-        .send(
-            server,
-            create_knock_event::v1::Request::new(room_id.to_owned(), event_id.clone(), raw.clone()),
-        )
-        .await
-        .map_err(|error| refusal(error, "knock", "accepted"))?;
-    let knock = verify_pdu(services, &version, &raw).await?;
-    let stripped = super::invite::stripped_state(&response.knock_room_state, &object)?;
-    services
-        .rooms
-        .store_remote_membership(room_id, user, MembershipState::Knock, knock, stripped)
-        .await
 }

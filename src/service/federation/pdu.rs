@@ -9,15 +9,12 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-use super::keys::signature_key_ids;
+use super::keys::{ServerKeys, signature_key_ids};
 use crate::{
     Error, Result,
-    service::{
-        Services,
-        rooms::{
-            Rooms,
-            pdu::{Pdu, SignedPdu},
-        },
+    service::rooms::{
+        Rooms,
+        pdu::{Pdu, SignedPdu},
     },
 };
 
@@ -42,7 +39,7 @@ pub fn event_id_of(object: &CanonicalJsonObject, version: &RoomVersionId) -> Res
 
 /// Parses and checks a PDU of a room of `version`.
 pub async fn verify_pdu(
-    services: &Services,
+    keys: &ServerKeys,
     version: &RoomVersionId,
     raw: &RawValue,
 ) -> Result<SignedPdu> {
@@ -71,7 +68,7 @@ pub async fn verify_pdu(
             (server, ids)
         })
         .collect();
-    let keys = services.server_keys.public_key_map(wanted, at_ms).await?;
+    let keys = keys.public_key_map(wanted, at_ms).await?;
     let verified = ruma::signatures::verify_event(&keys, &object, &rules)
         .map_err(|error| Error::forbidden(format!("Bad PDU signature on {event_id}: {error}")))?;
     if verified == Verified::Signatures {

@@ -12,8 +12,10 @@ use ruma::{
 };
 use tokio::sync::{Notify, mpsc};
 
-use super::queue::Outgoing;
-use crate::service::Services;
+use palisade_federation::FederationClient;
+
+use super::queue::{Outgoing, OutgoingQueue};
+use crate::service::rooms::Rooms;
 
 const MAX_PDUS: usize = 50;
 const MAX_EDUS: usize = 100;
@@ -27,30 +29,49 @@ struct Worker {
     alive: Notify,
 }
 
-#[derive(Default)]
 pub struct Sender {
+    server_name: OwnedServerName,
+    client: Arc<FederationClient>,
+    outgoing: Arc<OutgoingQueue>,
+    rooms: Arc<Rooms>,
     workers: Mutex<HashMap<OwnedServerName, Arc<Worker>>>,
 }
 
 impl Sender {
-    /// Starts sending: every destination with queued items, then each one woken.
-    pub fn start(services: Arc<Services>, mut woken: mpsc::UnboundedReceiver<OwnedServerName>) {
+    pub fn new(
+        server_name: OwnedServerName,
+        client: Arc<FederationClient>,
+        outgoing: Arc<OutgoingQueue>,
+        rooms: Arc<Rooms>,
+    ) -> Self {
+        Self {
+            server_name,
+            client,
+            outgoing,
+            rooms,
+            workers: Mutex::default(),
+        }
+    }
+
+    /// Starts a worker for every destination with queued items, and one for each
+    /// destination `woken` names later.
+    pub fn start(self: Arc<Self>, mut woken: mpsc::UnboundedReceiver<OwnedServerName>) {
         tokio::spawn(async move {
-            match services.outgoing.destinations() {
+            match self.outgoing.destinations() {
                 Ok(destinations) => {
                     for destination in destinations {
-                        services.sender.wake(&services, destination);
+                        self.wake(destination);
                     }
                 }
                 Err(error) => tracing::error!(%error, "cannot read the outgoing queue"),
             }
             while let Some(destination) = woken.recv().await {
-                services.sender.wake(&services, destination);
+                self.wake(destination);
             }
         });
     }
 
-    fn wake(&self, services: &Arc<Services>, destination: OwnedServerName) {
+    fn wake(self: &Arc<Self>, destination: OwnedServerName) {
         let mut workers = self.workers.lock();
         if let Some(worker) = workers.get(&destination) {
             worker.items.notify_one();
@@ -58,90 +79,91 @@ impl Sender {
         }
         let worker = Arc::new(Worker::default());
         workers.insert(destination.clone(), worker.clone());
-        tokio::spawn(run(services.clone(), destination, worker));
+        tokio::spawn(self.clone().run(destination, worker));
     }
 
-    /// A request from `server` arrived: if sending to it is backing off, retry now.
+    /// A request came from `server`: a worker waiting out a failure tries again now.
     pub fn heard_from(&self, server: &ServerName) {
         if let Some(worker) = self.workers.lock().get(server) {
             worker.alive.notify_one();
         }
     }
-}
 
-async fn run(services: Arc<Services>, destination: OwnedServerName, worker: Arc<Worker>) {
-    let mut backoff = Duration::ZERO;
-    loop {
-        let items = match services.outgoing.pending(&destination, MAX_PDUS + MAX_EDUS) {
-            Ok(items) => items,
-            Err(error) => {
-                tracing::error!(%destination, %error, "cannot read the outgoing queue");
-                tokio::time::sleep(Duration::from_secs(5)).await;
+    /// Sends `destination`'s queue as it fills, in order, backing off on failure.
+    async fn run(self: Arc<Self>, destination: OwnedServerName, worker: Arc<Worker>) {
+        let mut backoff = Duration::ZERO;
+        loop {
+            let items = match self.outgoing.pending(&destination, MAX_PDUS + MAX_EDUS) {
+                Ok(items) => items,
+                Err(error) => {
+                    tracing::error!(%destination, %error, "cannot read the outgoing queue");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            if items.is_empty() {
+                worker.items.notified().await;
                 continue;
             }
-        };
-        if items.is_empty() {
-            worker.items.notified().await;
-            continue;
-        }
-        let (sequences, request) = transaction(&services, &destination, items);
-        match services.federation_client.send(&destination, request).await {
-            Ok(response) => {
-                for (event_id, result) in &response.pdus {
-                    if let Err(error) = result {
-                        tracing::info!(%destination, %event_id, %error, "PDU refused by the destination");
+            let (sequences, request) = self.transaction(&destination, items);
+            match self.client.send(&destination, request).await {
+                Ok(response) => {
+                    for (event_id, result) in &response.pdus {
+                        if let Err(error) = result {
+                            tracing::info!(%destination, %event_id, %error, "PDU refused by the destination");
+                        }
+                    }
+                    if let Err(error) = self.outgoing.remove(&destination, &sequences) {
+                        tracing::error!(%destination, %error, "cannot forget sent items");
+                    }
+                    backoff = Duration::ZERO;
+                }
+                Err(error) => {
+                    backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                    tracing::info!(%destination, %error, ?backoff, "transaction failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = worker.alive.notified() => backoff = Duration::ZERO,
                     }
                 }
-                if let Err(error) = services.outgoing.remove(&destination, &sequences) {
-                    tracing::error!(%destination, %error, "cannot forget sent items");
-                }
-                backoff = Duration::ZERO;
-            }
-            Err(error) => {
-                backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
-                tracing::info!(%destination, %error, ?backoff, "transaction failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = worker.alive.notified() => backoff = Duration::ZERO,
-                }
             }
         }
     }
-}
 
-/// The next transaction: items in queue order up to the first that would exceed a limit.
-/// Its id is the first item's sequence number, so a retry is the same transaction.
-fn transaction(
-    services: &Services,
-    destination: &ServerName,
-    items: Vec<(u64, Outgoing)>,
-) -> (Vec<u64>, send_transaction_message::v1::Request) {
-    let first = items.first().map_or(0, |(sequence, _)| *sequence);
-    let mut request = send_transaction_message::v1::Request::new(
-        OwnedTransactionId::from(first.to_string()),
-        services.config.server_name.clone(),
-        MilliSecondsSinceUnixEpoch::now(),
-    );
-    let mut sequences = Vec::new();
-    for (sequence, item) in items {
-        match item {
-            Outgoing::Pdu(event_id) => {
-                if request.pdus.len() >= MAX_PDUS {
-                    break;
+    /// The next transaction: items in queue order up to the first that would exceed a limit.
+    /// Its id is the first item's sequence number, so a retry is the same transaction.
+    fn transaction(
+        &self,
+        destination: &ServerName,
+        items: Vec<(u64, Outgoing)>,
+    ) -> (Vec<u64>, send_transaction_message::v1::Request) {
+        let first = items.first().map_or(0, |(sequence, _)| *sequence);
+        let mut request = send_transaction_message::v1::Request::new(
+            OwnedTransactionId::from(first.to_string()),
+            self.server_name.clone(),
+            MilliSecondsSinceUnixEpoch::now(),
+        );
+        let mut sequences = Vec::new();
+        for (sequence, item) in items {
+            match item {
+                Outgoing::Pdu(event_id) => {
+                    if request.pdus.len() >= MAX_PDUS {
+                        break;
+                    }
+                    match self.rooms.raw_pdu(&event_id) {
+                        Ok(Some(pdu)) => request.pdus.push(pdu),
+                        _ => tracing::warn!(%destination, %event_id, "queued PDU missing"),
+                    }
                 }
-                match services.rooms.raw_pdu(&event_id) {
-                    Ok(Some(pdu)) => request.pdus.push(pdu),
-                    _ => tracing::warn!(%destination, %event_id, "queued PDU missing"),
+                Outgoing::Edu(edu) => {
+                    if request.edus.len() >= MAX_EDUS {
+                        break;
+                    }
+                    request.edus.push(Raw::from_json(edu));
                 }
             }
-            Outgoing::Edu(edu) => {
-                if request.edus.len() >= MAX_EDUS {
-                    break;
-                }
-                request.edus.push(Raw::from_json(edu));
-            }
+            sequences.push(sequence);
         }
-        sequences.push(sequence);
+        (sequences, request)
     }
-    (sequences, request)
 }

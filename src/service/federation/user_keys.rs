@@ -20,7 +20,22 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use crate::service::{Services, e2ee::RemoteDevices};
+use std::sync::Arc;
+
+use palisade_federation::FederationClient;
+
+use crate::service::{
+    e2ee::{E2ee, RemoteDevices},
+    rooms::Rooms,
+};
+
+/// Other servers' users' keys, queried and claimed on their servers.
+pub struct UserKeys {
+    pub(super) enabled: bool,
+    pub(super) client: Arc<FederationClient>,
+    pub(super) rooms: Arc<Rooms>,
+    pub(super) e2ee: Arc<E2ee>,
+}
 
 /// Keys of other servers' users, as `/keys/query` shows them.
 #[derive(Debug, Default)]
@@ -42,24 +57,26 @@ fn failure(error: impl std::fmt::Display) -> Value {
     json!({ "status": 503, "message": error.to_string() })
 }
 
-/// Sends `request` to `server` within `timeout`; a failure as `failures` shows it.
-async fn ask<R>(
-    services: &Services,
-    server: &ServerName,
-    request: R,
-    timeout: Duration,
-) -> Result<R::IncomingResponse, Value>
-where
-    R: OutgoingRequest<PathBuilder = SinglePath>,
-    R::Authentication: OutgoingAuthentication,
-{
-    if !services.config.federation.enabled {
-        return Err(failure("federation is disabled on this server"));
-    }
-    match tokio::time::timeout(timeout, services.federation_client.send(server, request)).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(failure(error)),
-        Err(_) => Err(failure("timed out")),
+impl UserKeys {
+    /// Sends `request` to `server` within `timeout`; a failure as `failures` shows it.
+    async fn ask<R>(
+        &self,
+        server: &ServerName,
+        request: R,
+        timeout: Duration,
+    ) -> Result<R::IncomingResponse, Value>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutgoingAuthentication,
+    {
+        if !self.enabled {
+            return Err(failure("federation is disabled on this server"));
+        }
+        match tokio::time::timeout(timeout, self.client.send(server, request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(failure(error)),
+            Err(_) => Err(failure("timed out")),
+        }
     }
 }
 
@@ -90,75 +107,74 @@ fn owned_by(key: &Value, user: &UserId) -> bool {
     key.get("user_id").and_then(Value::as_str) == Some(user.as_str())
 }
 
-/// Queries other servers for their users' keys (an empty device list means every
-/// device), answering from the cache where it can.
-pub async fn query(
-    services: &Services,
-    requester: &UserId,
-    wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
-    timeout: Duration,
-) -> QueryAnswer {
-    let mut answer = QueryAnswer::default();
-    let shared_rooms = services.rooms.joined_rooms(requester).unwrap_or_default();
-    let mut to_fetch = BTreeMap::new();
-    for (user, devices) in wanted {
-        match services.e2ee.remote_devices(&user) {
-            Ok(Some(cached)) => answer.add(&user, &devices, cached),
-            _ => {
-                to_fetch.insert(user, devices);
-            }
-        }
-    }
-    if to_fetch.is_empty() {
-        return answer;
-    }
-    let requests = by_server(to_fetch)
-        .into_iter()
-        .map(|(server, users)| async move {
-            let request = get_keys::v1::Request::new(users.clone());
-            let response = ask(services, &server, request, timeout).await;
-            (server, users, response)
-        });
-    for (server, users, response) in join_all(requests).await {
-        let response = match response {
-            Ok(response) => response,
-            Err(error) => {
-                answer.failures.insert(server.to_string(), error);
-                continue;
-            }
-        };
-        for (user, devices) in users {
-            let mut fetched = RemoteDevices::default();
-            for (device_id, raw) in response.device_keys.get(&user).into_iter().flatten() {
-                if let Some(keys) =
-                    value_of(raw).filter(|keys| names(keys, &user, device_id.as_str()))
-                {
-                    fetched.devices.insert(device_id.clone(), keys);
+impl UserKeys {
+    /// Queries other servers for their users' keys (an empty device list means every
+    /// device), answering from the cache where it can.
+    pub async fn query(
+        &self,
+        requester: &UserId,
+        wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+        timeout: Duration,
+    ) -> QueryAnswer {
+        let mut answer = QueryAnswer::default();
+        let shared_rooms = self.rooms.joined_rooms(requester).unwrap_or_default();
+        let mut to_fetch = BTreeMap::new();
+        for (user, devices) in wanted {
+            match self.e2ee.remote_devices(&user) {
+                Ok(Some(cached)) => answer.add(&user, &devices, cached),
+                _ => {
+                    to_fetch.insert(user, devices);
                 }
             }
-            fetched.master_key = response
-                .master_keys
-                .get(&user)
-                .and_then(value_of)
-                .filter(|key| owned_by(key, &user));
-            fetched.self_signing_key = response
-                .self_signing_keys
-                .get(&user)
-                .and_then(value_of)
-                .filter(|key| owned_by(key, &user));
-            if devices.is_empty()
-                && services
-                    .rooms
-                    .joined_any(&shared_rooms, &user)
-                    .unwrap_or(false)
-                && let Err(error) = services.e2ee.store_remote_devices(&user, &fetched)
-            {
-                tracing::warn!(%error, %user, "remote device keys not cached");
-            }
-            answer.add(&user, &devices, fetched);
         }
+        if to_fetch.is_empty() {
+            return answer;
+        }
+        let requests = by_server(to_fetch)
+            .into_iter()
+            .map(|(server, users)| async move {
+                let request = get_keys::v1::Request::new(users.clone());
+                let response = self.ask(&server, request, timeout).await;
+                (server, users, response)
+            });
+        for (server, users, response) in join_all(requests).await {
+            let response = match response {
+                Ok(response) => response,
+                Err(error) => {
+                    answer.failures.insert(server.to_string(), error);
+                    continue;
+                }
+            };
+            for (user, devices) in users {
+                let mut fetched = RemoteDevices::default();
+                for (device_id, raw) in response.device_keys.get(&user).into_iter().flatten() {
+                    if let Some(keys) =
+                        value_of(raw).filter(|keys| names(keys, &user, device_id.as_str()))
+                    {
+                        fetched.devices.insert(device_id.clone(), keys);
+                    }
+                }
+                fetched.master_key = response
+                    .master_keys
+                    .get(&user)
+                    .and_then(value_of)
+                    .filter(|key| owned_by(key, &user));
+                fetched.self_signing_key = response
+                    .self_signing_keys
+                    .get(&user)
+                    .and_then(value_of)
+                    .filter(|key| owned_by(key, &user));
+                if devices.is_empty()
+                    && self.rooms.joined_any(&shared_rooms, &user).unwrap_or(false)
+                    && let Err(error) = self.e2ee.store_remote_devices(&user, &fetched)
+                {
+                    tracing::warn!(%error, %user, "remote device keys not cached");
+                }
+                answer.add(&user, &devices, fetched);
+            }
+        }
+        answer
     }
-    answer
 }
 
 impl QueryAnswer {
@@ -178,41 +194,43 @@ impl QueryAnswer {
     }
 }
 
-/// Claims one-time keys of other servers' users' devices.
-pub async fn claim(
-    services: &Services,
-    wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
-    timeout: Duration,
-) -> ClaimAnswer {
-    let mut answer = ClaimAnswer::default();
-    let requests = by_server(wanted)
-        .into_iter()
-        .map(|(server, users)| async move {
-            let request = claim_keys::v1::Request::new(users);
-            let response = ask(services, &server, request, timeout).await;
-            (server, response)
-        });
-    for (server, response) in join_all(requests).await {
-        match response {
-            Ok(response) => {
-                for (user, devices) in response.one_time_keys {
-                    if user.server_name() != server {
-                        continue;
-                    }
-                    let entry = answer.one_time_keys.entry(user).or_default();
-                    for (device, keys) in devices {
-                        let keys: BTreeMap<String, Value> = keys
-                            .iter()
-                            .filter_map(|(id, key)| Some((id.to_string(), value_of(key)?)))
-                            .collect();
-                        entry.insert(device, keys);
+impl UserKeys {
+    /// Claims one-time keys of other servers' users' devices.
+    pub async fn claim(
+        &self,
+        wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
+        timeout: Duration,
+    ) -> ClaimAnswer {
+        let mut answer = ClaimAnswer::default();
+        let requests = by_server(wanted)
+            .into_iter()
+            .map(|(server, users)| async move {
+                let request = claim_keys::v1::Request::new(users);
+                let response = self.ask(&server, request, timeout).await;
+                (server, response)
+            });
+        for (server, response) in join_all(requests).await {
+            match response {
+                Ok(response) => {
+                    for (user, devices) in response.one_time_keys {
+                        if user.server_name() != server {
+                            continue;
+                        }
+                        let entry = answer.one_time_keys.entry(user).or_default();
+                        for (device, keys) in devices {
+                            let keys: BTreeMap<String, Value> = keys
+                                .iter()
+                                .filter_map(|(id, key)| Some((id.to_string(), value_of(key)?)))
+                                .collect();
+                            entry.insert(device, keys);
+                        }
                     }
                 }
-            }
-            Err(error) => {
-                answer.failures.insert(server.to_string(), error);
+                Err(error) => {
+                    answer.failures.insert(server.to_string(), error);
+                }
             }
         }
+        answer
     }
-    answer
 }

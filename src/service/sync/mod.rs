@@ -11,6 +11,7 @@ pub mod token;
 
 use std::{
     collections::{BTreeMap, HashSet},
+    sync::Arc,
     time::Duration,
 };
 
@@ -27,8 +28,25 @@ use serde_json::json;
 pub use self::token::SyncToken;
 use crate::{
     Result,
-    service::{Services, e2ee, users::Sender},
+    service::{
+        account_data::AccountData, e2ee, e2ee::E2ee, presence::Presence, receipts::Receipts, rooms,
+        stream::Stream, to_device::ToDevice, typing::Typing, unread::Unread, users::Sender,
+    },
 };
+
+/// What `/sync` reads from. It writes nothing but the acknowledgement of the to-device
+/// messages a device has received.
+pub struct Syncer {
+    pub rooms: Arc<rooms::Rooms>,
+    pub e2ee: Arc<E2ee>,
+    pub presence: Arc<Presence>,
+    pub account_data: Arc<AccountData>,
+    pub to_device: Arc<ToDevice>,
+    pub stream: Arc<Stream>,
+    pub typing: Arc<Typing>,
+    pub receipts: Arc<Receipts>,
+    pub unread: Arc<Unread>,
+}
 
 /// What a client asked of one `/sync` call.
 pub struct SyncRequest {
@@ -40,7 +58,7 @@ pub struct SyncRequest {
 
 /// The window one sync covers, shared by the per-room builders.
 pub struct Window<'a> {
-    pub services: &'a Services,
+    pub sync: &'a Syncer,
     pub sender: &'a Sender,
     pub filter: &'a FilterDefinition,
     /// `None` on an initial sync.
@@ -77,54 +95,56 @@ impl Window<'_> {
     }
 }
 
-/// Answers a sync, waiting up to the timeout for something new.
-pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) -> Result<Response> {
-    let deadline = tokio::time::Instant::now() + request.timeout;
-    if let Some(since) = request.since {
-        // A token from beyond the frontier acknowledges nothing it could not have shown.
-        services.to_device.acknowledge(
-            &sender.user_id,
-            &sender.device_id,
-            since.to_device_received().min(services.stream.frontier()),
-        )?;
-    }
-    loop {
-        let mut wake = services.stream.subscribe(&sender.user_id);
-        let until = SyncToken {
-            position: services
-                .stream
-                .frontier()
-                .max(request.since.map_or(0, |s| s.position)),
-            typing: services.typing.serial(),
-            to_device: None,
-        };
-        let window = Window {
-            services,
-            sender,
-            filter: &request.filter,
-            since: request.since,
-            until,
-            full_state: request.full_state,
-            ignored: services.account_data.ignored_users(&sender.user_id)?,
-        };
-        // Boxed: a held long-poll keeps this future alive, and without the box it would
-        // reserve room for the whole response-building state while it only waits.
-        let response = Box::pin(build(&window)).await?;
-        let has_news = !response.rooms.is_empty()
-            || !response.account_data.events.is_empty()
-            || !response.presence.events.is_empty()
-            || !response.to_device.events.is_empty()
-            || !response.device_lists.is_empty();
-        if has_news || request.since.is_none() || request.full_state {
-            return Ok(response);
+impl Syncer {
+    /// Answers a sync, waiting up to the timeout for something new.
+    pub async fn sync(&self, sender: &Sender, request: SyncRequest) -> Result<Response> {
+        let deadline = tokio::time::Instant::now() + request.timeout;
+        if let Some(since) = request.since {
+            // A token from beyond the frontier acknowledges nothing it could not have shown.
+            self.to_device.acknowledge(
+                &sender.user_id,
+                &sender.device_id,
+                since.to_device_received().min(self.stream.frontier()),
+            )?;
         }
-        tokio::select! {
-            changed = wake.changed() => {
-                if changed.is_err() {
-                    return Ok(response);
-                }
+        loop {
+            let mut wake = self.stream.subscribe(&sender.user_id);
+            let until = SyncToken {
+                position: self
+                    .stream
+                    .frontier()
+                    .max(request.since.map_or(0, |s| s.position)),
+                typing: self.typing.serial(),
+                to_device: None,
+            };
+            let window = Window {
+                sync: self,
+                sender,
+                filter: &request.filter,
+                since: request.since,
+                until,
+                full_state: request.full_state,
+                ignored: self.account_data.ignored_users(&sender.user_id)?,
+            };
+            // Boxed: a held long-poll keeps this future alive, and without the box it would
+            // reserve room for the whole response-building state while it only waits.
+            let response = Box::pin(build(&window)).await?;
+            let has_news = !response.rooms.is_empty()
+                || !response.account_data.events.is_empty()
+                || !response.presence.events.is_empty()
+                || !response.to_device.events.is_empty()
+                || !response.device_lists.is_empty();
+            if has_news || request.since.is_none() || request.full_state {
+                return Ok(response);
             }
-            () = tokio::time::sleep_until(deadline) => return Ok(response),
+            tokio::select! {
+                changed = wake.changed() => {
+                    if changed.is_err() {
+                        return Ok(response);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(response),
+            }
         }
     }
 }
@@ -132,7 +152,7 @@ pub async fn sync(services: &Services, sender: &Sender, request: SyncRequest) ->
 /// Presence changes in the window of the people the user shares a room with (on an
 /// initial sync, everyone's known presence), the user included.
 fn presence(window: &Window<'_>) -> Result<ruma::api::client::sync::sync_events::v3::Presence> {
-    let services = window.services;
+    let sync = window.sync;
     let mut out = ruma::api::client::sync::sync_events::v3::Presence::new();
     if window
         .filter
@@ -148,25 +168,25 @@ fn presence(window: &Window<'_>) -> Result<ruma::api::client::sync::sync_events:
     // hold no change, and a change is checked against the user's rooms one key each.
     let users: Vec<ruma::OwnedUserId> = match window.since {
         Some(since) => {
-            let changed = services
+            let changed = sync
                 .presence
                 .changed(since.position, window.until.position)?;
             if changed.is_empty() {
                 return Ok(out);
             }
-            let rooms = services.rooms.joined_rooms(window.user())?;
+            let rooms = sync.rooms.joined_rooms(window.user())?;
             let mut shared = Vec::new();
             for user in changed {
-                if services.rooms.joined_any(&rooms, &user)? {
+                if sync.rooms.joined_any(&rooms, &user)? {
                     shared.push(user);
                 }
             }
             shared
         }
-        None => services.rooms.shared_audience(window.user())?.users,
+        None => sync.rooms.shared_audience(window.user())?.users,
     };
     for user in users {
-        if let Some(record) = services.presence.get(&user)? {
+        if let Some(record) = sync.presence.get(&user)? {
             out.events.push(crate::json::raw(json!({
                 "type": "m.presence",
                 "sender": user,
@@ -178,25 +198,22 @@ fn presence(window: &Window<'_>) -> Result<ruma::api::client::sync::sync_events:
 }
 
 async fn build(window: &Window<'_>) -> Result<Response> {
-    let services = window.services;
+    let sync = window.sync;
     let user = window.user();
     let mut response = Response::new(window.until.to_string());
     let mut rooms = Rooms::new();
 
     let changed: Vec<OwnedRoomId> = match window.since {
         Some(since) => {
-            services
-                .rooms
+            sync.rooms
                 .membership_changes(user, since.position, window.until.position)?
         }
         None => Vec::new(),
     };
     let room_filter = &window.filter.room;
-    let account_data = services.account_data.changes_since(
-        user,
-        window.since_position(),
-        window.until.position,
-    )?;
+    let account_data =
+        sync.account_data
+            .changes_since(user, window.since_position(), window.until.position)?;
     let mut room_account_data: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
     let mut global_account_data = Vec::new();
     for (room_id, event_type, content) in account_data {
@@ -209,7 +226,7 @@ async fn build(window: &Window<'_>) -> Result<Response> {
         }
     }
 
-    for (room_id, membership) in services.rooms.user_rooms(user)? {
+    for (room_id, membership) in sync.rooms.user_rooms(user)? {
         if room_filter.not_rooms.contains(&room_id)
             || room_filter
                 .rooms
@@ -265,10 +282,10 @@ async fn build(window: &Window<'_>) -> Result<Response> {
 /// The end-to-end encryption parts: to-device messages, whose devices changed, and the
 /// device's key counts.
 fn encryption(window: &Window<'_>, response: &mut Response) -> Result<()> {
-    let services = window.services;
+    let sync = window.sync;
     let user = window.user();
     let device = &window.sender.device_id;
-    let (events, cut) = services
+    let (events, cut) = sync
         .to_device
         .pending(user, device, window.until.position)?;
     response.to_device.events = events.into_iter().map(crate::json::raw).collect();
@@ -280,13 +297,18 @@ fn encryption(window: &Window<'_>, response: &mut Response) -> Result<()> {
         .to_string();
     }
     if let Some(since) = window.since {
-        let delta =
-            e2ee::device_lists::delta(services, user, since.position, window.until.position)?;
+        let delta = e2ee::device_lists::delta(
+            &sync.e2ee,
+            &sync.rooms,
+            user,
+            since.position,
+            window.until.position,
+        )?;
         response.device_lists.changed = delta.changed;
         response.device_lists.left = delta.left;
     }
     let mut counts = BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
-    for (algorithm, count) in services.e2ee.one_time_key_counts(user, device)? {
+    for (algorithm, count) in sync.e2ee.one_time_key_counts(user, device)? {
         counts.insert(
             OneTimeKeyAlgorithm::from(algorithm.as_str()),
             UInt::try_from(count).unwrap_or(UInt::MAX),
@@ -294,8 +316,7 @@ fn encryption(window: &Window<'_>, response: &mut Response) -> Result<()> {
     }
     response.device_one_time_keys_count = counts;
     response.device_unused_fallback_key_types = Some(
-        services
-            .e2ee
+        sync.e2ee
             .unused_fallback_types(user, device)?
             .iter()
             .map(|algorithm| OneTimeKeyAlgorithm::from(algorithm.as_str()))

@@ -39,7 +39,7 @@ struct TimelinePart {
 
 /// Reads a room's timeline in `(from, to]`, newest `limit` events the viewer may see.
 fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result<TimelinePart> {
-    let services = window.services;
+    let sync = window.sync;
     let filter = &window.filter.room.timeline;
     let limit = filter
         .limit
@@ -51,7 +51,7 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
     let mut cursor = to.saturating_add(1);
     let mut limited = false;
     'walk: loop {
-        let page = services
+        let page = sync
             .rooms
             .timeline(room_id, cursor, from, false, limit + 1)?;
         if page.is_empty() {
@@ -59,13 +59,10 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
         }
         for (position, event_id) in &page {
             cursor = *position;
-            let Some(pdu) = services.rooms.pdu(event_id)? else {
+            let Some(pdu) = sync.rooms.pdu(event_id)? else {
                 continue;
             };
-            if !services
-                .rooms
-                .can_see_event(window.user(), event_id, &pdu)?
-            {
+            if !sync.rooms.can_see_event(window.user(), event_id, &pdu)? {
                 continue;
             }
             let viewer = Some((window.user(), window.sender.device_id.as_ref()));
@@ -73,7 +70,7 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
                 event_id,
                 ClientFormat::Sync,
                 viewer,
-                services.rooms.prev_content(&pdu)?,
+                sync.rooms.prev_content(&pdu)?,
             );
             if !filters::allows(filter, &value) || window.is_ignored(&value) {
                 continue;
@@ -91,13 +88,10 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
     events.reverse();
     let (start, state_at_start) = match events.first() {
         Some((position, event_id, _)) => {
-            let before = services
-                .rooms
-                .pdu(event_id)?
-                .map_or(0, |pdu| pdu.state_before);
+            let before = sync.rooms.pdu(event_id)?.map_or(0, |pdu| pdu.state_before);
             (position.saturating_sub(1), before)
         }
-        None => (to, services.rooms.state_group_at(room_id, to)?),
+        None => (to, sync.rooms.state_group_at(room_id, to)?),
     };
     Ok(TimelinePart {
         events,
@@ -114,7 +108,7 @@ fn state_events(
     entries: impl IntoIterator<Item = ((String, String), OwnedEventId)>,
     senders: &BTreeSet<String>,
 ) -> Result<Vec<Value>> {
-    let services = window.services;
+    let sync = window.sync;
     let filter = &window.filter.room.state;
     let lazy = !filter.lazy_load_options.is_disabled();
     let mut out = Vec::new();
@@ -126,7 +120,7 @@ fn state_events(
         {
             continue;
         }
-        let Some(pdu) = services.rooms.pdu(&event_id)? else {
+        let Some(pdu) = sync.rooms.pdu(&event_id)? else {
             continue;
         };
         let value = pdu.to_client(&event_id, ClientFormat::Sync, None, None);
@@ -145,7 +139,7 @@ fn state_section(
     part: &TimelinePart,
     first_sight: bool,
 ) -> Result<Vec<Value>> {
-    let services = window.services;
+    let sync = window.sync;
     let senders: BTreeSet<String> = part
         .events
         .iter()
@@ -156,7 +150,7 @@ fn state_section(
                 .map(str::to_owned)
         })
         .collect();
-    let at_start = services.rooms.state.get(part.state_at_start)?;
+    let at_start = sync.rooms.state.get(part.state_at_start)?;
     if first_sight || window.full_state {
         return state_events(
             window,
@@ -167,10 +161,10 @@ fn state_section(
     if !part.limited {
         return Ok(Vec::new());
     }
-    let since_group = services
+    let since_group = sync
         .rooms
         .state_group_at(room_id, window.since_position())?;
-    let before: std::sync::Arc<StateMap> = services.rooms.state.get(since_group)?;
+    let before: std::sync::Arc<StateMap> = sync.rooms.state.get(since_group)?;
     let changed = at_start
         .iter()
         .filter(|(key, event_id)| before.get(*key) != Some(*event_id))
@@ -199,19 +193,15 @@ fn state_section(
 }
 
 fn summary(window: &Window<'_>, room_id: &RoomId) -> Result<RoomSummary> {
-    let services = window.services;
-    let joined = services
-        .rooms
-        .members_with(room_id, MembershipState::Join)?;
-    let invited = services
-        .rooms
-        .members_with(room_id, MembershipState::Invite)?;
+    let sync = window.sync;
+    let joined = sync.rooms.members_with(room_id, MembershipState::Join)?;
+    let invited = sync.rooms.members_with(room_id, MembershipState::Invite)?;
     let mut summary = RoomSummary::new();
-    let name_set = services
+    let name_set = sync
         .rooms
         .state_content(room_id, "m.room.name", "")?
         .is_some()
-        || services
+        || sync
             .rooms
             .state_content(room_id, "m.room.canonical_alias", "")?
             .is_some();
@@ -238,16 +228,15 @@ async fn unread(
     room_id: &RoomId,
     joined_at: u64,
 ) -> Result<UnreadNotificationsCount> {
-    let services = window.services;
+    let sync = window.sync;
     let user = window.user();
-    let read_position = services
+    let read_position = sync
         .receipts
         .get(room_id, user, "m.read")?
         .into_iter()
-        .chain(services.receipts.get(room_id, user, "m.read.private")?)
+        .chain(sync.receipts.get(room_id, user, "m.read.private")?)
         .filter_map(|receipt| {
-            services
-                .rooms
+            sync.rooms
                 .pdu(&receipt.event_id)
                 .ok()
                 .flatten()
@@ -256,11 +245,11 @@ async fn unread(
         .max()
         .unwrap_or(0)
         .max(joined_at);
-    let found = services
+    let found = sync
         .unread
         .counts(
-            &services.rooms,
-            &services.account_data,
+            &sync.rooms,
+            &sync.account_data,
             room_id,
             user,
             read_position,
@@ -278,14 +267,14 @@ fn counts(notifications: u64, highlights: u64) -> UnreadNotificationsCount {
 }
 
 fn ephemeral(window: &Window<'_>, room_id: &RoomId, first_sight: bool) -> Result<Vec<Value>> {
-    let services = window.services;
+    let sync = window.sync;
     let mut events = Vec::new();
     let typing_since = if first_sight {
         0
     } else {
         window.since.map_or(0, |since| since.typing)
     };
-    if let Some(users) = services.typing.changed_since(room_id, typing_since)
+    if let Some(users) = sync.typing.changed_since(room_id, typing_since)
         && (!users.is_empty() || !first_sight)
     {
         events.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
@@ -295,7 +284,7 @@ fn ephemeral(window: &Window<'_>, room_id: &RoomId, first_sight: bool) -> Result
     } else {
         window.since_position()
     };
-    if let Some(content) = services.receipts.content_since(
+    if let Some(content) = sync.receipts.content_since(
         room_id,
         window.user(),
         receipts_since,
@@ -410,8 +399,8 @@ fn stripped_state(
     room_id: &RoomId,
     membership: &Membership,
 ) -> Result<Option<Vec<ruma::serde::Raw<ruma::events::AnyStrippedStateEvent>>>> {
-    let services = window.services;
-    let invite = services.rooms.pdu(&membership.event_id)?;
+    let sync = window.sync;
+    let invite = sync.rooms.pdu(&membership.event_id)?;
     if let Some(pdu) = &invite
         && let Ok(parsed) = pdu.parse(membership.event_id.clone())
         && window.is_ignored_sender(parsed.sender.as_str())
@@ -421,8 +410,7 @@ fn stripped_state(
     // A room this server is not in: the stripped state its server sent.
     if invite.as_ref().is_some_and(|pdu| pdu.outlier) {
         return Ok(Some(
-            services
-                .rooms
+            sync.rooms
                 .remote_invite_state(window.user(), room_id)?
                 .into_iter()
                 .map(raw)
@@ -430,8 +418,8 @@ fn stripped_state(
         ));
     }
     let state = match &invite {
-        Some(pdu) => services.rooms.state.get(pdu.state_after)?,
-        None => services.rooms.current_state(room_id)?,
+        Some(pdu) => sync.rooms.state.get(pdu.state_after)?,
+        None => sync.rooms.current_state(room_id)?,
     };
     let mut events = Vec::new();
     let mut wanted: Vec<(String, String)> =
@@ -456,7 +444,7 @@ fn stripped_state(
         let Some(event_id) = state.get(&key) else {
             continue;
         };
-        let Some(pdu) = services.rooms.pdu(event_id)? else {
+        let Some(pdu) = sync.rooms.pdu(event_id)? else {
             continue;
         };
         let full = pdu.to_client(event_id, ClientFormat::Sync, None, None);
