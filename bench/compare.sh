@@ -13,7 +13,11 @@
 #   SYNAPSE_VENV   Synapse's venv (default $BENCH_DIR/synapse-venv)
 #   PALISADE_BIN   server binary to measure (default: built here, release)
 #   LOADTEST_BIN   load tool binary (default: built here, release)
-#   BACKENDS       Synapse databases to measure (default "sqlite postgres")
+#   BACKENDS       Synapse databases to measure (default "sqlite postgres"; "" for none)
+#   PALISADE_BASELINE_BIN
+#                  an earlier build of this server, measured the same way after it (but
+#                  for the idle phases) as `palisade-baseline`: a change's cost shows as
+#                  the quotient beside it, on the same machine in the same run
 #   LOADTEST_ARGS  extra arguments for `loadtest run` (e.g. --sync-rooms 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,9 +50,11 @@ synapse_pids() {
     return 0
 }
 
-step "Synapse"
-bench/synapse.sh install
-synapse_version="$("$SYNAPSE_VENV/bin/python" -c 'import synapse; print(synapse.__version__)')"
+if [[ -n "$BACKENDS" ]]; then
+    step "Synapse"
+    bench/synapse.sh install
+    synapse_version="$("$SYNAPSE_VENV/bin/python" -c 'import synapse; print(synapse.__version__)')"
+fi
 
 if [[ -z "${PALISADE_BIN:-}" || -z "${LOADTEST_BIN:-}" ]]; then
     step "release build"
@@ -74,7 +80,7 @@ loadtest() {
 
 srv="$BENCH_DIR/palisade"
 start_palisade() {
-    "$palisade_bin" --config "$srv/config.toml" >>"$srv/log" 2>&1 &
+    "${1:-$palisade_bin}" --config "$srv/config.toml" >>"$srv/log" 2>&1 &
     palisade_pid=$!
     for _ in $(seq 100); do
         curl -fs -o /dev/null http://127.0.0.1:18018/_matrix/client/versions && return 0
@@ -88,10 +94,9 @@ stop_palisade() {
     wait "$palisade_pid" 2>/dev/null || true
 }
 
-# Runs the load against this server, then against Synapse on each backend.
-measure() {
-    step "palisade"
-    rm -rf "$srv" "$results/palisade.json"
+# A fresh database and configuration for this server.
+fresh_palisade() {
+    rm -rf "$srv"
     mkdir -p "$srv"
     cat >"$srv/config.toml" <<EOF
 [global]
@@ -112,6 +117,14 @@ burst = 100000
 per_second = 100000.0
 burst = 100000
 EOF
+}
+
+# Runs the load against this server (and the baseline build), then against Synapse on
+# each backend.
+measure() {
+    step "palisade"
+    rm -f "$results/palisade.json"
+    fresh_palisade
     trap stop_palisade EXIT
     start_palisade
     loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only send,delivery,sync,messages
@@ -131,6 +144,17 @@ EOF
         stop_palisade
     done
     trap - EXIT
+    if [[ -n "${PALISADE_BASELINE_BIN:-}" ]]; then
+        step "palisade-baseline ($PALISADE_BASELINE_BIN)"
+        rm -f "$results/palisade-baseline.json"
+        fresh_palisade
+        trap stop_palisade EXIT
+        start_palisade "$PALISADE_BASELINE_BIN"
+        loadtest palisade-baseline http://127.0.0.1:18018 --pid "$palisade_pid" \
+            --only send,delivery,sync,messages
+        stop_palisade
+        trap - EXIT
+    fi
 
     port=18019
     for backend in $BACKENDS; do
@@ -159,6 +183,9 @@ if ! $report_only; then
     measure
 fi
 reports=("$results/palisade.json")
+if [[ -n "${PALISADE_BASELINE_BIN:-}" ]]; then
+    reports+=("$results/palisade-baseline.json")
+fi
 for backend in $BACKENDS; do
     reports+=("$results/synapse-$backend.json")
 done
@@ -166,9 +193,10 @@ done
 step "comparison"
 table="$("$loadtest_bin" compare "${reports[@]}")"
 echo "$table"
-if [[ "$size" == smoke ]]; then
+# A smoke run, or one without Synapse, leaves docs/benchmarks.md as it is.
+if [[ "$size" == smoke || -z "$BACKENDS" ]]; then
     echo "$table" >"$results/comparison.md"
-    echo "smoke run: comparison in $results/comparison.md"
+    echo "comparison in $results/comparison.md"
     exit 0
 fi
 

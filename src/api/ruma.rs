@@ -260,45 +260,8 @@ where
         .map_err(|_| Error::new(ErrorKind::TooLarge, "Request body too large"))?;
 
     let requirement = <Req::Authentication as Authentication>::REQUIREMENT;
-    let origin = if requirement == AuthRequirement::Server {
-        let request = Request::from_parts(parts.clone(), &bytes[..]);
-        let origin = services.server_keys.verify_request(&request).await?;
-        services.federation.sender.heard_from(&origin);
-        Some(origin)
-    } else {
-        None
-    };
-    let sender = match requirement {
-        AuthRequirement::None | AuthRequirement::Server => None,
-        requirement => match access_token(&parts) {
-            Some(token) => Some(services.users.authenticate(&token)?),
-            None if requirement == AuthRequirement::Required => {
-                return Err(Error::new(ErrorKind::MissingToken, "Missing access token"));
-            }
-            None => None,
-        },
-    };
-
-    let json = if bytes.is_empty() {
-        None
-    } else {
-        match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(value) => Some(value),
-            Err(_) if expects_json(&parts) => {
-                return Err(Error::new(
-                    ErrorKind::NotJson,
-                    "Request body is not valid JSON",
-                ));
-            }
-            Err(_) => None,
-        }
-    };
-    if matches!(json, Some(ref value) if !value.is_object()) && expects_json(&parts) {
-        return Err(Error::new(
-            ErrorKind::NotJson,
-            "Request body must be a JSON object",
-        ));
-    }
+    let (origin, sender) = authenticate(services, requirement, &parts, &bytes).await?;
+    let json = json_body(&parts, &bytes)?;
 
     let path_args: Vec<&str> = params.iter().map(|(_, value)| value).collect();
     let prepared;
@@ -338,6 +301,60 @@ where
         client_ip: peer.ip(),
         json,
     })
+}
+
+/// Who sent a request, as its endpoint's authentication scheme asks: the origin server
+/// of a federation request (its `X-Matrix` signature checked), or the user and device
+/// of an access token.
+async fn authenticate(
+    services: &Services,
+    requirement: AuthRequirement,
+    parts: &http::request::Parts,
+    bytes: &[u8],
+) -> Result<(Option<OwnedServerName>, Option<Sender>)> {
+    if requirement == AuthRequirement::Server {
+        let request = Request::from_parts(parts.clone(), bytes);
+        let origin = services.server_keys.verify_request(&request).await?;
+        services.federation.sender.heard_from(&origin);
+        return Ok((Some(origin), None));
+    }
+    let sender = match requirement {
+        AuthRequirement::None => None,
+        requirement => match access_token(parts) {
+            Some(token) => Some(services.users.authenticate(&token)?),
+            None if requirement == AuthRequirement::Required => {
+                return Err(Error::new(ErrorKind::MissingToken, "Missing access token"));
+            }
+            None => None,
+        },
+    };
+    Ok((None, sender))
+}
+
+/// The request body as JSON: none when empty; a JSON object where the method carries
+/// JSON (`M_NOT_JSON` otherwise).
+fn json_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Option<Value>> {
+    let json = if bytes.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(value) => Some(value),
+            Err(_) if expects_json(parts) => {
+                return Err(Error::new(
+                    ErrorKind::NotJson,
+                    "Request body is not valid JSON",
+                ));
+            }
+            Err(_) => None,
+        }
+    };
+    if matches!(json, Some(ref value) if !value.is_object()) && expects_json(parts) {
+        return Err(Error::new(
+            ErrorKind::NotJson,
+            "Request body must be a JSON object",
+        ));
+    }
+    Ok(json)
 }
 
 /// Bodies of these methods are JSON unless the endpoint says otherwise (media uploads

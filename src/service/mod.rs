@@ -97,6 +97,34 @@ impl Services {
             signing_key.clone(),
             config.federation.trusted_key_servers.clone(),
         ));
+        let base = Base {
+            db,
+            signing_key,
+            stream,
+            outgoing,
+            rooms,
+            federation_client,
+            server_keys,
+        };
+        Ok(Arc::new(Self::assemble(config, base, woken)?))
+    }
+
+    /// Builds the services above storage, the stream, the rooms and the federation
+    /// client, each with the handles it uses.
+    fn assemble(
+        config: Config,
+        base: Base,
+        woken: tokio::sync::mpsc::UnboundedReceiver<ruma::OwnedServerName>,
+    ) -> Result<Self> {
+        let Base {
+            db,
+            signing_key,
+            stream,
+            outgoing,
+            rooms,
+            federation_client,
+            server_keys,
+        } = base;
         let users = Arc::new(users::Users::new(
             db.clone(),
             config.refreshable_access_token_lifetime_secs * 1000,
@@ -140,7 +168,7 @@ impl Services {
         if config.federation.enabled {
             federation.sender.clone().start(woken);
         }
-        Ok(Arc::new(Self {
+        Ok(Self {
             appservices: appservices::Appservices::load(&config.app_service_config_files)?,
             users,
             uiaa: uiaa::Uiaa::default(),
@@ -167,8 +195,19 @@ impl Services {
             outgoing,
             federation,
             config,
-        }))
+        })
     }
+}
+
+/// What every other service is built on.
+struct Base {
+    db: Arc<Db>,
+    signing_key: Arc<SigningKey>,
+    stream: Arc<stream::Stream>,
+    outgoing: Arc<federation::queue::OutgoingQueue>,
+    rooms: Arc<rooms::Rooms>,
+    federation_client: Arc<FederationClient>,
+    server_keys: Arc<federation::keys::ServerKeys>,
 }
 
 /// The federation client's options from the configuration.

@@ -1,6 +1,6 @@
 //! Sending, redacting and reading room events: `/send`, `/redact`, `/event`, `/messages`, `/context`.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeSet, sync::Arc};
 
 use axum::Router;
 use ruma::{
@@ -12,6 +12,8 @@ use ruma::{
         redact::redact_event,
         room::get_room_event,
     },
+    events::AnyTimelineEvent,
+    serde::Raw,
 };
 use serde_json::Value;
 
@@ -222,6 +224,45 @@ async fn messages(
         None if forwards => frontier,
         None => 0,
     };
+    let page = walk(&services, sender, body, (from, to))?;
+    let mut state = Vec::new();
+    if !body.filter.lazy_load_options.is_disabled() {
+        let current = services.rooms.current_state(room_id)?;
+        for member in &page.senders {
+            if let Some(event_id) = current.get(&("m.room.member".to_owned(), member.clone()))
+                && let Some(pdu) = services.rooms.pdu(event_id)?
+            {
+                state.push(raw(pdu.to_client(event_id, ClientFormat::Full, None, None)));
+            }
+        }
+    }
+    let mut response = get_message_events::v3::Response::new();
+    response.start = body.from.clone().unwrap_or_else(|| from.to_string());
+    response.end = page.end;
+    response.chunk = page.chunk;
+    response.state = state;
+    Ok(response)
+}
+
+/// One page of `/messages`.
+struct Page {
+    chunk: Vec<Raw<AnyTimelineEvent>>,
+    /// The senders of the chunk's events (for lazy-loaded members).
+    senders: BTreeSet<String>,
+    /// The token after the last event, unless the walk reached the room's start or end.
+    end: Option<String>,
+}
+
+/// Walks the room's timeline from `from` towards `to` in pages, skipping what the viewer
+/// may not see, what the filter leaves out and what ignored users sent, until the
+/// request's limit is reached.
+fn walk(
+    services: &Services,
+    sender: &Sender,
+    body: &get_message_events::v3::Request,
+    (from, to): (u64, u64),
+) -> Result<Page> {
+    let forwards = body.dir == Direction::Forward;
     let limit = usize::try_from(u64::from(body.limit))
         .unwrap_or(10)
         .clamp(1, 1000);
@@ -233,21 +274,22 @@ async fn messages(
                 .and_then(Value::as_str)
                 .is_some_and(|s| ignored.contains(s))
     };
-    let mut chunk = Vec::new();
-    let mut state_members = BTreeMap::new();
-    let mut end = None;
+    let mut page = Page {
+        chunk: Vec::new(),
+        senders: BTreeSet::new(),
+        end: None,
+    };
     // `Rooms::timeline` takes an exclusive starting bound.
     let mut cursor = if forwards {
         from
     } else {
         from.saturating_add(1)
     };
-    // Walk in pages, skipping what the viewer may not see, until the chunk is full.
-    'walk: loop {
-        let page = services
+    loop {
+        let events = services
             .rooms
-            .timeline(room_id, cursor, to, forwards, limit)?;
-        for (position, event_id) in &page {
+            .timeline(&body.room_id, cursor, to, forwards, limit)?;
+        for (position, event_id) in &events {
             cursor = *position;
             let Some((_, value)) = services.rooms.visible_event(
                 &sender.user_id,
@@ -261,44 +303,25 @@ async fn messages(
             if !filters::allows(&body.filter, &value) || from_ignored(&value) {
                 continue;
             }
-            if !body.filter.lazy_load_options.is_disabled()
-                && let Some(member) = value.get("sender").and_then(Value::as_str)
-            {
-                state_members.entry(member.to_owned()).or_insert(*position);
+            if let Some(member) = value.get("sender").and_then(Value::as_str) {
+                page.senders.insert(member.to_owned());
             }
-            chunk.push(raw(value));
-            if chunk.len() >= limit {
+            page.chunk.push(raw(value));
+            if page.chunk.len() >= limit {
                 let boundary = if forwards {
                     cursor
                 } else {
                     cursor.saturating_sub(1)
                 };
-                end = Some(boundary.to_string());
-                break 'walk;
+                page.end = Some(boundary.to_string());
+                return Ok(page);
             }
         }
-        if page.len() < limit {
+        if events.len() < limit {
             // The start (or end) of the room: `end` is left out, as the spec asks.
-            break;
+            return Ok(page);
         }
     }
-    let mut state = Vec::new();
-    if !body.filter.lazy_load_options.is_disabled() {
-        let current = services.rooms.current_state(room_id)?;
-        for member in state_members.keys() {
-            if let Some(event_id) = current.get(&("m.room.member".to_owned(), member.clone()))
-                && let Some(pdu) = services.rooms.pdu(event_id)?
-            {
-                state.push(raw(pdu.to_client(event_id, ClientFormat::Full, None, None)));
-            }
-        }
-    }
-    let mut response = get_message_events::v3::Response::new();
-    response.start = body.from.clone().unwrap_or_else(|| from.to_string());
-    response.end = end;
-    response.chunk = chunk;
-    response.state = state;
-    Ok(response)
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`

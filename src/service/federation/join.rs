@@ -139,15 +139,12 @@ impl Memberships {
             .await
             .map_err(|error| refusal(error, "join", "prepared"))?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        let mut content = CanonicalJsonObject::new();
+        let mut content = with_reason(reason);
         if let Some(name) = &profile.0 {
             content.insert("displayname".to_owned(), name.as_str().into());
         }
         if let Some(url) = &profile.1 {
             content.insert("avatar_url".to_owned(), url.as_str().into());
-        }
-        if let Some(reason) = reason {
-            content.insert("reason".to_owned(), reason.into());
         }
         let (object, event_id) = self.fill_template(
             &template.event,
@@ -305,10 +302,7 @@ impl Memberships {
             .await
             .map_err(|error| Error::forbidden(format!("The leave was not prepared: {error}")))?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        let mut content = CanonicalJsonObject::new();
-        if let Some(reason) = reason {
-            content.insert("reason".to_owned(), reason.into());
-        }
+        let content = with_reason(reason);
         let (object, event_id) = self.fill_template(
             &template.event,
             &version,
@@ -360,10 +354,7 @@ impl Memberships {
             .await
             .map_err(|error| refusal(error, "knock", "prepared"))?;
         let version = template.room_version;
-        let mut content = CanonicalJsonObject::new();
-        if let Some(reason) = reason {
-            content.insert("reason".to_owned(), reason.into());
-        }
+        let content = with_reason(reason);
         let (object, event_id) = self.fill_template(
             &template.event,
             &version,
@@ -407,4 +398,13 @@ fn refusal(error: palisade_federation::ClientError, what: &str, step: &str) -> E
         }
         _ => Error::not_found(format!("The {what} was not {step}: {error}")),
     }
+}
+
+/// Membership content with the user's reason, if they gave one.
+fn with_reason(reason: Option<&str>) -> CanonicalJsonObject {
+    let mut content = CanonicalJsonObject::new();
+    if let Some(reason) = reason {
+        content.insert("reason".to_owned(), reason.into());
+    }
+    content
 }

@@ -1,0 +1,104 @@
+//! Who may talk to a room and how it is found: server ACLs, the room directory,
+//! delegation.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_acl_shuts_a_server_out() -> Result<()> {
+    let ca = TestCa::new();
+    let pair = Pair::start(&ca).await?;
+    // Every server here is an IP literal: refusing IP literals denies the other one.
+    pair.put_state(
+        Side::A,
+        "m.room.server_acl",
+        "",
+        json!({ "allow": ["*"], "deny": [], "allow_ip_literals": false }),
+    )
+    .await?;
+    pair.wait_for_state(Side::B, "m.room.server_acl", "", |c| {
+        c["allow_ip_literals"] == false
+    })
+    .await?;
+    pair.send(
+        Side::B,
+        "m.room.message",
+        "denied",
+        text("from a denied server"),
+    )
+    .await?;
+    // A newcomer on the denied server joins there, but not in the room as A has it.
+    let carol = pair.b.register("carol").await?;
+    let carol_id = format!("@carol:{}", pair.b.server_name());
+    let (status, body) = pair
+        .b
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{}/join", pair.room_id),
+            Some(&token(&carol)),
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bodies = pair.bodies(Side::A).await?;
+    assert!(
+        !bodies.iter().any(|b| b == "from a denied server"),
+        "{bodies:?}"
+    );
+    assert_eq!(pair.state(Side::A, "m.room.member", &carol_id).await?, None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_room_directory_and_delegation_are_served() -> Result<()> {
+    let ca = TestCa::new();
+    let (a, b) = tokio::try_join!(
+        TestServer::start_federated_with(&ca, "", "well_known_server = \"matrix.example.org:443\""),
+        TestServer::start_federated(&ca)
+    )?;
+    // Delegation, where configured, is served on the client listener.
+    let (status, body) = a
+        .request("GET", "/.well-known/matrix/server", None, None)
+        .await?;
+    assert_eq!(
+        (status, &body["m.server"]),
+        (200, &json!("matrix.example.org:443"))
+    );
+    let (status, body) = b
+        .request("GET", "/.well-known/matrix/server", None, None)
+        .await?;
+    assert_eq!((status, &body["errcode"]), (404, &json!("M_NOT_FOUND")));
+    let alice = a.register("alice").await?;
+    let bob = b.register("bob").await?;
+    let mut request = create_room::v3::Request::new();
+    request.name = Some("Town square".to_owned());
+    request.visibility = matrix_sdk::ruma::api::client::room::Visibility::Public;
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let (status, body) = b
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/publicRooms?server={}", a.server_name()),
+            Some(&token(&bob)),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let chunk = body["chunk"].as_array().context("a chunk")?;
+    assert!(
+        chunk
+            .iter()
+            .any(|room| room["room_id"] == room_id.as_str() && room["name"] == "Town square"),
+        "{body}"
+    );
+    let (status, body) = b
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/publicRooms?server={}", a.server_name()),
+            Some(&token(&bob)),
+            Some(json!({ "filter": { "generic_search_term": "town" } })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["chunk"][0]["room_id"], room_id.as_str(), "{body}");
+    Ok(())
+}

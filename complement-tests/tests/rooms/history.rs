@@ -1,0 +1,255 @@
+//! History: paging back, sync timelines continuing into /messages, lazy-loaded
+//! members, unread counts.
+
+use super::*;
+
+#[tokio::test]
+async fn history_pages_back_over_more_than_a_thousand_events() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let (alice, bob, room_id) = two_in_a_dm(&server).await?;
+    let t = token(&alice);
+    const COUNT: usize = 1100;
+    for i in 0..COUNT {
+        let (status, _) = server
+            .request(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/m{i}"),
+                Some(&t),
+                Some(json!({ "msgtype": "m.text", "body": format!("{i}") })),
+            )
+            .await?;
+        assert_eq!(status, 200);
+    }
+    complement_tests::sync_until(&bob, 10, |c| c.get_room(&room_id).is_some()).await?;
+    let room = bob.get_room(&room_id).unwrap();
+    let mut seen = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut options = MessagesOptions::backward().from(from.as_deref());
+        options.limit = 100u32.into();
+        let page = room.messages(options).await?;
+        for event in &page.chunk {
+            let value: Value = event.raw().deserialize_as()?;
+            if value["type"] == "m.room.message" {
+                seen.push(
+                    value["content"]["body"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<usize>()?,
+                );
+            }
+        }
+        match page.end {
+            Some(end) if !page.chunk.is_empty() => from = Some(end),
+            _ => break,
+        }
+    }
+    let expected: Vec<usize> = (0..COUNT).rev().collect();
+    assert_eq!(seen, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn prev_batch_continues_exactly_where_the_sync_timeline_starts() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let room_id = alice
+        .create_room(create_room::v3::Request::new())
+        .await?
+        .room_id()
+        .to_owned();
+    let t = token(&alice);
+    for i in 0..30 {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/p{i}");
+        server
+            .request(
+                "PUT",
+                &path,
+                Some(&t),
+                Some(json!({ "msgtype": "m.text", "body": format!("{i}") })),
+            )
+            .await?;
+    }
+    let sync = raw_sync(&server, &alice, None, 0).await?;
+    let room = &sync["rooms"]["join"][room_id.as_str()]["timeline"];
+    assert_eq!(room["limited"], true);
+    assert_eq!(
+        bodies(&timeline(&sync, room_id.as_str())),
+        (20..30).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    let prev_batch = room["prev_batch"].as_str().unwrap();
+    let path =
+        format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=5&from={prev_batch}");
+    let (status, page) = server.request("GET", &path, Some(&t), None).await?;
+    assert_eq!(status, 200);
+    let chunk: Vec<&Value> = page["chunk"].as_array().unwrap().iter().collect();
+    assert_eq!(bodies(&chunk), vec!["19", "18", "17", "16", "15"]);
+
+    // Back-pagination from the sync's next_batch starts with the newest event.
+    let next_batch = sync["next_batch"].as_str().unwrap();
+    let path =
+        format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=2&from={next_batch}");
+    let (_, page) = server.request("GET", &path, Some(&t), None).await?;
+    let chunk: Vec<&Value> = page["chunk"].as_array().unwrap().iter().collect();
+    assert_eq!(bodies(&chunk), vec!["29", "28"]);
+    // Forward from the first page's end continues without a gap or a repeat.
+    let end = page["end"].as_str().unwrap();
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=f&limit=3&from={end}");
+    let (_, page) = server.request("GET", &path, Some(&t), None).await?;
+    let chunk: Vec<&Value> = page["chunk"].as_array().unwrap().iter().collect();
+    assert_eq!(bodies(&chunk), vec!["28", "29"]);
+    assert!(
+        page.get("end").is_none(),
+        "no end at the end of the room: {page}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn lazy_loading_sends_only_the_members_the_timeline_needs() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let mut clients = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let client = server.register(name).await?;
+        client.join_room_by_id(&room_id).await?;
+        clients.push(client);
+    }
+    let carol = &clients[1];
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/c1");
+    server
+        .request(
+            "PUT",
+            &path,
+            Some(&token(carol)),
+            Some(json!({ "msgtype": "m.text", "body": "hi" })),
+        )
+        .await?;
+
+    let members = |sync: &Value| -> Vec<String> {
+        let mut members: Vec<String> = sync["rooms"]["join"][room_id.as_str()]["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(timeline(sync, room_id.as_str()))
+            .filter(|e| e["type"] == "m.room.member")
+            .map(|e| e["state_key"].as_str().unwrap().to_owned())
+            .collect();
+        members.sort();
+        members.dedup();
+        members
+    };
+    let dave = &clients[2];
+    let lazy =
+        json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } });
+    let sync =
+        complement_tests::raw_sync_filtered(&server, &token(dave), None, 0, Some(&lazy)).await?;
+    assert_eq!(members(&sync), vec!["@carol:localhost", "@dave:localhost"]);
+    let full = json!({ "room": { "timeline": { "limit": 1 } } });
+    let sync =
+        complement_tests::raw_sync_filtered(&server, &token(dave), None, 0, Some(&full)).await?;
+    assert_eq!(
+        members(&sync),
+        vec![
+            "@alice:localhost",
+            "@bob:localhost",
+            "@carol:localhost",
+            "@dave:localhost"
+        ]
+    );
+    assert!(
+        sync["rooms"]["join"][room_id.as_str()]["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+
+    // A room left shows in the leave section of an incremental sync, with the leave event.
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+    let leave = format!("/_matrix/client/v3/rooms/{room_id}/leave");
+    let (status, _) = server
+        .request("POST", &leave, Some(&token(dave)), Some(json!({})))
+        .await?;
+    assert_eq!(status, 200);
+    let sync =
+        complement_tests::raw_sync_filtered(&server, &token(dave), Some(&since), 0, None).await?;
+    let left = &sync["rooms"]["leave"][room_id.as_str()]["timeline"]["events"];
+    assert_eq!(
+        left.as_array().unwrap().last().unwrap()["content"]["membership"],
+        "leave"
+    );
+    assert!(sync["rooms"]["join"].get(room_id.as_str()).is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn unread_counts_follow_the_users_push_rules() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let (alice, bob, room_id) = two_in_a_dm(&server).await?;
+    let send = |txn: &str, content: Value| {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+        let token = token(&alice);
+        let server = &server;
+        async move {
+            server
+                .request("PUT", &path, Some(&token), Some(content))
+                .await
+        }
+    };
+    send("1", json!({ "msgtype": "m.text", "body": "lunch?" })).await?;
+    send("2", json!({ "msgtype": "m.text", "body": "hey bob", "m.mentions": { "user_ids": ["@bob:localhost"] } })).await?;
+    send(
+        "3",
+        json!({ "msgtype": "m.notice", "body": "a bot notice" }),
+    )
+    .await?;
+    let counts =
+        |sync: &Value| sync["rooms"]["join"][room_id.as_str()]["unread_notifications"].clone();
+    let sync = raw_sync(&server, &bob, None, 0).await?;
+    assert_eq!(
+        counts(&sync),
+        json!({ "notification_count": 2, "highlight_count": 1 }),
+        "notices do not notify"
+    );
+
+    // A room rule with no actions stops plain messages counting.
+    let mute = json!({ "actions": [] });
+    let path = format!("/_matrix/client/v3/pushrules/global/room/{room_id}");
+    let (status, _) = server
+        .request("PUT", &path, Some(&token(&bob)), Some(mute))
+        .await?;
+    assert_eq!(status, 200);
+    let last = send("4", json!({ "msgtype": "m.text", "body": "still there?" }))
+        .await?
+        .1["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sync = raw_sync(&server, &bob, None, 0).await?;
+    assert_eq!(
+        counts(&sync),
+        json!({ "notification_count": 1, "highlight_count": 1 }),
+        "only the mention still counts: mention rules come before room rules"
+    );
+
+    let path = format!("/_matrix/client/v3/pushrules/global/room/{room_id}");
+    server
+        .request("DELETE", &path, Some(&token(&bob)), None)
+        .await?;
+    let sync = raw_sync(&server, &bob, None, 0).await?;
+    assert_eq!(counts(&sync)["notification_count"], 3);
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{last}");
+    server
+        .request("POST", &path, Some(&token(&bob)), Some(json!({})))
+        .await?;
+    let sync = raw_sync(&server, &bob, None, 0).await?;
+    assert_eq!(
+        counts(&sync),
+        json!({ "notification_count": 0, "highlight_count": 0 })
+    );
+    Ok(())
+}
