@@ -32,7 +32,7 @@ esac
 BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench}"
 SYNAPSE_VENV="${SYNAPSE_VENV:-$BENCH_DIR/synapse-venv}"
 export BENCH_DIR SYNAPSE_VENV
-BACKENDS="${BACKENDS:-sqlite postgres}"
+BACKENDS="${BACKENDS-sqlite postgres}"
 # Smoke runs keep their reports apart, so they never replace those of a full run.
 results="$BENCH_DIR/results-$size"
 mkdir -p "$results"
