@@ -1,0 +1,122 @@
+//! Idle long-polls held at once over HTTP/1.1 and HTTP/2: the memory each costs, and
+//! delivery while they are held.
+
+use super::*;
+
+impl Run {
+    /// `n` idle long-polls held at once (no event will wake them), spread over the
+    /// users; the server's memory per held sync, then delivery latency while they
+    /// are held.
+    pub(super) async fn idle_phase(&mut self, n: usize, http2: bool) -> Result<()> {
+        let name = format!("idle_syncs_{}_{n}", if http2 { "h2" } else { "h1" });
+        let transport = if http2 {
+            "HTTP/2 streams, 100 per connection"
+        } else {
+            "HTTP/1.1 connections"
+        };
+        let mut phase = Phase::new(
+            &name,
+            format!("{n} idle /sync long-polls held ({transport})"),
+        );
+        // The holders are idle users in no room, so nothing wakes their syncs.
+        let holder_count = n.clamp(1, 100);
+        let holders = try_join_all((0..holder_count).map(|i| {
+            let matrix = self.matrix.clone();
+            let name = format!("{}{}x{i}", self.prefix, phase.name);
+            async move {
+                let user = matrix.register(&name, PASSWORD).await?;
+                let since = matrix.sync(&user, None, 0, MESSAGES_FILTER).await?["next_batch"]
+                    .as_str()
+                    .context("next_batch")?
+                    .to_owned();
+                anyhow::Ok((user, since))
+            }
+        }))
+        .await?;
+        let clients: Vec<Matrix> = if http2 {
+            (0..n.div_ceil(100))
+                .map(|_| Matrix::new_h2(&self.base_url))
+                .collect::<Result<_>>()?
+        } else {
+            vec![Matrix::new(&self.base_url)?]
+        };
+        // Registering the holders hashed their passwords; let the allocator hand that
+        // memory back before taking the baseline.
+        let before = self.settled_memory(Duration::from_millis(500)).await;
+        let watch = Watch::start(&self.processes);
+        let stop = Arc::new(AtomicBool::new(false));
+        let returned = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let client = clients[i % clients.len()].clone();
+            let (user, since) = holders[i % holders.len()].clone();
+            let (stop, returned, failed) = (stop.clone(), returned.clone(), failed.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match client
+                        .sync(&user, Some(&since), 120_000, MESSAGES_FILTER)
+                        .await
+                    {
+                        Ok(_) => returned.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            0
+                        }
+                    };
+                }
+            }));
+            if i % 500 == 499 {
+                tokio::task::yield_now().await;
+            }
+        }
+        // Held once the server's memory stops growing.
+        let last = self.settled_memory(Duration::from_secs(2)).await;
+        let held_for = started.elapsed();
+        let usage = watch.finish();
+        phase.extra.insert(
+            "server_kib_per_held_sync".into(),
+            (last - before).max(0.0) * 1024.0 / n as f64,
+        );
+        phase.extra.insert("server_memory_held_mib".into(), last);
+        phase.extra.insert(
+            "returned_early".into(),
+            returned.load(Ordering::Relaxed) as f64,
+        );
+        phase
+            .extra
+            .insert("failed".into(), failed.load(Ordering::Relaxed) as f64);
+        phase.finish(n as u64, held_for, None, usage);
+        self.report.phases.push(phase);
+
+        // Wake-up latency for another pair while the syncs are held.
+        let messages = (self.plan.delivery_messages / 10).clamp(10, 100);
+        self.delivery_phase(&format!("delivery_during_{name}"), messages)
+            .await?;
+
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            task.abort();
+        }
+        drop(clients);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    }
+
+    /// The server's memory once two samples `interval` apart differ by under 0.5% (or
+    /// after a minute).
+    pub(super) async fn settled_memory(&self, interval: Duration) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = self.processes.sample().memory_mib;
+        loop {
+            tokio::time::sleep(interval).await;
+            let now = self.processes.sample().memory_mib;
+            if (now - last).abs() <= last * 0.005 || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+}
