@@ -18,6 +18,7 @@ use rand::{Rng, distr::Alphanumeric};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::config::Config;
 use crate::{
     Error, Result,
     service::{Services, users},
@@ -29,20 +30,16 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.route("/_synapse/admin/v1/register", get(nonce).post(register))
 }
 
-fn enabled(services: &Services) -> Result<&str> {
-    services
-        .config
-        .registration_shared_secret
-        .as_deref()
-        .ok_or_else(|| {
-            Error::bad_json("Shared secret registration is not enabled")
-                .with_status(http::StatusCode::BAD_REQUEST)
-        })
+fn enabled(config: &Config) -> Result<&str> {
+    config.registration_shared_secret.as_deref().ok_or_else(|| {
+        Error::bad_json("Shared secret registration is not enabled")
+            .with_status(http::StatusCode::BAD_REQUEST)
+    })
 }
 
 /// # `GET /_synapse/admin/v1/register`
 async fn nonce(State(services): State<Arc<Services>>) -> Response {
-    if let Err(error) = enabled(&services) {
+    if let Err(error) = enabled(&services.config) {
         return error.into_response();
     }
     let nonce: String = rand::rng()
@@ -82,7 +79,7 @@ async fn register_inner(
     services: &Services,
     body: Option<Json<serde_json::Value>>,
 ) -> Result<serde_json::Value> {
-    let secret = enabled(services)?;
+    let secret = enabled(&services.config)?;
     let Json(body) =
         body.ok_or_else(|| Error::new(ruma::api::error::ErrorKind::NotJson, "Body is not JSON"))?;
     let body: RegisterBody =
@@ -127,7 +124,7 @@ async fn register_inner(
             .users
             .set_profile_field(&user_id, "displayname", Some(&json!(name)))?;
     }
-    crate::api::client::push::init_push_rules(services, &user_id)?;
+    crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
     let session = services
         .users
         .create_session(&user_id, None, None, false, None)?;

@@ -15,6 +15,7 @@ use ruma::{
     serde::Raw,
 };
 
+use crate::service::account_data::AccountData;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -140,11 +141,11 @@ async fn set_room(
 
 /// A room's `m.tag` account data content (`{"tags": {...}}`).
 fn load_tags(
-    services: &Services,
+    account_data: &AccountData,
     user: &UserId,
     room_id: &ruma::RoomId,
 ) -> Result<serde_json::Value> {
-    let content = services.account_data.get(user, Some(room_id), "m.tag")?;
+    let content = account_data.get(user, Some(room_id), "m.tag")?;
     Ok(content.unwrap_or_else(|| serde_json::json!({ "tags": {} })))
 }
 
@@ -154,7 +155,11 @@ async fn tags(
     request: Ruma<get_tags::v3::Request>,
 ) -> Result<get_tags::v3::Response> {
     own(request.user_id()?, &request.body.user_id)?;
-    let content = load_tags(&services, &request.body.user_id, &request.body.room_id)?;
+    let content = load_tags(
+        &services.account_data,
+        &request.body.user_id,
+        &request.body.room_id,
+    )?;
     let tags = serde_json::from_value(content["tags"].clone()).map_err(Error::internal)?;
     Ok(get_tags::v3::Response::new(tags))
 }
@@ -166,7 +171,7 @@ async fn set_tag(
 ) -> Result<create_tag::v3::Response> {
     own(request.user_id()?, &request.body.user_id)?;
     let body = &request.body;
-    let mut content = load_tags(&services, &body.user_id, &body.room_id)?;
+    let mut content = load_tags(&services.account_data, &body.user_id, &body.room_id)?;
     let info = serde_json::to_value(&body.tag_info).map_err(Error::internal)?;
     content["tags"][body.tag.as_str()] = info;
     services
@@ -182,7 +187,7 @@ async fn remove_tag(
 ) -> Result<delete_tag::v3::Response> {
     own(request.user_id()?, &request.body.user_id)?;
     let body = &request.body;
-    let mut content = load_tags(&services, &body.user_id, &body.room_id)?;
+    let mut content = load_tags(&services.account_data, &body.user_id, &body.room_id)?;
     if let Some(tags) = content["tags"].as_object_mut() {
         tags.remove(&body.tag);
     }

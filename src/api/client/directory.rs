@@ -17,6 +17,7 @@ use ruma::{
 };
 use serde_json::{Map, Value};
 
+use crate::service::rooms::Rooms;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -144,27 +145,20 @@ async fn set_visibility(
     Ok(set_room_visibility::v3::Response::new())
 }
 
-fn chunk(services: &Services, room_id: &RoomId) -> Result<PublicRoomsChunk> {
+fn chunk(rooms: &Rooms, room_id: &RoomId) -> Result<PublicRoomsChunk> {
     let text = |kind: &str, field: &str| -> Result<Option<String>> {
-        Ok(services
-            .rooms
-            .state_content(room_id, kind, "")?
-            .and_then(|content| {
-                content
-                    .get(field)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            }))
+        Ok(rooms.state_content(room_id, kind, "")?.and_then(|content| {
+            content
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }))
     };
-    let joined = services
-        .rooms
-        .members_with(room_id, MembershipState::Join)?
-        .len();
+    let joined = rooms.members_with(room_id, MembershipState::Join)?.len();
     let mut chunk = PublicRoomsChunk::from(ruma::directory::PublicRoomsChunkInit {
         num_joined_members: UInt::try_from(joined as u64).unwrap_or_default(),
         room_id: room_id.to_owned(),
-        world_readable: services.rooms.history_visibility(room_id)?
-            == HistoryVisibility::WorldReadable,
+        world_readable: rooms.history_visibility(room_id)? == HistoryVisibility::WorldReadable,
         guest_can_join: text("m.room.guest_access", "guest_access")?.as_deref() == Some("can_join"),
     });
     chunk.name = text("m.room.name", "name")?;
@@ -189,15 +183,15 @@ pub(crate) struct Page {
 /// A page of this server's room directory, matching `term` if given (also what other
 /// servers are answered over federation).
 pub(crate) fn list(
-    services: &Services,
+    rooms: &Rooms,
     term: Option<&str>,
     limit: Option<UInt>,
     since: Option<&str>,
 ) -> Result<Page> {
     let term = term.map(str::to_lowercase);
-    let mut rooms = Vec::new();
-    for room_id in services.rooms.public_rooms()? {
-        let chunk = chunk(services, &room_id)?;
+    let mut found = Vec::new();
+    for room_id in rooms.public_rooms()? {
+        let chunk = chunk(rooms, &room_id)?;
         let hit = term.as_deref().is_none_or(|term| {
             [&chunk.name, &chunk.topic]
                 .into_iter()
@@ -209,15 +203,15 @@ pub(crate) fn list(
                     .is_some_and(|alias| alias.as_str().to_lowercase().contains(term))
         });
         if hit {
-            rooms.push(chunk);
+            found.push(chunk);
         }
     }
-    rooms.sort_by(|a, b| {
+    found.sort_by(|a, b| {
         b.num_joined_members
             .cmp(&a.num_joined_members)
             .then(a.room_id.cmp(&b.room_id))
     });
-    let total = rooms.len();
+    let total = found.len();
     // An empty token is the first page, as clients that always send `since` expect.
     let offset: usize = match since.filter(|token| !token.is_empty()) {
         Some(token) => token
@@ -228,7 +222,7 @@ pub(crate) fn list(
     let limit = limit.map_or(total, |limit| {
         usize::try_from(u64::from(limit)).unwrap_or(total)
     });
-    let page: Vec<_> = rooms.into_iter().skip(offset).take(limit).collect();
+    let page: Vec<_> = found.into_iter().skip(offset).take(limit).collect();
     let next = (offset + page.len() < total).then(|| (offset + page.len()).to_string());
     let prev = (offset > 0).then(|| offset.saturating_sub(limit).to_string());
     Ok(Page {
@@ -269,7 +263,7 @@ async fn public_rooms(
         prev_batch: prev,
         total,
     } = list(
-        &services,
+        &services.rooms,
         None,
         request.body.limit,
         request.body.since.as_deref(),
@@ -316,7 +310,7 @@ async fn public_rooms_filtered(
         prev_batch: prev,
         total,
     } = list(
-        &services,
+        &services.rooms,
         body.filter.generic_search_term.as_deref(),
         body.limit,
         body.since.as_deref(),

@@ -13,6 +13,7 @@ use ruma::{
 use serde_json::{Map, Value, json};
 
 use super::uia;
+use crate::service::e2ee::E2ee;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -322,15 +323,15 @@ async fn upload_cross_signing(
 
 /// The public keys a user signs with, by key id: their devices' ed25519 keys and their
 /// cross-signing keys.
-fn signing_keys_of(services: &Services, user: &UserId) -> Result<BTreeMap<String, String>> {
+fn signing_keys_of(e2ee: &E2ee, user: &UserId) -> Result<BTreeMap<String, String>> {
     let mut keys = BTreeMap::new();
-    for (device, device_keys) in services.e2ee.all_device_keys(user)? {
+    for (device, device_keys) in e2ee.all_device_keys(user)? {
         if let Some((id, key)) = signatures::device_ed25519_key(&device_keys, device.as_str()) {
             keys.insert(id, key);
         }
     }
     for usage in [MASTER, SELF_SIGNING, USER_SIGNING] {
-        if let Some(key) = services.e2ee.cross_signing_key(user, usage)?
+        if let Some(key) = e2ee.cross_signing_key(user, usage)?
             && let Some((id, public)) = signatures::ed25519_key(&key)
         {
             keys.insert(id, public);
@@ -355,7 +356,7 @@ async fn upload_signatures(
 ) -> Result<Value> {
     let signer = request.user_id()?.to_owned();
     let body = request.json.clone().unwrap_or_else(|| json!({}));
-    let own_keys = signing_keys_of(&services, &signer)?;
+    let own_keys = signing_keys_of(&services.e2ee, &signer)?;
     let mut failures: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     for (target, objects) in body.as_object().into_iter().flatten() {
         let Ok(target) = OwnedUserId::try_from(target.as_str()) else {

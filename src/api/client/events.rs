@@ -6,27 +6,20 @@ use std::sync::Arc;
 use ruma::events::room::member::MembershipState;
 use ruma::{RoomId, UserId};
 
-use crate::{
-    Error, Result,
-    service::{Services, rooms::state::StateMap},
-};
+use crate::service::rooms::Rooms;
+use crate::{Error, Result, service::rooms::state::StateMap};
 
 /// The state a user may read: the current state if joined, else the state when they left.
-pub fn readable_state(
-    services: &Services,
-    room_id: &RoomId,
-    user: &UserId,
-) -> Result<Arc<StateMap>> {
-    match services.rooms.membership(room_id, user)? {
-        Some(m) if m.membership == MembershipState::Join => services.rooms.current_state(room_id),
+pub fn readable_state(rooms: &Rooms, room_id: &RoomId, user: &UserId) -> Result<Arc<StateMap>> {
+    match rooms.membership(room_id, user)? {
+        Some(m) if m.membership == MembershipState::Join => rooms.current_state(room_id),
         Some(m) if matches!(m.membership, MembershipState::Leave | MembershipState::Ban) => {
-            let pdu = services
-                .rooms
+            let pdu = rooms
                 .pdu(&m.event_id)?
                 .ok_or_else(|| Error::internal("missing membership event"))?;
-            services.rooms.state.get(pdu.state_after)
+            rooms.state.get(pdu.state_after)
         }
-        _ if services.rooms.can_see_room(room_id, user)? => services.rooms.current_state(room_id),
+        _ if rooms.can_see_room(room_id, user)? => rooms.current_state(room_id),
         _ => Err(Error::forbidden("You are not in this room")),
     }
 }

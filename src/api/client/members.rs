@@ -28,7 +28,7 @@ async fn members(
     request: Ruma<get_member_events::v3::Request>,
 ) -> Result<get_member_events::v3::Response> {
     let body = &request.body;
-    let mut state = readable_state(&services, &body.room_id, request.user_id()?)?;
+    let mut state = readable_state(&services.rooms, &body.room_id, request.user_id()?)?;
     if let Some(at) = &body.at {
         // The members at a point of the timeline, but never later than what the user
         // may read.

@@ -18,6 +18,7 @@ use ruma::{
     },
 };
 
+use crate::service::users::Users;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -37,11 +38,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(moderate::<unban_user::v3::Request>)
 }
 
-fn profile(services: &Services, user: &UserId) -> Result<(Option<String>, Option<String>)> {
-    Ok((
-        services.users.displayname(user)?,
-        services.users.avatar_url(user)?,
-    ))
+fn profile(users: &Users, user: &UserId) -> Result<(Option<String>, Option<String>)> {
+    Ok((users.displayname(user)?, users.avatar_url(user)?))
 }
 
 /// Joins a room: locally when this server is in it, else through one of `via` (or the
@@ -54,7 +52,7 @@ async fn join(
     reason: Option<&str>,
 ) -> Result<()> {
     services.message_limiter.check(user.as_str())?;
-    let profile = profile(services, user)?;
+    let profile = profile(&services.users, user)?;
     if is_resident(services, room_id)? || !services.config.federation.enabled {
         services.rooms.join(room_id, user, &profile, reason).await?;
     } else {
@@ -221,7 +219,7 @@ async fn knock(
         if !services.rooms.exists(&room_id)? {
             return Err(Error::not_found("Unknown room"));
         }
-        let profile = profile(&services, user)?;
+        let profile = profile(&services.users, user)?;
         services
             .rooms
             .knock(&room_id, user, &profile, reason)

@@ -109,7 +109,7 @@ async fn redact(
         })
         .ok_or_else(|| Error::not_found("Event not found"))?;
     if target.sender != sender.user_id
-        && !may_redact_others(&services, &body.room_id, &sender.user_id)?
+        && !may_redact_others(&services.rooms, &body.room_id, &sender.user_id)?
     {
         return Err(Error::forbidden("You may not redact other users' events"));
     }
@@ -135,28 +135,28 @@ fn power_level(levels: &Value, key: &str, default: i64) -> i64 {
 }
 
 /// Whether the user's power level reaches the room's `redact` level.
-fn may_redact_others(services: &Services, room_id: &RoomId, user: &UserId) -> Result<bool> {
-    let levels = services
-        .rooms
+fn may_redact_others(
+    rooms: &crate::service::rooms::Rooms,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<bool> {
+    let levels = rooms
         .state_content(room_id, "m.room.power_levels", "")?
         .unwrap_or_default();
-    let create = services
-        .rooms
+    let create = rooms
         .state_content(room_id, "m.room.create", "")?
         .unwrap_or_default();
-    let room = services
-        .rooms
+    let room = rooms
         .room(room_id)?
         .ok_or_else(|| Error::not_found("Unknown room"))?;
     let rules = crate::service::rooms::Rooms::rules(&room.version)?;
     if rules.authorization.explicitly_privilege_room_creators {
-        let creator_event = services
-            .rooms
+        let creator_event = rooms
             .current_state(room_id)?
             .get(&("m.room.create".to_owned(), String::new()))
             .cloned();
         let creator = creator_event
-            .and_then(|id| services.rooms.parsed_pdu(&id).ok().flatten())
+            .and_then(|id| rooms.parsed_pdu(&id).ok().flatten())
             .map(|pdu| pdu.sender);
         let additional = create
             .get("additional_creators")

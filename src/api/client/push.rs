@@ -16,6 +16,7 @@ use ruma::{
 };
 use serde_json::{Map, Value};
 
+use crate::service::account_data::AccountData;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -38,16 +39,12 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// Stores the spec's default push rules for a new user.
-pub fn init_push_rules(services: &Services, user_id: &UserId) -> Result<()> {
-    push_rules::save(
-        &services.account_data,
-        user_id,
-        &Ruleset::server_default(user_id),
-    )
+pub fn init_push_rules(account_data: &AccountData, user_id: &UserId) -> Result<()> {
+    push_rules::save(account_data, user_id, &Ruleset::server_default(user_id))
 }
 
-fn load(services: &Services, user_id: &UserId) -> Result<Ruleset> {
-    push_rules::load(&services.account_data, user_id)
+fn load(account_data: &AccountData, user_id: &UserId) -> Result<Ruleset> {
+    push_rules::load(account_data, user_id)
 }
 
 fn save(services: &Services, user_id: &UserId, ruleset: &Ruleset) -> Result<()> {
@@ -66,7 +63,7 @@ async fn all_rules(
     request: Ruma<get_pushrules_all::v3::Request>,
 ) -> Result<get_pushrules_all::v3::Response> {
     Ok(get_pushrules_all::v3::Response::new(load(
-        &services,
+        &services.account_data,
         request.user_id()?,
     )?))
 }
@@ -77,7 +74,7 @@ async fn global_rules(
     request: Ruma<get_pushrules_global_scope::v3::Request>,
 ) -> Result<get_pushrules_global_scope::v3::Response> {
     Ok(get_pushrules_global_scope::v3::Response::new(load(
-        &services,
+        &services.account_data,
         request.user_id()?,
     )?))
 }
@@ -87,7 +84,7 @@ async fn rule(
     services: Arc<Services>,
     request: Ruma<get_pushrule::v3::Request>,
 ) -> Result<get_pushrule::v3::Response> {
-    let ruleset = load(&services, request.user_id()?)?;
+    let ruleset = load(&services.account_data, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
         .ok_or_else(not_found)?;
@@ -108,7 +105,7 @@ async fn set_rule(
     request: Ruma<set_pushrule::v3::Request>,
 ) -> Result<set_pushrule::v3::Response> {
     let user_id = request.user_id()?.to_owned();
-    let mut ruleset = load(&services, &user_id)?;
+    let mut ruleset = load(&services.account_data, &user_id)?;
     let body = request.body;
     ruleset
         .insert(body.rule, body.after.as_deref(), body.before.as_deref())
@@ -126,7 +123,7 @@ async fn delete_rule(
     request: Ruma<delete_pushrule::v3::Request>,
 ) -> Result<delete_pushrule::v3::Response> {
     let user_id = request.user_id()?;
-    let mut ruleset = load(&services, user_id)?;
+    let mut ruleset = load(&services.account_data, user_id)?;
     ruleset
         .remove(request.body.kind.clone(), &request.body.rule_id)
         .map_err(|error| match error {
@@ -142,7 +139,7 @@ async fn rule_enabled(
     services: Arc<Services>,
     request: Ruma<get_pushrule_enabled::v3::Request>,
 ) -> Result<get_pushrule_enabled::v3::Response> {
-    let ruleset = load(&services, request.user_id()?)?;
+    let ruleset = load(&services.account_data, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
         .ok_or_else(not_found)?;
@@ -155,7 +152,7 @@ async fn set_rule_enabled(
     request: Ruma<set_pushrule_enabled::v3::Request>,
 ) -> Result<set_pushrule_enabled::v3::Response> {
     let user_id = request.user_id()?;
-    let mut ruleset = load(&services, user_id)?;
+    let mut ruleset = load(&services.account_data, user_id)?;
     ruleset
         .set_enabled(
             request.body.kind.clone(),
@@ -172,7 +169,7 @@ async fn rule_actions(
     services: Arc<Services>,
     request: Ruma<get_pushrule_actions::v3::Request>,
 ) -> Result<get_pushrule_actions::v3::Response> {
-    let ruleset = load(&services, request.user_id()?)?;
+    let ruleset = load(&services.account_data, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
         .ok_or_else(not_found)?;
@@ -187,7 +184,7 @@ async fn set_rule_actions(
     request: Ruma<set_pushrule_actions::v3::Request>,
 ) -> Result<set_pushrule_actions::v3::Response> {
     let user_id = request.user_id()?;
-    let mut ruleset = load(&services, user_id)?;
+    let mut ruleset = load(&services.account_data, user_id)?;
     ruleset
         .set_actions(
             request.body.kind.clone(),

@@ -15,6 +15,7 @@ use ruma::api::{
 };
 use subtle::ConstantTimeEq;
 
+use crate::config::Config;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -30,20 +31,19 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 /// The flows offered: `m.login.dummy` when registration is open, the token stage when a
 /// token is configured.
-fn flows(services: &Services) -> Vec<Vec<AuthType>> {
+fn flows(config: &Config) -> Vec<Vec<AuthType>> {
     let mut flows = Vec::new();
-    if services.config.registration_token.is_some() {
+    if config.registration_token.is_some() {
         flows.push(vec![AuthType::RegistrationToken]);
     }
-    if services.config.allow_registration {
+    if config.allow_registration {
         flows.push(vec![AuthType::Dummy]);
     }
     flows
 }
 
-fn token_matches(services: &Services, token: &str) -> bool {
-    services
-        .config
+fn token_matches(config: &Config, token: &str) -> bool {
+    config
         .registration_token
         .as_deref()
         .is_some_and(|expected| bool::from(expected.as_bytes().ct_eq(token.as_bytes())))
@@ -64,7 +64,7 @@ async fn register(
             "Guest access is disabled",
         ));
     }
-    let flows = flows(&services);
+    let flows = flows(&services.config);
     if flows.is_empty() {
         return Err(Error::forbidden("Registration is disabled"));
     }
@@ -92,7 +92,7 @@ async fn register(
         .users
         .create(&user_id, body.password.as_deref())
         .await?;
-    crate::api::client::push::init_push_rules(&services, &user_id)?;
+    crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
     tracing::info!(%user_id, "registered");
 
     let mut response = register::v3::Response::new(user_id.clone());
@@ -152,7 +152,7 @@ fn registration_stage(
     };
     match auth {
         AuthData::Dummy(_) if services.config.allow_registration => Ok((session, AuthType::Dummy)),
-        AuthData::RegistrationToken(token) if token_matches(services, &token.token) => {
+        AuthData::RegistrationToken(token) if token_matches(&services.config, &token.token) => {
             Ok((session, AuthType::RegistrationToken))
         }
         AuthData::RegistrationToken(_) => Err(services.uiaa.failed(
@@ -175,6 +175,6 @@ async fn registration_token_validity(
         .registration_limiter
         .check(&request.client_ip.to_string())?;
     Ok(check_registration_token_validity::v1::Response::new(
-        token_matches(&services, &request.body.token),
+        token_matches(&services.config, &request.body.token),
     ))
 }

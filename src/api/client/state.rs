@@ -10,6 +10,7 @@ use ruma::{
 use serde_json::Value;
 
 use super::events::readable_state;
+use crate::service::rooms::Rooms;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -50,7 +51,7 @@ async fn send_state(
     }
     services.rooms.require_joined(&body.room_id, &sender)?;
     if kind == "m.room.canonical_alias" {
-        check_canonical_alias(&services, &body.room_id, &content)?;
+        check_canonical_alias(&services.rooms, &body.room_id, &content)?;
     }
     let event = NewEvent::state(&kind, &body.state_key, content);
     let event_id = services
@@ -61,7 +62,7 @@ async fn send_state(
 }
 
 /// The aliases of an `m.room.canonical_alias` event must point at the room.
-fn check_canonical_alias(services: &Services, room_id: &RoomId, content: &Value) -> Result<()> {
+fn check_canonical_alias(rooms: &Rooms, room_id: &RoomId, content: &Value) -> Result<()> {
     let mut aliases: Vec<&str> = Vec::new();
     if let Some(alias) = content.get("alias").and_then(Value::as_str) {
         aliases.push(alias);
@@ -72,7 +73,7 @@ fn check_canonical_alias(services: &Services, room_id: &RoomId, content: &Value)
     for alias in aliases {
         let parsed = ruma::OwnedRoomAliasId::try_from(alias)
             .map_err(|_| Error::new(ruma::api::error::ErrorKind::InvalidParam, "Invalid alias"))?;
-        let record = services.rooms.resolve_alias(&parsed)?;
+        let record = rooms.resolve_alias(&parsed)?;
         if record.is_none_or(|record| record.room_id != room_id) {
             return Err(Error::new(
                 ruma::api::error::ErrorKind::BadAlias,
@@ -88,7 +89,7 @@ async fn state(
     services: Arc<Services>,
     request: Ruma<get_state_events::v3::Request>,
 ) -> Result<get_state_events::v3::Response> {
-    let state = readable_state(&services, &request.body.room_id, request.user_id()?)?;
+    let state = readable_state(&services.rooms, &request.body.room_id, request.user_id()?)?;
     let events = services.rooms.state_events(&state)?;
     Ok(get_state_events::v3::Response::new(
         events.into_iter().map(|(_, _, value)| raw(value)).collect(),
@@ -103,7 +104,7 @@ async fn state_event(
     request: Ruma<get_state_event_for_key::v3::Request>,
 ) -> Result<get_state_event_for_key::v3::Response> {
     let body = &request.body;
-    let state = readable_state(&services, &body.room_id, request.user_id()?)?;
+    let state = readable_state(&services.rooms, &body.room_id, request.user_id()?)?;
     let event_id = state
         .get(&(body.event_type.to_string(), body.state_key.clone()))
         .ok_or_else(|| Error::not_found("State event not found"))?;

@@ -27,7 +27,7 @@ async fn public_rooms(
     request: Ruma<get_public_rooms::v1::Request>,
 ) -> Result<get_public_rooms::v1::Response> {
     let page = list(
-        &services,
+        &services.rooms,
         None,
         request.body.limit,
         request.body.since.as_deref(),
@@ -50,7 +50,7 @@ async fn public_rooms_filtered(
 ) -> Result<get_public_rooms_filtered::v1::Response> {
     let body = &request.body;
     let page = list(
-        &services,
+        &services.rooms,
         body.filter.generic_search_term.as_deref(),
         body.limit,
         body.since.as_deref(),

@@ -15,6 +15,7 @@ use ruma::{
 use serde_json::value::RawValue;
 
 use super::require_server_in_room;
+use crate::service::rooms::Rooms;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -35,16 +36,11 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// The event if `server` may read it: its room must have a member of that server.
-fn readable_event(
-    services: &Services,
-    server: &ServerName,
-    event_id: &EventId,
-) -> Result<Box<RawValue>> {
-    let stored = services
-        .rooms
+fn readable_event(rooms: &Rooms, server: &ServerName, event_id: &EventId) -> Result<Box<RawValue>> {
+    let stored = rooms
         .pdu(event_id)?
         .ok_or_else(|| Error::not_found("Unknown event"))?;
-    require_server_in_room(services, server, &stored.room_id)?;
+    require_server_in_room(rooms, server, &stored.room_id)?;
     Ok(stored.pdu)
 }
 
@@ -53,7 +49,7 @@ async fn event(
     services: Arc<Services>,
     request: Ruma<get_event::v1::Request>,
 ) -> Result<get_event::v1::Response> {
-    let pdu = readable_event(&services, request.origin()?, &request.body.event_id)?;
+    let pdu = readable_event(&services.rooms, request.origin()?, &request.body.event_id)?;
     Ok(get_event::v1::Response::new(
         services.config.server_name.clone(),
         MilliSecondsSinceUnixEpoch::now(),
@@ -63,27 +59,26 @@ async fn event(
 
 /// The state before an event of the room and the auth chain of that state.
 fn state_before(
-    services: &Services,
+    rooms: &Rooms,
     server: &ServerName,
     room_id: &ruma::RoomId,
     event_id: &EventId,
 ) -> Result<(Vec<OwnedEventId>, Vec<OwnedEventId>)> {
-    require_server_in_room(services, server, room_id)?;
-    let stored = services
-        .rooms
+    require_server_in_room(rooms, server, room_id)?;
+    let stored = rooms
         .pdu(event_id)?
         .ok_or_else(|| Error::not_found("Unknown event"))?;
     if stored.room_id != room_id {
         return Err(Error::not_found("The event is not in this room"));
     }
-    let (state, chain) = services.rooms.state_and_auth_chain_before(event_id)?;
+    let (state, chain) = rooms.state_and_auth_chain_before(event_id)?;
     Ok((state.into_values().collect(), chain))
 }
 
-fn raws(services: &Services, ids: &[OwnedEventId]) -> Result<Vec<Box<RawValue>>> {
+fn raws(rooms: &Rooms, ids: &[OwnedEventId]) -> Result<Vec<Box<RawValue>>> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(raw) = services.rooms.raw_pdu(id)? {
+        if let Some(raw) = rooms.raw_pdu(id)? {
             out.push(raw);
         }
     }
@@ -96,10 +91,15 @@ async fn state(
     request: Ruma<get_room_state::v1::Request>,
 ) -> Result<get_room_state::v1::Response> {
     let body = &request.body;
-    let (state, chain) = state_before(&services, request.origin()?, &body.room_id, &body.event_id)?;
+    let (state, chain) = state_before(
+        &services.rooms,
+        request.origin()?,
+        &body.room_id,
+        &body.event_id,
+    )?;
     Ok(get_room_state::v1::Response::new(
-        raws(&services, &chain)?,
-        raws(&services, &state)?,
+        raws(&services.rooms, &chain)?,
+        raws(&services.rooms, &state)?,
     ))
 }
 
@@ -109,7 +109,12 @@ async fn state_ids(
     request: Ruma<get_room_state_ids::v1::Request>,
 ) -> Result<get_room_state_ids::v1::Response> {
     let body = &request.body;
-    let (state, chain) = state_before(&services, request.origin()?, &body.room_id, &body.event_id)?;
+    let (state, chain) = state_before(
+        &services.rooms,
+        request.origin()?,
+        &body.room_id,
+        &body.event_id,
+    )?;
     Ok(get_room_state_ids::v1::Response::new(chain, state))
 }
 
@@ -119,7 +124,7 @@ async fn event_auth(
     request: Ruma<get_event_authorization::v1::Request>,
 ) -> Result<get_event_authorization::v1::Response> {
     let body = &request.body;
-    require_server_in_room(&services, request.origin()?, &body.room_id)?;
+    require_server_in_room(&services.rooms, request.origin()?, &body.room_id)?;
     let stored = services
         .rooms
         .pdu(&body.event_id)?
@@ -133,7 +138,8 @@ async fn event_auth(
         .into_iter()
         .collect();
     Ok(get_event_authorization::v1::Response::new(raws(
-        &services, &chain,
+        &services.rooms,
+        &chain,
     )?))
 }
 
@@ -143,7 +149,7 @@ async fn backfill(
     request: Ruma<get_backfill::v1::Request>,
 ) -> Result<get_backfill::v1::Response> {
     let body = &request.body;
-    require_server_in_room(&services, request.origin()?, &body.room_id)?;
+    require_server_in_room(&services.rooms, request.origin()?, &body.room_id)?;
     let limit = usize::try_from(u64::from(body.limit))
         .unwrap_or(MAX_EVENTS)
         .min(MAX_EVENTS);
@@ -181,7 +187,7 @@ async fn missing_events(
     request: Ruma<get_missing_events::v1::Request>,
 ) -> Result<get_missing_events::v1::Response> {
     let body = &request.body;
-    require_server_in_room(&services, request.origin()?, &body.room_id)?;
+    require_server_in_room(&services.rooms, request.origin()?, &body.room_id)?;
     let limit = usize::try_from(u64::from(body.limit))
         .unwrap_or(10)
         .min(MAX_EVENTS);

@@ -73,7 +73,7 @@ async fn invite(
     let origin = request.origin()?.to_owned();
     let body = request.body;
     if services.rooms.exists(&body.room_id)? {
-        super::require_allowed(&services, &origin, &body.room_id)?;
+        super::require_allowed(&services.rooms, &origin, &body.room_id)?;
     }
     let signed = services
         .federation
@@ -154,7 +154,7 @@ async fn make_membership<R: TemplateRequest>(
     let (room_id, user_id, supported) = request.body.parts();
     let membership = R::MEMBERSHIP;
     require_user_of(origin, user_id)?;
-    super::require_allowed(&services, origin, room_id)?;
+    super::require_allowed(&services.rooms, origin, room_id)?;
     let room = services
         .rooms
         .room(room_id)?
@@ -191,7 +191,7 @@ async fn accept_membership(
         .rooms
         .room(room_id)?
         .ok_or_else(|| Error::not_found("Unknown room"))?;
-    super::require_allowed(services, origin, room_id)?;
+    super::require_allowed(&services.rooms, origin, room_id)?;
     let event = verify_pdu(&services.server_keys, &room.version, raw).await?;
     if event.event_id != event_id {
         return Err(Error::bad_json("The event id does not match the event"));

@@ -16,6 +16,7 @@ use axum::Router;
 use ruma::events::room::{history_visibility::HistoryVisibility, member::MembershipState};
 use ruma::{RoomId, ServerName};
 
+use crate::service::rooms::Rooms;
 use crate::{Error, Result, service::Services};
 
 /// Registers every server-server endpoint.
@@ -31,20 +32,15 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 /// Fails with `403 M_FORBIDDEN` unless `server` has a joined member in the room (or the
 /// room is world-readable), the condition for reading its events over federation.
-fn require_server_in_room(
-    services: &Services,
-    server: &ServerName,
-    room_id: &RoomId,
-) -> Result<()> {
-    if !services.rooms.exists(room_id)? {
+fn require_server_in_room(rooms: &Rooms, server: &ServerName, room_id: &RoomId) -> Result<()> {
+    if !rooms.exists(room_id)? {
         return Err(Error::not_found("Unknown room"));
     }
-    let joined = services
-        .rooms
+    let joined = rooms
         .members_with(room_id, MembershipState::Join)?
         .iter()
         .any(|user| user.server_name() == server);
-    if joined || world_readable(services, room_id)? {
+    if joined || world_readable(rooms, room_id)? {
         Ok(())
     } else {
         Err(Error::forbidden("Your server is not in this room"))
@@ -52,8 +48,8 @@ fn require_server_in_room(
 }
 
 /// Fails with `403 M_FORBIDDEN` when the room's server ACL denies `server`.
-fn require_allowed(services: &Services, server: &ServerName, room_id: &RoomId) -> Result<()> {
-    if services.rooms.server_allowed(room_id, server)? {
+fn require_allowed(rooms: &Rooms, server: &ServerName, room_id: &RoomId) -> Result<()> {
+    if rooms.server_allowed(room_id, server)? {
         Ok(())
     } else {
         Err(Error::forbidden(
@@ -62,6 +58,6 @@ fn require_allowed(services: &Services, server: &ServerName, room_id: &RoomId) -
     }
 }
 
-fn world_readable(services: &Services, room_id: &RoomId) -> Result<bool> {
-    Ok(services.rooms.history_visibility(room_id)? == HistoryVisibility::WorldReadable)
+fn world_readable(rooms: &Rooms, room_id: &RoomId) -> Result<bool> {
+    Ok(rooms.history_visibility(room_id)? == HistoryVisibility::WorldReadable)
 }

@@ -12,6 +12,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
+use crate::config::Config;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -25,8 +26,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route_json(claim)
 }
 
-fn is_local(services: &Services, user: &UserId) -> bool {
-    user.server_name() == services.config.server_name
+fn is_local(config: &Config, user: &UserId) -> bool {
+    user.server_name() == config.server_name
 }
 
 /// # `GET /_matrix/federation/v1/user/devices/{userId}`
@@ -38,7 +39,7 @@ async fn devices(
     request: Ruma<get_devices::v1::Request>,
 ) -> Result<Value> {
     let user = &request.body.user_id;
-    if !is_local(&services, user) || !services.users.exists(user)? {
+    if !is_local(&services.config, user) || !services.users.exists(user)? {
         return Err(Error::not_found("Unknown user"));
     }
     let keys = services.e2ee.local_keys(&services.users, user, &[], None)?;
@@ -77,7 +78,7 @@ async fn keys(services: Arc<Services>, request: Ruma<get_keys::v1::Request>) -> 
     let mut master_keys = BTreeMap::new();
     let mut self_signing_keys = BTreeMap::new();
     for (user, devices) in &request.body.device_keys {
-        if !is_local(&services, user) {
+        if !is_local(&services.config, user) {
             continue;
         }
         let keys = services
@@ -102,7 +103,7 @@ async fn keys(services: Arc<Services>, request: Ruma<get_keys::v1::Request>) -> 
 async fn claim(services: Arc<Services>, request: Ruma<claim_keys::v1::Request>) -> Result<Value> {
     let mut one_time_keys = BTreeMap::new();
     for (user, devices) in &request.body.one_time_keys {
-        if !is_local(&services, user) {
+        if !is_local(&services.config, user) {
             continue;
         }
         let claimed = services.e2ee.claim_local(user, devices)?;
