@@ -266,14 +266,23 @@ async fn shared_room(
 
 /// The whole exchange between Alice (on this server) and Bob (on the other server).
 async fn exchange(alice: Device, bob: Device, other_url: &str, bob_password: &str) -> Result<()> {
-    let bob_id = bob.user_id.clone();
     let start = alice.next_batch().await?;
+    device_keys_both_ways(&alice, &bob, &start).await?;
+    one_time_keys_once_each(&alice, &bob).await?;
+    to_device_both_ways(&alice, &bob).await?;
+    cross_signing_keys(&alice, &bob, bob_password).await?;
+    let end = second_device_comes_and_goes(&alice, &bob, other_url, bob_password).await?;
+    changes_and_failures(&alice, &bob, &start, &end).await
+}
 
-    // Bob's device keys reach Alice: her sync names him, her query shows them signed.
+/// Bob's device keys reach Alice (her sync names him, her query shows them signed), and
+/// hers reach him; he claims one of her one-time keys.
+async fn device_keys_both_ways(alice: &Device, bob: &Device, start: &str) -> Result<()> {
+    let bob_id = bob.user_id.clone();
     let (bob_keys, _) = bob.upload_keys().await?;
     let started = Instant::now();
     alice
-        .sync_until(&start, "Bob in device_lists.changed", |sync| {
+        .sync_until(start, "Bob in device_lists.changed", |sync| {
             changed(sync, &bob_id)
         })
         .await?;
@@ -313,7 +322,12 @@ async fn exchange(alice: Device, bob: Device, other_url: &str, bob_password: &st
         "Bob claimed {answer}"
     );
 
-    // One-time keys: each handed out once, oldest first, then the fallback key.
+    Ok(())
+}
+
+/// One-time keys: each handed out once, oldest first.
+async fn one_time_keys_once_each(alice: &Device, bob: &Device) -> Result<()> {
+    let bob_id = bob.user_id.clone();
     let mut claimed = Vec::new();
     for _ in 0..3 {
         let answer = alice
@@ -338,16 +352,26 @@ async fn exchange(alice: Device, bob: Device, other_url: &str, bob_password: &st
         "claims handed out {claimed:?}"
     );
 
-    // To-device, both ways.
-    let event = to_device(&alice, &bob, &bob.device_id, "t1", "bob").await?;
+    Ok(())
+}
+
+/// To-device messages, both ways.
+async fn to_device_both_ways(alice: &Device, bob: &Device) -> Result<()> {
+    let bob_id = bob.user_id.clone();
+    let event = to_device(alice, bob, &bob.device_id, "t1", "bob").await?;
     ensure!(
         event["sender"] == alice.user_id && event["type"] == "m.palisade.test",
         "Bob got {event}"
     );
-    let event = to_device(&bob, &alice, "*", "t2", "alice").await?;
+    let event = to_device(bob, alice, "*", "t2", "alice").await?;
     ensure!(event["sender"] == bob_id, "Alice got {event}");
 
-    // Cross-signing keys: a master key and a self-signing key signed by it.
+    Ok(())
+}
+
+/// Cross-signing keys: a master key and a self-signing key signed by it, seen by Alice.
+async fn cross_signing_keys(alice: &Device, bob: &Device, bob_password: &str) -> Result<()> {
+    let bob_id = bob.user_id.clone();
     let before_cross_signing = alice.next_batch().await?;
     let (master, master_public) = key_named_by_itself()?;
     let master_key = json!({
@@ -410,7 +434,18 @@ async fn exchange(alice: Device, bob: Device, other_url: &str, bob_password: &st
         "Bob's self-signing key as Alice sees it: {answer}"
     );
 
-    // A second device of Bob's appears, then disappears once logged out.
+    Ok(())
+}
+
+/// A second device of Bob's appears, then disappears once logged out; the sync token
+/// after it.
+async fn second_device_comes_and_goes(
+    alice: &Device,
+    bob: &Device,
+    other_url: &str,
+    bob_password: &str,
+) -> Result<String> {
+    let bob_id = bob.user_id.clone();
     let before_phone = alice.next_batch().await?;
     let phone = Device::login(other_url, &bob_id, bob_password).await?;
     phone.upload_keys().await?;
@@ -452,7 +487,18 @@ async fn exchange(alice: Device, bob: Device, other_url: &str, bob_password: &st
         "Bob's first device is still there"
     );
 
-    // `/keys/changes` over the whole exchange names Bob.
+    Ok(since)
+}
+
+/// `/keys/changes` over the whole exchange names Bob; a server that does not answer is
+/// named in `failures`, within the timeout.
+async fn changes_and_failures(
+    alice: &Device,
+    bob: &Device,
+    start: &str,
+    since: &str,
+) -> Result<()> {
+    let bob_id = bob.user_id.clone();
     let (status, answer) = alice
         .request(
             "GET",

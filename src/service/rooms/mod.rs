@@ -1,8 +1,10 @@
 //! Rooms: the signed event DAG, its state, memberships, aliases and the directory.
 //!
 //! Reads live here; writing an event goes through [`timeline`] (build, sign, authorise,
-//! append). Every write to a room happens under that room's lock, taken in
-//! [`timeline::Rooms::append`] and nowhere else, so a room's events are linear.
+//! stage, commit). Every write to a room happens under that room's lock
+//! (`Rooms::lock`), taken by the writers only: `timeline/` for local events,
+//! `incoming.rs` for other servers' events and joins through them, `remote_invite.rs`
+//! for invites and knocks across servers; so a room's events are linear.
 
 pub mod alias;
 pub mod client;
