@@ -9,52 +9,7 @@ async fn a_room_joined_by_alias_carries_messages_edits_typing_and_receipts_both_
     let ca = TestCa::new();
     let pair = Pair::start(&ca).await?;
 
-    // What Bob's server learnt with the join: the room's name and both members.
-    let name = pair
-        .wait_for_state(Side::B, "m.room.name", "", |_| true)
-        .await?;
-    assert_eq!(name["name"], "Lobby");
-    let (_, members) = pair
-        .b
-        .request(
-            "GET",
-            &format!("/_matrix/client/v3/rooms/{}/joined_members", pair.room_id),
-            Some(&pair.token(Side::B)),
-            None,
-        )
-        .await?;
-    assert!(members["joined"][pair.alice_id()].is_object(), "{members}");
-    assert!(members["joined"][pair.bob_id()].is_object(), "{members}");
-
-    // Alice's profile, asked of her server by Bob's.
-    let (status, profile) = pair
-        .b
-        .request(
-            "GET",
-            &format!("/_matrix/client/v3/profile/{}", pair.alice_id()),
-            Some(&pair.token(Side::B)),
-            None,
-        )
-        .await?;
-    assert_eq!(
-        (status, &profile["displayname"]),
-        (200, &json!("alice")),
-        "{profile}"
-    );
-    let (status, name) = pair
-        .b
-        .request(
-            "GET",
-            &format!("/_matrix/client/v3/profile/{}/displayname", pair.alice_id()),
-            Some(&pair.token(Side::B)),
-            None,
-        )
-        .await?;
-    assert_eq!(
-        (status, &name["displayname"]),
-        (200, &json!("alice")),
-        "{name}"
-    );
+    the_join_brought_the_room_and_profiles(&pair).await?;
 
     // Messages both ways, each seen by the other's sync.
     pair.send(Side::A, "m.room.message", "a1", text("hello bob"))
@@ -137,6 +92,58 @@ async fn a_room_joined_by_alias_carries_messages_edits_typing_and_receipts_both_
         event["type"] == "m.receipt" && event["content"][&bobs]["m.read"][&alice_id].is_object()
     })
     .await?;
+    Ok(())
+}
+
+/// What Bob's server learnt with the join (the room's name and both members), and
+/// Alice's profile, asked of her server by Bob's.
+async fn the_join_brought_the_room_and_profiles(pair: &Pair) -> Result<()> {
+    let name = pair
+        .wait_for_state(Side::B, "m.room.name", "", |_| true)
+        .await?;
+    assert_eq!(name["name"], "Lobby");
+    let (_, members) = pair
+        .b
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{}/joined_members", pair.room_id),
+            Some(&pair.token(Side::B)),
+            None,
+        )
+        .await?;
+    assert!(members["joined"][pair.alice_id()].is_object(), "{members}");
+    assert!(members["joined"][pair.bob_id()].is_object(), "{members}");
+
+    // Alice's profile, asked of her server by Bob's.
+    let (status, profile) = pair
+        .b
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/profile/{}", pair.alice_id()),
+            Some(&pair.token(Side::B)),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, &profile["displayname"]),
+        (200, &json!("alice")),
+        "{profile}"
+    );
+    let (status, name) = pair
+        .b
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/profile/{}/displayname", pair.alice_id()),
+            Some(&pair.token(Side::B)),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, &name["displayname"]),
+        (200, &json!("alice")),
+        "{name}"
+    );
+
     Ok(())
 }
 
