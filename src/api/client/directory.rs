@@ -234,44 +234,21 @@ pub(crate) fn list(
 }
 
 /// # `GET /_matrix/client/v3/publicRooms`
+///
+/// The filtered listing without a filter.
 async fn public_rooms(
     services: Arc<Services>,
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
-    if let Some(server) = &request.body.server
-        && *server != services.config.server_name
-    {
-        let mut remote = ruma::api::federation::directory::get_public_rooms::v1::Request::new();
-        remote.limit = request.body.limit;
-        remote.since = request.body.since.clone();
-        let answer = services
-            .federation_client
-            .send(server, remote)
-            .await
-            .map_err(|error| {
-                Error::not_found(format!("The server's directory is unavailable: {error}"))
-            })?;
-        let mut response = get_public_rooms::v3::Response::new(answer.chunk);
-        response.next_batch = answer.next_batch;
-        response.prev_batch = answer.prev_batch;
-        response.total_room_count_estimate = answer.total_room_count_estimate;
-        return Ok(response);
-    }
-    let Page {
-        chunk,
-        next_batch: next,
-        prev_batch: prev,
-        total,
-    } = list(
-        &services.rooms,
-        None,
-        request.body.limit,
-        request.body.since.as_deref(),
-    )?;
-    let mut response = get_public_rooms::v3::Response::new(chunk);
-    response.next_batch = next;
-    response.prev_batch = prev;
-    response.total_room_count_estimate = UInt::try_from(total as u64).ok();
+    let mut filtered = get_public_rooms_filtered::v3::Request::new();
+    filtered.server = request.body.server.clone();
+    filtered.limit = request.body.limit;
+    filtered.since = request.body.since.clone();
+    let answer = listing(&services, &filtered).await?;
+    let mut response = get_public_rooms::v3::Response::new(answer.chunk);
+    response.next_batch = answer.next_batch;
+    response.prev_batch = answer.prev_batch;
+    response.total_room_count_estimate = answer.total_room_count_estimate;
     Ok(response)
 }
 
@@ -280,16 +257,25 @@ async fn public_rooms_filtered(
     services: Arc<Services>,
     request: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
-    let body = &request.body;
-    if let Some(server) = &body.server
+    listing(&services, &request.body).await
+}
+
+/// A page of the room directory of this server, or of the server the request names
+/// (asked over federation).
+async fn listing(
+    services: &Services,
+    request: &get_public_rooms_filtered::v3::Request,
+) -> Result<get_public_rooms_filtered::v3::Response> {
+    let mut response = get_public_rooms_filtered::v3::Response::new();
+    if let Some(server) = &request.server
         && *server != services.config.server_name
     {
         let mut remote =
             ruma::api::federation::directory::get_public_rooms_filtered::v1::Request::new();
-        remote.limit = body.limit;
-        remote.since = body.since.clone();
-        remote.filter = body.filter.clone();
-        remote.room_network = body.room_network.clone();
+        remote.limit = request.limit;
+        remote.since = request.since.clone();
+        remote.filter = request.filter.clone();
+        remote.room_network = request.room_network.clone();
         let answer = services
             .federation_client
             .send(server, remote)
@@ -297,28 +283,21 @@ async fn public_rooms_filtered(
             .map_err(|error| {
                 Error::not_found(format!("The server's directory is unavailable: {error}"))
             })?;
-        let mut response = get_public_rooms_filtered::v3::Response::new();
         response.chunk = answer.chunk;
         response.next_batch = answer.next_batch;
         response.prev_batch = answer.prev_batch;
         response.total_room_count_estimate = answer.total_room_count_estimate;
         return Ok(response);
     }
-    let Page {
-        chunk,
-        next_batch: next,
-        prev_batch: prev,
-        total,
-    } = list(
+    let page = list(
         &services.rooms,
-        body.filter.generic_search_term.as_deref(),
-        body.limit,
-        body.since.as_deref(),
+        request.filter.generic_search_term.as_deref(),
+        request.limit,
+        request.since.as_deref(),
     )?;
-    let mut response = get_public_rooms_filtered::v3::Response::new();
-    response.chunk = chunk;
-    response.next_batch = next;
-    response.prev_batch = prev;
-    response.total_room_count_estimate = UInt::try_from(total as u64).ok();
+    response.chunk = page.chunk;
+    response.next_batch = page.next_batch;
+    response.prev_batch = page.prev_batch;
+    response.total_room_count_estimate = UInt::try_from(page.total as u64).ok();
     Ok(response)
 }
