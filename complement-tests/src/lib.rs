@@ -471,6 +471,14 @@ pub async fn sync_until_message(
     bail!("the message {body:?} never arrived in {room_id}")
 }
 
+/// The `next_batch` of an initial sync of `client`: where a later sync starts.
+pub async fn next_batch(server: &TestServer, client: &Client) -> Result<String> {
+    raw_sync(server, client, None, 0).await?["next_batch"]
+        .as_str()
+        .map(str::to_owned)
+        .context("a sync without next_batch")
+}
+
 /// The timeline events of a room in a raw sync body.
 pub fn timeline<'a>(sync: &'a Value, room_id: &str) -> Vec<&'a Value> {
     sync.pointer(&format!(

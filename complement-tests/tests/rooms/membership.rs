@@ -17,10 +17,7 @@ async fn group_membership_changes_are_seen_by_members() -> anyhow::Result<()> {
     request.visibility = matrix_sdk::ruma::api::client::room::Visibility::Public;
     let room = alice.create_room(request).await?;
     let room_id = room.room_id().to_owned();
-    let since = raw_sync(&server, &alice, None, 0).await?["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = next_batch(&server, &alice).await?;
 
     // Bob joins by alias, Carol is invited and joins, Bob leaves, Carol is kicked, Bob is banned.
     bob.join_room_by_id_or_alias(
@@ -191,10 +188,7 @@ async fn directory_search_finds(
 async fn a_profile_change_is_seen_by_room_members() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let (alice, bob, room_id) = two_in_a_dm(&server).await?;
-    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = next_batch(&server, &bob).await?;
     alice
         .account()
         .set_display_name(Some("Alice Liddell"))
@@ -262,10 +256,7 @@ async fn ignored_users_messages_and_invites_are_not_served() -> anyhow::Result<(
         .request("PUT", path, Some(&token(&bob)), Some(ignore))
         .await?;
     assert_eq!(status, 200);
-    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = next_batch(&server, &bob).await?;
 
     let send = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/x");
     server

@@ -80,10 +80,7 @@ async fn direct_chat_both_ways_in_order() -> anyhow::Result<()> {
 async fn a_long_poll_returns_as_soon_as_a_message_arrives() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let (alice, bob, room_id) = two_in_a_dm(&server).await?;
-    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = next_batch(&server, &bob).await?;
 
     let poll = {
         let server_url = server.base_url();
@@ -196,10 +193,7 @@ async fn edits_and_redactions() -> anyhow::Result<()> {
 async fn typing_and_receipts_reach_the_other_member() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let (alice, bob, room_id) = two_in_a_dm(&server).await?;
-    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = next_batch(&server, &bob).await?;
     let room = alice.get_room(&room_id).unwrap();
     room.typing_notice(true).await?;
     let sync = raw_sync(&server, &bob, Some(&since), 5000).await?;
@@ -305,10 +299,7 @@ async fn sending_is_rate_limited_but_retries_of_a_transaction_are_not() -> anyho
 async fn typing_and_directory_requests_may_leave_out_optional_fields() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let (alice, bob, room_id) = two_in_a_dm(&server).await?;
-    let since = raw_sync(&server, &bob, None, 0).await?["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = next_batch(&server, &bob).await?;
 
     // `timeout` is optional: the server picks one.
     let typing = format!("/_matrix/client/v3/rooms/{room_id}/typing/@alice:localhost");
