@@ -479,6 +479,33 @@ pub async fn next_batch(server: &TestServer, client: &Client) -> Result<String> 
         .context("a sync without next_batch")
 }
 
+/// Every event of a room that `/messages` gives the holder of `token`, paging back from
+/// the newest (so newest first).
+pub async fn all_messages(server: &TestServer, token: &str, room_id: &str) -> Result<Vec<Value>> {
+    let mut all = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=100");
+        if let Some(from) = &from {
+            let from =
+                percent_encoding::utf8_percent_encode(from, percent_encoding::NON_ALPHANUMERIC);
+            path.push_str(&format!("&from={from}"));
+        }
+        let (status, page) = server.request("GET", &path, Some(token), None).await?;
+        if status != 200 {
+            bail!("messages answered {status}: {page}");
+        }
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        let end = page["end"].as_str().map(str::to_owned);
+        let done = chunk.is_empty() || end.is_none();
+        all.extend(chunk);
+        if done {
+            return Ok(all);
+        }
+        from = end;
+    }
+}
+
 /// The timeline events of a room in a raw sync body.
 pub fn timeline<'a>(sync: &'a Value, room_id: &str) -> Vec<&'a Value> {
     sync.pointer(&format!(

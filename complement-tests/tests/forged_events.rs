@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use complement_tests::{
-    PATIENCE, TestServer, eventually,
+    PATIENCE, TestServer, all_messages, eventually,
     fake_server::{FakeRoom, FakeServer, encode, new_key},
     raw_sync_filtered,
     tls::TestCa,
@@ -210,30 +210,7 @@ impl Scene {
 
     /// Every event of the room Bob's `/messages` on B gives, newest first.
     async fn bob_messages(&self) -> Result<Vec<Value>> {
-        let mut all = Vec::new();
-        let mut from: Option<String> = None;
-        loop {
-            let mut path = format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
-                self.room_id
-            );
-            if let Some(from) = &from {
-                path.push_str(&format!("&from={from}"));
-            }
-            let (status, page) = self
-                .b
-                .request("GET", &path, Some(&self.bob_token()), None)
-                .await?;
-            ensure!(status == 200, "messages answered {status}: {page}");
-            let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
-            let end = page["end"].as_str().map(str::to_owned);
-            let done = chunk.is_empty() || end.is_none();
-            all.extend(chunk);
-            if done {
-                return Ok(all);
-            }
-            from = end;
-        }
+        all_messages(&self.b, &self.bob_token(), self.room_id.as_str()).await
     }
 
     /// Checks that B never serves `event_id` nor anything with `marker` (a message body

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use complement_tests::{
-    TestServer, eventually,
+    TestServer, all_messages, eventually,
     fake_server::{FakeRoom, FakeServer, encode, event_id},
     tls::TestCa,
     token,
@@ -140,31 +140,9 @@ impl Scene {
 
     /// Every event of the room Alice's `/messages` gives, oldest first.
     async fn alice_messages(&self) -> Result<Vec<Value>> {
-        let mut all = Vec::new();
-        let mut from: Option<String> = None;
-        loop {
-            let mut path = format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
-                self.room_id
-            );
-            if let Some(from) = &from {
-                path.push_str(&format!("&from={}", encode(from)));
-            }
-            let (status, page) = self
-                .a
-                .request("GET", &path, Some(&token(&self.alice)), None)
-                .await?;
-            ensure!(status == 200, "messages answered {status}: {page}");
-            let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
-            let end = page["end"].as_str().map(str::to_owned);
-            let done = chunk.is_empty() || end.is_none();
-            all.extend(chunk);
-            if done {
-                all.reverse();
-                return Ok(all);
-            }
-            from = end;
-        }
+        let mut all = all_messages(&self.a, &token(&self.alice), self.room_id.as_str()).await?;
+        all.reverse();
+        Ok(all)
     }
 
     /// The content of the room's current state event of `kind` and `state_key` on A, as
