@@ -53,12 +53,12 @@ async fn join(
 ) -> Result<()> {
     services.message_limiter.check(user.as_str())?;
     let profile = profile(&services.users, user)?;
-    if is_resident(services, room_id)? || !services.config.federation.enabled {
+    if services.rooms.is_resident(room_id)? || !services.config.federation.enabled {
         services.rooms.join(room_id, user, &profile, reason).await?;
     } else {
         // An invite names a server that is in the room: the inviter's.
         let mut via = via.to_vec();
-        if let Some(server) = remote_membership_server(services, room_id, user)? {
+        if let Some(server) = services.rooms.remote_membership_server(room_id, user)? {
             via.insert(0, server);
         }
         services
@@ -68,45 +68,6 @@ async fn join(
             .await?;
     }
     Ok(())
-}
-
-/// Whether this server is in the room: it has a joined member there.
-fn is_resident(services: &Services, room_id: &ruma::RoomId) -> Result<bool> {
-    Ok(services.rooms.exists(room_id)?
-        && services
-            .rooms
-            .members_with(room_id, MembershipState::Join)?
-            .iter()
-            .any(|member| member.server_name() == services.config.server_name))
-}
-
-/// For a user's pending invite into (or knock on) a room this server is not in, the
-/// server to go through: the inviter's, or for a knock the room's.
-fn remote_membership_server(
-    services: &Services,
-    room_id: &ruma::RoomId,
-    user: &UserId,
-) -> Result<Option<ruma::OwnedServerName>> {
-    let Some(membership) = services.rooms.membership(room_id, user)? else {
-        return Ok(None);
-    };
-    let Some(event) = services.rooms.pdu(&membership.event_id)? else {
-        return Ok(None);
-    };
-    if !event.outlier {
-        return Ok(None);
-    }
-    let server = match membership.membership {
-        MembershipState::Invite => {
-            let value: serde_json::Value =
-                serde_json::from_str(event.pdu.get()).map_err(Error::internal)?;
-            crate::service::rooms::remote_invite::sender_of(&value)
-                .map(|sender| sender.server_name().to_owned())
-        }
-        MembershipState::Knock => room_id.server_name().map(ToOwned::to_owned),
-        _ => None,
-    };
-    Ok(server.filter(|server| *server != services.config.server_name))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
@@ -215,7 +176,7 @@ async fn knock(
     let (room_id, mut via) = resolve(&services, &request.body.room_id_or_alias).await?;
     via.extend(request.body.via.iter().cloned());
     let reason = request.body.reason.as_deref();
-    if is_resident(&services, &room_id)? || !services.config.federation.enabled {
+    if services.rooms.is_resident(&room_id)? || !services.config.federation.enabled {
         if !services.rooms.exists(&room_id)? {
             return Err(Error::not_found("Unknown room"));
         }
@@ -270,8 +231,8 @@ async fn leave(
     let (room_id, user) = (&request.body.room_id, request.user_id()?);
     // Declining an invite into (or retracting a knock on) a room this server is not in
     // goes through that room's servers.
-    if let Some(server) = remote_membership_server(&services, room_id, user)?
-        && !is_resident(&services, room_id)?
+    if let Some(server) = services.rooms.remote_membership_server(room_id, user)?
+        && !services.rooms.is_resident(room_id)?
     {
         services
             .federation

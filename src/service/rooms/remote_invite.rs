@@ -133,6 +133,43 @@ impl Rooms {
             .unwrap_or_default())
     }
 
+    /// Whether this server is in the room: it has a joined member there.
+    pub fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.exists(room_id)?
+            && self
+                .members_with(room_id, MembershipState::Join)?
+                .iter()
+                .any(|member| member.server_name() == self.server_name))
+    }
+
+    /// For a user's pending invite into (or knock on) a room this server is not in, the
+    /// server to go through: the inviter's, or for a knock the room's.
+    pub fn remote_membership_server(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<ruma::OwnedServerName>> {
+        let Some(membership) = self.membership(room_id, user)? else {
+            return Ok(None);
+        };
+        let Some(event) = self.pdu(&membership.event_id)? else {
+            return Ok(None);
+        };
+        if !event.outlier {
+            return Ok(None);
+        }
+        let server = match membership.membership {
+            MembershipState::Invite => {
+                let value: serde_json::Value =
+                    serde_json::from_str(event.pdu.get()).map_err(crate::Error::internal)?;
+                sender_of(&value).map(|sender| sender.server_name().to_owned())
+            }
+            MembershipState::Knock => room_id.server_name().map(ToOwned::to_owned),
+            _ => None,
+        };
+        Ok(server.filter(|server| *server != self.server_name))
+    }
+
     /// Marks a local user's invite into (or knock on) a room of another server as over
     /// (when that server could not be told).
     pub async fn forget_remote_invite(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
