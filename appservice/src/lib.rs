@@ -118,8 +118,17 @@ impl Appservice {
 
     /// Whether this service may act as `user_id`: its sender or a user in its namespace.
     pub fn is_user_in_namespace(&self, user_id: &ruma::UserId) -> bool {
+        self.is_sender(user_id) || self.users.matches(user_id.as_str())
+    }
+
+    /// Whether this service claims `user_id` for itself alone: its sender, or a user in
+    /// one of its exclusive namespaces. Nobody else may register such an id.
+    pub fn claims_exclusively(&self, user_id: &ruma::UserId) -> bool {
+        self.is_sender(user_id) || self.users.is_exclusive(user_id.as_str())
+    }
+
+    fn is_sender(&self, user_id: &ruma::UserId) -> bool {
         user_id.localpart() == self.registration.sender_localpart
-            || self.users.matches(user_id.as_str())
     }
 }
 
@@ -157,6 +166,9 @@ namespaces:
         assert!(service.aliases.matches("#whatsapp_group:example.org"));
         assert!(!service.aliases.is_exclusive("#whatsapp_group:example.org"));
         assert!(service.is_user_in_namespace(ruma::user_id!("@whatsappbot:example.org")));
+        assert!(service.claims_exclusively(ruma::user_id!("@whatsappbot:example.org")));
+        assert!(service.claims_exclusively(ruma::user_id!("@whatsapp_1:example.org")));
+        assert!(!service.claims_exclusively(ruma::user_id!("@alice:example.org")));
     }
 
     #[test]

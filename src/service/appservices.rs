@@ -34,9 +34,8 @@ impl Appservices {
     /// Whether an application service claims `user_id` exclusively: its sender, or a
     /// user in one of its exclusive namespaces.
     pub fn claims_user(&self, user_id: &UserId) -> bool {
-        self.registered.iter().any(|service| {
-            user_id.localpart() == service.registration.sender_localpart
-                || service.users.is_exclusive(user_id.as_str())
-        })
+        self.registered
+            .iter()
+            .any(|service| service.claims_exclusively(user_id))
     }
 }

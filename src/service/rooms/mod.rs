@@ -402,6 +402,15 @@ impl Rooms {
         Ok(audience)
     }
 
+    /// Whether this server is in the room: it has a joined member there.
+    pub fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.exists(room_id)?
+            && self
+                .members_with(room_id, MembershipState::Join)?
+                .iter()
+                .any(|member| member.server_name() == self.server_name))
+    }
+
     /// The other servers with joined members in a room.
     pub fn remote_servers(&self, room_id: &RoomId) -> Result<Vec<OwnedServerName>> {
         Ok(self.audience(room_id)?.servers)

@@ -133,15 +133,6 @@ impl Rooms {
             .unwrap_or_default())
     }
 
-    /// Whether this server is in the room: it has a joined member there.
-    pub fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
-        Ok(self.exists(room_id)?
-            && self
-                .members_with(room_id, MembershipState::Join)?
-                .iter()
-                .any(|member| member.server_name() == self.server_name))
-    }
-
     /// For a user's pending invite into (or knock on) a room this server is not in, the
     /// server to go through: the inviter's, or for a knock the room's.
     pub fn remote_membership_server(

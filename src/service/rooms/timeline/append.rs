@@ -61,16 +61,16 @@ pub(in crate::service::rooms) struct Entry<'a> {
 impl Rooms {
     /// Stages an authorised local event on top of the room's head, at the next stream
     /// position. `audience` are the users whose syncs the event concerns and the servers
-    /// it goes to (the room's members); a member event adds its target. Returns the
-    /// position's permit and the audience.
+    /// it goes to (the room's members); a member event adds its target to it, and an
+    /// event of another server's user goes to no server. Returns the position's permit.
     pub(super) fn stage(
         &self,
         batch: &mut Batch,
         head: &mut Head,
         event: SignedPdu,
         txn: Option<(&UserId, Txn<'_>)>,
-        mut audience: Audience,
-    ) -> Result<(Permit, Audience)> {
+        audience: &mut Audience,
+    ) -> Result<Permit> {
         let state_before = head.record.state_group;
         let state_after = self.state_after(batch, state_before, &event.pdu)?;
         let permit = self.stream.next();
@@ -100,7 +100,7 @@ impl Rooms {
             state_after,
         };
         self.place(batch, head, entry, &permit, &audience.servers)?;
-        Ok((permit, audience))
+        Ok(permit)
     }
 
     /// The staging every event entering a timeline ends with, local or not: the PDU at

@@ -154,9 +154,9 @@ impl Rooms {
         let event_id = event.event_id.clone();
         let redacted = redacted_by(&event.pdu);
         let mut batch = self.db.batch();
-        let audience = self.audience(room_id)?;
+        let mut woken = self.audience(room_id)?;
         let txn = txn.map(|txn| (sender, txn));
-        let (permit, woken) = self.stage(&mut batch, &mut head, event, txn, audience)?;
+        let permit = self.stage(&mut batch, &mut head, event, txn, &mut woken)?;
         let pending = Pending {
             batch,
             permits: vec![permit],
@@ -215,11 +215,11 @@ impl Rooms {
             },
         };
         let mut batch = self.db.batch();
-        let audience = Audience {
+        let mut woken = Audience {
             users: vec![sender.to_owned()],
             servers: Vec::new(),
         };
-        let (permit, woken) = self.stage(&mut batch, &mut head, event, None, audience)?;
+        let permit = self.stage(&mut batch, &mut head, event, None, &mut woken)?;
         let pending = Pending {
             batch,
             permits: vec![permit],

@@ -172,14 +172,13 @@ impl Rooms {
         }
         let event = self.build_on_head(head, state, &job.sender, &job.event)?;
         let event_id = event.event_id.clone();
-        let members = match audience {
-            Some(audience) => audience.clone(),
-            None => self.audience(&head.room_id)?,
-        };
+        if audience.is_none() {
+            *audience = Some(self.audience(&head.room_id)?);
+        }
+        let audience = audience.as_mut().expect("read just above");
         let txn = txn.map(|txn| (job.sender.as_ref(), txn));
-        let (permit, members) = self.stage(&mut pending.batch, head, event, txn, members)?;
+        let permit = self.stage(&mut pending.batch, head, event, txn, audience)?;
         pending.permits.push(permit);
-        audience.get_or_insert(members);
         Ok(event_id)
     }
 }
