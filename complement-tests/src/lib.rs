@@ -129,11 +129,30 @@ fn binary() -> PathBuf {
         .join("palisade")
 }
 
+/// The ports test servers listen on come from below the kernel's ephemeral range
+/// (32768 and up on Linux), so neither an outgoing connection nor a listener bound to
+/// port 0 can take one between this check and the server's own bind. Each process
+/// starts at its own offset and never hands out the same port twice.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = TEST_PORTS.start + u16::try_from(offset).expect("offset within the range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}")
 }
 
 impl TestServer {
