@@ -335,6 +335,27 @@ impl TestServer {
             .0)
     }
 
+    /// Sends an `m.text` message with transaction id `txn` over the raw API; fails
+    /// unless the server answers 200, and returns the event id.
+    pub async fn send_text(
+        &self,
+        access_token: &str,
+        room_id: &str,
+        txn: &str,
+        body: &str,
+    ) -> Result<String> {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+        let content = serde_json::json!({ "msgtype": "m.text", "body": body });
+        let (status, response) = self
+            .request("PUT", &path, Some(access_token), Some(content))
+            .await?;
+        anyhow::ensure!(status == 200, "send answered {status}: {response}");
+        response["event_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the send answer has no event_id")
+    }
+
     /// Registers `username` through the spec's UIA flow (`m.login.dummy`) with a real
     /// matrix-sdk client, which is then logged in.
     pub async fn register(&self, username: &str) -> Result<Client> {
@@ -385,6 +406,26 @@ pub(crate) async fn register_with_sdk(base_url: &str, username: &str) -> Result<
     request.auth = Some(AuthData::Dummy(dummy));
     client.matrix_auth().register(request).await?;
     Ok(client)
+}
+
+/// A new room of `owner`'s with `guest` invited and joined; returns its id.
+pub async fn room_of_two(owner: &Client, guest: &Client) -> Result<matrix_sdk::ruma::OwnedRoomId> {
+    let mut request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    request.invite = vec![
+        guest
+            .user_id()
+            .context("the guest is logged in")?
+            .to_owned(),
+    ];
+    let room_id = owner.create_room(request).await?.room_id().to_owned();
+    guest.join_room_by_id(&room_id).await?;
+    Ok(room_id)
+}
+
+/// A new room with `owner` its only member; returns its id.
+pub async fn room_alone(owner: &Client) -> Result<matrix_sdk::ruma::OwnedRoomId> {
+    let request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    Ok(owner.create_room(request).await?.room_id().to_owned())
 }
 
 /// The `auth` object of an `m.login.password` stage of user-interactive authentication.

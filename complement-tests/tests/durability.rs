@@ -6,8 +6,7 @@ use std::{
     time::Duration,
 };
 
-use complement_tests::{TestServer, raw_sync_filtered, token};
-use matrix_sdk::ruma::api::client::room::create_room;
+use complement_tests::{TestServer, raw_sync_filtered, room_of_two, token};
 use serde_json::{Value, json};
 
 fn everything() -> Value {
@@ -27,35 +26,12 @@ fn message_bodies(sync: &Value, room_id: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn send(
-    server: &TestServer,
-    token: &str,
-    room_id: &str,
-    txn: &str,
-    body: &str,
-) -> anyhow::Result<String> {
-    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
-    let (status, response) = server
-        .request(
-            "PUT",
-            &path,
-            Some(token),
-            Some(json!({ "msgtype": "m.text", "body": body })),
-        )
-        .await?;
-    anyhow::ensure!(status == 200, "send answered {status}: {response}");
-    Ok(response["event_id"].as_str().unwrap().to_owned())
-}
-
 #[tokio::test]
 async fn sync_resumes_exactly_after_a_restart() -> anyhow::Result<()> {
     let mut server = TestServer::start().await?;
     let alice = server.register("alice").await?;
     let bob = server.register("bob").await?;
-    let mut request = create_room::v3::Request::new();
-    request.invite = vec!["@bob:localhost".try_into()?];
-    let room_id = alice.create_room(request).await?.room_id().to_string();
-    bob.join_room_by_id(room_id.as_str().try_into()?).await?;
+    let room_id = room_of_two(&alice, &bob).await?.to_string();
     let (alice_token, bob_token) = (token(&alice), token(&bob));
     let filter = everything();
 
@@ -64,14 +40,9 @@ async fn sync_resumes_exactly_after_a_restart() -> anyhow::Result<()> {
         .unwrap()
         .to_owned();
     for i in 0..10 {
-        send(
-            &server,
-            &alice_token,
-            &room_id,
-            &format!("a{i}"),
-            &format!("m{i}"),
-        )
-        .await?;
+        server
+            .send_text(&alice_token, &room_id, &format!("a{i}"), &format!("m{i}"))
+            .await?;
     }
     let first = raw_sync_filtered(&server, &bob_token, Some(&t0), 0, Some(&filter)).await?;
     assert_eq!(
@@ -80,14 +51,9 @@ async fn sync_resumes_exactly_after_a_restart() -> anyhow::Result<()> {
     );
     let t1 = first["next_batch"].as_str().unwrap().to_owned();
     for i in 10..20 {
-        send(
-            &server,
-            &alice_token,
-            &room_id,
-            &format!("a{i}"),
-            &format!("m{i}"),
-        )
-        .await?;
+        server
+            .send_text(&alice_token, &room_id, &format!("a{i}"), &format!("m{i}"))
+            .await?;
     }
 
     server.restart().await?;
@@ -104,12 +70,14 @@ async fn sync_resumes_exactly_after_a_restart() -> anyhow::Result<()> {
     );
 
     let t2 = resumed["next_batch"].as_str().unwrap().to_owned();
-    send(&server, &alice_token, &room_id, "after", "m20").await?;
+    server
+        .send_text(&alice_token, &room_id, "after", "m20")
+        .await?;
     let after = raw_sync_filtered(&server, &bob_token, Some(&t2), 5000, Some(&filter)).await?;
     assert_eq!(message_bodies(&after, &room_id), vec!["m20"]);
 
     // A retried transaction after the restart answers the same event, without a duplicate.
-    let again = send(&server, &alice_token, &room_id, "a5", "m5").await?;
+    let again = server.send_text(&alice_token, &room_id, "a5", "m5").await?;
     let original = first["rooms"]["join"][room_id.as_str()]["timeline"]["events"]
         .as_array()
         .unwrap()
@@ -232,47 +200,28 @@ fn kill_moments(rounds: usize) -> (u64, Vec<Duration>) {
     (seed, moments)
 }
 
+const SENDERS: usize = 4;
+
+/// What each sender had acknowledged, in order.
+type Acknowledged = Arc<Mutex<Vec<Vec<String>>>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_sends_and_sync_tokens_survive_20_kill_9() -> anyhow::Result<()> {
     let mut server = TestServer::start().await?;
     let alice = server.register("alice").await?;
     let bob = server.register("bob").await?;
-    let mut request = create_room::v3::Request::new();
-    request.invite = vec!["@bob:localhost".try_into()?];
-    let room_id = alice.create_room(request).await?.room_id().to_string();
-    bob.join_room_by_id(room_id.as_str().try_into()?).await?;
+    let room_id = room_of_two(&alice, &bob).await?.to_string();
     let (alice_token, bob_token) = (token(&alice), token(&bob));
-    const SENDERS: usize = 4;
     const KILLS: usize = 20;
     let (seed, moments) = kill_moments(KILLS);
     println!("DURABILITY_SEED={seed}");
-    let acknowledged: Arc<Mutex<Vec<Vec<String>>>> =
-        Arc::new(Mutex::new(vec![Vec::new(); SENDERS]));
+    let acknowledged: Acknowledged = Arc::new(Mutex::new(vec![Vec::new(); SENDERS]));
     let reader = Arc::new(Mutex::new(Reader::default()));
 
     for (round, moment) in moments.iter().enumerate() {
         let base_url = server.base_url();
         let tokens_before = reader.lock().unwrap().tokens.len();
-        let mut tasks = Vec::new();
-        for sender in 0..SENDERS {
-            let (base_url, token, room_id, acknowledged) = (
-                base_url.clone(),
-                alice_token.clone(),
-                room_id.clone(),
-                acknowledged.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                for i in 0..100_000 {
-                    let url = format!("{base_url}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/r{round}s{sender}n{i}");
-                    let body = json!({ "msgtype": "m.text", "body": format!("{round}/{sender}/{i}") });
-                    let Ok(response) = http.put(url).bearer_auth(&token).json(&body).send().await else { return };
-                    let Ok(value) = response.json::<Value>().await else { return };
-                    let Some(event_id) = value["event_id"].as_str() else { return };
-                    acknowledged.lock().unwrap()[sender].push(event_id.to_owned());
-                }
-            }));
-        }
+        let mut tasks = spawn_senders(&base_url, &alice_token, &room_id, round, &acknowledged);
         tasks.push(tokio::spawn(follow(
             base_url,
             bob_token.clone(),
@@ -301,27 +250,10 @@ async fn acknowledged_sends_and_sync_tokens_survive_20_kill_9() -> anyhow::Resul
             "round {round}: the reader's sync chain skipped or repeated an event (seed {seed})"
         );
         for (since, seen) in &tokens {
-            let resumed = raw_sync_filtered(
-                &server,
-                &bob_token,
-                Some(since),
-                0,
-                Some(&messages_filter()),
-            )
-            .await?;
-            let timeline = &resumed["rooms"]["join"][room_id.as_str()]["timeline"];
-            let ids: Vec<&str> = timeline["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["event_id"].as_str())
-                .collect();
+            let resumed = resumed_ids(&server, &bob_token, &room_id, since).await?;
             assert_eq!(
-                ids,
-                history[*seen..]
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>(),
+                resumed,
+                history[*seen..],
                 "round {round}: token {since} resumed with a gap or a repeat (seed {seed})"
             );
         }
@@ -330,9 +262,75 @@ async fn acknowledged_sends_and_sync_tokens_survive_20_kill_9() -> anyhow::Resul
     let acknowledged = acknowledged.lock().unwrap().clone();
     let total: usize = acknowledged.iter().map(Vec::len).sum();
     assert!(total > 100, "only {total} sends were acknowledged");
-    let history = history(&server, &alice_token, &room_id).await?;
-    for ids in &acknowledged {
-        // Every acknowledged event is served, and each sender's in the order acknowledged.
+    all_served_in_order(&server, &alice_token, &room_id, &acknowledged, seed).await?;
+    let tokens = reader.lock().unwrap().tokens.len();
+    println!(
+        "{KILLS} kills, {total} acknowledged sends served in order, {tokens} sync tokens resumed exactly"
+    );
+    Ok(())
+}
+
+/// Senders that send as fast as they are answered until the server goes away, each
+/// noting the event ids it was given.
+fn spawn_senders(
+    base_url: &str,
+    token: &str,
+    room_id: &str,
+    round: usize,
+    acknowledged: &Acknowledged,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..SENDERS)
+        .map(|sender| {
+            let (base_url, token, room_id, acknowledged) = (
+                base_url.to_owned(),
+                token.to_owned(),
+                room_id.to_owned(),
+                acknowledged.clone(),
+            );
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for i in 0..100_000 {
+                    let url = format!("{base_url}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/r{round}s{sender}n{i}");
+                    let body = json!({ "msgtype": "m.text", "body": format!("{round}/{sender}/{i}") });
+                    let Ok(response) = http.put(url).bearer_auth(&token).json(&body).send().await else { return };
+                    let Ok(value) = response.json::<Value>().await else { return };
+                    let Some(event_id) = value["event_id"].as_str() else { return };
+                    acknowledged.lock().unwrap()[sender].push(event_id.to_owned());
+                }
+            })
+        })
+        .collect()
+}
+
+/// The message ids an incremental sync from `since` returns.
+async fn resumed_ids(
+    server: &TestServer,
+    token: &str,
+    room_id: &str,
+    since: &str,
+) -> anyhow::Result<Vec<String>> {
+    let resumed =
+        raw_sync_filtered(server, token, Some(since), 0, Some(&messages_filter())).await?;
+    let timeline = &resumed["rooms"]["join"][room_id]["timeline"];
+    Ok(timeline["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Every acknowledged event is in the room's history, each sender's in the order they
+/// were acknowledged, and a sample of them is served by `/event`.
+async fn all_served_in_order(
+    server: &TestServer,
+    token: &str,
+    room_id: &str,
+    acknowledged: &[Vec<String>],
+    seed: u64,
+) -> anyhow::Result<()> {
+    let history = history(server, token, room_id).await?;
+    for ids in acknowledged {
         let positions: Vec<usize> = ids
             .iter()
             .map(|id| {
@@ -351,16 +349,12 @@ async fn acknowledged_sends_and_sync_tokens_survive_20_kill_9() -> anyhow::Resul
                 .request(
                     "GET",
                     &format!("/_matrix/client/v3/rooms/{room_id}/event/{id}"),
-                    Some(&alice_token),
+                    Some(token),
                     None,
                 )
                 .await?;
             assert_eq!(status, 200, "acknowledged event {id} not served: {event}");
         }
     }
-    let tokens = reader.lock().unwrap().tokens.len();
-    println!(
-        "{KILLS} kills, {total} acknowledged sends served in order, {tokens} sync tokens resumed exactly"
-    );
     Ok(())
 }

@@ -21,193 +21,197 @@ struct Target {
 
 struct Row {
     label: String,
-    unit: &'static str,
-    better: Better,
     target: Option<Target>,
-    value: fn(&Report, &str) -> Option<f64>,
+    figure: Figure,
     phase: String,
+}
+
+/// Where a row's figure comes from in a report.
+#[derive(Clone, Copy)]
+enum Figure {
+    Throughput,
+    CpuPerOp,
+    Latency(Quantile),
+    /// A phase's extra figure, with its unit.
+    Extra(&'static str, &'static str),
+    /// The highest memory of the message-load phases (idle-sync phases left out).
+    PeakMemory,
+}
+
+#[derive(Clone, Copy)]
+enum Quantile {
+    P50,
+    P90,
+    P99,
+    Max,
+}
+
+impl Quantile {
+    fn name(self) -> &'static str {
+        match self {
+            Self::P50 => "p50",
+            Self::P90 => "p90",
+            Self::P99 => "p99",
+            Self::Max => "max",
+        }
+    }
+}
+
+impl Figure {
+    fn unit(self) -> &'static str {
+        match self {
+            Self::Throughput => "events/s",
+            Self::CpuPerOp | Self::Latency(_) => "ms",
+            Self::Extra(_, unit) => unit,
+            Self::PeakMemory => "MiB",
+        }
+    }
+
+    fn better(self) -> Better {
+        match self {
+            Self::Throughput => Better::Higher,
+            _ => Better::Lower,
+        }
+    }
+
+    fn of(self, report: &Report, name: &str) -> Option<f64> {
+        if let Self::PeakMemory = self {
+            let peak = report
+                .phases
+                .iter()
+                .filter(|p| !p.name.starts_with("idle_") && !p.name.contains("_during_idle_"))
+                .map(|p| p.usage.peak_memory_mib)
+                .fold(0.0, f64::max);
+            return (peak > 0.0).then_some(peak);
+        }
+        let phase = phase(report, name)?;
+        match self {
+            Self::Throughput => Some(phase.throughput),
+            Self::CpuPerOp => Some(phase.cpu_ms_per_op),
+            Self::Latency(q) => phase.latency.as_ref().map(|l| match q {
+                Quantile::P50 => l.p50,
+                Quantile::P90 => l.p90,
+                Quantile::P99 => l.p99,
+                Quantile::Max => l.max,
+            }),
+            Self::Extra(key, _) => phase.extra.get(key).copied(),
+            Self::PeakMemory => None,
+        }
+    }
 }
 
 fn phase<'a>(report: &'a Report, name: &str) -> Option<&'a Phase> {
     report.phases.iter().find(|p| p.name == name)
 }
 
+fn quotient_target(quotient: f64) -> Option<Target> {
+    Some(Target {
+        quotient: Some(quotient),
+        absolute: None,
+    })
+}
+
 fn rows(subject: &Report) -> Vec<Row> {
-    let mut rows = Vec::new();
-    let mut push = |label: String,
-                    phase: &str,
-                    unit: &'static str,
-                    better: Better,
-                    target: Option<Target>,
-                    value: fn(&Report, &str) -> Option<f64>| {
-        rows.push(Row {
-            label,
-            unit,
-            better,
-            target,
-            value,
-            phase: phase.to_owned(),
-        })
+    let mut rows: Vec<Row> = subject.phases.iter().flat_map(phase_rows).collect();
+    rows.push(Row {
+        label: "Peak server memory (PSS) under the message load: sends, delivery, sync, pagination"
+            .to_owned(),
+        target: quotient_target(1.0 / 3.0),
+        figure: Figure::PeakMemory,
+        phase: String::new(),
+    });
+    rows
+}
+
+/// The rows a phase of the subject report contributes.
+fn phase_rows(p: &Phase) -> Vec<Row> {
+    use Figure::*;
+    use Quantile::*;
+    let (name, description) = (p.name.as_str(), &p.description);
+    let row = |label: String, figure: Figure, target: Option<Target>| Row {
+        label,
+        target,
+        figure,
+        phase: name.to_owned(),
     };
-    let at_least = |q: f64| {
-        Some(Target {
-            quotient: Some(q),
-            absolute: None,
-        })
-    };
-    for p in &subject.phases {
-        let name = p.name.as_str();
-        if name.starts_with("send_") {
-            push(
-                format!("Send throughput: {}", p.description),
-                name,
-                "events/s",
-                Better::Higher,
-                at_least(100.0),
-                |r, n| phase(r, n).map(|p| p.throughput),
-            );
-            push(
-                format!("Server CPU per message: {}", p.description),
-                name,
-                "ms",
-                Better::Lower,
-                at_least(0.01),
-                |r, n| phase(r, n).map(|p| p.cpu_ms_per_op),
-            );
-            push(
-                format!("Send request p50: {}", p.description),
-                name,
-                "ms",
-                Better::Lower,
+    if name.starts_with("send_") {
+        vec![
+            row(
+                format!("Send throughput: {description}"),
+                Throughput,
+                quotient_target(100.0),
+            ),
+            row(
+                format!("Server CPU per message: {description}"),
+                CpuPerOp,
+                quotient_target(0.01),
+            ),
+            row(
+                format!("Send request p50: {description}"),
+                Latency(P50),
                 None,
-                |r, n| phase(r, n).and_then(|p| p.latency.as_ref()).map(|l| l.p50),
-            );
-            push(
-                format!("Send request p99: {}", p.description),
-                name,
-                "ms",
-                Better::Lower,
+            ),
+            row(
+                format!("Send request p99: {description}"),
+                Latency(P99),
                 None,
-                |r, n| phase(r, n).and_then(|p| p.latency.as_ref()).map(|l| l.p99),
-            );
-        } else if name.starts_with("delivery") {
-            let during = name.strip_prefix("delivery_during_");
-            let what = during.map_or(String::new(), |idle| format!(" while {idle} are held"));
-            for (q, value) in [
-                (
-                    "p50",
-                    (|r: &Report, n: &str| {
-                        phase(r, n).and_then(|p| p.latency.as_ref()).map(|l| l.p50)
-                    }) as fn(&Report, &str) -> Option<f64>,
-                ),
-                ("p90", |r, n| {
-                    phase(r, n).and_then(|p| p.latency.as_ref()).map(|l| l.p90)
-                }),
-                ("p99", |r, n| {
-                    phase(r, n).and_then(|p| p.latency.as_ref()).map(|l| l.p99)
-                }),
-                ("max", |r, n| {
-                    phase(r, n).and_then(|p| p.latency.as_ref()).map(|l| l.max)
-                }),
-            ] {
-                let target = (q == "p99" && during.is_none()).then_some(Target {
+            ),
+        ]
+    } else if name.starts_with("delivery") {
+        let during = name.strip_prefix("delivery_during_");
+        let what = during.map_or(String::new(), |idle| format!(" while {idle} are held"));
+        [P50, P90, P99, Max]
+            .into_iter()
+            .map(|q| {
+                let target = (matches!(q, P99) && during.is_none()).then_some(Target {
                     quotient: Some(0.05),
                     absolute: Some(10.0),
                 });
-                push(
-                    format!("Delivery {q}, send to the other user's /sync{what}"),
-                    name,
-                    "ms",
-                    Better::Lower,
-                    target,
-                    value,
+                let label = format!(
+                    "Delivery {}, send to the other user's /sync{what}",
+                    q.name()
                 );
-            }
-        } else if name.starts_with("initial_sync") {
-            push(
-                format!("Initial sync p50: {}", p.description),
-                name,
-                "ms",
-                Better::Lower,
-                at_least(0.1),
-                |r, n| phase(r, n).and_then(|p| p.latency.as_ref()).map(|l| l.p50),
-            );
-            push(
-                format!(
-                    "Initial sync, first request (cold caches): {}",
-                    p.description
-                ),
-                name,
-                "ms",
-                Better::Lower,
+                row(label, Latency(q), target)
+            })
+            .collect()
+    } else if name.starts_with("initial_sync") {
+        vec![
+            row(
+                format!("Initial sync p50: {description}"),
+                Latency(P50),
+                quotient_target(0.1),
+            ),
+            row(
+                format!("Initial sync, first request (cold caches): {description}"),
+                Extra("first_ms", "ms"),
                 None,
-                |r, n| phase(r, n).and_then(|p| p.extra.get("first_ms").copied()),
-            );
-        } else if name == "incremental_sync" || name == "messages_back" {
-            for (q, value) in [
-                (
-                    "p50",
-                    (|r: &Report, n: &str| {
-                        phase(r, n).and_then(|p| p.latency.as_ref()).map(|l| l.p50)
-                    }) as fn(&Report, &str) -> Option<f64>,
-                ),
-                ("p99", |r, n| {
-                    phase(r, n).and_then(|p| p.latency.as_ref()).map(|l| l.p99)
-                }),
-            ] {
-                push(
-                    format!("{} {q}", p.description),
-                    name,
-                    "ms",
-                    Better::Lower,
-                    None,
-                    value,
-                );
-            }
-        } else if name.starts_with("idle_syncs") {
-            push(
-                format!("Server memory per held sync: {}", p.description),
-                name,
-                "KiB",
-                Better::Lower,
+            ),
+        ]
+    } else if name == "incremental_sync" || name == "messages_back" {
+        [P50, P99]
+            .into_iter()
+            .map(|q| row(format!("{description} {}", q.name()), Latency(q), None))
+            .collect()
+    } else if name.starts_with("idle_syncs") {
+        let target = name.ends_with("_100000").then_some(Target {
+            quotient: None,
+            absolute: Some(2048.0),
+        });
+        vec![
+            row(
+                format!("Server memory per held sync: {description}"),
+                Extra("server_kib_per_held_sync", "KiB"),
                 None,
-                |r, n| phase(r, n).and_then(|p| p.extra.get("server_kib_per_held_sync").copied()),
-            );
-            let target = name.ends_with("_100000").then_some(Target {
-                quotient: None,
-                absolute: Some(2048.0),
-            });
-            push(
-                format!("Server memory while held: {}", p.description),
-                name,
-                "MiB",
-                Better::Lower,
+            ),
+            row(
+                format!("Server memory while held: {description}"),
+                Extra("server_memory_held_mib", "MiB"),
                 target,
-                |r, n| phase(r, n).and_then(|p| p.extra.get("server_memory_held_mib").copied()),
-            );
-        }
+            ),
+        ]
+    } else {
+        Vec::new()
     }
-    push(
-        "Peak server memory (PSS) under the message load: sends, delivery, sync, pagination"
-            .to_owned(),
-        "",
-        "MiB",
-        Better::Lower,
-        Some(Target {
-            quotient: Some(1.0 / 3.0),
-            absolute: None,
-        }),
-        |r, _| {
-            let peak = r
-                .phases
-                .iter()
-                .filter(|p| !p.name.starts_with("idle_") && !p.name.contains("_during_idle_"))
-                .map(|p| p.usage.peak_memory_mib)
-                .fold(0.0, f64::max);
-            (peak > 0.0).then_some(peak)
-        },
-    );
-    rows
 }
 
 fn number(value: f64) -> String {
@@ -233,18 +237,24 @@ pub fn markdown(subject: &Report, baselines: &[Report]) -> String {
     }
     out.push_str("---|---|\n");
     for row in rows(subject) {
-        let Some(ours) = (row.value)(subject, &row.phase) else {
+        let Some(ours) = row.figure.of(subject, &row.phase) else {
             continue;
         };
-        let _ = write!(out, "| {} | {} | {} |", row.label, row.unit, number(ours));
+        let _ = write!(
+            out,
+            "| {} | {} | {} |",
+            row.label,
+            row.figure.unit(),
+            number(ours)
+        );
         let mut met = Vec::new();
         for b in baselines {
-            match (row.value)(b, &row.phase) {
+            match row.figure.of(b, &row.phase) {
                 Some(theirs) if theirs > 0.0 => {
                     let quotient = ours / theirs;
                     let _ = write!(out, " {} | {} |", number(theirs), number(quotient));
                     if let Some(q) = row.target.and_then(|t| t.quotient) {
-                        met.push(match row.better {
+                        met.push(match row.figure.better() {
                             Better::Higher => quotient >= q,
                             Better::Lower => quotient <= q,
                         });
@@ -256,7 +266,7 @@ pub fn markdown(subject: &Report, baselines: &[Report]) -> String {
         let mut target_text = Vec::new();
         if let Some(target) = row.target {
             if let Some(q) = target.quotient {
-                let sign = if row.better == Better::Higher {
+                let sign = if row.figure.better() == Better::Higher {
                     "≥"
                 } else {
                     "≤"
@@ -264,7 +274,7 @@ pub fn markdown(subject: &Report, baselines: &[Report]) -> String {
                 target_text.push(format!("÷ {sign} {}", number(q)));
             }
             if let Some(limit) = target.absolute {
-                target_text.push(format!("< {} {}", number(limit), row.unit));
+                target_text.push(format!("< {} {}", number(limit), row.figure.unit()));
                 met.push(ours < limit);
             }
         }

@@ -3,7 +3,7 @@
 use super::*;
 
 #[tokio::test]
-async fn account_data_filters_push_rules_and_profiles() -> anyhow::Result<()> {
+async fn push_rules_and_pushers_are_kept() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let frank = server.register("frank").await?;
     let t = token(&frank);
@@ -73,6 +73,14 @@ async fn account_data_filters_push_rules_and_profiles() -> anyhow::Result<()> {
         .request("GET", "/_matrix/client/v3/pushers", Some(&t), None)
         .await?;
     assert_eq!(pushers["pushers"][0]["pushkey"], "abc");
+    Ok(())
+}
+
+#[tokio::test]
+async fn account_data_and_filters_read_back_as_written() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let frank = server.register("frank").await?;
+    let t = token(&frank);
 
     let path = "/_matrix/client/v3/user/@frank:localhost/account_data/org.example.settings";
     let (status, _) = server
@@ -104,7 +112,13 @@ async fn account_data_filters_push_rules_and_profiles() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(read["room"]["timeline"]["limit"], 5);
+    Ok(())
+}
 
+#[tokio::test]
+async fn a_display_name_is_public_in_the_profile() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let frank = server.register("frank").await?;
     frank
         .account()
         .set_display_name(Some("Frank Ocean"))

@@ -117,6 +117,14 @@ async fn encrypted_chat(
             tail(&stderr, 40)
         );
     }
+    check_report(&stdout, first, second)?;
+    Ok(stdout)
+}
+
+/// What the driver must have reported for each side: it decrypted the other's message,
+/// saw the other's second device appear, cross-signed and then dropped, and its own
+/// second device decrypted and got the to-device message.
+fn check_report(stdout: &str, first: &Account, second: &Account) -> Result<()> {
     for (receiver, sender) in [(second, first), (first, second)] {
         let decrypted = stdout.lines().any(|line| {
             line.starts_with(&format!("{} decrypted ", receiver.user_id))
@@ -170,7 +178,7 @@ async fn encrypted_chat(
             owner.user_id
         );
     }
-    Ok(stdout)
+    Ok(())
 }
 
 fn tail(text: &str, lines: usize) -> String {

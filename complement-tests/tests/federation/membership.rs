@@ -172,33 +172,11 @@ async fn invites_cross_servers_and_can_be_accepted_or_declined() -> Result<()> {
     Ok(())
 }
 
-/// How long joining a big room from another server takes: `BIG_ROOM_MEMBERS` members
-/// (default 1000) and `BIG_ROOM_MESSAGES` messages (default 5000) on A, then a user of B
-/// joins by alias. Run by hand: `cargo test -p complement-tests --test federation --
-/// --ignored --nocapture joining_a_big_room`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a measurement, run by hand"]
-async fn joining_a_big_room_across_servers() -> Result<()> {
+/// `members` new users of `a` join `room_id`, then send `messages` messages between them.
+async fn fill_room(a: &TestServer, room_id: &str, members: usize, messages: usize) -> Result<()> {
     use futures::{StreamExt, stream};
-    let members: usize = std::env::var("BIG_ROOM_MEMBERS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000);
-    let messages: usize = std::env::var("BIG_ROOM_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5000);
-    let ca = TestCa::new();
-    let (a, b) = TestServer::start_federated_pair(&ca).await?;
-    let alice = a.register("alice").await?;
-    let mut request = create_room::v3::Request::new();
-    request.room_alias_name = Some("big".to_owned());
-    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
-    let room_id = alice.create_room(request).await?.room_id().to_owned();
-    let setup = Instant::now();
-    let a_ref = &a;
-    let room = room_id.to_string();
-    let room_ref = &room;
+    let a_ref = a;
+    let room_ref = room_id;
     let tokens: Vec<String> = stream::iter(0..members)
         .map(|n| async move {
             let (status, body) = a_ref
@@ -251,6 +229,33 @@ async fn joining_a_big_room_across_servers() -> Result<()> {
         .await
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
+    Ok(())
+}
+
+/// How long joining a big room from another server takes: `BIG_ROOM_MEMBERS` members
+/// (default 1000) and `BIG_ROOM_MESSAGES` messages (default 5000) on A, then a user of B
+/// joins by alias. Run by hand: `cargo test -p complement-tests --test federation --
+/// --ignored --nocapture joining_a_big_room`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn joining_a_big_room_across_servers() -> Result<()> {
+    let members: usize = std::env::var("BIG_ROOM_MEMBERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let messages: usize = std::env::var("BIG_ROOM_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5000);
+    let ca = TestCa::new();
+    let (a, b) = TestServer::start_federated_pair(&ca).await?;
+    let alice = a.register("alice").await?;
+    let mut request = create_room::v3::Request::new();
+    request.room_alias_name = Some("big".to_owned());
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let setup = Instant::now();
+    fill_room(&a, room_id.as_str(), members, messages).await?;
     eprintln!(
         "room of {} members and {messages} messages made in {:?}",
         members + 1,
@@ -276,19 +281,14 @@ async fn joining_a_big_room_across_servers() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_knock_from_another_server_is_seen_and_answered_with_an_invite() -> Result<()> {
-    let ca = TestCa::new();
-    let (a, b) = TestServer::start_federated_pair(&ca).await?;
-    let alice = a.register("alice").await?;
-    let carol = a.register("carol").await?;
-    let bob = b.register("bob").await?;
-    let bob_id = format!("@bob:{}", b.server_name());
+/// A room of Alice's on `a` that is entered by knocking, named "Knock first", with the
+/// alias `#knock`.
+async fn knock_room(a: &TestServer, alice: &matrix_sdk::Client) -> Result<OwnedRoomId> {
     let (status, body) = a
         .request(
             "POST",
             "/_matrix/client/v3/createRoom",
-            Some(&token(&alice)),
+            Some(&token(alice)),
             Some(json!({
                 "name": "Knock first",
                 "room_alias_name": "knock",
@@ -302,6 +302,18 @@ async fn a_knock_from_another_server_is_seen_and_answered_with_an_invite() -> Re
         .await?;
     assert_eq!(status, 200, "{body}");
     let room_id: OwnedRoomId = body["room_id"].as_str().context("a room id")?.try_into()?;
+    Ok(room_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_knock_from_another_server_is_seen_and_answered_with_an_invite() -> Result<()> {
+    let ca = TestCa::new();
+    let (a, b) = TestServer::start_federated_pair(&ca).await?;
+    let alice = a.register("alice").await?;
+    let carol = a.register("carol").await?;
+    let bob = b.register("bob").await?;
+    let bob_id = format!("@bob:{}", b.server_name());
+    let room_id = knock_room(&a, &alice).await?;
     let alias = format!("#knock:{}", a.server_name()).replace('#', "%23");
 
     // A local knock and a remote one, by alias.

@@ -53,21 +53,11 @@ async fn history_pages_back_over_more_than_a_thousand_events() -> anyhow::Result
 async fn prev_batch_continues_exactly_where_the_sync_timeline_starts() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let alice = server.register("alice").await?;
-    let room_id = alice
-        .create_room(create_room::v3::Request::new())
-        .await?
-        .room_id()
-        .to_owned();
+    let room_id = room_alone(&alice).await?;
     let t = token(&alice);
     for i in 0..30 {
-        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/p{i}");
         server
-            .request(
-                "PUT",
-                &path,
-                Some(&t),
-                Some(json!({ "msgtype": "m.text", "body": format!("{i}") })),
-            )
+            .send_text(&t, room_id.as_str(), &format!("p{i}"), &i.to_string())
             .await?;
     }
     let sync = raw_sync(&server, &alice, None, 0).await?;

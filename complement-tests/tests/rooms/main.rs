@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use complement_tests::{TestServer, next_batch, raw_sync, timeline, token};
+use complement_tests::{TestServer, next_batch, raw_sync, room_alone, timeline, token};
 use matrix_sdk::{
     RoomState,
     room::MessagesOptions,

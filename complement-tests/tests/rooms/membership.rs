@@ -20,14 +20,8 @@ async fn group_membership_changes_are_seen_by_members() -> anyhow::Result<()> {
     let since = next_batch(&server, &alice).await?;
 
     // Bob joins by alias, Carol is invited and joins, Bob leaves, Carol is kicked, Bob is banned.
-    bob.join_room_by_id_or_alias(
-        (&*"#team:localhost"
-            .try_into()
-            .map(|a: matrix_sdk::ruma::OwnedRoomAliasId| a)?)
-            .into(),
-        &[],
-    )
-    .await?;
+    let alias: matrix_sdk::ruma::OwnedRoomAliasId = "#team:localhost".try_into()?;
+    bob.join_room_by_id_or_alias((&*alias).into(), &[]).await?;
     room.invite_user_by_id("@carol:localhost".try_into()?)
         .await?;
     carol.join_room_by_id(&room_id).await?;
@@ -58,10 +52,23 @@ async fn group_membership_changes_are_seen_by_members() -> anyhow::Result<()> {
     ];
     assert_eq!(changes, expected.map(|(u, m)| (u.to_owned(), m.to_owned())));
 
-    // The member list at the earlier token has only Alice; now Bob is banned.
+    member_lists_then_and_now(&server, &alice, &room_id, &since).await?;
+    kick_reason_is_seen(&server, &carol, &room_id).await?;
+    bans_hold_and_plain_members_cannot_kick(&server, &room, &bob).await?;
+    directory_search_finds(&server, &carol, &room_id).await?;
+    Ok(())
+}
+
+/// The member list at the earlier token has only Alice; now Bob is banned.
+async fn member_lists_then_and_now(
+    server: &TestServer,
+    alice: &matrix_sdk::Client,
+    room_id: &matrix_sdk::ruma::RoomId,
+    since: &str,
+) -> anyhow::Result<()> {
     let path = format!("/_matrix/client/v3/rooms/{room_id}/members?at={since}");
     let (status, then) = server
-        .request("GET", &path, Some(&token(&alice)), None)
+        .request("GET", &path, Some(&token(alice)), None)
         .await?;
     assert_eq!(status, 200);
     let then: Vec<&str> = then["chunk"]
@@ -73,12 +80,20 @@ async fn group_membership_changes_are_seen_by_members() -> anyhow::Result<()> {
     assert_eq!(then, vec!["@alice:localhost"]);
     let path = format!("/_matrix/client/v3/rooms/{room_id}/members?membership=ban");
     let (_, banned) = server
-        .request("GET", &path, Some(&token(&alice)), None)
+        .request("GET", &path, Some(&token(alice)), None)
         .await?;
     assert_eq!(banned["chunk"][0]["state_key"], "@bob:localhost");
 
-    // Carol sees her kick with its reason, in the leave section.
-    let carol_sync = raw_sync(&server, &carol, None, 0).await?;
+    Ok(())
+}
+
+/// Carol sees her kick with its reason, in the leave section.
+async fn kick_reason_is_seen(
+    server: &TestServer,
+    carol: &matrix_sdk::Client,
+    room_id: &matrix_sdk::ruma::RoomId,
+) -> anyhow::Result<()> {
+    let carol_sync = raw_sync(server, carol, None, 0).await?;
     assert!(
         carol_sync["rooms"]["leave"].get(room_id.as_str()).is_none(),
         "left rooms only with include_leave"
@@ -87,7 +102,7 @@ async fn group_membership_changes_are_seen_by_members() -> anyhow::Result<()> {
         .request(
             "GET",
             &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/@carol:localhost"),
-            Some(&token(&carol)),
+            Some(&token(carol)),
             None,
         )
         .await?;
@@ -99,9 +114,6 @@ async fn group_membership_changes_are_seen_by_members() -> anyhow::Result<()> {
         ),
         (200, Some("leave"), Some("bye"))
     );
-
-    bans_hold_and_plain_members_cannot_kick(&server, &room, &bob).await?;
-    directory_search_finds(&server, &carol, &room_id).await?;
     Ok(())
 }
 
@@ -299,24 +311,16 @@ async fn ignored_users_messages_and_invites_are_not_served() -> anyhow::Result<(
 async fn context_joined_rooms_and_forget() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let alice = server.register("alice").await?;
-    let room_id = alice
-        .create_room(create_room::v3::Request::new())
-        .await?
-        .room_id()
-        .to_owned();
+    let room_id = room_alone(&alice).await?;
     let t = token(&alice);
     let mut ids = Vec::new();
     for i in 0..9 {
-        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/c{i}");
-        let (_, sent) = server
-            .request(
-                "PUT",
-                &path,
-                Some(&t),
-                Some(json!({ "msgtype": "m.text", "body": format!("{i}") })),
-            )
-            .await?;
-        ids.push(sent["event_id"].as_str().unwrap().to_owned());
+        let txn = format!("c{i}");
+        ids.push(
+            server
+                .send_text(&t, room_id.as_str(), &txn, &i.to_string())
+                .await?,
+        );
     }
     let path = format!(
         "/_matrix/client/v3/rooms/{room_id}/context/{}?limit=4",

@@ -257,11 +257,7 @@ async fn sending_is_rate_limited_but_retries_of_a_transaction_are_not() -> anyho
     let server = TestServer::start_with(limits).await?;
     let alice = server.register("alice").await?;
     // createRoom takes one token of the bucket, the first send two more.
-    let room_id = alice
-        .create_room(create_room::v3::Request::new())
-        .await?
-        .room_id()
-        .to_owned();
+    let room_id = room_alone(&alice).await?;
     let t = token(&alice);
     let send = |txn: &'static str| {
         let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");

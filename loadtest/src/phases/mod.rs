@@ -300,8 +300,6 @@ impl Run {
     }
 }
 
-impl Run {}
-
 impl Run {
     /// Completes a phase timed request by request and adds it to the report.
     fn record(

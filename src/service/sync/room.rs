@@ -299,6 +299,29 @@ fn ephemeral(window: &Window<'_>, room_id: &RoomId, first_sight: bool) -> Result
         .collect())
 }
 
+impl TimelinePart {
+    /// The section as sync sends it; `gap_before` marks it limited even when it holds
+    /// everything since `start` (a room seen for the first time mid-history).
+    fn into_timeline(self, gap_before: bool) -> Timeline {
+        let mut timeline = Timeline::new();
+        timeline.limited = self.limited || gap_before;
+        timeline.prev_batch = Some(self.start.to_string());
+        timeline.events = self
+            .events
+            .into_iter()
+            .map(|(_, _, value)| raw(value))
+            .collect();
+        timeline
+    }
+}
+
+/// The state section as the state before the timeline.
+fn state_before(events: Vec<Value>) -> State {
+    let mut state = StateEvents::new();
+    state.events = events.into_iter().map(raw).collect();
+    State::Before(state)
+}
+
 fn account_data_events(events: Vec<(String, Value)>) -> RoomAccountData {
     let mut data = RoomAccountData::new();
     data.events = events
@@ -334,22 +357,13 @@ pub async fn joined(
     }
     let mut room = JoinedRoom::new();
     let state = state_section(window, room_id, &part, first_sight)?;
-    let mut timeline = Timeline::new();
-    timeline.limited = part.limited || (first_sight && window.since.is_some() && part.start > 0);
-    timeline.prev_batch = Some(part.start.to_string());
     let state_changed = part
         .events
         .iter()
         .any(|(_, _, v)| v.get("type").and_then(Value::as_str) == Some("m.room.member"));
-    timeline.events = part
-        .events
-        .into_iter()
-        .map(|(_, _, value)| raw(value))
-        .collect();
-    room.timeline = timeline;
-    let mut state_events = StateEvents::new();
-    state_events.events = state.into_iter().map(raw).collect();
-    room.state = State::Before(state_events);
+    let gap_before = first_sight && window.since.is_some() && part.start > 0;
+    room.timeline = part.into_timeline(gap_before);
+    room.state = state_before(state);
     let mut ephemeral_events = Ephemeral::new();
     ephemeral_events.events = ephemeral.into_iter().map(raw).collect();
     room.ephemeral = ephemeral_events;
@@ -470,17 +484,7 @@ pub fn left(
     let part = timeline(window, room_id, since, until)?;
     let mut room = LeftRoom::new();
     let state = state_section(window, room_id, &part, window.since.is_none())?;
-    let mut timeline = Timeline::new();
-    timeline.limited = part.limited;
-    timeline.prev_batch = Some(part.start.to_string());
-    timeline.events = part
-        .events
-        .into_iter()
-        .map(|(_, _, value)| raw(value))
-        .collect();
-    room.timeline = timeline;
-    let mut state_events = StateEvents::new();
-    state_events.events = state.into_iter().map(raw).collect();
-    room.state = State::Before(state_events);
+    room.timeline = part.into_timeline(false);
+    room.state = state_before(state);
     Ok(Some(room))
 }
