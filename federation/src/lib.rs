@@ -14,7 +14,7 @@ pub mod signing_key;
 pub mod tls;
 
 pub use client::{ClientError, ClientOptions, FederationClient};
-pub use signing_key::SigningKey;
+pub use signing_key::{KeyError, SigningKey};
 
 /// The `User-Agent` of outgoing requests.
 const USER_AGENT: &str = concat!("Palisade/", env!("CARGO_PKG_VERSION"));

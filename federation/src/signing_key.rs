@@ -20,6 +20,16 @@ pub enum KeyError {
     /// Signing an object failed (it did not serialise to canonical JSON).
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The event is over the spec's 65,535 bytes of canonical JSON.
+    #[error("the event is larger than 65535 bytes")]
+    TooLarge,
+}
+
+fn signing_error(error: ruma::signatures::JsonError) -> KeyError {
+    match error {
+        ruma::signatures::JsonError::PduTooLarge => KeyError::TooLarge,
+        error => KeyError::Signing(error.to_string()),
+    }
 }
 
 /// The stored form of the key: its version and PKCS#8 document.
@@ -98,7 +108,7 @@ impl SigningKey {
             object,
             redaction,
         )
-        .map_err(|error| KeyError::Signing(error.to_string()))
+        .map_err(signing_error)
     }
 
     /// Adds this server's signature to another server's event, leaving its hashes as
@@ -110,7 +120,7 @@ impl SigningKey {
         redaction: &RedactionRules,
     ) -> Result<(), KeyError> {
         ruma::signatures::sign_event(server_name.as_str(), &self.key_pair, object, redaction)
-            .map_err(|error| KeyError::Signing(error.to_string()))
+            .map_err(signing_error)
     }
 
     /// Signs arbitrary JSON (key documents, requests).

@@ -90,6 +90,9 @@ pub struct Ruma<T> {
     pub client_ip: std::net::IpAddr,
     /// The raw JSON body, for handlers that read fields ruma's type does not keep.
     pub json: Option<serde_json::Value>,
+    /// The method and the path with its query, as requested.
+    pub method: http::Method,
+    pub uri: http::Uri,
 }
 
 impl<T> Ruma<T> {
@@ -255,6 +258,7 @@ where
     Req::Authentication: Authentication,
 {
     let (parts, body) = request.into_parts();
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let bytes = axum::body::to_bytes(body, services.config.max_request_size)
         .await
         .map_err(|_| Error::new(ErrorKind::TooLarge, "Request body too large"))?;
@@ -300,6 +304,8 @@ where
         origin,
         client_ip: peer.ip(),
         json,
+        method,
+        uri,
     })
 }
 

@@ -2,6 +2,11 @@
 //!
 //! A session remembers which stages a client has completed, for ten minutes. Sessions
 //! live in memory: a restart only makes a client start its flow again.
+//!
+//! A session serves only the operation that opened it: the stages a user completed to
+//! delete one device do not delete another. An [`Operation`] names the user, method,
+//! path and body (without `auth`) of the request that started the session; a request
+//! that continues the session with another operation is refused.
 
 use std::{
     collections::HashMap,
@@ -10,7 +15,12 @@ use std::{
 
 use parking_lot::Mutex;
 use rand::{Rng, distr::Alphanumeric};
-use ruma::api::client::uiaa::{AuthFlow, AuthType, UiaaInfo};
+use ruma::{
+    UserId,
+    api::client::uiaa::{AuthFlow, AuthType, UiaaInfo},
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::Error;
 
@@ -24,17 +34,45 @@ pub struct Uiaa {
 struct SessionState {
     completed: Vec<AuthType>,
     created: Instant,
+    operation: Operation,
+}
+
+/// The request a session authorises, as a digest.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Operation([u8; 32]);
+
+impl Operation {
+    /// `body` is the request's JSON; its `auth` field is left out. Registration passes no
+    /// body and no user: a client may ask for the flows before the user has filled in
+    /// the form.
+    pub fn new(user: Option<&UserId>, method: &str, path: &str, body: Option<&Value>) -> Self {
+        let mut hash = Sha256::new();
+        for part in [user.map_or("", UserId::as_str), method, path] {
+            hash.update(part.len().to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        if let Some(body) = body {
+            let mut body = body.clone();
+            if let Some(object) = body.as_object_mut() {
+                object.remove("auth");
+            }
+            // serde_json's maps are ordered, so equal bodies give equal text.
+            hash.update(body.to_string().as_bytes());
+        }
+        Self(hash.finalize().into())
+    }
 }
 
 impl Uiaa {
-    /// Starts a session and returns the 401 body that asks for the given flows.
-    pub fn challenge(&self, flows: &[Vec<AuthType>]) -> Error {
-        let session = self.start();
+    /// Starts a session for `operation` and returns the 401 body that asks for the given
+    /// flows.
+    pub fn challenge(&self, flows: &[Vec<AuthType>], operation: &Operation) -> Error {
+        let session = self.start(operation);
         Error::Uiaa(Box::new(info(flows, Vec::new(), session, None)))
     }
 
-    /// Starts a session and returns its id.
-    pub fn start(&self) -> String {
+    /// Starts a session for `operation` and returns its id.
+    fn start(&self, operation: &Operation) -> String {
         let session: String = rand::rng()
             .sample_iter(Alphanumeric)
             .take(24)
@@ -45,6 +83,7 @@ impl Uiaa {
         let state = SessionState {
             completed: Vec::new(),
             created: Instant::now(),
+            operation: operation.clone(),
         };
         sessions.insert(session.clone(), state);
         session
@@ -52,12 +91,22 @@ impl Uiaa {
 
     /// The session a request's `auth` continues: its own if known, a fresh one if it
     /// sent none (clients such as matrix-nio complete a one-stage flow in a single
-    /// request, as Synapse allows), or `None` if it names an unknown session.
-    pub fn session_for(&self, requested: Option<&str>) -> Option<String> {
-        match requested {
-            Some(session) if self.knows(session) => Some(session.to_owned()),
-            Some(_) => None,
-            None => Some(self.start()),
+    /// request, as Synapse allows), or `None` if it names an unknown session. A known
+    /// session opened for another operation is a 403.
+    pub fn session_for(
+        &self,
+        requested: Option<&str>,
+        operation: &Operation,
+    ) -> Result<Option<String>, Error> {
+        let Some(session) = requested else {
+            return Ok(Some(self.start(operation)));
+        };
+        match self.sessions.lock().get(session) {
+            Some(state) if state.operation == *operation => Ok(Some(session.to_owned())),
+            Some(_) => Err(Error::forbidden(
+                "The requested operation changed during the authentication session",
+            )),
+            None => Ok(None),
         }
     }
 

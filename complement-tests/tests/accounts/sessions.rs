@@ -175,3 +175,101 @@ async fn password_change_and_deactivation() -> anyhow::Result<()> {
     assert_eq!(status, 403);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_auth_session_serves_only_the_operation_that_opened_it() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let ivan = server.register("ivan").await?;
+    let phone = server.login("ivan", "phone").await?;
+    let tablet = server.login("ivan", "tablet").await?;
+    let (phone_id, tablet_id) = (phone.device_id().unwrap(), tablet.device_id().unwrap());
+    let delete = |device: &str| format!("/_matrix/client/v3/devices/{device}");
+
+    // The session opened to delete the phone cannot delete the tablet.
+    let (status, challenge) = server
+        .request(
+            "DELETE",
+            &delete(phone_id.as_str()),
+            Some(&token(&ivan)),
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(status, 401, "{challenge}");
+    let auth = json!({ "auth": password_stage("ivan", &password("ivan"), &challenge["session"]) });
+    let (status, body) = server
+        .request(
+            "DELETE",
+            &delete(tablet_id.as_str()),
+            Some(&token(&ivan)),
+            Some(auth.clone()),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{body}"
+    );
+    assert_eq!(
+        server.whoami_status(&token(&tablet)).await?,
+        200,
+        "the tablet was deleted"
+    );
+
+    // Confirming as someone else is refused outright, not a failed stage.
+    server.register("judy").await?;
+    let (_, judys) = server
+        .request(
+            "DELETE",
+            &delete(tablet_id.as_str()),
+            Some(&token(&ivan)),
+            Some(json!({})),
+        )
+        .await?;
+    let as_judy = json!({ "auth": password_stage("judy", &password("judy"), &judys["session"]) });
+    let (status, body) = server
+        .request(
+            "DELETE",
+            &delete(tablet_id.as_str()),
+            Some(&token(&ivan)),
+            Some(as_judy),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{body}"
+    );
+    assert_eq!(server.whoami_status(&token(&tablet)).await?, 200);
+    // The session still serves what it was opened for.
+    let (status, body) = server
+        .request(
+            "DELETE",
+            &delete(phone_id.as_str()),
+            Some(&token(&ivan)),
+            Some(auth),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.whoami_status(&token(&phone)).await?, 401);
+
+    // The flow as Element X runs it, through matrix-sdk: asked, then confirmed.
+    use matrix_sdk::ruma::api::client::uiaa;
+    let asked = ivan
+        .delete_devices(&[tablet_id.to_owned()], None)
+        .await
+        .expect_err("deleting a device needs the password");
+    let session = asked
+        .as_uiaa_response()
+        .and_then(|info| info.session.clone())
+        .expect("a UIA session");
+    let identifier = uiaa::UserIdentifier::from(ivan.user_id().unwrap().to_owned());
+    let mut stage = uiaa::Password::new(identifier, password("ivan"));
+    stage.session = Some(session);
+    ivan.delete_devices(
+        &[tablet_id.to_owned()],
+        Some(uiaa::AuthData::Password(stage)),
+    )
+    .await?;
+    assert_eq!(server.whoami_status(&token(&tablet)).await?, 401);
+    Ok(())
+}

@@ -117,7 +117,7 @@ async fn kick_reason_is_seen(
     Ok(())
 }
 
-/// Bob, banned, cannot join again until unbanned; then, a plain member, he may not kick.
+/// Bob, banned, cannot join again, nor be kicked, until unbanned; then, a plain member, he may not kick.
 async fn bans_hold_and_plain_members_cannot_kick(
     server: &TestServer,
     room: &matrix_sdk::Room,
@@ -137,6 +137,18 @@ async fn bans_hold_and_plain_members_cannot_kick(
         (status, body["errcode"].as_str()),
         (403, Some("M_FORBIDDEN"))
     );
+    // A kick does not lift the ban, though its event would look like an unban's.
+    let kicked = room.kick_user("@bob:localhost".try_into()?, None).await;
+    assert!(kicked.is_err(), "a banned user was kicked");
+    let (_, banned) = server
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/@bob:localhost"),
+            Some(&token(&room.client())),
+            None,
+        )
+        .await?;
+    assert_eq!(banned["membership"], "ban");
     room.unban_user("@bob:localhost".try_into()?, None).await?;
     let (status, _) = server
         .request(

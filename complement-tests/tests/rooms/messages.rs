@@ -1,6 +1,8 @@
 //! Messages between members: order, long-polls, edits and redactions, typing and
 //! receipts, rate limits.
 
+use matrix_sdk::{config::SyncSettings, ruma::api::error::ErrorKind};
+
 use super::*;
 
 #[tokio::test]
@@ -334,5 +336,82 @@ async fn typing_and_directory_requests_may_leave_out_optional_fields() -> anyhow
     assert_eq!(status, 200, "{body}");
     let (_, after) = server.request("GET", &listing, None, None).await?;
     assert_eq!(after["visibility"], "public");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_over_the_size_limit_is_refused_before_it_is_stored() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let room_id = room_alone(&alice).await?;
+    alice.sync_once(SyncSettings::default()).await?;
+    let room = alice.get_room(&room_id).unwrap();
+    // Over the limit as content alone, and over it only once hashed and signed.
+    for size in [70_000, 65_300] {
+        let refused = room
+            .send(RoomMessageEventContent::text_plain("x".repeat(size)))
+            .await
+            .expect_err("an oversized message was sent");
+        let error = refused.as_client_api_error().expect("a Matrix error");
+        assert_eq!(error.status_code.as_u16(), 413, "{size} bytes: {error:?}");
+        assert_eq!(
+            error.error_kind(),
+            Some(&ErrorKind::TooLarge),
+            "{size} bytes"
+        );
+    }
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/state/org.example.big/");
+    let content = json!({ "blob": "y".repeat(66_000) });
+    let (status, body) = server
+        .request("PUT", &path, Some(&token(&alice)), Some(content))
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (413, Some("M_TOO_LARGE")),
+        "{body}"
+    );
+
+    // Nothing of them was stored; an ordinary message still goes through.
+    room.send(RoomMessageEventContent::text_plain("small"))
+        .await?;
+    let history = complement_tests::all_messages(&server, &token(&alice), room_id.as_str()).await?;
+    assert!(history.iter().all(|e| e.to_string().len() < 60_000));
+    assert_eq!(
+        history
+            .iter()
+            .filter(|e| e["type"] == "m.room.message")
+            .count(),
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redaction_naming_an_event_of_another_room_changes_nothing() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let alices = room_alone(&alice).await?;
+    let message = server
+        .send_text(&token(&alice), alices.as_str(), "m1", "mine")
+        .await?;
+    let bobs = room_alone(&bob).await?;
+    let path = format!("/_matrix/client/v3/rooms/{bobs}/redact/{message}/r1");
+    server
+        .request("PUT", &path, Some(&token(&bob)), Some(json!({})))
+        .await?;
+    let path = format!("/_matrix/client/v3/rooms/{alices}/event/{message}");
+    let (status, event) = server
+        .request("GET", &path, Some(&token(&alice)), None)
+        .await?;
+    assert_eq!(
+        (status, event["content"]["body"].as_str()),
+        (200, Some("mine")),
+        "{event}"
+    );
+    assert!(
+        event["unsigned"].get("redacted_because").is_none(),
+        "{event}"
+    );
     Ok(())
 }

@@ -28,7 +28,13 @@ async fn change_password(
     request: Ruma<change_password::v3::Request>,
 ) -> Result<change_password::v3::Response> {
     let sender = request.sender()?;
-    uia::require_password(&services, &sender.user_id, request.body.auth.as_ref()).await?;
+    uia::require_password(
+        &services,
+        &sender.user_id,
+        request.body.auth.as_ref(),
+        &uia::operation(&request),
+    )
+    .await?;
     services
         .users
         .set_password(&sender.user_id, &request.body.new_password)
@@ -52,7 +58,13 @@ async fn deactivate(
     request: Ruma<deactivate::v3::Request>,
 ) -> Result<deactivate::v3::Response> {
     let user_id = request.user_id()?.to_owned();
-    uia::require_password(&services, &user_id, request.body.auth.as_ref()).await?;
+    uia::require_password(
+        &services,
+        &user_id,
+        request.body.auth.as_ref(),
+        &uia::operation(&request),
+    )
+    .await?;
     for (room_id, membership) in services.rooms.user_rooms(&user_id)? {
         if matches!(
             membership.membership,

@@ -112,7 +112,13 @@ async fn delete(
     {
         return Err(Error::not_found("No such device"));
     }
-    uia::require_password(&services, user_id, request.body.auth.as_ref()).await?;
+    uia::require_password(
+        &services,
+        user_id,
+        request.body.auth.as_ref(),
+        &uia::operation(&request),
+    )
+    .await?;
     services
         .federation
         .device_lists
@@ -126,7 +132,13 @@ async fn delete_many(
     request: Ruma<delete_devices::v3::Request>,
 ) -> Result<delete_devices::v3::Response> {
     let user_id = request.user_id()?;
-    uia::require_password(&services, user_id, request.body.auth.as_ref()).await?;
+    uia::require_password(
+        &services,
+        user_id,
+        request.body.auth.as_ref(),
+        &uia::operation(&request),
+    )
+    .await?;
     for device_id in &request.body.devices {
         services
             .federation

@@ -288,7 +288,13 @@ async fn upload_cross_signing(
         return Ok(upload_signing_keys::v3::Response::new());
     }
     if services.e2ee.cross_signing_key(&user, MASTER)?.is_some() {
-        uia::require_password(&services, &user, body.auth.as_ref()).await?;
+        uia::require_password(
+            &services,
+            &user,
+            body.auth.as_ref(),
+            &uia::operation(&request),
+        )
+        .await?;
     }
     let master = match changed.iter().find(|(usage, _)| *usage == MASTER) {
         Some((_, key)) => Some(key.clone()),

@@ -264,14 +264,23 @@ async fn forget(
 trait Moderation: IncomingRequest {
     /// The membership the target is given.
     const MEMBERSHIP: MembershipState;
-    /// Whether the target must be banned (unban).
-    const ONLY_BANNED: bool = false;
+    /// Refuses a target whose current membership this action may not change.
+    fn applies_to(current: Option<&MembershipState>) -> Result<()>;
     fn parts(&self) -> (&RoomId, &UserId, Option<&str>);
     fn response() -> Self::OutgoingResponse;
 }
 
 impl Moderation for kick_user::v3::Request {
     const MEMBERSHIP: MembershipState = MembershipState::Leave;
+    /// A kick never lifts a ban, though the event would be the same as an unban's.
+    fn applies_to(current: Option<&MembershipState>) -> Result<()> {
+        match current {
+            Some(MembershipState::Ban) => Err(Error::forbidden(
+                "The user is banned: unban them to lift the ban",
+            )),
+            _ => Ok(()),
+        }
+    }
     fn parts(&self) -> (&RoomId, &UserId, Option<&str>) {
         (&self.room_id, &self.user_id, self.reason.as_deref())
     }
@@ -282,6 +291,9 @@ impl Moderation for kick_user::v3::Request {
 
 impl Moderation for ban_user::v3::Request {
     const MEMBERSHIP: MembershipState = MembershipState::Ban;
+    fn applies_to(_: Option<&MembershipState>) -> Result<()> {
+        Ok(())
+    }
     fn parts(&self) -> (&RoomId, &UserId, Option<&str>) {
         (&self.room_id, &self.user_id, self.reason.as_deref())
     }
@@ -292,7 +304,12 @@ impl Moderation for ban_user::v3::Request {
 
 impl Moderation for unban_user::v3::Request {
     const MEMBERSHIP: MembershipState = MembershipState::Leave;
-    const ONLY_BANNED: bool = true;
+    fn applies_to(current: Option<&MembershipState>) -> Result<()> {
+        match current {
+            Some(MembershipState::Ban) => Ok(()),
+            _ => Err(Error::forbidden("The user is not banned")),
+        }
+    }
     fn parts(&self) -> (&RoomId, &UserId, Option<&str>) {
         (&self.room_id, &self.user_id, self.reason.as_deref())
     }
@@ -307,10 +324,7 @@ async fn moderate<R: Moderation>(
     request: Ruma<R>,
 ) -> Result<R::OutgoingResponse> {
     let (room_id, target, reason) = request.body.parts();
-    if R::ONLY_BANNED && services.rooms.member_state(room_id, target)? != Some(MembershipState::Ban)
-    {
-        return Err(Error::forbidden("The user is not banned"));
-    }
+    R::applies_to(services.rooms.member_state(room_id, target)?.as_ref())?;
     services
         .rooms
         .set_membership_of(room_id, request.user_id()?, target, R::MEMBERSHIP, reason)

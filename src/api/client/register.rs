@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, users},
+    service::{Services, uiaa::Operation, users},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -57,6 +57,9 @@ async fn register(
     services
         .registration_limiter
         .check(&request.client_ip.to_string())?;
+    // A client may ask for the flows before the user has filled in the form, so the
+    // session is bound to the endpoint, not to the body.
+    let operation = Operation::new(None, request.method.as_str(), request.uri.path(), None);
     let body = request.body;
     if body.kind == RegistrationKind::Guest {
         return Err(Error::new(
@@ -80,9 +83,9 @@ async fn register(
     };
 
     let Some(auth) = &body.auth else {
-        return Err(services.uiaa.challenge(&flows));
+        return Err(services.uiaa.challenge(&flows, &operation));
     };
-    let (session, stage) = registration_stage(&services, auth, &flows)?;
+    let (session, stage) = registration_stage(&services, auth, &flows, &operation)?;
     services.uiaa.complete_stage(&session, stage, &flows)?;
 
     if services.users.exists(&user_id)? {
@@ -146,9 +149,10 @@ fn registration_stage(
     services: &Services,
     auth: &AuthData,
     flows: &[Vec<AuthType>],
+    operation: &Operation,
 ) -> Result<(String, AuthType)> {
-    let Some(session) = services.uiaa.session_for(auth.session()) else {
-        return Err(services.uiaa.challenge(flows));
+    let Some(session) = services.uiaa.session_for(auth.session(), operation)? else {
+        return Err(services.uiaa.challenge(flows, operation));
     };
     match auth {
         AuthData::Dummy(_) if services.config.allow_registration => Ok((session, AuthType::Dummy)),

@@ -168,7 +168,13 @@ async fn login_token(
     request: Ruma<get_login_token::v1::Request>,
 ) -> Result<get_login_token::v1::Response> {
     let user_id = request.user_id()?;
-    uia::require_password(&services, user_id, request.body.auth.as_ref()).await?;
+    uia::require_password(
+        &services,
+        user_id,
+        request.body.auth.as_ref(),
+        &uia::operation(&request),
+    )
+    .await?;
     let token = services
         .users
         .create_login_token(user_id, LOGIN_TOKEN_LIFETIME.as_millis() as u64)?;

@@ -9,7 +9,26 @@ use ruma::{
     },
 };
 
-use crate::{Error, Result, service::Services};
+use crate::{
+    Error, Result,
+    api::Ruma,
+    service::{Services, uiaa::Operation},
+};
+
+/// What a request asks to be done, which the session it continues must have been opened
+/// for: its user, method, path with query, and body without `auth`.
+pub fn operation<T>(request: &Ruma<T>) -> Operation {
+    let path = request
+        .uri
+        .path_and_query()
+        .map_or(request.uri.path(), |p| p.as_str());
+    Operation::new(
+        request.sender.as_ref().map(|sender| &*sender.user_id),
+        request.method.as_str(),
+        path,
+        request.json.as_ref(),
+    )
+}
 
 /// Resolves a login identifier (`m.id.user` with a localpart or full id) to a local user.
 ///
@@ -48,15 +67,17 @@ pub fn user_from_name(name: &str, server_name: &ServerName) -> Result<OwnedUserI
     Ok(user)
 }
 
-/// Requires `user` to confirm with their password. Returns `Ok` once they have.
+/// Requires `user` to confirm with their password for `operation`. Returns `Ok` once
+/// they have. Confirming as another user is a 403, not a failed stage.
 pub async fn require_password(
     services: &Services,
     user: &UserId,
     auth: Option<&AuthData>,
+    operation: &Operation,
 ) -> Result<()> {
     let flows = [vec![AuthType::Password]];
     let Some(auth) = auth else {
-        return Err(services.uiaa.challenge(&flows));
+        return Err(services.uiaa.challenge(&flows, operation));
     };
     let session = auth.session().map(str::to_owned);
     let AuthData::Password(password) = auth else {
@@ -66,21 +87,20 @@ pub async fn require_password(
                 &flows,
                 Error::forbidden("Confirm with m.login.password"),
             )),
-            _ => Err(services.uiaa.challenge(&flows)),
+            _ => Err(services.uiaa.challenge(&flows, operation)),
         };
     };
-    let Some(session) = services.uiaa.session_for(session.as_deref()) else {
-        return Err(services.uiaa.challenge(&flows));
+    let Some(session) = services.uiaa.session_for(session.as_deref(), operation)? else {
+        return Err(services.uiaa.challenge(&flows, operation));
     };
     let claimed = user_from_identifier(&password.identifier, &services.config.server_name)?;
-    let checked = if claimed == user {
-        services
-            .users
-            .check_password(user, &password.password)
-            .await
-    } else {
-        Err(Error::forbidden("You can only confirm as yourself"))
-    };
+    if claimed != user {
+        return Err(Error::forbidden("You can only confirm as yourself"));
+    }
+    let checked = services
+        .users
+        .check_password(user, &password.password)
+        .await;
     match checked {
         Ok(()) => services
             .uiaa

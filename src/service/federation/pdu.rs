@@ -3,6 +3,7 @@
 //! signed it, valid at its timestamp where the room version says so) and its content
 //! hash. An event whose hash does not match is kept only in its redacted form.
 
+use ruma::api::error::ErrorKind;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, RoomVersionId,
     signatures::Verified,
@@ -14,7 +15,7 @@ use crate::{
     Error, Result,
     service::rooms::{
         Rooms,
-        pdu::{Pdu, SignedPdu},
+        pdu::{MAX_PDU_BYTES, Pdu, SignedPdu},
     },
 };
 
@@ -47,6 +48,12 @@ pub async fn verify_pdu(
     let mut object: CanonicalJsonObject = serde_json::from_str(raw.get())
         .map_err(|error| Error::bad_json(format!("PDU is not canonical JSON: {error}")))?;
     object.remove("unsigned");
+    if serde_json::to_vec(&object).map_or(true, |json| json.len() > MAX_PDU_BYTES) {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            "The PDU is larger than the 65536 bytes the spec allows",
+        ));
+    }
     ruma::state_res::check_pdu_format(&object, &rules.event_format)
         .map_err(|error| Error::bad_json(format!("Invalid PDU: {error}")))?;
     let event_id = event_id_of(&object, version)?;

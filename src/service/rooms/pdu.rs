@@ -7,6 +7,9 @@ use ruma::{
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+/// The largest PDU the spec allows: its canonical JSON with signatures, in bytes.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
 /// A stored PDU with what this server knows about it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredPdu {

@@ -8,21 +8,20 @@ use ruma::{
     room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
 };
 
+use palisade_federation::KeyError;
+
 use super::{Head, NewEvent, raw_json};
 use crate::{
     Error, Result,
     service::{
         rooms::{
             Rooms,
-            pdu::{Pdu, SignedPdu},
+            pdu::{MAX_PDU_BYTES, Pdu, SignedPdu},
             state::StateMap,
         },
         users::{now_ms, random_localpart},
     },
 };
-
-/// The largest PDU the spec allows, in bytes of canonical JSON.
-const MAX_PDU_BYTES: usize = 65_536;
 
 /// The largest integer canonical JSON allows (2^53 - 1).
 const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
@@ -126,14 +125,15 @@ impl Rooms {
         };
         self.signing_key
             .sign_event(&self.server_name, &mut canonical, &rules.redaction)
-            .map_err(Error::internal)?;
+            .map_err(|error| match error {
+                KeyError::TooLarge => too_large(),
+                error => Error::internal(error),
+            })?;
         let event_id = match canonical.get("event_id") {
             Some(CanonicalJsonValue::String(id)) => id.clone(),
             _ => {
                 let hash =
-                    ruma::signatures::reference_hash(&canonical, rules).map_err(|error| {
-                        Error::new(ErrorKind::TooLarge, format!("Event rejected: {error}"))
-                    })?;
+                    ruma::signatures::reference_hash(&canonical, rules).map_err(|_| too_large())?;
                 format!("${hash}")
             }
         };
@@ -141,10 +141,7 @@ impl Rooms {
             .map_err(Error::internal)?
             .len();
         if size > MAX_PDU_BYTES {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                "Event is larger than 64 KiB",
-            ));
+            return Err(too_large());
         }
         Ok((
             OwnedEventId::try_from(event_id).map_err(Error::internal)?,
@@ -236,4 +233,12 @@ fn auth_events(draft: &Draft<'_>) -> Result<Vec<OwnedEventId>> {
                 .cloned()
         })
         .collect())
+}
+
+/// The answer to an event over the spec's size limit, before anything is stored.
+fn too_large() -> Error {
+    Error::new(
+        ErrorKind::TooLarge,
+        "The event is larger than the 65536 bytes the spec allows",
+    )
 }
