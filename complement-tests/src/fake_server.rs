@@ -6,8 +6,9 @@
 //! what a malicious server would send.
 //!
 //! It answers `GET /_matrix/key/v2/server` with its key document and `PUT
-//! /_matrix/federation/v1/send/{txnId}` with `{"pdus":{}}` (keeping the PDUs it was
-//! sent). It serves the events it signed and those its joins taught it to whoever asks
+//! /_matrix/federation/v1/send/{txnId}` with `{}` (keeping the PDUs it was sent): a 200
+//! without the per-PDU results, as some servers answer, which is a delivered transaction
+//! all the same. It serves the events it signed and those its joins taught it to whoever asks
 //! (no `X-Matrix` check): `get_missing_events`, `state_ids`, `event` and `event_auth`
 //! (`fake_server/history.rs`). Anything else gets `404 M_UNRECOGNIZED`. It joins rooms
 //! of versions 10 to 12.
@@ -91,7 +92,7 @@ impl FakeServer {
                             .expect("the received PDUs")
                             .extend(pdus.iter().cloned());
                     }
-                    Json(json!({ "pdus": {} }))
+                    Json(json!({}))
                 }),
             )
             .merge(history::routes(history.clone(), server_name.clone()))

@@ -5,7 +5,10 @@
 //!   that was down catching up in order, a crash in the middle of sending, state changed
 //!   on both sides of a partition converging;
 //! - `membership`: kicks and bans, invites accepted or declined, knocks, a big room;
-//! - `directory`: server ACLs, the room directory, delegation.
+//! - `directory`: server ACLs, the room directory, delegation;
+//! - `acl`: a denied server refused by every room endpoint (against the fake server),
+//!   and no join help for a room this server left;
+//! - `sender`: a transaction answered 200 with `{}` is delivered, not sent again.
 
 use std::time::{Duration, Instant};
 
@@ -243,6 +246,8 @@ fn text(body: &str) -> Value {
     json!({ "msgtype": "m.text", "body": body })
 }
 
+mod acl;
 mod directory;
 mod membership;
 mod messages;
+mod sender;

@@ -25,7 +25,10 @@ use crate::{
     service::{
         Services,
         federation::pdu::verify_pdu,
-        rooms::{incoming::Relay, membership::membership_in, pdu::SignedPdu, timeline::NewEvent},
+        rooms::{
+            RoomRecord, Rooms, incoming::Relay, membership::membership_in, pdu::SignedPdu,
+            timeline::NewEvent,
+        },
     },
 };
 
@@ -154,11 +157,8 @@ async fn make_membership<R: TemplateRequest>(
     let (room_id, user_id, supported) = request.body.parts();
     let membership = R::MEMBERSHIP;
     require_user_of(origin, user_id)?;
+    let room = resident_room(&services.rooms, room_id)?;
     super::require_allowed(&services.rooms, origin, room_id)?;
-    let room = services
-        .rooms
-        .room(room_id)?
-        .ok_or_else(|| Error::not_found("Unknown room"))?;
     if supported.is_some_and(|supported| !supported.contains(&room.version)) {
         return Err(Error::new(
             ErrorKind::IncompatibleRoomVersion(
@@ -177,6 +177,15 @@ async fn make_membership<R: TemplateRequest>(
     Ok(R::response(version, raw))
 }
 
+/// A room this server is in: one it has left (or never knew) is not one it can help
+/// another server join, leave or knock on.
+fn resident_room(rooms: &Rooms, room_id: &RoomId) -> Result<RoomRecord> {
+    match rooms.room(room_id)? {
+        Some(room) if rooms.is_resident(room_id)? => Ok(room),
+        _ => Err(Error::not_found("This server is not in the room")),
+    }
+}
+
 /// Checks a signed membership event sent back after a template and appends it,
 /// forwarding it to the room's other servers.
 async fn accept_membership(
@@ -187,10 +196,7 @@ async fn accept_membership(
     raw: &serde_json::value::RawValue,
     membership: MembershipState,
 ) -> Result<SignedPdu> {
-    let room = services
-        .rooms
-        .room(room_id)?
-        .ok_or_else(|| Error::not_found("Unknown room"))?;
+    let room = resident_room(&services.rooms, room_id)?;
     super::require_allowed(&services.rooms, origin, room_id)?;
     let event = verify_pdu(&services.server_keys, &room.version, raw).await?;
     if event.event_id != event_id {

@@ -30,12 +30,14 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     query::routes(router)
 }
 
-/// Fails with `403 M_FORBIDDEN` unless `server` has a joined member in the room (or the
-/// room is world-readable), the condition for reading its events over federation.
+/// Fails with `403 M_FORBIDDEN` unless the room's server ACL lets `server` in and it has
+/// a joined member in the room (or the room is world-readable), the condition for
+/// reading its events over federation.
 fn require_server_in_room(rooms: &Rooms, server: &ServerName, room_id: &RoomId) -> Result<()> {
     if !rooms.exists(room_id)? {
         return Err(Error::not_found("Unknown room"));
     }
+    require_allowed(rooms, server, room_id)?;
     let joined = rooms
         .members_with(room_id, MembershipState::Join)?
         .iter()

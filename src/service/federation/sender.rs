@@ -12,7 +12,7 @@ use ruma::{
 };
 use tokio::sync::{Notify, mpsc};
 
-use palisade_federation::FederationClient;
+use palisade_federation::{ClientError, FederationClient};
 
 use super::queue::{Outgoing, OutgoingQueue};
 use crate::service::rooms::Rooms;
@@ -113,9 +113,14 @@ impl Sender {
                             tracing::info!(%destination, %event_id, %error, "PDU refused by the destination");
                         }
                     }
-                    if let Err(error) = self.outgoing.remove(&destination, &sequences) {
-                        tracing::error!(%destination, %error, "cannot forget sent items");
-                    }
+                    self.delivered(&destination, &sequences);
+                    backoff = Duration::ZERO;
+                }
+                // A 200 is a delivered transaction, whatever its body says: some servers
+                // answer `{}` without the per-PDU results.
+                Err(ClientError::BadResponse(error)) => {
+                    tracing::debug!(%destination, %error, "transaction taken, answer unreadable");
+                    self.delivered(&destination, &sequences);
                     backoff = Duration::ZERO;
                 }
                 Err(error) => {
@@ -127,6 +132,12 @@ impl Sender {
                     }
                 }
             }
+        }
+    }
+
+    fn delivered(&self, destination: &ServerName, sequences: &[u64]) {
+        if let Err(error) = self.outgoing.remove(destination, sequences) {
+            tracing::error!(%destination, %error, "cannot forget sent items");
         }
     }
 
