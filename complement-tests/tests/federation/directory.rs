@@ -102,3 +102,42 @@ async fn the_room_directory_and_delegation_are_served() -> Result<()> {
     assert_eq!(body["chunk"][0]["room_id"], room_id.as_str(), "{body}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_alias_of_another_server_is_looked_up_there() -> Result<()> {
+    let ca = TestCa::new();
+    let pair = Pair::start(&ca).await?;
+    // A non-ASCII alias must survive the percent-encoding of the federation query.
+    let coffee = format!("#☕:{}", pair.a.server_name());
+    let coffee_alias: &matrix_sdk::ruma::RoomAliasId = coffee.as_str().try_into()?;
+    pair.alice
+        .create_room_alias(coffee_alias, &pair.room_id)
+        .await?;
+    for alias in [format!("#lobby:{}", pair.a.server_name()), coffee.clone()] {
+        let alias: &matrix_sdk::ruma::RoomAliasId = alias.as_str().try_into()?;
+        let resolved = pair.bob.resolve_room_alias(alias).await?;
+        assert_eq!(resolved.room_id, pair.room_id, "{alias}");
+        assert!(
+            resolved
+                .servers
+                .iter()
+                .any(|s| s.as_str() == pair.a.server_name()),
+            "{alias}: {:?}",
+            resolved.servers
+        );
+    }
+    let path = format!(
+        "/_matrix/client/v3/directory/room/{}",
+        complement_tests::fake_server::encode(&format!("#nosuch:{}", pair.a.server_name()))
+    );
+    let (status, body) = pair
+        .b
+        .request("GET", &path, Some(&pair.token(Side::B)), None)
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+    Ok(())
+}

@@ -472,3 +472,39 @@ async fn state_with_an_empty_key_is_served_with_and_without_the_trailing_slash()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_moderator_may_delete_a_members_alias_and_a_plain_member_may_not() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let carol = server.register("carol").await?;
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    bob.join_room_by_id(&room_id).await?;
+    carol.join_room_by_id(&room_id).await?;
+    let alias: matrix_sdk::ruma::OwnedRoomAliasId = "#bobs-name:localhost".try_into()?;
+    bob.create_room_alias(&alias, &room_id).await?;
+    let path = format!(
+        "/_matrix/client/v3/directory/room/{}",
+        complement_tests::fake_server::encode(alias.as_str())
+    );
+
+    // Carol, at power level 0, may not; Alice, who may set the canonical alias, may.
+    let (status, body) = server
+        .request("DELETE", &path, Some(&token(&carol)), None)
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{body}"
+    );
+    let (status, body) = server
+        .request("DELETE", &path, Some(&token(&alice)), None)
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = server.request("GET", &path, None, None).await?;
+    assert_eq!(status, 404, "the alias is still there");
+    Ok(())
+}

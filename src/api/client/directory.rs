@@ -57,9 +57,21 @@ async fn get_alias(
     services: Arc<Services>,
     request: Ruma<get_alias::v3::Request>,
 ) -> Result<get_alias::v3::Response> {
+    let alias = &request.body.room_alias;
+    if alias.server_name() != services.config.server_name {
+        if !services.config.federation.enabled {
+            return Err(Error::not_found("Room alias not found"));
+        }
+        let (room_id, servers) = services
+            .federation
+            .memberships
+            .resolve_remote_alias(alias)
+            .await?;
+        return Ok(get_alias::v3::Response::new(room_id, servers));
+    }
     let record = services
         .rooms
-        .resolve_alias(&request.body.room_alias)?
+        .resolve_alias(alias)?
         .ok_or_else(|| Error::not_found("Room alias not found"))?;
     Ok(get_alias::v3::Response::new(
         record.room_id,
@@ -77,9 +89,16 @@ async fn delete_alias(
         .rooms
         .resolve_alias(&request.body.room_alias)?
         .ok_or_else(|| Error::not_found("Room alias not found"))?;
-    if record.creator != user {
+    // As on Synapse: the alias's creator, or a member who may set the room's canonical
+    // alias.
+    let may_delete = record.creator == user
+        || (services.rooms.is_joined(&record.room_id, user)?
+            && services
+                .rooms
+                .may_send_state(&record.room_id, user, "m.room.canonical_alias")?);
+    if !may_delete {
         return Err(Error::forbidden(
-            "Only the creator of an alias may delete it",
+            "Only the alias's creator or a room moderator may delete it",
         ));
     }
     services.rooms.remove_alias(&request.body.room_alias)?;

@@ -12,6 +12,7 @@ pub mod create;
 pub mod incoming;
 pub mod membership;
 pub mod pdu;
+mod power;
 pub mod remote_invite;
 mod resolution;
 pub mod state;
