@@ -12,6 +12,7 @@ pub mod client;
 pub mod discovery;
 pub mod signing_key;
 pub mod tls;
+pub mod v1;
 
 pub use client::{ClientError, ClientOptions, FederationClient};
 pub use signing_key::{KeyError, SigningKey};

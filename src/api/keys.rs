@@ -1,14 +1,27 @@
-//! The server's published signing keys.
+//! The server's published signing keys, and the notary for other servers' keys.
+//!
+//! The key id in the deprecated paths `/_matrix/key/v2/server/{keyId}` and
+//! `/_matrix/key/v2/query/{serverName}/{keyId}` is ignored, as the spec says a server
+//! should: older servers and tools still ask there, and get every key.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
-use axum::Router;
-use ruma::api::federation::discovery::{
-    get_remote_server_keys, get_remote_server_keys_batch, get_server_keys,
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    response::{IntoResponse, Response},
+    routing::get,
 };
+use ruma::{
+    OwnedServerName,
+    api::federation::discovery::{
+        get_remote_server_keys, get_remote_server_keys_batch, get_server_keys,
+    },
+};
+use serde_json::json;
 
 use crate::{
-    Result,
+    Error, Result,
     api::{Ruma, RumaRouter},
     service::Services,
 };
@@ -18,6 +31,46 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(server_keys)
         .ruma_route(query_keys)
         .ruma_route(query_keys_batch)
+        .route("/_matrix/key/v2/server/{key_id}", get(server_keys_by_id))
+        .route(
+            "/_matrix/key/v2/query/{server_name}/{key_id}",
+            get(query_keys_by_id),
+        )
+}
+
+/// # `GET /_matrix/key/v2/server/{keyId}` (deprecated)
+async fn server_keys_by_id(State(services): State<Arc<Services>>) -> Response {
+    match services.server_keys.own_document() {
+        Ok(document) => Json(document).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// # `GET /_matrix/key/v2/query/{serverName}/{keyId}` (deprecated)
+async fn query_keys_by_id(
+    State(services): State<Arc<Services>>,
+    Path((server_name, _key_id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let answer = async {
+        let server = OwnedServerName::try_from(server_name)
+            .map_err(|_| Error::invalid_param("Invalid server name"))?;
+        let minimum = query
+            .get("minimum_valid_until_ts")
+            .map(|ts| ts.parse::<u64>())
+            .transpose()
+            .map_err(|_| Error::invalid_param("Invalid minimum_valid_until_ts"))?
+            .unwrap_or(0);
+        let documents = services
+            .server_keys
+            .notarised_documents(&server, minimum)
+            .await?;
+        Ok::<_, Error>(json!({ "server_keys": documents }))
+    };
+    match answer.await {
+        Ok(body) => Json(body).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 /// # `GET /_matrix/key/v2/query/{serverName}`

@@ -8,7 +8,8 @@
 //! - `directory`: server ACLs, the room directory, delegation;
 //! - `acl`: a denied server refused by every room endpoint (against the fake server),
 //!   and no join help for a room this server left;
-//! - `sender`: a transaction answered 200 with `{}` is delivered, not sent again.
+//! - `sender`: a transaction answered 200 with `{}` is delivered, not sent again;
+//! - `legacy`: deprecated key paths and the `/v1/` join, leave and invite.
 
 use std::time::{Duration, Instant};
 
@@ -248,6 +249,7 @@ fn text(body: &str) -> Value {
 
 mod acl;
 mod directory;
+mod legacy;
 mod membership;
 mod messages;
 mod sender;

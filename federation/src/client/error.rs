@@ -67,6 +67,18 @@ impl ClientError {
         }
     }
 
+    /// Whether the remote server does not know the endpoint (404, or 400/405 with
+    /// `M_UNRECOGNIZED`): the sign to try an older version of it.
+    pub fn is_unknown_endpoint(&self) -> bool {
+        match self.status() {
+            Some(StatusCode::NOT_FOUND) => self.errcode().is_none_or(|e| e == "M_UNRECOGNIZED"),
+            Some(StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED) => {
+                self.errcode() == Some("M_UNRECOGNIZED")
+            }
+            _ => false,
+        }
+    }
+
     /// The Matrix error code of a [`ClientError::Remote`] that had one.
     pub fn errcode(&self) -> Option<&str> {
         match self {

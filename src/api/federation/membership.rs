@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use palisade_federation::v1;
 use ruma::{
     RoomId, RoomVersionId, ServerName, UserId,
     api::{
@@ -36,9 +37,12 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(make_membership::<prepare_join_event::v1::Request>)
         .ruma_route(send_join)
+        .ruma_route(send_join_v1)
         .ruma_route(make_membership::<prepare_leave_event::v1::Request>)
         .ruma_route(send_leave)
+        .ruma_route(send_leave_v1)
         .ruma_route(invite)
+        .ruma_route(invite_v1)
         .ruma_route(make_membership::<prepare_knock_event::v1::Request>)
         .ruma_route(send_knock)
 }
@@ -94,6 +98,47 @@ async fn invite(
     }
     let raw = serde_json::value::to_raw_value(&signed).map_err(Error::internal)?;
     Ok(create_invite::v2::Response::new(raw))
+}
+
+/// # `PUT /_matrix/federation/v1/invite/{roomId}/{eventId}` (deprecated)
+///
+/// Only rooms of versions 1 and 2 use it, so the room is taken to be of version 1 (the
+/// two differ only in state resolution); the room's stripped state comes in the event's
+/// `unsigned`.
+async fn invite_v1(
+    services: Arc<Services>,
+    request: Ruma<v1::invite::Request>,
+) -> Result<v1::invite::Response> {
+    let origin = request.origin()?.to_owned();
+    let body = request.body;
+    if services.rooms.exists(&body.room_id)? {
+        super::require_allowed(&services.rooms, &origin, &body.room_id)?;
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Unsigned {
+        #[serde(default)]
+        invite_room_state: Vec<ruma::api::federation::membership::RawStrippedState>,
+    }
+    #[derive(serde::Deserialize)]
+    struct WithUnsigned {
+        #[serde(default)]
+        unsigned: Unsigned,
+    }
+    let stripped = serde_json::from_str::<WithUnsigned>(body.pdu.get())
+        .map_err(|error| Error::bad_json(format!("Not an invite event: {error}")))?
+        .unsigned
+        .invite_room_state;
+    let version = RoomVersionId::V1;
+    let signed = services
+        .federation
+        .memberships
+        .receive_invite(&origin, &body.room_id, &version, &body.pdu, &stripped)
+        .await?;
+    if crate::service::federation::pdu::event_id_of(&signed, &version)? != body.event_id {
+        return Err(Error::bad_json("The event id does not match the event"));
+    }
+    let raw = serde_json::value::to_raw_value(&signed).map_err(Error::internal)?;
+    Ok(v1::invite::Response::new(raw))
 }
 
 fn require_user_of(origin: &ServerName, user: &UserId) -> Result<()> {
@@ -230,29 +275,10 @@ async fn send_join(
 ) -> Result<create_join_event::v2::Response> {
     let origin = request.origin()?.to_owned();
     let body = request.body;
-    let event = accept_membership(
-        &services,
-        &origin,
-        &body.room_id,
-        &body.event_id,
-        &body.pdu,
-        MembershipState::Join,
-    )
-    .await?;
-    let (state, auth_chain) = services
-        .rooms
-        .state_and_auth_chain_before(&event.event_id)?;
+    let joined = join(&services, &origin, &body.room_id, &body.event_id, &body.pdu).await?;
     let mut room_state = create_join_event::v2::RoomState::new();
-    for id in state.values() {
-        if let Some(raw) = services.rooms.raw_pdu(id)? {
-            room_state.state.push(raw);
-        }
-    }
-    for id in &auth_chain {
-        if let Some(raw) = services.rooms.raw_pdu(id)? {
-            room_state.auth_chain.push(raw);
-        }
-    }
+    room_state.state = joined.state;
+    room_state.auth_chain = joined.auth_chain;
     let mut servers: Vec<String> = services
         .rooms
         .remote_servers(&body.room_id)?
@@ -262,6 +288,59 @@ async fn send_join(
     servers.push(services.config.server_name.to_string());
     room_state.servers_in_room = Some(servers);
     Ok(create_join_event::v2::Response::new(room_state))
+}
+
+/// # `PUT /_matrix/federation/v1/send_join/{roomId}/{eventId}` (deprecated)
+async fn send_join_v1(
+    services: Arc<Services>,
+    request: Ruma<v1::send_join::Request>,
+) -> Result<v1::send_join::Response> {
+    let origin = request.origin()?.to_owned();
+    let body = request.body;
+    let joined = join(&services, &origin, &body.room_id, &body.event_id, &body.pdu).await?;
+    Ok(v1::send_join::Response::new(v1::send_join::RoomState {
+        origin: services.config.server_name.to_string(),
+        state: joined.state,
+        auth_chain: joined.auth_chain,
+    }))
+}
+
+/// What a join answers with: the state before the join and its auth chain.
+struct Joined {
+    state: Vec<Box<RawValue>>,
+    auth_chain: Vec<Box<RawValue>>,
+}
+
+async fn join(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    event_id: &ruma::EventId,
+    pdu: &RawValue,
+) -> Result<Joined> {
+    let event = accept_membership(
+        services,
+        origin,
+        room_id,
+        event_id,
+        pdu,
+        MembershipState::Join,
+    )
+    .await?;
+    let (state, auth_chain) = services
+        .rooms
+        .state_and_auth_chain_before(&event.event_id)?;
+    let raws = |ids: &mut dyn Iterator<Item = &ruma::OwnedEventId>| -> Result<Vec<Box<RawValue>>> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(services.rooms.raw_pdu(id)?);
+        }
+        Ok(out)
+    };
+    Ok(Joined {
+        state: raws(&mut state.values())?,
+        auth_chain: raws(&mut auth_chain.iter())?,
+    })
 }
 
 /// # `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`
@@ -281,4 +360,23 @@ async fn send_leave(
     )
     .await?;
     Ok(create_leave_event::v2::Response::new())
+}
+
+/// # `PUT /_matrix/federation/v1/send_leave/{roomId}/{eventId}` (deprecated)
+async fn send_leave_v1(
+    services: Arc<Services>,
+    request: Ruma<v1::send_leave::Request>,
+) -> Result<v1::send_leave::Response> {
+    let origin = request.origin()?.to_owned();
+    let body = request.body;
+    accept_membership(
+        &services,
+        &origin,
+        &body.room_id,
+        &body.event_id,
+        &body.pdu,
+        MembershipState::Leave,
+    )
+    .await?;
+    Ok(v1::send_leave::Response::new())
 }

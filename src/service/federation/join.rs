@@ -16,7 +16,7 @@ use ruma::{
 
 use std::sync::Arc;
 
-use palisade_federation::{FederationClient, SigningKey};
+use palisade_federation::{ClientError, FederationClient, SigningKey, v1};
 
 use super::{
     keys::ServerKeys,
@@ -155,19 +155,10 @@ impl Memberships {
             content,
         )?;
         let raw = Rooms::raw_object(&object)?;
-        let response = self
-            .client
-            .send(
-                server,
-                create_join_event::v2::Request::new(
-                    room_id.to_owned(),
-                    event_id.clone(),
-                    raw.clone(),
-                ),
-            )
+        let room_state = self
+            .send_join(server, room_id, &event_id, &raw)
             .await
             .map_err(|error| refusal(error, "join", "accepted"))?;
-        let room_state = response.room_state;
         // A restricted join comes back signed by the resident server too.
         let join_raw = room_state.event.clone().unwrap_or(raw);
         let join = verify_pdu(&self.keys, &version, &join_raw).await?;
@@ -397,6 +388,39 @@ fn refusal(error: palisade_federation::ClientError, what: &str, step: &str) -> E
             Error::forbidden(format!("The room refused the {what}: {error}"))
         }
         _ => Error::not_found(format!("The {what} was not {step}: {error}")),
+    }
+}
+
+impl Memberships {
+    /// `send_join` v2, or v1 where the server knows only that (older servers).
+    async fn send_join(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        raw: &serde_json::value::RawValue,
+    ) -> std::result::Result<create_join_event::v2::RoomState, ClientError> {
+        let request = create_join_event::v2::Request::new(
+            room_id.to_owned(),
+            event_id.to_owned(),
+            raw.to_owned(),
+        );
+        match self.client.send(server, request).await {
+            Ok(response) => Ok(response.room_state),
+            Err(error) if error.is_unknown_endpoint() => {
+                let request = v1::send_join::Request::new(
+                    room_id.to_owned(),
+                    event_id.to_owned(),
+                    raw.to_owned(),
+                );
+                let answer = self.client.send(server, request).await?.answer.1;
+                let mut room_state = create_join_event::v2::RoomState::new();
+                room_state.state = answer.state;
+                room_state.auth_chain = answer.auth_chain;
+                Ok(room_state)
+            }
+            Err(error) => Err(error),
+        }
     }
 }
 
