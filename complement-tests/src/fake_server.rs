@@ -277,6 +277,33 @@ impl FakeServer {
         Ok((status, value))
     }
 
+    /// A request to `destination` with `authorization` as its `Authorization` header and
+    /// `body` as is: the way to send what no well-formed server would.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        destination: &str,
+        path: &str,
+        authorization: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .request(method.parse()?, format!("https://{destination}{path}"))
+            .header(http::header::AUTHORIZATION, authorization)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("{method} {path} to {destination}"))?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
     /// The body of a transaction from this server with `pdus` and `edus`.
     pub fn transaction(&self, pdus: &[Value], edus: &[Value]) -> Value {
         json!({

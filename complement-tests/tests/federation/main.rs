@@ -9,7 +9,8 @@
 //! - `acl`: a denied server refused by every room endpoint (against the fake server),
 //!   and no join help for a room this server left;
 //! - `sender`: a transaction answered 200 with `{}` is delivered, not sent again;
-//! - `legacy`: deprecated key paths and the `/v1/` join, leave and invite.
+//! - `legacy`: deprecated key paths and the `/v1/` join, leave and invite;
+//! - `bad_input`: malformed credentials and non-canonical bodies are 400s.
 
 use std::time::{Duration, Instant};
 
@@ -248,6 +249,7 @@ fn text(body: &str) -> Value {
 }
 
 mod acl;
+mod bad_input;
 mod directory;
 mod legacy;
 mod membership;

@@ -344,8 +344,28 @@ impl ServerKeys {
         use ruma::api::federation::authentication::XMatrix;
         let unauthorized =
             |message: String| Error::new(ruma::api::error::ErrorKind::Unauthorized, message);
-        let header = XMatrix::extract_from_http_headers(request.headers())
-            .map_err(|error| unauthorized(error.to_string()))?;
+        // Missing credentials are a 401; credentials that do not parse (an origin such as
+        // `localhost:http`) are a malformed request, 400, as on Synapse.
+        let header = XMatrix::extract_from_http_headers(request.headers()).map_err(|error| {
+            let present = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.trim_start().starts_with("X-Matrix"));
+            let error = unauthorized(error.to_string());
+            if present {
+                error.with_status(http::StatusCode::BAD_REQUEST)
+            } else {
+                error
+            }
+        })?;
+        // The signature covers the body as canonical JSON; a body that cannot be that
+        // (a float, a number out of range) is bad JSON, not a bad signature.
+        if !request.body().is_empty()
+            && serde_json::from_slice::<ruma::CanonicalJsonValue>(request.body()).is_err()
+        {
+            return Err(Error::bad_json("The request body is not canonical JSON"));
+        }
         if header
             .destination
             .as_ref()
