@@ -508,3 +508,62 @@ async fn a_moderator_may_delete_a_members_alias_and_a_plain_member_may_not() -> 
     assert_eq!(status, 404, "the alias is still there");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_per_room_name_is_set_as_member_state_and_same_state_is_not_sent_twice()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let room_id = complement_tests::room_of_two(&alice, &bob).await?;
+    alice.account().set_display_name(Some("Alice")).await?;
+
+    // Element's `/myroomnick`: the member event with the membership kept.
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/@alice:localhost");
+    let nick = json!({ "membership": "join", "displayname": "Al (work)" });
+    let (status, body) = server
+        .request("PUT", &path, Some(&token(&alice)), Some(nick))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    bob.sync_once(matrix_sdk::config::SyncSettings::default())
+        .await?;
+    let member = bob
+        .get_room(&room_id)
+        .unwrap()
+        .get_member("@alice:localhost".try_into()?)
+        .await?
+        .expect("alice is a member");
+    assert_eq!(member.display_name(), Some("Al (work)"));
+    let (_, profile) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/profile/@alice:localhost",
+            None,
+            None,
+        )
+        .await?;
+    assert_eq!(profile["displayname"], "Alice", "the global name stays");
+
+    // Changing a membership this way is refused: that is what /leave, /kick... are for.
+    let leave = json!({ "membership": "leave" });
+    let (status, body) = server
+        .request("PUT", &path, Some(&token(&alice)), Some(leave))
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{body}"
+    );
+
+    // The same topic twice is one event.
+    alice
+        .sync_once(matrix_sdk::config::SyncSettings::default())
+        .await?;
+    let room = alice.get_room(&room_id).unwrap();
+    let first = room.set_room_topic("Plans").await?.event_id;
+    let again = room.set_room_topic("Plans").await?.event_id;
+    assert_eq!(first, again);
+    let other = room.set_room_topic("Other plans").await?.event_id;
+    assert_ne!(first, other);
+    Ok(())
+}

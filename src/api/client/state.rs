@@ -44,14 +44,19 @@ async fn send_state(
         return Err(Error::bad_json("Event content must be an object"));
     }
     let kind = body.event_type.to_string();
-    if kind == "m.room.member" {
-        return Err(Error::forbidden(
-            "Use the membership endpoints to change membership",
-        ));
-    }
     services.rooms.require_joined(&body.room_id, &sender)?;
+    if kind == "m.room.member" {
+        require_same_membership(&services.rooms, &body.room_id, &body.state_key, &content)?;
+    }
     if kind == "m.room.canonical_alias" {
         check_canonical_alias(&services.rooms, &body.room_id, &content)?;
+    }
+    if let Some(event_id) =
+        services
+            .rooms
+            .same_state(&body.room_id, &sender, &kind, &body.state_key, &content)?
+    {
+        return Ok(send_state_event::v3::Response::new(event_id));
     }
     let event = NewEvent::state(&kind, &body.state_key, content);
     let event_id = services
@@ -59,6 +64,29 @@ async fn send_state(
         .append(&body.room_id, &sender, event, None)
         .await?;
     Ok(send_state_event::v3::Response::new(event_id))
+}
+
+/// A member event sent as plain state may change what a membership says (a per-room
+/// display name or avatar, as Element's `/myroomnick` sets it) but not the membership:
+/// joins, leaves, invites and bans go through the membership endpoints, which do the
+/// handshakes with other servers.
+fn require_same_membership(
+    rooms: &Rooms,
+    room_id: &RoomId,
+    state_key: &str,
+    content: &Value,
+) -> Result<()> {
+    let target = ruma::UserId::parse(state_key)
+        .map_err(|_| Error::invalid_param("The state key of a member event is a user id"))?;
+    let current = rooms.member_state(room_id, &target)?;
+    let wanted = crate::service::rooms::membership::membership_in(content);
+    if current.is_some() && current == wanted {
+        Ok(())
+    } else {
+        Err(Error::forbidden(
+            "Use the membership endpoints to change membership",
+        ))
+    }
 }
 
 /// The aliases of an `m.room.canonical_alias` event must point at the room.

@@ -178,6 +178,29 @@ impl Rooms {
         self.content_in(&state, kind, state_key)
     }
 
+    /// The current state event of `kind` and `state_key`, if `sender` sent it with
+    /// exactly `content`: setting state to what it is already makes no new event.
+    pub fn same_state(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        kind: &str,
+        state_key: &str,
+        content: &serde_json::Value,
+    ) -> Result<Option<OwnedEventId>> {
+        let state = self.current_state(room_id)?;
+        let Some(event_id) = state.get(&(kind.to_owned(), state_key.to_owned())) else {
+            return Ok(None);
+        };
+        let Some(pdu) = self.state_event(event_id)? else {
+            return Ok(None);
+        };
+        let same = pdu.sender == sender
+            && serde_json::from_str::<serde_json::Value>(pdu.content.get())
+                .is_ok_and(|current| current == *content);
+        Ok(same.then(|| event_id.clone()))
+    }
+
     /// One state event's content within a given state.
     pub fn content_in(
         &self,
