@@ -314,3 +314,63 @@ async fn profile_sizes_follow_the_spec() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn presence_is_offline_until_set_and_ones_own_comes_in_ones_sync() -> anyhow::Result<()> {
+    use matrix_sdk::ruma::{api::client::presence::get_presence, presence::PresenceState};
+    let server = TestServer::start().await?;
+    let kim = server.register("kim").await?;
+    let lee = server.register("lee").await?;
+    let asked = kim
+        .send(get_presence::v3::Request::new(
+            lee.user_id().unwrap().to_owned(),
+        ))
+        .await?;
+    assert_eq!(asked.presence, PresenceState::Offline);
+    let (status, body) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/presence/@nobody:localhost/status",
+            Some(&token(&kim)),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+
+    // Kim shares no room with anyone, and still sees her own presence.
+    let path = "/_matrix/client/v3/presence/@kim:localhost/status";
+    let online = json!({ "presence": "online", "status_msg": "here" });
+    let (status, _) = server
+        .request("PUT", path, Some(&token(&kim)), Some(online))
+        .await?;
+    assert_eq!(status, 200);
+    for since in [
+        None,
+        Some(complement_tests::next_batch(&server, &kim).await?),
+    ] {
+        if since.is_some() {
+            let busy = json!({ "presence": "unavailable", "status_msg": "busy" });
+            server
+                .request("PUT", path, Some(&token(&kim)), Some(busy))
+                .await?;
+        }
+        let sync = complement_tests::raw_sync(&server, &kim, since.as_deref(), 0).await?;
+        let own = sync["presence"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["sender"] == "@kim:localhost")
+            .cloned();
+        let expected = if since.is_none() { "here" } else { "busy" };
+        assert_eq!(
+            own.map(|e| e["content"]["status_msg"].clone()),
+            Some(json!(expected)),
+            "{sync}"
+        );
+    }
+    Ok(())
+}

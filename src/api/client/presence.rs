@@ -3,7 +3,10 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::Router;
-use ruma::api::client::presence::{get_presence, set_presence};
+use ruma::{
+    api::client::presence::{get_presence, set_presence},
+    presence::PresenceState,
+};
 
 use crate::{
     Error, Result,
@@ -40,10 +43,14 @@ async fn get(
     services: Arc<Services>,
     request: Ruma<get_presence::v3::Request>,
 ) -> Result<get_presence::v3::Response> {
-    let record = services
-        .presence
-        .get(&request.body.user_id)?
-        .ok_or_else(|| Error::not_found("No presence known for this user"))?;
+    let user = &request.body.user_id;
+    let Some(record) = services.presence.get(user)? else {
+        // Someone who never set a presence is offline, as far as anyone knows.
+        if user.server_name() == services.config.server_name && !services.users.exists(user)? {
+            return Err(Error::not_found("No such user"));
+        }
+        return Ok(get_presence::v3::Response::new(PresenceState::Offline));
+    };
     let mut response = get_presence::v3::Response::new(record.shown().into());
     response.status_msg = record.status_msg.clone();
     response.currently_active = Some(record.currently_active());

@@ -177,13 +177,19 @@ fn presence(window: &Window<'_>) -> Result<ruma::api::client::sync::sync_events:
             let rooms = sync.rooms.joined_rooms(window.user())?;
             let mut shared = Vec::new();
             for user in changed {
-                if sync.rooms.joined_any(&rooms, &user)? {
+                if user == window.user() || sync.rooms.joined_any(&rooms, &user)? {
                     shared.push(user);
                 }
             }
             shared
         }
-        None => sync.rooms.shared_audience(window.user())?.users,
+        None => {
+            let mut users = sync.rooms.shared_audience(window.user())?.users;
+            if !users.iter().any(|user| user == window.user()) {
+                users.push(window.user().to_owned());
+            }
+            users
+        }
     };
     for user in users {
         if let Some(record) = sync.presence.get(&user)? {
