@@ -29,6 +29,14 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(600);
 #[derive(Default)]
 pub struct Uiaa {
     sessions: Mutex<HashMap<String, SessionState>>,
+    /// What completed sessions did, by session: see [`Uiaa::finish`].
+    outcomes: Mutex<HashMap<String, Outcome>>,
+}
+
+struct Outcome {
+    operation: Operation,
+    outcome: String,
+    created: Instant,
 }
 
 struct SessionState {
@@ -163,6 +171,33 @@ impl Uiaa {
             session.to_owned(),
             auth_error,
         )))
+    }
+
+    /// Remembers what a completed session did (the user a registration created), so a
+    /// client that retries after losing the answer gets the same outcome, not an error.
+    pub fn finish(&self, session: &str, operation: &Operation, outcome: String) {
+        let mut outcomes = self.outcomes.lock();
+        outcomes.retain(|_, done| done.created.elapsed() < SESSION_LIFETIME);
+        outcomes.insert(
+            session.to_owned(),
+            Outcome {
+                operation: operation.clone(),
+                outcome,
+                created: Instant::now(),
+            },
+        );
+    }
+
+    /// The outcome [`finish`](Self::finish) remembered for `session`, if it was for
+    /// `operation` and is not too old.
+    pub fn outcome(&self, session: &str, operation: &Operation) -> Option<String> {
+        self.outcomes
+            .lock()
+            .get(session)
+            .filter(|done| {
+                done.operation == *operation && done.created.elapsed() < SESSION_LIFETIME
+            })
+            .map(|done| done.outcome.clone())
     }
 
     /// Whether the session exists (clients may send `auth` with only a session).

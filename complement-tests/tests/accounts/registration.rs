@@ -297,3 +297,44 @@ async fn an_invalid_registration_file_stops_the_server() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_retried_registration_gets_the_same_user_and_the_options_are_honoured()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let path = "/_matrix/client/v3/register";
+    let form =
+        json!({ "username": "nina", "password": password("nina"), "device_id": "NINAPHONE" });
+    let (status, challenge) = server
+        .request("POST", path, None, Some(form.clone()))
+        .await?;
+    assert_eq!(status, 401, "{challenge}");
+    let mut done = form.clone();
+    done["auth"] = json!({ "type": "m.login.dummy", "session": challenge["session"] });
+    let (status, first) = server
+        .request("POST", path, None, Some(done.clone()))
+        .await?;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        first["device_id"], "NINAPHONE",
+        "the device id asked for: {first}"
+    );
+
+    // The answer was lost; the client sends the same request again.
+    let (status, again) = server.request("POST", path, None, Some(done)).await?;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["user_id"], first["user_id"]);
+    let token = again["access_token"].as_str().unwrap();
+    assert_eq!(server.whoami_status(token).await?, 200);
+
+    // `inhibit_login`: an account, no session.
+    let form = json!({ "username": "omar", "password": password("omar"), "inhibit_login": true, "auth": { "type": "m.login.dummy" } });
+    let (status, body) = server.request("POST", path, None, Some(form)).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], "@omar:localhost");
+    assert!(
+        body.get("access_token").is_none() && body.get("device_id").is_none(),
+        "{body}"
+    );
+    Ok(())
+}

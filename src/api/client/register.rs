@@ -1,6 +1,6 @@
 //! Registration.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::{
@@ -24,7 +24,7 @@ use crate::{
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
-        .ruma_route(register)
+        .ruma_route_json(register)
         .ruma_route(username_available)
         .ruma_route(registration_token_validity)
 }
@@ -49,11 +49,26 @@ fn token_matches(config: &Config, token: &str) -> bool {
         .is_some_and(|expected| bool::from(expected.as_bytes().ct_eq(token.as_bytes())))
 }
 
+/// The answer to a registration. ruma's type writes an unset `device_id` as `null`;
+/// with `inhibit_login` the spec leaves it out.
+#[derive(serde::Serialize)]
+struct Registered {
+    user_id: ruma::OwnedUserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<ruma::OwnedDeviceId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in_ms: Option<u64>,
+}
+
 /// # `POST /_matrix/client/v3/register`
 async fn register(
     services: Arc<Services>,
     request: Ruma<register::v3::Request>,
-) -> Result<register::v3::Response> {
+) -> Result<Registered> {
     services
         .registration_limiter
         .check(&request.client_ip.to_string())?;
@@ -70,6 +85,16 @@ async fn register(
     let flows = flows(&services.config);
     if flows.is_empty() {
         return Err(Error::forbidden("Registration is disabled"));
+    }
+    // A retry of a registration that went through gets the same user, logged in again.
+    let finished = body
+        .auth
+        .as_ref()
+        .and_then(AuthData::session)
+        .and_then(|session| services.uiaa.outcome(session, &operation));
+    if let Some(user_id) = finished {
+        let user_id = ruma::OwnedUserId::try_from(user_id).map_err(Error::internal)?;
+        return registered(&services, user_id, body, request.client_ip);
     }
     let user_id = match &body.username {
         Some(username) => free_user_id(&services, &username.to_lowercase())?,
@@ -97,20 +122,39 @@ async fn register(
         .await?;
     crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
     tracing::info!(%user_id, "registered");
+    services
+        .uiaa
+        .finish(&session, &operation, user_id.to_string());
+    registered(&services, user_id, body, request.client_ip)
+}
 
-    let mut response = register::v3::Response::new(user_id.clone());
+/// The answer to a registration that went through: the user, and unless the client
+/// asked not to be, a new session on the device it named (or a new one).
+fn registered(
+    services: &Services,
+    user_id: ruma::OwnedUserId,
+    body: register::v3::Request,
+    client_ip: std::net::IpAddr,
+) -> Result<Registered> {
+    let mut response = Registered {
+        user_id: user_id.clone(),
+        access_token: None,
+        device_id: None,
+        refresh_token: None,
+        expires_in_ms: None,
+    };
     if !body.inhibit_login {
         let session = services.users.create_session(
             &user_id,
             body.device_id,
             body.initial_device_display_name,
             body.refresh_token,
-            Some(request.client_ip.to_string()),
+            Some(client_ip.to_string()),
         )?;
         response.access_token = Some(session.access_token);
         response.device_id = Some(session.device_id);
         response.refresh_token = session.refresh_token;
-        response.expires_in = session.expires_in_ms.map(Duration::from_millis);
+        response.expires_in_ms = session.expires_in_ms;
     }
     Ok(response)
 }
