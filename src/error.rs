@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use ruma::api::{
     OutgoingResponseExt,
-    client::uiaa::{UiaaInfo, UiaaResponse},
+    client::uiaa::UiaaInfo,
     error::{
         ErrorBody, ErrorKind, LimitExceededErrorData, RetryAfter, StandardErrorBody,
         UnknownTokenErrorData,
@@ -139,7 +139,7 @@ impl IntoResponse for Error {
                 ErrorBody::Standard(StandardErrorBody::new(kind, message.into_owned())),
             )
             .try_into_http_response::<Vec<u8>>(),
-            Self::Uiaa(info) => UiaaResponse::AuthResponse(*info).try_into_http_response(),
+            Self::Uiaa(info) => return uiaa_response(&info),
             Self::Storage(error) => {
                 tracing::error!(%error, "storage error");
                 return internal_response();
@@ -157,6 +157,20 @@ impl IntoResponse for Error {
             }
         }
     }
+}
+
+/// The 401 that asks for (more) user-interactive authentication. ruma leaves out an
+/// empty `completed`; clients and tools read it on every answer, so it is always there.
+fn uiaa_response(info: &UiaaInfo) -> Response {
+    let Ok(mut body) = serde_json::to_value(info) else {
+        return internal_response();
+    };
+    if let Some(object) = body.as_object_mut() {
+        object
+            .entry("completed")
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    }
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
 }
 
 fn internal_response() -> Response {

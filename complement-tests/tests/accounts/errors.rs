@@ -101,3 +101,83 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
     assert_eq!(cors.headers()["access-control-allow-origin"], "*");
     Ok(())
 }
+
+#[tokio::test]
+async fn fields_clients_read_are_always_there_and_bad_push_rule_paths_are_400() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await?;
+    let pat = server.register("pat").await?;
+    let t = token(&pat);
+
+    // matrix-sdk reads the capabilities; `m.change_password` is there though it is the default.
+    use matrix_sdk::ruma::api::client::discovery::get_capabilities;
+    let answer = pat.send(get_capabilities::v3::Request::new()).await?;
+    assert!(answer.capabilities.change_password.enabled);
+    let (_, raw) = server
+        .request("GET", "/_matrix/client/v3/capabilities", Some(&t), None)
+        .await?;
+    assert_eq!(
+        raw["capabilities"]["m.change_password"]["enabled"], true,
+        "{raw}"
+    );
+
+    // Every UIA 401 says what is completed, an empty list included.
+    let (status, challenge) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/account/password",
+            Some(&t),
+            Some(json!({ "new_password": "another long one" })),
+        )
+        .await?;
+    assert_eq!(
+        (status, &challenge["completed"]),
+        (401, &json!([])),
+        "{challenge}"
+    );
+
+    // Every timeline says whether it is limited, `false` included.
+    let room_id = complement_tests::room_alone(&pat).await?;
+    let sync = complement_tests::raw_sync(&server, &pat, None, 0).await?;
+    let timeline = &sync["rooms"]["join"][room_id.as_str()]["timeline"];
+    assert_eq!(timeline["limited"], false, "{timeline}");
+
+    // Push rules: one kind listed; an unknown kind or scope is a malformed path.
+    let (status, content) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/pushrules/global/override/",
+            Some(&t),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{content}");
+    assert!(
+        content
+            .as_array()
+            .is_some_and(|rules| rules.iter().any(|r| r["rule_id"] == ".m.rule.master")),
+        "{content}"
+    );
+    for path in [
+        "/_matrix/client/v3/pushrules/global/bogus/x",
+        "/_matrix/client/v3/pushrules/nope/content/x",
+        "/_matrix/client/v3/pushrules/global/bogus/x/enabled",
+    ] {
+        let (status, body) = server.request("GET", path, Some(&t), None).await?;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (400, Some("M_UNRECOGNIZED")),
+            "{path}: {body}"
+        );
+    }
+    let (status, _) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/pushrules/global/content/nosuch",
+            Some(&t),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 404, "a missing rule of a known kind");
+    Ok(())
+}

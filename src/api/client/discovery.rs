@@ -5,12 +5,9 @@ use std::{collections::BTreeMap, sync::Arc};
 use axum::Router;
 use ruma::api::client::discovery::{
     discover_homeserver::{self, HomeserverInfo},
-    get_capabilities::{
-        self,
-        v3::{Capabilities, RoomVersionStability, RoomVersionsCapability},
-    },
-    get_supported_versions,
+    get_capabilities, get_supported_versions,
 };
+use serde_json::{Value, json};
 
 use crate::{
     Result,
@@ -29,7 +26,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(versions)
         .ruma_route(well_known)
         .ruma_route(well_known_server)
-        .ruma_route(capabilities)
+        .ruma_route_json(capabilities)
 }
 
 /// # `GET /.well-known/matrix/server`
@@ -71,16 +68,29 @@ async fn well_known(
 }
 
 /// # `GET /_matrix/client/v3/capabilities`
+///
+/// Every capability is written out, also where its value is the spec's default (ruma
+/// leaves those out): clients and tools read `m.change_password` and the others as given.
 async fn capabilities(
     services: Arc<Services>,
     _: Ruma<get_capabilities::v3::Request>,
-) -> Result<get_capabilities::v3::Response> {
-    let available = crate::service::rooms::ROOM_VERSIONS
+) -> Result<Value> {
+    let available: serde_json::Map<String, Value> = crate::service::rooms::ROOM_VERSIONS
         .iter()
-        .map(|version| (version.clone(), RoomVersionStability::Stable))
+        .map(|version| (version.to_string(), Value::from("stable")))
         .collect();
-    let mut capabilities = Capabilities::new();
-    capabilities.room_versions =
-        RoomVersionsCapability::new(services.config.default_room_version.clone(), available);
-    Ok(get_capabilities::v3::Response::new(capabilities))
+    Ok(json!({
+        "capabilities": {
+            "m.room_versions": {
+                "default": services.config.default_room_version,
+                "available": available,
+            },
+            "m.change_password": { "enabled": true },
+            "m.set_displayname": { "enabled": true },
+            "m.set_avatar_url": { "enabled": true },
+            // No third-party identifier is ever bound to an account here.
+            "m.3pid_changes": { "enabled": false },
+            "m.get_login_token": { "enabled": true },
+        }
+    }))
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{Router, response::IntoResponse, routing::any};
 use ruma::{
     UserId,
     api::client::push::{
@@ -12,6 +12,7 @@ use ruma::{
         get_pushrules_all, get_pushrules_global_scope, set_pusher, set_pushrule,
         set_pushrule_actions, set_pushrule_enabled,
     },
+    push::RuleKind,
     push::Ruleset,
 };
 use serde_json::{Map, Value};
@@ -24,9 +25,10 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router
+    let router = router
         .ruma_route(all_rules)
         .ruma_route(global_rules)
+        .ruma_route_json(kind_rules)
         .ruma_route(rule)
         .ruma_route_prepared(set_rule, default_conditions)
         .ruma_route(delete_rule)
@@ -35,7 +37,72 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(rule_actions)
         .ruma_route(set_rule_actions)
         .ruma_route(pushers)
-        .ruma_route(set_pusher)
+        .ruma_route(set_pusher);
+    // A scope other than `global` (the only one) is a malformed request, as on Synapse;
+    // `global` paths are matched first.
+    ["r0", "v3"].into_iter().fold(router, |router, version| {
+        router.route(
+            &format!("/_matrix/client/{version}/pushrules/{{scope}}/{{*rest}}"),
+            any(|| async { Error::unrecognized(http::StatusCode::BAD_REQUEST).into_response() }),
+        )
+    })
+}
+
+/// `GET /_matrix/client/v3/pushrules/global/{kind}/`, which ruma has no type for.
+mod get_pushrules_kind {
+    use ruma::{
+        api::{auth_scheme::AccessToken, request, response},
+        metadata,
+        push::RuleKind,
+    };
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        history: {
+            1.0 => "/_matrix/client/r0/pushrules/global/{kind}/",
+            1.1 => "/_matrix/client/v3/pushrules/global/{kind}/",
+        }
+    }
+
+    /// The kind of rules to list.
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub kind: RuleKind,
+    }
+
+    /// Unused: the handler answers with its own JSON.
+    #[response]
+    pub struct Response {}
+}
+
+/// A rule kind the spec defines; any other is a malformed path (400 `M_UNRECOGNIZED`, as
+/// on Synapse), not a rule that is missing.
+fn known_kind(kind: &RuleKind) -> Result<()> {
+    match kind {
+        RuleKind::Override
+        | RuleKind::Underride
+        | RuleKind::Sender
+        | RuleKind::Room
+        | RuleKind::Content => Ok(()),
+        _ => Err(Error::unrecognized(http::StatusCode::BAD_REQUEST)),
+    }
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/`
+async fn kind_rules(
+    services: Arc<Services>,
+    request: Ruma<get_pushrules_kind::Request>,
+) -> Result<Value> {
+    known_kind(&request.body.kind)?;
+    let ruleset = serde_json::to_value(load(&services.account_data, request.user_id()?)?)
+        .map_err(Error::internal)?;
+    Ok(ruleset
+        .get(request.body.kind.as_str())
+        .cloned()
+        .unwrap_or_else(|| Value::Array(Vec::new())))
 }
 
 /// Stores the spec's default push rules for a new user.
@@ -84,6 +151,7 @@ async fn rule(
     services: Arc<Services>,
     request: Ruma<get_pushrule::v3::Request>,
 ) -> Result<get_pushrule::v3::Response> {
+    known_kind(&request.body.kind)?;
     let ruleset = load(&services.account_data, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
@@ -122,6 +190,7 @@ async fn delete_rule(
     services: Arc<Services>,
     request: Ruma<delete_pushrule::v3::Request>,
 ) -> Result<delete_pushrule::v3::Response> {
+    known_kind(&request.body.kind)?;
     let user_id = request.user_id()?;
     let mut ruleset = load(&services.account_data, user_id)?;
     ruleset
@@ -139,6 +208,7 @@ async fn rule_enabled(
     services: Arc<Services>,
     request: Ruma<get_pushrule_enabled::v3::Request>,
 ) -> Result<get_pushrule_enabled::v3::Response> {
+    known_kind(&request.body.kind)?;
     let ruleset = load(&services.account_data, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
@@ -151,6 +221,7 @@ async fn set_rule_enabled(
     services: Arc<Services>,
     request: Ruma<set_pushrule_enabled::v3::Request>,
 ) -> Result<set_pushrule_enabled::v3::Response> {
+    known_kind(&request.body.kind)?;
     let user_id = request.user_id()?;
     let mut ruleset = load(&services.account_data, user_id)?;
     ruleset
@@ -169,6 +240,7 @@ async fn rule_actions(
     services: Arc<Services>,
     request: Ruma<get_pushrule_actions::v3::Request>,
 ) -> Result<get_pushrule_actions::v3::Response> {
+    known_kind(&request.body.kind)?;
     let ruleset = load(&services.account_data, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
@@ -183,6 +255,7 @@ async fn set_rule_actions(
     services: Arc<Services>,
     request: Ruma<set_pushrule_actions::v3::Request>,
 ) -> Result<set_pushrule_actions::v3::Response> {
+    known_kind(&request.body.kind)?;
     let user_id = request.user_id()?;
     let mut ruleset = load(&services.account_data, user_id)?;
     ruleset

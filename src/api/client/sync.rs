@@ -1,9 +1,13 @@
 //! `/sync`.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::Router;
-use ruma::api::client::{filter::FilterDefinition, sync::sync_events};
+use ruma::api::{
+    OutgoingResponseExt,
+    client::{filter::FilterDefinition, sync::sync_events},
+};
+use serde_json::value::RawValue;
 
 use crate::{
     Error, Result,
@@ -15,14 +19,14 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_route(sync)
+    router.ruma_route_json(sync)
 }
 
 /// # `GET /_matrix/client/v3/sync`
 async fn sync(
     services: Arc<Services>,
     request: Ruma<sync_events::v3::Request>,
-) -> Result<sync_events::v3::Response> {
+) -> Result<Box<RawValue>> {
     let sender = request.sender()?.clone();
     let body = request.body;
     let since = match &body.since {
@@ -68,5 +72,46 @@ async fn sync(
         full_state: body.full_state,
         timeout: body.timeout.unwrap_or_default().min(max),
     };
-    services.sync.sync(&sender, request).await
+    let response = services.sync.sync(&sender, request).await?;
+    let http = response
+        .try_into_http_response::<Vec<u8>>()
+        .map_err(Error::internal)?;
+    with_limited(http.into_body())
+}
+
+type Object = BTreeMap<String, Box<RawValue>>;
+
+fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).map_err(Error::internal)
+}
+
+/// The response with `limited` in every room's timeline, `false` included: ruma leaves
+/// a `false` out, and clients and tools read it on every timeline. Only the timeline
+/// objects are taken apart; everything else is copied through as raw JSON.
+fn with_limited(body: Vec<u8>) -> Result<Box<RawValue>> {
+    let mut top: Object = serde_json::from_slice(&body).map_err(Error::internal)?;
+    if let Some(rooms) = top.get("rooms") {
+        let mut rooms: Object = serde_json::from_str(rooms.get()).map_err(Error::internal)?;
+        for section in ["join", "leave"] {
+            let Some(list) = rooms.get(section) else {
+                continue;
+            };
+            let mut list: BTreeMap<String, Object> =
+                serde_json::from_str(list.get()).map_err(Error::internal)?;
+            for room in list.values_mut() {
+                let Some(timeline) = room.get("timeline") else {
+                    continue;
+                };
+                let mut timeline: Object =
+                    serde_json::from_str(timeline.get()).map_err(Error::internal)?;
+                if !timeline.contains_key("limited") {
+                    timeline.insert("limited".to_owned(), raw(&false)?);
+                    room.insert("timeline".to_owned(), raw(&timeline)?);
+                }
+            }
+            rooms.insert(section.to_owned(), raw(&list)?);
+        }
+        top.insert("rooms".to_owned(), raw(&rooms)?);
+    }
+    raw(&top)
 }
