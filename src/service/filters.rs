@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use ruma::{UserId, api::client::filter::RoomEventFilter};
+use ruma::{
+    UserId,
+    api::client::filter::{Filter, RoomEventFilter},
+};
 use serde_json::Value;
 
 use crate::{
@@ -47,25 +50,32 @@ impl Filters {
     }
 }
 
+/// Whether a type pattern of a filter matches `kind`: exactly, or up to a trailing `*`
+/// (`*` alone matches every type).
+fn type_matches(pattern: &str, kind: &str) -> bool {
+    pattern == kind
+        || pattern
+            .strip_suffix('*')
+            .is_some_and(|prefix| kind.starts_with(prefix))
+}
+
+/// Whether type patterns (`types`, if given, and `not_types`) let `kind` through.
+fn allows_type(types: Option<&[String]>, not_types: &[String], kind: &str) -> bool {
+    !not_types.iter().any(|pattern| type_matches(pattern, kind))
+        && types.is_none_or(|types| types.iter().any(|pattern| type_matches(pattern, kind)))
+}
+
+/// Whether a non-room `Filter` (presence, account data) lets events of `kind` through.
+pub fn allows_kind(filter: &Filter, kind: &str) -> bool {
+    allows_type(filter.types.as_deref(), &filter.not_types, kind)
+}
+
 /// Whether a `RoomEventFilter` lets an event (client format) through: its type and
 /// sender patterns.
 pub fn allows(filter: &RoomEventFilter, value: &Value) -> bool {
     let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
     let sender = value.get("sender").and_then(Value::as_str).unwrap_or("");
-    let matches = |pattern: &String| {
-        pattern == kind
-            || pattern
-                .strip_suffix('*')
-                .is_some_and(|prefix| kind.starts_with(prefix))
-    };
-    if filter.not_types.iter().any(matches) {
-        return false;
-    }
-    if filter
-        .types
-        .as_ref()
-        .is_some_and(|types| !types.iter().any(matches))
-    {
+    if !allows_type(filter.types.as_deref(), &filter.not_types, kind) {
         return false;
     }
     if filter.not_senders.iter().any(|s| s.as_str() == sender) {

@@ -59,6 +59,8 @@ pub struct TokenRecord {
 /// What a successful login or registration hands the client.
 pub struct Session {
     pub device_id: OwnedDeviceId,
+    /// Whether the session made a new device (rather than logging in again on one).
+    pub new_device: bool,
     pub access_token: String,
     pub refresh_token: Option<String>,
     pub expires_in_ms: Option<u64>,
@@ -242,7 +244,8 @@ impl Users {
                 batch.delete(Keyspace::RefreshTokens, refresh.as_bytes());
             }
         }
-        let session = self.issue_tokens(&mut batch, user_id, &device_id, refreshable);
+        let mut session = self.issue_tokens(&mut batch, user_id, &device_id, refreshable);
+        session.new_device = existing.is_none();
         let record = DeviceRecord {
             display_name: display_name.or_else(|| {
                 existing
@@ -291,6 +294,7 @@ impl Users {
             );
         }
         Session {
+            new_device: false,
             device_id: device_id.to_owned(),
             access_token,
             refresh_token,

@@ -30,7 +30,8 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
         ("PUT", "/_matrix/client/v3/rooms/!nowhere:localhost/send/m.room.message/1", Some(&token), Some(json!({"body": "x"})), 403, "M_FORBIDDEN"),
         ("GET", "/_matrix/client/v3/sync?since=garbage", Some(&token), None, 400, "M_INVALID_PARAM"),
         ("GET", "/_matrix/client/v3/profile/@nobody:localhost", None, None, 404, "M_NOT_FOUND"),
-        ("POST", "/_matrix/client/v3/login", None, Some(json!({})), 400, "M_BAD_JSON"),
+        ("POST", "/_matrix/client/v3/login", None, Some(json!({})), 400, "M_MISSING_PARAM"),
+        ("POST", "/_matrix/client/v3/login", None, Some(json!({"type": 7})), 400, "M_BAD_JSON"),
         ("GET", "/_matrix/client/v3/thirdparty/protocol/irc", Some(&token), None, 404, "M_NOT_FOUND"),
         // No third-party identifier is bound to any account: such a login fails as a
         // wrong password does. M_UNRECOGNIZED is only for unknown endpoints.
@@ -50,6 +51,8 @@ async fn bad_input_gets_the_specs_errors() -> anyhow::Result<()> {
             "{method} {path}: an error message"
         );
     }
+    // Bad input is answered, never a panic caught on the way.
+    assert!(!server.log().contains("panicked"), "{}", server.log());
 
     let (status, protocols) = server
         .request(

@@ -26,7 +26,7 @@ const LOGIN_TOKEN_LIFETIME: Duration = Duration::from_secs(120);
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(login_types)
-        .ruma_route(login)
+        .ruma_route_prepared(login, require_login_type)
         .ruma_route(logout)
         .ruma_route(logout_all)
         .ruma_route(refresh)
@@ -45,6 +45,22 @@ async fn login_types(
         LoginType::Password(PasswordLoginType::new()),
         LoginType::Token(token),
     ]))
+}
+
+/// A login without a `type` is the client's error, answered before ruma's parser (which
+/// indexes the field) sees it.
+fn require_login_type(
+    body: &mut serde_json::Map<String, serde_json::Value>,
+    _: &[&str],
+) -> Result<()> {
+    match body.get("type") {
+        Some(serde_json::Value::String(_)) => Ok(()),
+        Some(_) => Err(Error::bad_json("The login type must be a string")),
+        None => Err(Error::new(
+            ruma::api::error::ErrorKind::MissingParam,
+            "The login type is missing",
+        )),
+    }
 }
 
 /// # `POST /_matrix/client/v3/login`
@@ -97,6 +113,12 @@ async fn login(
         body.refresh_token,
         Some(request.client_ip.to_string()),
     )?;
+    if session.new_device {
+        services
+            .federation
+            .device_lists
+            .device_added(&user_id, &session.device_id)?;
+    }
     tracing::info!(%user_id, device_id = %session.device_id, "logged in");
     let mut response = login::v3::Response::new(user_id, session.access_token, session.device_id);
     response.refresh_token = session.refresh_token;

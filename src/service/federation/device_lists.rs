@@ -31,6 +31,8 @@ use crate::{
 enum DeviceChange<'a> {
     /// Its keys (uploaded, or signed since).
     Keys(&'a Value),
+    /// A new device, with no keys yet.
+    Added,
     /// Its display name; its keys stay as they are.
     Renamed,
     Deleted,
@@ -112,12 +114,16 @@ impl DeviceLists {
         }
     }
 
-    /// A local device with keys was renamed: those who encrypt for it hear of it.
+    /// A local device was renamed: the user's other devices and those who share a room
+    /// hear of it (as on Synapse, whether or not it has keys yet).
     pub fn device_renamed(&self, user: &UserId, device: &DeviceId) -> Result<()> {
-        if self.e2ee.device_keys(user, device)?.is_none() {
-            return Ok(());
-        }
         self.device_changed(self.db.batch(), user, device, DeviceChange::Renamed)
+    }
+
+    /// A local user signed in on a new device: their other devices and those who share a
+    /// room hear of it before it has uploaded keys.
+    pub fn device_added(&self, user: &UserId, device: &DeviceId) -> Result<()> {
+        self.device_changed(self.db.batch(), user, device, DeviceChange::Added)
     }
 
     /// Writes `batch` (the change itself) with a device-list change of `device`, tells the
@@ -137,7 +143,7 @@ impl DeviceLists {
             let keys = match change {
                 DeviceChange::Keys(keys) => Some(keys.clone()),
                 DeviceChange::Renamed => self.e2ee.device_keys(user, device)?,
-                DeviceChange::Deleted => None,
+                DeviceChange::Added | DeviceChange::Deleted => None,
             };
             let mut content = json!({
                 "user_id": user,
@@ -171,16 +177,10 @@ impl DeviceLists {
     /// Deletes a local device with its tokens and everything it published; those who
     /// encrypt for it hear that it is gone.
     pub fn remove_device(&self, user: &UserId, device: &DeviceId) -> Result<()> {
-        let published = self.e2ee.device_keys(user, device)?.is_some();
         let mut batch = self.db.batch();
         self.users.stage_device_removal(&mut batch, user, device)?;
         self.e2ee.stage_device_removal(&mut batch, user, device)?;
-        if published {
-            self.device_changed(batch, user, device, DeviceChange::Deleted)
-        } else {
-            self.db.write(batch)?;
-            Ok(())
-        }
+        self.device_changed(batch, user, device, DeviceChange::Deleted)
     }
 
     /// Writes `batch` (new cross-signing keys or signatures on them) with a device-list

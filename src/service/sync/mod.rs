@@ -154,12 +154,7 @@ impl Syncer {
 fn presence(window: &Window<'_>) -> Result<ruma::api::client::sync::sync_events::v3::Presence> {
     let sync = window.sync;
     let mut out = ruma::api::client::sync::sync_events::v3::Presence::new();
-    if window
-        .filter
-        .presence
-        .not_types
-        .iter()
-        .any(|t| t == "m.presence")
+    if !super::filters::allows_kind(&window.filter.presence, "m.presence")
         || window.filter.presence.limit == Some(UInt::MIN)
     {
         return Ok(out);
