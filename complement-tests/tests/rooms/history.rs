@@ -243,3 +243,190 @@ async fn unread_counts_follow_the_users_push_rules() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn lazy_members_cover_a_gapped_sync_and_a_context_and_inline_filters_match_stored_ones()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let mut clients = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let client = server.register(name).await?;
+        client.join_room_by_id(&room_id).await?;
+        clients.push(client);
+    }
+    let (bob, carol, dave) = (&clients[0], &clients[1], &clients[2]);
+    let lazy =
+        json!({ "room": { "timeline": { "limit": 3 }, "state": { "lazy_load_members": true } } });
+    // The same filter stored, to be used by id.
+    let (_, stored) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/user/@dave:localhost/filter",
+            Some(&token(dave)),
+            Some(lazy.clone()),
+        )
+        .await?;
+    let since = complement_tests::raw_sync_filtered(&server, &token(dave), None, 0, Some(&lazy))
+        .await?["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let room = room_id.as_str();
+    server
+        .send_text(&token(carol), room, "c1", "carol 1")
+        .await?;
+    let mut bobs = Vec::new();
+    for n in 1..=3 {
+        bobs.push(
+            server
+                .send_text(&token(bob), room, &format!("b{n}"), &format!("bob {n}"))
+                .await?,
+        );
+    }
+    server
+        .send_text(&token(carol), room, "c2", "carol 2")
+        .await?;
+
+    // A gapped incremental sync: its timeline's senders, Bob and Carol, come with their
+    // member events, inline filter or stored one alike.
+    let members_of = |sync: &Value| -> Vec<String> {
+        let room = &sync["rooms"]["join"][room];
+        let mut members: Vec<String> = room["state"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(room["timeline"]["events"].as_array().into_iter().flatten())
+            .filter(|e| e["type"] == "m.room.member")
+            .filter_map(|e| e["state_key"].as_str().map(str::to_owned))
+            .collect();
+        members.sort();
+        members.dedup();
+        members
+    };
+    let inline =
+        complement_tests::raw_sync_filtered(&server, &token(dave), Some(&since), 0, Some(&lazy))
+            .await?;
+    assert_eq!(
+        inline["rooms"]["join"][room]["timeline"]["limited"], true,
+        "{inline}"
+    );
+    assert_eq!(
+        members_of(&inline),
+        vec!["@bob:localhost", "@carol:localhost"],
+        "{inline}"
+    );
+    let path = format!(
+        "/_matrix/client/v3/sync?since={since}&filter={}",
+        stored["filter_id"].as_str().unwrap()
+    );
+    let (_, by_id) = server
+        .request("GET", &path, Some(&token(dave)), None)
+        .await?;
+    assert_eq!(members_of(&by_id), members_of(&inline));
+    let ids = |sync: &Value| -> Vec<Value> {
+        timeline(sync, room)
+            .iter()
+            .map(|e| e["event_id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&by_id), ids(&inline));
+
+    // `/context` of Bob's second message, one event each side: Bob only.
+    let filter: String = url::form_urlencoded::byte_serialize(
+        json!({ "lazy_load_members": true }).to_string().as_bytes(),
+    )
+    .collect();
+    let path = format!(
+        "/_matrix/client/v3/rooms/{room}/context/{}?limit=2&filter={filter}",
+        bobs[1]
+    );
+    let (status, context) = server
+        .request("GET", &path, Some(&token(dave)), None)
+        .await?;
+    assert_eq!(status, 200, "{context}");
+    let members: Vec<&str> = context["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert_eq!(members, vec!["@bob:localhost"], "{context}");
+    assert!(
+        context["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn state_set_while_a_member_was_away_reaches_them_in_a_room_with_private_history()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let room = room_id.as_str();
+    let state = |kind: &str| format!("/_matrix/client/v3/rooms/{room}/state/{kind}/");
+    let (status, _) = server
+        .request(
+            "PUT",
+            &state("m.room.history_visibility"),
+            Some(&token(&alice)),
+            Some(json!({ "history_visibility": "joined" })),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    bob.join_room_by_id(&room_id).await?;
+    server.send_text(&token(&bob), room, "b1", "hello").await?;
+    let leave = format!("/_matrix/client/v3/rooms/{room}/leave");
+    server
+        .request("POST", &leave, Some(&token(&bob)), Some(json!({})))
+        .await?;
+    // While Bob is away, which he may not see in this room's history.
+    for topic in ["first", "while bob was away"] {
+        server
+            .request(
+                "PUT",
+                &state("m.room.topic"),
+                Some(&token(&alice)),
+                Some(json!({ "topic": topic })),
+            )
+            .await?;
+    }
+    bob.join_room_by_id(&room_id).await?;
+
+    let sync = complement_tests::raw_sync(&server, &bob, None, 0).await?;
+    let joined = &sync["rooms"]["join"][room];
+    let topics: Vec<&Value> = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(joined["timeline"]["events"].as_array().unwrap())
+        .filter(|e| e["type"] == "m.room.topic")
+        .collect();
+    assert_eq!(
+        topics.last().map(|e| &e["content"]["topic"]),
+        Some(&json!("while bob was away")),
+        "{joined}"
+    );
+    // The topic events themselves stay hidden from the timeline.
+    assert!(
+        !joined["timeline"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.topic"),
+        "{joined}"
+    );
+    Ok(())
+}

@@ -385,6 +385,20 @@ async fn context(
         }
     }
     let state = services.rooms.state.get(pdu.state_before)?;
+    // With lazy-loaded members, only those of the events' senders.
+    let lazy = !body.filter.lazy_load_options.is_disabled();
+    let senders: BTreeSet<String> = value
+        .get("sender")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .into_iter()
+        .chain(
+            before
+                .iter()
+                .chain(after.iter())
+                .filter_map(|event| event.get_field::<String>("sender").ok().flatten()),
+        )
+        .collect();
     let mut response = get_context::v3::Response::new();
     response.start = Some(start.to_string());
     response.end = Some(end.to_string());
@@ -395,6 +409,9 @@ async fn context(
         .rooms
         .state_events(&state)?
         .into_iter()
+        .filter(|(kind, state_key, _)| {
+            !lazy || kind != "m.room.member" || senders.contains(state_key)
+        })
         .map(|(_, _, value)| raw(value))
         .collect();
     Ok(response)

@@ -35,6 +35,10 @@ struct TimelinePart {
     /// first one shown.
     start: u64,
     state_at_start: u64,
+    /// The state group at the section's end, when a state event after `start` was left
+    /// out (history the viewer may not see, the timeline filter, an ignored sender): the
+    /// state section then carries what the timeline does not.
+    end_state_if_hidden: Option<u64>,
 }
 
 /// Reads a room's timeline in `(from, to]`, newest `limit` events the viewer may see.
@@ -50,6 +54,8 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
     let mut events = Vec::new();
     let mut cursor = to.saturating_add(1);
     let mut limited = false;
+    // The position of the newest state event left out, if any.
+    let mut hidden_state_at = None;
     'walk: loop {
         let page = sync
             .rooms
@@ -63,6 +69,9 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
                 continue;
             };
             if !sync.rooms.can_see_event(window.user(), event_id, &pdu)? {
+                if pdu.state_after != pdu.state_before {
+                    hidden_state_at.get_or_insert(*position);
+                }
                 continue;
             }
             let viewer = Some((window.user(), window.sender.device_id.as_ref()));
@@ -73,6 +82,9 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
                 sync.rooms.prev_content(&pdu)?,
             );
             if !filters::allows(filter, &value) || window.is_ignored(&value) {
+                if value.get("state_key").is_some() {
+                    hidden_state_at.get_or_insert(*position);
+                }
                 continue;
             }
             if events.len() == limit {
@@ -93,11 +105,16 @@ fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result
         }
         None => (to, sync.rooms.state_group_at(room_id, to)?),
     };
+    let end_state_if_hidden = match hidden_state_at {
+        Some(position) if position > start => Some(sync.rooms.state_group_at(room_id, to)?),
+        _ => None,
+    };
     Ok(TimelinePart {
         events,
         limited,
         start,
         state_at_start,
+        end_state_if_hidden,
     })
 }
 
@@ -139,9 +156,37 @@ fn state_section(
     part: &TimelinePart,
     first_sight: bool,
 ) -> Result<Vec<Value>> {
+    let mut values = state_at_start(window, room_id, part, first_sight)?;
+    if let Some(end) = part.end_state_if_hidden {
+        values.extend(hidden_state(window, part, end)?);
+    }
+    Ok(values)
+}
+
+/// The state the timeline leaves out: where the state at the section's end differs from
+/// what the client has once it applied the state at the start and then the timeline's
+/// own state events.
+fn hidden_state(window: &Window<'_>, part: &TimelinePart, end: u64) -> Result<Vec<Value>> {
     let sync = window.sync;
-    let senders: BTreeSet<String> = part
-        .events
+    let mut seen: StateMap = (*sync.rooms.state.get(part.state_at_start)?).clone();
+    for (_, event_id, value) in &part.events {
+        if let (Some(kind), Some(state_key)) = (
+            value.get("type").and_then(Value::as_str),
+            value.get("state_key").and_then(Value::as_str),
+        ) {
+            seen.insert((kind.to_owned(), state_key.to_owned()), event_id.clone());
+        }
+    }
+    let end = sync.rooms.state.get(end)?;
+    let missing = end
+        .iter()
+        .filter(|(key, event_id)| seen.get(*key) != Some(*event_id))
+        .map(|(k, v)| (k.clone(), v.clone()));
+    state_events(window, missing, &timeline_senders(part))
+}
+
+fn timeline_senders(part: &TimelinePart) -> BTreeSet<String> {
+    part.events
         .iter()
         .filter_map(|(_, _, value)| {
             value
@@ -149,7 +194,19 @@ fn state_section(
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
-        .collect();
+        .collect()
+}
+
+/// The state section as of the timeline's start: all of it on first sight (or
+/// `full_state`), else what changed since the last sync, when there was a gap.
+fn state_at_start(
+    window: &Window<'_>,
+    room_id: &RoomId,
+    part: &TimelinePart,
+    first_sight: bool,
+) -> Result<Vec<Value>> {
+    let sync = window.sync;
+    let senders = timeline_senders(part);
     let at_start = sync.rooms.state.get(part.state_at_start)?;
     if first_sight || window.full_state {
         return state_events(
