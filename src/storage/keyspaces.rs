@@ -61,6 +61,12 @@ keyspaces! {
     Pdus => "pdus",
     /// `room_id ‖ position` → event id: a room's timeline in stream order.
     Timeline => "timeline",
+    /// `room_id ‖ seq` → event id: a room's history from before this server joined,
+    /// fetched from other servers on demand, newest first (seq 1 is the event just
+    /// before the oldest one of the timeline).
+    History => "history",
+    /// `room_id` → JSON `HistoryFrontier`: where fetching a room's history goes on.
+    HistoryFrontiers => "history_frontiers",
     /// `state_group` → JSON `StateGroup` (parent group and the state entries it changes).
     StateGroups => "state_groups",
     /// `user_id ‖ room_id` → JSON `Membership` (current membership, event id, position).

@@ -10,7 +10,8 @@
 //!   and no join help for a room this server left;
 //! - `sender`: a transaction answered 200 with `{}` is delivered, not sent again;
 //! - `legacy`: deprecated key paths and the `/v1/` join, leave and invite;
-//! - `bad_input`: malformed credentials and non-canonical bodies are 400s.
+//! - `bad_input`: malformed credentials and non-canonical bodies are 400s;
+//! - `history`: a late joiner scrolls back to the room's creation (`/backfill`).
 
 use std::time::{Duration, Instant};
 
@@ -251,6 +252,7 @@ fn text(body: &str) -> Value {
 mod acl;
 mod bad_input;
 mod directory;
+mod history;
 mod legacy;
 mod membership;
 mod messages;

@@ -1,23 +1,18 @@
-//! Sending, redacting and reading room events: `/send`, `/redact`, `/event`, `/messages`, `/context`.
+//! Sending, redacting and reading room events: `/send`, `/redact`, `/event`, `/context`
+//! (`/messages` is in `pagination.rs`).
 
 use std::{collections::BTreeSet, sync::Arc};
 
 use axum::Router;
 use ruma::{
     OwnedEventId, RoomId, UserId,
-    api::Direction,
     api::client::{
-        context::get_context,
-        message::{get_message_events, send_message_event},
-        redact::redact_event,
+        context::get_context, message::send_message_event, redact::redact_event,
         room::get_room_event,
     },
-    events::AnyTimelineEvent,
-    serde::Raw,
 };
 use serde_json::Value;
 
-use super::events::parse_token;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -37,7 +32,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(send_message)
         .ruma_route(redact)
         .ruma_route(event)
-        .ruma_route(messages)
         .ruma_route(context)
 }
 
@@ -196,132 +190,6 @@ async fn event(
         return Err(Error::not_found("Event not found"));
     }
     Ok(get_room_event::v3::Response::new(raw(value)))
-}
-
-/// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
-async fn messages(
-    services: Arc<Services>,
-    request: Ruma<get_message_events::v3::Request>,
-) -> Result<get_message_events::v3::Response> {
-    let sender = request.sender()?;
-    let body = &request.body;
-    let room_id = &body.room_id;
-    let membership = services.rooms.membership(room_id, &sender.user_id)?;
-    if membership.is_none() && !services.rooms.can_see_room(room_id, &sender.user_id)? {
-        return Err(Error::forbidden("You are not in this room"));
-    }
-    let forwards = body.dir == Direction::Forward;
-    let frontier = services.stream.frontier();
-    // A token is a boundary: "after position p". Backwards from it come the events at or
-    // below p, forwards the events above it.
-    let from = match &body.from {
-        Some(token) => parse_token(token)?,
-        None if forwards => 0,
-        None => frontier,
-    };
-    let to = match &body.to {
-        Some(token) => parse_token(token)?.min(frontier),
-        None if forwards => frontier,
-        None => 0,
-    };
-    let page = walk(&services, sender, body, (from, to))?;
-    let mut state = Vec::new();
-    if !body.filter.lazy_load_options.is_disabled() {
-        let current = services.rooms.current_state(room_id)?;
-        for member in &page.senders {
-            if let Some(event_id) = current.get(&("m.room.member".to_owned(), member.clone()))
-                && let Some(pdu) = services.rooms.pdu(event_id)?
-            {
-                state.push(raw(pdu.to_client(event_id, ClientFormat::Full, None, None)));
-            }
-        }
-    }
-    let mut response = get_message_events::v3::Response::new();
-    response.start = body.from.clone().unwrap_or_else(|| from.to_string());
-    response.end = page.end;
-    response.chunk = page.chunk;
-    response.state = state;
-    Ok(response)
-}
-
-/// One page of `/messages`.
-struct Page {
-    chunk: Vec<Raw<AnyTimelineEvent>>,
-    /// The senders of the chunk's events (for lazy-loaded members).
-    senders: BTreeSet<String>,
-    /// The token after the last event, unless the walk reached the room's start or end.
-    end: Option<String>,
-}
-
-/// Walks the room's timeline from `from` towards `to` in pages, skipping what the viewer
-/// may not see, what the filter leaves out and what ignored users sent, until the
-/// request's limit is reached.
-fn walk(
-    services: &Services,
-    sender: &Sender,
-    body: &get_message_events::v3::Request,
-    (from, to): (u64, u64),
-) -> Result<Page> {
-    let forwards = body.dir == Direction::Forward;
-    let limit = usize::try_from(u64::from(body.limit))
-        .unwrap_or(10)
-        .clamp(1, 1000);
-    let ignored = services.account_data.ignored_users(&sender.user_id)?;
-    let from_ignored = |event: &Value| {
-        event.get("state_key").is_none()
-            && event
-                .get("sender")
-                .and_then(Value::as_str)
-                .is_some_and(|s| ignored.contains(s))
-    };
-    let mut page = Page {
-        chunk: Vec::new(),
-        senders: BTreeSet::new(),
-        end: None,
-    };
-    // `Rooms::timeline` takes an exclusive starting bound.
-    let mut cursor = if forwards {
-        from
-    } else {
-        from.saturating_add(1)
-    };
-    loop {
-        let events = services
-            .rooms
-            .timeline(&body.room_id, cursor, to, forwards, limit)?;
-        for (position, event_id) in &events {
-            cursor = *position;
-            let Some((_, value)) = services.rooms.visible_event(
-                &sender.user_id,
-                Some(&sender.device_id),
-                event_id,
-                ClientFormat::Full,
-            )?
-            else {
-                continue;
-            };
-            if !filters::allows(&body.filter, &value) || from_ignored(&value) {
-                continue;
-            }
-            if let Some(member) = value.get("sender").and_then(Value::as_str) {
-                page.senders.insert(member.to_owned());
-            }
-            page.chunk.push(raw(value));
-            if page.chunk.len() >= limit {
-                let boundary = if forwards {
-                    cursor
-                } else {
-                    cursor.saturating_sub(1)
-                };
-                page.end = Some(boundary.to_string());
-                return Ok(page);
-            }
-        }
-        if events.len() < limit {
-            // The start (or end) of the room: `end` is left out, as the spec asks.
-            return Ok(page);
-        }
-    }
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`

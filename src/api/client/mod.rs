@@ -13,6 +13,7 @@ pub mod key_backup;
 pub mod members;
 pub mod membership;
 pub mod message;
+pub mod pagination;
 pub mod presence;
 pub mod profile;
 pub mod push;
@@ -45,6 +46,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = user_directory::routes(router);
     let router = room::routes(router);
     let router = message::routes(router);
+    let router = pagination::routes(router);
     let router = state::routes(router);
     let router = members::routes(router);
     let router = membership::routes(router);

@@ -21,6 +21,7 @@
 //! signing, TLS) live in the `palisade-federation` crate. This module sits above
 //! `rooms` (it hands checked events to the room DAG), below the API handlers.
 
+mod backfill;
 pub mod device_lists;
 pub mod invite;
 pub mod join;

@@ -221,7 +221,7 @@ impl Receiver {
     }
 
     /// Makes sure an event's auth events are stored, fetching its auth chain when not.
-    async fn fetch_auth_events(
+    pub(super) async fn fetch_auth_events(
         &self,
         origin: &ServerName,
         room_id: &RoomId,

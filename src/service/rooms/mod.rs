@@ -9,6 +9,7 @@
 pub mod alias;
 pub mod client;
 pub mod create;
+pub mod history;
 pub mod incoming;
 pub mod membership;
 pub mod pdu;

@@ -41,6 +41,11 @@ pub(in crate::service::rooms) enum Place {
     /// Authorised by its past but not by the room as it is now: stored, never served to
     /// clients, never built upon.
     SoftFailed { state_before: u64, state_after: u64 },
+    /// History from before this server joined, at `seq` of the room's history, seen
+    /// with the state group `state` (see `rooms/history.rs`).
+    History { seq: u64, state: u64 },
+    /// Refused by the checks: kept, so it is not fetched again, and never served.
+    Rejected,
 }
 
 /// A PDU to write, with the local transaction that sent it.
@@ -268,11 +273,19 @@ impl Rooms {
                 state_before,
                 state_after,
             } => (Some(position), (state_before, state_after)),
-            Place::Outlier => (None, (0, 0)),
+            Place::Outlier | Place::Rejected => (None, (0, 0)),
             Place::SoftFailed {
                 state_before,
                 state_after,
             } => (None, (state_before, state_after)),
+            Place::History { seq, state } => {
+                batch.put(
+                    Keyspace::History,
+                    Key::new().str(room_id.as_str()).u64(seq),
+                    event.event_id.as_str().as_bytes().to_vec(),
+                );
+                (None, (state, state))
+            }
         };
         if let Some(position) = position {
             if event.pdu.kind == TimelineEventType::RoomRedaction
@@ -301,8 +314,8 @@ impl Rooms {
             state_after,
             redacted_by: None,
             txn: txn_record,
-            outlier: position.is_none(),
-            soft_failed: matches!(place, Place::SoftFailed { .. }),
+            outlier: matches!(place, Place::Outlier | Place::Rejected),
+            soft_failed: matches!(place, Place::SoftFailed { .. } | Place::Rejected),
             pdu: raw_json(&event.object)?,
         };
         batch.put_json(
