@@ -317,3 +317,72 @@ async fn presence_both_ways(one: &User, other: &User) -> Result<()> {
     }
     Ok(())
 }
+
+/// A Synapse alias looked up from here, then the room joined late and scrolled back to
+/// its creation: its history comes from Synapse's `/backfill`, in order, below the join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_synapse_room_joined_late_is_scrolled_back_to_its_creation() -> Result<()> {
+    const EARLIER: usize = 500;
+    let ca = TestCa::new();
+    let (ours, synapse) = tokio::try_join!(TestServer::start_federated(&ca), Synapse::start(&ca))?;
+    let alice = ours.register("alice").await?;
+    let sam = synapse.matrix_sdk_client("sam").await?;
+    let sam_user = User::of(synapse.client_url(), &sam);
+    let (room_id, alias) = public_room(&sam, "archive", &synapse.server_name()).await?;
+    for n in 0..EARLIER {
+        sam_user
+            .send(&room_id, &format!("m{n}"), text(&format!("earlier {n}")))
+            .await?;
+    }
+
+    // The alias, asked of Synapse over federation.
+    let alias_id: &matrix_sdk::ruma::RoomAliasId = alias.as_str().try_into()?;
+    let resolved = alice.resolve_room_alias(alias_id).await?;
+    assert_eq!(resolved.room_id, room_id);
+    assert!(
+        resolved
+            .servers
+            .iter()
+            .any(|s| s.as_str() == synapse.server_name())
+    );
+
+    join_by_alias(&alice, &alias)
+        .await
+        .with_context(|| ours.log())?;
+    alice
+        .sync_once(matrix_sdk::config::SyncSettings::default())
+        .await?;
+    let room = alice.get_room(&room_id).context("alice's room")?;
+    let mut seen: Vec<Value> = Vec::new();
+    let mut from: Option<String> = None;
+    let started = Instant::now();
+    loop {
+        let mut options = matrix_sdk::room::MessagesOptions::backward().from(from.as_deref());
+        options.limit = 100u32.into();
+        let page = room.messages(options).await.with_context(|| ours.log())?;
+        for event in &page.chunk {
+            seen.push(event.raw().deserialize_as::<Value>()?);
+        }
+        match page.end {
+            Some(end) if !page.chunk.is_empty() => from = Some(end),
+            _ => break,
+        }
+    }
+    eprintln!(
+        "scrolled back {} events in {:?}",
+        seen.len(),
+        started.elapsed()
+    );
+    let bodies: Vec<&str> = seen
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    let expected: Vec<String> = (0..EARLIER).rev().map(|n| format!("earlier {n}")).collect();
+    assert_eq!(bodies, expected);
+    assert_eq!(
+        seen.last().map(|e| e["type"].clone()),
+        Some(json!("m.room.create"))
+    );
+    Ok(())
+}
