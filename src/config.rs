@@ -28,6 +28,9 @@ pub struct Config {
     pub database_path: PathBuf,
     /// Whether anyone may register an account (with `m.login.dummy`).
     pub allow_registration: bool,
+    /// Whether guest accounts may be registered (`kind=guest`): limited accounts for
+    /// previewing rooms that allow guests, which can be upgraded to full ones.
+    pub allow_guest_access: bool,
     /// A token that lets its holder register (`m.login.registration_token`), even when
     /// open registration is off.
     pub registration_token: Option<String>,
@@ -132,6 +135,7 @@ impl Default for Config {
             port: 8008,
             database_path: PathBuf::from("./data"),
             allow_registration: false,
+            allow_guest_access: false,
             registration_token: None,
             registration_shared_secret: None,
             max_request_size: 20 * 1024 * 1024,

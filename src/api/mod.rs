@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod federation;
+pub mod guests;
 pub mod keys;
 pub mod ruma;
 pub mod synapse_admin;

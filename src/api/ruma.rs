@@ -265,6 +265,14 @@ where
 
     let requirement = <Req::Authentication as Authentication>::REQUIREMENT;
     let (origin, sender) = authenticate(services, requirement, &parts, &bytes).await?;
+    if sender.as_ref().is_some_and(|sender| sender.guest)
+        && !super::guests::may(&parts.method, parts.uri.path())
+    {
+        return Err(Error::new(
+            ErrorKind::GuestAccessForbidden,
+            "Guest accounts may not do this",
+        ));
+    }
     let json = json_body(&parts, &bytes)?;
 
     let path_args: Vec<&str> = params.iter().map(|(_, value)| value).collect();

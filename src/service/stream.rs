@@ -110,6 +110,12 @@ impl Stream {
 
     /// A receiver woken whenever something concerning `user` commits. Subscribe before
     /// reading, then wait on it.
+    /// A receiver that changes whenever the frontier moves (any event anywhere): for the
+    /// deprecated event stream, which waits on rooms rather than on its user.
+    pub fn watch_frontier(&self) -> watch::Receiver<u64> {
+        self.frontier.subscribe()
+    }
+
     pub fn subscribe(&self, user: &UserId) -> watch::Receiver<()> {
         let mut listeners = self.listeners.lock();
         let sender = listeners

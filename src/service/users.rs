@@ -28,6 +28,8 @@ use crate::{
 pub struct Sender {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
+    /// A guest account, limited to what the spec lets guests do.
+    pub guest: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -38,6 +40,9 @@ pub struct UserRecord {
     pub deactivated: bool,
     #[serde(default)]
     pub admin: bool,
+    /// A guest account (`kind=guest` registration), until upgraded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -54,6 +59,9 @@ pub struct TokenRecord {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub expires_at_ms: Option<u64>,
+    /// Issued to a guest account.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest: bool,
 }
 
 /// What a successful login or registration hands the client.
@@ -131,6 +139,37 @@ impl Users {
             Key::new().str(user_id.as_str()).str("displayname"),
             &serde_json::Value::String(localpart),
         );
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Creates a guest account: no password, limited to what the spec lets guests do.
+    pub fn create_guest(&self, user_id: &UserId) -> Result<()> {
+        let record = UserRecord {
+            created_ts: now_ms(),
+            guest: true,
+            ..Default::default()
+        };
+        let mut batch = self.db.batch();
+        batch.put_json(Keyspace::Users, user_id.as_bytes(), &record);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Makes a guest account a full one with `password`, keeping its user id and so its
+    /// rooms. Its guest sessions stay limited; the caller issues a new one.
+    pub async fn upgrade_guest(&self, user_id: &UserId, password: Option<&str>) -> Result<()> {
+        let mut record = self
+            .get(user_id)?
+            .filter(|user| user.guest)
+            .ok_or_else(|| Error::forbidden("Not a guest account"))?;
+        record.guest = false;
+        record.password_hash = match password {
+            Some(password) => Some(hash_password(password.to_owned()).await?),
+            None => None,
+        };
+        let mut batch = self.db.batch();
+        batch.put_json(Keyspace::Users, user_id.as_bytes(), &record);
         self.db.write(batch)?;
         Ok(())
     }
@@ -219,6 +258,7 @@ impl Users {
         Ok(Sender {
             user_id: record.user_id,
             device_id: record.device_id,
+            guest: record.guest,
         })
     }
 
@@ -244,7 +284,8 @@ impl Users {
                 batch.delete(Keyspace::RefreshTokens, refresh.as_bytes());
             }
         }
-        let mut session = self.issue_tokens(&mut batch, user_id, &device_id, refreshable);
+        let guest = self.get(user_id)?.is_some_and(|user| user.guest);
+        let mut session = self.issue_tokens(&mut batch, user_id, &device_id, refreshable, guest);
         session.new_device = existing.is_none();
         let record = DeviceRecord {
             display_name: display_name.or_else(|| {
@@ -268,6 +309,7 @@ impl Users {
         user_id: &UserId,
         device_id: &DeviceId,
         refreshable: bool,
+        guest: bool,
     ) -> Session {
         let access_token = random_string(40);
         let expires_in_ms = refreshable.then_some(self.refreshable_lifetime_ms);
@@ -275,6 +317,7 @@ impl Users {
             user_id: user_id.to_owned(),
             device_id: device_id.to_owned(),
             expires_at_ms: expires_in_ms.map(|lifetime| now_ms() + lifetime),
+            guest,
         };
         batch.put_json(
             Keyspace::AccessTokens,
@@ -315,7 +358,13 @@ impl Users {
         let mut batch = self.db.batch();
         batch.delete(Keyspace::RefreshTokens, hash.as_bytes());
         batch.delete(Keyspace::AccessTokens, device.access_token_hash.as_bytes());
-        let session = self.issue_tokens(&mut batch, &record.user_id, &record.device_id, true);
+        let session = self.issue_tokens(
+            &mut batch,
+            &record.user_id,
+            &record.device_id,
+            true,
+            record.guest,
+        );
         device.access_token_hash = token_hash(&session.access_token);
         device.refresh_token_hash = session.refresh_token.as_deref().map(token_hash);
         batch.put_json(
@@ -334,6 +383,7 @@ impl Users {
             user_id: user_id.to_owned(),
             device_id: "".into(),
             expires_at_ms: Some(now_ms() + lifetime_ms),
+            guest: false,
         };
         let mut batch = self.db.batch();
         batch.put_json(

@@ -23,7 +23,8 @@ async function freePort() {
   });
 }
 
-export async function startServer() {
+/** `extra` is TOML added to the `[global]` table (say `allow_guest_access = true`). */
+export async function startServer(extra = "") {
   // For checking the tests themselves against another homeserver (say Synapse) that
   // allows open registration: users then get a random suffix.
   if (process.env.JS_TEST_HOMESERVER) {
@@ -38,6 +39,7 @@ server_name = "localhost"
 port = ${port}
 database_path = "${join(dir, "db")}"
 allow_registration = true
+${extra}
 
 [global.rate_limits.login]
 per_second = 1000.0

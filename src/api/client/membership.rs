@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use ruma::events::room::member::MembershipState;
+use ruma::events::room::{
+    guest_access::{GuestAccess, RoomGuestAccessEventContent},
+    member::MembershipState,
+};
 use ruma::{
     OwnedRoomId, RoomId, RoomOrAliasId, UserId,
     api::{
@@ -18,7 +21,7 @@ use ruma::{
     },
 };
 
-use crate::service::users::Users;
+use crate::service::users::{Sender, Users};
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -46,12 +49,19 @@ fn profile(users: &Users, user: &UserId) -> Result<(Option<String>, Option<Strin
 /// server of the room id) over federation.
 async fn join(
     services: &Services,
-    user: &UserId,
+    sender: &Sender,
     room_id: &ruma::RoomId,
     via: &[ruma::OwnedServerName],
     reason: Option<&str>,
 ) -> Result<()> {
+    let user = &sender.user_id;
     services.message_limiter.check(user.as_str())?;
+    if sender.guest && !guests_may_join(services, room_id)? {
+        return Err(Error::new(
+            ruma::api::error::ErrorKind::GuestAccessForbidden,
+            "This room does not let guests join",
+        ));
+    }
     let profile = profile(&services.users, user)?;
     if services.rooms.is_resident(room_id)? || !services.config.federation.enabled {
         services.rooms.join(room_id, user, &profile, reason).await?;
@@ -68,6 +78,19 @@ async fn join(
             .await?;
     }
     Ok(())
+}
+
+/// Whether guests may join: the room's `m.room.guest_access` is `can_join`. Only a room
+/// this server is in can be told; guests do not join rooms elsewhere.
+fn guests_may_join(services: &Services, room_id: &ruma::RoomId) -> Result<bool> {
+    if !services.rooms.is_resident(room_id)? {
+        return Ok(false);
+    }
+    Ok(services
+        .rooms
+        .state_content(room_id, "m.room.guest_access", "")?
+        .and_then(|content| serde_json::from_value::<RoomGuestAccessEventContent>(content).ok())
+        .is_some_and(|content| content.guest_access == GuestAccess::CanJoin))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
@@ -137,7 +160,7 @@ async fn join_by_id(
 ) -> Result<join_room_by_id::v3::Response> {
     join(
         &services,
-        request.user_id()?,
+        request.sender()?,
         &request.body.room_id,
         &[],
         request.body.reason.as_deref(),
@@ -157,7 +180,7 @@ async fn join_by_id_or_alias(
     via.extend(request.body.via.iter().cloned());
     join(
         &services,
-        request.user_id()?,
+        request.sender()?,
         &room_id,
         &via,
         request.body.reason.as_deref(),

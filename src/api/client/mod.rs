@@ -14,6 +14,7 @@ pub mod members;
 pub mod membership;
 pub mod message;
 pub mod pagination;
+pub mod peeking;
 pub mod presence;
 pub mod profile;
 pub mod push;
@@ -47,6 +48,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = room::routes(router);
     let router = message::routes(router);
     let router = pagination::routes(router);
+    let router = peeking::routes(router);
     let router = state::routes(router);
     let router = members::routes(router);
     let router = membership::routes(router);

@@ -75,12 +75,10 @@ async fn register(
     // A client may ask for the flows before the user has filled in the form, so the
     // session is bound to the endpoint, not to the body.
     let operation = Operation::new(None, request.method.as_str(), request.uri.path(), None);
+    let guest = upgraded_guest(&services, &request)?;
     let body = request.body;
     if body.kind == RegistrationKind::Guest {
-        return Err(Error::new(
-            ErrorKind::GuestAccessForbidden,
-            "Guest access is disabled",
-        ));
+        return register_guest(&services, body, request.client_ip).await;
     }
     let flows = flows(&services.config);
     if flows.is_empty() {
@@ -96,9 +94,16 @@ async fn register(
         let user_id = ruma::OwnedUserId::try_from(user_id).map_err(Error::internal)?;
         return registered(&services, user_id, body, request.client_ip);
     }
-    let user_id = match &body.username {
-        Some(username) => free_user_id(&services, &username.to_lowercase())?,
-        None => loop {
+    let user_id = match (&guest, &body.username) {
+        (Some(guest), Some(username)) if !guest.localpart().eq_ignore_ascii_case(username) => {
+            return Err(Error::new(
+                ErrorKind::InvalidUsername,
+                "An upgraded guest account keeps its user id",
+            ));
+        }
+        (Some(guest), _) => guest.clone(),
+        (None, Some(username)) => free_user_id(&services, &username.to_lowercase())?,
+        (None, None) => loop {
             let server_name = &services.config.server_name;
             let user_id = users::validate_localpart(&users::random_localpart(), server_name)?;
             if !services.users.exists(&user_id)? && !services.appservices.claims_user(&user_id) {
@@ -113,19 +118,76 @@ async fn register(
     let (session, stage) = registration_stage(&services, auth, &flows, &operation)?;
     services.uiaa.complete_stage(&session, stage, &flows)?;
 
-    if services.users.exists(&user_id)? {
-        return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
+    if guest.is_some() {
+        services
+            .users
+            .upgrade_guest(&user_id, body.password.as_deref())
+            .await?;
+        tracing::info!(%user_id, "guest upgraded");
+    } else {
+        if services.users.exists(&user_id)? {
+            return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
+        }
+        services
+            .users
+            .create(&user_id, body.password.as_deref())
+            .await?;
+        crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
+        tracing::info!(%user_id, "registered");
     }
-    services
-        .users
-        .create(&user_id, body.password.as_deref())
-        .await?;
-    crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
-    tracing::info!(%user_id, "registered");
     services
         .uiaa
         .finish(&session, &operation, user_id.to_string());
     registered(&services, user_id, body, request.client_ip)
+}
+
+/// The guest account a registration upgrades: the caller's, when it authenticates as a
+/// guest, or the one the legacy `guest_access_token` field names.
+fn upgraded_guest(
+    services: &Services,
+    request: &Ruma<register::v3::Request>,
+) -> Result<Option<ruma::OwnedUserId>> {
+    if let Some(sender) = &request.sender {
+        return Ok(sender.guest.then(|| sender.user_id.clone()));
+    }
+    let token = request
+        .json
+        .as_ref()
+        .and_then(|json| json.get("guest_access_token"))
+        .and_then(serde_json::Value::as_str);
+    match token {
+        Some(token) => {
+            let sender = services.users.authenticate(token)?;
+            Ok(sender.guest.then_some(sender.user_id))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `kind=guest`: an account with no password and no UIA, when the configuration allows
+/// guests.
+async fn register_guest(
+    services: &Services,
+    body: register::v3::Request,
+    client_ip: std::net::IpAddr,
+) -> Result<Registered> {
+    if !services.config.allow_guest_access {
+        return Err(Error::new(
+            ErrorKind::GuestAccessForbidden,
+            "Guest access is disabled",
+        ));
+    }
+    let server_name = &services.config.server_name;
+    let user_id = loop {
+        let user_id = users::validate_localpart(&users::random_localpart(), server_name)?;
+        if !services.users.exists(&user_id)? && !services.appservices.claims_user(&user_id) {
+            break user_id;
+        }
+    };
+    services.users.create_guest(&user_id)?;
+    crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
+    tracing::info!(%user_id, "guest registered");
+    registered(services, user_id, body, client_ip)
 }
 
 /// The answer to a registration that went through: the user, and unless the client
