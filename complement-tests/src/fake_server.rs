@@ -10,8 +10,9 @@
 //! without the per-PDU results, as some servers answer, which is a delivered transaction
 //! all the same. It serves the events it signed and those its joins taught it to whoever asks
 //! (no `X-Matrix` check): `get_missing_events`, `state_ids`, `event` and `event_auth`
-//! (`fake_server/history.rs`). Anything else gets `404 M_UNRECOGNIZED`. It joins rooms
-//! of versions 10 to 12.
+//! (`fake_server/history.rs`). It can host a room of its own, as an older server
+//! would (`fake_server/hosting.rs`). Anything else gets `404 M_UNRECOGNIZED`. It joins
+//! rooms of versions 10 to 12.
 
 use std::{
     net::TcpListener,
@@ -44,6 +45,7 @@ use self::history::{History, StateMap};
 use crate::tls::TestCa;
 
 mod history;
+mod hosting;
 
 /// The version part of the fake server's key id (`ed25519:fake`).
 const KEY_VERSION: &str = "fake";
@@ -59,6 +61,7 @@ pub struct FakeServer {
     requests: Arc<Mutex<Vec<String>>>,
     received: Arc<Mutex<Vec<Value>>>,
     history: Arc<Mutex<History>>,
+    hosted: hosting::Hosted,
     handle: axum_server::Handle<std::net::SocketAddr>,
     next_txn: AtomicU64,
 }
@@ -77,6 +80,7 @@ impl FakeServer {
         let received = Arc::new(Mutex::new(Vec::new()));
         let receiving = received.clone();
         let history = Arc::new(Mutex::new(History::default()));
+        let hosted = hosting::Hosted::default();
         let app = Router::new()
             .route(
                 "/_matrix/key/v2/server",
@@ -96,6 +100,11 @@ impl FakeServer {
                 }),
             )
             .merge(history::routes(history.clone(), server_name.clone()))
+            .merge(hosting::routes(
+                hosted.clone(),
+                history.clone(),
+                server_name.clone(),
+            ))
             .fallback(|| async {
                 (
                     StatusCode::NOT_FOUND,
@@ -138,6 +147,7 @@ impl FakeServer {
             requests,
             received,
             history,
+            hosted,
             handle,
             next_txn: AtomicU64::new(0),
         })

@@ -88,3 +88,84 @@ async fn a_late_joiner_scrolls_back_to_the_rooms_creation() -> Result<()> {
     assert_eq!(bodies(&again), expected);
     Ok(())
 }
+
+/// A room hosted by an older server (the harness's fake server: `/v1/` `send_join`
+/// only): the join falls back to `/v1/`; scrolling back gets its history, less an event
+/// the auth rules refuse (from someone never in the room), which is kept as rejected,
+/// never served and not asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_from_an_older_server_is_checked_and_a_refused_event_never_served() -> Result<()> {
+    use complement_tests::fake_server::{FakeServer, encode};
+    let ca = TestCa::new();
+    let a = TestServer::start_federated(&ca).await?;
+    let fake = FakeServer::start(&ca).await?;
+    let host = fake.user_id("host");
+    let room_id = fake.host_room(&host)?;
+    let text = |body: &str| json!({ "msgtype": "m.text", "body": body });
+    fake.post_in_hosted(&room_id, &host, "m.room.message", text("first"))?;
+    let refused = fake.post_in_hosted(
+        &room_id,
+        &fake.user_id("stranger"),
+        "m.room.message",
+        text("never a member"),
+    )?;
+    fake.post_in_hosted(&room_id, &host, "m.room.message", text("second"))?;
+
+    let alice = a.register("alice").await?;
+    let path = format!(
+        "/_matrix/client/v3/join/{}?server_name={}",
+        encode(&room_id),
+        encode(fake.server_name())
+    );
+    let (status, body) = a
+        .request("POST", &path, Some(&token(&alice)), Some(json!({})))
+        .await?;
+    assert_eq!(status, 200, "{body}\n{}", a.log());
+    let asked = fake.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.starts_with("PUT /_matrix/federation/v2/send_join/")),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.starts_with("PUT /_matrix/federation/v1/send_join/")),
+        "{asked:?}"
+    );
+
+    alice.sync_once(SyncSettings::default()).await?;
+    let room = alice
+        .get_room(<&matrix_sdk::ruma::RoomId>::try_from(room_id.as_str())?)
+        .context("alice's room")?;
+    let backfills = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.contains("/backfill/"))
+            .count()
+    };
+    let seen = scroll_back(&room, 10).await?;
+    assert_eq!(bodies(&seen), vec!["second", "first"]);
+    assert_eq!(
+        seen.last().map(|e| e["type"].clone()),
+        Some(json!("m.room.create"))
+    );
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        encode(&room_id),
+        encode(&refused)
+    );
+    let (status, _) = a.request("GET", &path, Some(&token(&alice)), None).await?;
+    assert_eq!(status, 404, "the refused event is served");
+
+    // Everything is kept: scrolling again asks the older server for nothing.
+    let asked_before = backfills();
+    assert!(asked_before > 0);
+    assert_eq!(
+        bodies(&scroll_back(&room, 10).await?),
+        vec!["second", "first"]
+    );
+    assert_eq!(backfills(), asked_before);
+    Ok(())
+}
