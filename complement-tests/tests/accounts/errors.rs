@@ -169,7 +169,7 @@ async fn fields_clients_read_are_always_there_and_bad_push_rule_paths_are_400() 
         let (status, body) = server.request("GET", path, Some(&t), None).await?;
         assert_eq!(
             (status, body["errcode"].as_str()),
-            (400, Some("M_UNRECOGNIZED")),
+            (400, Some("M_INVALID_PARAM")),
             "{path}: {body}"
         );
     }

@@ -43,7 +43,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     ["r0", "v3"].into_iter().fold(router, |router, version| {
         router.route(
             &format!("/_matrix/client/{version}/pushrules/{{scope}}/{{*rest}}"),
-            any(|| async { Error::unrecognized(http::StatusCode::BAD_REQUEST).into_response() }),
+            any(|| async { Error::invalid_param("Unknown push rule scope").into_response() }),
         )
     })
 }
@@ -78,8 +78,8 @@ mod get_pushrules_kind {
     pub struct Response {}
 }
 
-/// A rule kind the spec defines; any other is a malformed path (400 `M_UNRECOGNIZED`, as
-/// on Synapse), not a rule that is missing.
+/// A rule kind the spec defines; any other is a malformed path (400, as on Synapse, with
+/// the spec's generic `M_INVALID_PARAM`), not a rule that is missing.
 fn known_kind(kind: &RuleKind) -> Result<()> {
     match kind {
         RuleKind::Override
@@ -87,7 +87,7 @@ fn known_kind(kind: &RuleKind) -> Result<()> {
         | RuleKind::Sender
         | RuleKind::Room
         | RuleKind::Content => Ok(()),
-        _ => Err(Error::unrecognized(http::StatusCode::BAD_REQUEST)),
+        _ => Err(Error::invalid_param("Unknown push rule kind")),
     }
 }
 
