@@ -87,7 +87,7 @@ async fn the_authorisation_rules_refuse_what_they_should() {
 
     // Invited, then joined: may talk, may not change power levels or the name.
     rooms
-        .invite(&room, &alice, &bob, None, false)
+        .invite(&room, &alice, (&bob, &(None, None)), None, false)
         .await
         .unwrap();
     rooms.join(&room, &bob, &(None, None), None).await.unwrap();
@@ -128,14 +128,16 @@ async fn the_authorisation_rules_refuse_what_they_should() {
         rooms.join(&room, &bob, &(None, None), None).await
     ));
     assert!(is_forbidden(
-        rooms.invite(&room, &alice, &bob, None, false).await
+        rooms
+            .invite(&room, &alice, (&bob, &(None, None)), None, false)
+            .await
     ));
     rooms
         .set_membership_of(&room, &alice, &bob, MembershipState::Leave, None)
         .await
         .unwrap();
     rooms
-        .invite(&room, &alice, &bob, None, false)
+        .invite(&room, &alice, (&bob, &(None, None)), None, false)
         .await
         .unwrap();
     rooms.join(&room, &bob, &(None, None), None).await.unwrap();

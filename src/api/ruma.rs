@@ -262,6 +262,13 @@ where
     let bytes = axum::body::to_bytes(body, services.config.max_request_size)
         .await
         .map_err(|_| Error::new(ErrorKind::TooLarge, "Request body too large"))?;
+    // A POST body of `null` is no body: some client libraries send it when there is
+    // nothing to send (a logout, a join). A PUT body is content, and must be an object.
+    let bytes = if parts.method == http::Method::POST && bytes.trim_ascii() == b"null" {
+        axum::body::Bytes::new()
+    } else {
+        bytes
+    };
 
     let requirement = <Req::Authentication as Authentication>::REQUIREMENT;
     let (origin, sender) = authenticate(services, requirement, &parts, &bytes).await?;

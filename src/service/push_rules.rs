@@ -26,7 +26,61 @@ pub fn load(account_data: &AccountData, user: &UserId) -> Result<Ruleset> {
     Ok(stored
         .and_then(|content| content.get("global").cloned())
         .and_then(|global| serde_json::from_value(global).ok())
-        .unwrap_or_else(|| Ruleset::server_default(user)))
+        .unwrap_or_else(|| default_ruleset(user)))
+}
+
+/// The spec's default rules plus the three it deprecated in favour of `m.mentions`
+/// (`.m.rule.contains_display_name`, `.m.rule.roomnotif`, `.m.rule.contains_user_name`),
+/// where Synapse keeps them: clients, bridges and bots that do not send `m.mentions`
+/// still name people in the body, and their messages must highlight.
+pub fn default_ruleset(user: &UserId) -> Ruleset {
+    let mut value = serde_json::to_value(Ruleset::server_default(user)).unwrap_or_default();
+    let highlight = serde_json::json!([
+        "notify",
+        { "set_tweak": "sound", "value": "default" },
+        { "set_tweak": "highlight" },
+    ]);
+    if let Some(rules) = value.get_mut("override").and_then(Value::as_array_mut) {
+        let after = |rules: &Vec<Value>, id: &str| {
+            rules
+                .iter()
+                .position(|rule| rule["rule_id"] == id)
+                .map_or(rules.len(), |at| at + 1)
+        };
+        let at = after(rules, ".m.rule.is_user_mention");
+        rules.insert(
+            at,
+            serde_json::json!({
+                "rule_id": ".m.rule.contains_display_name",
+                "default": true,
+                "enabled": true,
+                "conditions": [{ "kind": "contains_display_name" }],
+                "actions": highlight,
+            }),
+        );
+        let at = after(rules, ".m.rule.is_room_mention");
+        rules.insert(
+            at,
+            serde_json::json!({
+                "rule_id": ".m.rule.roomnotif",
+                "default": true,
+                "enabled": true,
+                "conditions": [
+                    { "kind": "event_match", "key": "content.body", "pattern": "@room" },
+                    { "kind": "sender_notification_permission", "key": "room" },
+                ],
+                "actions": ["notify", { "set_tweak": "highlight" }],
+            }),
+        );
+    }
+    value["content"] = serde_json::json!([{
+        "rule_id": ".m.rule.contains_user_name",
+        "default": true,
+        "enabled": true,
+        "pattern": user.localpart(),
+        "actions": highlight,
+    }]);
+    serde_json::from_value(value).unwrap_or_else(|_| Ruleset::server_default(user))
 }
 
 pub fn save(account_data: &AccountData, user: &UserId, ruleset: &Ruleset) -> Result<()> {

@@ -1,6 +1,6 @@
 //! Server discovery: versions, well-known and capabilities.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::client::discovery::{
@@ -14,6 +14,11 @@ use crate::{
     api::{Ruma, RumaRouter},
     service::Services,
 };
+
+/// The unstable feature flags clients gate on, for features this server has: the
+/// aliases of a room (MSC2432), and cross-signing, which Element Web bootstraps at login
+/// only when this flag is set.
+const UNSTABLE_FEATURES: &[&str] = &["org.matrix.msc2432", "org.matrix.e2e_cross_signing"];
 
 /// The spec versions this server speaks.
 const VERSIONS: &[&str] = &[
@@ -53,7 +58,10 @@ async fn versions(
 ) -> Result<get_supported_versions::Response> {
     let mut response =
         get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    response.unstable_features = BTreeMap::from([("org.matrix.msc2432".to_owned(), true)]);
+    response.unstable_features = UNSTABLE_FEATURES
+        .iter()
+        .map(|flag| ((*flag).to_owned(), true))
+        .collect();
     Ok(response)
 }
 

@@ -145,7 +145,10 @@ async fn invite(
         .invite(
             &request.body.room_id,
             sender,
-            &recipient.user_id,
+            (
+                &recipient.user_id,
+                &profile(&services.users, &recipient.user_id)?,
+            ),
             recipient.reason.as_deref(),
             false,
         )

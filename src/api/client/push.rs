@@ -107,7 +107,7 @@ async fn kind_rules(
 
 /// Stores the spec's default push rules for a new user.
 pub fn init_push_rules(account_data: &AccountData, user_id: &UserId) -> Result<()> {
-    push_rules::save(account_data, user_id, &Ruleset::server_default(user_id))
+    push_rules::save(account_data, user_id, &push_rules::default_ruleset(user_id))
 }
 
 fn load(account_data: &AccountData, user_id: &UserId) -> Result<Ruleset> {

@@ -9,7 +9,7 @@ use ruma::{
 };
 use serde_json::Value;
 
-use crate::service::rooms::ROOM_VERSIONS;
+use crate::service::rooms::{ROOM_VERSIONS, membership::Profile};
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -21,6 +21,27 @@ use crate::{
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.ruma_route(create)
+}
+
+/// The users to invite, each local one with their profile.
+fn invitees(
+    services: &Services,
+    invite: &[ruma::OwnedUserId],
+) -> Result<Vec<(ruma::OwnedUserId, Profile)>> {
+    invite
+        .iter()
+        .map(|user| {
+            let profile = if user.server_name() == services.config.server_name {
+                (
+                    services.users.displayname(user)?,
+                    services.users.avatar_url(user)?,
+                )
+            } else {
+                (None, None)
+            };
+            Ok((user.clone(), profile))
+        })
+        .collect()
 }
 
 /// # `POST /_matrix/client/v3/createRoom`
@@ -75,7 +96,7 @@ async fn create(
                 alias,
                 name: body.name.clone(),
                 topic: body.topic.clone(),
-                invite: body.invite.clone(),
+                invite: invitees(&services, &body.invite)?,
                 is_direct: body.is_direct,
                 initial_state,
                 power_level_override,

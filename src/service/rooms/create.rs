@@ -13,7 +13,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{Rooms, timeline::NewEvent};
+use super::{Rooms, membership::Profile, timeline::NewEvent};
 use crate::{Error, Result};
 
 /// What a client asked for, already validated.
@@ -25,7 +25,8 @@ pub struct CreateRoom {
     pub alias: Option<String>,
     pub name: Option<String>,
     pub topic: Option<String>,
-    pub invite: Vec<OwnedUserId>,
+    /// The users to invite, with the profile of each local one (the invite carries it).
+    pub invite: Vec<(OwnedUserId, Profile)>,
     pub is_direct: bool,
     pub initial_state: Vec<NewEvent>,
     pub power_level_override: Option<serde_json::Map<String, Value>>,
@@ -70,7 +71,7 @@ impl Rooms {
         if let Some(topic) = &request.topic {
             let content = json!({
                 "topic": topic,
-                "m.topic": [{ "mimetype": "text/plain", "body": topic }],
+                "m.topic": { "m.text": [{ "mimetype": "text/plain", "body": topic }] },
             });
             events.push(NewEvent::state("m.room.topic", "", content));
         }
@@ -78,13 +79,19 @@ impl Rooms {
             self.append(&room_id, creator, event, None).await?;
         }
         // Users of other servers are invited over federation by the caller.
-        for invitee in request
+        for (invitee, profile) in request
             .invite
             .iter()
-            .filter(|invitee| invitee.server_name() == self.server_name)
+            .filter(|(invitee, _)| invitee.server_name() == self.server_name)
         {
-            self.invite(&room_id, creator, invitee, None, request.is_direct)
-                .await?;
+            self.invite(
+                &room_id,
+                creator,
+                (invitee, profile),
+                None,
+                request.is_direct,
+            )
+            .await?;
         }
         if matches!(request.visibility, Visibility::Public) {
             self.set_public(&room_id, true)?;
@@ -116,7 +123,12 @@ fn create_content(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        additional.extend(request.invite.iter().map(|user| Value::from(user.as_str())));
+        additional.extend(
+            request
+                .invite
+                .iter()
+                .map(|(user, _)| Value::from(user.as_str())),
+        );
         create.insert("additional_creators".to_owned(), Value::Array(additional));
     }
     create
@@ -129,7 +141,7 @@ fn power_levels(creator: &UserId, request: &CreateRoom, privileged_creators: boo
     if !privileged_creators {
         users.insert(creator.to_string(), 100.into());
         if matches!(request.preset, RoomPreset::TrustedPrivateChat) {
-            for invitee in &request.invite {
+            for (invitee, _) in &request.invite {
                 users.insert(invitee.to_string(), 100.into());
             }
         }

@@ -63,11 +63,13 @@ impl Rooms {
         .await
     }
 
+    /// Invites a local user; the event carries their profile, so the inviter's client
+    /// can name a direct chat after them.
     pub async fn invite(
         &self,
         room_id: &RoomId,
         sender: &UserId,
-        target: &UserId,
+        (target, profile): (&UserId, &Profile),
         reason: Option<&str>,
         is_direct: bool,
     ) -> Result<OwnedEventId> {
@@ -80,7 +82,7 @@ impl Rooms {
             }
             _ => {}
         }
-        let mut content = member_content(MembershipState::Invite, &(None, None), reason);
+        let mut content = member_content(MembershipState::Invite, profile, reason);
         if is_direct {
             content["is_direct"] = true.into();
         }

@@ -32,6 +32,10 @@ pub struct StoredPdu {
     /// (with its state) but never served to clients nor built upon.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub soft_failed: bool,
+    /// For a state event in the timeline, the state event it replaced (served as
+    /// `unsigned.replaces_state`, from which clients tell a name change from a join).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces_state: Option<OwnedEventId>,
     /// The PDU, as signed canonical JSON.
     pub pdu: Box<RawValue>,
 }
@@ -233,6 +237,9 @@ impl StoredPdu {
         }
         if let Some(prev_content) = prev_content {
             unsigned.insert("prev_content".to_owned(), prev_content);
+        }
+        if let Some(replaced) = &self.replaces_state {
+            unsigned.insert("replaces_state".to_owned(), replaced.as_str().into());
         }
         value.insert("unsigned".to_owned(), unsigned.into());
         value.into()

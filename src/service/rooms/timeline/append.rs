@@ -307,7 +307,19 @@ impl Rooms {
             );
             (txn.device_id.to_string(), txn.txn_id.to_owned())
         });
+        // The state before may be a group this very batch creates (a join through
+        // another server, state learnt from one): then it cannot be read yet, and the
+        // event goes without `replaces_state`.
+        let replaces_state = match (&position, &event.pdu.state_key) {
+            (Some(_), Some(state_key)) => self.state.get(state_before).ok().and_then(|state| {
+                state
+                    .get(&(event.pdu.kind.to_string(), state_key.clone()))
+                    .cloned()
+            }),
+            _ => None,
+        };
         let stored = StoredPdu {
+            replaces_state,
             room_id: room_id.to_owned(),
             position: position.unwrap_or(0),
             state_before,
