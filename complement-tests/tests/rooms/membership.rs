@@ -567,3 +567,60 @@ async fn a_per_room_name_is_set_as_member_state_and_same_state_is_not_sent_twice
     assert_ne!(first, other);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_room_summary_previews_open_rooms_and_hides_private_ones() -> anyhow::Result<()> {
+    use matrix_sdk::ruma::api::client::room::get_summary;
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let stranger = server.register("stranger").await?;
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    request.name = Some("Town hall".to_owned());
+    request.topic = Some("Every Monday".to_owned());
+    request.room_alias_name = Some("townhall".to_owned());
+    let open = alice.create_room(request).await?.room_id().to_owned();
+    let private = room_alone(&alice).await?;
+
+    // Through matrix-sdk, by alias, as a client previews a room from the directory.
+    let alias: matrix_sdk::ruma::OwnedRoomOrAliasId = "#townhall:localhost".try_into()?;
+    let answer = stranger
+        .send(get_summary::v1::Request::new(alias, Vec::new()))
+        .await?;
+    assert_eq!(answer.summary.room_id, open);
+    assert_eq!(answer.summary.name.as_deref(), Some("Town hall"));
+    assert_eq!(answer.summary.topic.as_deref(), Some("Every Monday"));
+    assert_eq!(u64::from(answer.summary.num_joined_members), 1);
+    assert_eq!(answer.membership, None);
+
+    // The unstable path older clients (Nheko) call answers the same.
+    let path = format!("/_matrix/client/unstable/im.nheko.summary/rooms/{open}/summary");
+    let (status, body) = server
+        .request("GET", &path, Some(&token(&stranger)), None)
+        .await?;
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (200, Some("Town hall")),
+        "{body}"
+    );
+
+    // A private room is not found for a stranger; its member sees it, with the membership.
+    let path = format!("/_matrix/client/v1/room_summary/{private}");
+    let (status, body) = server
+        .request("GET", &path, Some(&token(&stranger)), None)
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+    let (status, body) = server
+        .request("GET", &path, Some(&token(&alice)), None)
+        .await?;
+    assert_eq!(
+        (status, body["membership"].as_str()),
+        (200, Some("join")),
+        "{body}"
+    );
+    Ok(())
+}

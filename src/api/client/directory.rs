@@ -11,7 +11,7 @@ use ruma::{
         directory::{
             get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
         },
-        room::{Visibility, aliases},
+        room::{Visibility, aliases, get_summary},
     },
     directory::PublicRoomsChunk,
 };
@@ -28,6 +28,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(create_alias)
         .ruma_route(get_alias)
+        .ruma_route_json(summary)
         .ruma_route(delete_alias)
         .ruma_route(room_aliases)
         .ruma_route(visibility)
@@ -162,6 +163,52 @@ async fn set_visibility(
         matches!(request.body.visibility, Visibility::Public),
     )?;
     Ok(set_room_visibility::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}` (and Nheko's unstable path)
+///
+/// What a room shows before one joins it: name, topic, avatar, alias, member count,
+/// join rule. Its members see it, and anyone may see a room that is world-readable or
+/// that one may join or knock on; any other room is not found, as one that does not
+/// exist. Only rooms this server is in.
+async fn summary(
+    services: Arc<Services>,
+    request: Ruma<get_summary::v1::Request>,
+) -> Result<Value> {
+    let (room_id, _) = super::membership::resolve(&services, &request.body.room_id_or_alias)
+        .await
+        .map_err(|_| Error::not_found("Room not found"))?;
+    let rooms = &services.rooms;
+    if !rooms.is_resident(&room_id)? {
+        return Err(Error::not_found("Room not found"));
+    }
+    let membership = match &request.sender {
+        Some(sender) => rooms.member_state(&room_id, &sender.user_id)?,
+        None => None,
+    };
+    let chunk = chunk(rooms, &room_id)?;
+    let open = matches!(
+        chunk.join_rule.as_str(),
+        "public" | "knock" | "knock_restricted"
+    );
+    let member = matches!(
+        membership,
+        Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
+    );
+    if !(member || open || chunk.world_readable) {
+        return Err(Error::not_found("Room not found"));
+    }
+    let mut summary = serde_json::to_value(&chunk).map_err(Error::internal)?;
+    if let Some(version) = rooms.room(&room_id)?.map(|room| room.version) {
+        summary["room_version"] = version.as_str().into();
+    }
+    if let Some(encryption) = rooms.state_content(&room_id, "m.room.encryption", "")? {
+        summary["encryption"] = encryption["algorithm"].clone();
+    }
+    if let Some(membership) = membership {
+        summary["membership"] = membership.as_str().into();
+    }
+    Ok(summary)
 }
 
 fn chunk(rooms: &Rooms, room_id: &RoomId) -> Result<PublicRoomsChunk> {

@@ -222,7 +222,7 @@ async fn knock(
 }
 
 /// A room id, or the room an alias names and the servers the alias's server knows in it.
-async fn resolve(
+pub(super) async fn resolve(
     services: &Services,
     target: &RoomOrAliasId,
 ) -> Result<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
