@@ -191,21 +191,7 @@ fn power_levels(
     let version = rooms.room(room_id)?.map(|room| room.version);
     let rules = match version.as_ref().and_then(|v| v.rules()) {
         Some(rules) => {
-            let mut creators = Vec::new();
-            if let Some(create_id) = state.get(&("m.room.create".to_owned(), String::new()))
-                && let Some(create) = rooms.parsed_pdu(create_id)?
-            {
-                creators.push(create.sender.clone());
-                let content: Value = serde_json::from_str(create.content.get()).unwrap_or_default();
-                creators.extend(
-                    content
-                        .get("additional_creators")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|id| id.as_str().and_then(|id| OwnedUserId::try_from(id).ok())),
-                );
-            }
+            let creators = rooms.creators_in(state)?;
             RoomPowerLevelsRules::new(&rules.authorization, creators)
         }
         None => RoomPowerLevelsRules::new(&ruma::room_version_rules::AuthorizationRules::V11, []),

@@ -103,13 +103,7 @@ async fn register(
         }
         (Some(guest), _) => guest.clone(),
         (None, Some(username)) => free_user_id(&services, &username.to_lowercase())?,
-        (None, None) => loop {
-            let server_name = &services.config.server_name;
-            let user_id = users::validate_localpart(&users::random_localpart(), server_name)?;
-            if !services.users.exists(&user_id)? && !services.appservices.claims_user(&user_id) {
-                break user_id;
-            }
-        },
+        (None, None) => random_free_user_id(&services)?,
     };
 
     let Some(auth) = &body.auth else {
@@ -177,13 +171,7 @@ async fn register_guest(
             "Guest access is disabled",
         ));
     }
-    let server_name = &services.config.server_name;
-    let user_id = loop {
-        let user_id = users::validate_localpart(&users::random_localpart(), server_name)?;
-        if !services.users.exists(&user_id)? && !services.appservices.claims_user(&user_id) {
-            break user_id;
-        }
-    };
+    let user_id = random_free_user_id(services)?;
     services.users.create_guest(&user_id)?;
     crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
     tracing::info!(%user_id, "guest registered");
@@ -231,6 +219,18 @@ async fn username_available(
         .check(&request.client_ip.to_string())?;
     free_user_id(&services, &request.body.username)?;
     Ok(get_username_availability::v3::Response::new(true))
+}
+
+/// A random user id of this server that is neither taken nor claimed by an application
+/// service (a registration without a username, a guest).
+fn random_free_user_id(services: &Services) -> Result<ruma::OwnedUserId> {
+    loop {
+        let localpart = users::random_localpart();
+        let user_id = users::validate_localpart(&localpart, &services.config.server_name)?;
+        if !services.users.exists(&user_id)? && !services.appservices.claims_user(&user_id) {
+            return Ok(user_id);
+        }
+    }
 }
 
 /// The user id a username names on this server, if it is valid, not taken and not

@@ -77,27 +77,53 @@ async fn invite(
     services: Arc<Services>,
     request: Ruma<create_invite::v2::Request>,
 ) -> Result<create_invite::v2::Response> {
-    let origin = request.origin()?.to_owned();
-    let body = request.body;
-    if services.rooms.exists(&body.room_id)? {
-        super::require_allowed(&services.rooms, &origin, &body.room_id)?;
+    let origin = request.origin()?;
+    let body = &request.body;
+    let invite = Invite {
+        room_id: &body.room_id,
+        event_id: &body.event_id,
+        version: &body.room_version,
+        event: &body.event,
+        stripped: &body.invite_room_state,
+    };
+    Ok(create_invite::v2::Response::new(
+        countersign(&services, origin, invite).await?,
+    ))
+}
+
+/// An invite of another server's, as either version of the endpoint carries it.
+struct Invite<'a> {
+    room_id: &'a RoomId,
+    event_id: &'a ruma::EventId,
+    version: &'a RoomVersionId,
+    event: &'a RawValue,
+    stripped: &'a [ruma::api::federation::membership::RawStrippedState],
+}
+
+/// Checks an invite for a local user, keeps it and returns it countersigned.
+async fn countersign(
+    services: &Services,
+    origin: &ServerName,
+    invite: Invite<'_>,
+) -> Result<Box<RawValue>> {
+    if services.rooms.exists(invite.room_id)? {
+        super::require_allowed(&services.rooms, origin, invite.room_id)?;
     }
     let signed = services
         .federation
         .memberships
         .receive_invite(
-            &origin,
-            &body.room_id,
-            &body.room_version,
-            &body.event,
-            &body.invite_room_state,
+            origin,
+            invite.room_id,
+            invite.version,
+            invite.event,
+            invite.stripped,
         )
         .await?;
-    if crate::service::federation::pdu::event_id_of(&signed, &body.room_version)? != body.event_id {
+    if crate::service::federation::pdu::event_id_of(&signed, invite.version)? != invite.event_id {
         return Err(Error::bad_json("The event id does not match the event"));
     }
-    let raw = serde_json::value::to_raw_value(&signed).map_err(Error::internal)?;
-    Ok(create_invite::v2::Response::new(raw))
+    serde_json::value::to_raw_value(&signed).map_err(Error::internal)
 }
 
 /// # `PUT /_matrix/federation/v1/invite/{roomId}/{eventId}` (deprecated)
@@ -109,11 +135,8 @@ async fn invite_v1(
     services: Arc<Services>,
     request: Ruma<v1::invite::Request>,
 ) -> Result<v1::invite::Response> {
-    let origin = request.origin()?.to_owned();
-    let body = request.body;
-    if services.rooms.exists(&body.room_id)? {
-        super::require_allowed(&services.rooms, &origin, &body.room_id)?;
-    }
+    let origin = request.origin()?;
+    let body = &request.body;
     #[derive(serde::Deserialize, Default)]
     struct Unsigned {
         #[serde(default)]
@@ -128,17 +151,16 @@ async fn invite_v1(
         .map_err(|error| Error::bad_json(format!("Not an invite event: {error}")))?
         .unsigned
         .invite_room_state;
-    let version = RoomVersionId::V1;
-    let signed = services
-        .federation
-        .memberships
-        .receive_invite(&origin, &body.room_id, &version, &body.pdu, &stripped)
-        .await?;
-    if crate::service::federation::pdu::event_id_of(&signed, &version)? != body.event_id {
-        return Err(Error::bad_json("The event id does not match the event"));
-    }
-    let raw = serde_json::value::to_raw_value(&signed).map_err(Error::internal)?;
-    Ok(v1::invite::Response::new(raw))
+    let invite = Invite {
+        room_id: &body.room_id,
+        event_id: &body.event_id,
+        version: &RoomVersionId::V1,
+        event: &body.pdu,
+        stripped: &stripped,
+    };
+    Ok(v1::invite::Response::new(
+        countersign(&services, origin, invite).await?,
+    ))
 }
 
 fn require_user_of(origin: &ServerName, user: &UserId) -> Result<()> {

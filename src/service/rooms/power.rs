@@ -10,7 +10,7 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::Rooms;
+use super::{Rooms, state::StateMap};
 use crate::{Error, Result};
 
 impl Rooms {
@@ -20,7 +20,7 @@ impl Rooms {
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
         let rules = Self::rules(&room.version)?;
-        let creators = self.creators(room_id)?;
+        let creators = self.creators_in(&*self.current_state(room_id)?)?;
         let source = match self.state_content(room_id, "m.room.power_levels", "")? {
             Some(content) => serde_json::from_value::<RoomPowerLevelsEventContent>(content)
                 .map(RoomPowerLevelsSource::Original)
@@ -37,9 +37,9 @@ impl Rooms {
             .user_can_send_state(user, StateEventType::from(kind)))
     }
 
-    /// The room's creators: the create event's sender and its `additional_creators`.
-    fn creators(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
-        let state = self.current_state(room_id)?;
+    /// The creators named by the create event of `state`: its sender and its
+    /// `additional_creators`.
+    pub fn creators_in(&self, state: &StateMap) -> Result<Vec<OwnedUserId>> {
         let Some(create_id) = state.get(&("m.room.create".to_owned(), String::new())) else {
             return Ok(Vec::new());
         };
