@@ -15,6 +15,7 @@ pub mod pushers;
 pub mod rate_limit;
 pub mod receipts;
 pub mod rooms;
+pub mod spaces;
 pub mod stream;
 pub mod sync;
 pub mod to_device;
@@ -64,6 +65,7 @@ pub struct Services {
     pub server_keys: Arc<federation::keys::ServerKeys>,
     pub outgoing: Arc<federation::queue::OutgoingQueue>,
     pub federation: federation::Federation,
+    pub spaces: spaces::Spaces,
 }
 
 impl Services {
@@ -168,6 +170,12 @@ impl Services {
         if config.federation.enabled {
             federation.sender.clone().start(woken);
         }
+        let spaces = spaces::Spaces::new(
+            rooms.clone(),
+            federation_client.clone(),
+            config.server_name.clone(),
+            config.federation.enabled,
+        );
         Ok(Self {
             appservices: appservices::Appservices::load(&config.app_service_config_files)?,
             users,
@@ -194,6 +202,7 @@ impl Services {
             server_keys,
             outgoing,
             federation,
+            spaces,
             config,
         })
     }

@@ -38,6 +38,15 @@ test("names, topics, mentions, flags and logging out work as clients expect", { 
   // The topic in the spec's shape, beside the plain one.
   const topic = await raw(server, alice, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(dm)}/state/m.room.topic/`);
   assert.deepEqual(topic.body["m.topic"], { "m.text": [{ mimetype: "text/plain", body: "Lunch plans" }] });
+  // Also when a client sets only the plain topic later (as older clients do); the room
+  // preview reads it.
+  const put = await raw(server, alice, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(dm)}/state/m.room.topic/`, JSON.stringify({ topic: "Lunch at one" }));
+  assert.equal(put.status, 200, JSON.stringify(put.body));
+  const later = await raw(server, alice, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(dm)}/state/m.room.topic/`);
+  assert.equal(later.body.topic, "Lunch at one");
+  assert.deepEqual(later.body["m.topic"], { "m.text": [{ mimetype: "text/plain", body: "Lunch at one" }] });
+  const preview = await raw(server, alice, "GET", `/_matrix/client/v1/room_summary/${encodeURIComponent(dm)}`);
+  assert.equal(preview.body.topic, "Lunch at one", JSON.stringify(preview.body));
 
   // A name change says which event it replaces, so it shows as a change, not a join.
   const joined = await carol.joinRoom(dm);

@@ -141,3 +141,96 @@ async fn an_alias_of_another_server_is_looked_up_there() -> Result<()> {
     );
     Ok(())
 }
+
+/// A room of Alice's on A, public or private, a space or not, listed in `parent` if
+/// given; returns its id.
+async fn room_on(
+    server: &TestServer,
+    alice: &Client,
+    name: &str,
+    public: bool,
+    space: bool,
+    parent: Option<&OwnedRoomId>,
+) -> Result<OwnedRoomId> {
+    let mut request = create_room::v3::Request::new();
+    request.name = Some(name.to_owned());
+    request.preset = Some(if public {
+        create_room::v3::RoomPreset::PublicChat
+    } else {
+        create_room::v3::RoomPreset::PrivateChat
+    });
+    if space {
+        let mut content = create_room::v3::CreationContent::new();
+        content.room_type = Some(matrix_sdk::ruma::room::RoomType::Space);
+        request.creation_content = Some(matrix_sdk::ruma::serde::Raw::new(&content)?);
+    }
+    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    if let Some(parent) = parent {
+        let path = format!("/_matrix/client/v3/rooms/{parent}/state/m.space.child/{room_id}");
+        let via = json!({ "via": [server.server_name()] });
+        let (status, body) = server
+            .request("PUT", &path, Some(&token(alice)), Some(via))
+            .await?;
+        ensure!(status == 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(room_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_space_and_a_room_preview_on_another_server_are_asked_of_it() -> Result<()> {
+    let ca = TestCa::new();
+    let (a, b) = TestServer::start_federated_pair(&ca).await?;
+    let alice = a.register("alice").await?;
+    let bob = b.register("bob").await?;
+    let guild = room_on(&a, &alice, "Guild", true, true, None).await?;
+    let hall = room_on(&a, &alice, "Hall", true, false, Some(&guild)).await?;
+    let vault = room_on(&a, &alice, "Vault", false, false, Some(&guild)).await?;
+    let wing = room_on(&a, &alice, "Wing", true, true, Some(&guild)).await?;
+    room_on(&a, &alice, "Attic", true, false, Some(&wing)).await?;
+
+    // B is in none of these rooms: it asks A, a space at a time, and leaves out what
+    // Bob may not preview.
+    let path = format!("/_matrix/client/v1/rooms/{guild}/hierarchy");
+    let (status, body) = b.request("GET", &path, Some(&token(&bob)), None).await?;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["rooms"]
+        .as_array()
+        .context("rooms")?
+        .iter()
+        .filter_map(|room| room["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Guild", "Hall", "Wing", "Attic"], "{body}");
+    assert_eq!(
+        body["rooms"][0]["children_state"].as_array().map(Vec::len),
+        Some(3)
+    );
+
+    // The preview of a room B is not in, asked of the server named in `via`; a private
+    // room is not found.
+    let path = format!(
+        "/_matrix/client/v1/room_summary/{hall}?via={}",
+        a.server_name()
+    );
+    let (status, body) = b.request("GET", &path, Some(&token(&bob)), None).await?;
+    assert_eq!(
+        (
+            status,
+            body["name"].as_str(),
+            body["num_joined_members"].as_u64()
+        ),
+        (200, Some("Hall"), Some(1)),
+        "{body}"
+    );
+    let path = format!(
+        "/_matrix/client/v1/room_summary/{vault}?via={}",
+        a.server_name()
+    );
+    let (status, body) = b.request("GET", &path, Some(&token(&bob)), None).await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+    Ok(())
+}

@@ -5,7 +5,8 @@
 //!   that was down catching up in order, a crash in the middle of sending, state changed
 //!   on both sides of a partition converging;
 //! - `membership`: kicks and bans, invites accepted or declined, knocks, a big room;
-//! - `directory`: server ACLs, the room directory, delegation;
+//! - `directory`: server ACLs, the room directory, delegation, spaces and room previews
+//!   across servers;
 //! - `acl`: a denied server refused by every room endpoint (against the fake server),
 //!   and no join help for a room this server left;
 //! - `sender`: a transaction answered 200 with `{}` is delivered, not sent again;

@@ -2,7 +2,8 @@
 //! - `messages`: DMs both ways in order, long-polls, edits, redactions, typing,
 //!   receipts, rate limits;
 //! - `membership`: group membership changes, profiles, ignored users, forgetting;
-//! - `history`: long history, `prev_batch`, lazy-loaded members, unread counts.
+//! - `history`: long history, `prev_batch`, lazy-loaded members, unread counts;
+//! - `spaces`: the space hierarchy.
 
 use std::time::Duration;
 
@@ -58,3 +59,4 @@ async fn create_private(
 mod history;
 mod membership;
 mod messages;
+mod spaces;

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use ruma::events::room::{history_visibility::HistoryVisibility, member::MembershipState};
 use ruma::{
     RoomId, UInt,
     api::client::{
@@ -11,7 +10,7 @@ use ruma::{
         directory::{
             get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
         },
-        room::{Visibility, aliases, get_summary},
+        room::{Visibility, aliases},
     },
     directory::PublicRoomsChunk,
 };
@@ -28,7 +27,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(create_alias)
         .ruma_route(get_alias)
-        .ruma_route_json(summary)
         .ruma_route(delete_alias)
         .ruma_route(room_aliases)
         .ruma_route(visibility)
@@ -165,77 +163,8 @@ async fn set_visibility(
     Ok(set_room_visibility::v3::Response::new())
 }
 
-/// # `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}` (and Nheko's unstable path)
-///
-/// What a room shows before one joins it: name, topic, avatar, alias, member count,
-/// join rule. Its members see it, and anyone may see a room that is world-readable or
-/// that one may join or knock on; any other room is not found, as one that does not
-/// exist. Only rooms this server is in.
-async fn summary(
-    services: Arc<Services>,
-    request: Ruma<get_summary::v1::Request>,
-) -> Result<Value> {
-    let (room_id, _) = super::membership::resolve(&services, &request.body.room_id_or_alias)
-        .await
-        .map_err(|_| Error::not_found("Room not found"))?;
-    let rooms = &services.rooms;
-    if !rooms.is_resident(&room_id)? {
-        return Err(Error::not_found("Room not found"));
-    }
-    let membership = match &request.sender {
-        Some(sender) => rooms.member_state(&room_id, &sender.user_id)?,
-        None => None,
-    };
-    let chunk = chunk(rooms, &room_id)?;
-    let open = matches!(
-        chunk.join_rule.as_str(),
-        "public" | "knock" | "knock_restricted"
-    );
-    let member = matches!(
-        membership,
-        Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
-    );
-    if !(member || open || chunk.world_readable) {
-        return Err(Error::not_found("Room not found"));
-    }
-    let mut summary = serde_json::to_value(&chunk).map_err(Error::internal)?;
-    if let Some(version) = rooms.room(&room_id)?.map(|room| room.version) {
-        summary["room_version"] = version.as_str().into();
-    }
-    if let Some(encryption) = rooms.state_content(&room_id, "m.room.encryption", "")? {
-        summary["encryption"] = encryption["algorithm"].clone();
-    }
-    if let Some(membership) = membership {
-        summary["membership"] = membership.as_str().into();
-    }
-    Ok(summary)
-}
-
 fn chunk(rooms: &Rooms, room_id: &RoomId) -> Result<PublicRoomsChunk> {
-    let text = |kind: &str, field: &str| -> Result<Option<String>> {
-        Ok(rooms.state_content(room_id, kind, "")?.and_then(|content| {
-            content
-                .get(field)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        }))
-    };
-    let joined = rooms.members_with(room_id, MembershipState::Join)?.len();
-    let mut chunk = PublicRoomsChunk::from(ruma::directory::PublicRoomsChunkInit {
-        num_joined_members: UInt::try_from(joined as u64).unwrap_or_default(),
-        room_id: room_id.to_owned(),
-        world_readable: rooms.history_visibility(room_id)? == HistoryVisibility::WorldReadable,
-        guest_can_join: text("m.room.guest_access", "guest_access")?.as_deref() == Some("can_join"),
-    });
-    chunk.name = text("m.room.name", "name")?;
-    chunk.topic = text("m.room.topic", "topic")?;
-    chunk.canonical_alias =
-        text("m.room.canonical_alias", "alias")?.and_then(|alias| alias.try_into().ok());
-    chunk.avatar_url = text("m.room.avatar", "url")?.map(Into::into);
-    if let Some(rule) = text("m.room.join_rules", "join_rule")? {
-        chunk.join_rule = rule.as_str().into();
-    }
-    Ok(chunk)
+    Ok(PublicRoomsChunk::from(rooms.summary(room_id)?))
 }
 
 /// One page of the directory.

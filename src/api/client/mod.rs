@@ -21,6 +21,7 @@ pub mod push;
 pub mod register;
 pub mod room;
 pub mod session;
+pub mod spaces;
 pub mod state;
 pub mod sync;
 pub mod thirdparty;
@@ -53,6 +54,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = members::routes(router);
     let router = membership::routes(router);
     let router = directory::routes(router);
+    let router = spaces::routes(router);
     let router = ephemeral::routes(router);
     let router = presence::routes(router);
     let router = thirdparty::routes(router);

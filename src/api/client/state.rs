@@ -17,7 +17,7 @@ use crate::{
     json::raw,
     service::{
         Services,
-        rooms::{pdu::ClientFormat, timeline::NewEvent},
+        rooms::{pdu::ClientFormat, summary, timeline::NewEvent},
     },
 };
 
@@ -38,12 +38,15 @@ async fn send_state(
     let sender = request.user_id()?.to_owned();
     services.message_limiter.check(sender.as_str())?;
     let body = &request.body;
-    let content: Value =
+    let mut content: Value =
         serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
     if !content.is_object() {
         return Err(Error::bad_json("Event content must be an object"));
     }
     let kind = body.event_type.to_string();
+    if kind == "m.room.topic" {
+        summary::complete_topic(&mut content);
+    }
     services.rooms.require_joined(&body.room_id, &sender)?;
     if kind == "m.room.member" {
         require_same_membership(&services.rooms, &body.room_id, &body.state_key, &content)?;

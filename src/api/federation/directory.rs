@@ -1,15 +1,18 @@
-//! This server's room directory, for other servers' users.
+//! This server's room directory and space hierarchies, for other servers' users.
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::{
     UInt,
-    api::federation::directory::{get_public_rooms, get_public_rooms_filtered},
+    api::federation::{
+        directory::{get_public_rooms, get_public_rooms_filtered},
+        space::get_hierarchy,
+    },
 };
 
 use crate::{
-    Result,
+    Error, Result,
     api::client::directory::{Page, list},
     api::{Ruma, RumaRouter},
     service::Services,
@@ -19,6 +22,28 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(public_rooms)
         .ruma_route(public_rooms_filtered)
+        .ruma_route(hierarchy)
+}
+
+/// # `GET /_matrix/federation/v1/hierarchy/{roomId}`
+///
+/// A local room's summary with its children's: those the asking server may see, and the
+/// ids of the others. A room this server is not in, or one the asking server may not
+/// see (or that its ACL keeps out), is not found.
+async fn hierarchy(
+    services: Arc<Services>,
+    request: Ruma<get_hierarchy::v1::Request>,
+) -> Result<get_hierarchy::v1::Response> {
+    let (origin, body) = (request.origin()?, &request.body);
+    if services.rooms.is_resident(&body.room_id)?
+        && !services.rooms.server_allowed(&body.room_id, origin)?
+    {
+        return Err(Error::forbidden("The room's server ACL denies your server"));
+    }
+    services
+        .spaces
+        .answer(&body.room_id, origin, body.suggested_only)?
+        .ok_or_else(|| Error::not_found("Room not found"))
 }
 
 /// # `GET /_matrix/federation/v1/publicRooms`

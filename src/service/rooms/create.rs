@@ -69,10 +69,8 @@ impl Rooms {
             events.push(NewEvent::state("m.room.name", "", json!({ "name": name })));
         }
         if let Some(topic) = &request.topic {
-            let content = json!({
-                "topic": topic,
-                "m.topic": { "m.text": [{ "mimetype": "text/plain", "body": topic }] },
-            });
+            let mut content = json!({ "topic": topic });
+            super::summary::complete_topic(&mut content);
             events.push(NewEvent::state("m.room.topic", "", content));
         }
         for event in events {

@@ -18,6 +18,7 @@ pub mod remote_invite;
 mod resolution;
 pub mod state;
 pub mod state_events;
+pub mod summary;
 pub mod timeline;
 pub mod visibility;
 
