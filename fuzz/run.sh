@@ -34,6 +34,8 @@
 #   body -- are allowed on every operation, as the spec says), and matrix_route_matched
 #   (fuzz/hooks.py: an implemented operation must never answer 404/405 M_UNRECOGNIZED);
 # and afterwards that the server process is still alive and never logged "panicked".
+# Before fuzzing, fuzz/check_versions.py checks that the versions /versions advertises
+# have their endpoints (or list them in fuzz/version_gaps.txt).
 # Exit status is non-zero on any failure.
 set -euo pipefail
 
@@ -171,6 +173,12 @@ EOF
 fi
 BASE_URL="${BASE_URL%/}"
 curl -fsS -o /dev/null "$BASE_URL/_matrix/client/versions" || { echo "run.sh: no server at $BASE_URL" >&2; exit 1; }
+
+# --- advertised versions ----------------------------------------------------------------
+# Every endpoint of every version /versions advertises is served, or listed in
+# fuzz/version_gaps.txt with why.
+"$PY" "$FUZZ/check_versions.py" --base-url "$BASE_URL" --spec-dir "$SPEC_DIR" \
+    --gaps "$FUZZ/version_gaps.txt" || { echo "run.sh: check_versions failed" >&2; exit 1; }
 
 # --- account, rooms, ids ---------------------------------------------------------------
 FIXTURES="$("$PY" "$FUZZ/setup_fixtures.py" --base-url "$BASE_URL")"  # fails the run if setup fails

@@ -4,7 +4,7 @@
 
 use std::{net::IpAddr, path::PathBuf};
 
-use ruma::{OwnedServerName, RoomVersionId};
+use ruma::{OwnedServerName, OwnedUserId, RoomVersionId};
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
@@ -47,6 +47,11 @@ pub struct Config {
     /// The `m.homeserver` base URL advertised in `/.well-known/matrix/client`
     /// (default: `http://{address}:{port}`).
     pub well_known_client: Option<String>,
+    /// The help page for this server's users, served at `/.well-known/matrix/support`.
+    pub support_page: Option<String>,
+    /// Whom to contact about this server, served at `/.well-known/matrix/support`
+    /// (which answers 404 without a page or contacts).
+    pub support_contacts: Vec<SupportContact>,
     /// The tracing filter for logs, e.g. `info` or `palisade=debug,info`.
     pub log: String,
     /// Registration files of application services (bridges), read at start.
@@ -55,6 +60,15 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// The server-server API: talking to other homeservers.
     pub federation: Federation,
+}
+
+/// A contact of `/.well-known/matrix/support`: a role (`m.role.admin`,
+/// `m.role.security` or another) and a Matrix id, an email address or both.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct SupportContact {
+    pub role: String,
+    pub matrix_id: Option<OwnedUserId>,
+    pub email_address: Option<String>,
 }
 
 /// Federation with other homeservers.
@@ -143,6 +157,8 @@ impl Default for Config {
             refreshable_access_token_lifetime_secs: 300,
             sync_timeout_max_ms: 60_000,
             well_known_client: None,
+            support_page: None,
+            support_contacts: Vec::new(),
             log: "info".to_owned(),
             app_service_config_files: Vec::new(),
             rate_limits: RateLimits::default(),

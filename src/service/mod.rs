@@ -14,6 +14,7 @@ pub mod push_rules;
 pub mod pushers;
 pub mod rate_limit;
 pub mod receipts;
+pub mod reports;
 pub mod rooms;
 pub mod spaces;
 pub mod stream;
@@ -54,6 +55,7 @@ pub struct Services {
     pub admin_nonces: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub rooms: Arc<rooms::Rooms>,
     pub receipts: Arc<receipts::Receipts>,
+    pub reports: reports::Reports,
     pub typing: Arc<typing::Typing>,
     pub unread: Arc<unread::Unread>,
     pub sync: sync::Syncer,
@@ -189,6 +191,7 @@ impl Services {
             key_backup: key_backup::KeyBackup::new(db.clone()),
             admin_nonces: Default::default(),
             receipts,
+            reports: reports::Reports::new(db.clone()),
             typing,
             unread,
             sync,

@@ -139,4 +139,7 @@ keyspaces! {
     /// `user_id ‖ device_id ‖ position` → to-device event JSON, until the device syncs
     /// past it.
     ToDevice => "to_device",
+    /// `received at (ms) ‖ random id` → JSON `Report`: content reported to this server's
+    /// administrators (an event, a room or a user, with the reporter and reason).
+    Reports => "reports",
 }

@@ -125,7 +125,7 @@ async fn registration_is_refused_when_closed_and_needs_the_token_when_set() -> a
 }
 
 #[tokio::test]
-async fn synapse_shared_secret_registration() -> anyhow::Result<()> {
+async fn synapse_shared_secret_registration_makes_an_administrator() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let (status, body) = server
         .request("GET", "/_synapse/admin/v1/register", None, None)
@@ -155,10 +155,42 @@ async fn synapse_shared_secret_registration() -> anyhow::Result<()> {
         .request("POST", "/_synapse/admin/v1/register", None, Some(body))
         .await?;
     assert_eq!(status, 400, "a nonce is single use");
-    let status = server
-        .whoami_status(registered["access_token"].as_str().unwrap())
-        .await?;
+    let admin_token = registered["access_token"].as_str().unwrap().to_owned();
+    let status = server.whoami_status(&admin_token).await?;
     assert_eq!(status, 200);
+
+    // The administrator may see where a user is connected from; the user only themselves.
+    let bob = server.register("bob").await?;
+    let bob_device = bob.device_id().unwrap().to_string();
+    let path = "/_matrix/client/v3/admin/whois/@bob:localhost";
+    let (status, whois) = server
+        .request("GET", path, Some(&admin_token), None)
+        .await?;
+    assert_eq!(
+        (status, &whois["user_id"]),
+        (200, &json!("@bob:localhost")),
+        "{whois}"
+    );
+    let connection = &whois["devices"][&bob_device]["sessions"][0]["connections"][0];
+    assert_eq!(connection["ip"], "127.0.0.1", "{whois}");
+    assert!(connection["last_seen"].is_u64(), "{whois}");
+    let own = bob
+        .send(
+            matrix_sdk::ruma::api::client::admin::get_user_info::v3::Request::new(
+                bob.user_id().unwrap().to_owned(),
+            ),
+        )
+        .await?;
+    assert!(own.devices.contains_key(&bob_device), "{:?}", own.devices);
+    let path = "/_matrix/client/v3/admin/whois/@admin1:localhost";
+    let (status, body) = server
+        .request("GET", path, Some(&bob.access_token().unwrap()), None)
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{body}"
+    );
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 //!   receipts, rate limits;
 //! - `membership`: group membership changes, profiles, ignored users, forgetting;
 //! - `history`: long history, `prev_batch`, lazy-loaded members, unread counts;
+//! - `lookups`: jump to a date, an event by id alone, mutual rooms, support contacts;
+//! - `reports`: reporting events, rooms and users;
 //! - `spaces`: the space hierarchy.
 
 use std::time::Duration;
@@ -57,6 +59,8 @@ async fn create_private(
 }
 
 mod history;
+mod lookups;
 mod membership;
 mod messages;
+mod reports;
 mod spaces;

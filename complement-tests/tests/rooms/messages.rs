@@ -415,3 +415,59 @@ async fn a_redaction_naming_an_event_of_another_room_changes_nothing() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn private_receipts_stay_with_their_owner_and_threaded_ones_keep_their_thread()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let (alice, bob, room_id) = two_in_a_dm(&server).await?;
+    // Clients send these only when the server lists the flags.
+    let (_, versions) = server
+        .request("GET", "/_matrix/client/versions", None, None)
+        .await?;
+    for flag in ["org.matrix.msc2285.stable", "org.matrix.msc3771"] {
+        assert_eq!(
+            versions["unstable_features"][flag], true,
+            "{flag}: {versions}"
+        );
+    }
+    let root = server
+        .send_text(&token(&bob), room_id.as_str(), "t1", "thread root")
+        .await?;
+    let since_alice = next_batch(&server, &alice).await?;
+    let since_bob = next_batch(&server, &bob).await?;
+    let room = alice.get_room(&room_id).unwrap();
+    let root_id: matrix_sdk::ruma::OwnedEventId = root.clone().try_into()?;
+    room.send_single_receipt(
+        ReceiptType::ReadPrivate,
+        ReceiptThread::Unthreaded,
+        root_id.clone(),
+    )
+    .await?;
+    room.send_single_receipt(
+        ReceiptType::Read,
+        ReceiptThread::Thread(root_id.clone()),
+        root_id.clone(),
+    )
+    .await?;
+    // Alice's own sync has her private receipt; Bob's has only the threaded public one.
+    let own = raw_sync(&server, &alice, Some(&since_alice), 2000).await?;
+    let own_receipts = own["rooms"]["join"][room_id.as_str()]["ephemeral"].to_string();
+    assert!(own_receipts.contains("m.read.private"), "{own}");
+    let theirs = raw_sync(&server, &bob, Some(&since_bob), 2000).await?;
+    let events = theirs["rooms"]["join"][room_id.as_str()]["ephemeral"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let receipt = events
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .expect("a receipt");
+    assert!(!receipt.to_string().contains("m.read.private"), "{receipt}");
+    assert_eq!(
+        receipt["content"][root.as_str()]["m.read"]["@alice:localhost"]["thread_id"],
+        root.as_str(),
+        "{receipt}"
+    );
+    Ok(())
+}

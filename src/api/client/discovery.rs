@@ -5,25 +5,37 @@ use std::sync::Arc;
 use axum::Router;
 use ruma::api::client::discovery::{
     discover_homeserver::{self, HomeserverInfo},
+    discover_support::{self, Contact},
     get_capabilities, get_supported_versions,
 };
 use serde_json::{Value, json};
 
 use crate::{
-    Result,
+    Error, Result,
     api::{Ruma, RumaRouter},
     service::Services,
 };
 
-/// The unstable feature flags clients gate on, for features this server has: the
-/// aliases of a room (MSC2432), and cross-signing, which Element Web bootstraps at login
-/// only when this flag is set.
-const UNSTABLE_FEATURES: &[&str] = &["org.matrix.msc2432", "org.matrix.e2e_cross_signing"];
+/// The unstable feature flags clients gate on, for features this server has (each has
+/// a test of the feature): the aliases of a room (MSC2432); cross-signing, which Element
+/// Web bootstraps at login only when this flag is set; the rooms shared with a user
+/// (MSC2666, both paths); private read receipts (MSC2285, stable since v1.4) and
+/// receipts per thread (MSC3771), which older clients send only with these flags.
+const UNSTABLE_FEATURES: &[&str] = &[
+    "org.matrix.msc2432",
+    "org.matrix.e2e_cross_signing",
+    "org.matrix.msc2285.stable",
+    "org.matrix.msc3771",
+    "uk.half-shot.msc2666.query_mutual_rooms",
+    "uk.half-shot.msc2666.query_mutual_rooms.stable",
+];
 
-/// The spec versions this server speaks.
+/// The spec versions this server speaks. `fuzz/check_versions.py` (run with the fuzz
+/// smoke) fails when one of them adds an endpoint this server does not serve and
+/// `fuzz/version_gaps.txt` does not list.
 const VERSIONS: &[&str] = &[
     "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
-    "v1.9", "v1.10", "v1.11", "v1.12",
+    "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15",
 ];
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -31,6 +43,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(versions)
         .ruma_route(well_known)
         .ruma_route(well_known_server)
+        .ruma_route(support)
         .ruma_route_json(capabilities)
 }
 
@@ -47,7 +60,7 @@ async fn well_known_server(
         .well_known_server
         .clone()
         .filter(|_| services.config.federation.enabled)
-        .ok_or_else(|| crate::Error::not_found("No delegation is configured"))?;
+        .ok_or_else(|| Error::not_found("No delegation is configured"))?;
     Ok(ruma::api::federation::discovery::discover_homeserver::Response::new(server))
 }
 
@@ -62,6 +75,37 @@ async fn versions(
         .iter()
         .map(|flag| ((*flag).to_owned(), true))
         .collect();
+    Ok(response)
+}
+
+/// # `GET /.well-known/matrix/support`
+///
+/// The help page and contacts of the configuration; 404 when it names neither.
+async fn support(
+    services: Arc<Services>,
+    _: Ruma<discover_support::Request>,
+) -> Result<discover_support::Response> {
+    let config = &services.config;
+    if config.support_page.is_none() && config.support_contacts.is_empty() {
+        return Err(Error::not_found("No support information is available"));
+    }
+    let contacts = config
+        .support_contacts
+        .iter()
+        .filter_map(|contact| {
+            let role = contact.role.as_str().into();
+            let mut answer = match (&contact.matrix_id, &contact.email_address) {
+                (Some(id), _) => Contact::with_matrix_id(role, id.clone()),
+                (None, Some(email)) => Contact::with_email_address(role, email.clone()),
+                // Nothing to reach them by: not a contact.
+                (None, None) => return None,
+            };
+            answer.email_address = contact.email_address.clone();
+            Some(answer)
+        })
+        .collect();
+    let mut response = discover_support::Response::with_contacts(contacts);
+    response.support_page = config.support_page.clone();
     Ok(response)
 }
 

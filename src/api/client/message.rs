@@ -32,7 +32,37 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(send_message)
         .ruma_route(redact)
         .ruma_route(event)
+        .ruma_route_json(event_without_room)
         .ruma_route(context)
+}
+
+/// `GET /_matrix/client/v3/events/{eventId}` (deprecated), which ruma has no type for.
+mod single_event {
+    use ruma::{
+        OwnedEventId,
+        api::{auth_scheme::AccessToken, request, response},
+        metadata,
+    };
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        history: {
+            1.0 => "/_matrix/client/r0/events/{event_id}",
+            1.1 => "/_matrix/client/v3/events/{event_id}",
+        }
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub event_id: OwnedEventId,
+    }
+
+    /// Unused: the handler answers with the event's JSON.
+    #[response]
+    pub struct Response {}
 }
 
 /// What every event a client sends goes through first: a transaction already answered
@@ -190,6 +220,26 @@ async fn event(
         return Err(Error::not_found("Event not found"));
     }
     Ok(get_room_event::v3::Response::new(raw(value)))
+}
+
+/// # `GET /_matrix/client/v3/events/{eventId}` (deprecated)
+///
+/// As `/rooms/{roomId}/event/{eventId}`, the room being the event's.
+async fn event_without_room(
+    services: Arc<Services>,
+    request: Ruma<single_event::Request>,
+) -> Result<Value> {
+    let sender = request.sender()?;
+    let (_, value) = services
+        .rooms
+        .visible_event(
+            &sender.user_id,
+            Some(&sender.device_id),
+            &request.body.event_id,
+            ClientFormat::Full,
+        )?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    Ok(value)
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`

@@ -7,7 +7,10 @@ use std::{collections::BTreeSet, sync::Arc};
 use axum::Router;
 use ruma::{
     OwnedEventId, RoomId,
-    api::{Direction, client::message::get_message_events},
+    api::{
+        Direction,
+        client::{message::get_message_events, room::get_event_by_timestamp},
+    },
     events::AnyTimelineEvent,
     serde::Raw,
 };
@@ -22,7 +25,44 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_route(messages)
+    router.ruma_route(messages).ruma_route(timestamp_to_event)
+}
+
+/// # `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event`
+///
+/// The event closest to a time, in the direction asked, among those the user may see
+/// (to jump to a date in the timeline).
+async fn timestamp_to_event(
+    services: Arc<Services>,
+    request: Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<get_event_by_timestamp::v1::Response> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    if !services
+        .rooms
+        .can_see_room(&body.room_id, &sender.user_id)?
+    {
+        return Err(Error::forbidden("You may not see this room"));
+    }
+    let forwards = body.dir == Direction::Forward;
+    let found = services
+        .rooms
+        .event_near(&body.room_id, body.ts, forwards)?;
+    let Some((event_id, time)) = found else {
+        return Err(Error::not_found("No event was found in that direction"));
+    };
+    let visible = services.rooms.visible_event(
+        &sender.user_id,
+        Some(&sender.device_id),
+        &event_id,
+        ClientFormat::Full,
+    )?;
+    if visible.is_none() {
+        return Err(Error::not_found(
+            "No event you may see was found in that direction",
+        ));
+    }
+    Ok(get_event_by_timestamp::v1::Response::new(event_id, time))
 }
 
 /// A pagination token: a boundary in the timeline, "after position p", or in the

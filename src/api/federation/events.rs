@@ -1,5 +1,6 @@
 //! Reading a room's events and state over federation: one event, the state at an event
-//! (full or ids), an event's auth chain, backfill and the missing events of a gap.
+//! (full or ids), an event's auth chain, backfill, the missing events of a gap, and the
+//! event closest to a time.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -9,7 +10,10 @@ use ruma::{
     api::federation::{
         authorization::get_event_authorization,
         backfill::get_backfill,
-        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+        event::{
+            get_event, get_event_by_timestamp, get_missing_events, get_room_state,
+            get_room_state_ids,
+        },
     },
 };
 use serde_json::value::RawValue;
@@ -33,6 +37,25 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(event_auth)
         .ruma_route(backfill)
         .ruma_route(missing_events)
+        .ruma_route(timestamp_to_event)
+}
+
+/// # `GET /_matrix/federation/v1/timestamp_to_event/{roomId}`
+///
+/// The event of this server's timeline of the room closest to a time, for a server in
+/// the room.
+async fn timestamp_to_event(
+    services: Arc<Services>,
+    request: Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<get_event_by_timestamp::v1::Response> {
+    let body = &request.body;
+    require_server_in_room(&services.rooms, request.origin()?, &body.room_id)?;
+    let forwards = body.dir == ruma::api::Direction::Forward;
+    let (event_id, time) = services
+        .rooms
+        .event_near(&body.room_id, body.ts, forwards)?
+        .ok_or_else(|| Error::not_found("No event was found in that direction"))?;
+    Ok(get_event_by_timestamp::v1::Response::new(event_id, time))
 }
 
 /// The event if `server` may read it: its room must have a member of that server.

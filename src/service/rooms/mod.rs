@@ -20,6 +20,7 @@ pub mod state;
 pub mod state_events;
 pub mod summary;
 pub mod timeline;
+mod timestamp;
 pub mod visibility;
 
 use std::{collections::HashMap, sync::Arc};
