@@ -1,5 +1,5 @@
 //! History: paging back, sync timelines continuing into /messages, lazy-loaded
-//! members, unread counts.
+//! members, unread counts, the history of a room joined since the last sync.
 
 use super::*;
 
@@ -428,5 +428,66 @@ async fn state_set_while_a_member_was_away_reaches_them_in_a_room_with_private_h
             .any(|e| e["type"] == "m.room.topic"),
         "{joined}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_room_joined_since_the_last_sync_comes_with_the_history_one_may_see() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let mut rooms = Vec::new();
+    // Shared history (public chat) and history for members only from their join on.
+    for (name, visibility) in [("Open", "shared"), ("Closed", "joined")] {
+        let mut request = create_room::v3::Request::new();
+        request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+        request.name = Some(name.to_owned());
+        let room_id = alice.create_room(request).await?.room_id().to_owned();
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.history_visibility/");
+        let (status, body) = server
+            .request(
+                "PUT",
+                &path,
+                Some(&token(&alice)),
+                Some(json!({ "history_visibility": visibility })),
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "{body}");
+        for n in 0..3 {
+            server
+                .send_text(
+                    &token(&alice),
+                    room_id.as_str(),
+                    &format!("{name}{n}"),
+                    &format!("{name} {n}"),
+                )
+                .await?;
+        }
+        rooms.push(room_id);
+    }
+    let since = next_batch(&server, &bob).await?;
+    for room_id in &rooms {
+        bob.join_room_by_id(room_id).await?;
+    }
+    // As an initial sync would show them (Nheko shows nothing else until one scrolls).
+    let sync = raw_sync(&server, &bob, Some(&since), 0).await?;
+    let open = timeline(&sync, rooms[0].as_str());
+    assert_eq!(bodies(&open), ["Open 0", "Open 1", "Open 2"], "{sync}");
+    assert_eq!(open.last().unwrap()["type"], "m.room.member");
+    let closed = timeline(&sync, rooms[1].as_str());
+    assert!(bodies(&closed).is_empty(), "{sync}");
+    assert_eq!(closed.last().unwrap()["state_key"], "@bob:localhost");
+    // The state is there either way (name, members).
+    for room_id in &rooms {
+        let state = sync["rooms"]["join"][room_id.as_str()]["state"]["events"].to_string();
+        assert!(
+            state.contains("m.room.name")
+                || timeline(&sync, room_id.as_str())
+                    .iter()
+                    .any(|e| e["type"] == "m.room.name"),
+            "{sync}"
+        );
+    }
     Ok(())
 }

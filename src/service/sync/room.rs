@@ -397,14 +397,12 @@ pub async fn joined(
 ) -> Result<Option<JoinedRoom>> {
     let since = window.since_position();
     let first_sight = window.since.is_none() || membership.position > since;
+    // A room joined since the last sync shows its recent history as an initial sync
+    // would (what the user may see of it), not only what came after the join.
     let part = timeline(
         window,
         room_id,
-        if first_sight && window.since.is_none() {
-            0
-        } else {
-            since
-        },
+        if first_sight { 0 } else { since },
         window.until.position,
     )?;
     let ephemeral = ephemeral(window, room_id, first_sight)?;
