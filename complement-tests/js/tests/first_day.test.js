@@ -35,6 +35,11 @@ test("names, topics, mentions, flags and logging out work as clients expect", { 
   assert.equal(invite.body.displayname, "Carol Danvers");
   await eventually(() => alice.getRoom(dm)?.name === "Carol Danvers", 10000, "the DM to be named after Carol");
 
+  // The create event names its creator also in room versions that no longer need it:
+  // Nheko 0.11 cannot read one without.
+  const create = await raw(server, alice, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(dm)}/state/m.room.create/`);
+  assert.equal(create.body.creator, alice.getUserId(), JSON.stringify(create.body));
+
   // The topic in the spec's shape, beside the plain one.
   const topic = await raw(server, alice, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(dm)}/state/m.room.topic/`);
   assert.deepEqual(topic.body["m.topic"], { "m.text": [{ mimetype: "text/plain", body: "Lunch plans" }] });

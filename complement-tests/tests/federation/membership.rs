@@ -89,6 +89,8 @@ async fn invites_cross_servers_and_can_be_accepted_or_declined() -> Result<()> {
     let bob_id = format!("@bob:{}", b.server_name());
     let carol_id = format!("@carol:{}", b.server_name());
 
+    bob.account().set_display_name(Some("Bob Builder")).await?;
+
     // A private room: the only way in is an invite.
     let mut request = create_room::v3::Request::new();
     request.name = Some("Private".to_owned());
@@ -105,6 +107,15 @@ async fn invites_cross_servers_and_can_be_accepted_or_declined() -> Result<()> {
             .await?;
         assert_eq!(status, 200, "{body}");
     }
+    // The invite carries Bob's profile, asked of his server, so Alice's client can name
+    // a direct chat after him.
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{bob_id}");
+    let (status, member) = a.request("GET", &path, Some(&token(&alice)), None).await?;
+    assert_eq!(
+        (status, &member["membership"], &member["displayname"]),
+        (200, &json!("invite"), &json!("Bob Builder")),
+        "{member}"
+    );
 
     // Bob's sync shows the invite with the room's name, from the stripped state.
     let path = format!("/rooms/invite/{room_id}/invite_state/events");

@@ -3,7 +3,10 @@
 
 use ruma::{
     CanonicalJsonObject, RoomId, RoomVersionId, ServerName, UserId,
-    api::federation::membership::{RawStrippedState, create_invite},
+    api::federation::{
+        membership::{RawStrippedState, create_invite},
+        query::get_profile_information,
+    },
     events::{TimelineEventType, room::member::MembershipState},
 };
 use serde_json::{Value, json};
@@ -17,7 +20,28 @@ use crate::{
     },
 };
 
+/// How long an invite waits for the invitee's profile from their server.
+const PROFILE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Memberships {
+    /// Another server's user's display name and avatar, asked of their server; nothing
+    /// if it does not answer within [`PROFILE_WAIT`] (the invite goes out regardless).
+    async fn invitee_profile(&self, user: &UserId) -> Vec<(&'static str, String)> {
+        let request = get_profile_information::v1::Request::new(user.to_owned());
+        let answer =
+            tokio::time::timeout(PROFILE_WAIT, self.client.send(user.server_name(), request)).await;
+        let Ok(Ok(answer)) = answer else {
+            return Vec::new();
+        };
+        let mut fields = Vec::new();
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = answer.data.get(field).and_then(|value| value.as_str()) {
+                fields.push((field, value.to_owned()));
+            }
+        }
+        fields
+    }
+
     /// Invites a user of another server: the invite goes to their server to be
     /// countersigned, then into the room and to the room's other servers.
     pub async fn invite_remote(
@@ -32,6 +56,11 @@ impl Memberships {
             return Err(Error::forbidden("This server does not federate"));
         }
         let mut content = json!({ "membership": MembershipState::Invite.as_str() });
+        // The invitee's profile, as their server gives it, so the inviter's client can
+        // name the room after them (a new direct chat).
+        for (field, value) in self.invitee_profile(target).await {
+            content[field] = value.into();
+        }
         if let Some(reason) = reason {
             content["reason"] = reason.into();
         }

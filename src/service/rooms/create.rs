@@ -98,9 +98,11 @@ impl Rooms {
     }
 }
 
-/// The `m.room.create` content: the client's, with the room version, the creator
-/// where the version wants it, and (from room version 12) a trusted private chat's
-/// invitees as additional creators.
+/// The `m.room.create` content: the client's, with the room version, the creator, and
+/// (from room version 12) a trusted private chat's invitees as additional creators.
+/// From room version 11 on `creator` means nothing to the server (the sender is the
+/// creator) but it is still written: clients of the versions before (Nheko 0.11, as
+/// Debian ships it) fail to read a create event without it.
 fn create_content(
     creator: &UserId,
     request: &CreateRoom,
@@ -108,9 +110,7 @@ fn create_content(
 ) -> serde_json::Map<String, Value> {
     let mut create = request.creation_content.clone();
     create.insert("room_version".to_owned(), request.version.as_str().into());
-    if !rules.authorization.use_room_create_sender {
-        create.insert("creator".to_owned(), creator.as_str().into());
-    }
+    create.insert("creator".to_owned(), creator.as_str().into());
     let trusted = matches!(request.preset, RoomPreset::TrustedPrivateChat);
     if rules.authorization.explicitly_privilege_room_creators
         && trusted
