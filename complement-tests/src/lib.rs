@@ -428,6 +428,32 @@ pub async fn room_alone(owner: &Client) -> Result<matrix_sdk::ruma::OwnedRoomId>
     Ok(owner.create_room(request).await?.room_id().to_owned())
 }
 
+/// A new room of `owner`'s named `name`: public (else private), a space or a plain room;
+/// returns its id.
+pub async fn named_room(
+    owner: &Client,
+    name: &str,
+    public: bool,
+    space: bool,
+) -> Result<matrix_sdk::ruma::OwnedRoomId> {
+    use matrix_sdk::ruma::api::client::room::create_room::v3::{
+        CreationContent, Request, RoomPreset,
+    };
+    let mut request = Request::new();
+    request.name = Some(name.to_owned());
+    request.preset = Some(if public {
+        RoomPreset::PublicChat
+    } else {
+        RoomPreset::PrivateChat
+    });
+    if space {
+        let mut content = CreationContent::new();
+        content.room_type = Some(matrix_sdk::ruma::room::RoomType::Space);
+        request.creation_content = Some(matrix_sdk::ruma::serde::Raw::new(&content)?);
+    }
+    Ok(owner.create_room(request).await?.room_id().to_owned())
+}
+
 /// The `auth` object of an `m.login.password` stage of user-interactive authentication.
 pub fn password_stage(username: &str, password: &str, session: &Value) -> Value {
     serde_json::json!({

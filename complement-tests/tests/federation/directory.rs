@@ -152,19 +152,7 @@ async fn room_on(
     space: bool,
     parent: Option<&OwnedRoomId>,
 ) -> Result<OwnedRoomId> {
-    let mut request = create_room::v3::Request::new();
-    request.name = Some(name.to_owned());
-    request.preset = Some(if public {
-        create_room::v3::RoomPreset::PublicChat
-    } else {
-        create_room::v3::RoomPreset::PrivateChat
-    });
-    if space {
-        let mut content = create_room::v3::CreationContent::new();
-        content.room_type = Some(matrix_sdk::ruma::room::RoomType::Space);
-        request.creation_content = Some(matrix_sdk::ruma::serde::Raw::new(&content)?);
-    }
-    let room_id = alice.create_room(request).await?.room_id().to_owned();
+    let room_id = complement_tests::named_room(alice, name, public, space).await?;
     if let Some(parent) = parent {
         let path = format!("/_matrix/client/v3/rooms/{parent}/state/m.space.child/{room_id}");
         let via = json!({ "via": [server.server_name()] });

@@ -2,29 +2,8 @@
 //! with what the asker may not preview left out.
 
 use super::*;
+use complement_tests::named_room;
 use matrix_sdk::ruma::api::client::space::get_hierarchy;
-
-/// A new room of `owner`'s: public or private, a space or not; returns its id.
-async fn room(
-    owner: &matrix_sdk::Client,
-    name: &str,
-    public: bool,
-    space: bool,
-) -> anyhow::Result<OwnedRoomId> {
-    let mut request = create_room::v3::Request::new();
-    request.name = Some(name.to_owned());
-    request.preset = Some(if public {
-        create_room::v3::RoomPreset::PublicChat
-    } else {
-        create_room::v3::RoomPreset::PrivateChat
-    });
-    if space {
-        let mut content = create_room::v3::CreationContent::new();
-        content.room_type = Some(matrix_sdk::ruma::room::RoomType::Space);
-        request.creation_content = Some(matrix_sdk::ruma::serde::Raw::new(&content)?);
-    }
-    Ok(owner.create_room(request).await?.room_id().to_owned())
-}
 
 /// Lists `child` in `space` with the given extra content.
 async fn add_child(
@@ -76,12 +55,12 @@ async fn a_space_hierarchy_is_walked_depth_first_in_order_and_a_page_at_a_time()
     let server = TestServer::start().await?;
     let alice = server.register("alice").await?;
     let bob = server.register("bob").await?;
-    let company = room(&alice, "Company", true, true).await?;
-    let general = room(&alice, "General", true, false).await?;
-    let secret = room(&alice, "Secret", false, false).await?;
-    let teams = room(&alice, "Teams", true, true).await?;
-    let team_a = room(&alice, "Team A", true, false).await?;
-    let random = room(&alice, "Random", true, false).await?;
+    let company = named_room(&alice, "Company", true, true).await?;
+    let general = named_room(&alice, "General", true, false).await?;
+    let secret = named_room(&alice, "Secret", false, false).await?;
+    let teams = named_room(&alice, "Teams", true, true).await?;
+    let team_a = named_room(&alice, "Team A", true, false).await?;
+    let random = named_room(&alice, "Random", true, false).await?;
     add_child(
         &server,
         &alice,
@@ -176,7 +155,7 @@ async fn a_space_hierarchy_is_walked_depth_first_in_order_and_a_page_at_a_time()
     assert_eq!(names, ["Company", "General"]);
 
     // A private space is not Bob's to walk.
-    let hidden = room(&alice, "Hidden", false, true).await?;
+    let hidden = named_room(&alice, "Hidden", false, true).await?;
     let path = format!("/_matrix/client/v1/rooms/{hidden}/hierarchy");
     let (status, body) = server
         .request("GET", &path, Some(&token(&bob)), None)
