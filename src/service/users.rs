@@ -415,6 +415,36 @@ impl Users {
         Ok(record.user_id)
     }
 
+    /// An OpenID token for `user_id`: a third party (a widget, a call's media server)
+    /// learns who the user is by asking this server's `/openid/userinfo` with it.
+    pub fn create_openid_token(&self, user_id: &UserId, lifetime_ms: u64) -> Result<String> {
+        let token = random_string(32);
+        let record = TokenRecord {
+            user_id: user_id.to_owned(),
+            device_id: "".into(),
+            expires_at_ms: Some(now_ms() + lifetime_ms),
+            guest: false,
+        };
+        let mut batch = self.db.batch();
+        batch.put_json(
+            Keyspace::OpenIdTokens,
+            token_hash(&token).into_bytes(),
+            &record,
+        );
+        self.db.write(batch)?;
+        Ok(token)
+    }
+
+    /// The user an unexpired OpenID token vouches for.
+    pub fn openid_user(&self, token: &str) -> Result<Option<OwnedUserId>> {
+        let record: Option<TokenRecord> = self
+            .db
+            .get_json(Keyspace::OpenIdTokens, token_hash(token).as_bytes())?;
+        Ok(record
+            .filter(|record| record.expires_at_ms.is_none_or(|expiry| expiry > now_ms()))
+            .map(|record| record.user_id))
+    }
+
     pub fn device(&self, user_id: &UserId, device_id: &DeviceId) -> Result<Option<DeviceRecord>> {
         Ok(self
             .db

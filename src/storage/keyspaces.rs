@@ -43,6 +43,9 @@ keyspaces! {
     RefreshTokens => "refresh_tokens",
     /// `sha256(login token)` → JSON `TokenRecord` (single use, short expiry).
     LoginTokens => "login_tokens",
+    /// `sha256(OpenID token)` → JSON `TokenRecord`: vouches for the user to a third party
+    /// (through `/openid/userinfo`) until it expires.
+    OpenIdTokens => "openid_tokens",
     /// `user_id ‖ room_id or "" ‖ event type` → JSON `{position, content}`.
     AccountData => "account_data",
     /// `user_id ‖ position` → JSON `{room_id or "", type}`: the account-data change stream.

@@ -12,7 +12,8 @@
 //! - `sender`: a transaction answered 200 with `{}` is delivered, not sent again;
 //! - `legacy`: deprecated key paths and the `/v1/` join, leave and invite;
 //! - `bad_input`: malformed credentials and non-canonical bodies are 400s;
-//! - `history`: a late joiner scrolls back to the room's creation (`/backfill`).
+//! - `history`: a late joiner scrolls back to the room's creation (`/backfill`);
+//! - `openid`: an OpenID token checked by a third party through `/openid/userinfo`.
 
 use std::time::{Duration, Instant};
 
@@ -257,4 +258,5 @@ mod history;
 mod legacy;
 mod membership;
 mod messages;
+mod openid;
 mod sender;

@@ -1,16 +1,16 @@
-//! Password changes, deactivation and third-party ids.
+//! Password changes, deactivation, third-party ids, and OpenID tokens.
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::client::account::{
-    ThirdPartyIdRemovalStatus, change_password, deactivate, get_3pids,
+    ThirdPartyIdRemovalStatus, change_password, deactivate, get_3pids, request_openid_token,
 };
 use ruma::events::room::member::MembershipState;
 
 use super::uia;
 use crate::{
-    Result,
+    Error, Result,
     api::{Ruma, RumaRouter},
     service::Services,
 };
@@ -20,6 +20,36 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(change_password)
         .ruma_route(deactivate)
         .ruma_route(third_party_ids)
+        .ruma_route(openid_token)
+}
+
+/// How long an OpenID token vouches for its user.
+const OPENID_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// # `POST /_matrix/client/v3/user/{userId}/openid/request_token`
+///
+/// A token a third party (a widget, a group call's media server) checks with this
+/// server's `/_matrix/federation/v1/openid/userinfo` to learn who the user is.
+async fn openid_token(
+    services: Arc<Services>,
+    request: Ruma<request_openid_token::v3::Request>,
+) -> Result<request_openid_token::v3::Response> {
+    let user = request.user_id()?;
+    if *user != request.body.user_id {
+        return Err(Error::forbidden(
+            "You may only ask for your own OpenID token",
+        ));
+    }
+    let lifetime = OPENID_TOKEN_LIFETIME;
+    let token = services
+        .users
+        .create_openid_token(user, lifetime.as_millis() as u64)?;
+    Ok(request_openid_token::v3::Response::new(
+        token,
+        ruma::authentication::TokenType::Bearer,
+        services.config.server_name.clone(),
+        lifetime,
+    ))
 }
 
 /// # `POST /_matrix/client/v3/account/password`

@@ -1,11 +1,14 @@
-//! Queries about this server's users and aliases.
+//! Queries about this server's users and aliases, and who an OpenID token is for.
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::{
     client::profile::UserProfile,
-    federation::query::{get_profile_information, get_room_information},
+    federation::{
+        openid::get_openid_userinfo,
+        query::{get_profile_information, get_room_information},
+    },
 };
 
 use crate::{
@@ -15,7 +18,10 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_route(profile).ruma_route(directory)
+    router
+        .ruma_route(profile)
+        .ruma_route(directory)
+        .ruma_route(openid_userinfo)
 }
 
 /// # `GET /_matrix/federation/v1/query/profile`
@@ -57,4 +63,19 @@ async fn directory(
         record.room_id,
         servers,
     ))
+}
+
+/// # `GET /_matrix/federation/v1/openid/userinfo`
+///
+/// Who an OpenID token this server handed out is for (asked by third parties, without
+/// server signatures); 401 `M_UNKNOWN_TOKEN` for one unknown or expired.
+async fn openid_userinfo(
+    services: Arc<Services>,
+    request: Ruma<get_openid_userinfo::v1::Request>,
+) -> Result<get_openid_userinfo::v1::Response> {
+    let user = services
+        .users
+        .openid_user(&request.body.access_token)?
+        .ok_or_else(|| Error::unknown_token(false))?;
+    Ok(get_openid_userinfo::v1::Response::new(user))
 }
