@@ -78,3 +78,46 @@ impl Reports {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ruma::{owned_room_id, owned_user_id, user_id};
+
+    #[test]
+    fn reports_are_kept_in_arrival_order_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (
+            Reported::Room {
+                room_id: owned_room_id!("!r:x"),
+            },
+            Reported::User {
+                user_id: owned_user_id!("@m:y"),
+            },
+        );
+        {
+            let reports = Reports::new(Arc::new(Db::open(dir.path()).unwrap()));
+            reports
+                .file(user_id!("@a:x"), first.clone(), Some("spam"))
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            reports
+                .file(user_id!("@b:x"), second.clone(), None)
+                .unwrap();
+        }
+        let reports = Reports::new(Arc::new(Db::open(dir.path()).unwrap()));
+        let kept: Vec<_> = reports
+            .all()
+            .unwrap()
+            .into_iter()
+            .map(|report| (report.reporter.to_string(), report.reported, report.reason))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("@a:x".to_owned(), first, Some("spam".to_owned())),
+                ("@b:x".to_owned(), second, None),
+            ]
+        );
+    }
+}

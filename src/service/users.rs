@@ -508,6 +508,11 @@ impl Users {
         Ok(self.db.get_json(Keyspace::Profiles, key.bytes())?)
     }
 
+    /// The display name and avatar a membership event of the user carries.
+    pub fn member_profile(&self, user_id: &UserId) -> Result<(Option<String>, Option<String>)> {
+        Ok((self.displayname(user_id)?, self.avatar_url(user_id)?))
+    }
+
     pub fn displayname(&self, user_id: &UserId) -> Result<Option<String>> {
         Ok(self
             .profile_field(user_id, "displayname")?

@@ -21,7 +21,7 @@ use ruma::{
     },
 };
 
-use crate::service::users::{Sender, Users};
+use crate::service::users::Sender;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
@@ -41,10 +41,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(moderate::<unban_user::v3::Request>)
 }
 
-fn profile(users: &Users, user: &UserId) -> Result<(Option<String>, Option<String>)> {
-    Ok((users.displayname(user)?, users.avatar_url(user)?))
-}
-
 /// Joins a room: locally when this server is in it, else through one of `via` (or the
 /// server of the room id) over federation.
 async fn join(
@@ -62,7 +58,7 @@ async fn join(
             "This room does not let guests join",
         ));
     }
-    let profile = profile(&services.users, user)?;
+    let profile = services.users.member_profile(user)?;
     if services.rooms.is_resident(room_id)? || !services.config.federation.enabled {
         services.rooms.join(room_id, user, &profile, reason).await?;
     } else {
@@ -147,7 +143,7 @@ async fn invite(
             sender,
             (
                 &recipient.user_id,
-                &profile(&services.users, &recipient.user_id)?,
+                &services.users.member_profile(&recipient.user_id)?,
             ),
             recipient.reason.as_deref(),
             false,
@@ -206,7 +202,7 @@ async fn knock(
         if !services.rooms.exists(&room_id)? {
             return Err(Error::not_found("Unknown room"));
         }
-        let profile = profile(&services.users, user)?;
+        let profile = services.users.member_profile(user)?;
         services
             .rooms
             .knock(&room_id, user, &profile, reason)

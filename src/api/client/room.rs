@@ -32,10 +32,7 @@ fn invitees(
         .iter()
         .map(|user| {
             let profile = if user.server_name() == services.config.server_name {
-                (
-                    services.users.displayname(user)?,
-                    services.users.avatar_url(user)?,
-                )
+                services.users.member_profile(user)?
             } else {
                 (None, None)
             };
@@ -100,10 +97,7 @@ async fn create(
                 is_direct: body.is_direct,
                 initial_state,
                 power_level_override,
-                creator_profile: (
-                    services.users.displayname(&creator)?,
-                    services.users.avatar_url(&creator)?,
-                ),
+                creator_profile: services.users.member_profile(&creator)?,
             },
         )
         .await?;

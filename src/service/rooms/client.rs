@@ -35,6 +35,16 @@ impl Rooms {
         if pdu.state_before == pdu.state_after {
             return Ok(None);
         }
+        // The replaced event, when it was noted at write time; else found in the state
+        // before (events stored without it).
+        if let Some(replaced) = &pdu.replaces_state {
+            return match self.state_event(replaced)? {
+                Some(event) => Ok(Some(
+                    serde_json::from_str(event.content.get()).map_err(Error::internal)?,
+                )),
+                None => Ok(None),
+            };
+        }
         let parsed: Value = serde_json::from_str(pdu.pdu.get()).map_err(Error::internal)?;
         let (Some(kind), Some(state_key)) = (
             parsed.get("type").and_then(Value::as_str),
