@@ -60,6 +60,46 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// The server-server API: talking to other homeservers.
     pub federation: Federation,
+    /// The content repository: uploads, downloads, thumbnails.
+    pub media: Media,
+}
+
+/// The content repository.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Media {
+    /// Where media files are kept (default: `media` in the database directory). Files
+    /// are named by the SHA-256 of their bytes, so the same bytes are stored once.
+    pub directory: Option<PathBuf>,
+    /// The largest upload accepted, in bytes; also the largest file fetched from
+    /// another server.
+    pub max_upload_size: u64,
+    /// How many bytes of uploads each user may keep (none: no quota).
+    pub user_quota: Option<u64>,
+    /// Serve media uploaded (or fetched) from now on only through the authenticated
+    /// endpoints (`/_matrix/client/v1/media/*`); the deprecated `/_matrix/media/v3/`
+    /// downloads keep serving what came before, as the spec's freeze describes.
+    pub freeze_legacy_endpoints: bool,
+    /// How many `mxc://` URIs a user may hold created but not yet uploaded.
+    pub max_pending_uploads: usize,
+    /// How long a created `mxc://` URI waits for its upload, in seconds.
+    pub pending_upload_expiry_secs: u64,
+    /// Images with more pixels than this are not thumbnailed (decompression bombs).
+    pub max_image_pixels: u64,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            max_upload_size: 50 * 1024 * 1024,
+            user_quota: None,
+            freeze_legacy_endpoints: true,
+            max_pending_uploads: 5,
+            pending_upload_expiry_secs: 24 * 60 * 60,
+            max_image_pixels: 32_000_000,
+        }
+    }
 }
 
 /// A contact of `/.well-known/matrix/support`: a role (`m.role.admin`,
@@ -163,6 +203,7 @@ impl Default for Config {
             app_service_config_files: Vec::new(),
             rate_limits: RateLimits::default(),
             federation: Federation::default(),
+            media: Media::default(),
         }
     }
 }
@@ -197,6 +238,14 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: ConfigFile = toml::from_str(text).map_err(|error| error.to_string())?;
         Ok(file.global)
+    }
+
+    /// The directory of media files.
+    pub fn media_directory(&self) -> PathBuf {
+        self.media
+            .directory
+            .clone()
+            .unwrap_or_else(|| self.database_path.join("media"))
     }
 
     /// The base URL clients are told to use.

@@ -119,6 +119,8 @@ fn default_status(kind: &ErrorKind) -> StatusCode {
         ErrorKind::NotFound | ErrorKind::Unrecognized => StatusCode::NOT_FOUND,
         ErrorKind::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::CannotOverwriteMedia => StatusCode::CONFLICT,
+        ErrorKind::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::RoomInUse | ErrorKind::UserInUse | ErrorKind::Exclusive => {
             StatusCode::BAD_REQUEST
         }

@@ -127,6 +127,36 @@ impl<L: Lookup> FederationClient<L> {
         R: OutgoingRequest<PathBuilder = SinglePath>,
         R::Authentication: OutgoingAuthentication,
     {
+        let response = self.send_streaming(destination, request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = body::read_limited(response, self.max_response_size)
+            .await
+            .map_err(|error| match error {
+                body::BodyError::Transport(error) => ClientError::Transport(error),
+                body::BodyError::TooLarge(limit) => {
+                    ClientError::BadResponse(format!("response body over {limit} bytes"))
+                }
+            })?;
+        let mut response = http::Response::new(body.as_slice());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        R::IncomingResponse::try_from_http_response(response)
+            .map_err(|error| ClientError::BadResponse(error.to_string()))
+    }
+
+    /// Sends `request` to `destination` and hands back a successful response unread, for
+    /// bodies streamed rather than held (media). A non-2xx answer is
+    /// [`ClientError::Remote`]. The caller bounds what it reads.
+    pub async fn send_streaming<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+    ) -> Result<reqwest::Response, ClientError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutgoingAuthentication,
+    {
         let target = discovery::resolve(destination, &*self.lookup).await?;
         let route = self.connector.route(&target);
         let authentication =
@@ -150,24 +180,30 @@ impl<L: Lookup> FederationClient<L> {
             .execute(request)
             .await
             .map_err(ClientError::Transport)?;
-
         let status = response.status();
-        let headers = response.headers().clone();
-        let body = body::read_limited(response, self.max_response_size)
-            .await
-            .map_err(|error| match error {
-                body::BodyError::Transport(error) => ClientError::Transport(error),
-                body::BodyError::TooLarge(limit) => {
-                    ClientError::BadResponse(format!("response body over {limit} bytes"))
-                }
-            })?;
         if !status.is_success() {
+            let body = body::read_limited(response, 64 * 1024)
+                .await
+                .unwrap_or_default();
             return Err(ClientError::remote(status, &body));
         }
-        let mut response = http::Response::new(body.as_slice());
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        R::IncomingResponse::try_from_http_response(response)
-            .map_err(|error| ClientError::BadResponse(error.to_string()))
+        Ok(response)
+    }
+
+    /// `GET url` without signing, for a redirect another server answered a media request
+    /// with (to its content delivery network). The caller bounds what it reads.
+    pub async fn get_url(&self, url: &str) -> Result<reqwest::Response, ClientError> {
+        let response = self
+            .connector
+            .plain()
+            .get(url)
+            .send()
+            .await
+            .map_err(ClientError::Transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ClientError::remote(status, &[]));
+        }
+        Ok(response)
     }
 }

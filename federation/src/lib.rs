@@ -10,6 +10,7 @@
 mod body;
 pub mod client;
 pub mod discovery;
+pub mod legacy_media;
 pub mod signing_key;
 pub mod tls;
 pub mod v1;

@@ -3,6 +3,7 @@
 //! request type and hands it the parsed, authenticated request.
 
 pub mod client;
+pub mod download;
 pub mod federation;
 pub mod guests;
 pub mod keys;

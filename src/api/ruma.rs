@@ -13,7 +13,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
-    body::Body,
+    body::{Body, Bytes},
     extract::{ConnectInfo, RawPathParams, State},
     response::IntoResponse,
     routing::{MethodFilter, on},
@@ -158,6 +158,22 @@ pub trait RumaRouter {
         T: Serialize + 'static,
         F: Fn(Arc<Services>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static;
+
+    /// As [`ruma_route`](Self::ruma_route), for media: ruma parses the path, query and
+    /// headers while the body is handed over unread ([`RawBody`]), and the handler
+    /// answers with its own response (a streamed file).
+    fn ruma_route_raw<Req, F, Fut>(self, handler: F) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: Authentication,
+        F: Fn(Arc<Services>, Ruma<Req>, RawBody) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<axum::response::Response>> + Send + 'static;
+}
+
+/// A request's headers and its body, not read yet.
+pub struct RawBody {
+    pub headers: http::HeaderMap,
+    pub body: Body,
 }
 
 impl RumaRouter for Router<Arc<Services>> {
@@ -190,6 +206,38 @@ impl RumaRouter for Router<Arc<Services>> {
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         route(self, handler, None, json_response)
+    }
+
+    fn ruma_route_raw<Req, F, Fut>(mut self, handler: F) -> Self
+    where
+        Req: IncomingRequest + Send + 'static,
+        Req::Authentication: Authentication,
+        F: Fn(Arc<Services>, Ruma<Req>, RawBody) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<axum::response::Response>> + Send + 'static,
+    {
+        let method = MethodFilter::try_from(Req::METHOD).expect("ruma methods are standard");
+        let endpoint = move |State(services): State<Arc<Services>>,
+                             ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                             params: RawPathParams,
+                             request: Request<Body>| async move {
+            let (parts, body) = request.into_parts();
+            let raw = RawBody {
+                headers: parts.headers.clone(),
+                body,
+            };
+            let outcome = async {
+                let ruma =
+                    parse::<Req>(&services, peer, &params, parts, Bytes::new(), BodyKind::Raw)
+                        .await?;
+                handler(services.clone(), ruma, raw).await
+            }
+            .await;
+            outcome.unwrap_or_else(|error| error.into_response())
+        };
+        for path in Req::PATH_BUILDER.all_paths() {
+            self = self.route(path, on(method, endpoint.clone()));
+        }
+        self
     }
 }
 
@@ -258,16 +306,52 @@ where
     Req::Authentication: Authentication,
 {
     let (parts, body) = request.into_parts();
-    let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let bytes = axum::body::to_bytes(body, services.config.max_request_size)
         .await
         .map_err(|_| Error::new(ErrorKind::TooLarge, "Request body too large"))?;
     // A POST body of `null` is no body: some client libraries send it when there is
     // nothing to send (a logout, a join). A PUT body is content, and must be an object.
     let bytes = if parts.method == http::Method::POST && bytes.trim_ascii() == b"null" {
-        axum::body::Bytes::new()
+        Bytes::new()
     } else {
         bytes
+    };
+    parse(
+        services,
+        peer,
+        params,
+        parts,
+        bytes,
+        BodyKind::Json(prepare),
+    )
+    .await
+}
+
+/// What a route's body is: JSON, adjusted by a [`Prepare`] or not, or (a raw route)
+/// not JSON and not read here.
+#[derive(Clone, Copy)]
+enum BodyKind {
+    Json(Option<Prepare>),
+    Raw,
+}
+
+/// Authenticates and parses a request whose body has been read.
+async fn parse<Req>(
+    services: &Services,
+    peer: SocketAddr,
+    params: &RawPathParams,
+    parts: http::request::Parts,
+    bytes: Bytes,
+    kind: BodyKind,
+) -> Result<Ruma<Req>>
+where
+    Req: IncomingRequest,
+    Req::Authentication: Authentication,
+{
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let (raw, prepare) = match kind {
+        BodyKind::Json(prepare) => (false, prepare),
+        BodyKind::Raw => (true, None),
     };
 
     let requirement = <Req::Authentication as Authentication>::REQUIREMENT;
@@ -280,7 +364,11 @@ where
             "Guest accounts may not do this",
         ));
     }
-    let json = json_body(&parts, &bytes)?;
+    let json = if raw {
+        None
+    } else {
+        json_body(&parts, &bytes)?
+    };
 
     let path_args: Vec<&str> = params.iter().map(|(_, value)| value).collect();
     let prepared;
@@ -296,7 +384,7 @@ where
             prepared = serde_json::to_vec(&object).map_err(Error::internal)?;
             &prepared
         }
-        _ if bytes.is_empty() && expects_json(&parts) => b"{}",
+        _ if bytes.is_empty() && expects_json(&parts) && !raw => b"{}",
         _ => &bytes,
     };
     let http_request = Request::from_parts(parts, bytes);
@@ -379,7 +467,7 @@ fn json_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Option<Value>
 }
 
 /// Bodies of these methods are JSON unless the endpoint says otherwise (media uploads
-/// carry their own content type and are not routed through here yet).
+/// carry their own content type and come through `ruma_route_raw`).
 fn expects_json(parts: &http::request::Parts) -> bool {
     matches!(parts.method, http::Method::POST | http::Method::PUT)
 }

@@ -9,6 +9,7 @@ pub mod e2ee;
 pub mod federation;
 pub mod filters;
 pub mod key_backup;
+pub mod media;
 pub mod presence;
 pub mod push_rules;
 pub mod pushers;
@@ -68,6 +69,7 @@ pub struct Services {
     pub outgoing: Arc<federation::queue::OutgoingQueue>,
     pub federation: federation::Federation,
     pub spaces: spaces::Spaces,
+    pub media: media::Media,
 }
 
 impl Services {
@@ -178,7 +180,17 @@ impl Services {
             config.server_name.clone(),
             config.federation.enabled,
         );
+        let blobs = crate::storage::blobs::FileBlobs::open(&config.media_directory())
+            .map_err(|error| crate::Error::internal(format!("opening the media store: {error}")))?;
+        let media = media::Media::new(
+            db.clone(),
+            Arc::new(blobs),
+            config.server_name.clone(),
+            media::Limits::from_config(&config),
+            config.federation.enabled.then(|| federation_client.clone()),
+        );
         Ok(Self {
+            media,
             appservices: appservices::Appservices::load(&config.app_service_config_files)?,
             users,
             uiaa: uiaa::Uiaa::default(),

@@ -145,4 +145,20 @@ keyspaces! {
     /// `received at (ms) ‖ random id` → JSON `Report`: content reported to this server's
     /// administrators (an event, a room or a user, with the reporter and reason).
     Reports => "reports",
+    /// `server_name ‖ media_id` → JSON `MediaRecord`: an `mxc://` URI of this server or
+    /// one fetched from another (the SHA-256 of its file, size, type, file name,
+    /// uploader; no hash while an asynchronous upload is awaited).
+    Media => "media",
+    /// `sha256 ‖ owner` → empty: who uses a media file (an `mxc://` URI, or one of its
+    /// thumbnails); the file goes when the last owner does.
+    MediaRefs => "media_refs",
+    /// `server_name ‖ media_id ‖ thumbnail spec` → JSON `ThumbnailRecord` (its file,
+    /// size, type, dimensions): thumbnails made (or fetched) so far.
+    MediaThumbnails => "media_thumbnails",
+    /// `user_id ‖ created (ms) ‖ media_id` → u64 size: a local user's uploads (quota,
+    /// the admin API).
+    MediaByUser => "media_by_user",
+    /// `user_id ‖ media_id` → u64 expiry (ms): `mxc://` URIs created and still awaiting
+    /// their upload.
+    MediaPending => "media_pending",
 }

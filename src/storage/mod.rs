@@ -5,6 +5,7 @@
 //! write-ahead log is synced before [`Db::write`] returns. Services above this layer see
 //! typed keys and values, never RocksDB.
 
+pub mod blobs;
 pub mod codec;
 pub mod keyspaces;
 

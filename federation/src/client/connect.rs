@@ -41,6 +41,9 @@ pub(super) struct Connector {
     explicit_port: reqwest::Client,
     explicit_port_addresses: Arc<AddressBook>,
     host_header: reqwest::Client,
+    /// For URLs outside federation discovery (redirects to a content delivery
+    /// network): the system resolver, the same trusted roots.
+    plain: reqwest::Client,
 }
 
 /// How one request goes: through which client, to which base URL, with which `Host` header.
@@ -60,9 +63,15 @@ impl Connector {
             implicit_port: build(options, implicit_port_addresses.clone(), false)?,
             explicit_port: build(options, explicit_port_addresses.clone(), false)?,
             host_header: build(options, Arc::new(AddressBook::default()), true)?,
+            plain: build_plain(options)?,
             implicit_port_addresses,
             explicit_port_addresses,
         })
+    }
+
+    /// The client for URLs outside federation discovery.
+    pub(super) fn plain(&self) -> &reqwest::Client {
+        &self.plain
     }
 
     /// The route for `destination`, recording its addresses for the resolver.
@@ -124,6 +133,23 @@ fn build(
         builder = builder.http1_only();
     }
     builder.build().map_err(ClientError::Transport)
+}
+
+fn build_plain(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+    let tls = crate::tls::client_config(
+        options.verify_certificates,
+        &options.extra_root_certificates,
+        false,
+    )?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .timeout(options.timeout)
+        .connect_timeout(CONNECT_TIMEOUT.min(options.timeout))
+        .user_agent(crate::USER_AGENT)
+        .build()
+        .map_err(ClientError::Transport)
 }
 
 /// The addresses discovery found, by host, as a reqwest resolver.

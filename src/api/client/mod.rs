@@ -11,6 +11,7 @@ pub mod ephemeral;
 pub mod events;
 pub mod filter;
 pub mod key_backup;
+pub mod media;
 pub mod members;
 pub mod membership;
 pub mod message;
@@ -67,5 +68,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = encryption::routes(router);
     let router = to_device::routes(router);
     let router = key_backup::routes(router);
+    let router = media::routes(router);
     sync::routes(router)
 }

@@ -4,6 +4,7 @@
 
 mod directory;
 mod events;
+mod media;
 mod membership;
 mod query;
 mod transactions;
@@ -27,6 +28,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = events::routes(router);
     let router = directory::routes(router);
     let router = user_keys::routes(router);
+    let router = media::routes(router);
     query::routes(router)
 }
 

@@ -1,0 +1,388 @@
+//! The content repository for clients: uploads (at once, or to a URI created first),
+//! downloads and thumbnails through the authenticated endpoints, and the deprecated
+//! `/_matrix/media/v3/` ones, which serve only media from before the freeze when it is on.
+
+// ruma marks the deprecated endpoints' types deprecated; serving them is the point here.
+#![allow(deprecated)]
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, response::Response};
+use http::{HeaderMap, header};
+use ruma::{
+    OwnedMxcUri, ServerName, UInt,
+    api::client::{authenticated_media, media},
+    media::Method as RumaMethod,
+};
+
+use crate::{
+    Error, Result,
+    api::{
+        Ruma, RumaRouter,
+        download::{self, Caching},
+        ruma::RawBody,
+    },
+    service::{
+        Services,
+        media::{Access, Media, Staged, image_ops::Method, thumbnails},
+    },
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma_route(config)
+        .ruma_route(legacy_config)
+        .ruma_route_raw(upload)
+        .ruma_route(create)
+        .ruma_route_raw(upload_to_created)
+        .ruma_route_raw(download)
+        .ruma_route_raw(download_as)
+        .ruma_route_raw(thumbnail)
+        .ruma_route_raw(legacy_download)
+        .ruma_route_raw(legacy_download_as)
+        .ruma_route_raw(legacy_thumbnail)
+}
+
+/// # `GET /_matrix/client/v1/media/config`
+async fn config(
+    services: Arc<Services>,
+    _: Ruma<authenticated_media::get_media_config::v1::Request>,
+) -> Result<authenticated_media::get_media_config::v1::Response> {
+    Ok(authenticated_media::get_media_config::v1::Response::new(
+        upload_size(&services.media),
+    ))
+}
+
+/// # `GET /_matrix/media/v3/config`
+async fn legacy_config(
+    services: Arc<Services>,
+    _: Ruma<media::get_media_config::v3::Request>,
+) -> Result<media::get_media_config::v3::Response> {
+    Ok(media::get_media_config::v3::Response::new(upload_size(
+        &services.media,
+    )))
+}
+
+fn upload_size(media: &Media) -> UInt {
+    UInt::try_from(media.limits().max_upload_size).unwrap_or(UInt::MAX)
+}
+
+/// # `POST /_matrix/media/v3/upload`
+async fn upload(
+    services: Arc<Services>,
+    request: Ruma<media::create_content::v3::Request>,
+    raw: RawBody,
+) -> Result<Response> {
+    let user = request.user_id()?;
+    let media = &services.media;
+    let staged = stage(media, raw).await?;
+    let media_id = media
+        .create_uploaded(
+            user,
+            staged,
+            request.body.content_type.clone(),
+            request.body.filename.clone(),
+        )
+        .await?;
+    let uri = mxc(media.server_name(), &media_id);
+    json(&serde_json::json!({ "content_uri": uri }))
+}
+
+/// # `POST /_matrix/media/v1/create`
+async fn create(
+    services: Arc<Services>,
+    request: Ruma<media::create_mxc_uri::v1::Request>,
+) -> Result<media::create_mxc_uri::v1::Response> {
+    let user = request.user_id()?;
+    let (media_id, expires) = services.media.create_pending(user)?;
+    let mut response =
+        media::create_mxc_uri::v1::Response::new(mxc(services.media.server_name(), &media_id));
+    response.unused_expires_at = Some(ruma::MilliSecondsSinceUnixEpoch(
+        UInt::try_from(expires).unwrap_or(UInt::MAX),
+    ));
+    Ok(response)
+}
+
+/// # `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`
+///
+/// The URI is checked before the body is read, so a refused upload costs no transfer.
+async fn upload_to_created(
+    services: Arc<Services>,
+    request: Ruma<media::create_content_async::v3::Request>,
+    raw: RawBody,
+) -> Result<Response> {
+    let user = request.user_id()?;
+    let body = &request.body;
+    let media = &services.media;
+    media.check_pending(user, &body.server_name, &body.media_id)?;
+    let staged = stage(media, raw).await?;
+    media
+        .complete_pending(
+            user,
+            &body.media_id,
+            staged,
+            body.content_type.clone(),
+            body.filename.clone(),
+        )
+        .await?;
+    json(&serde_json::json!({}))
+}
+
+/// Streams an upload body to staging.
+async fn stage(media: &Media, raw: RawBody) -> Result<Staged> {
+    let declared = raw
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    media.stage(raw.body.into_data_stream(), declared).await
+}
+
+/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
+async fn download(
+    services: Arc<Services>,
+    request: Ruma<authenticated_media::get_content::v1::Request>,
+    raw: RawBody,
+) -> Result<Response> {
+    let body = &request.body;
+    let fetch = Fetch::authenticated(body.timeout_ms);
+    serve(
+        &services.media,
+        &body.server_name,
+        &body.media_id,
+        fetch,
+        &raw.headers,
+        None,
+    )
+    .await
+}
+
+/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`
+async fn download_as(
+    services: Arc<Services>,
+    request: Ruma<authenticated_media::get_content_as_filename::v1::Request>,
+    raw: RawBody,
+) -> Result<Response> {
+    let body = &request.body;
+    let fetch = Fetch::authenticated(body.timeout_ms);
+    let name = Some(body.filename.as_str());
+    serve(
+        &services.media,
+        &body.server_name,
+        &body.media_id,
+        fetch,
+        &raw.headers,
+        name,
+    )
+    .await
+}
+
+/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}`
+async fn legacy_download(
+    services: Arc<Services>,
+    request: Ruma<media::get_content::v3::Request>,
+    raw: RawBody,
+) -> Result<Response> {
+    let body = &request.body;
+    let fetch = Fetch::legacy(body.timeout_ms, body.allow_remote);
+    serve(
+        &services.media,
+        &body.server_name,
+        &body.media_id,
+        fetch,
+        &raw.headers,
+        None,
+    )
+    .await
+}
+
+/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}`
+async fn legacy_download_as(
+    services: Arc<Services>,
+    request: Ruma<media::get_content_as_filename::v3::Request>,
+    raw: RawBody,
+) -> Result<Response> {
+    let body = &request.body;
+    let fetch = Fetch::legacy(body.timeout_ms, body.allow_remote);
+    let name = Some(body.filename.as_str());
+    serve(
+        &services.media,
+        &body.server_name,
+        &body.media_id,
+        fetch,
+        &raw.headers,
+        name,
+    )
+    .await
+}
+
+/// How a download reaches the media: which endpoints, how long it waits for an awaited
+/// upload, whether another server's media may be fetched.
+#[derive(Clone, Copy)]
+struct Fetch {
+    access: Access,
+    timeout: Duration,
+    allow_remote: bool,
+}
+
+impl Fetch {
+    fn authenticated(timeout: Duration) -> Self {
+        Self {
+            access: Access::Authenticated,
+            timeout,
+            allow_remote: true,
+        }
+    }
+
+    fn legacy(timeout: Duration, allow_remote: bool) -> Self {
+        Self {
+            access: Access::Legacy,
+            timeout,
+            allow_remote,
+        }
+    }
+
+    fn caching(self) -> Caching {
+        match self.access {
+            Access::Authenticated => Caching::Private,
+            Access::Legacy => Caching::Public,
+        }
+    }
+}
+
+async fn serve(
+    media: &Media,
+    server: &ServerName,
+    media_id: &str,
+    fetch: Fetch,
+    headers: &HeaderMap,
+    filename: Option<&str>,
+) -> Result<Response> {
+    let content = media
+        .content(
+            server,
+            media_id,
+            fetch.access,
+            fetch.timeout,
+            fetch.allow_remote,
+        )
+        .await?;
+    download::download(media, &content, headers, filename, fetch.caching()).await
+}
+
+/// # `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
+async fn thumbnail(
+    services: Arc<Services>,
+    request: Ruma<authenticated_media::get_content_thumbnail::v1::Request>,
+    raw: RawBody,
+) -> Result<Response> {
+    let body = &request.body;
+    let asked = Asked {
+        width: body.width,
+        height: body.height,
+        method: body.method.as_ref(),
+        animated: body.animated,
+    };
+    let fetch = Fetch::authenticated(body.timeout_ms);
+    serve_thumbnail(
+        &services.media,
+        &body.server_name,
+        &body.media_id,
+        asked,
+        fetch,
+        &raw.headers,
+    )
+    .await
+}
+
+/// # `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}`
+async fn legacy_thumbnail(
+    services: Arc<Services>,
+    request: Ruma<media::get_content_thumbnail::v3::Request>,
+    raw: RawBody,
+) -> Result<Response> {
+    let body = &request.body;
+    let asked = Asked {
+        width: body.width,
+        height: body.height,
+        method: body.method.as_ref(),
+        animated: body.animated,
+    };
+    let fetch = Fetch::legacy(body.timeout_ms, body.allow_remote);
+    serve_thumbnail(
+        &services.media,
+        &body.server_name,
+        &body.media_id,
+        asked,
+        fetch,
+        &raw.headers,
+    )
+    .await
+}
+
+/// A thumbnail request's parameters as ruma parsed them.
+pub struct Asked<'a> {
+    pub width: UInt,
+    pub height: UInt,
+    pub method: Option<&'a RumaMethod>,
+    pub animated: Option<bool>,
+}
+
+impl Asked<'_> {
+    /// The request in the service's terms: `scale` when no method is given, and an
+    /// unknown method is the spec's 400.
+    pub fn to_request(&self) -> Result<thumbnails::Request> {
+        let method = match self.method {
+            None | Some(RumaMethod::Scale) => Method::Scale,
+            Some(RumaMethod::Crop) => Method::Crop,
+            Some(other) => {
+                return Err(Error::invalid_param(format!(
+                    "Unknown thumbnail method {}",
+                    other.as_str()
+                )));
+            }
+        };
+        let side = |value: UInt| u32::try_from(u64::from(value)).unwrap_or(u32::MAX);
+        Ok(thumbnails::Request {
+            width: side(self.width),
+            height: side(self.height),
+            method,
+            animated: self.animated.unwrap_or(false),
+        })
+    }
+}
+
+async fn serve_thumbnail(
+    media: &Media,
+    server: &ServerName,
+    media_id: &str,
+    asked: Asked<'_>,
+    fetch: Fetch,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let request = asked.to_request()?;
+    let content = media
+        .thumbnail(
+            server,
+            media_id,
+            request,
+            fetch.access,
+            fetch.timeout,
+            fetch.allow_remote,
+        )
+        .await?;
+    download::download(media, &content, headers, None, fetch.caching()).await
+}
+
+fn mxc(server: &ServerName, media_id: &str) -> OwnedMxcUri {
+    OwnedMxcUri::from(format!("mxc://{server}/{media_id}"))
+}
+
+fn json(value: &serde_json::Value) -> Result<Response> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(
+            serde_json::to_vec(value).map_err(Error::internal)?,
+        ))
+        .map_err(Error::internal)
+}

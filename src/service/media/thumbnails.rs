@@ -1,0 +1,304 @@
+//! Thumbnails: made on demand at the sizes Synapse makes (so clients' requests land on
+//! the same few), kept like any media file, and made in a bounded pool so a burst of
+//! large images cannot take every core or all memory.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use parking_lot::Mutex;
+use ruma::{ServerName, api::error::ErrorKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use super::{
+    Access, Content, Media, Staged,
+    image_ops::{self, Method, ThumbnailError},
+};
+use crate::{
+    Error, Result,
+    storage::{Keyspace, blobs, codec::Key},
+};
+
+/// The sizes thumbnails are made at, as Synapse's default configuration lists them.
+pub const SIZES: [(u32, u32, Method); 5] = [
+    (32, 32, Method::Crop),
+    (96, 96, Method::Crop),
+    (320, 240, Method::Scale),
+    (640, 480, Method::Scale),
+    (800, 600, Method::Scale),
+];
+
+/// The largest side made for a request beyond every listed size.
+const MAX_SIDE: u32 = 1600;
+
+/// What a client asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    pub width: u32,
+    pub height: u32,
+    pub method: Method,
+    pub animated: bool,
+}
+
+/// A made thumbnail as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ThumbnailRecord {
+    pub sha256: String,
+    pub size: u64,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    /// The box and method it was made for.
+    pub spec: String,
+}
+
+/// The box a request is served from: the smallest listed size of its method that is at
+/// least as large as asked (the spec: never smaller than asked unless the image is), else
+/// the request itself rounded up to a multiple of 64 (at most 1600), so the variants one
+/// image can have stay few.
+pub fn choose(request: &Request) -> (u32, u32, Method) {
+    let listed = SIZES.iter().find(|(width, height, method)| {
+        *method == request.method && *width >= request.width && *height >= request.height
+    });
+    match listed {
+        Some(size) => *size,
+        None => {
+            let round = |side: u32| side.div_ceil(64).saturating_mul(64).clamp(64, MAX_SIDE);
+            (round(request.width), round(request.height), request.method)
+        }
+    }
+}
+
+/// The spec string of a box: `320x240-scale`, with `-animated` when asked.
+fn spec(width: u32, height: u32, method: Method, animated: bool) -> String {
+    let animated = if animated { "-animated" } else { "" };
+    format!("{width}x{height}-{}{animated}", method.as_str())
+}
+
+/// A thumbnail's owner name in `media_refs`.
+pub fn owner(media_owner: &str, thumbnail: &ThumbnailRecord) -> String {
+    format!("{media_owner}/{}", thumbnail.spec)
+}
+
+/// The pool thumbnails are made in, and who is making which.
+pub struct Thumbnailer {
+    pool: Semaphore,
+    max_pixels: u64,
+    making: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Thumbnailer {
+    pub fn new(max_pixels: u64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            pool: Semaphore::new(cores),
+            max_pixels,
+            making: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn is_animatable(content_type: Option<&str>) -> bool {
+    matches!(content_type, Some("image/gif" | "image/webp"))
+}
+
+impl Media {
+    /// A thumbnail of `mxc://{server}/{media_id}` for `request`, made once and kept.
+    pub async fn thumbnail(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+        request: Request,
+        access: Access,
+        timeout: Duration,
+        allow_remote: bool,
+    ) -> Result<Content> {
+        if request.width == 0 || request.height == 0 {
+            return Err(Error::invalid_param("width and height must be positive"));
+        }
+        let source = self
+            .content(server, media_id, access, timeout, allow_remote)
+            .await?;
+        let (width, height, method) = choose(&request);
+        let animated = request.animated && is_animatable(source.content_type.as_deref());
+        let spec = spec(width, height, method, animated);
+        let key = Key::new().str(server.as_str()).str(media_id).str(&spec);
+        if let Some(made) = self.stored_thumbnail(&key)? {
+            return Ok(made);
+        }
+        let media_owner = Self::owner(server, media_id);
+        let making = self
+            .thumbnailer
+            .making
+            .lock()
+            .entry(format!("{media_owner}/{spec}"))
+            .or_default()
+            .clone();
+        let _making = making.lock().await;
+        if let Some(made) = self.stored_thumbnail(&key)? {
+            return Ok(made);
+        }
+        let made = self
+            .make_thumbnail(&source, width, height, method, animated)
+            .await;
+        self.thumbnailer
+            .making
+            .lock()
+            .remove(&format!("{media_owner}/{spec}"));
+        let made = made?;
+        let record = ThumbnailRecord {
+            sha256: String::new(),
+            size: made.bytes.len() as u64,
+            content_type: made.content_type.to_owned(),
+            width: made.width,
+            height: made.height,
+            spec,
+        };
+        let staged = Staged::from_bytes(&*self.blobs, made.bytes).await?;
+        let record = ThumbnailRecord {
+            sha256: staged.sha256.clone(),
+            ..record
+        };
+        {
+            let _file = self.file_lock(&record.sha256).lock().await;
+            staged.adopt(&*self.blobs).await?;
+            let mut batch = self.db.batch();
+            batch.put_json(Keyspace::MediaThumbnails, key.bytes().to_vec(), &record);
+            batch.put(
+                Keyspace::MediaRefs,
+                Key::new()
+                    .str(&record.sha256)
+                    .str(&owner(&media_owner, &record))
+                    .bytes()
+                    .to_vec(),
+                Vec::new(),
+            );
+            self.db.write(batch)?;
+        }
+        Ok(thumbnail_content(record))
+    }
+
+    fn stored_thumbnail(&self, key: &Key) -> Result<Option<Content>> {
+        let stored: Option<ThumbnailRecord> =
+            self.db.get_json(Keyspace::MediaThumbnails, key.bytes())?;
+        Ok(stored.map(thumbnail_content))
+    }
+
+    async fn make_thumbnail(
+        &self,
+        source: &Content,
+        width: u32,
+        height: u32,
+        method: Method,
+        animated: bool,
+    ) -> Result<image_ops::Thumbnail> {
+        if source.size > self.limits.max_upload_size {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                "Content is too large to thumbnail",
+            ));
+        }
+        let bytes = blobs::read_to_vec(&*self.blobs, &source.sha256, self.limits.max_upload_size)
+            .await
+            .map_err(|error| Error::internal(format!("reading media to thumbnail: {error}")))?;
+        let _permit = self
+            .thumbnailer
+            .pool
+            .acquire()
+            .await
+            .map_err(Error::internal)?;
+        let max_pixels = self.thumbnailer.max_pixels;
+        let made = tokio::task::spawn_blocking(move || {
+            image_ops::thumbnail(&bytes, width, height, method, animated, max_pixels)
+        })
+        .await
+        .map_err(Error::internal)?;
+        made.map_err(|error| match error {
+            ThumbnailError::TooLarge => {
+                Error::new(ErrorKind::TooLarge, "The image is too large to thumbnail")
+            }
+            ThumbnailError::Unsupported(reason) => {
+                tracing::debug!(%reason, "no thumbnail");
+                Error::new(
+                    ErrorKind::Unknown,
+                    "Cannot generate thumbnails for the requested content",
+                )
+                .with_status(http::StatusCode::BAD_REQUEST)
+            }
+        })
+    }
+
+    /// Every thumbnail kept of a media, with its key.
+    pub(super) fn thumbnails_of(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+    ) -> Result<Vec<(Vec<u8>, ThumbnailRecord)>> {
+        self.db
+            .scan_prefix(
+                Keyspace::MediaThumbnails,
+                Key::new().str(server.as_str()).str(media_id).bytes(),
+            )?
+            .into_iter()
+            .map(|(key, value)| {
+                let record = crate::storage::codec::decode_json(&value)?;
+                Ok((key, record))
+            })
+            .collect()
+    }
+}
+
+fn thumbnail_content(record: ThumbnailRecord) -> Content {
+    let extension = match record.content_type.as_str() {
+        "image/jpeg" => "jpg",
+        "image/gif" => "gif",
+        _ => "png",
+    };
+    Content {
+        sha256: record.sha256,
+        size: record.size,
+        content_type: Some(record.content_type),
+        filename: Some(format!("thumbnail.{extension}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(width: u32, height: u32, method: Method) -> Request {
+        Request {
+            width,
+            height,
+            method,
+            animated: false,
+        }
+    }
+
+    #[test]
+    fn requests_land_on_the_listed_sizes_never_smaller() {
+        assert_eq!(
+            choose(&request(32, 32, Method::Crop)),
+            (32, 32, Method::Crop)
+        );
+        assert_eq!(
+            choose(&request(40, 40, Method::Crop)),
+            (96, 96, Method::Crop)
+        );
+        assert_eq!(
+            choose(&request(800, 600, Method::Scale)),
+            (800, 600, Method::Scale)
+        );
+        assert_eq!(
+            choose(&request(300, 300, Method::Scale)),
+            (640, 480, Method::Scale)
+        );
+        assert_eq!(
+            choose(&request(300, 300, Method::Crop)),
+            (320, 320, Method::Crop)
+        );
+        assert_eq!(
+            choose(&request(5000, 1, Method::Scale)),
+            (1600, 64, Method::Scale)
+        );
+    }
+}
