@@ -71,6 +71,9 @@ pub fn thumbnail(
     let format = reader
         .format()
         .ok_or_else(|| ThumbnailError::Unsupported("unknown image format".into()))?;
+    if format == ImageFormat::Jpeg && !ends_a_jpeg(input) {
+        return Err(ThumbnailError::Unsupported("truncated JPEG".into()));
+    }
     if animated
         && let Some(result) = animated_thumbnail(input, format, width, height, method, max_pixels)
     {
@@ -90,6 +93,12 @@ pub fn thumbnail(
     }
     let resized = resize(&image, width, height, method);
     encode_still(resized, format)
+}
+
+/// Whether a JPEG has its end-of-image marker (some cameras write data after it, so it
+/// need not be last). A truncated upload would otherwise make a half-grey thumbnail.
+fn ends_a_jpeg(input: &[u8]) -> bool {
+    input.windows(2).rev().any(|pair| pair == [0xFF, 0xD9])
 }
 
 fn limits(max_pixels: u64) -> Limits {
@@ -293,6 +302,22 @@ mod tests {
             ThumbnailError::TooLarge
         );
         let truncated = &source[..source.len() / 2];
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(image::RgbImage::new(300, 200))
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        assert!(thumbnail(&jpeg, 32, 32, Method::Crop, false, 1 << 30).is_ok());
+        assert!(matches!(
+            thumbnail(
+                &jpeg[..jpeg.len() / 2],
+                32,
+                32,
+                Method::Crop,
+                false,
+                1 << 30
+            ),
+            Err(ThumbnailError::Unsupported(_))
+        ));
         assert!(matches!(
             thumbnail(truncated, 32, 32, Method::Crop, false, 1 << 30),
             Err(ThumbnailError::Unsupported(_))

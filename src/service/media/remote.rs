@@ -81,8 +81,8 @@ impl Media {
         let response = client.send_streaming(server, request).await?;
         let content_type = header(&response, http::header::CONTENT_TYPE)
             .ok_or_else(|| FetchError::Bad("multipart answer without a content type".into()))?;
-        let boundary = multer::parse_boundary(&content_type)
-            .map_err(|error| FetchError::Bad(error.to_string()))?;
+        let boundary = multipart_boundary(&content_type)
+            .ok_or_else(|| FetchError::Bad(format!("not multipart/mixed: {content_type}")))?;
         let mut multipart = multer::Multipart::new(body_stream(response), boundary);
         let bad = |error: multer::Error| FetchError::Bad(error.to_string());
         // The first part is the metadata (an empty JSON object so far).
@@ -245,6 +245,22 @@ fn body_stream(
     })
 }
 
+/// The boundary of a `multipart/mixed` content type.
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let mut parameters = content_type.split(';');
+    let essence = parameters.next()?.trim();
+    if !essence.eq_ignore_ascii_case("multipart/mixed") {
+        return None;
+    }
+    parameters.find_map(|parameter| {
+        let (name, value) = parameter.trim().split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_owned())
+            .filter(|boundary| !boundary.is_empty())
+    })
+}
+
 /// The file name of a `Content-Disposition` header: `filename*=utf-8''…` (RFC 6266),
 /// else `filename="…"` or a bare `filename=…`.
 pub fn disposition_filename(value: &str) -> Option<String> {
@@ -281,7 +297,24 @@ pub fn disposition_filename(value: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::disposition_filename;
+    use super::{disposition_filename, multipart_boundary};
+
+    #[test]
+    fn boundaries_are_read_from_multipart_mixed_only() {
+        assert_eq!(
+            multipart_boundary("multipart/mixed; boundary=abc123").as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(
+            multipart_boundary("Multipart/Mixed; charset=x; boundary=\"q r\"").as_deref(),
+            Some("q r")
+        );
+        assert_eq!(
+            multipart_boundary("multipart/form-data; boundary=abc"),
+            None
+        );
+        assert_eq!(multipart_boundary("multipart/mixed"), None);
+    }
 
     #[test]
     fn file_names_are_read_from_either_form() {
