@@ -386,3 +386,101 @@ async fn a_synapse_room_joined_late_is_scrolled_back_to_its_creation() -> Result
     );
     Ok(())
 }
+
+/// A JPEG of `width`×`height` with a gradient.
+fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 60])
+    });
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Jpeg,
+        )
+        .expect("encodes");
+    bytes
+}
+
+impl User {
+    /// Uploads `bytes` as a JPEG named `name`; returns the `mxc://` URI.
+    async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<String> {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/_matrix/media/v3/upload?filename={name}",
+                self.base_url
+            ))
+            .bearer_auth(&self.token)
+            .header("Content-Type", "image/jpeg")
+            .body(bytes)
+            .send()
+            .await?;
+        ensure!(
+            response.status() == 200,
+            "upload answered {}",
+            response.status()
+        );
+        let body: Value = response.json().await?;
+        Ok(body["content_uri"]
+            .as_str()
+            .context("no content_uri")?
+            .to_owned())
+    }
+
+    /// `GET` an authenticated media path of an `mxc://` URI (`download` or `thumbnail`).
+    async fn media(&self, kind: &str, uri: &str, query: &str) -> Result<(u16, Vec<u8>)> {
+        let path = uri.strip_prefix("mxc://").context("not an mxc URI")?;
+        let response = reqwest::Client::new()
+            .get(format!(
+                "{}/_matrix/client/v1/media/{kind}/{path}{query}",
+                self.base_url
+            ))
+            .bearer_auth(&self.token)
+            .timeout(PATIENCE)
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.bytes().await?.to_vec()))
+    }
+}
+
+/// A photo uploaded on one side is downloaded byte for byte on the other, twice (the
+/// second from the other side's cache), and thumbnailed there: Synapse fetching from
+/// this server's federation media endpoints, and this server from Synapse's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_crosses_between_synapse_and_us_both_ways() -> Result<()> {
+    let ca = TestCa::new();
+    let (ours, synapse) = tokio::try_join!(TestServer::start_federated(&ca), Synapse::start(&ca))?;
+    let alice = ours.register("alice").await?;
+    let sam = synapse.matrix_sdk_client("sam").await?;
+    let alice = User::of(ours.base_url(), &alice);
+    let sam = User::of(synapse.client_url(), &sam);
+
+    for (uploader, reader, photo) in [
+        (&alice, &sam, jpeg(1024, 768)),
+        (&sam, &alice, jpeg(900, 700)),
+    ] {
+        let uri = uploader.upload("photo.jpg", photo.clone()).await?;
+        for attempt in ["first", "second"] {
+            let (status, body) = reader.media("download", &uri, "").await?;
+            ensure!(
+                status == 200 && body == photo,
+                "{attempt} download of {uri} by {}: {status}\n{}\n{}",
+                reader.user_id,
+                ours.log(),
+                synapse.log_tail(30)
+            );
+        }
+        let (status, body) = reader
+            .media("thumbnail", &uri, "?width=96&height=96&method=crop")
+            .await?;
+        ensure!(status == 200, "thumbnail of {uri}: {status}");
+        let thumbnail = image::load_from_memory(&body)?;
+        ensure!(
+            thumbnail.width() >= 96 && thumbnail.height() >= 96,
+            "thumbnail of {uri}: {}x{}",
+            thumbnail.width(),
+            thumbnail.height()
+        );
+    }
+    Ok(())
+}
