@@ -86,6 +86,12 @@ pub struct Media {
     pub pending_upload_expiry_secs: u64,
     /// Images with more pixels than this are not thumbnailed (decompression bombs).
     pub max_image_pixels: u64,
+    /// Whether `preview_url` fetches pages for link previews (this server then visits
+    /// every URL a client asks about).
+    pub url_preview_enabled: bool,
+    /// Address ranges (CIDR) previews may reach although the deny list covers them
+    /// (loopback, private, link-local, multicast and reserved ranges are denied).
+    pub url_preview_ip_allow: Vec<String>,
 }
 
 impl Default for Media {
@@ -98,6 +104,8 @@ impl Default for Media {
             max_pending_uploads: 5,
             pending_upload_expiry_secs: 24 * 60 * 60,
             max_image_pixels: 32_000_000,
+            url_preview_enabled: false,
+            url_preview_ip_allow: Vec::new(),
         }
     }
 }

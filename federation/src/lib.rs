@@ -23,7 +23,7 @@ const USER_AGENT: &str = concat!("Palisade/", env!("CARGO_PKG_VERSION"));
 
 /// An error with its causes, `outer: inner: innermost` (reqwest's own message names only the
 /// outermost, e.g. "error sending request", not "connection refused").
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

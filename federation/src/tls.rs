@@ -87,6 +87,12 @@ pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
     Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
 }
 
+/// The client configuration for plain web requests (URL previews): the Mozilla roots,
+/// HTTP/2 or HTTP/1.1, the same crypto provider as federation.
+pub fn web_client_config() -> Result<ClientConfig, TlsError> {
+    client_config(true, &[] as &[&Path], false)
+}
+
 /// The client configuration for outgoing federation requests.
 ///
 /// With `verify_certificates`, servers must present a certificate chaining to the Mozilla

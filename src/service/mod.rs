@@ -188,7 +188,7 @@ impl Services {
             config.server_name.clone(),
             media::Limits::from_config(&config),
             config.federation.enabled.then(|| federation_client.clone()),
-        );
+        )?;
         Ok(Self {
             media,
             appservices: appservices::Appservices::load(&config.app_service_config_files)?,

@@ -7,12 +7,15 @@
 //!   freeze;
 //! - `safety`: a decompression bomb, a truncated JPEG and an empty file get clean
 //!   errors; a 1 GiB upload and download keep the server's memory bounded;
+//! - `previews`: link previews of a local site, refused and allowed by address, and
+//!   no redirect into a denied address;
 //! - `federation`: media of one instance downloaded and thumbnailed through the other,
 //!   the second time from its cache.
 
 mod clients;
 mod endpoints;
 mod federation;
+mod previews;
 mod safety;
 
 use std::io::Cursor;

@@ -41,6 +41,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route_raw(legacy_download)
         .ruma_route_raw(legacy_download_as)
         .ruma_route_raw(legacy_thumbnail)
+        .ruma_route_json(preview)
+        .ruma_route_json(legacy_preview)
 }
 
 /// # `GET /_matrix/client/v1/media/config`
@@ -385,4 +387,22 @@ fn json(value: &serde_json::Value) -> Result<Response> {
             serde_json::to_vec(value).map_err(Error::internal)?,
         ))
         .map_err(Error::internal)
+}
+
+/// # `GET /_matrix/client/v1/media/preview_url`
+async fn preview(
+    services: Arc<Services>,
+    request: Ruma<authenticated_media::get_media_preview::v1::Request>,
+) -> Result<serde_json::Value> {
+    let user = request.user_id()?;
+    services.media.preview(user, &request.body.url).await
+}
+
+/// # `GET /_matrix/media/v3/preview_url`
+async fn legacy_preview(
+    services: Arc<Services>,
+    request: Ruma<media::get_media_preview::v3::Request>,
+) -> Result<serde_json::Value> {
+    let user = request.user_id()?;
+    services.media.preview(user, &request.body.url).await
 }

@@ -8,6 +8,7 @@
 //! fetched over federation and kept the same way ([`remote`]).
 
 pub mod image_ops;
+pub mod preview;
 pub mod remote;
 pub mod thumbnails;
 pub mod upload;
@@ -81,6 +82,9 @@ pub struct Limits {
     pub max_pending_uploads: usize,
     pub pending_expiry: Duration,
     pub max_image_pixels: u64,
+    /// The ranges URL previews may reach besides the public internet; `None` when
+    /// previews are off.
+    pub url_previews: Option<Vec<String>>,
 }
 
 impl Limits {
@@ -93,6 +97,9 @@ impl Limits {
             max_pending_uploads: media.max_pending_uploads,
             pending_expiry: Duration::from_secs(media.pending_upload_expiry_secs),
             max_image_pixels: media.max_image_pixels,
+            url_previews: media
+                .url_preview_enabled
+                .then(|| media.url_preview_ip_allow.clone()),
         }
     }
 }
@@ -114,6 +121,7 @@ pub struct Media {
     file_locks: Vec<tokio::sync::Mutex<()>>,
     thumbnailer: thumbnails::Thumbnailer,
     fetches: remote::Fetches,
+    previews: Option<preview::Previews>,
 }
 
 impl Media {
@@ -123,9 +131,17 @@ impl Media {
         server_name: OwnedServerName,
         limits: Limits,
         client: Option<Arc<FederationClient>>,
-    ) -> Self {
+    ) -> Result<Self> {
         let thumbnailer = thumbnails::Thumbnailer::new(limits.max_image_pixels);
-        Self {
+        let previews = match &limits.url_previews {
+            Some(allowed) => Some(
+                preview::AddressPolicy::new(allowed)
+                    .and_then(preview::Previews::new)
+                    .map_err(|error| Error::internal(format!("URL previews: {error}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
             db,
             blobs,
             server_name,
@@ -135,7 +151,8 @@ impl Media {
             file_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             thumbnailer,
             fetches: remote::Fetches::default(),
-        }
+            previews,
+        })
     }
 
     pub fn limits(&self) -> &Limits {
