@@ -263,6 +263,11 @@ impl TestServer {
         bail!("the server did not come up: {}", self.log())
     }
 
+    /// The directory of the server's database (media files are in its `media/`).
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.path().join("db")
+    }
+
     /// The server process's id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -360,6 +365,39 @@ impl TestServer {
     /// matrix-sdk client, which is then logged in.
     pub async fn register(&self, username: &str) -> Result<Client> {
         register_with_sdk(&self.base_url(), username).await
+    }
+
+    /// Registers `username` as a server administrator through Synapse's shared-secret
+    /// registration; returns the access token.
+    pub async fn register_admin(&self, username: &str) -> Result<String> {
+        use hmac::Mac;
+        let (_, body) = self
+            .request("GET", "/_synapse/admin/v1/register", None, None)
+            .await?;
+        let nonce = body["nonce"].as_str().context("no nonce")?.to_owned();
+        let password = password(username);
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"test-shared-secret")?;
+        mac.update(format!("{nonce}\0{username}\0{password}\0admin").as_bytes());
+        let mac: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        let body = serde_json::json!({
+            "nonce": nonce, "username": username, "password": password, "admin": true, "mac": mac,
+        });
+        let (status, registered) = self
+            .request("POST", "/_synapse/admin/v1/register", None, Some(body))
+            .await?;
+        anyhow::ensure!(
+            status == 200,
+            "admin registration answered {status}: {registered}"
+        );
+        registered["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no access token")
     }
 
     /// Logs in as an existing user on a new device.

@@ -64,6 +64,26 @@ async fn media_of_one_server_is_served_by_the_other_and_cached() -> Result<()> {
     let again = get(&b, &thumbnail, Some(&token(&bob)), &[]).await?;
     ensure!(again.status == 200 && again.body == small.body);
 
+    // Purged from B's cache, it cannot come back while A is down.
+    let admin = b.register_admin("admin").await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let (status, body) = b
+        .request(
+            "POST",
+            &format!("/_synapse/admin/v1/purge_media_cache?before_ts={now}"),
+            Some(&admin),
+            None,
+        )
+        .await?;
+    ensure!(
+        status == 200 && body["deleted"] == 1,
+        "purge: {status} {body}"
+    );
+    let purged = get(&b, &download, Some(&token(&bob)), &[]).await?;
+    ensure!(purged.status == 502, "after the purge: {}", purged.status);
+
     // Media B never had, of a server that is down: a clean 502, not a hang.
     let missing = format!(
         "/_matrix/client/v1/media/download/{}/never_fetched",

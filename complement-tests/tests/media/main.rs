@@ -7,11 +7,14 @@
 //!   freeze;
 //! - `safety`: a decompression bomb, a truncated JPEG and an empty file get clean
 //!   errors; a 1 GiB upload and download keep the server's memory bounded;
+//! - `admin`: Synapse's media admin API; files shared by identical uploads and deleted
+//!   with their last owner;
 //! - `previews`: link previews of a local site, refused and allowed by address, and
 //!   no redirect into a denied address;
 //! - `federation`: media of one instance downloaded and thumbnailed through the other,
 //!   the second time from its cache.
 
+mod admin;
 mod clients;
 mod endpoints;
 mod federation;

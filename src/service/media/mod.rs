@@ -7,6 +7,7 @@
 //! on demand in a bounded pool and kept ([`thumbnails`]); other servers' media are
 //! fetched over federation and kept the same way ([`remote`]).
 
+pub mod admin;
 pub mod image_ops;
 pub mod preview;
 pub mod remote;
