@@ -92,6 +92,35 @@ pub struct Media {
     /// Address ranges (CIDR) previews may reach although the deny list covers them
     /// (loopback, private, link-local, multicast and reserved ranges are denied).
     pub url_preview_ip_allow: Vec<String>,
+    /// An S3-compatible bucket to keep media files in instead of `directory` (which
+    /// then only stages uploads).
+    pub s3: Option<MediaS3>,
+}
+
+/// An S3-compatible bucket for media files.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct MediaS3 {
+    /// The service's URL, e.g. `https://s3.eu-central-1.amazonaws.com`.
+    pub endpoint: String,
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Object names start with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Path-style URLs (`endpoint/bucket/key`), which most self-hosted services need.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for Media {
@@ -106,6 +135,7 @@ impl Default for Media {
             max_image_pixels: 32_000_000,
             url_preview_enabled: false,
             url_preview_ip_allow: Vec::new(),
+            s3: None,
         }
     }
 }

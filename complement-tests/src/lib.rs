@@ -135,7 +135,8 @@ fn binary() -> PathBuf {
 /// starts at its own offset and never hands out the same port twice.
 const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-pub(crate) fn free_port() -> u16 {
+/// A port no other test of this process has, free when asked.
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);

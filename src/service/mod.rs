@@ -180,11 +180,9 @@ impl Services {
             config.server_name.clone(),
             config.federation.enabled,
         );
-        let blobs = crate::storage::blobs::FileBlobs::open(&config.media_directory())
-            .map_err(|error| crate::Error::internal(format!("opening the media store: {error}")))?;
         let media = media::Media::new(
             db.clone(),
-            Arc::new(blobs),
+            open_media_store(&config)?,
             config.server_name.clone(),
             media::Limits::from_config(&config),
             config.federation.enabled.then(|| federation_client.clone()),
@@ -232,6 +230,34 @@ struct Base {
     rooms: Arc<rooms::Rooms>,
     federation_client: Arc<FederationClient>,
     server_keys: Arc<federation::keys::ServerKeys>,
+}
+
+/// The media store the configuration names: a bucket, or the media directory.
+fn open_media_store(config: &Config) -> Result<Arc<dyn crate::storage::blobs::BlobStore>> {
+    use crate::storage::blobs::{FileBlobs, S3Blobs, S3Options};
+    let directory = config.media_directory();
+    let store: Arc<dyn crate::storage::blobs::BlobStore> = match &config.media.s3 {
+        Some(s3) => {
+            let options = S3Options {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.clone(),
+                prefix: s3.prefix.clone(),
+                path_style: s3.path_style,
+            };
+            Arc::new(
+                S3Blobs::open(&options, &directory.join("staging")).map_err(|error| {
+                    crate::Error::internal(format!("opening the media bucket: {error}"))
+                })?,
+            )
+        }
+        None => Arc::new(FileBlobs::open(&directory).map_err(|error| {
+            crate::Error::internal(format!("opening the media directory: {error}"))
+        })?),
+    };
+    Ok(store)
 }
 
 /// The federation client's options from the configuration.

@@ -11,6 +11,7 @@
 //!   with their last owner;
 //! - `previews`: link previews of a local site, refused and allowed by address, and
 //!   no redirect into a denied address;
+//! - `s3`: media kept in an S3-compatible bucket (moto's server);
 //! - `federation`: media of one instance downloaded and thumbnailed through the other,
 //!   the second time from its cache.
 
@@ -19,6 +20,7 @@ mod clients;
 mod endpoints;
 mod federation;
 mod previews;
+mod s3;
 mod safety;
 
 use std::io::Cursor;

@@ -8,6 +8,9 @@
 //! in where adopted files live: [`FileBlobs`] on the local disk (the default), or an
 //! S3-compatible bucket.
 
+mod files;
+mod s3;
+
 use std::{
     io,
     path::{Path, PathBuf},
@@ -16,7 +19,9 @@ use std::{
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, future::BoxFuture};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+pub use files::FileBlobs;
+pub use s3::{S3Blobs, S3Options};
 
 /// A stream of a file's bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -59,92 +64,6 @@ pub async fn read_to_vec(store: &dyn BlobStore, hash: &str, limit: u64) -> io::R
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
-}
-
-/// Files on the local disk under a directory: `ab/cd/abcd…` for the hash `abcd…`,
-/// staged files in `staging/`.
-pub struct FileBlobs {
-    root: PathBuf,
-    staging: PathBuf,
-}
-
-impl FileBlobs {
-    /// Opens (creating) the store at `root`. Files left in staging by an earlier run
-    /// (uploads cut off by a crash) are removed.
-    pub fn open(root: &Path) -> io::Result<Self> {
-        let staging = root.join("staging");
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
-        }
-        std::fs::create_dir_all(&staging)?;
-        Ok(Self {
-            root: root.to_owned(),
-            staging,
-        })
-    }
-
-    fn path(&self, hash: &str) -> io::Result<PathBuf> {
-        if hash.len() < 8 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a hash"));
-        }
-        Ok(self.root.join(&hash[0..2]).join(&hash[2..4]).join(hash))
-    }
-}
-
-impl BlobStore for FileBlobs {
-    fn staging_dir(&self) -> &Path {
-        &self.staging
-    }
-
-    fn adopt<'a>(&'a self, staged: PathBuf, hash: &'a str) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(async move {
-            let path = self.path(hash)?;
-            if tokio::fs::try_exists(&path).await? {
-                return tokio::fs::remove_file(&staged).await;
-            }
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent).await?;
-            }
-            // The staged file was synced by its writer; the rename is made durable by
-            // syncing the directory that now holds it.
-            tokio::fs::rename(&staged, &path).await?;
-            if let Some(parent) = path.parent() {
-                tokio::fs::File::open(parent).await?.sync_all().await?;
-            }
-            Ok(())
-        })
-    }
-
-    fn read<'a>(
-        &'a self,
-        hash: &'a str,
-        start: u64,
-        end: Option<u64>,
-    ) -> BoxFuture<'a, io::Result<ByteStream>> {
-        Box::pin(async move {
-            let mut file = tokio::fs::File::open(self.path(hash)?).await?;
-            if start > 0 {
-                file.seek(io::SeekFrom::Start(start)).await?;
-            }
-            let stream: ByteStream = match end {
-                Some(end) => Box::pin(tokio_util::io::ReaderStream::with_capacity(
-                    file.take(end.saturating_sub(start)),
-                    64 * 1024,
-                )),
-                None => Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)),
-            };
-            Ok(stream)
-        })
-    }
-
-    fn delete<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(async move {
-            match tokio::fs::remove_file(self.path(hash)?).await {
-                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-                _ => Ok(()),
-            }
-        })
-    }
 }
 
 #[cfg(test)]
