@@ -209,6 +209,50 @@ impl Matrix {
         self.ok(Method::GET, &path, Some(&user.token), None).await
     }
 
+    /// `POST /_matrix/media/v3/upload` of `bytes`; returns the `mxc://` URI.
+    pub async fn upload(&self, user: &User, content_type: &str, bytes: Vec<u8>) -> Result<String> {
+        let response = self
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", self.base))
+            .bearer_auth(&user.token)
+            .header("Content-Type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .context("upload")?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("upload: {status} {body}");
+        }
+        Ok(body["content_uri"]
+            .as_str()
+            .context("content_uri")?
+            .to_owned())
+    }
+
+    /// `GET /_matrix/client/v1/media/{kind}/{server}/{id}{query}` (`download` or
+    /// `thumbnail`); returns the number of bytes received.
+    pub async fn media(&self, user: &User, kind: &str, uri: &str, query: &str) -> Result<usize> {
+        let path = uri.strip_prefix("mxc://").context("an mxc URI")?;
+        let response = self
+            .http
+            .get(format!(
+                "{}/_matrix/client/v1/media/{kind}/{path}{query}",
+                self.base
+            ))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .with_context(|| format!("media {kind}"))?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!("media {kind}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body.len())
+    }
+
     /// `GET /versions`: whether the server is up, and what it calls itself.
     pub async fn server_version(&self) -> Result<String> {
         let (status, _) = self

@@ -32,8 +32,10 @@ enum Figure {
     Throughput,
     CpuPerOp,
     Latency(Quantile),
-    /// A phase's extra figure, with its unit.
+    /// A phase's extra figure, with its unit (lower is better).
     Extra(&'static str, &'static str),
+    /// A phase's extra figure that is a rate, with its unit (higher is better).
+    Rate(&'static str, &'static str),
     /// The highest memory of the message-load phases (idle-sync phases left out).
     PeakMemory,
 }
@@ -62,14 +64,14 @@ impl Figure {
         match self {
             Self::Throughput => "events/s",
             Self::CpuPerOp | Self::Latency(_) => "ms",
-            Self::Extra(_, unit) => unit,
+            Self::Extra(_, unit) | Self::Rate(_, unit) => unit,
             Self::PeakMemory => "MiB",
         }
     }
 
     fn better(self) -> Better {
         match self {
-            Self::Throughput => Better::Higher,
+            Self::Throughput | Self::Rate(..) => Better::Higher,
             _ => Better::Lower,
         }
     }
@@ -94,7 +96,7 @@ impl Figure {
                 Quantile::P99 => l.p99,
                 Quantile::Max => l.max,
             }),
-            Self::Extra(key, _) => phase.extra.get(key).copied(),
+            Self::Extra(key, _) | Self::Rate(key, _) => phase.extra.get(key).copied(),
             Self::PeakMemory => None,
         }
     }
@@ -192,6 +194,52 @@ fn phase_rows(p: &Phase) -> Vec<Row> {
             .into_iter()
             .map(|q| row(format!("{description} {}", q.name()), Latency(q), None))
             .collect()
+    } else if name == "media_upload" || name == "media_download" {
+        let what = if name == "media_upload" {
+            "Upload"
+        } else {
+            "Download"
+        };
+        vec![
+            row(
+                format!("{what} throughput: {description}"),
+                Rate("mib_per_s", "MiB/s"),
+                None,
+            ),
+            row(
+                format!("{what} request p50: {description}"),
+                Latency(P50),
+                None,
+            ),
+            row(
+                format!("{what} request p99: {description}"),
+                Latency(P99),
+                None,
+            ),
+        ]
+    } else if name == "media_thumbnail" {
+        vec![
+            row(
+                format!("Thumbnail, first request, p50: {description}"),
+                Latency(P50),
+                None,
+            ),
+            row(
+                format!("Thumbnail, first request, p99: {description}"),
+                Latency(P99),
+                None,
+            ),
+            row(
+                format!("Thumbnail, asked again, p50: {description}"),
+                Extra("cached_p50_ms", "ms"),
+                None,
+            ),
+            row(
+                format!("Thumbnail, asked again, p99: {description}"),
+                Extra("cached_p99_ms", "ms"),
+                None,
+            ),
+        ]
     } else if name.starts_with("idle_syncs") {
         let target = name.ends_with("_100000").then_some(Target {
             quotient: None,

@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 mod idle;
+mod media;
 mod send;
 mod sync;
 
@@ -115,10 +116,16 @@ pub struct Plan {
     pub idle_syncs_http1: Vec<usize>,
     /// Held idle long-polls to measure, as HTTP/2 streams (100 per connection).
     pub idle_syncs_http2: Vec<usize>,
+    /// Concurrent uploaders (and readers) of the media phases, files each, their size.
+    pub media_uploaders: usize,
+    pub media_files: usize,
+    pub media_file_kib: usize,
+    /// Photos thumbnailed in the thumbnail phase.
+    pub media_images: usize,
     /// A phase stops sending when it has run this long, whatever its count.
     pub phase_time_limit: Duration,
-    /// Which groups of phases run: `send`, `delivery`, `sync`, `messages`, `idle`
-    /// (all when empty).
+    /// Which groups of phases run: `send`, `delivery`, `sync`, `messages`, `media`,
+    /// `idle` (all when empty).
     pub groups: Vec<String>,
 }
 
@@ -143,6 +150,10 @@ impl Plan {
             pagination_messages: 30,
             idle_syncs_http1: vec![50],
             idle_syncs_http2: vec![200],
+            media_uploaders: 2,
+            media_files: 3,
+            media_file_kib: 64,
+            media_images: 2,
             phase_time_limit: Duration::from_secs(60),
             groups: Vec::new(),
         }
@@ -162,6 +173,10 @@ impl Plan {
             pagination_messages: 2_000,
             idle_syncs_http1: vec![10_000],
             idle_syncs_http2: vec![10_000, 50_000, 100_000],
+            media_uploaders: 8,
+            media_files: 32,
+            media_file_kib: 1024,
+            media_images: 50,
             phase_time_limit: Duration::from_secs(60),
             groups: Vec::new(),
         }
@@ -234,8 +249,12 @@ impl Run {
             .context("server not up")?;
         self.report.start_memory_mib = self.processes.sample().memory_mib;
         let most = self.plan.concurrency.iter().copied().max().unwrap_or(1);
-        self.ensure_users(most.max(self.plan.sync_members).max(2))
-            .await?;
+        self.ensure_users(
+            most.max(self.plan.sync_members)
+                .max(self.plan.media_uploaders)
+                .max(2),
+        )
+        .await?;
 
         let plan = self.plan.clone();
         if plan.runs("send") || plan.runs("messages") {
@@ -256,6 +275,9 @@ impl Run {
         }
         if plan.runs("sync") {
             self.sync_phases().await?;
+        }
+        if plan.runs("media") {
+            self.media_phases().await?;
         }
         if plan.runs("idle") {
             for &n in &plan.idle_syncs_http1 {
