@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a Debian machine with a Rust toolchain:
 # libclang for the RocksDB bindings, the JavaScript and Python client libraries the
-# black-box tests drive the server with, and schemathesis for the spec-driven fuzz run.
+# black-box tests drive the server with, ffmpeg for the video thumbnail tests, and
+# schemathesis for the spec-driven fuzz run.
 #
 #   scripts/install-deps.sh                  everything the test suite needs
 #   scripts/install-deps.sh --server-only    what building the server needs
@@ -15,7 +16,7 @@
 #                  nodejs 20 (NodeSource's, which carries npm), llvm-14 and llvm-14-dev,
 #                  and libclang-cpp14: /usr/lib/llvm-14/lib/libclang-cpp.so.14 is clang's
 #                  C++ library, which bindgen cannot load.
-#   not installed: libclang-dev (with libclang1-14, the C library bindgen loads, and
+#   not installed: ffmpeg, libclang-dev (with libclang1-14, the C library bindgen loads, and
 #                  libclang-common-14-dev, clang's own headers such as stddef.h that
 #                  bindgen needs to parse RocksDB's C header), clang, cmake.
 # So every check below looks for the file a build step really uses, never for a
@@ -109,6 +110,9 @@ if [ -z "$SERVER_ONLY" ]; then
     # Debian's python3 makes virtualenvs only with python3-venv; a python3 that is there
     # already is tried below and python3-venv installed if it cannot.
     has_command python3 || missing+=(python3 python3-venv)
+    # The server makes video thumbnails with ffmpeg when it is there; the tests of
+    # that need it (a fresh image has none).
+    has_command ffmpeg || missing+=(ffmpeg)
 fi
 
 if [ -n "$PRINT_ONLY" ]; then

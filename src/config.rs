@@ -92,6 +92,9 @@ pub struct Media {
     /// Address ranges (CIDR) previews may reach although the deny list covers them
     /// (loopback, private, link-local, multicast and reserved ranges are denied).
     pub url_preview_ip_allow: Vec<String>,
+    /// The ffmpeg that makes video thumbnails (a name on the `PATH` or a path);
+    /// without it videos get no thumbnail.
+    pub ffmpeg_path: String,
     /// An S3-compatible bucket to keep media files in instead of `directory` (which
     /// then only stages uploads).
     pub s3: Option<MediaS3>,
@@ -135,6 +138,7 @@ impl Default for Media {
             max_image_pixels: 32_000_000,
             url_preview_enabled: false,
             url_preview_ip_allow: Vec::new(),
+            ffmpeg_path: "ffmpeg".to_owned(),
             s3: None,
         }
     }

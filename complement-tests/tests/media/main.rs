@@ -7,6 +7,8 @@
 //!   freeze;
 //! - `safety`: a decompression bomb, a truncated JPEG and an empty file get clean
 //!   errors; a 1 GiB upload and download keep the server's memory bounded;
+//! - `video`: a video's first frame as its thumbnail through ffmpeg, a clean 400
+//!   without it;
 //! - `admin`: Synapse's media admin API; files shared by identical uploads and deleted
 //!   with their last owner;
 //! - `previews`: link previews of a local site, refused and allowed by address, and
@@ -22,6 +24,7 @@ mod federation;
 mod previews;
 mod s3;
 mod safety;
+mod video;
 
 use std::io::Cursor;
 

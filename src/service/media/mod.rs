@@ -13,6 +13,7 @@ pub mod preview;
 pub mod remote;
 pub mod thumbnails;
 pub mod upload;
+pub mod video;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -86,6 +87,8 @@ pub struct Limits {
     /// The ranges URL previews may reach besides the public internet; `None` when
     /// previews are off.
     pub url_previews: Option<Vec<String>>,
+    /// The ffmpeg that makes video thumbnails.
+    pub ffmpeg: String,
 }
 
 impl Limits {
@@ -101,6 +104,7 @@ impl Limits {
             url_previews: media
                 .url_preview_enabled
                 .then(|| media.url_preview_ip_allow.clone()),
+            ffmpeg: media.ffmpeg_path.clone(),
         }
     }
 }

@@ -197,15 +197,27 @@ impl Media {
                 "Content is too large to thumbnail",
             ));
         }
-        let bytes = blobs::read_to_vec(&*self.blobs, &source.sha256, self.limits.max_upload_size)
-            .await
-            .map_err(|error| Error::internal(format!("reading media to thumbnail: {error}")))?;
         let _permit = self
             .thumbnailer
             .pool
             .acquire()
             .await
             .map_err(Error::internal)?;
+        let is_video = source
+            .content_type
+            .as_deref()
+            .is_some_and(|kind| kind.starts_with("video/"));
+        let (bytes, animated) = if is_video {
+            (self.poster_frame(source).await?, false)
+        } else {
+            let bytes =
+                blobs::read_to_vec(&*self.blobs, &source.sha256, self.limits.max_upload_size)
+                    .await
+                    .map_err(|error| {
+                        Error::internal(format!("reading media to thumbnail: {error}"))
+                    })?;
+            (bytes, animated)
+        };
         let max_pixels = self.thumbnailer.max_pixels;
         let made = tokio::task::spawn_blocking(move || {
             image_ops::thumbnail(&bytes, width, height, method, animated, max_pixels)
@@ -218,13 +230,30 @@ impl Media {
             }
             ThumbnailError::Unsupported(reason) => {
                 tracing::debug!(%reason, "no thumbnail");
-                Error::new(
-                    ErrorKind::Unknown,
-                    "Cannot generate thumbnails for the requested content",
-                )
-                .with_status(http::StatusCode::BAD_REQUEST)
+                cannot_thumbnail()
             }
         })
+    }
+
+    /// The first frame of a video, as PNG; no ffmpeg, or a file it cannot read, is the
+    /// spec's 400 for content that cannot be thumbnailed.
+    async fn poster_frame(&self, source: &Content) -> Result<Vec<u8>> {
+        // ffmpeg reads a file: the store's own, or a copy staged from the bucket.
+        let copy;
+        let path = match self.blobs.local_path(&source.sha256) {
+            Some(path) => path,
+            None => {
+                let stream = self.read(&source.sha256, 0, None).await?;
+                copy = Staged::write(&*self.blobs, stream, self.limits.max_upload_size).await?;
+                copy.path().to_owned()
+            }
+        };
+        super::video::poster_frame(&self.limits.ffmpeg, &path)
+            .await
+            .map_err(|error| {
+                tracing::debug!(?error, "no poster frame");
+                cannot_thumbnail()
+            })
     }
 
     /// Every thumbnail kept of a media, with its key.
@@ -245,6 +274,14 @@ impl Media {
             })
             .collect()
     }
+}
+
+fn cannot_thumbnail() -> Error {
+    Error::new(
+        ErrorKind::Unknown,
+        "Cannot generate thumbnails for the requested content",
+    )
+    .with_status(http::StatusCode::BAD_REQUEST)
 }
 
 fn thumbnail_content(record: ThumbnailRecord) -> Content {

@@ -62,6 +62,13 @@ impl Staged {
         Self::write(store, futures::stream::iter([chunk]), u64::MAX).await
     }
 
+    /// Where the staged file is, until it is adopted.
+    pub fn path(&self) -> &std::path::Path {
+        self.path
+            .as_deref()
+            .expect("a staged file has a path until adopted")
+    }
+
     /// Hands the file to the store under its hash.
     pub async fn adopt(mut self, store: &dyn BlobStore) -> Result<()> {
         let path = self.path.take().expect("a staged file is adopted once");

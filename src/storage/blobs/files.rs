@@ -86,6 +86,10 @@ impl BlobStore for FileBlobs {
         })
     }
 
+    fn local_path(&self, hash: &str) -> Option<PathBuf> {
+        self.path(hash).ok().filter(|path| path.exists())
+    }
+
     fn delete<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             match tokio::fs::remove_file(self.path(hash)?).await {

@@ -45,6 +45,10 @@ pub trait BlobStore: Send + Sync {
         end: Option<u64>,
     ) -> BoxFuture<'a, io::Result<ByteStream>>;
 
+    /// The file of `hash` on the local disk, when the store keeps it there (tools such
+    /// as ffmpeg read files, not streams).
+    fn local_path(&self, hash: &str) -> Option<PathBuf>;
+
     /// Removes the file of `hash`; removing a missing file is not an error.
     fn delete<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, io::Result<()>>;
 }

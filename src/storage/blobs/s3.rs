@@ -180,6 +180,10 @@ impl BlobStore for S3Blobs {
         })
     }
 
+    fn local_path(&self, _: &str) -> Option<PathBuf> {
+        None
+    }
+
     fn delete<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let key = self.key(hash)?;
