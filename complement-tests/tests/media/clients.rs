@@ -188,3 +188,33 @@ async fn a_voice_message_flows_through_untouched() -> Result<()> {
     );
     Ok(())
 }
+
+/// matrix-sdk's asynchronous upload (a URI created first, filled later) and its error
+/// for unknown media.
+#[tokio::test]
+async fn matrix_sdk_uploads_to_a_created_uri_and_sees_unknown_media_as_404() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let created = alice.media().create_content_uri().await?;
+    let uri = created.uri.clone();
+    let notes = b"meeting notes, uploaded when the network came back".to_vec();
+    alice
+        .media()
+        .upload_preallocated(created, &mime::TEXT_PLAIN, notes.clone())
+        .await?;
+    let downloaded = bob
+        .media()
+        .get_media_content(&file(uri.as_str()), false)
+        .await?;
+    ensure!(downloaded == notes, "the notes came back different");
+    let unknown = bob
+        .media()
+        .get_media_content(&file("mxc://localhost/not_uploaded_anywhere"), false)
+        .await;
+    let status = unknown
+        .err()
+        .and_then(|error| error.as_client_api_error().map(|error| error.status_code));
+    ensure!(status == Some(http::StatusCode::NOT_FOUND), "{status:?}");
+    Ok(())
+}
