@@ -8,10 +8,14 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, response::Response};
+use futures::StreamExt;
 use http::{HeaderMap, header};
 use ruma::{
     OwnedMxcUri, ServerName, UInt,
-    api::client::{authenticated_media, media},
+    api::{
+        client::{authenticated_media, media},
+        error::ErrorKind,
+    },
     media::Method as RumaMethod,
 };
 
@@ -130,14 +134,31 @@ async fn upload_to_created(
     json(&serde_json::json!({}))
 }
 
-/// Streams an upload body to staging.
+/// Streams an upload body to staging. A body refused as too large is read on a little
+/// (at most 1 MiB more, for at most two seconds) before the answer, so a client still
+/// writing a slightly oversized upload reads the 413 instead of a broken connection.
 async fn stage(media: &Media, raw: RawBody) -> Result<Staged> {
+    const DRAIN_BYTES: usize = 1024 * 1024;
     let declared = raw
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    media.stage(raw.body.into_data_stream(), declared).await
+    let mut body = raw.body.into_data_stream();
+    let staged = media.stage(&mut body, declared).await;
+    if matches!(&staged, Err(error) if error.kind() == Some(&ErrorKind::TooLarge)) {
+        let drain = async {
+            let mut drained = 0;
+            while drained < DRAIN_BYTES {
+                match body.next().await {
+                    Some(Ok(chunk)) => drained += chunk.len(),
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+    staged
 }
 
 /// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
@@ -147,16 +168,8 @@ async fn download(
     raw: RawBody,
 ) -> Result<Response> {
     let body = &request.body;
-    let fetch = Fetch::authenticated(body.timeout_ms);
-    serve(
-        &services.media,
-        &body.server_name,
-        &body.media_id,
-        fetch,
-        &raw.headers,
-        None,
-    )
-    .await
+    let fetch = Fetch::authenticated(&body.server_name, &body.media_id, body.timeout_ms);
+    serve(&services.media, fetch, &raw.headers, None).await
 }
 
 /// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`
@@ -166,17 +179,8 @@ async fn download_as(
     raw: RawBody,
 ) -> Result<Response> {
     let body = &request.body;
-    let fetch = Fetch::authenticated(body.timeout_ms);
-    let name = Some(body.filename.as_str());
-    serve(
-        &services.media,
-        &body.server_name,
-        &body.media_id,
-        fetch,
-        &raw.headers,
-        name,
-    )
-    .await
+    let fetch = Fetch::authenticated(&body.server_name, &body.media_id, body.timeout_ms);
+    serve(&services.media, fetch, &raw.headers, Some(&body.filename)).await
 }
 
 /// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}`
@@ -186,16 +190,13 @@ async fn legacy_download(
     raw: RawBody,
 ) -> Result<Response> {
     let body = &request.body;
-    let fetch = Fetch::legacy(body.timeout_ms, body.allow_remote);
-    serve(
-        &services.media,
+    let fetch = Fetch::legacy(
         &body.server_name,
         &body.media_id,
-        fetch,
-        &raw.headers,
-        None,
-    )
-    .await
+        body.timeout_ms,
+        body.allow_remote,
+    );
+    serve(&services.media, fetch, &raw.headers, None).await
 }
 
 /// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}`
@@ -205,46 +206,52 @@ async fn legacy_download_as(
     raw: RawBody,
 ) -> Result<Response> {
     let body = &request.body;
-    let fetch = Fetch::legacy(body.timeout_ms, body.allow_remote);
-    let name = Some(body.filename.as_str());
-    serve(
-        &services.media,
+    let fetch = Fetch::legacy(
         &body.server_name,
         &body.media_id,
-        fetch,
-        &raw.headers,
-        name,
-    )
-    .await
+        body.timeout_ms,
+        body.allow_remote,
+    );
+    serve(&services.media, fetch, &raw.headers, Some(&body.filename)).await
 }
 
-/// How a download reaches the media: which endpoints, how long it waits for an awaited
-/// upload, whether another server's media may be fetched.
-#[derive(Clone, Copy)]
-struct Fetch {
+/// Which media a download asks for and how it reaches it: which endpoints, how long it
+/// waits for an awaited upload, whether another server's media may be fetched.
+struct Fetch<'a> {
+    server: &'a ServerName,
+    media_id: &'a str,
     access: Access,
     timeout: Duration,
     allow_remote: bool,
 }
 
-impl Fetch {
-    fn authenticated(timeout: Duration) -> Self {
+impl<'a> Fetch<'a> {
+    fn authenticated(server: &'a ServerName, media_id: &'a str, timeout: Duration) -> Self {
         Self {
+            server,
+            media_id,
             access: Access::Authenticated,
             timeout,
             allow_remote: true,
         }
     }
 
-    fn legacy(timeout: Duration, allow_remote: bool) -> Self {
+    fn legacy(
+        server: &'a ServerName,
+        media_id: &'a str,
+        timeout: Duration,
+        allow_remote: bool,
+    ) -> Self {
         Self {
+            server,
+            media_id,
             access: Access::Legacy,
             timeout,
             allow_remote,
         }
     }
 
-    fn caching(self) -> Caching {
+    fn caching(&self) -> Caching {
         match self.access {
             Access::Authenticated => Caching::Private,
             Access::Legacy => Caching::Public,
@@ -254,16 +261,14 @@ impl Fetch {
 
 async fn serve(
     media: &Media,
-    server: &ServerName,
-    media_id: &str,
-    fetch: Fetch,
+    fetch: Fetch<'_>,
     headers: &HeaderMap,
     filename: Option<&str>,
 ) -> Result<Response> {
     let content = media
         .content(
-            server,
-            media_id,
+            fetch.server,
+            fetch.media_id,
             fetch.access,
             fetch.timeout,
             fetch.allow_remote,
@@ -272,6 +277,20 @@ async fn serve(
     download::download(media, &content, headers, filename, fetch.caching()).await
 }
 
+/// The parameters of a thumbnail request as ruma parsed them: every thumbnail request
+/// type (client, deprecated, federation) has the same fields.
+macro_rules! asked {
+    ($body:expr) => {
+        $crate::api::client::media::Asked {
+            width: $body.width,
+            height: $body.height,
+            method: $body.method.as_ref(),
+            animated: $body.animated,
+        }
+    };
+}
+pub(crate) use asked;
+
 /// # `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
 async fn thumbnail(
     services: Arc<Services>,
@@ -279,22 +298,8 @@ async fn thumbnail(
     raw: RawBody,
 ) -> Result<Response> {
     let body = &request.body;
-    let asked = Asked {
-        width: body.width,
-        height: body.height,
-        method: body.method.as_ref(),
-        animated: body.animated,
-    };
-    let fetch = Fetch::authenticated(body.timeout_ms);
-    serve_thumbnail(
-        &services.media,
-        &body.server_name,
-        &body.media_id,
-        asked,
-        fetch,
-        &raw.headers,
-    )
-    .await
+    let fetch = Fetch::authenticated(&body.server_name, &body.media_id, body.timeout_ms);
+    serve_thumbnail(&services.media, asked!(body), fetch, &raw.headers).await
 }
 
 /// # `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}`
@@ -304,22 +309,13 @@ async fn legacy_thumbnail(
     raw: RawBody,
 ) -> Result<Response> {
     let body = &request.body;
-    let asked = Asked {
-        width: body.width,
-        height: body.height,
-        method: body.method.as_ref(),
-        animated: body.animated,
-    };
-    let fetch = Fetch::legacy(body.timeout_ms, body.allow_remote);
-    serve_thumbnail(
-        &services.media,
+    let fetch = Fetch::legacy(
         &body.server_name,
         &body.media_id,
-        asked,
-        fetch,
-        &raw.headers,
-    )
-    .await
+        body.timeout_ms,
+        body.allow_remote,
+    );
+    serve_thumbnail(&services.media, asked!(body), fetch, &raw.headers).await
 }
 
 /// A thumbnail request's parameters as ruma parsed them.
@@ -353,21 +349,17 @@ impl Asked<'_> {
         })
     }
 }
-
 async fn serve_thumbnail(
     media: &Media,
-    server: &ServerName,
-    media_id: &str,
     asked: Asked<'_>,
-    fetch: Fetch,
+    fetch: Fetch<'_>,
     headers: &HeaderMap,
 ) -> Result<Response> {
-    let request = asked.to_request()?;
     let content = media
         .thumbnail(
-            server,
-            media_id,
-            request,
+            fetch.server,
+            fetch.media_id,
+            asked.to_request()?,
             fetch.access,
             fetch.timeout,
             fetch.allow_remote,

@@ -8,7 +8,7 @@ use ruma::api::federation::authenticated_media::{get_content, get_content_thumbn
 
 use crate::{
     Result,
-    api::{Ruma, RumaRouter, client::media::Asked, download, ruma::RawBody},
+    api::{Ruma, RumaRouter, client::media::asked, download, ruma::RawBody},
     service::{Services, media::Access},
 };
 
@@ -46,12 +46,7 @@ async fn media_thumbnail(
 ) -> Result<Response> {
     let media = &services.media;
     let body = &request.body;
-    let asked = Asked {
-        width: body.width,
-        height: body.height,
-        method: body.method.as_ref(),
-        animated: body.animated,
-    };
+    let asked = asked!(body);
     let content = media
         .thumbnail(
             media.server_name(),

@@ -177,6 +177,16 @@ impl Media {
         Key::new().str(server.as_str()).str(media_id)
     }
 
+    /// The `media_by_user` key of an upload.
+    fn upload_key(uploader: &UserId, created: u64, media_id: &str) -> Vec<u8> {
+        Key::new()
+            .str(uploader.as_str())
+            .u64(created)
+            .str(media_id)
+            .bytes()
+            .to_vec()
+    }
+
     fn owner(server: &ServerName, media_id: &str) -> String {
         format!("{server}/{media_id}")
     }
@@ -407,12 +417,7 @@ impl Media {
         if let Some(uploader) = &record.uploader {
             batch.put(
                 Keyspace::MediaByUser,
-                Key::new()
-                    .str(uploader.as_str())
-                    .u64(record.created)
-                    .str(media_id)
-                    .bytes()
-                    .to_vec(),
+                Self::upload_key(uploader, record.created, media_id),
                 record.size.to_be_bytes(),
             );
         }
@@ -538,12 +543,7 @@ impl Media {
         if let Some(uploader) = &record.uploader {
             batch.delete(
                 Keyspace::MediaByUser,
-                Key::new()
-                    .str(uploader.as_str())
-                    .u64(record.created)
-                    .str(media_id)
-                    .bytes()
-                    .to_vec(),
+                Self::upload_key(uploader, record.created, media_id),
             );
             batch.delete(
                 Keyspace::MediaPending,

@@ -13,12 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use ruma::UserId;
 use serde_json::{Map, Value, json};
 
-use super::{Media, MediaRecord, Staged, now_ms};
+use super::{
+    Media, MediaRecord, Staged, now_ms,
+    remote::{body_stream, header},
+};
 use crate::{Error, Result, storage::blobs};
 
 /// How long an answer is reused.
@@ -270,10 +272,7 @@ impl Media {
         url: &reqwest::Url,
     ) -> Result<Map<String, Value>> {
         let response = previews.fetch(url).await?;
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
+        let content_type = header(&response, http::header::CONTENT_TYPE)
             .unwrap_or_default()
             .to_ascii_lowercase();
         if content_type.starts_with("image/") {
@@ -312,12 +311,8 @@ impl Media {
         url: &reqwest::Url,
     ) -> Result<Map<String, Value>> {
         let response = previews.fetch(url).await?;
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_owned();
+        let content_type = header(&response, http::header::CONTENT_TYPE)
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
         if !content_type.starts_with("image/") {
             return Err(Error::not_found("The preview image is not an image"));
         }
@@ -331,13 +326,7 @@ impl Media {
         response: reqwest::Response,
         content_type: &str,
     ) -> Result<Map<String, Value>> {
-        let body = futures::stream::unfold(response, |mut response| async move {
-            match response.chunk().await {
-                Ok(Some(chunk)) => Some((Ok::<Bytes, reqwest::Error>(chunk), response)),
-                Ok(None) => None,
-                Err(error) => Some((Err(error), response)),
-            }
-        });
+        let body = body_stream(response);
         let staged =
             Staged::write(&*self.blobs, Box::pin(body), self.limits.max_upload_size).await?;
         let sha256 = staged.sha256.clone();

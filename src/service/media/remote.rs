@@ -224,7 +224,7 @@ fn remote_error(server: &ServerName, error: FetchError) -> Error {
     }
 }
 
-fn header(response: &reqwest::Response, name: http::HeaderName) -> Option<String> {
+pub(super) fn header(response: &reqwest::Response, name: http::HeaderName) -> Option<String> {
     response
         .headers()
         .get(name)
@@ -233,7 +233,7 @@ fn header(response: &reqwest::Response, name: http::HeaderName) -> Option<String
 }
 
 /// A response body as a stream of chunks.
-fn body_stream(
+pub(super) fn body_stream(
     response: reqwest::Response,
 ) -> impl futures::Stream<Item = Result<Bytes, reqwest::Error>> + Send {
     futures::stream::unfold(response, |mut response| async move {

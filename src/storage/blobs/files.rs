@@ -33,9 +33,7 @@ impl FileBlobs {
     }
 
     fn path(&self, hash: &str) -> io::Result<PathBuf> {
-        if hash.len() < 8 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a hash"));
-        }
+        let hash = super::checked_hash(hash)?;
         Ok(self.root.join(&hash[0..2]).join(&hash[2..4]).join(hash))
     }
 }

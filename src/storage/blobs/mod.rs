@@ -53,6 +53,14 @@ pub trait BlobStore: Send + Sync {
     fn delete<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, io::Result<()>>;
 }
 
+/// Refuses anything but a hex digest as a file name (no path can be smuggled in).
+fn checked_hash(hash: &str) -> io::Result<&str> {
+    if hash.len() < 8 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a hash"));
+    }
+    Ok(hash)
+}
+
 /// Reads a whole file of at most `limit` bytes (for decoding images).
 pub async fn read_to_vec(store: &dyn BlobStore, hash: &str, limit: u64) -> io::Result<Vec<u8>> {
     let mut stream = store.read(hash, 0, None).await?;

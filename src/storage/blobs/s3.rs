@@ -84,10 +84,7 @@ impl S3Blobs {
     }
 
     fn key(&self, hash: &str) -> io::Result<String> {
-        if hash.len() < 8 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a hash"));
-        }
-        Ok(format!("{}{hash}", self.prefix))
+        Ok(format!("{}{}", self.prefix, super::checked_hash(hash)?))
     }
 
     async fn exists(&self, key: &str) -> io::Result<bool> {
