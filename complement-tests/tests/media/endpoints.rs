@@ -383,3 +383,54 @@ async fn size_limit_and_quota_are_the_specs_errors() -> Result<()> {
     );
     Ok(())
 }
+
+/// An animated GIF keeps its animation in a thumbnail when asked (`animated=true`) and
+/// is a still image otherwise, as the spec says.
+#[tokio::test]
+async fn animated_thumbnails_only_when_asked() -> Result<()> {
+    use image::{
+        AnimationDecoder, Frame, RgbaImage,
+        codecs::gif::{GifDecoder, GifEncoder},
+    };
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let token = token(&alice);
+    let mut gif = Vec::new();
+    {
+        let mut encoder = GifEncoder::new(&mut gif);
+        let frames = (0..4u8).map(|i| {
+            Frame::new(RgbaImage::from_pixel(
+                400,
+                300,
+                image::Rgba([i * 60, 90, 200, 255]),
+            ))
+        });
+        encoder.encode_frames(frames)?;
+    }
+    let uri = upload(&server, &token, "image/gif", Some("party.gif"), gif).await?;
+    let path = |animated: &str| {
+        format!(
+            "/_matrix/client/v1/media/thumbnail/{}?width=96&height=96&method=scale{animated}",
+            mxc_path(&uri)
+        )
+    };
+    let moving = get(&server, &path("&animated=true"), Some(&token), &[]).await?;
+    ensure!(
+        moving.status == 200 && moving.header("content-type") == Some("image/gif"),
+        "{:?}",
+        moving.header("content-type")
+    );
+    let frames = GifDecoder::new(std::io::Cursor::new(&moving.body))?
+        .into_frames()
+        .count();
+    ensure!(frames == 4, "{frames} frames");
+    for still in ["", "&animated=false"] {
+        let answer = get(&server, &path(still), Some(&token), &[]).await?;
+        ensure!(
+            answer.status == 200 && answer.header("content-type") == Some("image/png"),
+            "{still}: {:?}",
+            answer.header("content-type")
+        );
+    }
+    Ok(())
+}

@@ -339,6 +339,35 @@ mod tests {
         ));
     }
 
+    /// A JPEG with an EXIF segment saying "rotate 90° clockwise" (orientation 6).
+    fn jpeg_turned(width: u32, height: u32) -> Vec<u8> {
+        let mut plain = Vec::new();
+        DynamicImage::ImageRgb8(image::RgbImage::new(width, height))
+            .write_to(&mut Cursor::new(&mut plain), ImageFormat::Jpeg)
+            .unwrap();
+        let mut exif = b"Exif\0\0MM\0*\0\0\0\x08".to_vec();
+        exif.extend_from_slice(&[
+            0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        let mut turned = plain[..2].to_vec();
+        turned.extend_from_slice(&[0xFF, 0xE1]);
+        turned.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+        turned.extend_from_slice(&exif);
+        turned.extend_from_slice(&plain[2..]);
+        turned
+    }
+
+    #[test]
+    fn the_exif_orientation_is_applied_and_not_kept() {
+        let turned = jpeg_turned(200, 100);
+        let made = thumbnail(&turned, 1000, 1000, Method::Scale, false, 1 << 30).unwrap();
+        assert_eq!((made.width, made.height), (100, 200));
+        assert!(
+            !made.bytes.windows(4).any(|window| window == b"Exif"),
+            "metadata kept"
+        );
+    }
+
     #[test]
     fn animated_gifs_stay_animated_when_asked() {
         let mut bytes = Vec::new();
