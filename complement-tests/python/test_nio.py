@@ -1,5 +1,5 @@
 """Black-box test: the palisade binary driven by matrix-nio, the Python client library
-bots and many bridges use, through a new user's first steps."""
+bots and many bridges use, through a new user's first steps and a bot's file transfer."""
 
 import asyncio
 import os
@@ -19,6 +19,9 @@ from nio import (
     RoomMessagesResponse,
     RoomMessageText,
     RoomSendResponse,
+    DownloadResponse,
+    ThumbnailResponse,
+    UploadResponse,
 )
 
 
@@ -121,6 +124,26 @@ class NioWalkthrough(unittest.IsolatedAsyncioTestCase):
         await alice.room_leave(room_id)
         await bob.sync(timeout=1000, since=bob.next_batch)
         self.assertEqual(sorted(bob.rooms[room_id].users), ["@bob:localhost"])
+
+    async def test_a_bot_sends_a_file_and_another_downloads_it(self):
+        """What bots and bridges do with media: upload, send the URI, download it."""
+        alice, bob = self.client("alice"), self.client("bob")
+        await alice.register("alice", "alice-password")
+        await bob.register("bob", "bob-password")
+        report = bytes(range(256)) * 40
+        uploaded, _ = await alice.upload(lambda *_: report, content_type="application/pdf", filename="report.pdf", filesize=len(report))
+        self.assertIsInstance(uploaded, UploadResponse)
+        self.assertTrue(uploaded.content_uri.startswith("mxc://localhost/"))
+        downloaded = await bob.download(mxc=uploaded.content_uri)
+        self.assertIsInstance(downloaded, DownloadResponse)
+        self.assertEqual(downloaded.body, report)
+        self.assertEqual(downloaded.filename, "report.pdf")
+        self.assertEqual(downloaded.content_type, "application/pdf")
+        # A PDF has no thumbnail: the spec's 400, which nio reports as an error.
+        server, media_id = uploaded.content_uri.removeprefix("mxc://").split("/", 1)
+        thumbnail = await bob.thumbnail(server, media_id, 32, 32)
+        self.assertNotIsInstance(thumbnail, ThumbnailResponse)
+        self.assertEqual(thumbnail.transport_response.status, 400)
 
 
 if __name__ == "__main__":
