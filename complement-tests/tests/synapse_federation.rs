@@ -482,5 +482,18 @@ async fn media_crosses_between_synapse_and_us_both_ways() -> Result<()> {
             thumbnail.height()
         );
     }
+
+    // A thumbnail of Synapse's media asked before any download: fetched as Synapse made it.
+    let uri = sam.upload("other.jpg", jpeg(640, 480)).await?;
+    let (status, body) = alice
+        .media("thumbnail", &uri, "?width=96&height=96&method=crop")
+        .await?;
+    ensure!(
+        status == 200,
+        "thumbnail of {uri} alone: {status}\n{}",
+        ours.log()
+    );
+    let thumbnail = image::load_from_memory(&body)?;
+    ensure!(thumbnail.width() >= 96 && thumbnail.height() >= 96);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Media across two instances of this server: uploaded on A, downloaded and thumbnailed
 //! by a user of B through B, which fetches it over federation once and then serves it
-//! from its cache (also with A gone).
+//! from its cache (also with A gone); a thumbnail alone is fetched as A made it,
+//! without the original.
 
 use anyhow::Result;
 use anyhow::ensure;
@@ -53,7 +54,29 @@ async fn media_of_one_server_is_served_by_the_other_and_cached() -> Result<()> {
         made.height()
     );
 
-    // A is gone: B still has both.
+    // Another photo, only thumbnailed on B: B fetches A's thumbnail, not the original.
+    let other = jpeg(1280, 960);
+    let other_uri = upload(&a, &token(&alice), "image/jpeg", None, other).await?;
+    let other_thumbnail = format!(
+        "/_matrix/client/v1/media/thumbnail/{}?width=96&height=96&method=crop",
+        mxc_path(&other_uri)
+    );
+    let first_look = get(&b, &other_thumbnail, Some(&token(&bob)), &[]).await?;
+    ensure!(
+        first_look.status == 200,
+        "remote thumbnail: {} {:?}",
+        first_look.status,
+        first_look.json()
+    );
+    let made = image::load_from_memory(&first_look.body)?;
+    ensure!(
+        (made.width(), made.height()) == (96, 96),
+        "{}x{}",
+        made.width(),
+        made.height()
+    );
+
+    // A is gone: B still has what it fetched, and not what it did not.
     a.kill9()?;
     let second = get(&b, &download, Some(&token(&bob)), &[]).await?;
     ensure!(
@@ -63,6 +86,15 @@ async fn media_of_one_server_is_served_by_the_other_and_cached() -> Result<()> {
     );
     let again = get(&b, &thumbnail, Some(&token(&bob)), &[]).await?;
     ensure!(again.status == 200 && again.body == small.body);
+    let second_look = get(&b, &other_thumbnail, Some(&token(&bob)), &[]).await?;
+    ensure!(second_look.status == 200 && second_look.body == first_look.body);
+    let never = format!("/_matrix/client/v1/media/download/{}", mxc_path(&other_uri));
+    let never = get(&b, &never, Some(&token(&bob)), &[]).await?;
+    ensure!(
+        never.status == 502,
+        "the original was fetched: {}",
+        never.status
+    );
 
     // Purged from B's cache, it cannot come back while A is down.
     let admin = b.register_admin("admin").await?;
@@ -78,7 +110,7 @@ async fn media_of_one_server_is_served_by_the_other_and_cached() -> Result<()> {
         )
         .await?;
     ensure!(
-        status == 200 && body["deleted"] == 1,
+        status == 200 && body["deleted"] == 2,
         "purge: {status} {body}"
     );
     let purged = get(&b, &download, Some(&token(&bob)), &[]).await?;

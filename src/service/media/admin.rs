@@ -64,13 +64,31 @@ impl Media {
     /// Drops other servers' media fetched before `before_ms` (they are fetched again
     /// when asked for); answers how many.
     pub async fn purge_remote_before(&self, before_ms: u64) -> Result<usize> {
-        let mut purged = 0;
+        let mut stale = std::collections::BTreeSet::new();
         for (server, media_id, record) in self.all_records()? {
             if server != self.server_name && record.created < before_ms {
-                self.delete(&server, &media_id).await?;
-                purged += 1;
+                stale.insert((server, media_id));
             }
         }
-        Ok(purged)
+        // Thumbnails fetched from other servers without their original.
+        for (key, value) in self.db.scan_prefix(Keyspace::MediaThumbnails, &[])? {
+            let mut reader = KeyReader::new(&key);
+            let Ok(server) = ServerName::parse(reader.str()?) else {
+                continue;
+            };
+            let media_id = reader.str()?.to_owned();
+            let thumbnail: super::thumbnails::ThumbnailRecord =
+                crate::storage::codec::decode_json(&value)?;
+            if server != self.server_name
+                && thumbnail.created < before_ms
+                && self.record(&server, &media_id)?.is_none()
+            {
+                stale.insert((server, media_id));
+            }
+        }
+        for (server, media_id) in &stale {
+            self.delete(server, media_id).await?;
+        }
+        Ok(stale.len())
     }
 }

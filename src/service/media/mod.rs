@@ -520,16 +520,18 @@ impl Media {
     /// Deletes `mxc://{server}/{media_id}` with its thumbnails; each file goes when no
     /// other URI or thumbnail uses it. Answers whether there was such media.
     pub async fn delete(&self, server: &ServerName, media_id: &str) -> Result<bool> {
-        let Some(record) = self.record(server, media_id)? else {
+        let record = self.record(server, media_id)?;
+        let thumbnails = self.thumbnails_of(server, media_id)?;
+        if record.is_none() && thumbnails.is_empty() {
             return Ok(false);
-        };
+        }
         let mut files = Vec::new();
         let mut batch = self.db.batch();
         let owner = Self::owner(server, media_id);
-        if let Some(sha256) = &record.sha256 {
-            files.push((sha256.clone(), owner.clone()));
+        if let Some(sha256) = record.as_ref().and_then(|record| record.sha256.clone()) {
+            files.push((sha256, owner.clone()));
         }
-        for (key, thumbnail) in self.thumbnails_of(server, media_id)? {
+        for (key, thumbnail) in thumbnails {
             files.push((
                 thumbnail.sha256.clone(),
                 thumbnails::owner(&owner, &thumbnail),
@@ -540,7 +542,9 @@ impl Media {
             Keyspace::Media,
             Self::record_key(server, media_id).bytes().to_vec(),
         );
-        if let Some(uploader) = &record.uploader {
+        if let Some(record) = &record
+            && let Some(uploader) = &record.uploader
+        {
             batch.delete(
                 Keyspace::MediaByUser,
                 Self::upload_key(uploader, record.created, media_id),

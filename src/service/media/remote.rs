@@ -10,7 +10,7 @@ use palisade_federation::{ClientError, FederationClient, legacy_media};
 use parking_lot::Mutex;
 use ruma::{ServerName, api::error::ErrorKind, api::federation::authenticated_media};
 
-use super::{Media, MediaRecord, Staged, now_ms};
+use super::{Media, MediaRecord, Staged, image_ops::Method, now_ms};
 use crate::{Error, Result};
 
 /// Fetches under way, by `server/media_id`: a second request for the same media waits
@@ -19,9 +19,9 @@ use crate::{Error, Result};
 pub struct Fetches(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
 /// A remote file, staged.
-struct Fetched {
-    staged: Staged,
-    content_type: Option<String>,
+pub(super) struct Fetched {
+    pub(super) staged: Staged,
+    pub(super) content_type: Option<String>,
     filename: Option<String>,
 }
 
@@ -79,6 +79,46 @@ impl Media {
         let mut request = authenticated_media::get_content::v1::Request::new(media_id.to_owned());
         request.timeout_ms = Duration::from_secs(20);
         let response = client.send_streaming(server, request).await?;
+        self.read_multipart(client, response).await
+    }
+
+    /// A thumbnail made by the media's own server for a `width`×`height` box: small,
+    /// where the original may be a large video.
+    pub(super) async fn fetch_remote_thumbnail(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+        box_size: (u32, u32, Method),
+        animated: bool,
+    ) -> Result<Fetched, FetchError> {
+        let client = self
+            .client
+            .clone()
+            .ok_or_else(|| FetchError::Bad("federation is off".into()))?;
+        let (width, height, method) = box_size;
+        let method = match method {
+            Method::Crop => ruma::media::Method::Crop,
+            Method::Scale => ruma::media::Method::Scale,
+        };
+        let mut request = authenticated_media::get_content_thumbnail::v1::Request::new(
+            media_id.to_owned(),
+            width.into(),
+            height.into(),
+        );
+        request.method = Some(method);
+        request.animated = Some(animated);
+        request.timeout_ms = Duration::from_secs(20);
+        let response = client.send_streaming(server, request).await?;
+        self.read_multipart(&client, response).await
+    }
+
+    /// The file of a federation media answer: `multipart/mixed`, a metadata part then
+    /// the file or a `Location` to fetch it from.
+    async fn read_multipart(
+        &self,
+        client: &FederationClient,
+        response: reqwest::Response,
+    ) -> Result<Fetched, FetchError> {
         let content_type = header(&response, http::header::CONTENT_TYPE)
             .ok_or_else(|| FetchError::Bad("multipart answer without a content type".into()))?;
         let boundary = multipart_boundary(&content_type)
@@ -170,7 +210,8 @@ impl Media {
 }
 
 /// Why a fetch failed.
-enum FetchError {
+#[derive(Debug)]
+pub(super) enum FetchError {
     Remote(ClientError),
     Bad(String),
     Local(Error),

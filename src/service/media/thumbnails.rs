@@ -49,6 +49,9 @@ pub struct ThumbnailRecord {
     pub height: u32,
     /// The box and method it was made for.
     pub spec: String,
+    /// When it was made or fetched (ms).
+    #[serde(default)]
+    pub created: u64,
 }
 
 /// The box a request is served from: the smallest listed size of its method that is at
@@ -87,6 +90,19 @@ pub struct Thumbnailer {
 }
 
 impl Thumbnailer {
+    /// The lock of one thumbnail being made or fetched (so it is done once).
+    fn claim(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.making
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn release(&self, name: &str) {
+        self.making.lock().remove(name);
+    }
+
     pub fn new(max_pixels: u64) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
@@ -115,10 +131,30 @@ impl Media {
         if request.width == 0 || request.height == 0 {
             return Err(Error::invalid_param("width and height must be positive"));
         }
+        let (width, height, method) = choose(&request);
+        let remote = server != self.server_name && self.record(server, media_id)?.is_none();
+        if remote && allow_remote && access == Access::Authenticated {
+            // Another server's media not kept here: its own thumbnail, not the original.
+            let spec = spec(width, height, method, request.animated);
+            match self
+                .remote_thumbnail(
+                    server,
+                    media_id,
+                    (width, height, method),
+                    request.animated,
+                    &spec,
+                )
+                .await
+            {
+                Ok(thumbnail) => return Ok(thumbnail),
+                Err(error) => {
+                    tracing::debug!(%server, ?error, "no remote thumbnail, fetching the original")
+                }
+            }
+        }
         let source = self
             .content(server, media_id, access, timeout, allow_remote)
             .await?;
-        let (width, height, method) = choose(&request);
         let animated = request.animated && is_animatable(source.content_type.as_deref());
         let spec = spec(width, height, method, animated);
         let key = Key::new().str(server.as_str()).str(media_id).str(&spec);
@@ -126,13 +162,7 @@ impl Media {
             return Ok(made);
         }
         let media_owner = Self::owner(server, media_id);
-        let making = self
-            .thumbnailer
-            .making
-            .lock()
-            .entry(format!("{media_owner}/{spec}"))
-            .or_default()
-            .clone();
+        let making = self.thumbnailer.claim(&format!("{media_owner}/{spec}"));
         let _making = making.lock().await;
         if let Some(made) = self.stored_thumbnail(&key)? {
             return Ok(made);
@@ -140,40 +170,86 @@ impl Media {
         let made = self
             .make_thumbnail(&source, width, height, method, animated)
             .await;
-        self.thumbnailer
-            .making
-            .lock()
-            .remove(&format!("{media_owner}/{spec}"));
+        self.thumbnailer.release(&format!("{media_owner}/{spec}"));
         let made = made?;
+        let staged = Staged::from_bytes(&*self.blobs, made.bytes).await?;
         let record = ThumbnailRecord {
-            sha256: String::new(),
-            size: made.bytes.len() as u64,
+            sha256: staged.sha256.clone(),
+            size: staged.size,
             content_type: made.content_type.to_owned(),
             width: made.width,
             height: made.height,
             spec,
+            created: super::now_ms(),
         };
-        let staged = Staged::from_bytes(&*self.blobs, made.bytes).await?;
-        let record = ThumbnailRecord {
-            sha256: staged.sha256.clone(),
-            ..record
-        };
-        {
-            let _file = self.file_lock(&record.sha256).lock().await;
-            staged.adopt(&*self.blobs).await?;
-            let mut batch = self.db.batch();
-            batch.put_json(Keyspace::MediaThumbnails, key.bytes().to_vec(), &record);
-            batch.put(
-                Keyspace::MediaRefs,
-                Key::new()
-                    .str(&record.sha256)
-                    .str(&owner(&media_owner, &record))
-                    .bytes()
-                    .to_vec(),
-                Vec::new(),
-            );
-            self.db.write(batch)?;
+        self.keep_thumbnail(&key, &media_owner, staged, record)
+            .await
+    }
+
+    /// A thumbnail of another server's media from that server, kept like one made here.
+    async fn remote_thumbnail(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+        box_size: (u32, u32, Method),
+        animated: bool,
+        spec: &str,
+    ) -> Result<Content, String> {
+        let key = Key::new().str(server.as_str()).str(media_id).str(spec);
+        if let Some(kept) = self.stored_thumbnail(&key).map_err(|e| e.to_string())? {
+            return Ok(kept);
         }
+        let media_owner = Self::owner(server, media_id);
+        let making = self.thumbnailer.claim(&format!("{media_owner}/{spec}"));
+        let _making = making.lock().await;
+        if let Some(kept) = self.stored_thumbnail(&key).map_err(|e| e.to_string())? {
+            return Ok(kept);
+        }
+        let fetched = self
+            .fetch_remote_thumbnail(server, media_id, box_size, animated)
+            .await;
+        self.thumbnailer.release(&format!("{media_owner}/{spec}"));
+        let fetched = fetched.map_err(|error| format!("{error:?}"))?;
+        let content_type = fetched
+            .content_type
+            .filter(|kind| kind.starts_with("image/"))
+            .ok_or("the remote thumbnail is not an image")?;
+        let record = ThumbnailRecord {
+            sha256: fetched.staged.sha256.clone(),
+            size: fetched.staged.size,
+            content_type,
+            width: box_size.0,
+            height: box_size.1,
+            spec: spec.to_owned(),
+            created: super::now_ms(),
+        };
+        self.keep_thumbnail(&key, &media_owner, fetched.staged, record)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// Takes a staged thumbnail in under `key` with its file owned by it.
+    async fn keep_thumbnail(
+        &self,
+        key: &Key,
+        media_owner: &str,
+        staged: Staged,
+        record: ThumbnailRecord,
+    ) -> Result<Content> {
+        let _file = self.file_lock(&record.sha256).lock().await;
+        staged.adopt(&*self.blobs).await?;
+        let mut batch = self.db.batch();
+        batch.put_json(Keyspace::MediaThumbnails, key.bytes().to_vec(), &record);
+        batch.put(
+            Keyspace::MediaRefs,
+            Key::new()
+                .str(&record.sha256)
+                .str(&owner(media_owner, &record))
+                .bytes()
+                .to_vec(),
+            Vec::new(),
+        );
+        self.db.write(batch)?;
         Ok(thumbnail_content(record))
     }
 
