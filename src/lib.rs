@@ -97,7 +97,15 @@ fn federation_tls(config: &Config) -> Result<axum_server::tls_rustls::RustlsConf
 
 /// Serves the client API on an already bound listener.
 pub async fn serve(services: Arc<Services>, listener: tokio::net::TcpListener) -> Result<()> {
+    use axum::serve::ListenerExt;
     let app = router::build(services);
+    // A streamed body goes out as headers then chunks: with Nagle's algorithm on, a
+    // small last write waits for the client's delayed ACK (40 ms on Linux).
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY could not be set");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -283,8 +283,12 @@ impl Media {
             .content_type
             .as_deref()
             .is_some_and(|kind| kind.starts_with("video/"));
-        let (bytes, animated) = if is_video {
-            (self.poster_frame(source).await?, false)
+        // The source is read in the blocking thread where the store keeps files locally,
+        // so every large allocation of a thumbnail lives and dies in that thread.
+        let (source_bytes, local, animated) = if is_video {
+            (self.poster_frame(source).await?, None, false)
+        } else if let Some(path) = self.blobs.local_path(&source.sha256) {
+            (Vec::new(), Some(path), animated)
         } else {
             let bytes =
                 blobs::read_to_vec(&*self.blobs, &source.sha256, self.limits.max_upload_size)
@@ -292,14 +296,22 @@ impl Media {
                     .map_err(|error| {
                         Error::internal(format!("reading media to thumbnail: {error}"))
                     })?;
-            (bytes, animated)
+            (bytes, None, animated)
         };
         let max_pixels = self.thumbnailer.max_pixels;
         let made = tokio::task::spawn_blocking(move || {
-            image_ops::thumbnail(&bytes, width, height, method, animated, max_pixels)
+            let bytes = match local {
+                Some(path) => std::fs::read(path).map_err(|error| error.to_string())?,
+                None => source_bytes,
+            };
+            let made = image_ops::thumbnail(&bytes, width, height, method, animated, max_pixels);
+            drop(bytes);
+            release_freed_memory();
+            Ok::<_, String>(made)
         })
         .await
-        .map_err(Error::internal)?;
+        .map_err(Error::internal)?
+        .map_err(|error| Error::internal(format!("reading media to thumbnail: {error}")))?;
         made.map_err(|error| match error {
             ThumbnailError::TooLarge => {
                 Error::new(ErrorKind::TooLarge, "The image is too large to thumbnail")
@@ -350,6 +362,16 @@ impl Media {
             })
             .collect()
     }
+}
+
+/// Hands the pages this thread freed back to the system now. Decoding a photo
+/// allocates tens of megabytes, and the allocator otherwise keeps them cached in the
+/// blocking thread that did it until that thread allocates again: a burst of
+/// thumbnails then holds hundreds of megabytes for nothing.
+fn release_freed_memory() {
+    // SAFETY: mi_collect only walks and trims the calling thread's own heap; it is
+    // harmless when mimalloc is not the global allocator (unit tests).
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 fn cannot_thumbnail() -> Error {
