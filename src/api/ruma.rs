@@ -473,13 +473,19 @@ fn expects_json(parts: &http::request::Parts) -> bool {
 }
 
 fn access_token(parts: &http::request::Parts) -> Option<String> {
-    if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
+    access_token_in(&parts.headers, &parts.uri)
+}
+
+/// The access token of a request: the `Authorization: Bearer` header, else the
+/// deprecated `access_token` query parameter.
+pub(crate) fn access_token_in(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         return value
             .strip_prefix("Bearer ")
             .map(|token| token.trim().to_owned());
     }
-    let query = parts.uri.query()?;
+    let query = uri.query()?;
     form_pairs(query)
         .find(|(key, _)| key == "access_token")
         .map(|(_, value)| value)

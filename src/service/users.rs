@@ -236,6 +236,11 @@ impl Users {
         Ok(())
     }
 
+    /// Whether `user_id` is a server administrator.
+    pub fn is_admin(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.get(user_id)?.is_some_and(|user| user.admin))
+    }
+
     /// Resolves an access token to its user and device.
     pub fn authenticate(&self, token: &str) -> Result<Sender> {
         let hash = token_hash(token);

@@ -26,7 +26,7 @@ async fn whois(
 ) -> Result<Value> {
     let asker = request.user_id()?;
     let target = &request.body.user_id;
-    let admin = services.users.get(asker)?.is_some_and(|user| user.admin);
+    let admin = services.users.is_admin(asker)?;
     if asker != target && !admin {
         return Err(Error::forbidden(
             "Only administrators may look up other users",

@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{delete, get, post},
 };
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
 use ruma::{OwnedServerName, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -55,11 +55,12 @@ fn answer(result: Result<Value>) -> Response {
 async fn delete_one(
     State(services): State<Arc<Services>>,
     headers: HeaderMap,
+    uri: Uri,
     path: std::result::Result<Path<(OwnedServerName, String)>, PathRejection>,
 ) -> Response {
     answer(
         async {
-            require_admin(&services, &headers)?;
+            require_admin(&services, &headers, &uri)?;
             let Path((server_name, media_id)) = param(path)?;
             if !services.media.delete(&server_name, &media_id).await? {
                 return Err(Error::not_found("Unknown media"));
@@ -83,30 +84,33 @@ struct AgeQuery {
 async fn delete_by_age(
     State(services): State<Arc<Services>>,
     headers: HeaderMap,
+    uri: Uri,
     query: std::result::Result<Query<AgeQuery>, QueryRejection>,
 ) -> Response {
-    answer(by_age(&services, &headers, query).await)
+    answer(by_age(&services, &headers, &uri, query).await)
 }
 
 /// # `POST /_synapse/admin/v1/media/{serverName}/delete?before_ts=…`
 async fn delete_by_age_of(
     State(services): State<Arc<Services>>,
     headers: HeaderMap,
+    uri: Uri,
     Path(server_name): Path<String>,
     query: std::result::Result<Query<AgeQuery>, QueryRejection>,
 ) -> Response {
     if server_name != services.config.server_name.as_str() {
         return Error::invalid_param("Can only delete local media").into_response();
     }
-    answer(by_age(&services, &headers, query).await)
+    answer(by_age(&services, &headers, &uri, query).await)
 }
 
 async fn by_age(
     services: &Services,
     headers: &HeaderMap,
+    uri: &Uri,
     query: std::result::Result<Query<AgeQuery>, QueryRejection>,
 ) -> Result<Value> {
-    require_admin(services, headers)?;
+    require_admin(services, headers, uri)?;
     let Query(query) = param(query)?;
     let deleted = services
         .media
@@ -152,12 +156,13 @@ fn page(
 async fn list_of_user(
     State(services): State<Arc<Services>>,
     headers: HeaderMap,
+    uri: Uri,
     path: std::result::Result<Path<OwnedUserId>, PathRejection>,
     query: std::result::Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
     answer(
         async {
-            require_admin(&services, &headers)?;
+            require_admin(&services, &headers, &uri)?;
             let (Path(user_id), Query(query)) = (param(path)?, param(query)?);
             let (uploads, total) = page(&services, &user_id, &query)?;
             let next = query.from + uploads.len();
@@ -192,12 +197,13 @@ async fn list_of_user(
 async fn delete_of_user(
     State(services): State<Arc<Services>>,
     headers: HeaderMap,
+    uri: Uri,
     path: std::result::Result<Path<OwnedUserId>, PathRejection>,
     query: std::result::Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
     answer(
         async {
-            require_admin(&services, &headers)?;
+            require_admin(&services, &headers, &uri)?;
             let (Path(user_id), Query(query)) = (param(path)?, param(query)?);
             let (uploads, _) = page(&services, &user_id, &query)?;
             let mut deleted = Vec::new();
@@ -224,11 +230,12 @@ struct PurgeQuery {
 async fn purge_cache(
     State(services): State<Arc<Services>>,
     headers: HeaderMap,
+    uri: Uri,
     query: std::result::Result<Query<PurgeQuery>, QueryRejection>,
 ) -> Response {
     answer(
         async {
-            require_admin(&services, &headers)?;
+            require_admin(&services, &headers, &uri)?;
             let Query(query) = param(query)?;
             let purged = services.media.purge_remote_before(query.before_ts).await?;
             Ok(json!({ "deleted": purged }))

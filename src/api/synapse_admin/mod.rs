@@ -7,7 +7,7 @@ mod register;
 use std::sync::Arc;
 
 use axum::Router;
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
 use ruma::OwnedUserId;
 
 use crate::{Error, Result, service::Services};
@@ -18,23 +18,15 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// The administrator a request's access token belongs to; anyone else is 403.
-fn require_admin(services: &Services, headers: &HeaderMap) -> Result<OwnedUserId> {
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            Error::new(
-                ruma::api::error::ErrorKind::MissingToken,
-                "Missing access token",
-            )
-        })?;
-    let sender = services.users.authenticate(token.trim())?;
-    let admin = services
-        .users
-        .get(&sender.user_id)?
-        .is_some_and(|user| user.admin);
-    if !admin {
+fn require_admin(services: &Services, headers: &HeaderMap, uri: &Uri) -> Result<OwnedUserId> {
+    let token = crate::api::ruma::access_token_in(headers, uri).ok_or_else(|| {
+        Error::new(
+            ruma::api::error::ErrorKind::MissingToken,
+            "Missing access token",
+        )
+    })?;
+    let sender = services.users.authenticate(&token)?;
+    if !services.users.is_admin(&sender.user_id)? {
         return Err(Error::forbidden("You are not a server admin"));
     }
     Ok(sender.user_id)

@@ -19,10 +19,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use palisade_federation::FederationClient;
 use parking_lot::Mutex;
-use ruma::{
-    MilliSecondsSinceUnixEpoch, OwnedServerName, OwnedUserId, ServerName, UserId,
-    api::error::ErrorKind,
-};
+use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId, api::error::ErrorKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -37,6 +34,8 @@ use crate::{
 };
 
 pub use upload::Staged;
+
+use crate::service::users::now_ms;
 
 /// An `mxc://` URI as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -600,16 +599,4 @@ impl Media {
         }
         Ok(uploads)
     }
-
-    /// How many owners use the file `sha256` (for tests and the admin API).
-    pub fn owners_of(&self, sha256: &str) -> Result<usize> {
-        Ok(self
-            .db
-            .scan_prefix(Keyspace::MediaRefs, Key::new().str(sha256).bytes())?
-            .len())
-    }
-}
-
-pub fn now_ms() -> u64 {
-    MilliSecondsSinceUnixEpoch::now().get().into()
 }
