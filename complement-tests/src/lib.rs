@@ -27,6 +27,10 @@ pub mod fake_server;
 pub mod synapse;
 pub mod tls;
 
+/// What a test server logs unless `PALISADE_TEST_LOG` says otherwise: warnings and
+/// errors, and sliding sync's notes on connections (a client told to start over).
+const DEFAULT_LOG: &str = "warn,palisade::service::sync::sliding=info";
+
 /// A running homeserver owned by one test.
 pub struct TestServer {
     dir: tempfile::TempDir,
@@ -237,7 +241,7 @@ impl TestServer {
             .arg(self.dir.path().join("homeserver.toml"))
             .env(
                 "RUST_LOG",
-                std::env::var("PALISADE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                std::env::var("PALISADE_TEST_LOG").unwrap_or_else(|_| DEFAULT_LOG.to_owned()),
             )
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -279,7 +283,7 @@ impl TestServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Everything the server has logged so far: warnings and errors, or what the
+    /// Everything the server has logged so far: [`DEFAULT_LOG`], or what the
     /// `RUST_LOG`-style filter in the environment variable `PALISADE_TEST_LOG` selects.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()

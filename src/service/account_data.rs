@@ -105,6 +105,23 @@ impl AccountData {
         Ok(())
     }
 
+    /// All of a user's account data in one room: `(type, content)`.
+    pub fn of_room(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<(String, serde_json::Value)>> {
+        let prefix = Key::new().str(user_id.as_str()).str(room_id.as_str());
+        let mut out = Vec::new();
+        for (key, value) in self.db.scan_prefix(Keyspace::AccountData, prefix.bytes())? {
+            let kind = &key[prefix.bytes().len()..];
+            let kind = kind.strip_suffix(&[0xFF]).unwrap_or(kind);
+            let stored: Stored = decode_json(&value)?;
+            out.push((String::from_utf8_lossy(kind).into_owned(), stored.content));
+        }
+        Ok(out)
+    }
+
     /// Account data changed after `since` (all of it when `since` is 0), up to `until`:
     /// `(room_id or None, type, content)`.
     pub fn changes_since(

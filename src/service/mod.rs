@@ -59,7 +59,8 @@ pub struct Services {
     pub reports: reports::Reports,
     pub typing: Arc<typing::Typing>,
     pub unread: Arc<unread::Unread>,
-    pub sync: sync::Syncer,
+    pub sync: Arc<sync::Syncer>,
+    pub sliding_sync: sync::sliding::SlidingSync,
     pub login_limiter: rate_limit::RateLimiter,
     pub registration_limiter: rate_limit::RateLimiter,
     pub message_limiter: rate_limit::RateLimiter,
@@ -142,7 +143,7 @@ impl Services {
         let receipts = Arc::new(receipts::Receipts::new(db.clone(), stream.clone()));
         let typing = typing::Typing::new(stream.clone());
         let unread = Arc::new(unread::Unread::default());
-        let sync = sync::Syncer {
+        let sync = Arc::new(sync::Syncer {
             rooms: rooms.clone(),
             e2ee: e2ee.clone(),
             presence: presence.clone(),
@@ -152,7 +153,18 @@ impl Services {
             typing: typing.clone(),
             receipts: receipts.clone(),
             unread: unread.clone(),
-        };
+        });
+        let sliding_sync = sync::sliding::SlidingSync::new(
+            sync.clone(),
+            sync::sliding::Connections::new(db.clone()),
+        );
+        let expired = sliding_sync.expire_connections()?;
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "sliding sync connections unused for a week forgotten"
+            );
+        }
         let federation = federation::Federation::new(
             &config,
             federation::Handles {
@@ -205,6 +217,7 @@ impl Services {
             typing,
             unread,
             sync,
+            sliding_sync,
             login_limiter: rate_limit::RateLimiter::new(config.rate_limits.login),
             registration_limiter: rate_limit::RateLimiter::new(config.rate_limits.registration),
             message_limiter: rate_limit::RateLimiter::new(config.rate_limits.message),

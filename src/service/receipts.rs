@@ -76,6 +76,7 @@ impl Receipts {
             },
         );
         permit.persist_in(&mut batch);
+        self.stream.note_room(room_id, permit.position());
         self.db.write(batch)?;
         drop(permit);
         self.stream.notify(notify.iter().map(|user| user.as_ref()));

@@ -9,12 +9,12 @@
 //! A long-poll subscribes first, then reads, then waits: no wake-up falls in between.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
 use parking_lot::Mutex;
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::watch;
 
 use crate::storage::{Batch, Db, Keyspace, StorageResult, codec};
@@ -26,6 +26,63 @@ pub struct Stream {
     counter: Mutex<Counter>,
     frontier: watch::Sender<u64>,
     listeners: Mutex<HashMap<OwnedUserId, watch::Sender<()>>>,
+    rooms: Mutex<RoomChanges>,
+}
+
+/// The rooms whose timeline or receipts changed, by position, since the server started:
+/// what lets a sync visit the rooms that changed instead of every room of its user. Each
+/// room is listed once, at its latest change, so memory grows with rooms, not events.
+struct RoomChanges {
+    /// Changes at or below this position are not known (before the start, or forgotten).
+    horizon: u64,
+    latest: HashMap<OwnedRoomId, u64>,
+    by_position: BTreeMap<u64, OwnedRoomId>,
+}
+
+/// Rooms remembered before the oldest is forgotten (and the horizon moves up past it).
+const ROOMS_REMEMBERED: usize = 500_000;
+
+impl RoomChanges {
+    fn new(horizon: u64) -> Self {
+        Self {
+            horizon,
+            latest: HashMap::new(),
+            by_position: BTreeMap::new(),
+        }
+    }
+
+    fn note(&mut self, room_id: &RoomId, position: u64) {
+        if position <= self.horizon {
+            return;
+        }
+        match self.latest.get_mut(room_id) {
+            Some(latest) if *latest >= position => return,
+            Some(latest) => {
+                self.by_position.remove(latest);
+                *latest = position;
+            }
+            None => {
+                self.latest.insert(room_id.to_owned(), position);
+            }
+        }
+        self.by_position.insert(position, room_id.to_owned());
+        while self.by_position.len() > ROOMS_REMEMBERED {
+            let Some((oldest, room)) = self.by_position.pop_first() else {
+                break;
+            };
+            self.latest.remove(&room);
+            self.horizon = oldest;
+        }
+    }
+
+    fn since(&self, since: u64) -> Option<Vec<OwnedRoomId>> {
+        (since >= self.horizon).then(|| {
+            self.by_position
+                .range(since.saturating_add(1)..)
+                .map(|(_, room)| room.clone())
+                .collect()
+        })
+    }
 }
 
 struct Counter {
@@ -71,6 +128,7 @@ impl Stream {
             }),
             frontier: watch::Sender::new(last),
             listeners: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(RoomChanges::new(last)),
         }))
     }
 
@@ -126,6 +184,19 @@ impl Stream {
         receiver
     }
 
+    /// Notes that a room's timeline or receipts change at `position` (a position being
+    /// written: noted before it commits, so no reader that can see it misses the note).
+    pub fn note_room(&self, room_id: &RoomId, position: u64) {
+        self.rooms.lock().note(room_id, position);
+    }
+
+    /// The rooms that changed after `since`, or `None` when that is before what this
+    /// process knows (then every room may have). May name rooms whose change is above
+    /// the frontier: a reader finds nothing new in them.
+    pub fn rooms_changed_since(&self, since: u64) -> Option<Vec<OwnedRoomId>> {
+        self.rooms.lock().since(since)
+    }
+
     /// Wakes the long-polls of these users.
     pub fn notify<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) {
         let mut listeners = self.listeners.lock();
@@ -153,7 +224,22 @@ mod tests {
             }),
             frontier: watch::Sender::new(10),
             listeners: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(RoomChanges::new(10)),
         })
+    }
+
+    #[test]
+    fn room_changes_list_each_room_once_after_a_position() {
+        let stream = stream();
+        let (a, b) = (ruma::room_id!("!a:x"), ruma::room_id!("!b:x"));
+        stream.note_room(a, 11);
+        stream.note_room(b, 12);
+        stream.note_room(a, 13);
+        stream.note_room(b, 5);
+        assert_eq!(stream.rooms_changed_since(10).map(|r| r.len()), Some(2));
+        assert_eq!(stream.rooms_changed_since(12), Some(vec![a.to_owned()]));
+        assert_eq!(stream.rooms_changed_since(13), Some(vec![]));
+        assert_eq!(stream.rooms_changed_since(9), None, "before the horizon");
     }
 
     #[test]

@@ -94,6 +94,16 @@ impl Typing {
         }
     }
 
+    /// The rooms whose typing changed after `since` (a serial).
+    pub fn rooms_changed_since(&self, since: u64) -> Vec<OwnedRoomId> {
+        let rooms = self.rooms.lock();
+        rooms
+            .iter()
+            .filter(|(_, room)| room.serial > since || since > self.serial())
+            .map(|(room_id, _)| room_id.clone())
+            .collect()
+    }
+
     /// Who is typing in a room, if that changed after `since` (a serial).
     pub fn changed_since(&self, room_id: &RoomId, since: u64) -> Option<Vec<OwnedUserId>> {
         let rooms = self.rooms.lock();

@@ -161,4 +161,8 @@ keyspaces! {
     /// `user_id ‖ media_id` → u64 expiry (ms): `mxc://` URIs created and still awaiting
     /// their upload.
     MediaPending => "media_pending",
+    /// `user_id ‖ device_id ‖ conn_id ‖ ""` → JSON `ConnectionHeader` (the position the
+    /// client holds, stream positions, list counts, last use); `user_id ‖ device_id ‖
+    /// conn_id ‖ room_id` → JSON `SentRoom`: what a sliding sync connection has been sent.
+    SlidingSync => "sliding_sync",
 }

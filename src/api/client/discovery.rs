@@ -20,8 +20,10 @@ use crate::{
 /// a test of the feature): the aliases of a room (MSC2432); cross-signing, which Element
 /// Web bootstraps at login only when this flag is set; the rooms shared with a user
 /// (MSC2666, both paths); private read receipts (MSC2285, stable since v1.4) and
-/// receipts per thread (MSC3771), which older clients send only with these flags.
+/// receipts per thread (MSC3771), which older clients send only with these flags;
+/// simplified sliding sync (MSC4186), which Element X and matrix-rust-sdk require.
 const UNSTABLE_FEATURES: &[&str] = &[
+    "org.matrix.simplified_msc3575",
     "org.matrix.msc2432",
     "org.matrix.e2e_cross_signing",
     "org.matrix.msc2285.stable",

@@ -14,12 +14,52 @@ use crate::{
     api::{Ruma, RumaRouter},
     service::{
         Services,
-        sync::{SyncRequest, SyncToken},
+        sync::{SyncRequest, SyncToken, sliding},
     },
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_route_json(sync)
+    router.ruma_route_json(sync).ruma_route(sliding_sync)
+}
+
+/// # `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`
+///
+/// Simplified sliding sync (MSC4186): the room list in ranges, open rooms, extensions.
+async fn sliding_sync(
+    services: Arc<Services>,
+    request: Ruma<sync_events::v5::Request>,
+) -> Result<sync_events::v5::Response> {
+    let sender = request.sender()?.clone();
+    let spaces = sliding::space_filters(request.json.as_ref());
+    let body = request.body;
+    mark_online(&services, &sender.user_id, body.set_presence.as_str())?;
+    let max = Duration::from_millis(services.config.sync_timeout_max_ms);
+    let timeout = body.timeout.unwrap_or_default().min(max);
+    let request = sliding::SlidingRequest {
+        body,
+        spaces,
+        timeout,
+    };
+    services.sliding_sync.sync(&sender, request).await
+}
+
+/// A syncing client is its user being online (unless it says otherwise).
+fn mark_online(services: &Services, user: &ruma::UserId, presence: &str) -> Result<()> {
+    if presence == "offline" {
+        return Ok(());
+    }
+    let status_msg = services
+        .presence
+        .get(user)?
+        .and_then(|record| record.status_msg);
+    services.federation.presence.publish(
+        user,
+        crate::service::presence::PresenceRecord {
+            presence: presence.to_owned(),
+            status_msg,
+            last_active_ts: crate::service::users::now_ms(),
+        },
+    )
 }
 
 /// # `GET /_matrix/client/v3/sync`
@@ -49,22 +89,7 @@ async fn sync(
         }
         Some(_) | None => FilterDefinition::default(),
     };
-    // A syncing client is its user being online (unless it says otherwise).
-    let presence = body.set_presence.as_str();
-    if presence != "offline" {
-        let status_msg = services
-            .presence
-            .get(&sender.user_id)?
-            .and_then(|record| record.status_msg);
-        services.federation.presence.publish(
-            &sender.user_id,
-            crate::service::presence::PresenceRecord {
-                presence: presence.to_owned(),
-                status_msg,
-                last_active_ts: crate::service::users::now_ms(),
-            },
-        )?;
-    }
+    mark_online(&services, &sender.user_id, body.set_presence.as_str())?;
     let max = Duration::from_millis(services.config.sync_timeout_max_ms);
     let request = SyncRequest {
         since,

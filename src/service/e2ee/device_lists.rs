@@ -56,7 +56,13 @@ pub fn delta(
             gone.extend(rooms.members_with(room_id, MembershipState::Join)?);
         }
     }
-    for room_id in joined.iter().filter(|room| !own_changes.contains(room)) {
+    // Joins and leaves are timeline events: only rooms whose timeline moved can hold one.
+    let moved: Option<std::collections::HashSet<_>> = rooms
+        .changed_since(since)
+        .map(|moved| moved.into_iter().collect());
+    for room_id in joined.iter().filter(|room| {
+        !own_changes.contains(room) && moved.as_ref().is_none_or(|moved| moved.contains(*room))
+    }) {
         for other in rooms.joined_changes(room_id, since, until)? {
             if rooms.joined_any(std::slice::from_ref(room_id), &other)? {
                 changed.insert(other);

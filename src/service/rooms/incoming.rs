@@ -182,6 +182,7 @@ impl Rooms {
                 extremities: Vec::new(),
                 depth: 0,
                 last_position: 0,
+                bump_position: 0,
             },
         };
         // The members already there are indexed as of now.

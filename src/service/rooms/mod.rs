@@ -74,6 +74,34 @@ pub struct RoomRecord {
     pub depth: u64,
     /// Stream position of the latest event.
     pub last_position: u64,
+    /// Stream position of the latest event that moves the room up a room list (a
+    /// message, not a reaction or a state change: [`bumps`]); 0 when none was written
+    /// since this field exists.
+    #[serde(default)]
+    pub bump_position: u64,
+}
+
+/// Whether an event moves its room to the top of a room list sorted by activity: what
+/// people send (messages, stickers, calls, polls, live locations) and a room's creation;
+/// not reactions, edits' state, receipts or membership. An event whose content is empty
+/// (redacted) does not.
+pub fn bumps(
+    kind: &ruma::events::TimelineEventType,
+    content: &serde_json::value::RawValue,
+) -> bool {
+    let bumping = matches!(
+        kind.to_string().as_str(),
+        "m.room.create"
+            | "m.room.message"
+            | "m.room.encrypted"
+            | "m.sticker"
+            | "m.call.invite"
+            | "m.poll.start"
+            | "org.matrix.msc3381.poll.start"
+            | "m.beacon_info"
+            | "org.matrix.msc3672.beacon_info"
+    );
+    bumping && content.get().trim() != "{}"
 }
 
 /// Who hears of a room's new event: the local users whose syncs it wakes and the other
@@ -106,6 +134,8 @@ pub struct Rooms {
     queues: Mutex<HashMap<OwnedRoomId, Vec<timeline::Queued>>>,
     /// Parsed state events, for authorisation and visibility checks.
     pub(super) state_events: Arc<state_events::StateEvents>,
+    /// Each room's `bump_position` as far as read or written (room lists sort by it).
+    bumps: Mutex<HashMap<OwnedRoomId, u64>>,
 }
 
 impl Rooms {
@@ -126,7 +156,29 @@ impl Rooms {
             locks: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             state_events: Arc::default(),
+            bumps: Mutex::default(),
         })
+    }
+
+    /// The stream position of a room's latest event that moves it up a room list
+    /// ([`bumps`]); for a room written before that was kept, its latest event's.
+    pub fn bump_position(&self, room_id: &RoomId) -> Result<u64> {
+        if let Some(bump) = self.bumps.lock().get(room_id) {
+            return Ok(*bump);
+        }
+        let bump = self.room(room_id)?.map_or(0, |record| {
+            if record.bump_position > 0 {
+                record.bump_position
+            } else {
+                record.last_position
+            }
+        });
+        self.bumps.lock().insert(room_id.to_owned(), bump);
+        Ok(bump)
+    }
+
+    pub(super) fn note_bump(&self, room_id: &RoomId, position: u64) {
+        self.bumps.lock().insert(room_id.to_owned(), position);
     }
 
     pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {
@@ -258,6 +310,13 @@ impl Rooms {
         Ok(self
             .membership(room_id, user_id)?
             .is_some_and(|m| m.membership == MembershipState::Join))
+    }
+
+    /// The rooms whose timeline or receipts changed after `since` (and perhaps a few whose
+    /// change is still being written), or `None` when that is older than this process
+    /// knows: then any room may have.
+    pub fn changed_since(&self, since: u64) -> Option<Vec<OwnedRoomId>> {
+        self.stream.rooms_changed_since(since)
     }
 
     /// Every room a user has a membership in, with that membership.

@@ -7,6 +7,7 @@
 //! wake-ups first, then reads, then waits.
 
 mod room;
+pub mod sliding;
 pub mod token;
 
 use std::{
@@ -227,7 +228,17 @@ async fn build(window: &Window<'_>) -> Result<Response> {
         }
     }
 
-    for (room_id, membership) in sync.rooms.user_rooms(user)? {
+    let candidates = match window.since {
+        Some(since) if !window.full_state => {
+            rooms_to_visit(window, since, &changed, &room_account_data)?
+        }
+        _ => None,
+    };
+    let candidates = match candidates {
+        Some(candidates) => candidates,
+        None => sync.rooms.user_rooms(user)?,
+    };
+    for (room_id, membership) in candidates {
         if room_filter.not_rooms.contains(&room_id)
             || room_filter
                 .rooms
@@ -280,6 +291,38 @@ async fn build(window: &Window<'_>) -> Result<Response> {
     Ok(response)
 }
 
+/// The rooms an incremental sync must look at, with the user's membership: those whose
+/// timeline or receipts moved, whose typing changed, whose account data changed, and
+/// where the user's membership did. `None` when the change index does not reach back to
+/// `since` (a token from before a restart): then every room of the user.
+fn rooms_to_visit(
+    window: &Window<'_>,
+    since: SyncToken,
+    membership_changed: &[OwnedRoomId],
+    account_data: &BTreeMap<String, Vec<(String, serde_json::Value)>>,
+) -> Result<Option<Vec<(OwnedRoomId, rooms::Membership)>>> {
+    let sync = window.sync;
+    let Some(mut rooms) = sync.rooms.changed_since(since.position) else {
+        return Ok(None);
+    };
+    rooms.extend(sync.typing.rooms_changed_since(since.typing));
+    rooms.extend(membership_changed.iter().cloned());
+    rooms.extend(
+        account_data
+            .keys()
+            .filter_map(|room_id| OwnedRoomId::try_from(room_id.as_str()).ok()),
+    );
+    rooms.sort_unstable();
+    rooms.dedup();
+    let mut out = Vec::with_capacity(rooms.len());
+    for room_id in rooms {
+        if let Some(membership) = sync.rooms.membership(&room_id, window.user())? {
+            out.push((room_id, membership));
+        }
+    }
+    Ok(Some(out))
+}
+
 /// The end-to-end encryption parts: to-device messages, whose devices changed, and the
 /// device's key counts.
 fn encryption(window: &Window<'_>, response: &mut Response) -> Result<()> {
@@ -308,6 +351,22 @@ fn encryption(window: &Window<'_>, response: &mut Response) -> Result<()> {
         response.device_lists.changed = delta.changed;
         response.device_lists.left = delta.left;
     }
+    let (counts, fallback) = key_counts(sync, user, device)?;
+    response.device_one_time_keys_count = counts;
+    response.device_unused_fallback_key_types = Some(fallback);
+    Ok(())
+}
+
+/// A device's one-time key counts (signed curve25519 always there, 0 when none) and the
+/// algorithms of its unused fallback keys.
+pub(crate) fn key_counts(
+    sync: &Syncer,
+    user: &UserId,
+    device: &ruma::DeviceId,
+) -> Result<(
+    BTreeMap<OneTimeKeyAlgorithm, UInt>,
+    Vec<OneTimeKeyAlgorithm>,
+)> {
     let mut counts = BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
     for (algorithm, count) in sync.e2ee.one_time_key_counts(user, device)? {
         counts.insert(
@@ -315,13 +374,11 @@ fn encryption(window: &Window<'_>, response: &mut Response) -> Result<()> {
             UInt::try_from(count).unwrap_or(UInt::MAX),
         );
     }
-    response.device_one_time_keys_count = counts;
-    response.device_unused_fallback_key_types = Some(
-        sync.e2ee
-            .unused_fallback_types(user, device)?
-            .iter()
-            .map(|algorithm| OneTimeKeyAlgorithm::from(algorithm.as_str()))
-            .collect(),
-    );
-    Ok(())
+    let fallback = sync
+        .e2ee
+        .unused_fallback_types(user, device)?
+        .iter()
+        .map(|algorithm| OneTimeKeyAlgorithm::from(algorithm.as_str()))
+        .collect();
+    Ok((counts, fallback))
 }

@@ -28,12 +28,12 @@ use crate::{
 /// The default number of timeline events per room.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
-struct TimelinePart {
-    events: Vec<(u64, OwnedEventId, Value)>,
-    limited: bool,
+pub(super) struct TimelinePart {
+    pub events: Vec<(u64, OwnedEventId, Value)>,
+    pub limited: bool,
     /// The `prev_batch` boundary: back-pagination from it returns the events before the
     /// first one shown.
-    start: u64,
+    pub start: u64,
     state_at_start: u64,
     /// The state group at the section's end, when a state event after `start` was left
     /// out (history the viewer may not see, the timeline filter, an ignored sender): the
@@ -42,7 +42,12 @@ struct TimelinePart {
 }
 
 /// Reads a room's timeline in `(from, to]`, newest `limit` events the viewer may see.
-fn timeline(window: &Window<'_>, room_id: &RoomId, from: u64, to: u64) -> Result<TimelinePart> {
+pub(super) fn timeline(
+    window: &Window<'_>,
+    room_id: &RoomId,
+    from: u64,
+    to: u64,
+) -> Result<TimelinePart> {
     let sync = window.sync;
     let filter = &window.filter.room.timeline;
     let limit = filter
@@ -280,7 +285,7 @@ fn summary(window: &Window<'_>, room_id: &RoomId) -> Result<RoomSummary> {
 
 /// The events after the user's read receipt (and after they joined) that the user's push
 /// rules say notify, and those that highlight.
-async fn unread(
+pub(super) async fn unread(
     window: &Window<'_>,
     room_id: &RoomId,
     joined_at: u64,
@@ -463,7 +468,7 @@ pub fn knocked(
 
 /// The stripped state shown with an invite or a knock (`membership`'s event); `None`
 /// when the inviter is ignored.
-fn stripped_state(
+pub(super) fn stripped_state(
     window: &Window<'_>,
     room_id: &RoomId,
     membership: &Membership,

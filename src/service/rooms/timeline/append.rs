@@ -123,6 +123,11 @@ impl Rooms {
         let position = permit.position();
         let event_id = entry.event.event_id.clone();
         self.queue.enqueue(batch, servers, &Outgoing::Pdu(event_id));
+        if super::super::bumps(&entry.event.pdu.kind, &entry.event.pdu.content) {
+            head.record.bump_position = position;
+            self.note_bump(&head.room_id, position);
+        }
+        self.stream.note_room(&head.room_id, position);
         let write = PduWrite {
             event: entry.event,
             txn: entry.txn,

@@ -212,6 +212,7 @@ impl Rooms {
                 extremities: Vec::new(),
                 depth: 0,
                 last_position: 0,
+                bump_position: 0,
             },
         };
         let mut batch = self.db.batch();

@@ -1,0 +1,234 @@
+//! The extensions of a sliding sync response: to-device messages, end-to-end encryption
+//! (device lists, key counts), account data, receipts and typing.
+
+use std::collections::{BTreeMap, HashSet};
+
+use ruma::{
+    OwnedRoomId,
+    api::client::sync::sync_events::v5::{
+        request::{self, ExtensionRoomConfig},
+        response,
+    },
+};
+use serde_json::json;
+
+use crate::{
+    Result,
+    json::raw,
+    service::{
+        e2ee,
+        sync::{Window, key_counts, token::decimal},
+    },
+};
+
+/// Where the extensions start from.
+pub struct Since {
+    /// The connection's stream position (`None` on a new connection).
+    pub position: Option<u64>,
+    /// The typing serial the client is up to.
+    pub typing: u64,
+    /// Rooms sent whole in this response: their receipts and account data go whole too.
+    pub initial_rooms: HashSet<OwnedRoomId>,
+}
+
+/// The rooms an extension covers: those of the lists and subscriptions it names (all by
+/// default), among the rooms in the client's window.
+pub fn covered<'a>(
+    lists: Option<&[String]>,
+    rooms: Option<&[ExtensionRoomConfig]>,
+    window_rooms: &'a BTreeMap<OwnedRoomId, (Vec<String>, bool)>,
+) -> Vec<&'a OwnedRoomId> {
+    window_rooms
+        .iter()
+        .filter(|(room_id, (in_lists, subscribed))| {
+            let by_list = match lists {
+                None => !in_lists.is_empty(),
+                Some(names) => names
+                    .iter()
+                    .any(|name| name == "*" || in_lists.contains(name)),
+            };
+            let by_room = match rooms {
+                None => *subscribed,
+                Some(configs) => configs.iter().any(|config| match config {
+                    ExtensionRoomConfig::AllSubscribed => *subscribed,
+                    ExtensionRoomConfig::Room(room) => room == *room_id,
+                    _ => false,
+                }),
+            };
+            by_list || by_room
+        })
+        .map(|(room_id, _)| room_id)
+        .collect()
+}
+
+/// The to-device messages waiting for the device, after acknowledging those up to the
+/// client's `since`.
+pub fn to_device(
+    window: &Window<'_>,
+    config: &request::ToDevice,
+) -> Result<Option<response::ToDevice>> {
+    if config.enabled != Some(true) {
+        return Ok(None);
+    }
+    let sync = window.sync;
+    let (user, device) = (window.user(), &window.sender.device_id);
+    if let Some(since) = config.since.as_deref().and_then(decimal) {
+        sync.to_device
+            .acknowledge(user, device, since.min(sync.stream.frontier()))?;
+    }
+    let (events, cut) = sync
+        .to_device
+        .pending(user, device, window.until.position)?;
+    let mut out = response::ToDevice::default();
+    out.next_batch = cut.unwrap_or(window.until.position).to_string();
+    out.events = events.into_iter().map(raw).collect();
+    Ok(Some(out))
+}
+
+/// Device-list changes since the connection's position and the device's key counts.
+pub fn e2ee(window: &Window<'_>, config: &request::E2EE, since: &Since) -> Result<response::E2EE> {
+    let mut out = response::E2EE::default();
+    if config.enabled != Some(true) {
+        return Ok(out);
+    }
+    let sync = window.sync;
+    let user = window.user();
+    if let Some(position) = since.position {
+        let delta = e2ee::device_lists::delta(
+            &sync.e2ee,
+            &sync.rooms,
+            user,
+            position,
+            window.until.position,
+        )?;
+        out.device_lists.changed = delta.changed;
+        out.device_lists.left = delta.left;
+    }
+    let (counts, fallback) = key_counts(sync, user, &window.sender.device_id)?;
+    out.device_one_time_keys_count = counts;
+    out.device_unused_fallback_key_types = Some(fallback);
+    Ok(out)
+}
+
+/// Global account data changed since the connection's position (all of it on a new
+/// connection) and the covered rooms' (all of a room's when it is sent whole).
+pub fn account_data(
+    window: &Window<'_>,
+    config: &request::AccountData,
+    since: &Since,
+    rooms: &[&OwnedRoomId],
+) -> Result<response::AccountData> {
+    let mut out = response::AccountData::default();
+    if config.enabled != Some(true) {
+        return Ok(out);
+    }
+    let sync = window.sync;
+    let user = window.user();
+    let changes = sync.account_data.changes_since(
+        user,
+        since.position.unwrap_or(0),
+        window.until.position,
+    )?;
+    let covered: HashSet<&OwnedRoomId> = rooms.iter().copied().collect();
+    for (room_id, kind, content) in changes {
+        let event = json!({ "type": kind, "content": content });
+        match room_id.and_then(|room| OwnedRoomId::try_from(room).ok()) {
+            None => out.global.push(raw(event)),
+            Some(room_id)
+                if covered.contains(&room_id) && !since.initial_rooms.contains(&room_id) =>
+            {
+                out.rooms.entry(room_id).or_default().push(raw(event));
+            }
+            Some(_) => {}
+        }
+    }
+    for room_id in rooms
+        .iter()
+        .filter(|room| since.initial_rooms.contains(**room))
+    {
+        let events: Vec<_> = sync
+            .account_data
+            .of_room(user, room_id)?
+            .into_iter()
+            .map(|(kind, content)| raw(json!({ "type": kind, "content": content })))
+            .collect();
+        if !events.is_empty() {
+            out.rooms.insert((*room_id).clone(), events);
+        }
+    }
+    Ok(out)
+}
+
+/// Read receipts of the covered rooms: all of a room sent whole, else what changed.
+pub fn receipts(
+    window: &Window<'_>,
+    config: &request::Receipts,
+    since: &Since,
+    rooms: &[&OwnedRoomId],
+    changed: Option<&HashSet<OwnedRoomId>>,
+) -> Result<response::Receipts> {
+    let mut out = response::Receipts::default();
+    if config.enabled != Some(true) {
+        return Ok(out);
+    }
+    let sync = window.sync;
+    for room_id in rooms {
+        let whole = since.initial_rooms.contains(*room_id) || since.position.is_none();
+        if !whole && changed.is_some_and(|changed| !changed.contains(*room_id)) {
+            continue;
+        }
+        let from = if whole {
+            0
+        } else {
+            since.position.unwrap_or(0)
+        };
+        if let Some(content) =
+            sync.receipts
+                .content_since(room_id, window.user(), from, window.until.position)?
+        {
+            out.rooms.insert(
+                (*room_id).clone(),
+                raw(json!({ "type": "m.receipt", "content": content })),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Who is typing in the covered rooms where that changed.
+pub fn typing(
+    window: &Window<'_>,
+    config: &request::Typing,
+    since: &Since,
+    rooms: &[&OwnedRoomId],
+) -> Result<response::Typing> {
+    let mut out = response::Typing::default();
+    if config.enabled != Some(true) {
+        return Ok(out);
+    }
+    for room_id in rooms {
+        let whole = since.initial_rooms.contains(*room_id) || since.position.is_none();
+        let from = if whole { 0 } else { since.typing };
+        if let Some(users) = window.sync.typing.changed_since(room_id, from)
+            && (!users.is_empty() || !whole)
+        {
+            out.rooms.insert(
+                (*room_id).clone(),
+                raw(json!({ "type": "m.typing", "content": { "user_ids": users } })),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a response says anything the client must hear now (else a long-poll waits).
+pub fn has_news(extensions: &response::Extensions) -> bool {
+    extensions
+        .to_device
+        .as_ref()
+        .is_some_and(|to_device| !to_device.events.is_empty())
+        || !extensions.e2ee.device_lists.is_empty()
+        || !extensions.account_data.is_empty()
+        || !extensions.receipts.is_empty()
+        || !extensions.typing.is_empty()
+}

@@ -1,0 +1,287 @@
+//! Simplified sliding sync (MSC4186): the room list as the client shows it (lists of
+//! rooms sorted by activity, of which the client asks ranges), rooms it has open
+//! (subscriptions), and extensions (to-device, encryption, account data, receipts,
+//! typing). Each connection remembers what it was sent (`connections.rs`), so a
+//! response carries only what changed; the rooms to look at come from the stream's
+//! change index, so a response costs what changed, not the number of rooms.
+
+mod connections;
+mod extensions;
+mod lists;
+mod required;
+mod room;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use ruma::{
+    OwnedRoomId, UInt,
+    api::client::{
+        filter::FilterDefinition,
+        sync::sync_events::v5::{Request, Response, response},
+    },
+};
+
+pub use self::{connections::Connections, lists::space_filters};
+use self::{
+    connections::{ConnKey, ConnState, Delta, SentRoom},
+    extensions::Since,
+    lists::{FilterFacts, ListedRoom},
+    room::{RoomConfig, RoomInputs},
+};
+use super::{SyncToken, Syncer, Window};
+use crate::{Result, service::users::Sender};
+
+/// What a client asked of one sliding sync call.
+pub struct SlidingRequest {
+    pub body: Request,
+    /// Each list's `spaces` filter (ruma's request type has no field for it).
+    pub spaces: BTreeMap<String, Vec<OwnedRoomId>>,
+    pub timeout: Duration,
+}
+
+pub struct SlidingSync {
+    sync: Arc<Syncer>,
+    connections: Connections,
+}
+
+impl SlidingSync {
+    pub fn new(sync: Arc<Syncer>, connections: Connections) -> Self {
+        Self { sync, connections }
+    }
+
+    /// Forgets connections unused for a week.
+    pub fn expire_connections(&self) -> Result<usize> {
+        self.connections.expire()
+    }
+
+    /// Answers a request, waiting up to its timeout for something new.
+    pub async fn sync(&self, sender: &Sender, request: SlidingRequest) -> Result<Response> {
+        let key = ConnKey {
+            user: sender.user_id.clone(),
+            device: sender.device_id.clone(),
+            conn_id: request.body.conn_id.clone().unwrap_or_default(),
+        };
+        let start = self.connections.start(key, request.body.pos.as_deref())?;
+        let deadline = tokio::time::Instant::now() + request.timeout;
+        let ignored = self.sync.account_data.ignored_users(&sender.user_id)?;
+        let filter = FilterDefinition::default();
+        loop {
+            let mut wake = self.sync.stream.subscribe(&sender.user_id);
+            let until = SyncToken {
+                position: self.sync.stream.frontier().max(start.state.position),
+                typing: self.sync.typing.serial(),
+                to_device: None,
+            };
+            let window = Window {
+                sync: &self.sync,
+                sender,
+                filter: &filter,
+                since: None,
+                until,
+                full_state: false,
+                ignored: ignored.clone(),
+            };
+            let (mut response, delta, news) =
+                Box::pin(build(&window, &request, &start.state, start.fresh)).await?;
+            let expired = tokio::time::Instant::now() >= deadline;
+            if news || start.fresh || expired {
+                response.pos = self.connections.finish(&start, delta)?.to_string();
+                response.txn_id = request.body.txn_id.clone();
+                return Ok(response);
+            }
+            tokio::select! {
+                changed = wake.changed() => {
+                    if changed.is_err() {
+                        return Ok(response);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+/// The response for the window `(state.position, until]`, the change it makes to the
+/// connection, and whether it holds news.
+async fn build(
+    window: &Window<'_>,
+    request: &SlidingRequest,
+    state: &ConnState,
+    fresh: bool,
+) -> Result<(Response, Delta, bool)> {
+    let sync = window.sync;
+    let user = window.user();
+    let body = &request.body;
+    let since_position = (!fresh).then_some(state.position);
+    let changed: Option<HashSet<OwnedRoomId>> = match since_position {
+        Some(position) => sync
+            .rooms
+            .changed_since(position)
+            .map(|rooms| rooms.into_iter().collect()),
+        None => None,
+    };
+
+    // The lists: each one's rooms in order, and the rooms in its ranges.
+    let all = lists::user_rooms(sync, user, since_position)?;
+    let mut facts = FilterFacts::new(sync, user);
+    let mut response = Response::new(String::new());
+    let mut delta = Delta {
+        position: window.until.position,
+        typing: window.until.typing,
+        ..Delta::default()
+    };
+    // Each room in the window: its config, the lists it is in, whether subscribed.
+    let mut configs: BTreeMap<OwnedRoomId, RoomConfig> = BTreeMap::new();
+    let mut membership_of: BTreeMap<OwnedRoomId, &ListedRoom> = BTreeMap::new();
+    let mut window_rooms: BTreeMap<OwnedRoomId, (Vec<String>, bool)> = BTreeMap::new();
+    let mut news = false;
+    for (name, list) in &body.lists {
+        let in_spaces = match request.spaces.get(name) {
+            Some(spaces) => Some(facts.space_children(spaces)?),
+            None => None,
+        };
+        let mut members = Vec::new();
+        for listed in &all {
+            let passes = match &list.filters {
+                Some(filters) => facts.passes(listed, filters, in_spaces.as_ref())?,
+                None => in_spaces
+                    .as_ref()
+                    .is_none_or(|children| children.contains(&listed.room_id)),
+            };
+            if passes {
+                members.push(listed);
+            }
+        }
+        let count = members.len() as u64;
+        news |= state.lists.get(name) != Some(&count);
+        delta.lists.insert(name.clone(), count);
+        response.lists.insert(name.clone(), list_count(count));
+        for index in lists::in_ranges(&list.ranges, members.len()) {
+            let listed = members[index];
+            configs.entry(listed.room_id.clone()).or_default().merge(
+                list.room_details.timeline_limit,
+                &list.room_details.required_state,
+            );
+            membership_of.insert(listed.room_id.clone(), listed);
+            window_rooms
+                .entry(listed.room_id.clone())
+                .or_default()
+                .0
+                .push(name.clone());
+        }
+    }
+    // Subscriptions: rooms the client has open, whether or not in a list's range.
+    let mut subscribed: Vec<ListedRoom> = Vec::new();
+    for (room_id, subscription) in &body.room_subscriptions {
+        let listed = match all.iter().find(|listed| &listed.room_id == room_id) {
+            Some(listed) => listed.clone(),
+            None => match sync.rooms.membership(room_id, user)? {
+                // A room left long ago, still open in the client.
+                Some(membership) => ListedRoom {
+                    room_id: room_id.clone(),
+                    bump: membership.position,
+                    membership,
+                },
+                None => continue,
+            },
+        };
+        configs
+            .entry(room_id.clone())
+            .or_default()
+            .merge(subscription.timeline_limit, &subscription.required_state);
+        window_rooms.entry(room_id.clone()).or_default().1 = true;
+        subscribed.push(listed);
+    }
+    for listed in &subscribed {
+        membership_of
+            .entry(listed.room_id.clone())
+            .or_insert(listed);
+    }
+
+    // The rooms: whole when new to the connection, else what changed.
+    let mut initial_rooms = HashSet::new();
+    for (room_id, config) in &configs {
+        let Some(listed) = membership_of.get(room_id) else {
+            continue;
+        };
+        let prior = if fresh {
+            None
+        } else {
+            state.rooms.get(room_id)
+        };
+        let inputs = RoomInputs {
+            listed,
+            config,
+            prior,
+            position: since_position.unwrap_or(0),
+            changed: changed.as_ref(),
+        };
+        let (room, sent) = room::build(window, inputs).await?;
+        if let Some(room) = room {
+            if room.initial == Some(true) {
+                initial_rooms.insert(room_id.clone());
+            }
+            response.rooms.insert(room_id.clone(), room);
+        }
+        if prior != Some(&sent) {
+            delta.rooms.push((room_id.clone(), Some(sent)));
+        }
+    }
+    // Rooms that left the window: the client has them up to the connection's position.
+    if !fresh {
+        for (room_id, sent) in &state.rooms {
+            if sent.since.is_none() && !configs.contains_key(room_id) {
+                let parked = SentRoom {
+                    since: Some(state.position),
+                    ..sent.clone()
+                };
+                delta.rooms.push((room_id.clone(), Some(parked)));
+            }
+        }
+    }
+    news |= !response.rooms.is_empty();
+
+    // Extensions, over the rooms of the window they name.
+    let since = Since {
+        position: since_position,
+        typing: if fresh { 0 } else { state.typing },
+        initial_rooms,
+    };
+    let asked = &body.extensions;
+    let mut extensions = response::Extensions::default();
+    extensions.to_device = extensions::to_device(window, &asked.to_device)?;
+    extensions.e2ee = extensions::e2ee(window, &asked.e2ee, &since)?;
+    let rooms = extensions::covered(
+        asked.account_data.lists.as_deref(),
+        asked.account_data.rooms.as_deref(),
+        &window_rooms,
+    );
+    extensions.account_data =
+        extensions::account_data(window, &asked.account_data, &since, &rooms)?;
+    let rooms = extensions::covered(
+        asked.receipts.lists.as_deref(),
+        asked.receipts.rooms.as_deref(),
+        &window_rooms,
+    );
+    extensions.receipts =
+        extensions::receipts(window, &asked.receipts, &since, &rooms, changed.as_ref())?;
+    let rooms = extensions::covered(
+        asked.typing.lists.as_deref(),
+        asked.typing.rooms.as_deref(),
+        &window_rooms,
+    );
+    extensions.typing = extensions::typing(window, &asked.typing, &since, &rooms)?;
+    news |= extensions::has_news(&extensions);
+    response.extensions = extensions;
+    Ok((response, delta, news))
+}
+
+fn list_count(count: u64) -> response::List {
+    let mut list = response::List::default();
+    list.count = UInt::new(count).unwrap_or(UInt::MAX);
+    list
+}
