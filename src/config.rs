@@ -62,6 +62,35 @@ pub struct Config {
     pub federation: Federation,
     /// The content repository: uploads, downloads, thumbnails.
     pub media: Media,
+    /// Sync and requests over one WebSocket per device (`docs/websocket.md`).
+    pub websocket: WebSocket,
+}
+
+/// The WebSocket transport.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct WebSocket {
+    /// Whether the WebSocket endpoint is served.
+    pub enabled: bool,
+    /// How often the server pings a socket, in seconds; a socket silent for two of
+    /// these (no pong, no frame) is closed.
+    pub ping_interval_secs: u64,
+    /// How long a frame may wait to be written, in seconds: a client that reads slower
+    /// than that is disconnected (the server never queues more for it).
+    pub write_timeout_secs: u64,
+    /// Requests of one socket handled at the same time; more wait, unread.
+    pub max_requests_in_flight: usize,
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ping_interval_secs: 30,
+            write_timeout_secs: 30,
+            max_requests_in_flight: 16,
+        }
+    }
 }
 
 /// The content repository.
@@ -246,6 +275,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             federation: Federation::default(),
             media: Media::default(),
+            websocket: WebSocket::default(),
         }
     }
 }

@@ -190,6 +190,26 @@ impl Matrix {
         self.ok(Method::GET, &path, Some(&user.token), None).await
     }
 
+    /// A simplified sliding sync request (MSC4186) on connection `conn_id`, from `pos`
+    /// (a new connection without one); returns the response.
+    pub async fn sliding_sync(
+        &self,
+        user: &User,
+        pos: Option<&str>,
+        timeout_ms: u64,
+        body: &Value,
+    ) -> Result<Value> {
+        let mut path = format!(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout={timeout_ms}"
+        );
+        if let Some(pos) = pos {
+            path.push_str("&pos=");
+            path.push_str(&encode(pos));
+        }
+        self.ok(Method::POST, &path, Some(&user.token), Some(body))
+            .await
+    }
+
     /// `GET /messages` backwards from `from` (or the end of the room).
     pub async fn messages_back(
         &self,

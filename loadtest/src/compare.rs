@@ -189,7 +189,11 @@ fn phase_rows(p: &Phase) -> Vec<Row> {
                 None,
             ),
         ]
-    } else if name == "incremental_sync" || name == "messages_back" {
+    } else if name == "incremental_sync"
+        || name == "messages_back"
+        || name.starts_with("sliding_list")
+        || name.starts_with("many_rooms")
+    {
         [P50, P99]
             .into_iter()
             .map(|q| row(format!("{description} {}", q.name()), Latency(q), None))

@@ -1,7 +1,8 @@
 //! The HTTP layer: assembles the routes the handlers register (`api::routes`) with CORS,
 //! panics caught, and the spec's answers for unknown endpoints (404) and wrong methods
 //! (405), both `M_UNRECOGNIZED`. It only assembles: the request extractor lives with the
-//! handlers (`api::ruma`).
+//! handlers (`api::ruma`). `websocket.rs` carries requests and the sync stream over one
+//! socket per device, through the same routes.
 
 use std::sync::Arc;
 
@@ -11,9 +12,13 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::{Error, api, service::Services};
 
-/// The client listener's router.
+mod websocket;
+
+/// The client listener's router: the client API, and the WebSocket transport in front
+/// of it.
 pub fn build(services: Arc<Services>) -> Router {
-    finish(api::routes(Router::new()), services)
+    let api = finish(api::routes(Router::new()), services.clone());
+    websocket::wrap(api, services)
 }
 
 /// The federation listener's router.

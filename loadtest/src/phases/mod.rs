@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 mod idle;
 mod media;
+mod rooms;
 mod send;
 mod sync;
 
@@ -122,10 +123,14 @@ pub struct Plan {
     pub media_file_kib: usize,
     /// Photos thumbnailed in the thumbnail phase.
     pub media_images: usize,
+    /// Rooms of the user whose room list is loaded over sliding sync, and of the user
+    /// who syncs after one new message.
+    pub list_rooms: usize,
+    pub many_rooms: usize,
     /// A phase stops sending when it has run this long, whatever its count.
     pub phase_time_limit: Duration,
     /// Which groups of phases run: `send`, `delivery`, `sync`, `messages`, `media`,
-    /// `idle` (all when empty).
+    /// `rooms`, `idle` (all when empty).
     pub groups: Vec<String>,
 }
 
@@ -154,6 +159,8 @@ impl Plan {
             media_files: 3,
             media_file_kib: 64,
             media_images: 2,
+            list_rooms: 20,
+            many_rooms: 40,
             phase_time_limit: Duration::from_secs(60),
             groups: Vec::new(),
         }
@@ -177,6 +184,8 @@ impl Plan {
             media_files: 32,
             media_file_kib: 1024,
             media_images: 50,
+            list_rooms: 1_000,
+            many_rooms: 5_000,
             phase_time_limit: Duration::from_secs(60),
             groups: Vec::new(),
         }
@@ -278,6 +287,9 @@ impl Run {
         }
         if plan.runs("media") {
             self.media_phases().await?;
+        }
+        if plan.runs("rooms") {
+            self.many_rooms_phases().await?;
         }
         if plan.runs("idle") {
             for &n in &plan.idle_syncs_http1 {

@@ -1,10 +1,10 @@
 //! The extensions of a sliding sync response: to-device messages, end-to-end encryption
 //! (device lists, key counts), account data, receipts and typing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use ruma::{
-    OwnedRoomId,
+    OwnedRoomId, RoomId,
     api::client::sync::sync_events::v5::{
         request::{self, ExtensionRoomConfig},
         response,
@@ -12,6 +12,7 @@ use ruma::{
 };
 use serde_json::json;
 
+use super::InWindow;
 use crate::{
     Result,
     json::raw,
@@ -36,29 +37,31 @@ pub struct Since {
 pub fn covered<'a>(
     lists: Option<&[String]>,
     rooms: Option<&[ExtensionRoomConfig]>,
-    window_rooms: &'a BTreeMap<OwnedRoomId, (Vec<String>, bool)>,
-) -> Vec<&'a OwnedRoomId> {
-    window_rooms
+    window: &HashMap<&'a RoomId, InWindow<'_>>,
+) -> Vec<&'a RoomId> {
+    let mut covered: Vec<&RoomId> = window
         .iter()
-        .filter(|(room_id, (in_lists, subscribed))| {
+        .filter(|(room_id, entry)| {
             let by_list = match lists {
-                None => !in_lists.is_empty(),
+                None => !entry.lists.is_empty(),
                 Some(names) => names
                     .iter()
-                    .any(|name| name == "*" || in_lists.contains(name)),
+                    .any(|name| name == "*" || entry.lists.contains(&name.as_str())),
             };
             let by_room = match rooms {
-                None => *subscribed,
+                None => entry.subscribed,
                 Some(configs) => configs.iter().any(|config| match config {
-                    ExtensionRoomConfig::AllSubscribed => *subscribed,
+                    ExtensionRoomConfig::AllSubscribed => entry.subscribed,
                     ExtensionRoomConfig::Room(room) => room == *room_id,
                     _ => false,
                 }),
             };
             by_list || by_room
         })
-        .map(|(room_id, _)| room_id)
-        .collect()
+        .map(|(room_id, _)| *room_id)
+        .collect();
+    covered.sort_unstable();
+    covered
 }
 
 /// The to-device messages waiting for the device, after acknowledging those up to the
@@ -116,7 +119,7 @@ pub fn account_data(
     window: &Window<'_>,
     config: &request::AccountData,
     since: &Since,
-    rooms: &[&OwnedRoomId],
+    rooms: &[&RoomId],
 ) -> Result<response::AccountData> {
     let mut out = response::AccountData::default();
     if config.enabled != Some(true) {
@@ -129,13 +132,14 @@ pub fn account_data(
         since.position.unwrap_or(0),
         window.until.position,
     )?;
-    let covered: HashSet<&OwnedRoomId> = rooms.iter().copied().collect();
+    let covered: HashSet<&RoomId> = rooms.iter().copied().collect();
     for (room_id, kind, content) in changes {
         let event = json!({ "type": kind, "content": content });
         match room_id.and_then(|room| OwnedRoomId::try_from(room).ok()) {
             None => out.global.push(raw(event)),
             Some(room_id)
-                if covered.contains(&room_id) && !since.initial_rooms.contains(&room_id) =>
+                if covered.contains(room_id.as_ref() as &RoomId)
+                    && !since.initial_rooms.contains(&room_id) =>
             {
                 out.rooms.entry(room_id).or_default().push(raw(event));
             }
@@ -153,7 +157,7 @@ pub fn account_data(
             .map(|(kind, content)| raw(json!({ "type": kind, "content": content })))
             .collect();
         if !events.is_empty() {
-            out.rooms.insert((*room_id).clone(), events);
+            out.rooms.insert((*room_id).to_owned(), events);
         }
     }
     Ok(out)
@@ -164,7 +168,7 @@ pub fn receipts(
     window: &Window<'_>,
     config: &request::Receipts,
     since: &Since,
-    rooms: &[&OwnedRoomId],
+    rooms: &[&RoomId],
     changed: Option<&HashSet<OwnedRoomId>>,
 ) -> Result<response::Receipts> {
     let mut out = response::Receipts::default();
@@ -187,7 +191,7 @@ pub fn receipts(
                 .content_since(room_id, window.user(), from, window.until.position)?
         {
             out.rooms.insert(
-                (*room_id).clone(),
+                (*room_id).to_owned(),
                 raw(json!({ "type": "m.receipt", "content": content })),
             );
         }
@@ -200,7 +204,7 @@ pub fn typing(
     window: &Window<'_>,
     config: &request::Typing,
     since: &Since,
-    rooms: &[&OwnedRoomId],
+    rooms: &[&RoomId],
 ) -> Result<response::Typing> {
     let mut out = response::Typing::default();
     if config.enabled != Some(true) {
@@ -213,7 +217,7 @@ pub fn typing(
             && (!users.is_empty() || !whole)
         {
             out.rooms.insert(
-                (*room_id).clone(),
+                (*room_id).to_owned(),
                 raw(json!({ "type": "m.typing", "content": { "user_ids": users } })),
             );
         }

@@ -12,13 +12,13 @@ mod required;
 mod room;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
 
 use ruma::{
-    OwnedRoomId, UInt,
+    OwnedRoomId, RoomId, UInt,
     api::client::{
         filter::FilterDefinition,
         sync::sync_events::v5::{Request, Response, response},
@@ -134,10 +134,26 @@ async fn build(
         typing: window.until.typing,
         ..Delta::default()
     };
+    // Subscriptions: rooms the client has open, whether or not in a list's range.
+    let mut subscribed: Vec<(ListedRoom, RoomConfig)> = Vec::new();
+    for (room_id, subscription) in &body.room_subscriptions {
+        let listed = match all.iter().find(|listed| &listed.room_id == room_id) {
+            Some(listed) => listed.clone(),
+            None => match sync.rooms.membership(room_id, user)? {
+                // A room left long ago, still open in the client.
+                Some(membership) => ListedRoom {
+                    room_id: room_id.clone(),
+                    bump: membership.position,
+                    membership,
+                },
+                None => continue,
+            },
+        };
+        let config = RoomConfig::of(subscription.timeline_limit, &subscription.required_state);
+        subscribed.push((listed, config));
+    }
     // Each room in the window: its config, the lists it is in, whether subscribed.
-    let mut configs: BTreeMap<OwnedRoomId, RoomConfig> = BTreeMap::new();
-    let mut membership_of: BTreeMap<OwnedRoomId, &ListedRoom> = BTreeMap::new();
-    let mut window_rooms: BTreeMap<OwnedRoomId, (Vec<String>, bool)> = BTreeMap::new();
+    let mut in_window: HashMap<&RoomId, InWindow<'_>> = HashMap::new();
     let mut news = false;
     for (name, list) in &body.lists {
         let in_spaces = match request.spaces.get(name) {
@@ -160,62 +176,44 @@ async fn build(
         news |= state.lists.get(name) != Some(&count);
         delta.lists.insert(name.clone(), count);
         response.lists.insert(name.clone(), list_count(count));
+        let config = RoomConfig::of(
+            list.room_details.timeline_limit,
+            &list.room_details.required_state,
+        );
         for index in lists::in_ranges(&list.ranges, members.len()) {
             let listed = members[index];
-            configs.entry(listed.room_id.clone()).or_default().merge(
-                list.room_details.timeline_limit,
-                &list.room_details.required_state,
-            );
-            membership_of.insert(listed.room_id.clone(), listed);
-            window_rooms
-                .entry(listed.room_id.clone())
-                .or_default()
-                .0
-                .push(name.clone());
+            in_window
+                .entry(&listed.room_id)
+                .and_modify(|entry| entry.config.merge(&config))
+                .or_insert_with(|| InWindow::new(listed, config.clone()))
+                .lists
+                .push(name);
         }
     }
-    // Subscriptions: rooms the client has open, whether or not in a list's range.
-    let mut subscribed: Vec<ListedRoom> = Vec::new();
-    for (room_id, subscription) in &body.room_subscriptions {
-        let listed = match all.iter().find(|listed| &listed.room_id == room_id) {
-            Some(listed) => listed.clone(),
-            None => match sync.rooms.membership(room_id, user)? {
-                // A room left long ago, still open in the client.
-                Some(membership) => ListedRoom {
-                    room_id: room_id.clone(),
-                    bump: membership.position,
-                    membership,
-                },
-                None => continue,
-            },
-        };
-        configs
-            .entry(room_id.clone())
-            .or_default()
-            .merge(subscription.timeline_limit, &subscription.required_state);
-        window_rooms.entry(room_id.clone()).or_default().1 = true;
-        subscribed.push(listed);
-    }
-    for listed in &subscribed {
-        membership_of
-            .entry(listed.room_id.clone())
-            .or_insert(listed);
+    for (listed, config) in &subscribed {
+        in_window
+            .entry(&listed.room_id)
+            .and_modify(|entry| entry.config.merge(config))
+            .or_insert_with(|| InWindow::new(listed, config.clone()))
+            .subscribed = true;
     }
 
     // The rooms: whole when new to the connection, else what changed.
     let mut initial_rooms = HashSet::new();
-    for (room_id, config) in &configs {
-        let Some(listed) = membership_of.get(room_id) else {
-            continue;
-        };
+    for (room_id, entry) in &in_window {
         let prior = if fresh {
             None
         } else {
-            state.rooms.get(room_id)
+            state.rooms.get(*room_id)
         };
+        if let Some(prior) = prior
+            && entry.unchanged_since(prior, state.position, changed.as_ref())
+        {
+            continue;
+        }
         let inputs = RoomInputs {
-            listed,
-            config,
+            listed: entry.listed,
+            config: &entry.config,
             prior,
             position: since_position.unwrap_or(0),
             changed: changed.as_ref(),
@@ -223,18 +221,18 @@ async fn build(
         let (room, sent) = room::build(window, inputs).await?;
         if let Some(room) = room {
             if room.initial == Some(true) {
-                initial_rooms.insert(room_id.clone());
+                initial_rooms.insert((*room_id).to_owned());
             }
-            response.rooms.insert(room_id.clone(), room);
+            response.rooms.insert((*room_id).to_owned(), room);
         }
         if prior != Some(&sent) {
-            delta.rooms.push((room_id.clone(), Some(sent)));
+            delta.rooms.push(((*room_id).to_owned(), Some(sent)));
         }
     }
     // Rooms that left the window: the client has them up to the connection's position.
     if !fresh {
         for (room_id, sent) in &state.rooms {
-            if sent.since.is_none() && !configs.contains_key(room_id) {
+            if sent.since.is_none() && !in_window.contains_key::<RoomId>(room_id) {
                 let parked = SentRoom {
                     since: Some(state.position),
                     ..sent.clone()
@@ -258,26 +256,61 @@ async fn build(
     let rooms = extensions::covered(
         asked.account_data.lists.as_deref(),
         asked.account_data.rooms.as_deref(),
-        &window_rooms,
+        &in_window,
     );
     extensions.account_data =
         extensions::account_data(window, &asked.account_data, &since, &rooms)?;
     let rooms = extensions::covered(
         asked.receipts.lists.as_deref(),
         asked.receipts.rooms.as_deref(),
-        &window_rooms,
+        &in_window,
     );
     extensions.receipts =
         extensions::receipts(window, &asked.receipts, &since, &rooms, changed.as_ref())?;
     let rooms = extensions::covered(
         asked.typing.lists.as_deref(),
         asked.typing.rooms.as_deref(),
-        &window_rooms,
+        &in_window,
     );
     extensions.typing = extensions::typing(window, &asked.typing, &since, &rooms)?;
     news |= extensions::has_news(&extensions);
     response.extensions = extensions;
     Ok((response, delta, news))
+}
+
+/// A room in the client's window: in a list's ranges or subscribed.
+pub struct InWindow<'a> {
+    listed: &'a ListedRoom,
+    config: RoomConfig,
+    /// The lists whose ranges hold it.
+    lists: Vec<&'a str>,
+    subscribed: bool,
+}
+
+impl<'a> InWindow<'a> {
+    fn new(listed: &'a ListedRoom, config: RoomConfig) -> Self {
+        Self {
+            listed,
+            config,
+            lists: Vec::new(),
+            subscribed: false,
+        }
+    }
+
+    /// Whether the client already has all of this room: live, sent as asked now, and
+    /// nothing in it (nor the user's membership) moved since the connection's position.
+    fn unchanged_since(
+        &self,
+        prior: &SentRoom,
+        position: u64,
+        changed: Option<&HashSet<OwnedRoomId>>,
+    ) -> bool {
+        prior.since.is_none()
+            && prior.timeline_limit == self.config.timeline_limit
+            && prior.required_state == self.config.required.entries
+            && self.listed.membership.position <= position
+            && changed.is_some_and(|changed| !changed.contains(&self.listed.room_id))
+    }
 }
 
 fn list_count(count: u64) -> response::List {

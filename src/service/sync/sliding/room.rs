@@ -2,7 +2,10 @@
 //! connection sees it or when the client asks more of it, otherwise only what changed
 //! since the client last had it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::Arc,
+};
 
 use ruma::{
     OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UInt,
@@ -29,21 +32,33 @@ use crate::{
 };
 
 /// What the client asked of a room: the largest timeline and every state entry asked by
-/// the lists and the subscription that include it.
+/// the lists and the subscription that include it. Shared between the rooms of a list.
 #[derive(Clone, Debug, Default)]
 pub struct RoomConfig {
     pub timeline_limit: u64,
-    pub required: Required,
+    pub required: Arc<Required>,
 }
 
 impl RoomConfig {
-    pub fn merge(
-        &mut self,
-        timeline_limit: UInt,
-        required: &[(ruma::events::StateEventType, String)],
-    ) {
-        self.timeline_limit = self.timeline_limit.max(u64::from(timeline_limit));
-        self.required.add(required);
+    pub fn of(timeline_limit: UInt, required: &[(ruma::events::StateEventType, String)]) -> Self {
+        let mut entries = Required::default();
+        entries.add(required);
+        Self {
+            timeline_limit: u64::from(timeline_limit),
+            required: Arc::new(entries),
+        }
+    }
+
+    /// Adds what `other` asks (a room in two lists, or in a list and subscribed).
+    pub fn merge(&mut self, other: &RoomConfig) {
+        self.timeline_limit = self.timeline_limit.max(other.timeline_limit);
+        if !Arc::ptr_eq(&self.required, &other.required)
+            && !other.required.within(&self.required.entries)
+        {
+            Arc::make_mut(&mut self.required)
+                .entries
+                .extend(other.required.entries.iter().cloned());
+        }
     }
 }
 
