@@ -210,6 +210,33 @@ impl Matrix {
             .await
     }
 
+    /// A WebSocket with the sync stream from `since` (`docs/websocket.md`), or `None`
+    /// when the server offers none.
+    pub async fn websocket(
+        &self,
+        user: &User,
+        since: &str,
+        filter: &str,
+    ) -> Result<Option<WebSocket>> {
+        use tokio_tungstenite::tungstenite::{Error, client::IntoClientRequest, http::HeaderValue};
+        let url = format!(
+            "{}/_matrix/client/unstable/org.palisade.websocket?sync=v3&since={}&filter={}",
+            self.base.replacen("http", "ws", 1),
+            encode(since),
+            encode(filter)
+        );
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {}", user.token))?,
+        );
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(Some(socket)),
+            Err(Error::Http(response)) if response.status().is_client_error() => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// `GET /messages` backwards from `from` (or the end of the room).
     pub async fn messages_back(
         &self,
@@ -309,3 +336,7 @@ pub fn encode(value: &str) -> String {
     }
     out
 }
+
+/// A client's WebSocket.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

@@ -165,14 +165,17 @@ fn phase_rows(p: &Phase) -> Vec<Row> {
         [P50, P90, P99, Max]
             .into_iter()
             .map(|q| {
-                let target = (matches!(q, P99) && during.is_none()).then_some(Target {
-                    quotient: Some(0.05),
-                    absolute: Some(10.0),
-                });
-                let label = format!(
-                    "Delivery {}, send to the other user's /sync{what}",
-                    q.name()
-                );
+                let target = (matches!(q, P99) && during.is_none() && name == "delivery")
+                    .then_some(Target {
+                        quotient: Some(0.05),
+                        absolute: Some(10.0),
+                    });
+                let to = if name == "delivery_websocket" {
+                    "WebSocket sync stream"
+                } else {
+                    "/sync"
+                };
+                let label = format!("Delivery {}, send to the other user's {to}{what}", q.name());
                 row(label, Latency(q), target)
             })
             .collect()
@@ -244,6 +247,12 @@ fn phase_rows(p: &Phase) -> Vec<Row> {
                 None,
             ),
         ]
+    } else if name.starts_with("idle_websockets") {
+        vec![row(
+            format!("Server memory per held WebSocket: {description}"),
+            Extra("server_kib_per_socket", "KiB"),
+            None,
+        )]
     } else if name.starts_with("idle_syncs") {
         let target = name.ends_with("_100000").then_some(Target {
             quotient: None,

@@ -48,7 +48,8 @@ enum Command {
         /// Seconds after which a phase stops sending.
         #[arg(long)]
         phase_time_limit: Option<u64>,
-        /// Only these groups of phases: send, delivery, sync, messages, media, idle.
+        /// Only these groups of phases: send, delivery, sync, messages, media, rooms,
+        /// websocket, idle.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Where the JSON report goes.

@@ -42,6 +42,9 @@ pub const PATH: &str = "/_matrix/client/unstable/org.palisade.websocket";
 /// Frames waiting to be written to one socket.
 const QUEUED_FRAMES: usize = 8;
 
+/// The socket's read buffer, in bytes.
+const READ_BUFFER: usize = 4096;
+
 /// How long each long-poll of the sync stream is held, in milliseconds.
 const SYNC_POLL_MS: u64 = 30_000;
 
@@ -114,6 +117,9 @@ async fn upgrade(
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
+        // The default (128 KiB, allocated up front) would be most of an idle socket's
+        // cost; frames larger than this are read in several pieces.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| serve(socket, transport, token, peer, connect, limits))
 }
 

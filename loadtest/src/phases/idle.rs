@@ -54,7 +54,7 @@ impl Run {
 
         // Wake-up latency for another pair while the syncs are held.
         let messages = (self.plan.delivery_messages / 10).clamp(10, 100);
-        self.delivery_phase(&format!("delivery_during_{name}"), messages)
+        self.delivery_phase(&format!("delivery_during_{name}"), messages, Via::LongPoll)
             .await?;
 
         held.stop();
@@ -64,7 +64,11 @@ impl Run {
     }
 
     /// `count` registered users in no room, each with a sync token.
-    async fn idle_users(&self, prefix: &str, count: usize) -> Result<Vec<(User, String)>> {
+    pub(super) async fn idle_users(
+        &self,
+        prefix: &str,
+        count: usize,
+    ) -> Result<Vec<(User, String)>> {
         try_join_all((0..count).map(|i| {
             let matrix = self.matrix.clone();
             let name = format!("{}{prefix}x{i}", self.prefix);

@@ -21,6 +21,9 @@ mod media;
 mod rooms;
 mod send;
 mod sync;
+mod websocket;
+
+use send::Via;
 
 use crate::{
     client::{Matrix, User},
@@ -127,10 +130,12 @@ pub struct Plan {
     /// who syncs after one new message.
     pub list_rooms: usize,
     pub many_rooms: usize,
+    /// Idle WebSockets held at once (servers that offer the transport).
+    pub idle_websockets: usize,
     /// A phase stops sending when it has run this long, whatever its count.
     pub phase_time_limit: Duration,
     /// Which groups of phases run: `send`, `delivery`, `sync`, `messages`, `media`,
-    /// `rooms`, `idle` (all when empty).
+    /// `rooms`, `websocket`, `idle` (all when empty).
     pub groups: Vec<String>,
 }
 
@@ -161,6 +166,7 @@ impl Plan {
             media_images: 2,
             list_rooms: 20,
             many_rooms: 40,
+            idle_websockets: 50,
             phase_time_limit: Duration::from_secs(60),
             groups: Vec::new(),
         }
@@ -186,6 +192,7 @@ impl Plan {
             media_images: 50,
             list_rooms: 1_000,
             many_rooms: 5_000,
+            idle_websockets: 10_000,
             phase_time_limit: Duration::from_secs(60),
             groups: Vec::new(),
         }
@@ -279,7 +286,7 @@ impl Run {
             }
         }
         if plan.runs("delivery") {
-            self.delivery_phase("delivery", plan.delivery_messages)
+            self.delivery_phase("delivery", plan.delivery_messages, Via::LongPoll)
                 .await?;
         }
         if plan.runs("sync") {
@@ -290,6 +297,9 @@ impl Run {
         }
         if plan.runs("rooms") {
             self.many_rooms_phases().await?;
+        }
+        if plan.runs("websocket") {
+            self.websocket_phases().await?;
         }
         if plan.runs("idle") {
             for &n in &plan.idle_syncs_http1 {

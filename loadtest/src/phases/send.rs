@@ -68,14 +68,22 @@ impl Run {
 
     /// One sender, one receiver long-polling `/sync`: the time from just before each
     /// send until the receiver's sync returns it. Sends are one at a time.
-    pub(super) async fn delivery_phase(&mut self, name: &str, messages: usize) -> Result<()> {
+    pub(super) async fn delivery_phase(
+        &mut self,
+        name: &str,
+        messages: usize,
+        via: Via,
+    ) -> Result<()> {
         let (sender, receiver) = (self.users[0].clone(), self.users[1].clone());
         let room = self
             .room_with(&sender, std::slice::from_ref(&receiver))
             .await?;
         let phase = Phase::new(
             name,
-            format!("{messages} messages, one at a time, send to the other user's /sync"),
+            format!(
+                "{messages} messages, one at a time, send to the other user's {}",
+                via.describe()
+            ),
         );
         let stop = Arc::new(AtomicBool::new(false));
         let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<(String, Instant)>();
@@ -87,30 +95,46 @@ impl Run {
             .as_str()
             .context("next_batch")?
             .to_owned();
-        let listener = {
-            let (matrix, stop, room) = (self.matrix.clone(), stop.clone(), room.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let sync = matrix
-                        .sync(&receiver, Some(&since), 30_000, MESSAGES_FILTER)
-                        .await?;
-                    let now = Instant::now();
-                    for event in sync["rooms"]["join"][&room]["timeline"]["events"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                    {
-                        if let Some(id) = event["event_id"].as_str() {
-                            let _ = arrived_tx.send((id.to_owned(), now));
+        let listener = match via {
+            Via::LongPoll => {
+                let (matrix, stop, room) = (self.matrix.clone(), stop.clone(), room.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let sync = matrix
+                            .sync(&receiver, Some(&since), 30_000, MESSAGES_FILTER)
+                            .await?;
+                        arrivals(&sync, &room, &arrived_tx);
+                        since = sync["next_batch"]
+                            .as_str()
+                            .context("next_batch")?
+                            .to_owned();
+                    }
+                    anyhow::Ok(())
+                })
+            }
+            Via::WebSocket => {
+                let mut socket = self
+                    .matrix
+                    .websocket(&receiver, &since, MESSAGES_FILTER)
+                    .await?
+                    .context("the server offers no WebSocket")?;
+                let (stop, room) = (stop.clone(), room.clone());
+                tokio::spawn(async move {
+                    use futures::StreamExt;
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(message) = socket.next().await else {
+                            break;
+                        };
+                        if let tokio_tungstenite::tungstenite::Message::Text(text) = message? {
+                            let frame: serde_json::Value = serde_json::from_str(text.as_str())?;
+                            if frame["type"] == "sync" {
+                                arrivals(&frame["body"], &room, &arrived_tx);
+                            }
                         }
                     }
-                    since = sync["next_batch"]
-                        .as_str()
-                        .context("next_batch")?
-                        .to_owned();
-                }
-                anyhow::Ok(())
-            })
+                    anyhow::Ok(())
+                })
+            }
         };
         let watch = Watch::start(&self.processes);
         let started = Instant::now();
@@ -149,5 +173,41 @@ impl Run {
         listener.await??;
         self.record(phase, &latencies, elapsed, usage);
         Ok(())
+    }
+}
+
+/// How the receiver of a delivery phase hears of new messages.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Via {
+    /// `/sync` long-polls, one after the other.
+    LongPoll,
+    /// The sync stream of a WebSocket (`docs/websocket.md`).
+    WebSocket,
+}
+
+impl Via {
+    fn describe(self) -> &'static str {
+        match self {
+            Via::LongPoll => "/sync",
+            Via::WebSocket => "WebSocket sync stream",
+        }
+    }
+}
+
+/// Notes when each event of `room` in a sync response arrived.
+fn arrivals(
+    sync: &serde_json::Value,
+    room: &str,
+    arrived: &mpsc::UnboundedSender<(String, Instant)>,
+) {
+    let now = Instant::now();
+    for event in sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(id) = event["event_id"].as_str() {
+            let _ = arrived.send((id.to_owned(), now));
+        }
     }
 }

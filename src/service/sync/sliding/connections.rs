@@ -59,8 +59,9 @@ pub struct SentRoom {
     pub since: Option<u64>,
     /// The timeline limit it was first sent with: a larger one sends it afresh.
     pub timeline_limit: u64,
-    /// The `required_state` entries it was sent with: new ones send it afresh.
-    pub required_state: BTreeSet<(String, String)>,
+    /// The `required_state` entries it was sent with (their id in
+    /// [`ConnState::required_sets`]): new ones send it afresh.
+    pub required: u64,
     /// Members sent for `$LAZY` (timeline senders), not to be sent again.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub lazy_members: BTreeSet<String>,
@@ -76,7 +77,13 @@ pub struct ConnState {
     pub rooms: HashMap<OwnedRoomId, SentRoom>,
     /// The room count of each list, as last sent.
     pub lists: BTreeMap<String, u64>,
+    /// The `required_state` entries rooms were sent with, by id (a few per connection,
+    /// shared by all its rooms).
+    pub required_sets: HashMap<u64, Arc<RequiredSet>>,
 }
+
+/// `required_state` entries as a client wrote them.
+pub type RequiredSet = BTreeSet<(String, String)>;
 
 /// What one response changes of a connection's state.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -86,6 +93,8 @@ pub struct Delta {
     /// A room's new entry, or `None` to forget it.
     pub rooms: Vec<(OwnedRoomId, Option<SentRoom>)>,
     pub lists: BTreeMap<String, u64>,
+    /// `required_state` entries first used by this response.
+    pub required_sets: Vec<(u64, RequiredSet)>,
 }
 
 impl ConnState {
@@ -93,6 +102,11 @@ impl ConnState {
         self.position = delta.position;
         self.typing = delta.typing;
         self.lists.clone_from(&delta.lists);
+        for (id, set) in &delta.required_sets {
+            self.required_sets
+                .entry(*id)
+                .or_insert_with(|| Arc::new(set.clone()));
+        }
         for (room_id, sent) in &delta.rooms {
             match sent {
                 Some(sent) => {
@@ -114,6 +128,8 @@ struct ConnectionHeader {
     position: u64,
     typing: u64,
     lists: BTreeMap<String, u64>,
+    #[serde(default)]
+    required_sets: Vec<(u64, RequiredSet)>,
     last_used_ms: u64,
 }
 
@@ -126,12 +142,21 @@ struct PendingRecord {
 }
 
 struct Connection {
+    /// The user's rooms and memberships as last read, and the stream position they are
+    /// known to be current at: read again only when the user's membership changed.
+    memberships: Option<Arc<Memberships>>,
     generation: u64,
     /// The `pos` the client confirmed.
     pos: u64,
     state: Arc<ConnState>,
     pending: Vec<(u64, Arc<Delta>)>,
     last_used_ms: u64,
+}
+
+/// A user's rooms with their membership, current as of a stream position.
+pub struct Memberships {
+    pub as_of: u64,
+    pub rooms: Vec<(OwnedRoomId, crate::service::rooms::Membership)>,
 }
 
 /// Where a request starts from: the state its `pos` names.
@@ -164,6 +189,7 @@ impl Connections {
         let Some(pos) = pos else {
             self.forget(&key)?;
             let connection = Connection {
+                memberships: None,
                 generation: rand::random(),
                 pos: 0,
                 state: Arc::default(),
@@ -230,6 +256,15 @@ impl Connections {
             fresh: false,
             connection: shared,
         })
+    }
+
+    /// The user's memberships as this connection last read them.
+    pub fn memberships(&self, start: &Start) -> Option<Arc<Memberships>> {
+        start.connection.lock().memberships.clone()
+    }
+
+    pub fn keep_memberships(&self, start: &Start, memberships: Arc<Memberships>) {
+        start.connection.lock().memberships = Some(memberships);
     }
 
     /// Records a response about to be sent and returns its `pos`.
@@ -323,6 +358,7 @@ impl Connections {
             }
         }
         Ok(header.map(|header| Connection {
+            memberships: None,
             generation: header.generation,
             pos: header.pos,
             state: Arc::new(ConnState {
@@ -330,6 +366,11 @@ impl Connections {
                 typing: header.typing,
                 rooms,
                 lists: header.lists,
+                required_sets: header
+                    .required_sets
+                    .into_iter()
+                    .map(|(id, set)| (id, Arc::new(set)))
+                    .collect(),
             }),
             pending: pending
                 .into_iter()
@@ -362,6 +403,12 @@ fn persist(batch: &mut Batch, key: &ConnKey, connection: &Connection, delta: &De
         position: connection.state.position,
         typing: connection.state.typing,
         lists: connection.state.lists.clone(),
+        required_sets: connection
+            .state
+            .required_sets
+            .iter()
+            .map(|(id, set)| (*id, (**set).clone()))
+            .collect(),
         last_used_ms: now_ms(),
     };
     batch.put_json(Keyspace::SlidingSync, prefix.clone().str(""), &header);
@@ -397,4 +444,117 @@ fn unknown_pos() -> Error {
         ErrorKind::UnknownPos,
         "Unknown position: start the connection again without one",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::RoomId;
+
+    use super::*;
+
+    fn key() -> ConnKey {
+        ConnKey {
+            user: ruma::owned_user_id!("@alice:example.org"),
+            device: "PHONE".into(),
+            conn_id: "room-list".to_owned(),
+        }
+    }
+
+    fn delta(position: u64, room: &str) -> Delta {
+        Delta {
+            position,
+            rooms: vec![(
+                OwnedRoomId::try_from(room).unwrap(),
+                Some(SentRoom {
+                    timeline_limit: 1,
+                    ..SentRoom::default()
+                }),
+            )],
+            ..Delta::default()
+        }
+    }
+
+    fn is_unknown_pos(result: Result<Start>) -> bool {
+        matches!(result, Err(error) if error.kind() == Some(&ErrorKind::UnknownPos))
+    }
+
+    #[test]
+    fn positions_confirm_retry_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        let connections = Connections::new(db.clone());
+        let first = connections.start(key(), None).unwrap();
+        assert!(first.fresh);
+        let pos = connections.finish(&first, delta(10, "!a:x")).unwrap();
+        // The client confirms it: the room is now the client's, up to 10.
+        let second = connections.start(key(), Some(&pos.to_string())).unwrap();
+        assert_eq!(second.state.position, 10);
+        assert!(
+            second
+                .state
+                .rooms
+                .contains_key(<&RoomId>::try_from("!a:x").unwrap())
+        );
+        let lost = connections.finish(&second, delta(20, "!b:x")).unwrap();
+        // The response `lost` never arrived: the client asks again from `pos`.
+        let retry = connections.start(key(), Some(&pos.to_string())).unwrap();
+        assert_eq!(retry.state.position, 10);
+        assert!(
+            !retry
+                .state
+                .rooms
+                .contains_key(<&RoomId>::try_from("!b:x").unwrap())
+        );
+        let next = connections.finish(&retry, delta(30, "!c:x")).unwrap();
+        assert_ne!(next, lost);
+        // Anything else starts over.
+        assert!(is_unknown_pos(connections.start(key(), Some("999"))));
+        assert!(is_unknown_pos(connections.start(key(), Some("01"))));
+
+        // A restart between sending `next` and its confirmation keeps both positions.
+        drop(connections);
+        let connections = Connections::new(db);
+        let resumed = connections.start(key(), Some(&next.to_string())).unwrap();
+        assert_eq!(resumed.state.position, 30);
+        assert!(
+            resumed
+                .state
+                .rooms
+                .contains_key(<&RoomId>::try_from("!c:x").unwrap())
+        );
+    }
+
+    #[test]
+    fn a_new_connection_under_the_same_name_makes_the_old_positions_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let connections = Connections::new(Arc::new(Db::open(dir.path()).unwrap()));
+        let old = connections.start(key(), None).unwrap();
+        let old_pos = connections.finish(&old, delta(10, "!a:x")).unwrap();
+        let old = connections
+            .start(key(), Some(&old_pos.to_string()))
+            .unwrap();
+        let replacement = connections.start(key(), None).unwrap();
+        // A response of the old connection, finished after the replacement, is not the
+        // new connection's.
+        let stale = connections.finish(&old, delta(20, "!b:x")).unwrap();
+        let fresh = connections.finish(&replacement, delta(15, "!c:x")).unwrap();
+        let resumed = connections.start(key(), Some(&fresh.to_string())).unwrap();
+        assert!(
+            resumed
+                .state
+                .rooms
+                .contains_key(<&RoomId>::try_from("!c:x").unwrap())
+        );
+        assert!(
+            !resumed
+                .state
+                .rooms
+                .contains_key(<&RoomId>::try_from("!a:x").unwrap())
+        );
+        if stale != fresh {
+            assert!(is_unknown_pos(
+                connections.start(key(), Some(&stale.to_string()))
+            ));
+        }
+    }
 }

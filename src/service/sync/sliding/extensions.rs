@@ -34,34 +34,45 @@ pub struct Since {
 
 /// The rooms an extension covers: those of the lists and subscriptions it names (all by
 /// default), among the rooms in the client's window.
-pub fn covered<'a>(
-    lists: Option<&[String]>,
-    rooms: Option<&[ExtensionRoomConfig]>,
-    window: &HashMap<&'a RoomId, InWindow<'_>>,
-) -> Vec<&'a RoomId> {
-    let mut covered: Vec<&RoomId> = window
-        .iter()
-        .filter(|(room_id, entry)| {
-            let by_list = match lists {
-                None => !entry.lists.is_empty(),
-                Some(names) => names
-                    .iter()
-                    .any(|name| name == "*" || entry.lists.contains(&name.as_str())),
-            };
-            let by_room = match rooms {
-                None => entry.subscribed,
-                Some(configs) => configs.iter().any(|config| match config {
-                    ExtensionRoomConfig::AllSubscribed => entry.subscribed,
-                    ExtensionRoomConfig::Room(room) => room == *room_id,
-                    _ => false,
-                }),
-            };
-            by_list || by_room
-        })
-        .map(|(room_id, _)| *room_id)
-        .collect();
-    covered.sort_unstable();
-    covered
+pub struct Coverage<'a, 'w> {
+    pub lists: Option<&'a [String]>,
+    pub rooms: Option<&'a [ExtensionRoomConfig]>,
+    pub window: &'a HashMap<&'w RoomId, InWindow<'w>>,
+}
+
+impl<'a, 'w> Coverage<'a, 'w> {
+    pub fn new(
+        lists: &'a Option<Vec<String>>,
+        rooms: &'a Option<Vec<ExtensionRoomConfig>>,
+        window: &'a HashMap<&'w RoomId, InWindow<'w>>,
+    ) -> Self {
+        Self {
+            lists: lists.as_deref(),
+            rooms: rooms.as_deref(),
+            window,
+        }
+    }
+
+    pub fn covers(&self, room_id: &RoomId) -> bool {
+        let Some(entry) = self.window.get(room_id) else {
+            return false;
+        };
+        let by_list = match self.lists {
+            None => !entry.lists.is_empty(),
+            Some(names) => names
+                .iter()
+                .any(|name| name == "*" || entry.lists.contains(&name.as_str())),
+        };
+        let by_room = match self.rooms {
+            None => entry.subscribed,
+            Some(configs) => configs.iter().any(|config| match config {
+                ExtensionRoomConfig::AllSubscribed => entry.subscribed,
+                ExtensionRoomConfig::Room(room) => room == room_id,
+                _ => false,
+            }),
+        };
+        by_list || by_room
+    }
 }
 
 /// The to-device messages waiting for the device, after acknowledging those up to the
@@ -119,7 +130,7 @@ pub fn account_data(
     window: &Window<'_>,
     config: &request::AccountData,
     since: &Since,
-    rooms: &[&RoomId],
+    coverage: &Coverage<'_, '_>,
 ) -> Result<response::AccountData> {
     let mut out = response::AccountData::default();
     if config.enabled != Some(true) {
@@ -132,23 +143,22 @@ pub fn account_data(
         since.position.unwrap_or(0),
         window.until.position,
     )?;
-    let covered: HashSet<&RoomId> = rooms.iter().copied().collect();
     for (room_id, kind, content) in changes {
         let event = json!({ "type": kind, "content": content });
         match room_id.and_then(|room| OwnedRoomId::try_from(room).ok()) {
             None => out.global.push(raw(event)),
             Some(room_id)
-                if covered.contains(room_id.as_ref() as &RoomId)
-                    && !since.initial_rooms.contains(&room_id) =>
+                if coverage.covers(&room_id) && !since.initial_rooms.contains(&room_id) =>
             {
                 out.rooms.entry(room_id).or_default().push(raw(event));
             }
             Some(_) => {}
         }
     }
-    for room_id in rooms
+    for room_id in since
+        .initial_rooms
         .iter()
-        .filter(|room| since.initial_rooms.contains(**room))
+        .filter(|room| coverage.covers(room))
     {
         let events: Vec<_> = sync
             .account_data
@@ -157,7 +167,7 @@ pub fn account_data(
             .map(|(kind, content)| raw(json!({ "type": kind, "content": content })))
             .collect();
         if !events.is_empty() {
-            out.rooms.insert((*room_id).to_owned(), events);
+            out.rooms.insert(room_id.clone(), events);
         }
     }
     Ok(out)
@@ -168,7 +178,7 @@ pub fn receipts(
     window: &Window<'_>,
     config: &request::Receipts,
     since: &Since,
-    rooms: &[&RoomId],
+    coverage: &Coverage<'_, '_>,
     changed: Option<&HashSet<OwnedRoomId>>,
 ) -> Result<response::Receipts> {
     let mut out = response::Receipts::default();
@@ -176,11 +186,21 @@ pub fn receipts(
         return Ok(out);
     }
     let sync = window.sync;
-    for room_id in rooms {
-        let whole = since.initial_rooms.contains(*room_id) || since.position.is_none();
-        if !whole && changed.is_some_and(|changed| !changed.contains(*room_id)) {
+    // The rooms that can have news: those that moved (or every room of the window when
+    // that is not known) and those sent whole.
+    let candidates: Vec<&RoomId> = match (since.position, changed) {
+        (Some(_), Some(changed)) => changed
+            .iter()
+            .chain(since.initial_rooms.iter())
+            .map(|room| room.as_ref())
+            .collect(),
+        _ => coverage.window.keys().copied().collect(),
+    };
+    for room_id in candidates {
+        if !coverage.covers(room_id) || out.rooms.contains_key(room_id) {
             continue;
         }
+        let whole = since.initial_rooms.contains(room_id) || since.position.is_none();
         let from = if whole {
             0
         } else {
@@ -191,7 +211,7 @@ pub fn receipts(
                 .content_since(room_id, window.user(), from, window.until.position)?
         {
             out.rooms.insert(
-                (*room_id).to_owned(),
+                room_id.to_owned(),
                 raw(json!({ "type": "m.receipt", "content": content })),
             );
         }
@@ -199,25 +219,30 @@ pub fn receipts(
     Ok(out)
 }
 
-/// Who is typing in the covered rooms where that changed.
+/// Who is typing in the covered rooms where that changed (or that are sent whole).
 pub fn typing(
     window: &Window<'_>,
     config: &request::Typing,
     since: &Since,
-    rooms: &[&RoomId],
+    coverage: &Coverage<'_, '_>,
 ) -> Result<response::Typing> {
     let mut out = response::Typing::default();
     if config.enabled != Some(true) {
         return Ok(out);
     }
-    for room_id in rooms {
-        let whole = since.initial_rooms.contains(*room_id) || since.position.is_none();
+    let typing = &window.sync.typing;
+    // Rooms with any typing state at all; each is then asked from where the client is.
+    for room_id in typing.rooms_changed_since(0) {
+        if !coverage.covers(&room_id) {
+            continue;
+        }
+        let whole = since.initial_rooms.contains(&room_id) || since.position.is_none();
         let from = if whole { 0 } else { since.typing };
-        if let Some(users) = window.sync.typing.changed_since(room_id, from)
+        if let Some(users) = typing.changed_since(&room_id, from)
             && (!users.is_empty() || !whole)
         {
             out.rooms.insert(
-                (*room_id).to_owned(),
+                room_id,
                 raw(json!({ "type": "m.typing", "content": { "user_ids": users } })),
             );
         }

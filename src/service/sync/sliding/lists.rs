@@ -27,11 +27,15 @@ pub struct ListedRoom {
 /// The rooms a list may show, most recent first: joined, invited, knocked; rooms left,
 /// kicked from or banned from only when that happened after `since` (the client still
 /// shows them and must hear of it).
-pub fn user_rooms(sync: &Syncer, user: &UserId, since: Option<u64>) -> Result<Vec<ListedRoom>> {
-    let mut out = Vec::new();
-    for (room_id, membership) in sync.rooms.user_rooms(user)? {
+pub fn user_rooms(
+    sync: &Syncer,
+    memberships: &[(OwnedRoomId, Membership)],
+    since: Option<u64>,
+) -> Result<Vec<ListedRoom>> {
+    let mut out = Vec::with_capacity(memberships.len());
+    for (room_id, membership) in memberships {
         let bump = match membership.membership {
-            MembershipState::Join => match sync.rooms.bump_position(&room_id)? {
+            MembershipState::Join => match sync.rooms.bump_position(room_id)? {
                 0 => membership.position,
                 bump => bump,
             },
@@ -44,8 +48,8 @@ pub fn user_rooms(sync: &Syncer, user: &UserId, since: Option<u64>) -> Result<Ve
             _ => continue,
         };
         out.push(ListedRoom {
-            room_id,
-            membership,
+            room_id: room_id.clone(),
+            membership: membership.clone(),
             bump,
         });
     }

@@ -27,7 +27,7 @@ use ruma::{
 
 pub use self::{connections::Connections, lists::space_filters};
 use self::{
-    connections::{ConnKey, ConnState, Delta, SentRoom},
+    connections::{ConnKey, Delta, Memberships, SentRoom, Start},
     extensions::Since,
     lists::{FilterFacts, ListedRoom},
     room::{RoomConfig, RoomInputs},
@@ -86,7 +86,7 @@ impl SlidingSync {
                 ignored: ignored.clone(),
             };
             let (mut response, delta, news) =
-                Box::pin(build(&window, &request, &start.state, start.fresh)).await?;
+                Box::pin(build(&window, &request, &start, &self.connections)).await?;
             let expired = tokio::time::Instant::now() >= deadline;
             if news || start.fresh || expired {
                 response.pos = self.connections.finish(&start, delta)?.to_string();
@@ -110,9 +110,10 @@ impl SlidingSync {
 async fn build(
     window: &Window<'_>,
     request: &SlidingRequest,
-    state: &ConnState,
-    fresh: bool,
+    start: &Start,
+    connections: &Connections,
 ) -> Result<(Response, Delta, bool)> {
+    let (state, fresh) = (&*start.state, start.fresh);
     let sync = window.sync;
     let user = window.user();
     let body = &request.body;
@@ -126,7 +127,8 @@ async fn build(
     };
 
     // The lists: each one's rooms in order, and the rooms in its ranges.
-    let all = lists::user_rooms(sync, user, since_position)?;
+    let memberships = memberships(window, start, connections)?;
+    let all = lists::user_rooms(sync, &memberships.rooms, since_position)?;
     let mut facts = FilterFacts::new(sync, user);
     let mut response = Response::new(String::new());
     let mut delta = Delta {
@@ -215,6 +217,9 @@ async fn build(
             listed: entry.listed,
             config: &entry.config,
             prior,
+            prior_required: prior
+                .and_then(|prior| state.required_sets.get(&prior.required))
+                .map(|set| &**set),
             position: since_position.unwrap_or(0),
             changed: changed.as_ref(),
         };
@@ -226,6 +231,15 @@ async fn build(
             response.rooms.insert((*room_id).to_owned(), room);
         }
         if prior != Some(&sent) {
+            if !state.required_sets.contains_key(&sent.required)
+                && !delta
+                    .required_sets
+                    .iter()
+                    .any(|(id, _)| *id == sent.required)
+            {
+                let set = entry.config.required.entries.clone();
+                delta.required_sets.push((sent.required, set));
+            }
             delta.rooms.push(((*room_id).to_owned(), Some(sent)));
         }
     }
@@ -253,29 +267,57 @@ async fn build(
     let mut extensions = response::Extensions::default();
     extensions.to_device = extensions::to_device(window, &asked.to_device)?;
     extensions.e2ee = extensions::e2ee(window, &asked.e2ee, &since)?;
-    let rooms = extensions::covered(
-        asked.account_data.lists.as_deref(),
-        asked.account_data.rooms.as_deref(),
-        &in_window,
-    );
-    extensions.account_data =
-        extensions::account_data(window, &asked.account_data, &since, &rooms)?;
-    let rooms = extensions::covered(
-        asked.receipts.lists.as_deref(),
-        asked.receipts.rooms.as_deref(),
-        &in_window,
-    );
-    extensions.receipts =
-        extensions::receipts(window, &asked.receipts, &since, &rooms, changed.as_ref())?;
-    let rooms = extensions::covered(
-        asked.typing.lists.as_deref(),
-        asked.typing.rooms.as_deref(),
-        &in_window,
-    );
-    extensions.typing = extensions::typing(window, &asked.typing, &since, &rooms)?;
+    let coverage = |lists, rooms| extensions::Coverage::new(lists, rooms, &in_window);
+    extensions.account_data = extensions::account_data(
+        window,
+        &asked.account_data,
+        &since,
+        &coverage(&asked.account_data.lists, &asked.account_data.rooms),
+    )?;
+    extensions.receipts = extensions::receipts(
+        window,
+        &asked.receipts,
+        &since,
+        &coverage(&asked.receipts.lists, &asked.receipts.rooms),
+        changed.as_ref(),
+    )?;
+    extensions.typing = extensions::typing(
+        window,
+        &asked.typing,
+        &since,
+        &coverage(&asked.typing.lists, &asked.typing.rooms),
+    )?;
     news |= extensions::has_news(&extensions);
     response.extensions = extensions;
     Ok((response, delta, news))
+}
+
+/// The user's rooms and memberships: as the connection last read them while the user's
+/// membership has not changed since, else read again.
+fn memberships(
+    window: &Window<'_>,
+    start: &Start,
+    connections: &Connections,
+) -> Result<Arc<Memberships>> {
+    let sync = window.sync;
+    let until = window.until.position;
+    if let Some(known) = connections.memberships(start)
+        && known.as_of <= until
+        && sync
+            .rooms
+            .membership_changes(window.user(), known.as_of, until)?
+            .is_empty()
+    {
+        return Ok(known);
+    }
+    // Read after `until` was: a change above it read now only makes the next check
+    // read again.
+    let read = Arc::new(Memberships {
+        as_of: until,
+        rooms: sync.rooms.user_rooms(window.user())?,
+    });
+    connections.keep_memberships(start, read.clone());
+    Ok(read)
 }
 
 /// A room in the client's window: in a list's ranges or subscribed.
@@ -307,7 +349,7 @@ impl<'a> InWindow<'a> {
     ) -> bool {
         prior.since.is_none()
             && prior.timeline_limit == self.config.timeline_limit
-            && prior.required_state == self.config.required.entries
+            && prior.required == self.config.required_id
             && self.listed.membership.position <= position
             && changed.is_some_and(|changed| !changed.contains(&self.listed.room_id))
     }

@@ -49,6 +49,15 @@ impl Required {
         })
     }
 
+    /// A short name for these entries, kept for each room a connection was sent instead
+    /// of the entries themselves (the same for the same entries, across restarts).
+    pub fn id(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.entries.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// Whether `self` asks for nothing `sent` did not.
     pub fn within(&self, sent: &BTreeSet<(String, String)>) -> bool {
         self.entries.is_subset(sent)

@@ -18,7 +18,7 @@ use ruma::{
 use serde_json::Value;
 
 use super::{
-    connections::SentRoom,
+    connections::{RequiredSet, SentRoom},
     lists::ListedRoom,
     required::{Required, name_from_heroes},
 };
@@ -37,6 +37,8 @@ use crate::{
 pub struct RoomConfig {
     pub timeline_limit: u64,
     pub required: Arc<Required>,
+    /// `required.id()`.
+    pub required_id: u64,
 }
 
 impl RoomConfig {
@@ -45,6 +47,7 @@ impl RoomConfig {
         entries.add(required);
         Self {
             timeline_limit: u64::from(timeline_limit),
+            required_id: entries.id(),
             required: Arc::new(entries),
         }
     }
@@ -58,6 +61,7 @@ impl RoomConfig {
             Arc::make_mut(&mut self.required)
                 .entries
                 .extend(other.required.entries.iter().cloned());
+            self.required_id = self.required.id();
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct RoomInputs<'a> {
     pub listed: &'a ListedRoom,
     pub config: &'a RoomConfig,
     pub prior: Option<&'a SentRoom>,
+    /// The `required_state` entries `prior` was sent with, if still known.
+    pub prior_required: Option<&'a RequiredSet>,
     /// The connection's position (0 for a new connection).
     pub position: u64,
     /// Rooms changed since the connection's position, when known.
@@ -79,6 +85,7 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
         listed,
         config,
         prior,
+        prior_required,
         position,
         changed,
     } = inputs;
@@ -87,7 +94,7 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
     let initial = match (prior, since) {
         (Some(prior), Some(since)) => {
             config.timeline_limit > prior.timeline_limit
-                || !config.required.within(&prior.required_state)
+                || !prior_required.is_some_and(|sent| config.required.within(sent))
                 || listed.membership.position > since
         }
         _ => true,
@@ -95,7 +102,7 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
     let mut sent = SentRoom {
         since: None,
         timeline_limit: config.timeline_limit,
-        required_state: config.required.entries.clone(),
+        required: config.required_id,
         lazy_members: match (initial, prior) {
             (false, Some(prior)) => prior.lazy_members.clone(),
             _ => BTreeSet::new(),
