@@ -342,11 +342,15 @@ impl Caller {
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.starts_with("application/json"));
+        if !json {
+            // A download: not read at all, so it never sits in memory.
+            return (status, "null".to_owned());
+        }
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap_or_default();
         let body = match std::str::from_utf8(&bytes) {
-            Ok(text) if json && !text.is_empty() => text.to_owned(),
+            Ok(text) if !text.is_empty() => text.to_owned(),
             _ => "null".to_owned(),
         };
         (status, body)

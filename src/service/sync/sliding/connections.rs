@@ -34,6 +34,10 @@ pub const EXPIRY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// than these starts over).
 const PENDING_KEPT: usize = 4;
 
+/// A connection unused this long leaves memory (it stays on disk, and is read again
+/// when its client comes back).
+const IDLE_IN_MEMORY_MS: u64 = 60 * 60 * 1000;
+
 /// Who holds a connection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ConnKey {
@@ -173,6 +177,8 @@ pub struct Start {
 pub struct Connections {
     db: Arc<Db>,
     open: Mutex<HashMap<ConnKey, Arc<Mutex<Connection>>>>,
+    /// When idle connections last left memory.
+    swept_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Connections {
@@ -180,12 +186,14 @@ impl Connections {
         Self {
             db,
             open: Mutex::default(),
+            swept_ms: std::sync::atomic::AtomicU64::new(now_ms()),
         }
     }
 
     /// The state a request's `pos` names; a request without one starts a new connection
     /// (the old one under that name is dropped).
     pub fn start(&self, key: ConnKey, pos: Option<&str>) -> Result<Start> {
+        self.sweep();
         let Some(pos) = pos else {
             self.forget(&key)?;
             let connection = Connection {
@@ -291,6 +299,28 @@ impl Connections {
         self.db.write_unsynced(batch)?;
         connection.pending.push((pos, Arc::new(record.delta)));
         Ok(pos)
+    }
+
+    /// Drops connections idle for [`IDLE_IN_MEMORY_MS`] from memory, at most every few
+    /// minutes.
+    fn sweep(&self) {
+        use std::sync::atomic::Ordering;
+        let now = now_ms();
+        let last = self.swept_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < IDLE_IN_MEMORY_MS / 12
+            || self
+                .swept_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.open.lock().retain(|_, connection| {
+            // One in use (locked) stays.
+            connection.try_lock().is_none_or(|connection| {
+                now.saturating_sub(connection.last_used_ms) < IDLE_IN_MEMORY_MS
+            })
+        });
     }
 
     /// Forgets connections unused for [`EXPIRY_MS`]; returns how many.
