@@ -83,18 +83,7 @@ async fn fifty_rooms_listed_by_activity_with_names_and_unread_counts() -> Result
 
     // A read receipt of Alice's clears the count.
     let last = last_event(&server, &alice_token, &rooms[0]).await?;
-    let (status, _) = server
-        .request(
-            "POST",
-            &format!(
-                "/_matrix/client/v3/rooms/{}/receipt/m.read/{last}",
-                rooms[0]
-            ),
-            Some(&alice_token),
-            Some(json!({})),
-        )
-        .await?;
-    ensure!(status == 200);
+    read_receipt(&server, &alice_token, &rooms[0], last.as_str()).await?;
     eventually("room 0's count cleared by the receipt", async || {
         Ok(shown
             .find(&rooms[0])
@@ -160,18 +149,7 @@ async fn fifty_rooms_listed_by_activity_with_names_and_unread_counts() -> Result
             .eq([bob.user_id().context("bob")?.as_str()])
     );
 
-    let (status, _) = server
-        .request(
-            "POST",
-            &format!(
-                "/_matrix/client/v3/rooms/{}/receipt/m.read/{last}",
-                rooms[0]
-            ),
-            Some(&bob_token),
-            Some(json!({})),
-        )
-        .await?;
-    ensure!(status == 200);
+    read_receipt(&server, &bob_token, &rooms[0], last.as_str()).await?;
     let bob_id = bob.user_id().context("bob")?.to_owned();
     eventually("Bob's receipt known to Alice's client", async || {
         let receipt = room
@@ -183,6 +161,21 @@ async fn fifty_rooms_listed_by_activity_with_names_and_unread_counts() -> Result
     })
     .await?;
     service.stop().await;
+    Ok(())
+}
+
+/// A read receipt, by the raw API.
+async fn read_receipt(
+    server: &TestServer,
+    token: &str,
+    room_id: &str,
+    event_id: &str,
+) -> Result<()> {
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{event_id}");
+    let (status, body) = server
+        .request("POST", &path, Some(token), Some(json!({})))
+        .await?;
+    ensure!(status == 200, "receipt answered {status}: {body}");
     Ok(())
 }
 

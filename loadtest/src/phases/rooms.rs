@@ -112,7 +112,8 @@ impl Run {
     }
 
     /// One message from the poster, then the reader's sync since its last one; timed
-    /// from the sync request to its answer holding the message.
+    /// from the sync request to its answer holding the message. Over `/sync`, then over
+    /// sliding sync.
     async fn one_message_phases(
         &mut self,
         reader: &User,
@@ -120,46 +121,20 @@ impl Run {
         room: &str,
         count: usize,
     ) -> Result<()> {
-        let repeats = self.plan.sync_repeats * 2;
-
+        let initial = self.matrix.sync(reader, None, 0, LAZY_FILTER).await?;
+        let since = initial["next_batch"].as_str().context("next_batch")?;
+        let mut follow = Follow::Sync(since.to_owned());
         let phase = Phase::new(
             "many_rooms_incremental_sync",
             format!("/sync since the last token after one new message, user in {count} rooms"),
         );
-        let initial = self.matrix.sync(reader, None, 0, LAZY_FILTER).await?;
-        let mut since = initial["next_batch"]
-            .as_str()
-            .context("next_batch")?
-            .to_owned();
-        let watch = Watch::start(&self.processes);
-        let started = Instant::now();
-        let mut latencies = Vec::new();
-        for n in 0..repeats {
-            let body = format!("many {n}");
-            self.matrix.send_text(poster, room, &body).await?;
-            let t0 = Instant::now();
-            loop {
-                let sync = self
-                    .matrix
-                    .sync(reader, Some(&since), 10_000, LAZY_FILTER)
-                    .await?;
-                since = sync["next_batch"]
-                    .as_str()
-                    .context("next_batch")?
-                    .to_owned();
-                let events = &sync["rooms"]["join"][room]["timeline"]["events"];
-                if events.as_array().is_some_and(|events| {
-                    events
-                        .iter()
-                        .any(|event| event["content"]["body"] == body.as_str())
-                }) {
-                    break;
-                }
-            }
-            latencies.push(t0.elapsed());
-        }
-        self.record(phase, &latencies, started.elapsed(), watch.finish());
+        self.one_message_phase(phase, &mut follow, reader, poster, room)
+            .await?;
 
+        let request = room_list_request(&format!("{}-incremental", self.prefix), count - 1)?;
+        let first = self.matrix.sliding_sync(reader, None, 0, &request).await?;
+        let pos = first["pos"].as_str().context("pos")?.to_owned();
+        let mut follow = Follow::Sliding { request, pos };
         let phase = Phase::new(
             "many_rooms_sliding_incremental",
             format!(
@@ -167,27 +142,29 @@ impl Run {
                  user in {count} rooms"
             ),
         );
-        let request = room_list_request(&format!("{}-incremental", self.prefix), count - 1)?;
-        let first = self.matrix.sliding_sync(reader, None, 0, &request).await?;
-        let mut pos = first["pos"].as_str().context("pos")?.to_owned();
+        self.one_message_phase(phase, &mut follow, reader, poster, room)
+            .await
+    }
+
+    async fn one_message_phase(
+        &mut self,
+        phase: Phase,
+        follow: &mut Follow,
+        reader: &User,
+        poster: &User,
+        room: &str,
+    ) -> Result<()> {
         let watch = Watch::start(&self.processes);
         let started = Instant::now();
         let mut latencies = Vec::new();
-        for n in 0..repeats {
-            let body = format!("sliding {n}");
+        for n in 0..self.plan.sync_repeats * 2 {
+            let body = format!("{} {n}", phase.name);
             self.matrix.send_text(poster, room, &body).await?;
             let t0 = Instant::now();
             loop {
-                let response = self
-                    .matrix
-                    .sliding_sync(reader, Some(&pos), 10_000, &request)
-                    .await?;
-                pos = response["pos"].as_str().context("pos")?.to_owned();
-                let events = &response["rooms"][room]["timeline"];
+                let events = follow.next(&self.matrix, reader, room).await?;
                 if events.as_array().is_some_and(|events| {
-                    events
-                        .iter()
-                        .any(|event| event["content"]["body"] == body.as_str())
+                    events.iter().any(|e| e["content"]["body"] == body.as_str())
                 }) {
                     break;
                 }
@@ -196,5 +173,44 @@ impl Run {
         }
         self.record(phase, &latencies, started.elapsed(), watch.finish());
         Ok(())
+    }
+}
+
+/// Where a reader's sync is up to.
+enum Follow {
+    Sync(String),
+    Sliding {
+        request: serde_json::Value,
+        pos: String,
+    },
+}
+
+impl Follow {
+    /// The next response (waiting up to 10 s for one); returns the room's timeline.
+    async fn next(
+        &mut self,
+        matrix: &crate::client::Matrix,
+        reader: &User,
+        room: &str,
+    ) -> Result<serde_json::Value> {
+        match self {
+            Follow::Sync(since) => {
+                let mut sync = matrix
+                    .sync(reader, Some(since), 10_000, LAZY_FILTER)
+                    .await?;
+                *since = sync["next_batch"]
+                    .as_str()
+                    .context("next_batch")?
+                    .to_owned();
+                Ok(sync["rooms"]["join"][room]["timeline"]["events"].take())
+            }
+            Follow::Sliding { request, pos } => {
+                let mut response = matrix
+                    .sliding_sync(reader, Some(pos), 10_000, request)
+                    .await?;
+                *pos = response["pos"].as_str().context("pos")?.to_owned();
+                Ok(response["rooms"][room]["timeline"].take())
+            }
+        }
     }
 }
