@@ -127,7 +127,7 @@ measure() {
     fresh_palisade
     trap stop_palisade EXIT
     start_palisade
-    loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only send,delivery,sync,messages,media,rooms
+    loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only send,delivery,sync,messages,media,rooms,websocket,history
     stop_palisade
     # Each count of idle syncs is held by a freshly started process, so memory freed by an
     # earlier phase and kept by the allocator does not hide what the held syncs cost.
@@ -151,7 +151,7 @@ measure() {
         trap stop_palisade EXIT
         start_palisade "$PALISADE_BASELINE_BIN"
         loadtest palisade-baseline http://127.0.0.1:18018 --pid "$palisade_pid" \
-            --only send,delivery,sync,messages,media,rooms
+            --only send,delivery,sync,messages,media,rooms,websocket,history
         stop_palisade
         trap - EXIT
     fi
@@ -165,7 +165,7 @@ measure() {
         rm -rf "$dir" "$results/$label.json"
         trap 'bench/synapse.sh stop "$dir"' EXIT
         bench/synapse.sh start "$backend" "$port" "$dir" >/dev/null
-        loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only send,delivery,sync,messages,media,rooms
+        loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only send,delivery,sync,messages,media,rooms,websocket,history
         # Synapse does not speak HTTP/2 without TLS, so its idle syncs are HTTP/1.1 only.
         for n in "${idle_h1[@]}"; do
             bench/synapse.sh stop "$dir"

@@ -256,6 +256,29 @@ impl Matrix {
         self.ok(Method::GET, &path, Some(&user.token), None).await
     }
 
+    /// A `GET` timed from the request until its body is received, before it is parsed:
+    /// the time measures the server and the transfer, not this client's JSON parser.
+    pub async fn get_timed(&self, user: &User, path: &str) -> Result<(Duration, Value)> {
+        let started = std::time::Instant::now();
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        let elapsed = started.elapsed();
+        if !status.is_success() {
+            bail!("GET {path}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok((
+            elapsed,
+            serde_json::from_slice(&body).context(path.to_owned())?,
+        ))
+    }
+
     /// `POST /_matrix/media/v3/upload` of `bytes`; returns the `mxc://` URI.
     pub async fn upload(&self, user: &User, content_type: &str, bytes: Vec<u8>) -> Result<String> {
         let response = self

@@ -192,6 +192,30 @@ fn phase_rows(p: &Phase) -> Vec<Row> {
                 None,
             ),
         ]
+    } else if name.starts_with("long_initial_sync") {
+        vec![
+            row(format!("{description} p50"), Latency(P50), None),
+            row(format!("{description} p99"), Latency(P99), None),
+            row(
+                format!("{description}: timeline events served"),
+                Extra("events", "events"),
+                None,
+            ),
+            row(
+                format!("{description}: time per event served (p50 ÷ events)"),
+                Extra("us_per_event", "µs"),
+                quotient_target(0.1),
+            ),
+        ]
+    } else if name.starts_with("long_") {
+        vec![
+            row(
+                format!("{description} p50"),
+                Latency(P50),
+                quotient_target(0.1),
+            ),
+            row(format!("{description} p99"), Latency(P99), None),
+        ]
     } else if name == "incremental_sync"
         || name == "messages_back"
         || name.starts_with("sliding_list")

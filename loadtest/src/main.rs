@@ -49,7 +49,7 @@ enum Command {
         #[arg(long)]
         phase_time_limit: Option<u64>,
         /// Only these groups of phases: send, delivery, sync, messages, media, rooms,
-        /// websocket, idle.
+        /// websocket, history, idle.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Where the JSON report goes.

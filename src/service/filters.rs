@@ -6,10 +6,10 @@ use ruma::{
     UserId,
     api::client::filter::{Filter, RoomEventFilter},
 };
-use serde_json::Value;
 
 use crate::{
     Result,
+    service::rooms::pdu::ClientEvent,
     storage::{Db, Keyspace, codec::Key},
 };
 
@@ -70,11 +70,8 @@ pub fn allows_kind(filter: &Filter, kind: &str) -> bool {
     allows_type(filter.types.as_deref(), &filter.not_types, kind)
 }
 
-/// Whether a `RoomEventFilter` lets an event (client format) through: its type and
-/// sender patterns.
-pub fn allows(filter: &RoomEventFilter, value: &Value) -> bool {
-    let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
-    let sender = value.get("sender").and_then(Value::as_str).unwrap_or("");
+/// Whether a `RoomEventFilter` lets an event of `kind` from `sender` through.
+pub fn allows(filter: &RoomEventFilter, kind: &str, sender: &str) -> bool {
     if !allows_type(filter.types.as_deref(), &filter.not_types, kind) {
         return false;
     }
@@ -89,4 +86,9 @@ pub fn allows(filter: &RoomEventFilter, value: &Value) -> bool {
         return false;
     }
     true
+}
+
+/// Whether a `RoomEventFilter` lets a client-format event through.
+pub fn allows_event(filter: &RoomEventFilter, event: &ClientEvent) -> bool {
+    allows(filter, &event.kind, &event.sender)
 }

@@ -15,7 +15,10 @@ use serde_json::Value;
 
 use crate::{
     Result,
-    service::{account_data::AccountData, rooms::Rooms},
+    service::{
+        account_data::AccountData,
+        rooms::{Rooms, pdu::ClientEvent},
+    },
 };
 
 const EVENT_TYPE: &str = "m.push_rules";
@@ -139,11 +142,8 @@ impl Evaluator {
     }
 
     /// The outcome of one event, given in the client format.
-    pub async fn evaluate(&self, event: &Value) -> Outcome {
-        let Ok(raw) = serde_json::value::to_raw_value(event) else {
-            return Outcome::default();
-        };
-        let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(raw);
+    pub async fn evaluate(&self, event: &ClientEvent) -> Outcome {
+        let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(event.json.clone());
         let actions = self.ruleset.get_actions(&raw, &self.context).await;
         Outcome {
             notify: actions

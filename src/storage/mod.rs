@@ -122,15 +122,29 @@ impl Db {
         Ok(self.rocks.get_cf(&self.cf(keyspace), key)?)
     }
 
-    /// Reads one JSON value.
+    /// Reads one JSON value (decoded from RocksDB's block in place, not copied first).
     pub fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         keyspace: Keyspace,
         key: &[u8],
     ) -> StorageResult<Option<T>> {
-        self.get(keyspace, key)?
+        self.rocks
+            .get_pinned_cf(&self.cf(keyspace), key)?
             .map(|bytes| codec::decode_json(&bytes))
             .transpose()
+    }
+
+    /// Reads many JSON values of one keyspace in one batched lookup, in the keys' order.
+    pub fn get_many_json<T: serde::de::DeserializeOwned>(
+        &self,
+        keyspace: Keyspace,
+        keys: &[&[u8]],
+    ) -> StorageResult<Vec<Option<T>>> {
+        self.rocks
+            .batched_multi_get_cf(&self.cf(keyspace), keys.iter().copied(), false)
+            .into_iter()
+            .map(|found| found?.map(|bytes| codec::decode_json(&bytes)).transpose())
+            .collect()
     }
 
     /// Whether a key exists.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+mod history;
 mod idle;
 mod media;
 mod rooms;
@@ -132,10 +133,14 @@ pub struct Plan {
     pub many_rooms: usize,
     /// Idle WebSockets held at once (servers that offer the transport).
     pub idle_websockets: usize,
+    /// Rooms of the long-timeline phases and messages in each (also the page size asked
+    /// for).
+    pub history_rooms: usize,
+    pub history_messages: usize,
     /// A phase stops sending when it has run this long, whatever its count.
     pub phase_time_limit: Duration,
     /// Which groups of phases run: `send`, `delivery`, `sync`, `messages`, `media`,
-    /// `rooms`, `websocket`, `idle` (all when empty).
+    /// `rooms`, `websocket`, `history`, `idle` (all when empty).
     pub groups: Vec<String>,
 }
 
@@ -167,6 +172,8 @@ impl Plan {
             list_rooms: 20,
             many_rooms: 40,
             idle_websockets: 50,
+            history_rooms: 2,
+            history_messages: 30,
             phase_time_limit: Duration::from_secs(60),
             groups: Vec::new(),
         }
@@ -193,6 +200,8 @@ impl Plan {
             list_rooms: 1_000,
             many_rooms: 5_000,
             idle_websockets: 10_000,
+            history_rooms: 10,
+            history_messages: 1_000,
             phase_time_limit: Duration::from_secs(60),
             groups: Vec::new(),
         }
@@ -300,6 +309,9 @@ impl Run {
         }
         if plan.runs("websocket") {
             self.websocket_phases().await?;
+        }
+        if plan.runs("history") {
+            self.history_phases().await?;
         }
         if plan.runs("idle") {
             for &n in &plan.idle_syncs_http1 {

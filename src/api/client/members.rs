@@ -11,7 +11,6 @@ use super::events::{parse_token, readable_state};
 use crate::{
     Result,
     api::{Ruma, RumaRouter},
-    json::raw,
     service::{Services, rooms::membership::membership_in},
 };
 
@@ -51,8 +50,9 @@ async fn members(
             continue;
         }
         let membership = value
-            .get("content")
-            .and_then(membership_in)
+            .content()
+            .and_then(|content| serde_json::from_str(content.get()).ok())
+            .and_then(|content| membership_in(&content))
             .unwrap_or(MembershipState::Leave);
         if body
             .membership
@@ -68,7 +68,7 @@ async fn members(
         {
             continue;
         }
-        chunk.push(raw(value));
+        chunk.push(value.into_raw());
     }
     Ok(get_member_events::v3::Response::new(chunk))
 }

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use axum::Router;
 use ruma::{
-    OwnedEventId, RoomId, UserId,
+    EventId, OwnedEventId, RoomId, UserId,
     api::client::{
         context::get_context, message::send_message_event, redact::redact_event,
         room::get_room_event,
@@ -16,13 +16,13 @@ use serde_json::Value;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    json::raw,
     service::users::Sender,
     service::{
         Services, filters,
         rooms::{
             pdu::ClientFormat,
             timeline::{NewEvent, Txn},
+            visibility::Viewer,
         },
     },
 };
@@ -207,7 +207,7 @@ async fn event(
     request: Ruma<get_room_event::v3::Request>,
 ) -> Result<get_room_event::v3::Response> {
     let sender = request.sender()?;
-    let (pdu, value) = services
+    let (served, value) = services
         .rooms
         .visible_event(
             &sender.user_id,
@@ -216,10 +216,10 @@ async fn event(
             ClientFormat::Full,
         )?
         .ok_or_else(|| Error::not_found("Event not found"))?;
-    if pdu.room_id != request.body.room_id {
+    if served.stored.room_id != request.body.room_id {
         return Err(Error::not_found("Event not found"));
     }
-    Ok(get_room_event::v3::Response::new(raw(value)))
+    Ok(get_room_event::v3::Response::new(value.into_raw()))
 }
 
 /// # `GET /_matrix/client/v3/events/{eventId}` (deprecated)
@@ -239,8 +239,11 @@ async fn event_without_room(
             ClientFormat::Full,
         )?
         .ok_or_else(|| Error::not_found("Event not found"))?;
-    Ok(value)
+    Ok(value.into_value())
 }
+
+/// The most events `/context` returns around the event, whatever the client asks.
+const MAX_CONTEXT_LIMIT: usize = 1000;
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`
 async fn context(
@@ -249,88 +252,59 @@ async fn context(
 ) -> Result<get_context::v3::Response> {
     let sender = request.sender()?;
     let body = &request.body;
-    let (pdu, value) = services
-        .rooms
-        .visible_event(
-            &sender.user_id,
-            Some(&sender.device_id),
-            &body.event_id,
-            ClientFormat::Full,
-        )?
+    let rooms = &services.rooms;
+    let mut viewer = Viewer::new(rooms, &sender.user_id, Some(&sender.device_id));
+    let (served, event) = viewer
+        .event(&body.event_id, ClientFormat::Full)?
         .ok_or_else(|| Error::not_found("Event not found"))?;
+    let pdu = &served.stored;
     if pdu.room_id != body.room_id {
         return Err(Error::not_found("Event not found"));
     }
     let limit = usize::try_from(u64::from(body.limit))
         .unwrap_or(10)
-        .min(100);
+        .min(MAX_CONTEXT_LIMIT);
     let half = limit / 2;
     let frontier = services.stream.frontier();
-    let mut before = Vec::new();
-    let mut start = pdu.position.saturating_sub(1);
-    for (position, event_id) in
-        services
-            .rooms
-            .timeline(&body.room_id, pdu.position, 0, false, half)?
-    {
-        start = position.saturating_sub(1);
-        if let Some((_, value)) = services.rooms.visible_event(
-            &sender.user_id,
-            Some(&sender.device_id),
-            &event_id,
-            ClientFormat::Full,
-        )? && filters::allows(&body.filter, &value)
+    let mut senders = BTreeSet::from([event.sender.clone()]);
+    // The events of one side the viewer may see and the filter lets through, and the
+    // position of the last one walked.
+    let mut side = |events: Vec<(u64, OwnedEventId)>| -> Result<(Vec<_>, Option<u64>)> {
+        let ids: Vec<&EventId> = events.iter().map(|(_, id)| &**id).collect();
+        let mut kept = Vec::new();
+        for (_, event) in viewer
+            .events(&ids, ClientFormat::Full)?
+            .into_iter()
+            .flatten()
         {
-            before.push(raw(value));
+            if filters::allows_event(&body.filter, &event) {
+                senders.insert(event.sender.clone());
+                kept.push(event.into_raw());
+            }
         }
-    }
-    let mut after = Vec::new();
-    let mut end = pdu.position;
-    for (position, event_id) in
-        services
-            .rooms
-            .timeline(&body.room_id, pdu.position, frontier, true, limit - half)?
-    {
-        end = position;
-        if let Some((_, value)) = services.rooms.visible_event(
-            &sender.user_id,
-            Some(&sender.device_id),
-            &event_id,
-            ClientFormat::Full,
-        )? && filters::allows(&body.filter, &value)
-        {
-            after.push(raw(value));
-        }
-    }
-    let state = services.rooms.state.get(pdu.state_before)?;
+        Ok((kept, events.last().map(|(position, _)| *position)))
+    };
+    let (before, oldest) = side(rooms.timeline(&body.room_id, pdu.position, 0, false, half)?)?;
+    let start = oldest.unwrap_or(pdu.position).saturating_sub(1);
+    let (after, newest) =
+        side(rooms.timeline(&body.room_id, pdu.position, frontier, true, limit - half)?)?;
+    let end = newest.unwrap_or(pdu.position);
+    let state = rooms.state.get(pdu.state_before)?;
     // With lazy-loaded members, only those of the events' senders.
     let lazy = !body.filter.lazy_load_options.is_disabled();
-    let senders: BTreeSet<String> = value
-        .get("sender")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .into_iter()
-        .chain(
-            before
-                .iter()
-                .chain(after.iter())
-                .filter_map(|event| event.get_field::<String>("sender").ok().flatten()),
-        )
-        .collect();
     let mut response = get_context::v3::Response::new();
     response.start = Some(start.to_string());
     response.end = Some(end.to_string());
-    response.event = Some(raw(value));
+    response.event = Some(event.into_raw());
     response.events_before = before;
     response.events_after = after;
-    response.state = services
-        .rooms
+    response.state = rooms
         .state_events(&state)?
         .into_iter()
         .filter(|(kind, state_key, _)| {
             !lazy || kind != "m.room.member" || senders.contains(state_key)
         })
-        .map(|(_, _, value)| raw(value))
+        .map(|(_, _, event)| event.into_raw())
         .collect();
     Ok(response)
 }

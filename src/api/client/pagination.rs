@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use axum::Router;
 use ruma::{
-    OwnedEventId, RoomId,
+    EventId, OwnedEventId, RoomId,
     api::{
         Direction,
         client::{message::get_message_events, room::get_event_by_timestamp},
@@ -14,14 +14,19 @@ use ruma::{
     events::AnyTimelineEvent,
     serde::Raw,
 };
-use serde_json::Value;
 
 use super::events::parse_token;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    json::raw,
-    service::{Services, filters, rooms::pdu::ClientFormat, users::Sender},
+    service::{
+        Services, filters,
+        rooms::{
+            pdu::{ClientEvent, ClientFormat},
+            visibility::Viewer,
+        },
+        users::Sender,
+    },
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -145,7 +150,8 @@ async fn messages(
             if let Some(event_id) = current.get(&("m.room.member".to_owned(), member.clone()))
                 && let Some(pdu) = services.rooms.pdu(event_id)?
             {
-                state.push(raw(pdu.to_client(event_id, ClientFormat::Full, None, None)));
+                let member = pdu.to_client(event_id, ClientFormat::Full, None, None);
+                state.push(member.into_raw());
             }
         }
     }
@@ -180,13 +186,10 @@ async fn walk(
         .unwrap_or(10)
         .clamp(1, 1000);
     let ignored = services.account_data.ignored_users(&sender.user_id)?;
-    let from_ignored = |event: &Value| {
-        event.get("state_key").is_none()
-            && event
-                .get("sender")
-                .and_then(Value::as_str)
-                .is_some_and(|s| ignored.contains(s))
-    };
+    // State events still count: the room's state must stay whole.
+    let from_ignored =
+        |event: &ClientEvent| event.state_key.is_none() && ignored.contains(&event.sender);
+    let mut viewer = Viewer::new(&services.rooms, &sender.user_id, Some(&sender.device_id));
     let mut page = Page {
         chunk: Vec::new(),
         senders: BTreeSet::new(),
@@ -203,27 +206,21 @@ async fn walk(
     loop {
         let steps = next_steps(services, &body.room_id, cursor, forwards, limit).await?;
         let exhausted = steps.len() < limit;
-        for step in steps {
+        let ids: Vec<&EventId> = steps.iter().map(|step| &*step.event_id).collect();
+        let shown = viewer.events(&ids, ClientFormat::Full)?;
+        for (step, shown) in steps.iter().zip(shown) {
             if beyond(step.key) {
                 return Ok(page);
             }
             cursor = step.past;
-            let Some((_, value)) = services.rooms.visible_event(
-                &sender.user_id,
-                Some(&sender.device_id),
-                &step.event_id,
-                ClientFormat::Full,
-            )?
-            else {
+            let Some((_, event)) = shown else {
                 continue;
             };
-            if !filters::allows(&body.filter, &value) || from_ignored(&value) {
+            if !filters::allows_event(&body.filter, &event) || from_ignored(&event) {
                 continue;
             }
-            if let Some(member) = value.get("sender").and_then(Value::as_str) {
-                page.senders.insert(member.to_owned());
-            }
-            page.chunk.push(raw(value));
+            page.senders.insert(event.sender.clone());
+            page.chunk.push(event.into_raw());
             if page.chunk.len() >= limit {
                 page.end = Some(cursor.token());
                 return Ok(page);

@@ -129,8 +129,8 @@ fn room_snapshot(
             break;
         }
         start = position.saturating_sub(1);
-        if let Some((_, value)) = rooms.visible_event(user, None, &event_id, ClientFormat::Full)? {
-            chunk.push(value);
+        if let Some((_, event)) = rooms.visible_event(user, None, &event_id, ClientFormat::Full)? {
+            chunk.push(event.into_value());
         }
     }
     chunk.reverse();
@@ -138,7 +138,7 @@ fn room_snapshot(
     let state: Vec<Value> = rooms
         .state_events(&state)?
         .into_iter()
-        .map(|(_, _, value)| value)
+        .map(|(_, _, event)| event.into_value())
         .collect();
     let visibility = if rooms.is_public(room_id)? {
         "public"
@@ -255,7 +255,7 @@ fn events_between(
                     .rooms
                     .visible_event(user, None, &event_id, ClientFormat::Full)?
             {
-                found.push((position, value));
+                found.push((position, value.into_value()));
             }
         }
     }

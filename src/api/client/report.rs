@@ -40,7 +40,7 @@ async fn report_event(
     let visible = services
         .rooms
         .visible_event(user, None, &body.event_id, ClientFormat::Full)?;
-    if visible.is_none_or(|(pdu, _)| pdu.room_id != body.room_id) {
+    if visible.is_none_or(|(served, _)| served.stored.room_id != body.room_id) {
         return Err(not_found());
     }
     let reported = Reported::Event {

@@ -14,7 +14,6 @@ use crate::service::rooms::Rooms;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    json::raw,
     service::{
         Services,
         rooms::{pdu::ClientFormat, summary, timeline::NewEvent},
@@ -123,7 +122,10 @@ async fn state(
     let state = readable_state(&services.rooms, &request.body.room_id, request.user_id()?)?;
     let events = services.rooms.state_events(&state)?;
     Ok(get_state_events::v3::Response::new(
-        events.into_iter().map(|(_, _, value)| raw(value)).collect(),
+        events
+            .into_iter()
+            .map(|(_, _, event)| event.into_raw())
+            .collect(),
     ))
 }
 
@@ -144,11 +146,11 @@ async fn state_event(
         .pdu(event_id)?
         .ok_or_else(|| Error::not_found("State event not found"))?;
     let event = pdu.to_client(event_id, ClientFormat::Full, None, None);
-    let value = match body.format {
-        get_state_event_for_key::v3::StateEventFormat::Event => event,
-        _ => event.get("content").cloned().unwrap_or_default(),
+    let json = match body.format {
+        get_state_event_for_key::v3::StateEventFormat::Event => event.json,
+        _ => event
+            .content()
+            .ok_or_else(|| Error::internal("a stored state event without content"))?,
     };
-    Ok(get_state_event_for_key::v3::Response::new(
-        serde_json::value::to_raw_value(&value).map_err(Error::internal)?,
-    ))
+    Ok(get_state_event_for_key::v3::Response::new(json))
 }

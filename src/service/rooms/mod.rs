@@ -9,6 +9,7 @@
 pub mod alias;
 pub mod client;
 pub mod create;
+pub mod event_cache;
 pub mod history;
 pub mod incoming;
 pub mod membership;
@@ -17,7 +18,6 @@ mod power;
 pub mod remote_invite;
 mod resolution;
 pub mod state;
-pub mod state_events;
 pub mod summary;
 pub mod timeline;
 mod timestamp;
@@ -35,7 +35,8 @@ use ruma::{
 use serde::{Deserialize, Serialize};
 
 use self::{
-    pdu::{Pdu, StoredPdu},
+    event_cache::EventCache,
+    pdu::{Pdu, Served, StoredPdu},
     state::{StateMap, StateStore},
 };
 use crate::{
@@ -133,10 +134,21 @@ pub struct Rooms {
     /// Messages waiting for their room's next batch (see `append`).
     queues: Mutex<HashMap<OwnedRoomId, Vec<timeline::Queued>>>,
     /// Parsed state events, for authorisation and visibility checks.
-    pub(super) state_events: Arc<state_events::StateEvents>,
+    pub(super) state_events: Arc<EventCache<Pdu>>,
+    /// Timeline events as clients are served them.
+    pub(super) served: Arc<EventCache<Served>>,
     /// Each room's `bump_position` as far as read or written (room lists sort by it).
     bumps: Mutex<HashMap<OwnedRoomId, u64>>,
 }
+
+/// Bytes of parsed state events kept in memory.
+const STATE_EVENTS_KEPT: usize = 8 << 20;
+/// Bytes of timeline events kept in memory ready to be served (about 1 KiB a message):
+/// the recent history that every member's sync reads.
+const SERVED_EVENTS_KEPT: usize = 16 << 20;
+/// Events larger than this are served from storage each time: a few big ones would
+/// crowd out thousands of messages.
+const SERVED_EVENT_MOST: usize = 8 << 10;
 
 impl Rooms {
     pub fn new(
@@ -155,7 +167,8 @@ impl Rooms {
             queue,
             locks: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
-            state_events: Arc::default(),
+            state_events: Arc::new(EventCache::new(STATE_EVENTS_KEPT, Pdu::weight)),
+            served: Arc::new(EventCache::new(SERVED_EVENTS_KEPT, Served::weight)),
             bumps: Mutex::default(),
         })
     }
@@ -197,6 +210,26 @@ impl Rooms {
 
     pub fn pdu(&self, event_id: &EventId) -> Result<Option<StoredPdu>> {
         Ok(self.db.get_json(Keyspace::Pdus, event_id.as_bytes())?)
+    }
+
+    /// Events as clients are served them (a page of a timeline), in the order asked:
+    /// from memory, the others in one batched read. Timeline events are kept in memory;
+    /// outliers and soft-failed events, which may still change, are not.
+    pub fn served(&self, event_ids: &[&EventId]) -> Result<Vec<Option<Arc<Served>>>> {
+        self.served.get_many_or_load(
+            event_ids,
+            |missing| {
+                let keys: Vec<&[u8]> = missing.iter().map(|id| id.as_bytes()).collect();
+                let stored: Vec<Option<StoredPdu>> =
+                    self.db.get_many_json(Keyspace::Pdus, &keys)?;
+                Ok(stored.into_iter().map(|pdu| pdu.map(Served::new)).collect())
+            },
+            |served| {
+                !served.stored.outlier
+                    && !served.stored.soft_failed
+                    && served.stored.pdu.get().len() <= SERVED_EVENT_MOST
+            },
+        )
     }
 
     /// A state event, parsed, from memory when it was read before.

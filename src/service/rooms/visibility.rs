@@ -1,11 +1,18 @@
 //! Who may see which event: the spec's history visibility rules.
 
+use std::{collections::HashMap, sync::Arc};
+
 use ruma::{
-    EventId, RoomId, UserId,
+    DeviceId, EventId, OwnedRoomId, RoomId, UserId,
     events::room::{history_visibility::HistoryVisibility, member::MembershipState},
 };
 
-use super::{Rooms, membership::membership_in, pdu::StoredPdu, state::StateMap};
+use super::{
+    Rooms,
+    membership::membership_in,
+    pdu::{ClientEvent, ClientFormat, Served, StoredPdu},
+    state::StateMap,
+};
 use crate::Result;
 
 impl Rooms {
@@ -28,22 +35,106 @@ impl Rooms {
         self.history_visibility_in(&state)
     }
 
-    /// Whether `user` may see `pdu`, judged by the history visibility and the user's
-    /// membership in the state just before it.
-    pub fn can_see_event(
+    /// An event as `user` may see it, or `None`.
+    pub fn visible_event(
         &self,
         user: &UserId,
+        device: Option<&DeviceId>,
         event_id: &EventId,
-        pdu: &StoredPdu,
-    ) -> Result<bool> {
-        let state = self.state.get(pdu.state_before)?;
-        let visibility = self.history_visibility_in(&state)?;
+        format: ClientFormat,
+    ) -> Result<Option<Shown>> {
+        Viewer::new(self, user, device).event(event_id, format)
+    }
+}
+
+/// An event a viewer may see: as stored, and as shown to them.
+pub type Shown = (Arc<Served>, ClientEvent);
+
+/// A user (and device) reading events, with what was worked out for each state group
+/// on the way: the events of a page mostly share the state before them, so a page of a
+/// thousand messages reads the history visibility and the membership once.
+pub struct Viewer<'a> {
+    rooms: &'a Rooms,
+    user: &'a UserId,
+    device: Option<&'a DeviceId>,
+    /// By state group: the history visibility and the user's membership then.
+    then: HashMap<u64, (HistoryVisibility, Option<MembershipState>)>,
+    /// By room: whether the user is joined now.
+    joined_now: HashMap<OwnedRoomId, bool>,
+}
+
+impl<'a> Viewer<'a> {
+    pub fn new(rooms: &'a Rooms, user: &'a UserId, device: Option<&'a DeviceId>) -> Self {
+        Self {
+            rooms,
+            user,
+            device,
+            then: HashMap::new(),
+            joined_now: HashMap::new(),
+        }
+    }
+
+    /// An event as the viewer may see it (soft-failed events never), or `None`.
+    pub fn event(&mut self, event_id: &EventId, format: ClientFormat) -> Result<Option<Shown>> {
+        Ok(self.events(&[event_id], format)?.pop().flatten())
+    }
+
+    /// [`Viewer::event`] for many events (a page of a timeline), read together.
+    pub fn events(
+        &mut self,
+        event_ids: &[&EventId],
+        format: ClientFormat,
+    ) -> Result<Vec<Option<Shown>>> {
+        let served = self.rooms.served(event_ids)?;
+        let mut out = Vec::with_capacity(served.len());
+        for (event_id, served) in event_ids.iter().zip(served) {
+            out.push(match served {
+                Some(served) if !served.stored.soft_failed => {
+                    if self.can_see(event_id, &served.stored)? {
+                        let event = self.show(event_id, &served, format)?;
+                        Some((served, event))
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// An event in the client format, for this viewer's device.
+    pub fn show(
+        &self,
+        event_id: &EventId,
+        served: &Served,
+        format: ClientFormat,
+    ) -> Result<ClientEvent> {
+        let viewer = self.device.map(|device| (self.user, device));
+        let prev_content = self.rooms.prev_content(&served.stored)?;
+        Ok(served.to_client(event_id, format, viewer, prev_content.as_deref()))
+    }
+
+    /// Whether the viewer may see `pdu`, judged by the history visibility and their
+    /// membership in the state just before it.
+    pub fn can_see(&mut self, event_id: &EventId, pdu: &StoredPdu) -> Result<bool> {
+        let (visibility, membership_then) = match self.then.get(&pdu.state_before) {
+            Some(then) => then.clone(),
+            None => {
+                let state = self.rooms.state.get(pdu.state_before)?;
+                let then = (
+                    self.rooms.history_visibility_in(&state)?,
+                    self.rooms
+                        .content_in(&state, "m.room.member", self.user.as_str())?
+                        .and_then(|content| membership_in(&content)),
+                );
+                self.then.insert(pdu.state_before, then.clone());
+                then
+            }
+        };
         if visibility == HistoryVisibility::WorldReadable {
             return Ok(true);
         }
-        let membership_then = self
-            .content_in(&state, "m.room.member", user.as_str())?
-            .and_then(|content| membership_in(&content));
         match membership_then {
             Some(MembershipState::Join) => return Ok(true),
             Some(MembershipState::Invite)
@@ -60,13 +151,19 @@ impl Rooms {
         let parsed = pdu.parse(event_id.to_owned()).ok();
         if parsed
             .as_ref()
-            .is_some_and(|p| p.state_key.as_deref() == Some(user.as_str()))
+            .is_some_and(|p| p.state_key.as_deref() == Some(self.user.as_str()))
         {
             return Ok(true);
         }
-        if visibility == HistoryVisibility::Shared && self.is_joined(&pdu.room_id, user)? {
-            return Ok(true);
+        Ok(visibility == HistoryVisibility::Shared && self.joined_now(&pdu.room_id)?)
+    }
+
+    fn joined_now(&mut self, room_id: &RoomId) -> Result<bool> {
+        if let Some(joined) = self.joined_now.get(room_id) {
+            return Ok(*joined);
         }
-        Ok(false)
+        let joined = self.rooms.is_joined(room_id, self.user)?;
+        self.joined_now.insert(room_id.to_owned(), joined);
+        Ok(joined)
     }
 }

@@ -31,7 +31,8 @@ use crate::{
     Result,
     service::{
         account_data::AccountData, e2ee, e2ee::E2ee, presence::Presence, receipts::Receipts, rooms,
-        stream::Stream, to_device::ToDevice, typing::Typing, unread::Unread, users::Sender,
+        rooms::pdu::ClientEvent, stream::Stream, to_device::ToDevice, typing::Typing,
+        unread::Unread, users::Sender,
     },
 };
 
@@ -71,14 +72,10 @@ pub struct Window<'a> {
 }
 
 impl Window<'_> {
-    /// Whether an event (client format) comes from an ignored user. State events still
-    /// count: the room's state must stay whole.
-    pub fn is_ignored(&self, event: &serde_json::Value) -> bool {
-        event.get("state_key").is_none()
-            && event
-                .get("sender")
-                .and_then(serde_json::Value::as_str)
-                .is_some_and(|sender| self.is_ignored_sender(sender))
+    /// Whether an event comes from an ignored user. State events still count: the
+    /// room's state must stay whole.
+    pub fn is_ignored(&self, event: &ClientEvent) -> bool {
+        event.state_key.is_none() && self.is_ignored_sender(&event.sender)
     }
 
     pub fn is_ignored_sender(&self, sender: &str) -> bool {

@@ -1,10 +1,10 @@
 //! The per-room parts of a sync response.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use ruma::events::room::member::MembershipState;
 use ruma::{
-    OwnedEventId, OwnedUserId, RoomId, UInt,
+    EventId, OwnedEventId, OwnedUserId, RoomId, UInt,
     api::client::sync::sync_events::{
         UnreadNotificationsCount,
         v3::{
@@ -21,15 +21,23 @@ use crate::{
     json::raw,
     service::{
         filters,
-        rooms::{Membership, pdu::ClientFormat, state::StateMap},
+        rooms::{
+            Membership,
+            pdu::{ClientEvent, ClientFormat},
+            state::StateMap,
+            visibility::Viewer,
+        },
     },
 };
 
 /// The default number of timeline events per room.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
+/// The most timeline events a room's section holds, whatever the filter asks.
+const MAX_TIMELINE_LIMIT: usize = 1000;
+
 pub(super) struct TimelinePart {
-    pub events: Vec<(u64, OwnedEventId, Value)>,
+    pub events: Vec<(u64, OwnedEventId, ClientEvent)>,
     pub limited: bool,
     /// The `prev_batch` boundary: back-pagination from it returns the events before the
     /// first one shown.
@@ -55,7 +63,12 @@ pub(super) fn timeline(
         .map_or(DEFAULT_TIMELINE_LIMIT, |limit| {
             usize::try_from(u64::from(limit)).unwrap_or(DEFAULT_TIMELINE_LIMIT)
         })
-        .clamp(1, 500);
+        .clamp(1, MAX_TIMELINE_LIMIT);
+    let mut viewer = Viewer::new(
+        &sync.rooms,
+        window.user(),
+        Some(window.sender.device_id.as_ref()),
+    );
     let mut events = Vec::new();
     let mut cursor = to.saturating_add(1);
     let mut limited = false;
@@ -68,26 +81,22 @@ pub(super) fn timeline(
         if page.is_empty() {
             break;
         }
-        for (position, event_id) in &page {
+        let ids: Vec<&EventId> = page.iter().map(|(_, event_id)| &**event_id).collect();
+        for ((position, event_id), served) in page.iter().zip(sync.rooms.served(&ids)?) {
             cursor = *position;
-            let Some(pdu) = sync.rooms.pdu(event_id)? else {
+            let Some(served) = served else {
                 continue;
             };
-            if !sync.rooms.can_see_event(window.user(), event_id, &pdu)? {
+            let pdu = &served.stored;
+            if !viewer.can_see(event_id, pdu)? {
                 if pdu.state_after != pdu.state_before {
                     hidden_state_at.get_or_insert(*position);
                 }
                 continue;
             }
-            let viewer = Some((window.user(), window.sender.device_id.as_ref()));
-            let value = pdu.to_client(
-                event_id,
-                ClientFormat::Sync,
-                viewer,
-                sync.rooms.prev_content(&pdu)?,
-            );
-            if !filters::allows(filter, &value) || window.is_ignored(&value) {
-                if value.get("state_key").is_some() {
+            let event = viewer.show(event_id, &served, ClientFormat::Sync)?;
+            if !filters::allows_event(filter, &event) || window.is_ignored(&event) {
+                if event.state_key.is_some() {
                     hidden_state_at.get_or_insert(*position);
                 }
                 continue;
@@ -96,7 +105,7 @@ pub(super) fn timeline(
                 limited = true;
                 break 'walk;
             }
-            events.push((*position, event_id.clone(), value));
+            events.push((*position, event_id.clone(), event));
         }
         if page.len() <= limit {
             break;
@@ -129,7 +138,7 @@ fn state_events(
     window: &Window<'_>,
     entries: impl IntoIterator<Item = ((String, String), OwnedEventId)>,
     senders: &BTreeSet<String>,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<ClientEvent>> {
     let sync = window.sync;
     let filter = &window.filter.room.state;
     let lazy = !filter.lazy_load_options.is_disabled();
@@ -145,9 +154,9 @@ fn state_events(
         let Some(pdu) = sync.rooms.pdu(&event_id)? else {
             continue;
         };
-        let value = pdu.to_client(&event_id, ClientFormat::Sync, None, None);
-        if filters::allows(filter, &value) {
-            out.push(value);
+        let event = pdu.to_client(&event_id, ClientFormat::Sync, None, None);
+        if filters::allows_event(filter, &event) {
+            out.push(event);
         }
     }
     Ok(out)
@@ -160,7 +169,7 @@ fn state_section(
     room_id: &RoomId,
     part: &TimelinePart,
     first_sight: bool,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<ClientEvent>> {
     let mut values = state_at_start(window, room_id, part, first_sight)?;
     if let Some(end) = part.end_state_if_hidden {
         values.extend(hidden_state(window, part, end)?);
@@ -171,15 +180,12 @@ fn state_section(
 /// The state the timeline leaves out: where the state at the section's end differs from
 /// what the client has once it applied the state at the start and then the timeline's
 /// own state events.
-fn hidden_state(window: &Window<'_>, part: &TimelinePart, end: u64) -> Result<Vec<Value>> {
+fn hidden_state(window: &Window<'_>, part: &TimelinePart, end: u64) -> Result<Vec<ClientEvent>> {
     let sync = window.sync;
     let mut seen: StateMap = (*sync.rooms.state.get(part.state_at_start)?).clone();
-    for (_, event_id, value) in &part.events {
-        if let (Some(kind), Some(state_key)) = (
-            value.get("type").and_then(Value::as_str),
-            value.get("state_key").and_then(Value::as_str),
-        ) {
-            seen.insert((kind.to_owned(), state_key.to_owned()), event_id.clone());
+    for (_, event_id, event) in &part.events {
+        if let Some(state_key) = &event.state_key {
+            seen.insert((event.kind.clone(), state_key.clone()), event_id.clone());
         }
     }
     let end = sync.rooms.state.get(end)?;
@@ -193,12 +199,7 @@ fn hidden_state(window: &Window<'_>, part: &TimelinePart, end: u64) -> Result<Ve
 fn timeline_senders(part: &TimelinePart) -> BTreeSet<String> {
     part.events
         .iter()
-        .filter_map(|(_, _, value)| {
-            value
-                .get("sender")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        .map(|(_, _, event)| event.sender.clone())
         .collect()
 }
 
@@ -209,7 +210,7 @@ fn state_at_start(
     room_id: &RoomId,
     part: &TimelinePart,
     first_sight: bool,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<ClientEvent>> {
     let sync = window.sync;
     let senders = timeline_senders(part);
     let at_start = sync.rooms.state.get(part.state_at_start)?;
@@ -236,11 +237,7 @@ fn state_at_start(
         // Members of timeline senders the client may never have seen.
         let known: BTreeSet<String> = values
             .iter()
-            .filter_map(|v| {
-                v.get("state_key")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
+            .filter_map(|event| event.state_key.clone())
             .collect();
         let members = senders
             .iter()
@@ -357,7 +354,10 @@ fn ephemeral(window: &Window<'_>, room_id: &RoomId, first_sight: bool) -> Result
     let filter = &window.filter.room.ephemeral;
     Ok(events
         .into_iter()
-        .filter(|event| filters::allows(filter, event))
+        .filter(|event| {
+            let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+            filters::allows(filter, kind, "")
+        })
         .collect())
 }
 
@@ -371,16 +371,16 @@ impl TimelinePart {
         timeline.events = self
             .events
             .into_iter()
-            .map(|(_, _, value)| raw(value))
+            .map(|(_, _, event)| event.into_raw())
             .collect();
         timeline
     }
 }
 
 /// The state section as the state before the timeline.
-fn state_before(events: Vec<Value>) -> State {
+fn state_before(events: Vec<ClientEvent>) -> State {
     let mut state = StateEvents::new();
-    state.events = events.into_iter().map(raw).collect();
+    state.events = events.into_iter().map(ClientEvent::into_raw).collect();
     State::Before(state)
 }
 
@@ -420,7 +420,7 @@ pub async fn joined(
     let state_changed = part
         .events
         .iter()
-        .any(|(_, _, v)| v.get("type").and_then(Value::as_str) == Some("m.room.member"));
+        .any(|(_, _, event)| event.kind == "m.room.member");
     let gap_before = first_sight && window.since.is_some() && part.start > 0;
     room.timeline = part.into_timeline(gap_before);
     room.state = state_before(state);
@@ -504,31 +504,23 @@ pub(super) fn stripped_state(
     wanted.push(("m.room.member".to_owned(), window.user().to_string()));
     if let Some(inviter) = invite
         .as_ref()
-        .and_then(|pdu| serde_json::from_str::<Value>(pdu.pdu.get()).ok())
-        .and_then(|value| {
-            value
-                .get("sender")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        .and_then(|pdu| pdu.parse(membership.event_id.clone()).ok())
     {
-        wanted.push(("m.room.member".to_owned(), inviter));
+        wanted.push(("m.room.member".to_owned(), inviter.sender.to_string()));
     }
     for key in wanted {
         let Some(event_id) = state.get(&key) else {
             continue;
         };
-        let Some(pdu) = sync.rooms.pdu(event_id)? else {
+        let Some(event) = sync.rooms.state_event(event_id)? else {
             continue;
         };
-        let full = pdu.to_client(event_id, ClientFormat::Sync, None, None);
-        let mut stripped = BTreeMap::new();
-        for field in ["type", "state_key", "content", "sender"] {
-            if let Some(value) = full.get(field) {
-                stripped.insert(field, value.clone());
-            }
-        }
-        events.push(raw(json!(stripped)));
+        events.push(raw(json!({
+            "type": event.kind,
+            "state_key": event.state_key,
+            "content": event.content,
+            "sender": event.sender,
+        })));
     }
     Ok(Some(events))
 }

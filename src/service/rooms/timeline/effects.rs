@@ -46,7 +46,7 @@ impl Rooms {
         then: impl FnOnce(&Result<()>) + Send + 'static,
     ) -> Result<()> {
         let (db, stream, queue) = (self.db.clone(), self.stream.clone(), self.queue.clone());
-        let state_events = self.state_events.clone();
+        let (state_events, served) = (self.state_events.clone(), self.served.clone());
         tokio::task::spawn_blocking(move || {
             let Pending {
                 batch,
@@ -57,6 +57,7 @@ impl Rooms {
             let written = db.write(batch).map_err(Error::from);
             if let Some(redacted) = redacted {
                 state_events.forget(&redacted);
+                served.forget(&redacted);
             }
             drop(permits);
             drop(room_lock);

@@ -24,9 +24,11 @@ use super::{
 };
 use crate::{
     Result,
-    json::raw,
     service::{
-        rooms::{pdu::ClientFormat, state::StateMap},
+        rooms::{
+            pdu::{ClientEvent, ClientFormat},
+            state::StateMap,
+        },
         sync::{Window, room as v3room},
     },
 };
@@ -158,8 +160,7 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
     let senders: BTreeSet<String> = part
         .iter()
         .flat_map(|part| &part.events)
-        .filter_map(|(_, _, event)| event.get("sender").and_then(Value::as_str))
-        .map(str::to_owned)
+        .map(|(_, _, event)| event.sender.clone())
         .collect();
 
     let end_group = sync.rooms.state_group_at(room_id, until)?;
@@ -212,21 +213,16 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
     };
     sent.lazy_members.extend(lazy_new);
 
-    let timeline_events: Vec<_> = part.as_ref().map_or(Vec::new(), |part| {
-        part.events
-            .iter()
-            .map(|(_, _, event)| event.clone())
-            .collect()
-    });
     let receipts_moved = changed.is_none_or(|changed| changed.contains(room_id));
-    if !initial && timeline_events.is_empty() && state_events.is_empty() && !receipts_moved {
+    let quiet = part.as_ref().is_none_or(|part| part.events.is_empty());
+    if !initial && quiet && state_events.is_empty() && !receipts_moved {
         return Ok((None, sent));
     }
     let mut room = Room::new();
     if initial {
         room.initial = Some(true);
     }
-    if let Some(part) = &part {
+    if let Some(part) = part {
         room.limited = part.limited;
         room.prev_batch = Some(part.start.to_string());
         if position > 0 {
@@ -237,11 +233,18 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
                 .count();
             room.num_live = UInt::new(live as u64);
         }
+        room.timeline = part
+            .events
+            .into_iter()
+            .map(|(_, _, event)| event.into_raw())
+            .collect();
     } else if initial {
         room.prev_batch = Some(until.to_string());
     }
-    room.timeline = timeline_events.into_iter().map(raw).collect();
-    room.required_state = state_events.into_iter().map(raw).collect();
+    room.required_state = state_events
+        .into_iter()
+        .map(ClientEvent::into_raw)
+        .collect();
     room.bump_stamp = UInt::new(listed.bump);
     if initial || touched {
         describe(&window, room_id, &end, &mut room)?;
@@ -253,17 +256,16 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
     Ok((Some(room), sent))
 }
 
-fn values_have(values: &[Value], kind: &str, state_key: &str) -> bool {
-    values.iter().any(|value| {
-        value.get("type").and_then(Value::as_str) == Some(kind)
-            && value.get("state_key").and_then(Value::as_str) == Some(state_key)
-    })
+fn values_have(events: &[ClientEvent], kind: &str, state_key: &str) -> bool {
+    events
+        .iter()
+        .any(|event| event.kind == kind && event.state_key.as_deref() == Some(state_key))
 }
 
 fn state_values<'a>(
     window: &Window<'_>,
     entries: impl IntoIterator<Item = (&'a (String, String), &'a ruma::OwnedEventId)>,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<ClientEvent>> {
     let mut out = Vec::new();
     for (_, event_id) in entries {
         if let Some(pdu) = window.sync.rooms.pdu(event_id)? {
