@@ -49,6 +49,9 @@ impl<V> EventCache<V> {
         event_id: &EventId,
         load: impl FnOnce() -> Result<Option<V>>,
     ) -> Result<Option<Arc<V>>> {
+        if let Some(found) = self.inner.lock().events.get(event_id) {
+            return Ok(Some(found.clone()));
+        }
         let mut found = self.get_many_or_load(&[event_id], |_| Ok(vec![load()?]), |_| true)?;
         Ok(found.pop().flatten())
     }

@@ -228,11 +228,11 @@ struct ClientFields {
 /// and the moment (`age`, `transaction_id`, `prev_content`, `room_id`).
 #[derive(Debug)]
 struct ClientTemplate {
+    /// Its fields, `redacts` also for a redaction that carries it in its content (room
+    /// version 11 moved it there; clients written before it still read the top-level
+    /// key, so both are served), `unsigned` taken out into the map below.
     fields: ClientFields,
     ts: u64,
-    /// Room version 11 moved `redacts` into the content; clients written before it
-    /// still read the top-level key, so both are served.
-    redacts: Option<OwnedEventId>,
     /// What the PDU's own `unsigned` held (an invite's stripped room state, for one),
     /// less the keys this server sets.
     unsigned: serde_json::Map<String, serde_json::Value>,
@@ -240,7 +240,7 @@ struct ClientTemplate {
 
 impl ClientTemplate {
     fn of(pdu: &StoredPdu) -> Self {
-        let fields: ClientFields =
+        let mut fields: ClientFields =
             serde_json::from_str(pdu.pdu.get()).unwrap_or_else(|_| ClientFields {
                 // Every stored PDU passed these checks when it was received.
                 content: empty_object().to_owned(),
@@ -251,22 +251,18 @@ impl ClientTemplate {
                 redacts: None,
                 unsigned: None,
             });
-        let redacts = match &fields.redacts {
-            Some(redacts) => Some(redacts.clone()),
-            None if fields.kind == "m.room.redaction" => {
-                #[derive(Deserialize)]
-                struct Redacts {
-                    redacts: Option<OwnedEventId>,
-                }
-                serde_json::from_str::<Redacts>(fields.content.get())
-                    .ok()
-                    .and_then(|content| content.redacts)
+        if fields.redacts.is_none() && fields.kind == "m.room.redaction" {
+            #[derive(Deserialize)]
+            struct Redacts {
+                redacts: Option<OwnedEventId>,
             }
-            None => None,
-        };
+            fields.redacts = serde_json::from_str::<Redacts>(fields.content.get())
+                .ok()
+                .and_then(|content| content.redacts);
+        }
         let mut unsigned: serde_json::Map<String, serde_json::Value> = fields
             .unsigned
-            .as_ref()
+            .take()
             .and_then(|unsigned| serde_json::from_str(unsigned.get()).ok())
             .unwrap_or_default();
         for key in OWN_UNSIGNED_KEYS {
@@ -275,7 +271,6 @@ impl ClientTemplate {
         Self {
             ts: fields.origin_server_ts.get().parse().unwrap_or(0),
             fields,
-            redacts,
             unsigned,
         }
     }
@@ -301,7 +296,7 @@ impl ClientTemplate {
             content: &fields.content,
             event_id,
             origin_server_ts: &fields.origin_server_ts,
-            redacts: self.redacts.as_deref(),
+            redacts: fields.redacts.as_deref(),
             room_id: match format {
                 ClientFormat::Full => Some(&pdu.room_id),
                 ClientFormat::Sync => None,
@@ -351,6 +346,11 @@ impl Served {
     /// the rest.
     pub fn weight(&self) -> usize {
         self.stored.pdu.get().len() + self.template.fields.content.get().len() + 256
+    }
+
+    /// The state key, for a state event.
+    pub fn state_key(&self) -> Option<&str> {
+        self.template.fields.state_key.as_deref()
     }
 
     /// As [`StoredPdu::to_client`].

@@ -10,7 +10,7 @@ use ruma::{
 use super::{
     Rooms,
     membership::membership_in,
-    pdu::{ClientEvent, ClientFormat, Served, StoredPdu},
+    pdu::{ClientEvent, ClientFormat, Served},
     state::StateMap,
 };
 use crate::Result;
@@ -90,7 +90,7 @@ impl<'a> Viewer<'a> {
         for (event_id, served) in event_ids.iter().zip(served) {
             out.push(match served {
                 Some(served) if !served.stored.soft_failed => {
-                    if self.can_see(event_id, &served.stored)? {
+                    if self.can_see(&served)? {
                         let event = self.show(event_id, &served, format)?;
                         Some((served, event))
                     } else {
@@ -117,7 +117,8 @@ impl<'a> Viewer<'a> {
 
     /// Whether the viewer may see `pdu`, judged by the history visibility and their
     /// membership in the state just before it.
-    pub fn can_see(&mut self, event_id: &EventId, pdu: &StoredPdu) -> Result<bool> {
+    pub fn can_see(&mut self, served: &Served) -> Result<bool> {
+        let pdu = &served.stored;
         let (visibility, membership_then) = match self.then.get(&pdu.state_before) {
             Some(then) => then.clone(),
             None => {
@@ -148,11 +149,7 @@ impl<'a> Viewer<'a> {
             _ => {}
         }
         // A user always sees the event that changed their own membership.
-        let parsed = pdu.parse(event_id.to_owned()).ok();
-        if parsed
-            .as_ref()
-            .is_some_and(|p| p.state_key.as_deref() == Some(self.user.as_str()))
-        {
+        if served.state_key() == Some(self.user.as_str()) {
             return Ok(true);
         }
         Ok(visibility == HistoryVisibility::Shared && self.joined_now(&pdu.room_id)?)

@@ -88,7 +88,7 @@ pub(super) fn timeline(
                 continue;
             };
             let pdu = &served.stored;
-            if !viewer.can_see(event_id, pdu)? {
+            if !viewer.can_see(&served)? {
                 if pdu.state_after != pdu.state_before {
                     hidden_state_at.get_or_insert(*position);
                 }
