@@ -64,6 +64,40 @@ pub struct Config {
     pub media: Media,
     /// Sync and requests over one WebSocket per device (`docs/websocket.md`).
     pub websocket: WebSocket,
+    /// Push notifications to phones through push gateways.
+    pub push: Push,
+}
+
+/// Push notifications.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Push {
+    /// Whether notifications are sent to push gateways (unread counts and
+    /// `/notifications` work either way).
+    pub enabled: bool,
+    /// Whether a push carries the message (content, sender and room names); without it
+    /// gateways get only ids and counts, and the app fetches the event.
+    pub include_content: bool,
+    /// Whether the badge counts rooms with unread notifications (else notifications).
+    pub group_unread_count_by_room: bool,
+    /// How long after a device's last sync it still counts as online, in seconds: the
+    /// pusher that device set gets no push meanwhile (the app shows the event itself).
+    pub syncing_grace_secs: u64,
+    /// Address ranges (CIDR) push gateways may be reached at although the deny list
+    /// covers them (loopback, private, link-local, multicast and reserved ranges).
+    pub gateway_ip_allow: Vec<String>,
+}
+
+impl Default for Push {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            include_content: true,
+            group_unread_count_by_room: true,
+            syncing_grace_secs: 30,
+            gateway_ip_allow: Vec::new(),
+        }
+    }
 }
 
 /// The WebSocket transport.
@@ -276,6 +310,7 @@ impl Default for Config {
             federation: Federation::default(),
             media: Media::default(),
             websocket: WebSocket::default(),
+            push: Push::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ use matrix_sdk::{
 use serde_json::Value;
 
 pub mod fake_server;
+pub mod push_gateway;
 pub mod synapse;
 pub mod tls;
 

@@ -4,6 +4,7 @@
 //! `sync` reads from all of them and writes nothing.
 
 pub mod account_data;
+pub mod address_policy;
 pub mod appservices;
 pub mod e2ee;
 pub mod federation;
@@ -11,8 +12,7 @@ pub mod filters;
 pub mod key_backup;
 pub mod media;
 pub mod presence;
-pub mod push_rules;
-pub mod pushers;
+pub mod push;
 pub mod rate_limit;
 pub mod receipts;
 pub mod reports;
@@ -23,7 +23,6 @@ pub mod sync;
 pub mod to_device;
 pub mod typing;
 pub mod uiaa;
-pub mod unread;
 pub mod users;
 
 use std::sync::Arc;
@@ -47,7 +46,7 @@ pub struct Services {
     pub uiaa: uiaa::Uiaa,
     pub account_data: Arc<account_data::AccountData>,
     pub filters: filters::Filters,
-    pub pushers: pushers::Pushers,
+    pub push: push::Push,
     pub presence: Arc<presence::Presence>,
     pub e2ee: Arc<e2ee::E2ee>,
     pub to_device: Arc<to_device::ToDevice>,
@@ -58,7 +57,6 @@ pub struct Services {
     pub receipts: Arc<receipts::Receipts>,
     pub reports: reports::Reports,
     pub typing: Arc<typing::Typing>,
-    pub unread: Arc<unread::Unread>,
     pub sync: Arc<sync::Syncer>,
     pub sliding_sync: sync::sliding::SlidingSync,
     pub login_limiter: rate_limit::RateLimiter,
@@ -82,12 +80,21 @@ impl Services {
         let stream = stream::Stream::load(&db)?;
         let (outgoing, woken) = federation::queue::OutgoingQueue::load(db.clone())?;
         let outgoing = Arc::new(outgoing);
+        let account_data = Arc::new(account_data::AccountData::new(db.clone(), stream.clone()));
+        let push_rules = Arc::new(push::rules::Rulesets::new(account_data.clone()));
+        let (notified, notified_users) = tokio::sync::mpsc::unbounded_channel();
+        let push_actions = Arc::new(push::actions::PushActions::new(
+            push_rules.clone(),
+            config.server_name.clone(),
+            notified,
+        ));
         let rooms = Arc::new(rooms::Rooms::new(
             db.clone(),
             stream.clone(),
             config.server_name.clone(),
             signing_key.clone(),
             outgoing.clone(),
+            vec![push_actions],
         )?);
         let federation_client = Arc::new(
             FederationClient::new(
@@ -106,6 +113,9 @@ impl Services {
         ));
         let base = Base {
             db,
+            account_data,
+            push_rules,
+            notified_users,
             signing_key,
             stream,
             outgoing,
@@ -125,6 +135,9 @@ impl Services {
     ) -> Result<Self> {
         let Base {
             db,
+            account_data,
+            push_rules,
+            notified_users,
             signing_key,
             stream,
             outgoing,
@@ -136,13 +149,13 @@ impl Services {
             db.clone(),
             config.refreshable_access_token_lifetime_secs * 1000,
         ));
-        let account_data = Arc::new(account_data::AccountData::new(db.clone(), stream.clone()));
         let presence = Arc::new(presence::Presence::new(db.clone(), stream.clone()));
         let e2ee = Arc::new(e2ee::E2ee::new(db.clone(), stream.clone()));
         let to_device = Arc::new(to_device::ToDevice::new(db.clone(), stream.clone()));
         let receipts = Arc::new(receipts::Receipts::new(db.clone(), stream.clone()));
         let typing = typing::Typing::new(stream.clone());
-        let unread = Arc::new(unread::Unread::default());
+        let push_counts = Arc::new(push::counts::Counts::new(db.clone()));
+        let pushers = Arc::new(push::pushers::Pushers::new(db.clone())?);
         let sync = Arc::new(sync::Syncer {
             rooms: rooms.clone(),
             e2ee: e2ee.clone(),
@@ -152,7 +165,7 @@ impl Services {
             stream: stream.clone(),
             typing: typing.clone(),
             receipts: receipts.clone(),
-            unread: unread.clone(),
+            push_counts: push_counts.clone(),
         });
         let sliding_sync = sync::sliding::SlidingSync::new(
             sync.clone(),
@@ -192,6 +205,27 @@ impl Services {
             config.server_name.clone(),
             config.federation.enabled,
         );
+        let gateway = push::gateway::Gateway::new(
+            push::gateway::Handles {
+                db: db.clone(),
+                pushers: pushers.clone(),
+                counts: push_counts.clone(),
+                rooms: rooms.clone(),
+                receipts: receipts.clone(),
+                stream: stream.clone(),
+            },
+            push::gateway::Options {
+                include_content: config.push.include_content,
+                group_unread_count_by_room: config.push.group_unread_count_by_room,
+                syncing_grace: std::time::Duration::from_secs(config.push.syncing_grace_secs),
+            },
+            address_policy::AddressPolicy::new(&config.push.gateway_ip_allow)
+                .map_err(crate::Error::internal)?,
+        )
+        .map_err(crate::Error::internal)?;
+        if config.push.enabled {
+            Arc::new(gateway).start(notified_users);
+        }
         let media = media::Media::new(
             db.clone(),
             open_media_store(&config)?,
@@ -206,7 +240,11 @@ impl Services {
             uiaa: uiaa::Uiaa::default(),
             account_data,
             filters: filters::Filters::new(db.clone()),
-            pushers: pushers::Pushers::new(db.clone()),
+            push: push::Push {
+                rules: push_rules,
+                pushers,
+                counts: push_counts,
+            },
             presence,
             e2ee,
             to_device,
@@ -215,7 +253,6 @@ impl Services {
             receipts,
             reports: reports::Reports::new(db.clone()),
             typing,
-            unread,
             sync,
             sliding_sync,
             login_limiter: rate_limit::RateLimiter::new(config.rate_limits.login),
@@ -237,6 +274,9 @@ impl Services {
 /// What every other service is built on.
 struct Base {
     db: Arc<Db>,
+    account_data: Arc<account_data::AccountData>,
+    push_rules: Arc<push::rules::Rulesets>,
+    notified_users: tokio::sync::mpsc::UnboundedReceiver<ruma::OwnedUserId>,
     signing_key: Arc<SigningKey>,
     stream: Arc<stream::Stream>,
     outgoing: Arc<federation::queue::OutgoingQueue>,

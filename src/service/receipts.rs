@@ -16,6 +16,9 @@ use crate::{
     },
 };
 
+/// The receipt types that mark events read.
+pub const READ_TYPES: [&str; 2] = ["m.read", "m.read.private"];
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Receipt {
     pub event_id: OwnedEventId,
@@ -66,6 +69,17 @@ impl Receipts {
             .str(user.as_str());
         let mut batch = self.db.batch();
         batch.put_json(Keyspace::Receipts, key, &receipt);
+        if let Some(thread) = thread_id.as_deref().filter(|thread| *thread != "main") {
+            batch.put_json(
+                Keyspace::ThreadReceipts,
+                Key::new()
+                    .str(user.as_str())
+                    .str(room_id.as_str())
+                    .str(receipt_type)
+                    .str(thread),
+                &receipt,
+            );
+        }
         batch.put_json(
             Keyspace::ReceiptStream,
             Key::new().str(room_id.as_str()).u64(permit.position()),
@@ -108,6 +122,40 @@ impl Receipts {
             }
         }
         Ok(best)
+    }
+
+    /// A user's read receipts in a room (public and private): the unthreaded ones
+    /// (`None`), the main timeline's (`Some("main")`) and each thread's.
+    pub fn read_receipts(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Vec<(Option<String>, Receipt)>> {
+        let mut found = Vec::new();
+        for receipt_type in READ_TYPES {
+            for thread in ["", "main"] {
+                let key = Key::new()
+                    .str(room_id.as_str())
+                    .str(receipt_type)
+                    .str(thread)
+                    .str(user.as_str());
+                if let Some(receipt) = self
+                    .db
+                    .get_json::<Receipt>(Keyspace::Receipts, key.bytes())?
+                {
+                    found.push(((!thread.is_empty()).then(|| thread.to_owned()), receipt));
+                }
+            }
+        }
+        let prefix = Key::new().str(user.as_str()).str(room_id.as_str());
+        for (_, value) in self
+            .db
+            .scan_prefix(Keyspace::ThreadReceipts, prefix.bytes())?
+        {
+            let receipt: Receipt = decode_json(&value)?;
+            found.push((receipt.thread_id.clone(), receipt));
+        }
+        Ok(found)
     }
 
     /// The `m.receipt` ephemeral event content for receipts in a room after `since`, as

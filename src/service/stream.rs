@@ -11,10 +11,11 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use parking_lot::Mutex;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::watch;
 
 use crate::storage::{Batch, Db, Keyspace, StorageResult, codec};
@@ -27,6 +28,29 @@ pub struct Stream {
     frontier: watch::Sender<u64>,
     listeners: Mutex<HashMap<OwnedUserId, watch::Sender<()>>>,
     rooms: Mutex<RoomChanges>,
+    syncing: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), Syncing>>,
+}
+
+/// A device's syncs: how many are open, and when the last one ended.
+struct Syncing {
+    open: usize,
+    last: Instant,
+}
+
+/// Held while a device syncs (`Stream::syncing`).
+pub struct SyncingGuard {
+    stream: Arc<Stream>,
+    key: (OwnedUserId, OwnedDeviceId),
+}
+
+impl Drop for SyncingGuard {
+    fn drop(&mut self) {
+        let mut syncing = self.stream.syncing.lock();
+        if let Some(entry) = syncing.get_mut(&self.key) {
+            entry.open = entry.open.saturating_sub(1);
+            entry.last = Instant::now();
+        }
+    }
 }
 
 /// The rooms whose timeline or receipts changed, by position, since the server started:
@@ -38,6 +62,11 @@ struct RoomChanges {
     latest: HashMap<OwnedRoomId, u64>,
     by_position: BTreeMap<u64, OwnedRoomId>,
 }
+
+/// Devices whose syncing is remembered before those idle longest are forgotten.
+const DEVICES_REMEMBERED: usize = 100_000;
+/// How long an idle device's last sync is remembered once that many are.
+const FORGET_SYNCING: Duration = Duration::from_secs(10 * 60);
 
 /// Rooms remembered before the oldest is forgotten (and the horizon moves up past it).
 const ROOMS_REMEMBERED: usize = 500_000;
@@ -129,6 +158,7 @@ impl Stream {
             frontier: watch::Sender::new(last),
             listeners: Mutex::new(HashMap::new()),
             rooms: Mutex::new(RoomChanges::new(last)),
+            syncing: Mutex::default(),
         }))
     }
 
@@ -197,6 +227,36 @@ impl Stream {
         self.rooms.lock().since(since)
     }
 
+    /// Notes that a device syncs until the guard is dropped.
+    pub fn syncing(self: &Arc<Self>, user: &UserId, device: &DeviceId) -> SyncingGuard {
+        let key = (user.to_owned(), device.to_owned());
+        let mut syncing = self.syncing.lock();
+        if syncing.len() >= DEVICES_REMEMBERED {
+            let now = Instant::now();
+            syncing.retain(|_, entry| entry.open > 0 || now - entry.last < FORGET_SYNCING);
+        }
+        let entry = syncing.entry(key.clone()).or_insert(Syncing {
+            open: 0,
+            last: Instant::now(),
+        });
+        entry.open += 1;
+        entry.last = Instant::now();
+        SyncingGuard {
+            stream: self.clone(),
+            key,
+        }
+    }
+
+    /// Whether a device has a sync open, or ended one less than `grace` ago (a client
+    /// between two long-polls): it sees new events without being pushed them.
+    pub fn is_syncing(&self, user: &UserId, device: &DeviceId, grace: Duration) -> bool {
+        let key = (user.to_owned(), device.to_owned());
+        self.syncing
+            .lock()
+            .get(&key)
+            .is_some_and(|entry| entry.open > 0 || entry.last.elapsed() < grace)
+    }
+
     /// Wakes the long-polls of these users.
     pub fn notify<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) {
         let mut listeners = self.listeners.lock();
@@ -225,6 +285,7 @@ mod tests {
             frontier: watch::Sender::new(10),
             listeners: Mutex::new(HashMap::new()),
             rooms: Mutex::new(RoomChanges::new(10)),
+            syncing: Mutex::default(),
         })
     }
 

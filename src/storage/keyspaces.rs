@@ -80,6 +80,9 @@ keyspaces! {
     RoomMembers => "room_members",
     /// `room_id ‖ receipt type ‖ thread id or "" ‖ user_id` → JSON `{event_id, ts, position}`.
     Receipts => "receipts",
+    /// `user_id ‖ room_id ‖ receipt type ‖ thread root` → JSON `{event_id, ts, position}`:
+    /// a user's receipts in threads (not `main`), for their unread counts.
+    ThreadReceipts => "thread_receipts",
     /// `room_id ‖ position` → JSON receipt content (`{event_id: {type: {user: {ts}}}}`).
     ReceiptStream => "receipt_stream",
     /// `room alias` → JSON `{room_id, creator}`.
@@ -165,4 +168,29 @@ keyspaces! {
     /// client holds, stream positions, list counts, last use); `user_id ‖ device_id ‖
     /// conn_id ‖ room_id` → JSON `SentRoom`: what a sliding sync connection has been sent.
     SlidingSync => "sliding_sync",
+    /// `room_id ‖ parent event id ‖ position` → JSON `Relation` (the child's event id,
+    /// relation type, event type and sender): the events relating to an event, in stream
+    /// order.
+    Relations => "relations",
+    /// `event_id` → JSON `Aggregation`: what clients see bundled with an event that
+    /// others relate to (its latest edit, whether it has references, whether it is a
+    /// thread root).
+    Aggregations => "aggregations",
+    /// `room_id ‖ root event id` → JSON `Thread` (reply count, latest reply and its
+    /// position, participants).
+    Threads => "threads",
+    /// `room_id ‖ position of the latest reply` → root event id: a room's threads by
+    /// latest activity.
+    ThreadActivity => "thread_activity",
+    /// `user_id ‖ position` → JSON `Notification` (room, event, push actions, highlight,
+    /// thread): the events that notify a local user, computed once when the event was
+    /// written.
+    Notifications => "notifications",
+    /// `user_id ‖ room_id ‖ position` → one flag byte (1 notify, 2 highlight) then the
+    /// thread root id, if any: the same notifications by room, for unread counts.
+    UnreadNotifications => "unread_notifications",
+    /// `user_id ‖ app_id ‖ pushkey` → JSON `PusherCursor` (the device that set the pusher,
+    /// the position up to which notifications were sent, failures): a push gateway's
+    /// delivery state.
+    PusherCursors => "pusher_cursors",
 }

@@ -147,6 +147,20 @@ impl Db {
             .collect()
     }
 
+    /// A JSON value as `batch` leaves it: staged there, else stored.
+    pub fn get_json_through<T: serde::de::DeserializeOwned>(
+        &self,
+        batch: &Batch,
+        keyspace: Keyspace,
+        key: &[u8],
+    ) -> StorageResult<Option<T>> {
+        match batch.staged(keyspace, key) {
+            Some(Some(value)) => Ok(Some(codec::decode_json(value)?)),
+            Some(None) => Ok(None),
+            None => self.get_json(keyspace, key),
+        }
+    }
+
     /// Whether a key exists.
     pub fn contains(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<bool> {
         Ok(self.get(keyspace, key)?.is_some())
@@ -345,6 +359,19 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// What this batch last stages for a key: `Some(Some(value))` for a put,
+    /// `Some(None)` for a delete, `None` when it does not touch the key. Lets a writer
+    /// that stages several events in one batch read what the earlier ones changed.
+    pub fn staged(&self, keyspace: Keyspace, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.ops.iter().rev().find_map(|op| match op {
+            Op::Put(space, k, value) if *space == keyspace && k == key => {
+                Some(Some(value.as_slice()))
+            }
+            Op::Delete(space, k) if *space == keyspace && k == key => Some(None),
+            _ => None,
+        })
     }
 }
 

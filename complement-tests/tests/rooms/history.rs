@@ -213,25 +213,29 @@ async fn unread_counts_follow_the_users_push_rules() -> anyhow::Result<()> {
         .request("PUT", &path, Some(&token(&bob)), Some(mute))
         .await?;
     assert_eq!(status, 200);
-    let last = send("4", json!({ "msgtype": "m.text", "body": "still there?" }))
-        .await?
-        .1["event_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    send("4", json!({ "msgtype": "m.text", "body": "still there?" })).await?;
+    send("5", json!({ "msgtype": "m.text", "body": "bob!", "m.mentions": { "user_ids": ["@bob:localhost"] } })).await?;
     let sync = raw_sync(&server, &bob, None, 0).await?;
     assert_eq!(
         counts(&sync),
-        json!({ "notification_count": 1, "highlight_count": 1 }),
-        "only the mention still counts: mention rules come before room rules"
+        json!({ "notification_count": 3, "highlight_count": 2 }),
+        "the muted message does not count, the mention does (mention rules come before \
+         room rules), and what counted before still does: actions are decided once, when \
+         an event arrives"
     );
 
     let path = format!("/_matrix/client/v3/pushrules/global/room/{room_id}");
     server
         .request("DELETE", &path, Some(&token(&bob)), None)
         .await?;
+    let last = send("6", json!({ "msgtype": "m.text", "body": "unmuted" }))
+        .await?
+        .1["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let sync = raw_sync(&server, &bob, None, 0).await?;
-    assert_eq!(counts(&sync)["notification_count"], 3);
+    assert_eq!(counts(&sync)["notification_count"], 4);
     let path = format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{last}");
     server
         .request("POST", &path, Some(&token(&bob)), Some(json!({})))

@@ -72,10 +72,7 @@ async fn change_password(
     if request.body.logout_devices {
         for (device_id, _) in services.users.devices(&sender.user_id)? {
             if device_id != sender.device_id {
-                services
-                    .federation
-                    .device_lists
-                    .remove_device(&sender.user_id, &device_id)?;
+                super::device::remove_device(&services, &sender.user_id, &device_id)?;
             }
         }
     }
@@ -104,10 +101,7 @@ async fn deactivate(
         }
     }
     for (device_id, _) in services.users.devices(&user_id)? {
-        services
-            .federation
-            .device_lists
-            .remove_device(&user_id, &device_id)?;
+        super::device::remove_device(&services, &user_id, &device_id)?;
     }
     services.users.deactivate(&user_id)?;
     tracing::info!(%user_id, "deactivated");

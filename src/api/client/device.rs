@@ -119,10 +119,7 @@ async fn delete(
         &uia::operation(&request),
     )
     .await?;
-    services
-        .federation
-        .device_lists
-        .remove_device(user_id, &request.body.device_id)?;
+    remove_device(&services, user_id, &request.body.device_id)?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -140,10 +137,21 @@ async fn delete_many(
     )
     .await?;
     for device_id in &request.body.devices {
-        services
-            .federation
-            .device_lists
-            .remove_device(user_id, device_id)?;
+        remove_device(&services, user_id, device_id)?;
     }
     Ok(delete_devices::v3::Response::new())
+}
+
+/// Removes a device with what hangs off it: its keys and tokens (and the device-list
+/// update other servers hear of), and the pushers it set.
+pub(super) fn remove_device(
+    services: &Services,
+    user_id: &ruma::UserId,
+    device_id: &ruma::DeviceId,
+) -> Result<()> {
+    services
+        .federation
+        .device_lists
+        .remove_device(user_id, device_id)?;
+    services.push.pushers.remove_for_device(user_id, device_id)
 }

@@ -22,6 +22,7 @@ pub mod presence;
 pub mod profile;
 pub mod push;
 pub mod register;
+pub mod relations;
 pub mod report;
 pub mod room;
 pub mod session;
@@ -56,6 +57,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = message::routes(router);
     let router = report::routes(router);
     let router = pagination::routes(router);
+    let router = relations::routes(router);
     let router = peeking::routes(router);
     let router = state::routes(router);
     let router = members::routes(router);

@@ -8,20 +8,24 @@ use axum::{Router, response::IntoResponse, routing::any};
 use ruma::{
     UserId,
     api::client::push::{
-        delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
-        get_pushrules_all, get_pushrules_global_scope, set_pusher, set_pushrule,
-        set_pushrule_actions, set_pushrule_enabled,
+        delete_pushrule, get_notifications, get_pushers, get_pushrule, get_pushrule_actions,
+        get_pushrule_enabled, get_pushrules_all, get_pushrules_global_scope, set_pusher,
+        set_pushrule, set_pushrule_actions, set_pushrule_enabled,
     },
     push::RuleKind,
     push::Ruleset,
 };
 use serde_json::{Map, Value};
 
-use crate::service::account_data::AccountData;
+use crate::service::{
+    account_data::AccountData,
+    push::counts::read_marks,
+    rooms::{pdu::ClientFormat, visibility::Viewer},
+};
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, push_rules},
+    service::{Services, push::rules as push_rules},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -37,6 +41,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(rule_actions)
         .ruma_route(set_rule_actions)
         .ruma_route(pushers)
+        .ruma_route(notifications)
         .ruma_route(set_pusher);
     // A scope other than `global` (the only one) is a malformed request, as on Synapse;
     // `global` paths are matched first.
@@ -97,8 +102,8 @@ async fn kind_rules(
     request: Ruma<get_pushrules_kind::Request>,
 ) -> Result<Value> {
     known_kind(&request.body.kind)?;
-    let ruleset = serde_json::to_value(load(&services.account_data, request.user_id()?)?)
-        .map_err(Error::internal)?;
+    let ruleset =
+        serde_json::to_value(load(&services, request.user_id()?)?).map_err(Error::internal)?;
     Ok(ruleset
         .get(request.body.kind.as_str())
         .cloned()
@@ -110,14 +115,12 @@ pub fn init_push_rules(account_data: &AccountData, user_id: &UserId) -> Result<(
     push_rules::save(account_data, user_id, &push_rules::default_ruleset(user_id))
 }
 
-fn load(account_data: &AccountData, user_id: &UserId) -> Result<Ruleset> {
-    push_rules::load(account_data, user_id)
+fn load(services: &Services, user_id: &UserId) -> Result<Ruleset> {
+    Ok((*services.push.rules.get(user_id)?).clone())
 }
 
 fn save(services: &Services, user_id: &UserId, ruleset: &Ruleset) -> Result<()> {
-    push_rules::save(&services.account_data, user_id, ruleset)?;
-    services.unread.invalidate_user(user_id);
-    Ok(())
+    services.push.rules.set(user_id, ruleset)
 }
 
 fn not_found() -> Error {
@@ -130,7 +133,7 @@ async fn all_rules(
     request: Ruma<get_pushrules_all::v3::Request>,
 ) -> Result<get_pushrules_all::v3::Response> {
     Ok(get_pushrules_all::v3::Response::new(load(
-        &services.account_data,
+        &services,
         request.user_id()?,
     )?))
 }
@@ -141,7 +144,7 @@ async fn global_rules(
     request: Ruma<get_pushrules_global_scope::v3::Request>,
 ) -> Result<get_pushrules_global_scope::v3::Response> {
     Ok(get_pushrules_global_scope::v3::Response::new(load(
-        &services.account_data,
+        &services,
         request.user_id()?,
     )?))
 }
@@ -152,7 +155,7 @@ async fn rule(
     request: Ruma<get_pushrule::v3::Request>,
 ) -> Result<get_pushrule::v3::Response> {
     known_kind(&request.body.kind)?;
-    let ruleset = load(&services.account_data, request.user_id()?)?;
+    let ruleset = load(&services, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
         .ok_or_else(not_found)?;
@@ -173,7 +176,7 @@ async fn set_rule(
     request: Ruma<set_pushrule::v3::Request>,
 ) -> Result<set_pushrule::v3::Response> {
     let user_id = request.user_id()?.to_owned();
-    let mut ruleset = load(&services.account_data, &user_id)?;
+    let mut ruleset = load(&services, &user_id)?;
     let body = request.body;
     ruleset
         .insert(body.rule, body.after.as_deref(), body.before.as_deref())
@@ -192,7 +195,7 @@ async fn delete_rule(
 ) -> Result<delete_pushrule::v3::Response> {
     known_kind(&request.body.kind)?;
     let user_id = request.user_id()?;
-    let mut ruleset = load(&services.account_data, user_id)?;
+    let mut ruleset = load(&services, user_id)?;
     ruleset
         .remove(request.body.kind.clone(), &request.body.rule_id)
         .map_err(|error| match error {
@@ -209,7 +212,7 @@ async fn rule_enabled(
     request: Ruma<get_pushrule_enabled::v3::Request>,
 ) -> Result<get_pushrule_enabled::v3::Response> {
     known_kind(&request.body.kind)?;
-    let ruleset = load(&services.account_data, request.user_id()?)?;
+    let ruleset = load(&services, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
         .ok_or_else(not_found)?;
@@ -223,7 +226,7 @@ async fn set_rule_enabled(
 ) -> Result<set_pushrule_enabled::v3::Response> {
     known_kind(&request.body.kind)?;
     let user_id = request.user_id()?;
-    let mut ruleset = load(&services.account_data, user_id)?;
+    let mut ruleset = load(&services, user_id)?;
     ruleset
         .set_enabled(
             request.body.kind.clone(),
@@ -241,7 +244,7 @@ async fn rule_actions(
     request: Ruma<get_pushrule_actions::v3::Request>,
 ) -> Result<get_pushrule_actions::v3::Response> {
     known_kind(&request.body.kind)?;
-    let ruleset = load(&services.account_data, request.user_id()?)?;
+    let ruleset = load(&services, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
         .ok_or_else(not_found)?;
@@ -257,7 +260,7 @@ async fn set_rule_actions(
 ) -> Result<set_pushrule_actions::v3::Response> {
     known_kind(&request.body.kind)?;
     let user_id = request.user_id()?;
-    let mut ruleset = load(&services.account_data, user_id)?;
+    let mut ruleset = load(&services, user_id)?;
     ruleset
         .set_actions(
             request.body.kind.clone(),
@@ -275,7 +278,7 @@ async fn pushers(
     request: Ruma<get_pushers::v3::Request>,
 ) -> Result<get_pushers::v3::Response> {
     Ok(get_pushers::v3::Response::new(
-        services.pushers.list(request.user_id()?)?,
+        services.push.pushers.list(request.user_id()?)?,
     ))
 }
 
@@ -287,14 +290,113 @@ async fn set_pusher(
     let user_id = request.user_id()?;
     match &request.body.action {
         set_pusher::v3::PusherAction::Post(data) => {
-            services.pushers.set(user_id, &data.pusher, data.append)?;
+            check_pusher(&data.pusher)?;
+            let device = &request.sender()?.device_id;
+            let from = services.stream.frontier();
+            services
+                .push
+                .pushers
+                .set(user_id, device, &data.pusher, data.append, from)?;
         }
         set_pusher::v3::PusherAction::Delete(ids) => {
             services
+                .push
                 .pushers
                 .remove(user_id, &ids.app_id, &ids.pushkey)?;
         }
         _ => return Err(Error::bad_json("Unknown pusher action")),
     }
     Ok(set_pusher::v3::Response::new())
+}
+
+/// An HTTP pusher needs the URL of a push gateway's notify endpoint.
+fn check_pusher(pusher: &ruma::api::client::push::Pusher) -> Result<()> {
+    if let ruma::api::client::push::PusherKind::Http(data) = &pusher.kind {
+        let url = url::Url::parse(&data.url)
+            .map_err(|_| Error::invalid_param("The pusher's url is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::invalid_param(
+                "The pusher's url must be http or https",
+            ));
+        }
+        if url.path() != "/_matrix/push/v1/notify" {
+            return Err(Error::invalid_param(
+                "The pusher's url must end in /_matrix/push/v1/notify",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Notifications per page when the client names no limit, and the most it may ask.
+const NOTIFICATIONS_DEFAULT: u64 = 20;
+const NOTIFICATIONS_MOST: u64 = 100;
+
+/// # `GET /_matrix/client/v3/notifications`
+///
+/// The events that notified the user, newest first, as stored when each was written.
+/// `from` is the `next_token` of the page before.
+async fn notifications(
+    services: Arc<Services>,
+    request: Ruma<get_notifications::v3::Request>,
+) -> Result<get_notifications::v3::Response> {
+    let sender = request.sender()?;
+    let user = &sender.user_id;
+    let body = &request.body;
+    let before = match body.from.as_deref() {
+        Some(from) => from
+            .parse::<u64>()
+            .map_err(|_| Error::invalid_param("Invalid from token"))?,
+        None => u64::MAX,
+    };
+    let limit = body
+        .limit
+        .map_or(NOTIFICATIONS_DEFAULT, u64::from)
+        .clamp(1, NOTIFICATIONS_MOST) as usize;
+    let only_highlight = body.only.as_deref() == Some("highlight");
+    let found = services
+        .push
+        .counts
+        .notifications(user, before, limit, only_highlight)?;
+    let next_token = (found.len() >= limit)
+        .then(|| found.last().map(|(position, _)| position.to_string()))
+        .flatten();
+    let mut viewer = Viewer::new(&services.rooms, user, Some(&sender.device_id));
+    let mut marks = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (position, notification) in found {
+        let Some((_, event)) = viewer.event(&notification.event_id, ClientFormat::Sync)? else {
+            continue;
+        };
+        let room_id = notification.room_id.clone();
+        if !marks.contains_key(&room_id) {
+            let joined_at = services
+                .rooms
+                .membership(&room_id, user)?
+                .map_or(0, |membership| membership.position);
+            let read = read_marks(
+                &services.rooms,
+                &services.receipts,
+                &room_id,
+                user,
+                joined_at,
+            )?;
+            marks.insert(room_id.clone(), read);
+        }
+        let read = marks
+            .get(&room_id)
+            .is_some_and(|marks| marks.is_read(notification.thread.as_deref(), position));
+        let mut entry = get_notifications::v3::Notification::new(
+            notification.actions,
+            event.into_raw(),
+            read,
+            room_id,
+            ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::new(notification.ts).unwrap_or_default()),
+        );
+        entry.profile_tag = None;
+        out.push(entry);
+    }
+    let mut response = get_notifications::v3::Response::new(out);
+    response.next_token = next_token;
+    Ok(response)
 }

@@ -139,10 +139,7 @@ async fn logout(
     request: Ruma<logout::v3::Request>,
 ) -> Result<logout::v3::Response> {
     let sender = request.sender()?;
-    services
-        .federation
-        .device_lists
-        .remove_device(&sender.user_id, &sender.device_id)?;
+    super::device::remove_device(&services, &sender.user_id, &sender.device_id)?;
     Ok(logout::v3::Response::new())
 }
 
@@ -153,10 +150,7 @@ async fn logout_all(
 ) -> Result<logout_all::v3::Response> {
     let user_id = request.user_id()?;
     for (device_id, _) in services.users.devices(user_id)? {
-        services
-            .federation
-            .device_lists
-            .remove_device(user_id, &device_id)?;
+        super::device::remove_device(&services, user_id, &device_id)?;
     }
     Ok(logout_all::v3::Response::new())
 }

@@ -139,7 +139,7 @@ impl Media {
         let thumbnailer = thumbnails::Thumbnailer::new(limits.max_image_pixels);
         let previews = match &limits.url_previews {
             Some(allowed) => Some(
-                preview::AddressPolicy::new(allowed)
+                crate::service::address_policy::AddressPolicy::new(allowed)
                     .and_then(preview::Previews::new)
                     .map_err(|error| Error::internal(format!("URL previews: {error}")))?,
             ),

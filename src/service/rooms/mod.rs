@@ -6,6 +6,7 @@
 //! `incoming.rs` for other servers' events and joins through them, `remote_invite.rs`
 //! for invites and knocks across servers; so a room's events are linear.
 
+pub mod aggregations;
 pub mod alias;
 pub mod client;
 pub mod create;
@@ -15,6 +16,7 @@ pub mod incoming;
 pub mod membership;
 pub mod pdu;
 mod power;
+pub mod relations;
 pub mod remote_invite;
 mod resolution;
 pub mod state;
@@ -139,6 +141,8 @@ pub struct Rooms {
     pub(super) served: Arc<EventCache<Served>>,
     /// Each room's `bump_position` as far as read or written (room lists sort by it).
     bumps: Mutex<HashMap<OwnedRoomId, u64>>,
+    /// What every event entering a timeline updates beside it (`timeline/effects.rs`).
+    indexes: Arc<[Arc<dyn timeline::TimelineIndex>]>,
 }
 
 /// Bytes of parsed state events kept in memory.
@@ -157,8 +161,12 @@ impl Rooms {
         server_name: OwnedServerName,
         signing_key: Arc<palisade_federation::SigningKey>,
         queue: Arc<OutgoingQueue>,
+        indexes: Vec<Arc<dyn timeline::TimelineIndex>>,
     ) -> Result<Self> {
+        let mut indexes = indexes;
+        indexes.insert(0, Arc::new(relations::RelationsIndex));
         Ok(Self {
+            indexes: indexes.into(),
             state: StateStore::load(db.clone())?,
             db,
             stream,

@@ -79,8 +79,28 @@ impl<'a> Viewer<'a> {
         Ok(self.events(&[event_id], format)?.pop().flatten())
     }
 
-    /// [`Viewer::event`] for many events (a page of a timeline), read together.
+    /// [`Viewer::event`] for many events (a page of a timeline), read together, with
+    /// their bundled aggregations (`aggregations.rs`).
     pub fn events(
+        &mut self,
+        event_ids: &[&EventId],
+        format: ClientFormat,
+    ) -> Result<Vec<Option<Shown>>> {
+        let mut shown = self.events_unbundled(event_ids, format)?;
+        self.bundle(event_ids, &mut shown, format)?;
+        Ok(shown)
+    }
+
+    pub fn user(&self) -> &UserId {
+        self.user
+    }
+
+    pub fn rooms(&self) -> &Rooms {
+        self.rooms
+    }
+
+    /// [`Viewer::events`] without the bundled aggregations.
+    pub(super) fn events_unbundled(
         &mut self,
         event_ids: &[&EventId],
         format: ClientFormat,

@@ -30,9 +30,9 @@ pub use self::token::SyncToken;
 use crate::{
     Result,
     service::{
-        account_data::AccountData, e2ee, e2ee::E2ee, presence::Presence, receipts::Receipts, rooms,
-        rooms::pdu::ClientEvent, stream::Stream, to_device::ToDevice, typing::Typing,
-        unread::Unread, users::Sender,
+        account_data::AccountData, e2ee, e2ee::E2ee, presence::Presence, push::counts::Counts,
+        receipts::Receipts, rooms, rooms::pdu::ClientEvent, stream::Stream, to_device::ToDevice,
+        typing::Typing, users::Sender,
     },
 };
 
@@ -47,7 +47,7 @@ pub struct Syncer {
     pub stream: Arc<Stream>,
     pub typing: Arc<Typing>,
     pub receipts: Arc<Receipts>,
-    pub unread: Arc<Unread>,
+    pub push_counts: Arc<Counts>,
 }
 
 /// What a client asked of one `/sync` call.
@@ -97,6 +97,7 @@ impl Syncer {
     /// Answers a sync, waiting up to the timeout for something new.
     pub async fn sync(&self, sender: &Sender, request: SyncRequest) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + request.timeout;
+        let _syncing = self.stream.syncing(&sender.user_id, &sender.device_id);
         if let Some(since) = request.since {
             // A token from beyond the frontier acknowledges nothing it could not have shown.
             self.to_device.acknowledge(

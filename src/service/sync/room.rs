@@ -1,6 +1,6 @@
 //! The per-room parts of a sync response.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ruma::events::room::member::MembershipState;
 use ruma::{
@@ -21,6 +21,7 @@ use crate::{
     json::raw,
     service::{
         filters,
+        push::counts::read_marks,
         rooms::{
             Membership,
             pdu::{ClientEvent, ClientFormat},
@@ -280,42 +281,41 @@ fn summary(window: &Window<'_>, room_id: &RoomId) -> Result<RoomSummary> {
     Ok(summary)
 }
 
-/// The events after the user's read receipt (and after they joined) that the user's push
-/// rules say notify, and those that highlight.
-pub(super) async fn unread(
+/// The stored notifications of a room after the user's read receipts (and after they
+/// joined): all of them, or, when `by_thread`, the main timeline's and each thread's
+/// apart.
+pub(super) fn unread(
     window: &Window<'_>,
     room_id: &RoomId,
     joined_at: u64,
-) -> Result<UnreadNotificationsCount> {
+) -> Result<(
+    UnreadNotificationsCount,
+    BTreeMap<OwnedEventId, UnreadNotificationsCount>,
+)> {
     let sync = window.sync;
     let user = window.user();
-    let read_position = sync
-        .receipts
-        .get(room_id, user, "m.read")?
-        .into_iter()
-        .chain(sync.receipts.get(room_id, user, "m.read.private")?)
-        .filter_map(|receipt| {
-            sync.rooms
-                .pdu(&receipt.event_id)
-                .ok()
-                .flatten()
-                .map(|pdu| pdu.position)
-        })
-        .max()
-        .unwrap_or(0)
-        .max(joined_at);
+    let marks = read_marks(&sync.rooms, &sync.receipts, room_id, user, joined_at)?;
     let found = sync
-        .unread
-        .counts(
-            &sync.rooms,
-            &sync.account_data,
-            room_id,
-            user,
-            read_position,
-            window.until.position,
-        )
-        .await?;
-    Ok(counts(found.notifications, found.highlights))
+        .push_counts
+        .room(user, room_id, &marks, window.until.position)?;
+    let by_thread = window.filter.room.timeline.unread_thread_notifications;
+    if !by_thread {
+        let total = found.total();
+        return Ok((
+            counts(total.notifications, total.highlights),
+            BTreeMap::new(),
+        ));
+    }
+    let threads = found
+        .threads
+        .iter()
+        .filter(|(_, count)| !count.is_zero())
+        .map(|(root, count)| (root.clone(), counts(count.notifications, count.highlights)))
+        .collect();
+    Ok((
+        counts(found.main.notifications, found.main.highlights),
+        threads,
+    ))
 }
 
 fn counts(notifications: u64, highlights: u64) -> UnreadNotificationsCount {
@@ -428,7 +428,9 @@ pub async fn joined(
     ephemeral_events.events = ephemeral.into_iter().map(raw).collect();
     room.ephemeral = ephemeral_events;
     room.account_data = account_data_events(account_data);
-    room.unread_notifications = unread(window, room_id, membership.position).await?;
+    let (counts, thread_counts) = unread(window, room_id, membership.position)?;
+    room.unread_notifications = counts;
+    room.unread_thread_notifications = thread_counts;
     if first_sight || state_changed {
         room.summary = summary(window, room_id)?;
     }

@@ -9,7 +9,7 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-use super::{Head, Txn, txn_key};
+use super::{Head, Placed, Txn, txn_key};
 use crate::{
     Error, Result,
     service::{
@@ -128,6 +128,32 @@ impl Rooms {
             self.note_bump(&head.room_id, position);
         }
         self.stream.note_room(&head.room_id, position);
+        if !self.indexes.is_empty() {
+            let json = raw_json(&entry.event.object)?;
+            let placed = Placed {
+                room_id: &head.room_id,
+                event_id: &entry.event.event_id,
+                pdu: &entry.event.pdu,
+                json: &json,
+                rules: &head.rules,
+                position,
+                state_before: entry.state_before,
+            };
+            for index in self.indexes.iter() {
+                // An index is kept beside the timeline: one that cannot take an event
+                // (other than for a storage failure, which spoils the batch) misses it,
+                // and the event is still written.
+                match index.stage(self, batch, &placed) {
+                    Err(Error::Storage(error)) => return Err(Error::Storage(error)),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        event_id = %placed.event_id,
+                        "an index skipped an event"
+                    ),
+                    Ok(()) => {}
+                }
+            }
+        }
         let write = PduWrite {
             event: entry.event,
             txn: entry.txn,
@@ -374,16 +400,14 @@ impl Rooms {
 }
 
 /// The event a redaction rewrites, if the event is a redaction.
-pub(in crate::service::rooms) fn redacted_by(pdu: &Pdu) -> Option<OwnedEventId> {
+pub fn redacted_by(pdu: &Pdu) -> Option<OwnedEventId> {
     (pdu.kind == TimelineEventType::RoomRedaction)
         .then(|| pdu.redacts.clone())
         .flatten()
 }
 
 /// The member whose membership a member event sets, and to what.
-pub(in crate::service::rooms) fn member_change(
-    pdu: &Pdu,
-) -> Option<(OwnedUserId, MembershipState)> {
+pub fn member_change(pdu: &Pdu) -> Option<(OwnedUserId, MembershipState)> {
     if pdu.kind != TimelineEventType::RoomMember {
         return None;
     }

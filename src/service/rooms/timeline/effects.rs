@@ -1,17 +1,46 @@
 //! Writing a staged batch and what follows: the one durability point of an event, then
 //! its effects (the members' syncs woken, the federation sender woken).
+//!
+//! What an event changes beyond its room (the push actions of each member, the relations
+//! and threads it joins, the search index) is kept by [`TimelineIndex`]es: each stages its
+//! records in the batch that writes the event, so they are as durable as the event, and
+//! hears of the write once it is on disk.
 
-use ruma::OwnedEventId;
+use ruma::{EventId, OwnedEventId, RoomId, room_version_rules::RoomVersionRules};
+use serde_json::value::RawValue;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::{
     Error, Result,
     service::{
-        rooms::{Audience, Rooms},
+        rooms::{Audience, Rooms, pdu::Pdu},
         stream::Permit,
     },
     storage::Batch,
 };
+
+/// An event entering a room's timeline, as the indexes see it while it is staged.
+pub struct Placed<'a> {
+    pub room_id: &'a RoomId,
+    pub event_id: &'a EventId,
+    pub pdu: &'a Pdu,
+    /// The PDU as stored.
+    pub json: &'a RawValue,
+    pub rules: &'a RoomVersionRules,
+    pub position: u64,
+    /// The room's state group before the event.
+    pub state_before: u64,
+}
+
+/// A record kept beside the timeline, updated by every event that enters one.
+pub trait TimelineIndex: Send + Sync {
+    /// Stages what `event` changes in the batch that writes it. The room's lock is held:
+    /// the room's members and state are as the event found them.
+    fn stage(&self, rooms: &Rooms, batch: &mut Batch, event: &Placed<'_>) -> Result<()>;
+
+    /// The events at `positions` are written (`true`) or their write failed (`false`).
+    fn written(&self, _positions: &[u64], _ok: bool) {}
+}
 
 /// Staged events, waiting to be written at their stream positions.
 pub(in crate::service::rooms) struct Pending {
@@ -47,6 +76,7 @@ impl Rooms {
     ) -> Result<()> {
         let (db, stream, queue) = (self.db.clone(), self.stream.clone(), self.queue.clone());
         let (state_events, served) = (self.state_events.clone(), self.served.clone());
+        let indexes = self.indexes.clone();
         tokio::task::spawn_blocking(move || {
             let Pending {
                 batch,
@@ -59,8 +89,12 @@ impl Rooms {
                 state_events.forget(&redacted);
                 served.forget(&redacted);
             }
+            let positions: Vec<u64> = permits.iter().map(Permit::position).collect();
             drop(permits);
             drop(room_lock);
+            for index in indexes.iter() {
+                index.written(&positions, written.is_ok());
+            }
             if written.is_ok() {
                 stream.notify(woken.users.iter().map(|user| user.as_ref()));
                 queue.wake(&woken.servers);

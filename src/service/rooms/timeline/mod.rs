@@ -28,10 +28,14 @@ use ruma::{
 };
 
 pub(super) use self::{
-    append::{Entry, PduWrite, Place, member_change, raw_json, redacted_by},
+    append::{Entry, PduWrite, Place, raw_json},
     build::Draft,
     effects::Pending,
     queue::Queued,
+};
+pub use self::{
+    append::{member_change, redacted_by},
+    effects::{Placed, TimelineIndex},
 };
 use super::{Audience, RoomRecord, Rooms, state::StateMap};
 use crate::{

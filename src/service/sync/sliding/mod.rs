@@ -67,6 +67,7 @@ impl SlidingSync {
         };
         let start = self.connections.start(key, request.body.pos.as_deref())?;
         let deadline = tokio::time::Instant::now() + request.timeout;
+        let _syncing = self.sync.stream.syncing(&sender.user_id, &sender.device_id);
         let ignored = self.sync.account_data.ignored_users(&sender.user_id)?;
         let filter = FilterDefinition::default();
         loop {

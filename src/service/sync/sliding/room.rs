@@ -250,7 +250,7 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
         describe(&window, room_id, &end, &mut room)?;
     }
     if !left {
-        let counts = v3room::unread(&window, room_id, listed.membership.position).await?;
+        let (counts, _) = v3room::unread(&window, room_id, listed.membership.position)?;
         room.unread_notifications = counts;
     }
     Ok((Some(room), sent))

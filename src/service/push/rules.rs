@@ -1,15 +1,18 @@
 //! Push rules: each user's ruleset lives in their `m.push_rules` account data (which is
 //! also how clients receive it in `/sync`), seeded with the spec's defaults. Evaluation
-//! is ruma's.
+//! is ruma's, once per member when an event is written (`actions.rs`).
 
-use ruma::events::room::member::MembershipState;
+use std::{num::NonZeroUsize, sync::Arc};
+
+use futures::FutureExt;
+use lru::LruCache;
+use parking_lot::Mutex;
 use ruma::{
     Int, OwnedUserId, RoomId, UInt, UserId,
-    events::AnySyncTimelineEvent,
+    events::room::member::MembershipState,
     power_levels::NotificationPowerLevels,
-    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    push::{Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
     room_version_rules::RoomPowerLevelsRules,
-    serde::Raw,
 };
 use serde_json::Value;
 
@@ -17,7 +20,7 @@ use crate::{
     Result,
     service::{
         account_data::AccountData,
-        rooms::{Rooms, pdu::ClientEvent},
+        rooms::{Rooms, state::StateMap},
     },
 };
 
@@ -95,69 +98,101 @@ pub fn save(account_data: &AccountData, user: &UserId, ruleset: &Ruleset) -> Res
     )
 }
 
-/// What one event means for one user: whether it notifies and whether it highlights.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
-    pub notify: bool,
-    pub highlight: bool,
+/// Each user's ruleset, parsed once and kept until they change it.
+pub struct Rulesets {
+    account_data: Arc<AccountData>,
+    parsed: Mutex<LruCache<OwnedUserId, Arc<Ruleset>>>,
 }
 
-/// Evaluates events of one room for one user.
-pub struct Evaluator {
-    ruleset: Ruleset,
-    context: PushConditionRoomCtx,
+/// Users whose parsed rulesets are kept.
+const RULESETS_KEPT: usize = 10_000;
+
+impl Rulesets {
+    pub fn new(account_data: Arc<AccountData>) -> Self {
+        Self {
+            account_data,
+            parsed: Mutex::new(LruCache::new(
+                NonZeroUsize::new(RULESETS_KEPT).expect("not zero"),
+            )),
+        }
+    }
+
+    /// A user's rules (the defaults if none are stored).
+    pub fn get(&self, user: &UserId) -> Result<Arc<Ruleset>> {
+        if let Some(ruleset) = self.parsed.lock().get(user) {
+            return Ok(ruleset.clone());
+        }
+        let ruleset = Arc::new(load(&self.account_data, user)?);
+        self.parsed.lock().put(user.to_owned(), ruleset.clone());
+        Ok(ruleset)
+    }
+
+    /// Stores a user's rules (clients see them in their account data).
+    pub fn set(&self, user: &UserId, ruleset: &Ruleset) -> Result<()> {
+        save(&self.account_data, user, ruleset)?;
+        self.parsed.lock().pop(user);
+        Ok(())
+    }
 }
 
-impl Evaluator {
-    /// Gathers what the rules need to know about the room: members, the user's display
-    /// name there, and who may notify the whole room.
-    pub fn new(
-        rooms: &Rooms,
-        account_data: &AccountData,
-        room_id: &RoomId,
-        user: &UserId,
-    ) -> Result<Self> {
-        let state = rooms.current_state(room_id)?;
+/// What the push rules of a room's members need to know about the room: its members,
+/// each local member's display name there, and who may notify the whole room.
+pub struct RoomContext {
+    pub member_count: u64,
+    pub power_levels: PushConditionPowerLevelsCtx,
+}
+
+impl RoomContext {
+    pub fn of(rooms: &Rooms, room_id: &RoomId, state: &StateMap) -> Result<Self> {
         let member_count = rooms.members_with(room_id, MembershipState::Join)?.len() as u64;
-        let display_name = rooms
-            .content_in(&state, "m.room.member", user.as_str())?
-            .and_then(|content| {
-                content
-                    .get("displayname")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| user.localpart().to_owned());
-        let mut context = PushConditionRoomCtx::new(
-            room_id.to_owned(),
-            UInt::new(member_count).unwrap_or_default(),
-            user.to_owned(),
-            display_name,
-        );
-        context.power_levels = Some(power_levels(rooms, room_id, &state)?);
         Ok(Self {
-            ruleset: load(account_data, user)?,
-            context,
+            member_count,
+            power_levels: power_levels(rooms, room_id, state)?,
         })
     }
 
-    /// The outcome of one event, given in the client format.
-    pub async fn evaluate(&self, event: &ClientEvent) -> Outcome {
-        let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(event.json.clone());
-        let actions = self.ruleset.get_actions(&raw, &self.context).await;
-        Outcome {
-            notify: actions
-                .iter()
-                .any(|action| matches!(action, Action::Notify)),
-            highlight: actions.iter().any(Action::is_highlight),
+    /// The conditions' context for one member.
+    pub fn for_user(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        display_name: String,
+    ) -> PushConditionRoomCtx {
+        let mut context = PushConditionRoomCtx::new(
+            room_id.to_owned(),
+            UInt::new(self.member_count).unwrap_or_default(),
+            user.to_owned(),
+            display_name,
+        );
+        context.power_levels = Some(self.power_levels.clone());
+        context
+    }
+}
+
+/// The actions of the first rule that applies to `event`, empty when none does or when
+/// the user sent it.
+pub fn actions<'a>(
+    ruleset: &'a Ruleset,
+    event: &FlattenedJson,
+    context: &PushConditionRoomCtx,
+) -> &'a [Action] {
+    if event.get_str("sender") == Some(context.user_id.as_str()) {
+        return &[];
+    }
+    for rule in ruleset {
+        // Only thread-subscription conditions wait on anything, and this server
+        // evaluates none, so every rule answers at once.
+        if rule.applies(event, context).now_or_never() == Some(true) {
+            return rule.actions();
         }
     }
+    &[]
 }
 
 fn power_levels(
     rooms: &Rooms,
     room_id: &RoomId,
-    state: &crate::service::rooms::state::StateMap,
+    state: &StateMap,
 ) -> Result<PushConditionPowerLevelsCtx> {
     let content = rooms
         .content_in(state, "m.room.power_levels", "")?

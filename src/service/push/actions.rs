@@ -1,0 +1,295 @@
+//! Push actions, worked out once when an event is written: for each local member of the
+//! room (and a local user the event invites), their push rules decide whether it
+//! notifies and highlights. What notifies is stored with the event, in its batch: unread
+//! counts, `/notifications` and the push gateways read it and never evaluate again.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use parking_lot::Mutex;
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId,
+    events::{TimelineEventType, room::member::MembershipState},
+    push::{Action, FlattenedJson},
+    serde::Raw,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::rules::{RoomContext, Rulesets, actions};
+use crate::{
+    Result,
+    service::rooms::{
+        Rooms,
+        relations::{THREAD, relation_of},
+        timeline::{Placed, TimelineIndex, member_change},
+    },
+    storage::{Batch, Keyspace, codec::Key},
+};
+
+/// An event that notifies a user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Notification {
+    pub room_id: OwnedRoomId,
+    pub event_id: OwnedEventId,
+    pub actions: Vec<Action>,
+    pub highlight: bool,
+    /// The thread root, for an event in a thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<OwnedEventId>,
+    /// When the server received it (ms).
+    pub ts: u64,
+}
+
+pub(super) const NOTIFY: u8 = 1;
+pub(super) const HIGHLIGHT: u8 = 2;
+
+pub(super) fn notification_key(user: &UserId, position: u64) -> Key {
+    Key::new().str(user.as_str()).u64(position)
+}
+
+pub(super) fn unread_prefix(user: &UserId, room_id: &RoomId) -> Key {
+    Key::new().str(user.as_str()).str(room_id.as_str())
+}
+
+/// Local members with their display names in a room.
+type LocalMembers = Arc<Vec<(OwnedUserId, String)>>;
+
+/// The local members of a room and their display names, for one state of the room.
+struct Members {
+    state_group: u64,
+    context: Arc<RoomContext>,
+    local: LocalMembers,
+}
+
+/// Staged positions remembered until written; more means batches were dropped unwritten.
+const STAGED_MOST: usize = 100_000;
+
+/// Rooms whose members are kept between events.
+const ROOMS_KEPT: usize = 10_000;
+
+pub struct PushActions {
+    rulesets: Arc<Rulesets>,
+    server_name: OwnedServerName,
+    rooms: Mutex<HashMap<OwnedRoomId, Members>>,
+    /// Users notified by staged events, by position, until the write is known.
+    staged: Mutex<BTreeMap<u64, Vec<OwnedUserId>>>,
+    /// Where the users with new notifications go once written (the push gateways).
+    notified: UnboundedSender<OwnedUserId>,
+}
+
+impl PushActions {
+    pub fn new(
+        rulesets: Arc<Rulesets>,
+        server_name: OwnedServerName,
+        notified: UnboundedSender<OwnedUserId>,
+    ) -> Self {
+        Self {
+            rulesets,
+            server_name,
+            rooms: Mutex::default(),
+            staged: Mutex::default(),
+            notified,
+        }
+    }
+
+    /// The local members the event may notify, with the room's context before it;
+    /// `None` when the state before it is not written yet.
+    fn members(
+        &self,
+        rooms: &Rooms,
+        event: &Placed<'_>,
+    ) -> Result<Option<(Arc<RoomContext>, LocalMembers)>> {
+        if let Some(members) = self.rooms.lock().get(event.room_id)
+            && members.state_group == event.state_before
+        {
+            return Ok(Some((members.context.clone(), members.local.clone())));
+        }
+        let state = match rooms.state.get(event.state_before) {
+            Ok(state) => state,
+            // The state before a join through another server is made in the join's
+            // own batch: not readable yet, and no one here to notify of one's own join.
+            Err(crate::Error::Storage(error)) => return Err(crate::Error::Storage(error)),
+            Err(_) => return Ok(None),
+        };
+        let context = Arc::new(RoomContext::of(rooms, event.room_id, &state)?);
+        let mut local = Vec::new();
+        for user in rooms.members_with(event.room_id, MembershipState::Join)? {
+            if user.server_name() != self.server_name {
+                continue;
+            }
+            let name = display_name(rooms, &state, &user)?;
+            local.push((user, name));
+        }
+        let local = Arc::new(local);
+        let mut kept = self.rooms.lock();
+        if kept.len() >= ROOMS_KEPT {
+            kept.clear();
+        }
+        kept.insert(
+            event.room_id.to_owned(),
+            Members {
+                state_group: event.state_before,
+                context: context.clone(),
+                local: local.clone(),
+            },
+        );
+        Ok(Some((context, local)))
+    }
+
+    /// A redacted event notifies no one any more.
+    fn forget(
+        &self,
+        rooms: &Rooms,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        target: &EventId,
+    ) -> Result<()> {
+        let Some(stored) = rooms.pdu(target)? else {
+            return Ok(());
+        };
+        if stored.room_id != room_id || stored.position == 0 {
+            return Ok(());
+        }
+        for user in rooms.members_with(room_id, MembershipState::Join)? {
+            if user.server_name() != self.server_name {
+                continue;
+            }
+            batch.delete(
+                Keyspace::Notifications,
+                notification_key(&user, stored.position),
+            );
+            batch.delete(
+                Keyspace::UnreadNotifications,
+                unread_prefix(&user, room_id).u64(stored.position),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl TimelineIndex for PushActions {
+    fn stage(&self, rooms: &Rooms, batch: &mut Batch, event: &Placed<'_>) -> Result<()> {
+        if let Some(target) = crate::service::rooms::timeline::redacted_by(event.pdu) {
+            self.forget(rooms, batch, event.room_id, &target)?;
+        }
+        let Some((context, local)) = self.members(rooms, event)? else {
+            return Ok(());
+        };
+        let invited = member_change(event.pdu).filter(|(target, membership)| {
+            *membership == MembershipState::Invite && target.server_name() == self.server_name
+        });
+        if local.is_empty() && invited.is_none() {
+            return Ok(());
+        }
+        let flattened = FlattenedJson::from_raw(&Raw::<()>::from_json(event.json.to_owned()));
+        let thread = thread_of(rooms, event)?;
+        let mut notified = Vec::new();
+        let invitee = invited.map(|(user, _)| {
+            let name = user.localpart().to_owned();
+            (user, name)
+        });
+        for (user, name) in local.iter().chain(invitee.iter()) {
+            if *user == event.pdu.sender {
+                continue;
+            }
+            let ruleset = self.rulesets.get(user)?;
+            let room_context = context.for_user(event.room_id, user, name.clone());
+            let actions = actions(&ruleset, &flattened, &room_context);
+            if !actions
+                .iter()
+                .any(|action| matches!(action, Action::Notify))
+            {
+                continue;
+            }
+            let highlight = actions.iter().any(Action::is_highlight);
+            let notification = Notification {
+                room_id: event.room_id.to_owned(),
+                event_id: event.event_id.to_owned(),
+                actions: actions.to_vec(),
+                highlight,
+                thread: thread.clone(),
+                ts: crate::service::users::now_ms(),
+            };
+            batch.put_json(
+                Keyspace::Notifications,
+                notification_key(user, event.position),
+                &notification,
+            );
+            let mut flags = vec![NOTIFY | if highlight { HIGHLIGHT } else { 0 }];
+            if let Some(thread) = &thread {
+                flags.extend_from_slice(thread.as_bytes());
+            }
+            batch.put(
+                Keyspace::UnreadNotifications,
+                unread_prefix(user, event.room_id).u64(event.position),
+                flags,
+            );
+            notified.push(user.clone());
+        }
+        if !notified.is_empty() {
+            self.staged.lock().insert(event.position, notified);
+        }
+        Ok(())
+    }
+
+    fn written(&self, positions: &[u64], ok: bool) {
+        let mut staged = self.staged.lock();
+        if staged.len() > STAGED_MOST {
+            // Batches dropped before their write leave entries behind; their users
+            // are caught up with the next notification anyway.
+            staged.clear();
+        }
+        for position in positions {
+            if let Some(users) = staged.remove(position)
+                && ok
+            {
+                for user in users {
+                    let _ = self.notified.send(user);
+                }
+            }
+        }
+    }
+}
+
+/// A member's display name in a room (their localpart when they set none).
+fn display_name(
+    rooms: &Rooms,
+    state: &crate::service::rooms::state::StateMap,
+    user: &UserId,
+) -> Result<String> {
+    Ok(rooms
+        .content_in(state, "m.room.member", user.as_str())?
+        .and_then(|content| {
+            content
+                .get("displayname")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| user.localpart().to_owned()))
+}
+
+/// The thread an event belongs to: the root it replies to in a thread, or for an event
+/// relating to a threaded event (a reaction, an edit), that event's thread.
+fn thread_of(rooms: &Rooms, event: &Placed<'_>) -> Result<Option<OwnedEventId>> {
+    if event.pdu.kind == TimelineEventType::RoomRedaction {
+        return Ok(None);
+    }
+    let Some((rel_type, parent)) = relation_of(&event.pdu.content) else {
+        return Ok(None);
+    };
+    if rel_type == THREAD {
+        return Ok(Some(parent));
+    }
+    let Some(parent_pdu) = rooms.pdu(&parent)? else {
+        return Ok(None);
+    };
+    let Ok(parent_pdu) = parent_pdu.parse(parent) else {
+        return Ok(None);
+    };
+    Ok(relation_of(&parent_pdu.content)
+        .filter(|(rel_type, _)| rel_type == THREAD)
+        .map(|(_, root)| root))
+}
