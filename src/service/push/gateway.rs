@@ -108,7 +108,11 @@ impl Gateway {
 
     /// Catches up every pusher, then each user named on `notified` as they come.
     pub fn start(self: Arc<Self>, mut notified: UnboundedReceiver<OwnedUserId>) {
-        tokio::spawn(async move {
+        // Services opened outside a runtime (in-process tests) deliver nothing.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             for user in self.handles.pushers.users() {
                 self.clone().wake(user);
             }
@@ -278,7 +282,8 @@ impl Gateway {
         let response = self
             .http
             .post(url)
-            .json(body)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
             .send()
             .await
             .map_err(|error| error.to_string())?;
@@ -286,7 +291,8 @@ impl Gateway {
         if !status.is_success() {
             return Err(format!("status {status}"));
         }
-        let answer: Answer = response.json().await.unwrap_or(Answer {
+        let bytes = response.bytes().await.unwrap_or_default();
+        let answer: Answer = serde_json::from_slice(&bytes).unwrap_or(Answer {
             rejected: Vec::new(),
         });
         Ok(answer.rejected)
