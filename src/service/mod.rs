@@ -207,7 +207,6 @@ impl Services {
         );
         let gateway = push::gateway::Gateway::new(
             push::gateway::Handles {
-                db: db.clone(),
                 pushers: pushers.clone(),
                 counts: push_counts.clone(),
                 rooms: rooms.clone(),

@@ -97,33 +97,6 @@ impl Receipts {
         Ok(())
     }
 
-    /// A user's unthreaded or main-thread receipt of a type in a room.
-    pub fn get(
-        &self,
-        room_id: &RoomId,
-        user: &UserId,
-        receipt_type: &str,
-    ) -> Result<Option<Receipt>> {
-        let mut best: Option<Receipt> = None;
-        for thread in ["", "main"] {
-            let key = Key::new()
-                .str(room_id.as_str())
-                .str(receipt_type)
-                .str(thread)
-                .str(user.as_str());
-            if let Some(receipt) = self
-                .db
-                .get_json::<Receipt>(Keyspace::Receipts, key.bytes())?
-                && best
-                    .as_ref()
-                    .is_none_or(|best| best.position < receipt.position)
-            {
-                best = Some(receipt);
-            }
-        }
-        Ok(best)
-    }
-
     /// A user's read receipts in a room (public and private): the unthreaded ones
     /// (`None`), the main timeline's (`Some("main")`) and each thread's.
     pub fn read_receipts(

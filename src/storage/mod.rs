@@ -220,6 +220,18 @@ impl Db {
         since: u64,
         until: u64,
     ) -> StorageResult<Vec<(u64, Vec<u8>)>> {
+        self.stream_page(keyspace, prefix, since, until, usize::MAX)
+    }
+
+    /// The first `limit` entries of [`Db::stream_range`].
+    pub fn stream_page(
+        &self,
+        keyspace: Keyspace,
+        prefix: &codec::Key,
+        since: u64,
+        until: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<(u64, Vec<u8>)>> {
         let start = prefix.clone().u64(since.saturating_add(1));
         let mut out = Vec::new();
         let mut failure = None;
@@ -235,7 +247,7 @@ impl Db {
                 match position {
                     Some(Ok(position)) if position <= until => {
                         out.push((position, value.to_vec()));
-                        true
+                        out.len() < limit
                     }
                     Some(Ok(_)) => false,
                     Some(Err(error)) => {

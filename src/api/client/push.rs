@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::service::{
     account_data::AccountData,
-    push::counts::read_marks,
+    push::counts::current_read_marks,
     rooms::{pdu::ClientFormat, visibility::Viewer},
 };
 use crate::{
@@ -370,30 +370,19 @@ async fn notifications(
         };
         let room_id = notification.room_id.clone();
         if !marks.contains_key(&room_id) {
-            let joined_at = services
-                .rooms
-                .membership(&room_id, user)?
-                .map_or(0, |membership| membership.position);
-            let read = read_marks(
-                &services.rooms,
-                &services.receipts,
-                &room_id,
-                user,
-                joined_at,
-            )?;
+            let read = current_read_marks(&services.rooms, &services.receipts, &room_id, user)?;
             marks.insert(room_id.clone(), read);
         }
         let read = marks
             .get(&room_id)
             .is_some_and(|marks| marks.is_read(notification.thread.as_deref(), position));
-        let mut entry = get_notifications::v3::Notification::new(
+        let entry = get_notifications::v3::Notification::new(
             notification.actions,
             event.into_raw(),
             read,
             room_id,
             ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::new(notification.ts).unwrap_or_default()),
         );
-        entry.profile_tag = None;
         out.push(entry);
     }
     let mut response = get_notifications::v3::Response::new(out);

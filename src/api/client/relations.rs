@@ -179,7 +179,6 @@ fn page(services: &Services, sender: &Sender, query: Query<'_>) -> Result<Page> 
     let filter = RelationFilter {
         rel_type: query.rel_type,
         kind: query.kind,
-        ..RelationFilter::default()
     };
     // Every relating event (to the depth asked), by position.
     let mut found: BTreeMap<u64, Relation> = BTreeMap::new();
@@ -198,9 +197,7 @@ fn page(services: &Services, sender: &Sender, query: Query<'_>) -> Result<Page> 
             };
             for (position, relation) in children {
                 next.push(relation.event_id.clone());
-                let wanted = filter.rel_type.is_none_or(|t| t == relation.rel_type)
-                    && filter.kind.is_none_or(|k| k == relation.kind);
-                if wanted {
+                if filter.matches(&relation) {
                     found.insert(position, relation);
                 }
             }
@@ -233,37 +230,20 @@ fn page(services: &Services, sender: &Sender, query: Query<'_>) -> Result<Page> 
     }
     let mut chunk = Vec::new();
     let mut next_batch = None;
-    for batch in ordered.chunks(limit) {
+    'pages: for (page, batch) in ordered.chunks(limit).enumerate() {
         let ids: Vec<&EventId> = batch.iter().map(|(_, r)| &*r.event_id).collect();
         let shown = viewer.events(&ids, ClientFormat::Full)?;
-        for ((position, _), shown) in batch.iter().zip(shown) {
-            if chunk.len() >= limit {
-                next_batch = Some(boundary_past(*position, forwards));
-                break;
-            }
+        for (at, ((position, _), shown)) in batch.iter().zip(shown).enumerate() {
             if let Some((_, event)) = shown {
                 chunk.push(event.into_raw());
-                if chunk.len() >= limit {
-                    next_batch = Some(boundary_past(*position, forwards));
-                }
+            }
+            if chunk.len() >= limit {
+                // A next page only when events remain past this one.
+                let more = page * limit + at + 1 < ordered.len();
+                next_batch = more.then(|| boundary_past(*position, forwards));
+                break 'pages;
             }
         }
-        if chunk.len() >= limit {
-            break;
-        }
-    }
-    // Nothing after the last event returned: no next page.
-    if let Some(last) = next_batch.as_deref()
-        && !ordered.iter().any(|(position, _)| {
-            let boundary: u64 = last.parse().unwrap_or(0);
-            if forwards {
-                *position > boundary
-            } else {
-                *position <= boundary
-            }
-        })
-    {
-        next_batch = None;
     }
     Ok(Page {
         chunk,

@@ -68,27 +68,14 @@ pub struct ReadMarks {
 }
 
 impl ReadMarks {
-    fn of(&self, thread: Option<&str>) -> u64 {
+    /// Whether the event at `position`, in `thread` (its root) or the main timeline, is
+    /// read.
+    pub fn is_read(&self, thread: Option<&EventId>, position: u64) -> bool {
         let own = match thread {
             None => self.main,
-            Some(root) => self
-                .threads
-                .iter()
-                .find(|(id, _)| id.as_str() == root)
-                .map_or(0, |(_, position)| *position),
+            Some(root) => self.threads.get(root).copied().unwrap_or(0),
         };
-        own.max(self.all)
-    }
-
-    /// Whether the event at `position`, in `thread` (a root id) or the main timeline,
-    /// is read.
-    pub fn is_read(&self, thread: Option<&EventId>, position: u64) -> bool {
-        position <= self.of(thread.map(EventId::as_str))
-    }
-
-    /// The earliest position anything may be unread after.
-    fn floor(&self) -> u64 {
-        self.all
+        position <= own.max(self.all)
     }
 }
 
@@ -110,65 +97,31 @@ impl Counts {
         until: u64,
     ) -> Result<RoomCounts> {
         let mut counts = RoomCounts::default();
-        let entries = self.db.stream_range(
+        let entries = self.db.stream_page(
             Keyspace::UnreadNotifications,
             &unread_prefix(user, room_id),
-            read.floor(),
+            read.all,
             until,
+            COUNT_CAP,
         )?;
-        for (position, value) in entries.into_iter().take(COUNT_CAP) {
+        for (position, value) in entries {
             let Some((&flags, thread)) = value.split_first() else {
                 continue;
             };
-            let thread = (!thread.is_empty())
-                .then(|| std::str::from_utf8(thread).ok())
-                .flatten();
-            if position <= read.of(thread) {
+            let thread = std::str::from_utf8(thread)
+                .ok()
+                .and_then(|root| OwnedEventId::try_from(root).ok());
+            if read.is_read(thread.as_deref(), position) {
                 continue;
             }
-            match thread.and_then(|root| OwnedEventId::try_from(root).ok()) {
+            match thread {
                 Some(root) => counts.threads.entry(root).or_default().add(flags),
                 None => counts.main.add(flags),
             }
         }
         Ok(counts)
     }
-}
 
-/// How far a user has read a room: the stream positions of their receipts' events.
-pub fn read_marks(
-    rooms: &Rooms,
-    receipts: &Receipts,
-    room_id: &RoomId,
-    user: &UserId,
-    joined_at: u64,
-) -> Result<ReadMarks> {
-    let mut marks = ReadMarks {
-        all: joined_at,
-        ..ReadMarks::default()
-    };
-    for (thread, receipt) in receipts.read_receipts(room_id, user)? {
-        let Some(position) = rooms
-            .pdu(&receipt.event_id)?
-            .map(|pdu| pdu.position)
-            .filter(|position| *position > 0)
-        else {
-            continue;
-        };
-        let mark = match thread.as_deref() {
-            None => &mut marks.all,
-            Some("main") => &mut marks.main,
-            Some(root) => match OwnedEventId::try_from(root) {
-                Ok(root) => marks.threads.entry(root).or_default(),
-                Err(_) => continue,
-            },
-        };
-        *mark = (*mark).max(position);
-    }
-    Ok(marks)
-}
-
-impl Counts {
     /// A user's notifications, newest first, at positions below `before`: those that
     /// highlight only, if asked. At most `limit`.
     pub fn notifications(
@@ -209,4 +162,72 @@ impl Counts {
             None => Ok(out),
         }
     }
+
+    /// A user's notifications at positions in `(after, until]`, oldest first, at most
+    /// `limit` (what a push gateway has still to be sent).
+    pub fn notifications_after(
+        &self,
+        user: &UserId,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Notification)>> {
+        self.db
+            .stream_page(
+                Keyspace::Notifications,
+                &Key::new().str(user.as_str()),
+                after,
+                until,
+                limit,
+            )?
+            .into_iter()
+            .map(|(position, value)| Ok((position, decode_json(&value)?)))
+            .collect()
+    }
+}
+
+/// How far a user has read a room they are in now (counted from when they joined).
+pub fn current_read_marks(
+    rooms: &Rooms,
+    receipts: &Receipts,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<ReadMarks> {
+    let joined_at = rooms
+        .membership(room_id, user)?
+        .map_or(0, |membership| membership.position);
+    read_marks(rooms, receipts, room_id, user, joined_at)
+}
+
+/// How far a user has read a room: the stream positions of their receipts' events.
+pub fn read_marks(
+    rooms: &Rooms,
+    receipts: &Receipts,
+    room_id: &RoomId,
+    user: &UserId,
+    joined_at: u64,
+) -> Result<ReadMarks> {
+    let mut marks = ReadMarks {
+        all: joined_at,
+        ..ReadMarks::default()
+    };
+    for (thread, receipt) in receipts.read_receipts(room_id, user)? {
+        let Some(position) = rooms
+            .pdu(&receipt.event_id)?
+            .map(|pdu| pdu.position)
+            .filter(|position| *position > 0)
+        else {
+            continue;
+        };
+        let mark = match thread.as_deref() {
+            None => &mut marks.all,
+            Some("main") => &mut marks.main,
+            Some(root) => match OwnedEventId::try_from(root) {
+                Ok(root) => marks.threads.entry(root).or_default(),
+                Err(_) => continue,
+            },
+        };
+        *mark = (*mark).max(position);
+    }
+    Ok(marks)
 }

@@ -30,7 +30,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{
     actions::Notification,
-    counts::{Counts, ReadMarks},
+    counts::{Counts, ReadMarks, current_read_marks},
     pushers::Pushers,
 };
 use crate::{
@@ -41,7 +41,6 @@ use crate::{
         rooms::{Rooms, pdu::ClientFormat},
         stream::Stream,
     },
-    storage::{Db, Keyspace, codec::Key},
 };
 
 /// Notifications read per pass over a pusher.
@@ -67,7 +66,6 @@ pub struct Options {
 
 /// What the gateway sender reads.
 pub struct Handles {
-    pub db: Arc<Db>,
     pub pushers: Arc<Pushers>,
     pub counts: Arc<Counts>,
     pub rooms: Arc<Rooms>,
@@ -108,7 +106,7 @@ impl Gateway {
 
     /// Catches up every pusher, then each user named on `notified` as they come.
     pub fn start(self: Arc<Self>, mut notified: UnboundedReceiver<OwnedUserId>) {
-        // Services opened outside a runtime (in-process tests) deliver nothing.
+        // Opened outside a runtime (the in-process tests), nothing is delivered.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -170,17 +168,16 @@ impl Gateway {
             let Some(cursor) = self.handles.pushers.cursor(user, &app_id, &pushkey)? else {
                 return Ok(());
             };
-            let page = self.handles.db.stream_range(
-                Keyspace::Notifications,
-                &Key::new().str(user.as_str()),
+            let page = self.handles.counts.notifications_after(
+                user,
                 cursor.position,
                 self.handles.stream.frontier(),
+                PAGE,
             )?;
             if page.is_empty() {
                 return Ok(());
             }
-            for (position, value) in page.into_iter().take(PAGE) {
-                let notification: Notification = crate::storage::codec::decode_json(&value)?;
+            for (position, notification) in page {
                 let device_syncing = cursor.device_id.as_deref().is_some_and(|device| {
                     self.handles
                         .stream
@@ -214,18 +211,7 @@ impl Gateway {
     }
 
     fn read_marks(&self, user: &UserId, room_id: &RoomId) -> Result<ReadMarks> {
-        let joined_at = self
-            .handles
-            .rooms
-            .membership(room_id, user)?
-            .map_or(0, |membership| membership.position);
-        super::counts::read_marks(
-            &self.handles.rooms,
-            &self.handles.receipts,
-            room_id,
-            user,
-            joined_at,
-        )
+        current_read_marks(&self.handles.rooms, &self.handles.receipts, room_id, user)
     }
 
     /// Sends one notification, retrying while the gateway fails.

@@ -68,7 +68,7 @@ impl Viewer<'_> {
         if aggregation.referenced {
             let filter = RelationFilter {
                 rel_type: Some(REFERENCE),
-                ..RelationFilter::default()
+                kind: None,
             };
             let chunk: Vec<Value> = self
                 .rooms()

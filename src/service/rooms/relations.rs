@@ -149,8 +149,8 @@ impl TimelineIndex for RelationsIndex {
 }
 
 impl Rooms {
-    /// The events relating to `parent`, oldest first, with their positions, after
-    /// `from` and up to `to` (positions), of a relation type and event type if given.
+    /// The events relating to `parent` that `filter` lets through, oldest first, with
+    /// their positions.
     pub fn relations(
         &self,
         room_id: &RoomId,
@@ -159,17 +159,14 @@ impl Rooms {
     ) -> Result<Vec<(u64, Relation)>> {
         let prefix = Key::new().str(room_id.as_str()).str(parent.as_str());
         let mut out = Vec::new();
-        for (position, value) in
-            self.db
-                .stream_range(Keyspace::Relations, &prefix, filter.after, filter.until)?
+        for (position, value) in self
+            .db
+            .stream_range(Keyspace::Relations, &prefix, 0, u64::MAX)?
         {
             let relation: Relation = decode_json(&value)?;
-            if filter.rel_type.is_some_and(|t| t != relation.rel_type)
-                || filter.kind.is_some_and(|k| k != relation.kind)
-            {
-                continue;
+            if filter.matches(&relation) {
+                out.push((position, relation));
             }
-            out.push((position, relation));
         }
         Ok(out)
     }
@@ -320,7 +317,7 @@ impl Rooms {
         let remaining = |rel_type: &str| -> Result<Vec<(u64, Relation)>> {
             let filter = RelationFilter {
                 rel_type: Some(rel_type),
-                ..RelationFilter::default()
+                kind: None,
             };
             Ok(self
                 .relations(room_id, &parent, &filter)?
@@ -409,24 +406,16 @@ impl Rooms {
     }
 }
 
-/// Which relations of an event to read.
-#[derive(Clone, Copy, Debug)]
+/// Which relations of an event to read: of a relation type, of an event type.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct RelationFilter<'a> {
     pub rel_type: Option<&'a str>,
     pub kind: Option<&'a str>,
-    /// Positions after this one…
-    pub after: u64,
-    /// …up to this one.
-    pub until: u64,
 }
 
-impl Default for RelationFilter<'_> {
-    fn default() -> Self {
-        Self {
-            rel_type: None,
-            kind: None,
-            after: 0,
-            until: u64::MAX,
-        }
+impl RelationFilter<'_> {
+    pub fn matches(&self, relation: &Relation) -> bool {
+        self.rel_type.is_none_or(|t| t == relation.rel_type)
+            && self.kind.is_none_or(|k| k == relation.kind)
     }
 }

@@ -282,8 +282,8 @@ fn summary(window: &Window<'_>, room_id: &RoomId) -> Result<RoomSummary> {
 }
 
 /// The stored notifications of a room after the user's read receipts (and after they
-/// joined): all of them, or, when `by_thread`, the main timeline's and each thread's
-/// apart.
+/// joined): all of them, or, when the filter asks for `unread_thread_notifications`, the
+/// main timeline's and each thread's apart.
 pub(super) fn unread(
     window: &Window<'_>,
     room_id: &RoomId,

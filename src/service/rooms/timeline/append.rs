@@ -128,14 +128,13 @@ impl Rooms {
             self.note_bump(&head.room_id, position);
         }
         self.stream.note_room(&head.room_id, position);
-        if !self.indexes.is_empty() {
-            let json = raw_json(&entry.event.object)?;
+        let json = raw_json(&entry.event.object)?;
+        {
             let placed = Placed {
                 room_id: &head.room_id,
                 event_id: &entry.event.event_id,
                 pdu: &entry.event.pdu,
                 json: &json,
-                rules: &head.rules,
                 position,
                 state_before: entry.state_before,
             };
@@ -163,7 +162,7 @@ impl Rooms {
                 state_after: entry.state_after,
             },
         };
-        self.stage_pdu(batch, &head.room_id, &head.rules, write)?;
+        self.stage_pdu_json(batch, &head.room_id, &head.rules, write, json)?;
         head.record.last_position = position;
         batch.put_json(
             Keyspace::Rooms,
@@ -297,6 +296,19 @@ impl Rooms {
         rules: &RoomVersionRules,
         write: PduWrite<'_>,
     ) -> Result<()> {
+        let json = raw_json(&write.event.object)?;
+        self.stage_pdu_json(batch, room_id, rules, write, json)
+    }
+
+    /// [`stage_pdu`](Self::stage_pdu) with the PDU already serialised.
+    fn stage_pdu_json(
+        &self,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        write: PduWrite<'_>,
+        json: Box<RawValue>,
+    ) -> Result<()> {
         let PduWrite { event, txn, place } = write;
         let (position, (state_before, state_after)) = match place {
             Place::Timeline {
@@ -359,7 +371,7 @@ impl Rooms {
             txn: txn_record,
             outlier: matches!(place, Place::Outlier | Place::Rejected),
             soft_failed: matches!(place, Place::SoftFailed { .. } | Place::Rejected),
-            pdu: raw_json(&event.object)?,
+            pdu: json,
         };
         batch.put_json(
             Keyspace::Pdus,

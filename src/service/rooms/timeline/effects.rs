@@ -2,11 +2,11 @@
 //! its effects (the members' syncs woken, the federation sender woken).
 //!
 //! What an event changes beyond its room (the push actions of each member, the relations
-//! and threads it joins, the search index) is kept by [`TimelineIndex`]es: each stages its
+//! and threads it joins) is kept by [`TimelineIndex`]es: each stages its
 //! records in the batch that writes the event, so they are as durable as the event, and
 //! hears of the write once it is on disk.
 
-use ruma::{EventId, OwnedEventId, RoomId, room_version_rules::RoomVersionRules};
+use ruma::{EventId, OwnedEventId, RoomId};
 use serde_json::value::RawValue;
 use tokio::sync::OwnedMutexGuard;
 
@@ -26,7 +26,6 @@ pub struct Placed<'a> {
     pub pdu: &'a Pdu,
     /// The PDU as stored.
     pub json: &'a RawValue,
-    pub rules: &'a RoomVersionRules,
     pub position: u64,
     /// The room's state group before the event.
     pub state_before: u64,
