@@ -5,7 +5,8 @@
 //! - `history`: long history, `prev_batch`, lazy-loaded members, unread counts;
 //! - `lookups`: jump to a date, an event by id alone, mutual rooms, support contacts;
 //! - `reports`: reporting events, rooms and users;
-//! - `spaces`: the space hierarchy.
+//! - `spaces`: the space hierarchy;
+//! - `upgrades`: room upgrades followed by the client.
 
 use std::time::Duration;
 
@@ -64,3 +65,4 @@ mod membership;
 mod messages;
 mod reports;
 mod spaces;
+mod upgrades;

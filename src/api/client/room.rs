@@ -1,11 +1,11 @@
-//! Room creation.
+//! Room creation and upgrades.
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::{
     RoomVersionId,
-    api::client::room::{Visibility, create_room},
+    api::client::room::{Visibility, create_room, upgrade_room},
 };
 use serde_json::Value;
 
@@ -15,12 +15,12 @@ use crate::{
     api::{Ruma, RumaRouter},
     service::{
         Services,
-        rooms::{create::CreateRoom, timeline::NewEvent},
+        rooms::{create::CreateRoom, timeline::NewEvent, upgrade::Upgrade},
     },
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_route(create)
+    router.ruma_route(create).ruma_route(upgrade)
 }
 
 /// The users to invite, each local one with their profile.
@@ -114,6 +114,29 @@ async fn create(
             .await?;
     }
     Ok(create_room::v3::Response::new(room_id))
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/upgrade`
+async fn upgrade(
+    services: Arc<Services>,
+    request: Ruma<upgrade_room::v3::Request>,
+) -> Result<upgrade_room::v3::Response> {
+    let user = request.user_id()?.to_owned();
+    services.message_limiter.check(user.as_str())?;
+    let body = request.body;
+    let profile = services.users.member_profile(&user)?;
+    let replacement = services
+        .rooms
+        .upgrade(Upgrade {
+            room_id: &body.room_id,
+            user: &user,
+            profile: &profile,
+            new_version: &body.new_version,
+            additional_creators: &body.additional_creators,
+        })
+        .await?;
+    tracing::info!(room_id = %body.room_id, %replacement, %user, "room upgraded");
+    Ok(upgrade_room::v3::Response::new(replacement))
 }
 
 /// A JSON object a client gave (creation content, power level overrides).

@@ -64,6 +64,34 @@ impl Rooms {
         Ok(())
     }
 
+    /// Points an existing alias at another room (a room upgrade moves them), keeping
+    /// who made it.
+    pub fn move_alias(&self, alias: &RoomAliasId, room_id: &RoomId) -> Result<()> {
+        let record = self
+            .resolve_alias(alias)?
+            .ok_or_else(|| Error::not_found("Unknown alias"))?;
+        let mut batch = self.db.batch();
+        batch.delete(
+            Keyspace::RoomAliases,
+            Key::new().str(record.room_id.as_str()).str(alias.as_str()),
+        );
+        batch.put_json(
+            Keyspace::Aliases,
+            alias.as_bytes().to_vec(),
+            &AliasRecord {
+                room_id: room_id.to_owned(),
+                creator: record.creator,
+            },
+        );
+        batch.put(
+            Keyspace::RoomAliases,
+            Key::new().str(room_id.as_str()).str(alias.as_str()),
+            Vec::new(),
+        );
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     pub fn set_public(&self, room_id: &RoomId, public: bool) -> Result<()> {
         let mut batch = self.db.batch();
         if public {

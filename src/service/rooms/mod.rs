@@ -23,6 +23,7 @@ pub mod state;
 pub mod summary;
 pub mod timeline;
 mod timestamp;
+pub mod upgrade;
 pub mod visibility;
 
 use std::{collections::HashMap, sync::Arc};
