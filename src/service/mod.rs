@@ -250,7 +250,7 @@ impl Services {
             key_backup: key_backup::KeyBackup::new(db.clone()),
             admin_nonces: Default::default(),
             receipts,
-            reports: reports::Reports::new(db.clone()),
+            reports: reports::Reports::new(db.clone())?,
             typing,
             sync,
             sliding_sync,

@@ -1,5 +1,5 @@
 //! Reporting abuse: an event of a joined room, a room, a user; what may not be reported
-//! is not found.
+//! is not found; the administrators list, read and close event reports.
 
 use super::*;
 
@@ -44,6 +44,54 @@ async fn events_rooms_and_users_are_reported_to_the_administrators() -> anyhow::
             "no report of {reported} in the log:\n{log}"
         );
     }
+
+    // The administrators list the event report through Synapse's admin API, read it
+    // with the event, and close it; others may not look.
+    let admin = server.register_admin("admin").await?;
+    let (status, body) = server
+        .request("GET", "/_synapse/admin/v1/event_reports", Some(&t), None)
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN"))
+    );
+    let (status, list) = server
+        .request(
+            "GET",
+            "/_synapse/admin/v1/event_reports",
+            Some(&admin),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["total"], 1, "{list}");
+    let report = &list["event_reports"][0];
+    assert_eq!(report["event_id"], event_id.as_str());
+    assert_eq!(report["room_id"], room_id.as_str());
+    assert_eq!(report["user_id"], "@alice:localhost");
+    assert_eq!(report["sender"], "@bob:localhost");
+    assert_eq!(report["reason"], "abusive");
+    let id = report["id"].as_u64().expect("a numeric id");
+    let one = format!("/_synapse/admin/v1/event_reports/{id}");
+    let (status, detail) = server.request("GET", &one, Some(&admin), None).await?;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["event_json"]["content"]["body"], "something nasty");
+    let (status, other) = server
+        .request(
+            "GET",
+            "/_synapse/admin/v1/event_reports?room_id=!other:localhost",
+            Some(&admin),
+            None,
+        )
+        .await?;
+    assert_eq!((status, &other["total"]), (200, &json!(0)), "{other}");
+    let (status, _) = server.request("DELETE", &one, Some(&admin), None).await?;
+    assert_eq!(status, 200);
+    let (status, body) = server.request("GET", &one, Some(&admin), None).await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND"))
+    );
 
     // What may not be reported is not found: an unknown event, an event of a room the
     // reporter is not in, an unknown room, an unknown local user.

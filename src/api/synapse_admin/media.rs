@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Router,
     extract::{
         Path, Query, State,
         rejection::{PathRejection, QueryRejection},
@@ -18,7 +18,7 @@ use ruma::{OwnedServerName, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::require_admin;
+use super::{answer, param, require_admin};
 use crate::{Error, Result, service::Services};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -37,18 +37,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             get(list_of_user).delete(delete_of_user),
         )
         .route("/_synapse/admin/v1/purge_media_cache", post(purge_cache))
-}
-
-/// A rejected path or query is the spec's `400 M_INVALID_PARAM`, not axum's plain text.
-fn param<T>(extracted: std::result::Result<T, impl std::fmt::Display>) -> Result<T> {
-    extracted.map_err(|rejection| Error::invalid_param(rejection.to_string()))
-}
-
-fn answer(result: Result<Value>) -> Response {
-    match result {
-        Ok(value) => Json(value).into_response(),
-        Err(error) => error.into_response(),
-    }
 }
 
 /// # `DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}`
