@@ -4,7 +4,8 @@
 //! - `messages`: messages, edits, typing, receipts and presence both ways, a server
 //!   that was down catching up in order, a crash in the middle of sending, state changed
 //!   on both sides of a partition converging;
-//! - `membership`: kicks and bans, invites accepted or declined, knocks, a big room;
+//! - `membership`: kicks and bans, invites accepted or declined, knocks, restricted
+//!   joins vouched for by the resident server, a big room;
 //! - `directory`: server ACLs, the room directory, delegation, spaces and room previews
 //!   across servers;
 //! - `acl`: a denied server refused by every room endpoint (against the fake server),

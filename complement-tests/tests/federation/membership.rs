@@ -1,5 +1,5 @@
 //! Memberships across servers: kicks and bans, invites accepted or declined, knocks,
-//! and joining a big room.
+//! restricted joins, and joining a big room.
 
 use super::*;
 
@@ -444,5 +444,98 @@ async fn an_invite_into_a_room_the_server_is_not_in_can_be_declined() -> Result<
     assert_eq!(status, 200, "{member}");
     assert_eq!(member["membership"], "leave");
     assert_eq!(member["reason"], "no thanks");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_of_an_allowed_room_join_a_restricted_room_across_servers() -> Result<()> {
+    let ca = TestCa::new();
+    let pair = Pair::start(&ca).await?;
+    let (a, b) = (&pair.a, &pair.b);
+    let carol = a.register("carol").await?;
+    let dave = a.register("dave").await?;
+    carol.join_room_by_id(&pair.room_id).await?;
+    // A room only members of the lobby may join, without an invite.
+    let (status, body) = a
+        .request(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&pair.token(Side::A)),
+            Some(json!({
+                "name": "Lobby regulars",
+                "initial_state": [{
+                    "type": "m.room.join_rules",
+                    "state_key": "",
+                    "content": {
+                        "join_rule": "restricted",
+                        "allow": [{ "type": "m.room_membership", "room_id": pair.room_id }],
+                    },
+                }],
+            })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let regulars: OwnedRoomId = body["room_id"].as_str().context("a room id")?.try_into()?;
+    let member_path =
+        |user: &str| format!("/_matrix/client/v3/rooms/{regulars}/state/m.room.member/{user}");
+
+    // Carol, in the lobby, joins; Alice vouches for her. Dave, who is not, may not.
+    carol.join_room_by_id(&regulars).await?;
+    let carol_id = format!("@carol:{}", a.server_name());
+    let (_, member) = a
+        .request("GET", &member_path(&carol_id), Some(&token(&carol)), None)
+        .await?;
+    assert_eq!(member["membership"], "join", "{member}");
+    assert_eq!(member["join_authorised_via_users_server"], pair.alice_id());
+    let (status, body) = a
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/join/{regulars}"),
+            Some(&token(&dave)),
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{body}"
+    );
+
+    // Bob, on the other server and in the lobby, joins through A, which vouches for the
+    // join and signs it: B accepts the join only with A's signature on it.
+    let via = [matrix_sdk::ruma::OwnedServerName::try_from(
+        a.server_name(),
+    )?];
+    let target = <&RoomOrAliasId>::from(&*regulars);
+    let joined = tokio::time::timeout(PATIENCE, pair.bob.join_room_by_id_or_alias(target, &via))
+        .await
+        .context("the restricted join took too long")??;
+    assert_eq!(joined.room_id(), regulars);
+    let bob_id = pair.bob_id();
+    for (server, user_token) in [(a, pair.token(Side::A)), (b, pair.token(Side::B))] {
+        let (status, member) = server
+            .request("GET", &member_path(&bob_id), Some(&user_token), None)
+            .await?;
+        assert_eq!(status, 200, "{member}");
+        assert_eq!(member["membership"], "join", "{member}");
+        assert_eq!(member["join_authorised_via_users_server"], pair.alice_id());
+    }
+    // Eve, on B but not in the lobby, is refused by A.
+    let eve = b.register("eve").await?;
+    let refused = eve.join_room_by_id_or_alias(target, &via).await;
+    assert!(
+        refused.is_err(),
+        "Eve joined a restricted room she has no right to"
+    );
+    let eve_id = format!("@eve:{}", b.server_name());
+    let (status, _) = a
+        .request(
+            "GET",
+            &member_path(&eve_id),
+            Some(&pair.token(Side::A)),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 404, "A knows of a membership of Eve's");
     Ok(())
 }

@@ -28,7 +28,7 @@ use crate::{
         federation::pdu::verify_pdu,
         rooms::{
             RoomRecord, Rooms, incoming::Relay, membership::membership_in, pdu::SignedPdu,
-            timeline::NewEvent,
+            restricted::AUTHORISED_VIA, timeline::NewEvent,
         },
     },
 };
@@ -234,11 +234,13 @@ async fn make_membership<R: TemplateRequest>(
             "Your server does not support this room's version",
         ));
     }
-    let event = NewEvent::state(
-        "m.room.member",
-        user_id.as_str(),
-        json!({ "membership": membership.as_str() }),
-    );
+    let mut content = json!({ "membership": membership.as_str() });
+    if membership == MembershipState::Join
+        && let Some(voucher) = services.rooms.join_voucher(room_id, user_id)?
+    {
+        content[AUTHORISED_VIA] = voucher.as_str().into();
+    }
+    let event = NewEvent::state("m.room.member", user_id.as_str(), content);
     let (version, object) = services.rooms.template(room_id, user_id, event)?;
     let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
     Ok(R::response(version, raw))
@@ -265,6 +267,18 @@ async fn accept_membership(
 ) -> Result<SignedPdu> {
     let room = resident_room(&services.rooms, room_id)?;
     super::require_allowed(&services.rooms, origin, room_id)?;
+    let mut vouched = None;
+    if membership == MembershipState::Join {
+        let mut object: ruma::CanonicalJsonObject = serde_json::from_str(raw.get())
+            .map_err(|error| Error::bad_json(format!("PDU is not canonical JSON: {error}")))?;
+        if services
+            .rooms
+            .vouch_for(room_id, &room.version, &mut object)?
+        {
+            vouched = Some(Rooms::raw_object(&object)?);
+        }
+    }
+    let raw = vouched.as_deref().unwrap_or(raw);
     let event = verify_pdu(&services.server_keys, &room.version, raw).await?;
     if event.event_id != event_id {
         return Err(Error::bad_json("The event id does not match the event"));
@@ -301,6 +315,7 @@ async fn send_join(
     let mut room_state = create_join_event::v2::RoomState::new();
     room_state.state = joined.state;
     room_state.auth_chain = joined.auth_chain;
+    room_state.event = Some(joined.event);
     let mut servers: Vec<String> = services
         .rooms
         .remote_servers(&body.room_id)?
@@ -327,10 +342,12 @@ async fn send_join_v1(
     }))
 }
 
-/// What a join answers with: the state before the join and its auth chain.
+/// What a join answers with: the state before the join and its auth chain, and the
+/// join as this server signed it too when one of its users vouched for it.
 struct Joined {
     state: Vec<Box<RawValue>>,
     auth_chain: Vec<Box<RawValue>>,
+    event: Box<RawValue>,
 }
 
 async fn join(
@@ -362,6 +379,7 @@ async fn join(
     Ok(Joined {
         state: raws(&mut state.values())?,
         auth_chain: raws(&mut auth_chain.iter())?,
+        event: Rooms::raw_object(&event.object)?,
     })
 }
 

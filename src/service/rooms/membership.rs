@@ -53,7 +53,10 @@ impl Rooms {
         {
             return Ok(current.event_id);
         }
-        let content = member_content(MembershipState::Join, profile, reason);
+        let mut content = member_content(MembershipState::Join, profile, reason);
+        if let Some(voucher) = self.join_voucher(room_id, user)? {
+            content[super::restricted::AUTHORISED_VIA] = voucher.as_str().into();
+        }
         self.append(
             room_id,
             user,

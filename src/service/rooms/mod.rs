@@ -19,6 +19,7 @@ mod power;
 pub mod relations;
 pub mod remote_invite;
 mod resolution;
+pub mod restricted;
 pub mod state;
 pub mod summary;
 pub mod timeline;
