@@ -355,6 +355,12 @@ impl Config {
             .unwrap_or_else(|| self.database_path.join("media"))
     }
 
+    /// Where the search index is kept: `search` in the database directory. Deleting it
+    /// (or starting with `--rebuild-search-index`) rebuilds it from the rooms.
+    pub fn search_directory(&self) -> PathBuf {
+        self.database_path.join("search")
+    }
+
     /// The base URL clients are told to use.
     pub fn client_base_url(&self) -> String {
         self.well_known_client

@@ -19,6 +19,9 @@ struct Args {
     /// The TOML configuration file (see conf/homeserver.toml); defaults apply without one.
     #[arg(short, long)]
     config: Option<PathBuf>,
+    /// Rebuild the message search index from the rooms (in the background, once started).
+    #[arg(long)]
+    rebuild_search_index: bool,
 }
 
 #[tokio::main]
@@ -54,6 +57,15 @@ async fn main() -> std::process::ExitCode {
             .unwrap_or_default();
         tracing::error!(%location, %message, "panic");
     }));
+    if args.rebuild_search_index {
+        let directory = config.search_directory();
+        if let Err(error) = std::fs::remove_dir_all(&directory)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("palisade: cannot remove {}: {error}", directory.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     match palisade::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

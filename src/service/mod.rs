@@ -17,6 +17,7 @@ pub mod rate_limit;
 pub mod receipts;
 pub mod reports;
 pub mod rooms;
+pub mod search;
 pub mod spaces;
 pub mod stream;
 pub mod sync;
@@ -69,6 +70,7 @@ pub struct Services {
     pub federation: federation::Federation,
     pub spaces: spaces::Spaces,
     pub media: media::Media,
+    pub search: search::Search,
 }
 
 impl Services {
@@ -88,14 +90,16 @@ impl Services {
             config.server_name.clone(),
             notified,
         ));
+        let search = search::Search::open(db.clone(), &config.search_directory())?;
         let rooms = Arc::new(rooms::Rooms::new(
             db.clone(),
             stream.clone(),
             config.server_name.clone(),
             signing_key.clone(),
             outgoing.clone(),
-            vec![push_actions],
+            vec![push_actions, search.timeline_index()],
         )?);
+        search.start(rooms.clone());
         let federation_client = Arc::new(
             FederationClient::new(
                 config.server_name.clone(),
@@ -122,6 +126,7 @@ impl Services {
             rooms,
             federation_client,
             server_keys,
+            search,
         };
         Ok(Arc::new(Self::assemble(config, base, woken)?))
     }
@@ -144,6 +149,7 @@ impl Services {
             rooms,
             federation_client,
             server_keys,
+            search,
         } = base;
         let users = Arc::new(users::Users::new(
             db.clone(),
@@ -265,6 +271,7 @@ impl Services {
             outgoing,
             federation,
             spaces,
+            search,
             config,
         })
     }
@@ -282,6 +289,7 @@ struct Base {
     rooms: Arc<rooms::Rooms>,
     federation_client: Arc<FederationClient>,
     server_keys: Arc<federation::keys::ServerKeys>,
+    search: search::Search,
 }
 
 /// The media store the configuration names: a bucket, or the media directory.

@@ -193,4 +193,8 @@ keyspaces! {
     /// the position up to which notifications were sent, failures): a push gateway's
     /// delivery state.
     PusherCursors => "pusher_cursors",
+    /// `position` → JSON `search::Change` (a document to add to the search index, or an
+    /// event to remove from it): the index's work, written with the event and removed
+    /// once the index has taken it.
+    SearchQueue => "search_queue",
 }

@@ -2,9 +2,12 @@
 //! - `push`: pushes to a (recording) push gateway for a DM and a mention while the app
 //!   is away, none while it syncs, retries, rejected keys, `/notifications`;
 //! - `threads`: threads with their summaries and `/threads`, edits bundled, reactions
-//!   and their redaction, `/relations`, thread-aware unread counts.
+//!   and their redaction, `/relations`, thread-aware unread counts;
+//! - `search`: message search with visibility, order, highlights, context, paging, and
+//!   an index that survives a crash and is rebuilt when gone.
 
 mod push;
+mod search;
 mod threads;
 
 use complement_tests::{TestServer, room_of_two, token};

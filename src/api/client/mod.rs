@@ -25,6 +25,7 @@ pub mod register;
 pub mod relations;
 pub mod report;
 pub mod room;
+pub mod search;
 pub mod session;
 pub mod spaces;
 pub mod state;
@@ -58,6 +59,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = report::routes(router);
     let router = pagination::routes(router);
     let router = relations::routes(router);
+    let router = search::routes(router);
     let router = peeking::routes(router);
     let router = state::routes(router);
     let router = members::routes(router);

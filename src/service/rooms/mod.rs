@@ -222,6 +222,41 @@ impl Rooms {
         Ok(self.db.get_json(Keyspace::Pdus, event_id.as_bytes())?)
     }
 
+    /// Visits every event of every room's timeline (not outliers, not soft-failed ones),
+    /// in no particular order, parsed; for rebuilding what is kept beside the timelines.
+    pub fn each_timeline_event(
+        &self,
+        mut visit: impl FnMut(&StoredPdu, &Pdu) -> Result<()>,
+    ) -> Result<()> {
+        let mut failure = None;
+        self.db
+            .for_each_from(Keyspace::Pdus, &[], &[], true, |key, value| {
+                let mut step = || -> Result<()> {
+                    let stored: StoredPdu = crate::storage::codec::decode_json(value)?;
+                    if stored.outlier || stored.soft_failed || stored.position == 0 {
+                        return Ok(());
+                    }
+                    let Ok(event_id) =
+                        OwnedEventId::try_from(String::from_utf8_lossy(key).as_ref())
+                    else {
+                        return Ok(());
+                    };
+                    let Ok(pdu) = stored.parse(event_id) else {
+                        return Ok(());
+                    };
+                    visit(&stored, &pdu)
+                };
+                match step() {
+                    Ok(()) => true,
+                    Err(error) => {
+                        failure = Some(error);
+                        false
+                    }
+                }
+            })?;
+        failure.map_or(Ok(()), Err)
+    }
+
     /// Events as clients are served them (a page of a timeline), in the order asked:
     /// from memory, the others in one batched read. Timeline events are kept in memory;
     /// outliers and soft-failed events, which may still change, are not.

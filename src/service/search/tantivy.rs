@@ -1,0 +1,352 @@
+//! The embedded search backend: a tantivy index in the database directory.
+//!
+//! One document per searchable event: its event id, room and sender as exact terms, its
+//! text in the field of its kind (body, name, topic), and its stream position as a fast
+//! field for "recent" order. A query word matches a whole indexed word (ranked by BM25)
+//! or, at half the weight, the beginning of one, so "meet" finds "meeting"; every word
+//! of the query must match.
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, Order as TantivyOrder, ReloadPolicy, Score,
+    TantivyDocument, Term,
+    collector::{Count, TopDocs},
+    directory::MmapDirectory,
+    doc,
+    query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery, TermSetQuery},
+    schema::{
+        FAST, Field as TantivyField, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT,
+        Value,
+    },
+};
+
+use super::{Change, Field, Hit, Hits, Order, SearchBackend, SearchQuery};
+use crate::{Error, Result};
+
+/// The writer's memory budget (tantivy's least).
+const WRITER_BYTES: usize = 15_000_000;
+/// Words shorter than this match only whole words (a one-letter prefix matches too much).
+const PREFIX_MIN_CHARS: usize = 2;
+
+/// The fields of the schema.
+#[derive(Clone, Copy)]
+struct Fields {
+    event_id: TantivyField,
+    room_id: TantivyField,
+    sender: TantivyField,
+    position: TantivyField,
+    body: TantivyField,
+    name: TantivyField,
+    topic: TantivyField,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let fields = Fields {
+        event_id: builder.add_text_field("event_id", STRING | STORED),
+        room_id: builder.add_text_field("room_id", STRING | STORED),
+        sender: builder.add_text_field("sender", STRING),
+        position: builder.add_u64_field("position", INDEXED | FAST),
+        body: builder.add_text_field("body", TEXT),
+        name: builder.add_text_field("name", TEXT),
+        topic: builder.add_text_field("topic", TEXT),
+    };
+    (builder.build(), fields)
+}
+
+fn failed(error: impl std::fmt::Display) -> Error {
+    Error::internal(format!("search index: {error}"))
+}
+
+pub struct Tantivy {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+}
+
+impl Tantivy {
+    /// Opens the index in `directory`, making it if there is none, or making it anew if
+    /// it has another layout; also says whether it is new (and so empty).
+    pub fn open(directory: &Path) -> Result<(Self, bool)> {
+        let (schema, fields) = schema();
+        std::fs::create_dir_all(directory).map_err(failed)?;
+        let existing = directory.join("meta.json").exists();
+        let open = |directory: &Path| -> tantivy::Result<Index> {
+            Index::open_or_create(MmapDirectory::open(directory)?, schema.clone())
+        };
+        let (index, fresh) = match open(directory) {
+            Ok(index) => (index, !existing),
+            Err(error) => {
+                tracing::warn!(%error, "the search index is unreadable or of another layout: making it anew");
+                std::fs::remove_dir_all(directory).map_err(failed)?;
+                std::fs::create_dir_all(directory).map_err(failed)?;
+                (open(directory).map_err(failed)?, true)
+            }
+        };
+        let writer = index
+            .writer_with_num_threads(1, WRITER_BYTES)
+            .map_err(failed)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(failed)?;
+        Ok((
+            Self {
+                index,
+                reader,
+                writer: Mutex::new(writer),
+                fields,
+            },
+            fresh,
+        ))
+    }
+
+    fn text_field(&self, field: Field) -> TantivyField {
+        match field {
+            Field::Body => self.fields.body,
+            Field::Name => self.fields.name,
+            Field::Topic => self.fields.topic,
+        }
+    }
+
+    /// Every word of the query must match one of the fields, whole or as a prefix.
+    fn query(&self, query: &SearchQuery<'_>) -> Option<BooleanQuery> {
+        let words = self.words(query.term);
+        if words.is_empty() || query.rooms.is_empty() {
+            return None;
+        }
+        let fields: Vec<TantivyField> = if query.fields.is_empty() {
+            vec![self.fields.body, self.fields.name, self.fields.topic]
+        } else {
+            query.fields.iter().map(|f| self.text_field(*f)).collect()
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for word in &words {
+            let mut either: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            for field in &fields {
+                let term = Term::from_field_text(*field, word);
+                either.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)),
+                ));
+                if word.chars().count() >= PREFIX_MIN_CHARS {
+                    let prefix = FuzzyTermQuery::new_prefix(term, 0, true);
+                    either.push((
+                        Occur::Should,
+                        Box::new(BoostQuery::new(Box::new(prefix), 0.5)),
+                    ));
+                }
+            }
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(either))));
+        }
+        let terms = |field: TantivyField, values: &mut dyn Iterator<Item = &str>| {
+            TermSetQuery::new(values.map(|value| Term::from_field_text(field, value)))
+        };
+        clauses.push((
+            Occur::Must,
+            Box::new(terms(
+                self.fields.room_id,
+                &mut query.rooms.iter().map(|room| room.as_str()),
+            )),
+        ));
+        if let Some(senders) = query.senders {
+            clauses.push((
+                Occur::Must,
+                Box::new(terms(
+                    self.fields.sender,
+                    &mut senders.iter().map(|sender| sender.as_str()),
+                )),
+            ));
+        }
+        if !query.not_senders.is_empty() {
+            clauses.push((
+                Occur::MustNot,
+                Box::new(terms(
+                    self.fields.sender,
+                    &mut query.not_senders.iter().map(|sender| sender.as_str()),
+                )),
+            ));
+        }
+        Some(BooleanQuery::new(clauses))
+    }
+
+    fn hit(&self, searcher: &tantivy::Searcher, address: DocAddress, rank: f64) -> Result<Hit> {
+        let document: TantivyDocument = searcher.doc(address).map_err(failed)?;
+        let text = |field: TantivyField| -> Result<String> {
+            document
+                .get_first(field)
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .ok_or_else(|| failed("a document without its ids"))
+        };
+        Ok(Hit {
+            event_id: text(self.fields.event_id)?.try_into().map_err(failed)?,
+            room_id: text(self.fields.room_id)?.try_into().map_err(failed)?,
+            rank,
+        })
+    }
+}
+
+impl SearchBackend for Tantivy {
+    fn apply(&self, changes: &[Change]) -> Result<()> {
+        let mut writer = self.writer.lock();
+        for change in changes {
+            match change {
+                Change::Add(document) => {
+                    writer.delete_term(Term::from_field_text(
+                        self.fields.event_id,
+                        document.event_id.as_str(),
+                    ));
+                    writer
+                        .add_document(doc!(
+                            self.fields.event_id => document.event_id.as_str(),
+                            self.fields.room_id => document.room_id.as_str(),
+                            self.fields.sender => document.sender.as_str(),
+                            self.fields.position => document.position,
+                            self.text_field(document.field) => document.text.as_str(),
+                        ))
+                        .map_err(failed)?;
+                }
+                Change::Remove(event_id) => {
+                    writer.delete_term(Term::from_field_text(
+                        self.fields.event_id,
+                        event_id.as_str(),
+                    ));
+                }
+            }
+        }
+        writer.commit().map_err(failed)?;
+        drop(writer);
+        self.reader.reload().map_err(failed)
+    }
+
+    fn search(&self, query: &SearchQuery<'_>) -> Result<Hits> {
+        let Some(tantivy_query) = self.query(query) else {
+            return Ok(Hits::default());
+        };
+        let searcher = self.reader.searcher();
+        let total = searcher.search(&tantivy_query, &Count).map_err(failed)?;
+        let page = TopDocs::with_limit(query.limit.max(1)).and_offset(query.offset);
+        let addresses: Vec<(f64, DocAddress)> = match query.order {
+            Order::Rank => searcher
+                .search(&tantivy_query, &page.order_by_score())
+                .map_err(failed)?
+                .into_iter()
+                .map(|(score, address): (Score, DocAddress)| (f64::from(score), address))
+                .collect(),
+            Order::Recent => searcher
+                .search(
+                    &tantivy_query,
+                    &page.order_by_fast_field::<u64>("position", TantivyOrder::Desc),
+                )
+                .map_err(failed)?
+                .into_iter()
+                .map(|(position, address)| (position.unwrap_or(0) as f64, address))
+                .collect(),
+        };
+        let hits = addresses
+            .into_iter()
+            .take(query.limit)
+            .map(|(rank, address)| self.hit(&searcher, address, rank))
+            .collect::<Result<_>>()?;
+        Ok(Hits { total, hits })
+    }
+
+    fn clear(&self) -> Result<()> {
+        let mut writer = self.writer.lock();
+        writer.delete_all_documents().map_err(failed)?;
+        writer.commit().map_err(failed)?;
+        drop(writer);
+        self.reader.reload().map_err(failed)
+    }
+
+    fn words(&self, text: &str) -> Vec<String> {
+        let Ok(mut analyzer) = self.index.tokenizer_for_field(self.fields.body) else {
+            return Vec::new();
+        };
+        let mut stream = analyzer.token_stream(text);
+        let mut words = Vec::new();
+        while let Some(token) = stream.next() {
+            words.push(token.text.clone());
+        }
+        words
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{OwnedRoomId, OwnedUserId};
+
+    use super::*;
+    use crate::service::search::Document;
+
+    fn document(id: &str, room: &str, position: u64, text: &str) -> Change {
+        Change::Add(Document {
+            event_id: id.try_into().unwrap(),
+            room_id: room.try_into().unwrap(),
+            sender: "@a:x".try_into().unwrap(),
+            kind: "m.room.message".to_owned(),
+            position,
+            field: Field::Body,
+            text: text.to_owned(),
+        })
+    }
+
+    fn search(index: &Tantivy, term: &str, rooms: &[OwnedRoomId], order: Order) -> Vec<String> {
+        let senders: Option<&[OwnedUserId]> = None;
+        index
+            .search(&SearchQuery {
+                term,
+                fields: &[],
+                rooms,
+                senders,
+                not_senders: &[],
+                order,
+                offset: 0,
+                limit: 10,
+            })
+            .unwrap()
+            .hits
+            .into_iter()
+            .map(|hit| hit.event_id.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn words_match_whole_or_as_prefixes_in_the_rooms_asked_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let rooms: Vec<OwnedRoomId> = vec!["!r:x".try_into().unwrap()];
+        {
+            let (index, fresh) = Tantivy::open(dir.path()).unwrap();
+            assert!(fresh);
+            index
+                .apply(&[
+                    document("$1", "!r:x", 1, "The meeting is on Monday"),
+                    document("$2", "!r:x", 2, "Let us meet on Tuesday"),
+                    document("$3", "!other:x", 3, "meet elsewhere"),
+                    document("$4", "!r:x", 4, "nothing here"),
+                ])
+                .unwrap();
+        }
+        let (index, fresh) = Tantivy::open(dir.path()).unwrap();
+        assert!(!fresh);
+        assert_eq!(search(&index, "MEET", &rooms, Order::Recent), ["$2", "$1"]);
+        // The whole word ranks above the prefix.
+        assert_eq!(search(&index, "meet", &rooms, Order::Rank)[0], "$2");
+        assert_eq!(search(&index, "meet monday", &rooms, Order::Rank), ["$1"]);
+        assert!(search(&index, "friday", &rooms, Order::Rank).is_empty());
+        index
+            .apply(&[Change::Remove("$2".try_into().unwrap())])
+            .unwrap();
+        assert_eq!(search(&index, "meet", &rooms, Order::Recent), ["$1"]);
+        // The same event indexed again replaces itself.
+        index
+            .apply(&[document("$1", "!r:x", 1, "The meeting is on Monday")])
+            .unwrap();
+        assert_eq!(search(&index, "meeting", &rooms, Order::Recent), ["$1"]);
+        assert_eq!(index.words("Hello, World"), ["hello", "world"]);
+    }
+}
