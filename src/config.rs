@@ -66,6 +66,35 @@ pub struct Config {
     pub websocket: WebSocket,
     /// Push notifications to phones through push gateways.
     pub push: Push,
+    /// Online status and last seen.
+    pub presence: Presence,
+}
+
+/// Presence: online, idle (`unavailable`) and offline, and when a user was last active.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Presence {
+    /// Whether presence is kept and shared at all (off: everyone shows offline, no
+    /// presence goes to other servers and theirs is ignored).
+    pub enabled: bool,
+    /// An online user inactive this long shows as `unavailable`, in seconds.
+    pub idle_after_secs: u64,
+    /// A user none of whose devices synced for this long goes `offline`, in seconds.
+    pub offline_after_secs: u64,
+    /// Another server's user not heard of for this long goes `offline`, in seconds
+    /// (servers repeat their users' presence more often than that).
+    pub remote_offline_after_secs: u64,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_after_secs: 5 * 60,
+            offline_after_secs: 30,
+            remote_offline_after_secs: 30 * 60,
+        }
+    }
 }
 
 /// Push notifications.
@@ -311,6 +340,7 @@ impl Default for Config {
             media: Media::default(),
             websocket: WebSocket::default(),
             push: Push::default(),
+            presence: Presence::default(),
         }
     }
 }

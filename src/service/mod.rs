@@ -11,6 +11,7 @@ pub mod federation;
 pub mod filters;
 pub mod key_backup;
 pub mod media;
+pub mod memory;
 pub mod presence;
 pub mod push;
 pub mod rate_limit;
@@ -155,7 +156,12 @@ impl Services {
             db.clone(),
             config.refreshable_access_token_lifetime_secs * 1000,
         ));
-        let presence = Arc::new(presence::Presence::new(db.clone(), stream.clone()));
+        let presence = Arc::new(presence::Presence::new(
+            db.clone(),
+            stream.clone(),
+            config.server_name.clone(),
+            &config.presence,
+        )?);
         let e2ee = Arc::new(e2ee::E2ee::new(db.clone(), stream.clone()));
         let to_device = Arc::new(to_device::ToDevice::new(db.clone(), stream.clone()));
         let receipts = Arc::new(receipts::Receipts::new(db.clone(), stream.clone()));
@@ -204,6 +210,9 @@ impl Services {
         );
         if config.federation.enabled {
             federation.sender.clone().start(woken);
+        }
+        if config.presence.enabled {
+            federation.presence.clone().start_timeouts();
         }
         let spaces = spaces::Spaces::new(
             rooms.clone(),

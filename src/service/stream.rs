@@ -28,7 +28,8 @@ pub struct Stream {
     frontier: watch::Sender<u64>,
     listeners: Mutex<HashMap<OwnedUserId, watch::Sender<()>>>,
     rooms: Mutex<RoomChanges>,
-    syncing: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), Syncing>>,
+    /// Each user's devices' syncs.
+    syncing: Mutex<HashMap<OwnedUserId, HashMap<OwnedDeviceId, Syncing>>>,
 }
 
 /// A device's syncs: how many are open, and when the last one ended.
@@ -46,7 +47,11 @@ pub struct SyncingGuard {
 impl Drop for SyncingGuard {
     fn drop(&mut self) {
         let mut syncing = self.stream.syncing.lock();
-        if let Some(entry) = syncing.get_mut(&self.key) {
+        let (user, device) = &self.key;
+        if let Some(entry) = syncing
+            .get_mut(user)
+            .and_then(|devices| devices.get_mut(device))
+        {
             entry.open = entry.open.saturating_sub(1);
             entry.last = Instant::now();
         }
@@ -63,8 +68,8 @@ struct RoomChanges {
     by_position: BTreeMap<u64, OwnedRoomId>,
 }
 
-/// Devices whose syncing is remembered before those idle longest are forgotten.
-const DEVICES_REMEMBERED: usize = 100_000;
+/// Users whose syncing is remembered before the devices idle longest are forgotten.
+const USERS_REMEMBERED: usize = 100_000;
 /// How long an idle device's last sync is remembered once that many are.
 const FORGET_SYNCING: Duration = Duration::from_secs(10 * 60);
 
@@ -229,32 +234,55 @@ impl Stream {
 
     /// Notes that a device syncs until the guard is dropped.
     pub fn syncing(self: &Arc<Self>, user: &UserId, device: &DeviceId) -> SyncingGuard {
-        let key = (user.to_owned(), device.to_owned());
         let mut syncing = self.syncing.lock();
-        if syncing.len() >= DEVICES_REMEMBERED {
+        if syncing.len() >= USERS_REMEMBERED {
             let now = Instant::now();
-            syncing.retain(|_, entry| entry.open > 0 || now - entry.last < FORGET_SYNCING);
+            syncing.retain(|_, devices| {
+                devices.retain(|_, entry| entry.open > 0 || now - entry.last < FORGET_SYNCING);
+                !devices.is_empty()
+            });
         }
-        let entry = syncing.entry(key.clone()).or_insert(Syncing {
-            open: 0,
-            last: Instant::now(),
-        });
+        let entry = syncing
+            .entry(user.to_owned())
+            .or_default()
+            .entry(device.to_owned())
+            .or_insert(Syncing {
+                open: 0,
+                last: Instant::now(),
+            });
         entry.open += 1;
         entry.last = Instant::now();
         SyncingGuard {
             stream: self.clone(),
-            key,
+            key: (user.to_owned(), device.to_owned()),
         }
     }
 
     /// Whether a device has a sync open, or ended one less than `grace` ago (a client
     /// between two long-polls): it sees new events without being pushed them.
     pub fn is_syncing(&self, user: &UserId, device: &DeviceId, grace: Duration) -> bool {
-        let key = (user.to_owned(), device.to_owned());
         self.syncing
             .lock()
-            .get(&key)
+            .get(user)
+            .and_then(|devices| devices.get(device))
             .is_some_and(|entry| entry.open > 0 || entry.last.elapsed() < grace)
+    }
+
+    /// How long ago any device of the user last synced: zero while one syncs, `None`
+    /// if none has since the server started (or it was long enough ago to be forgotten).
+    pub fn last_synced(&self, user: &UserId) -> Option<Duration> {
+        let syncing = self.syncing.lock();
+        let devices = syncing.get(user)?;
+        devices
+            .values()
+            .map(|entry| {
+                if entry.open > 0 {
+                    Duration::ZERO
+                } else {
+                    entry.last.elapsed()
+                }
+            })
+            .min()
     }
 
     /// Wakes the long-polls of these users.

@@ -193,8 +193,7 @@ keyspaces! {
     /// the position up to which notifications were sent, failures): a push gateway's
     /// delivery state.
     PusherCursors => "pusher_cursors",
-    /// `position` → JSON `search::Change` (a document to add to the search index, or an
-    /// event to remove from it): the index's work, written with the event and removed
-    /// once the index has taken it.
+    /// `position` → JSON `{"index": event id}` or `{"forget": event id}`: the search
+    /// index's work, written with the event and removed once the index has taken it.
     SearchQueue => "search_queue",
 }

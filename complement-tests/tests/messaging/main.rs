@@ -3,9 +3,11 @@
 //!   is away, none while it syncs, retries, rejected keys, `/notifications`;
 //! - `threads`: threads with their summaries and `/threads`, edits bundled, reactions
 //!   and their redaction, `/relations`, thread-aware unread counts;
+//! - `presence`: online, idle and offline on the timer, long-polls woken; switched off;
 //! - `search`: message search with visibility, order, highlights, context, paging, and
 //!   an index that survives a crash and is rebuilt when gone.
 
+mod presence;
 mod push;
 mod search;
 mod threads;

@@ -148,6 +148,7 @@ async fn receipt(
     let user = request.user_id()?;
     let body = &request.body;
     services.rooms.require_joined(&body.room_id, user)?;
+    services.federation.presence.active(user)?;
     let receipt_type = match &body.receipt_type {
         ReceiptType::Read => "m.read",
         ReceiptType::ReadPrivate => "m.read.private",
@@ -187,6 +188,7 @@ async fn read_markers(
     let user = request.user_id()?;
     let body = &request.body;
     services.rooms.require_joined(&body.room_id, user)?;
+    services.federation.presence.active(user)?;
     if let Some(event_id) = &body.fully_read {
         record(
             &services,

@@ -67,7 +67,7 @@ mod single_event {
 
 /// What every event a client sends goes through first: a transaction already answered
 /// gets the same event id back (no rate limit, no second event); otherwise the sender
-/// must be within the rate limit and in the room.
+/// must be within the rate limit and in the room, and is active (presence).
 fn admit(
     services: &Services,
     sender: &Sender,
@@ -79,6 +79,7 @@ fn admit(
     }
     services.message_limiter.check(sender.user_id.as_str())?;
     services.rooms.require_joined(room_id, &sender.user_id)?;
+    services.federation.presence.active(&sender.user_id)?;
     Ok(None)
 }
 

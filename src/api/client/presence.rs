@@ -11,7 +11,11 @@ use ruma::{
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, presence::PresenceRecord, users::now_ms},
+    service::{
+        Services,
+        presence::{ONLINE, PresenceRecord},
+        users::now_ms,
+    },
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -27,12 +31,20 @@ async fn set(
     if user != request.body.user_id {
         return Err(Error::forbidden("You can only set your own presence"));
     }
+    let presence = request.body.presence.as_str();
+    let now = now_ms();
+    let last_active_ts = match services.presence.get(user)? {
+        // Only coming online is activity.
+        Some(current) if presence != ONLINE => current.last_active_ts,
+        _ => now,
+    };
     services.federation.presence.publish(
         user,
         PresenceRecord {
-            presence: request.body.presence.as_str().to_owned(),
+            presence: presence.to_owned(),
             status_msg: request.body.status_msg.clone(),
-            last_active_ts: now_ms(),
+            last_active_ts,
+            updated_ts: now,
         },
     )?;
     Ok(set_presence::v3::Response::new())
@@ -51,7 +63,7 @@ async fn get(
         }
         return Ok(get_presence::v3::Response::new(PresenceState::Offline));
     };
-    let mut response = get_presence::v3::Response::new(record.shown().into());
+    let mut response = get_presence::v3::Response::new(record.presence.as_str().into());
     response.status_msg = record.status_msg.clone();
     response.currently_active = Some(record.currently_active());
     response.last_active_ago = Some(Duration::from_millis(record.last_active_ago()));

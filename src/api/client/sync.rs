@@ -45,21 +45,7 @@ async fn sliding_sync(
 
 /// A syncing client is its user being online (unless it says otherwise).
 fn mark_online(services: &Services, user: &ruma::UserId, presence: &str) -> Result<()> {
-    if presence == "offline" {
-        return Ok(());
-    }
-    let status_msg = services
-        .presence
-        .get(user)?
-        .and_then(|record| record.status_msg);
-    services.federation.presence.publish(
-        user,
-        crate::service::presence::PresenceRecord {
-            presence: presence.to_owned(),
-            status_msg,
-            last_active_ts: crate::service::users::now_ms(),
-        },
-    )
+    services.federation.presence.synced(user, presence)
 }
 
 /// # `GET /_matrix/client/v3/sync`

@@ -8,7 +8,7 @@
 //! - `receive.rs`: incoming transactions (PDUs with their missing ancestors, EDUs).
 //! - `join.rs`: joining (and leaving) a room through another server.
 //! - `invite.rs`: invites across servers, both ways.
-//! - `presence.rs`: presence EDUs, both ways.
+//! - `presence.rs`: presence EDUs, both ways, and the presence timeouts.
 //! - `device_lists.rs`: device and cross-signing key changes, told to local users and
 //!   to other servers (`m.device_list_update`, `m.signing_key_update`), and theirs.
 //! - `user_keys.rs`: other servers' users' keys, queried and claimed on their servers.
@@ -96,6 +96,7 @@ impl Federation {
             presence: handles.presence,
             rooms: handles.rooms.clone(),
             outgoing: handles.outgoing.clone(),
+            told: Default::default(),
         });
         let to_device = Arc::new(ToDeviceRelay {
             server_name: server_name.clone(),

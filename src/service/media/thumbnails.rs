@@ -306,7 +306,7 @@ impl Media {
             };
             let made = image_ops::thumbnail(&bytes, width, height, method, animated, max_pixels);
             drop(bytes);
-            release_freed_memory();
+            crate::service::memory::release_freed_memory();
             Ok::<_, String>(made)
         })
         .await
@@ -362,16 +362,6 @@ impl Media {
             })
             .collect()
     }
-}
-
-/// Hands the pages this thread freed back to the system now. Decoding a photo
-/// allocates tens of megabytes, and the allocator otherwise keeps them cached in the
-/// blocking thread that did it until that thread allocates again: a burst of
-/// thumbnails then holds hundreds of megabytes for nothing.
-fn release_freed_memory() {
-    // SAFETY: mi_collect only walks and trims the calling thread's own heap; it is
-    // harmless when mimalloc is not the global allocator (unit tests).
-    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 fn cannot_thumbnail() -> Error {

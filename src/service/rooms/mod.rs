@@ -183,6 +183,11 @@ impl Rooms {
         })
     }
 
+    /// This server's name.
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
     /// The stream position of a room's latest event that moves it up a room list
     /// ([`bumps`]); for a room written before that was kept, its latest event's.
     pub fn bump_position(&self, room_id: &RoomId) -> Result<u64> {

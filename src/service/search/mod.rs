@@ -149,6 +149,7 @@ impl Search {
         let backend: Arc<dyn SearchBackend> = self.backend.clone();
         let indexer = queue::Indexer {
             db: Arc::downgrade(&self.db),
+            rooms: Arc::downgrade(&rooms),
             backend: Arc::downgrade(&backend),
             wake,
         };

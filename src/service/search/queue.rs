@@ -1,9 +1,11 @@
-//! The search index's queue: documents staged with their events, handed to the backend
-//! by one indexer thread.
+//! The search index's queue: the ids of searchable events staged with the events, and
+//! one indexer thread that reads each event, hands its document to the backend and
+//! empties the queue.
 //!
-//! A change is keyed by its event's stream position and deleted once the backend has
+//! An entry is keyed by its event's stream position and deleted once the backend has
 //! made it durable; a crash in between only applies it again, which replaces the same
-//! document.
+//! document. Entries hold ids, not text: a message is not kept twice in memory while it
+//! waits.
 
 use std::{
     sync::{
@@ -17,6 +19,9 @@ use parking_lot::Mutex;
 use ruma::events::TimelineEventType;
 use serde_json::Value;
 
+use ruma::OwnedEventId;
+use serde::{Deserialize, Serialize};
+
 use super::{Change, Document, Field, SearchBackend};
 use crate::{
     Result,
@@ -29,11 +34,23 @@ use crate::{
 };
 
 /// Changes handed to the backend at once.
-const CHUNK: usize = 512;
+const CHUNK: usize = 256;
 /// How long the indexer sleeps when nothing wakes it (a change it missed is taken then).
 const IDLE: Duration = Duration::from_secs(5);
 /// How long it waits before trying again after the backend failed.
 const RETRY: Duration = Duration::from_secs(10);
+/// The text of an event indexed, at most (a long paste is found by its beginning).
+const MOST_TEXT_BYTES: usize = 16 * 1024;
+/// How long it lets the queue fill after a chunk (each chunk is one commit).
+const BATCHING: Duration = Duration::from_secs(1);
+
+/// Whether events of this type may have searchable text (the indexer reads it).
+fn searchable(kind: &TimelineEventType) -> bool {
+    matches!(
+        kind,
+        TimelineEventType::RoomMessage | TimelineEventType::RoomName | TimelineEventType::RoomTopic
+    )
+}
 
 /// The searchable text of an event: a message's body, a room's name or topic.
 pub fn document_of(pdu: &Pdu, room_id: &ruma::RoomId, position: u64) -> Option<Document> {
@@ -44,9 +61,16 @@ pub fn document_of(pdu: &Pdu, room_id: &ruma::RoomId, position: u64) -> Option<D
         _ => return None,
     };
     let content: Value = serde_json::from_str(pdu.content.get()).ok()?;
-    let text = content.get(key)?.as_str()?.trim();
+    let mut text = content.get(key)?.as_str()?.trim();
     if text.is_empty() {
         return None;
+    }
+    if text.len() > MOST_TEXT_BYTES {
+        let mut end = MOST_TEXT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text = &text[..end];
     }
     Some(Document {
         event_id: pdu.event_id.clone(),
@@ -80,16 +104,30 @@ impl SearchIndex {
     }
 }
 
-fn stage_change(batch: &mut Batch, position: u64, change: &Change) {
-    batch.put_json(Keyspace::SearchQueue, Key::new().u64(position), change);
+/// What the indexer is to do with an event.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Queued {
+    /// Index it (as it is stored when the indexer reads it).
+    Index(OwnedEventId),
+    /// It was redacted: forget it.
+    Forget(OwnedEventId),
+}
+
+fn stage(batch: &mut Batch, position: u64, queued: &Queued) {
+    batch.put_json(Keyspace::SearchQueue, Key::new().u64(position), queued);
 }
 
 impl TimelineIndex for SearchIndex {
     fn stage(&self, _rooms: &Rooms, batch: &mut Batch, event: &Placed<'_>) -> Result<()> {
         if let Some(target) = redacted_by(event.pdu) {
-            stage_change(batch, event.position, &Change::Remove(target));
-        } else if let Some(document) = document_of(event.pdu, event.room_id, event.position) {
-            stage_change(batch, event.position, &Change::Add(document));
+            stage(batch, event.position, &Queued::Forget(target));
+        } else if searchable(&event.pdu.kind) {
+            stage(
+                batch,
+                event.position,
+                &Queued::Index(event.event_id.to_owned()),
+            );
         }
         Ok(())
     }
@@ -107,6 +145,7 @@ impl TimelineIndex for SearchIndex {
 /// can be opened again in the same process).
 pub(super) struct Indexer {
     pub db: Weak<Db>,
+    pub rooms: Weak<Rooms>,
     pub backend: Weak<dyn SearchBackend>,
     pub wake: Receiver<()>,
 }
@@ -115,14 +154,20 @@ impl Indexer {
     /// Runs until the search service is dropped.
     pub fn run(self) {
         loop {
-            let (Some(db), Some(backend)) = (self.db.upgrade(), self.backend.upgrade()) else {
+            let (Some(db), Some(rooms), Some(backend)) = (
+                self.db.upgrade(),
+                self.rooms.upgrade(),
+                self.backend.upgrade(),
+            ) else {
                 return;
             };
-            let drained = drain(&db, &*backend);
-            drop((db, backend));
+            let drained = drain(&db, &rooms, &*backend);
+            drop((db, rooms, backend));
+            crate::service::memory::release_freed_memory();
             let pause = match drained {
                 Ok(0) => IDLE,
-                Ok(_) => continue,
+                // Later messages are taken together: fewer, larger commits.
+                Ok(_) => BATCHING,
                 Err(error) => {
                     tracing::warn!(%error, "the search index could not take queued messages");
                     RETRY
@@ -136,17 +181,29 @@ impl Indexer {
     }
 }
 
-/// Applies one chunk of the queue; returns how many changes it held.
-fn drain(db: &Db, backend: &dyn SearchBackend) -> Result<usize> {
+/// Applies one chunk of the queue; returns how many entries it held.
+fn drain(db: &Db, rooms: &Rooms, backend: &dyn SearchBackend) -> Result<usize> {
     let entries = db.stream_page(Keyspace::SearchQueue, &Key::new(), 0, u64::MAX, CHUNK)?;
     if entries.is_empty() {
         return Ok(0);
     }
     let mut changes = Vec::with_capacity(entries.len());
     for (position, value) in &entries {
-        match crate::storage::codec::decode_json::<Change>(value) {
-            Ok(change) => changes.push(change),
-            Err(error) => tracing::warn!(position, %error, "unreadable search change dropped"),
+        match crate::storage::codec::decode_json::<Queued>(value) {
+            Ok(Queued::Index(event_id)) => {
+                // Redacted or gone since: nothing to find.
+                let Some(stored) = rooms.pdu(&event_id)? else {
+                    continue;
+                };
+                let Ok(pdu) = stored.parse(event_id) else {
+                    continue;
+                };
+                if let Some(document) = document_of(&pdu, &stored.room_id, stored.position) {
+                    changes.push(Change::Add(document));
+                }
+            }
+            Ok(Queued::Forget(event_id)) => changes.push(Change::Remove(event_id)),
+            Err(error) => tracing::warn!(position, %error, "unreadable search entry dropped"),
         }
     }
     backend.apply(&changes)?;
@@ -166,8 +223,12 @@ pub(super) fn requeue_all(db: &Db, backend: &dyn SearchBackend, rooms: &Rooms) -
     let mut pending = 0;
     let mut queued = 0;
     rooms.each_timeline_event(|stored, pdu| {
-        if let Some(document) = document_of(pdu, &stored.room_id, stored.position) {
-            stage_change(&mut batch, stored.position, &Change::Add(document));
+        if document_of(pdu, &stored.room_id, stored.position).is_some() {
+            stage(
+                &mut batch,
+                stored.position,
+                &Queued::Index(pdu.event_id.clone()),
+            );
             pending += 1;
             queued += 1;
         }

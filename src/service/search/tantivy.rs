@@ -25,7 +25,8 @@ use tantivy::{
 use super::{Change, Field, Hit, Hits, Order, SearchBackend, SearchQuery};
 use crate::{Error, Result};
 
-/// The writer's memory budget (tantivy's least).
+/// The writer's memory budget (tantivy's least). A writer lives only while it applies
+/// changes: an idle server holds none of it.
 const WRITER_BYTES: usize = 15_000_000;
 /// Words shorter than this match only whole words (a one-letter prefix matches too much).
 const PREFIX_MIN_CHARS: usize = 2;
@@ -63,8 +64,11 @@ fn failed(error: impl std::fmt::Display) -> Error {
 pub struct Tantivy {
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// Held while changes are applied, so only one writer exists at a time.
+    writing: Mutex<()>,
     fields: Fields,
+    /// A commit happened since the reader last looked: the next search reloads it.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl Tantivy {
@@ -86,9 +90,6 @@ impl Tantivy {
                 (open(directory).map_err(failed)?, true)
             }
         };
-        let writer = index
-            .writer_with_num_threads(1, WRITER_BYTES)
-            .map_err(failed)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -98,11 +99,19 @@ impl Tantivy {
             Self {
                 index,
                 reader,
-                writer: Mutex::new(writer),
+                writing: Mutex::new(()),
                 fields,
+                stale: std::sync::atomic::AtomicBool::new(false),
             },
             fresh,
         ))
+    }
+
+    /// A writer for one round of changes (dropped after its commit).
+    fn writer(&self) -> Result<IndexWriter> {
+        self.index
+            .writer_with_num_threads(1, WRITER_BYTES)
+            .map_err(failed)
     }
 
     fn text_field(&self, field: Field) -> TantivyField {
@@ -192,7 +201,8 @@ impl Tantivy {
 
 impl SearchBackend for Tantivy {
     fn apply(&self, changes: &[Change]) -> Result<()> {
-        let mut writer = self.writer.lock();
+        let _writing = self.writing.lock();
+        let mut writer = self.writer()?;
         for change in changes {
             match change {
                 Change::Add(document) => {
@@ -219,14 +229,17 @@ impl SearchBackend for Tantivy {
             }
         }
         writer.commit().map_err(failed)?;
-        drop(writer);
-        self.reader.reload().map_err(failed)
+        self.stale.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     fn search(&self, query: &SearchQuery<'_>) -> Result<Hits> {
         let Some(tantivy_query) = self.query(query) else {
             return Ok(Hits::default());
         };
+        if self.stale.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            self.reader.reload().map_err(failed)?;
+        }
         let searcher = self.reader.searcher();
         let total = searcher.search(&tantivy_query, &Count).map_err(failed)?;
         let page = TopDocs::with_limit(query.limit.max(1)).and_offset(query.offset);
@@ -256,11 +269,12 @@ impl SearchBackend for Tantivy {
     }
 
     fn clear(&self) -> Result<()> {
-        let mut writer = self.writer.lock();
+        let _writing = self.writing.lock();
+        let mut writer = self.writer()?;
         writer.delete_all_documents().map_err(failed)?;
         writer.commit().map_err(failed)?;
-        drop(writer);
-        self.reader.reload().map_err(failed)
+        self.stale.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     fn words(&self, text: &str) -> Vec<String> {
