@@ -1,11 +1,13 @@
 //! The services behind the API. Each owns its keyspaces and gets only what it needs;
 //! they form a DAG: `stream` ← `users`, `account_data`, `receipts`, `typing`, `rooms`,
 //! `presence`, `e2ee`, `to_device`;
-//! `sync` reads from all of them and writes nothing.
+//! `sync` reads from all of them and writes only the delivered receipts of what it
+//! hands over (through `delivery`).
 
 pub mod account_data;
 pub mod address_policy;
 pub mod appservices;
+pub mod delivery;
 pub mod e2ee;
 pub mod federation;
 pub mod filters;
@@ -168,6 +170,12 @@ impl Services {
         let typing = typing::Typing::new(stream.clone());
         let push_counts = Arc::new(push::counts::Counts::new(db.clone()));
         let pushers = Arc::new(push::pushers::Pushers::new(db.clone())?);
+        let delivery = Arc::new(delivery::Delivery::new(
+            receipts.clone(),
+            rooms.clone(),
+            account_data.clone(),
+            outgoing.clone(),
+        ));
         let sync = Arc::new(sync::Syncer {
             rooms: rooms.clone(),
             e2ee: e2ee.clone(),
@@ -178,6 +186,7 @@ impl Services {
             typing: typing.clone(),
             receipts: receipts.clone(),
             push_counts: push_counts.clone(),
+            delivery: delivery.clone(),
         });
         let sliding_sync = sync::sliding::SlidingSync::new(
             sync.clone(),
@@ -206,6 +215,7 @@ impl Services {
                 to_device: to_device.clone(),
                 typing: typing.clone(),
                 receipts: receipts.clone(),
+                delivery: delivery.clone(),
             },
         );
         if config.federation.enabled {

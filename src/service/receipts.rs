@@ -1,9 +1,9 @@
-//! Read receipts (`m.read`, `m.read.private`), kept per room, user, type and thread, with
-//! a per-room change stream for `/sync`.
+//! Receipts (`m.read`, `m.read.private`, and delivered ones: `delivery.rs`), kept per
+//! room, user, type and thread, with a per-room change stream for `/sync`.
 
 use std::sync::Arc;
 
-use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -56,10 +56,61 @@ impl Receipts {
         notify: &[OwnedUserId],
     ) -> Result<()> {
         let permit = self.stream.next();
+        let mut batch = self.db.batch();
+        self.stage(
+            &mut batch,
+            (room_id, user, receipt_type),
+            event_id,
+            thread_id,
+            permit.position(),
+        );
+        permit.persist_in(&mut batch);
+        self.db.write(batch)?;
+        drop(permit);
+        self.stream.notify(notify.iter().map(|user| user.as_ref()));
+        Ok(())
+    }
+
+    /// Records one unthreaded receipt of a user in each of several rooms, in one write,
+    /// and wakes `notify`.
+    pub fn set_in_rooms(
+        &self,
+        user: &UserId,
+        receipt_type: &str,
+        receipts: &[(OwnedRoomId, OwnedEventId)],
+        notify: &[OwnedUserId],
+    ) -> Result<()> {
+        let permit = self.stream.next();
+        let mut batch = self.db.batch();
+        for (room_id, event_id) in receipts {
+            self.stage(
+                &mut batch,
+                (room_id, user, receipt_type),
+                event_id,
+                None,
+                permit.position(),
+            );
+        }
+        permit.persist_in(&mut batch);
+        self.db.write(batch)?;
+        drop(permit);
+        self.stream.notify(notify.iter().map(|user| user.as_ref()));
+        Ok(())
+    }
+
+    /// Stages a receipt at a stream position.
+    fn stage(
+        &self,
+        batch: &mut crate::storage::Batch,
+        (room_id, user, receipt_type): (&RoomId, &UserId, &str),
+        event_id: &EventId,
+        thread_id: Option<String>,
+        position: u64,
+    ) {
         let receipt = Receipt {
             event_id: event_id.to_owned(),
             ts: crate::service::users::now_ms(),
-            position: permit.position(),
+            position,
             thread_id: thread_id.clone(),
         };
         let key = Key::new()
@@ -67,7 +118,6 @@ impl Receipts {
             .str(receipt_type)
             .str(thread_id.as_deref().unwrap_or(""))
             .str(user.as_str());
-        let mut batch = self.db.batch();
         batch.put_json(Keyspace::Receipts, key, &receipt);
         if let Some(thread) = thread_id.as_deref().filter(|thread| *thread != "main") {
             batch.put_json(
@@ -82,19 +132,29 @@ impl Receipts {
         }
         batch.put_json(
             Keyspace::ReceiptStream,
-            Key::new().str(room_id.as_str()).u64(permit.position()),
+            Key::new().str(room_id.as_str()).u64(position),
             &Change {
                 user_id: user.to_owned(),
                 receipt_type: receipt_type.to_owned(),
                 receipt,
             },
         );
-        permit.persist_in(&mut batch);
-        self.stream.note_room(room_id, permit.position());
-        self.db.write(batch)?;
-        drop(permit);
-        self.stream.notify(notify.iter().map(|user| user.as_ref()));
-        Ok(())
+        self.stream.note_room(room_id, position);
+    }
+
+    /// A user's unthreaded receipt of a type in a room.
+    pub fn get(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        receipt_type: &str,
+    ) -> Result<Option<Receipt>> {
+        let key = Key::new()
+            .str(room_id.as_str())
+            .str(receipt_type)
+            .str("")
+            .str(user.as_str());
+        Ok(self.db.get_json(Keyspace::Receipts, key.bytes())?)
     }
 
     /// A user's read receipts in a room (public and private): the unthreaded ones

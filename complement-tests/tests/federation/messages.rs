@@ -20,6 +20,17 @@ async fn a_room_joined_by_alias_carries_messages_edits_typing_and_receipts_both_
         })
         .await?;
     assert_eq!(from_alice["sender"], pair.alice_id());
+    // Bob's device got it: Alice's server hears that it was delivered.
+    let hello_bob = from_alice["event_id"]
+        .as_str()
+        .context("an event id")?
+        .to_owned();
+    let bob_id = pair.bob_id();
+    pair.wait_in_sync(Side::A, "ephemeral", |event| {
+        event["type"] == "m.receipt"
+            && event["content"][&hello_bob]["org.palisade.delivered"][&bob_id].is_object()
+    })
+    .await?;
     let bobs = pair
         .send(Side::B, "m.room.message", "b1", text("hello alice"))
         .await?;

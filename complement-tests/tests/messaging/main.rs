@@ -4,11 +4,14 @@
 //! - `threads`: threads with their summaries and `/threads`, edits bundled, reactions
 //!   and their redaction, `/relations`, thread-aware unread counts;
 //! - `presence`: online, idle and offline on the timer, long-polls woken; switched off;
+//! - `receipts`: delivered then read, as the sender sees them; delivered receipts
+//!   turned off;
 //! - `search`: message search with visibility, order, highlights, context, paging, and
 //!   an index that survives a crash and is rebuilt when gone.
 
 mod presence;
 mod push;
+mod receipts;
 mod search;
 mod threads;
 

@@ -78,6 +78,7 @@ pub struct Handles {
     pub to_device: Arc<ToDevice>,
     pub typing: Arc<Typing>,
     pub receipts: Arc<Receipts>,
+    pub delivery: Arc<crate::service::delivery::Delivery>,
 }
 
 impl Federation {
@@ -121,6 +122,7 @@ impl Federation {
                 rooms: handles.rooms.clone(),
                 typing: handles.typing,
                 receipts: handles.receipts,
+                delivery: handles.delivery,
                 presence: presence.clone(),
                 device_lists: device_lists.clone(),
                 to_device: to_device.clone(),

@@ -53,6 +53,7 @@ pub struct Receiver {
     pub(super) rooms: Arc<Rooms>,
     pub(super) typing: Arc<Typing>,
     pub(super) receipts: Arc<Receipts>,
+    pub(super) delivery: Arc<crate::service::delivery::Delivery>,
     pub(super) presence: Arc<PresenceRelay>,
     pub(super) device_lists: Arc<DeviceLists>,
     pub(super) to_device: Arc<ToDeviceRelay>,
@@ -303,6 +304,18 @@ impl Receiver {
     /// Applies the EDUs of a transaction from `origin`.
     fn receive_edus(&self, origin: &ServerName, edus: &[Raw<Edu>]) {
         for raw in edus {
+            if raw
+                .get_field::<String>("edu_type")
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(crate::service::delivery::DELIVERED)
+            {
+                if let Ok(Some(content)) = raw.get_field::<serde_json::Value>("content") {
+                    self.delivery.receive(origin, &content);
+                }
+                continue;
+            }
             let edu = match raw.deserialize() {
                 Ok(edu) => edu,
                 Err(error) => {

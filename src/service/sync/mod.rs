@@ -48,6 +48,8 @@ pub struct Syncer {
     pub typing: Arc<Typing>,
     pub receipts: Arc<Receipts>,
     pub push_counts: Arc<Counts>,
+    /// Records the delivered receipts of what a sync hands over.
+    pub delivery: Arc<crate::service::delivery::Delivery>,
 }
 
 /// What a client asked of one `/sync` call.
@@ -69,6 +71,8 @@ pub struct Window<'a> {
     pub full_state: bool,
     /// Users whose messages and invites this user does not want.
     pub ignored: HashSet<String>,
+    /// Each joined room's newest event from someone else this sync hands over.
+    pub handed: parking_lot::Mutex<Vec<crate::service::delivery::Handed>>,
 }
 
 impl Window<'_> {
@@ -124,6 +128,7 @@ impl Syncer {
                 until,
                 full_state: request.full_state,
                 ignored: self.account_data.ignored_users(&sender.user_id)?,
+                handed: Default::default(),
             };
             // Boxed: a held long-poll keeps this future alive, and without the box it would
             // reserve room for the whole response-building state while it only waits.
@@ -134,6 +139,10 @@ impl Syncer {
                 || !response.to_device.events.is_empty()
                 || !response.device_lists.is_empty();
             if has_news || request.since.is_none() || request.full_state {
+                let handed = std::mem::take(&mut *window.handed.lock());
+                if let Err(error) = self.delivery.handed(&sender.user_id, handed) {
+                    tracing::warn!(%error, "delivered receipts not recorded");
+                }
                 return Ok(response);
             }
             tokio::select! {

@@ -393,6 +393,25 @@ fn account_data_events(events: Vec<(String, Value)>) -> RoomAccountData {
     data
 }
 
+/// Notes the room's newest message (not state) from someone else that the sync hands
+/// over, for the user's delivered receipt.
+pub(super) fn note_handed(window: &Window<'_>, room_id: &RoomId, part: &TimelinePart) {
+    let newest_from_others =
+        part.events.iter().rev().find(|(_, _, event)| {
+            event.state_key.is_none() && event.sender != window.user().as_str()
+        });
+    if let Some((position, event_id, event)) = newest_from_others
+        && let Ok(sender) = OwnedUserId::try_from(event.sender.as_str())
+    {
+        window.handed.lock().push(crate::service::delivery::Handed {
+            room_id: room_id.to_owned(),
+            event_id: event_id.clone(),
+            position: *position,
+            sender,
+        });
+    }
+}
+
 /// A joined room's section, or `None` when nothing changed in it.
 pub async fn joined(
     window: &Window<'_>,
@@ -422,6 +441,7 @@ pub async fn joined(
         .iter()
         .any(|(_, _, event)| event.kind == "m.room.member");
     let gap_before = first_sight && window.since.is_some() && part.start > 0;
+    note_handed(window, room_id, &part);
     room.timeline = part.into_timeline(gap_before);
     room.state = state_before(state);
     let mut ephemeral_events = Ephemeral::new();

@@ -85,11 +85,16 @@ impl SlidingSync {
                 until,
                 full_state: false,
                 ignored: ignored.clone(),
+                handed: Default::default(),
             };
             let (mut response, delta, news) =
                 Box::pin(build(&window, &request, &start, &self.connections)).await?;
             let expired = tokio::time::Instant::now() >= deadline;
             if news || start.fresh || expired {
+                let handed = std::mem::take(&mut *window.handed.lock());
+                if let Err(error) = self.sync.delivery.handed(&sender.user_id, handed) {
+                    tracing::warn!(%error, "delivered receipts not recorded");
+                }
                 response.pos = self.connections.finish(&start, delta)?.to_string();
                 response.txn_id = request.body.txn_id.clone();
                 return Ok(response);

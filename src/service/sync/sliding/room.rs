@@ -151,12 +151,16 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
         until: base.until,
         full_state: false,
         ignored: base.ignored.clone(),
+        handed: Default::default(),
     };
     let part = if config.timeline_limit == 0 || until <= since {
         None
     } else {
         Some(v3room::timeline(&window, room_id, since, until)?)
     };
+    if let Some(part) = &part {
+        v3room::note_handed(base, room_id, part);
+    }
     let senders: BTreeSet<String> = part
         .iter()
         .flat_map(|part| &part.events)
