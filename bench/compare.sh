@@ -19,11 +19,22 @@
 #                  for the idle phases) as `palisade-baseline`: a change's cost shows as
 #                  the quotient beside it, on the same machine in the same run
 #   LOADTEST_ARGS  extra arguments for `loadtest run` (e.g. --sync-rooms 20)
+#   PHASES         the load phases to run (default every one, idle syncs included);
+#                  e.g. "send,delivery" to check a change to the send path. A partial run
+#                  writes its table to $BENCH_DIR/results-full/comparison.md and leaves
+#                  docs/benchmarks.md as it is
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 size=full
 report_only=false
+ALL_PHASES=send,delivery,sync,messages,media,rooms,websocket,history
+PHASES="${PHASES:-$ALL_PHASES,idle}"
+partial=false
+[[ "$PHASES" == "$ALL_PHASES,idle" ]] || partial=true
+busy_phases="$(tr ',' '\n' <<<"$PHASES" | grep -vx idle | paste -sd, -)"
+with_idle=false
+tr ',' '\n' <<<"$PHASES" | grep -qx idle && with_idle=true
 case "${1:-}" in
     --smoke) size=smoke ;;
     # Rebuild the table and docs/benchmarks.md from the reports of the last full run.
@@ -63,7 +74,9 @@ fi
 palisade_bin="${PALISADE_BIN:-$CARGO_TARGET_DIR/release/palisade}"
 loadtest_bin="${LOADTEST_BIN:-$CARGO_TARGET_DIR/release/loadtest}"
 
-if [[ "$size" == smoke ]]; then
+if ! $with_idle; then
+    idle_h1=() idle_h2=()
+elif [[ "$size" == smoke ]]; then
     idle_h1=(50) idle_h2=(200)
 else
     idle_h1=(10000) idle_h2=(10000 50000 100000)
@@ -127,17 +140,17 @@ measure() {
     fresh_palisade
     trap stop_palisade EXIT
     start_palisade
-    loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only send,delivery,sync,messages,media,rooms,websocket,history
+    loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only "$busy_phases"
     stop_palisade
     # Each count of idle syncs is held by a freshly started process, so memory freed by an
     # earlier phase and kept by the allocator does not hide what the held syncs cost.
-    for n in "${idle_h1[@]}"; do
+    for n in "${idle_h1[@]+"${idle_h1[@]}"}"; do
         start_palisade
         loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only idle \
             --idle-http1 "$n" --idle-http2 0 --append
         stop_palisade
     done
-    for n in "${idle_h2[@]}"; do
+    for n in "${idle_h2[@]+"${idle_h2[@]}"}"; do
         start_palisade
         loadtest palisade http://127.0.0.1:18018 --pid "$palisade_pid" --only idle \
             --idle-http1 0 --idle-http2 "$n" --append
@@ -151,7 +164,7 @@ measure() {
         trap stop_palisade EXIT
         start_palisade "$PALISADE_BASELINE_BIN"
         loadtest palisade-baseline http://127.0.0.1:18018 --pid "$palisade_pid" \
-            --only send,delivery,sync,messages,media,rooms,websocket,history
+            --only "$busy_phases"
         stop_palisade
         trap - EXIT
     fi
@@ -165,9 +178,9 @@ measure() {
         rm -rf "$dir" "$results/$label.json"
         trap 'bench/synapse.sh stop "$dir"' EXIT
         bench/synapse.sh start "$backend" "$port" "$dir" >/dev/null
-        loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only send,delivery,sync,messages,media,rooms,websocket,history
+        loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only "$busy_phases"
         # Synapse does not speak HTTP/2 without TLS, so its idle syncs are HTTP/1.1 only.
-        for n in "${idle_h1[@]}"; do
+        for n in "${idle_h1[@]+"${idle_h1[@]}"}"; do
             bench/synapse.sh stop "$dir"
             bench/synapse.sh start "$backend" "$port" "$dir" >/dev/null
             loadtest "$label" "http://127.0.0.1:$port" $(synapse_pids "$dir") --only idle \
@@ -193,8 +206,8 @@ done
 step "comparison"
 table="$("$loadtest_bin" compare "${reports[@]}")"
 echo "$table"
-# A smoke run, or one without Synapse, leaves docs/benchmarks.md as it is.
-if [[ "$size" == smoke || -z "$BACKENDS" ]]; then
+# A smoke run, a partial one, or one without Synapse, leaves docs/benchmarks.md as it is.
+if [[ "$size" == smoke || -z "$BACKENDS" ]] || $partial; then
     echo "$table" >"$results/comparison.md"
     echo "comparison in $results/comparison.md"
     exit 0
