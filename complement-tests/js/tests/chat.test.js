@@ -11,7 +11,7 @@ function messages(room) {
     .map((e) => e.getContent().body);
 }
 
-test("two clients chat both ways in order, with typing, receipts and profile changes", async (t) => {
+test("two clients chat both ways in order, with typing, receipts, profile changes and a new room name", async (t) => {
   const server = await startServer();
   const alice = await register(server, "alice");
   const bob = await register(server, "bob");
@@ -59,6 +59,11 @@ test("two clients chat both ways in order, with typing, receipts and profile cha
 
   await alice.setDisplayName("Alice L.");
   await eventually(() => bob.getRoom(roomId).getMember(alice.getUserId())?.name === "Alice L.", 10000, "the new name");
+
+  // matrix-js-sdk asks for the state at the end of each timeline (MSC4222's
+  // state_after): a renamed room is renamed for the other client.
+  await alice.setRoomName(roomId, "Renamed");
+  await eventually(() => bob.getRoom(roomId).name === "Renamed", 10000, "the new room name");
 });
 
 test("a client scrolls back through history", async (t) => {

@@ -6,6 +6,7 @@
 //! - `lookups`: jump to a date, an event by id alone, mutual rooms, support contacts;
 //! - `reports`: reporting events, rooms and users;
 //! - `spaces`: the space hierarchy;
+//! - `state_after`: sync's `use_state_after` (MSC4222);
 //! - `upgrades`: room upgrades followed by the client.
 
 use std::time::Duration;
@@ -65,4 +66,5 @@ mod membership;
 mod messages;
 mod reports;
 mod spaces;
+mod state_after;
 mod upgrades;

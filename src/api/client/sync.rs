@@ -54,6 +54,7 @@ async fn sync(
     request: Ruma<sync_events::v3::Request>,
 ) -> Result<Box<RawValue>> {
     let sender = request.sender()?.clone();
+    let uri = request.uri.clone();
     let body = request.body;
     let since = match &body.since {
         Some(token) => Some(
@@ -77,17 +78,36 @@ async fn sync(
     };
     mark_online(&services, &sender.user_id, body.set_presence.as_str())?;
     let max = Duration::from_millis(services.config.sync_timeout_max_ms);
+    // MSC4222 before it was in the spec, as matrix-js-sdk asks for it.
+    let unstable_state_after = uri_query_flag(&uri, UNSTABLE_USE_STATE_AFTER);
     let request = SyncRequest {
         since,
         filter,
         full_state: body.full_state,
         timeout: body.timeout.unwrap_or_default().min(max),
+        use_state_after: body.use_state_after || unstable_state_after,
     };
     let response = services.sync.sync(&sender, request).await?;
     let http = response
         .try_into_http_response::<Vec<u8>>()
         .map_err(Error::internal)?;
-    with_limited(http.into_body())
+    let state_after_key = if unstable_state_after && !body.use_state_after {
+        UNSTABLE_STATE_AFTER
+    } else {
+        "state_after"
+    };
+    with_limited(http.into_body(), state_after_key)
+}
+
+const UNSTABLE_USE_STATE_AFTER: &str = "org.matrix.msc4222.use_state_after";
+const UNSTABLE_STATE_AFTER: &str = "org.matrix.msc4222.state_after";
+
+/// Whether the request's query sets `name` to `true`.
+fn uri_query_flag(uri: &http::Uri, name: &str) -> bool {
+    uri.query().is_some_and(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .any(|(key, value)| key == name && value == "true")
+    })
 }
 
 type Object = BTreeMap<String, Box<RawValue>>;
@@ -97,9 +117,10 @@ fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>> {
 }
 
 /// The response with `limited` in every room's timeline, `false` included: ruma leaves
-/// a `false` out, and clients and tools read it on every timeline. Only the timeline
+/// a `false` out, and clients and tools read it on every timeline; and each room's
+/// `state_after` under the name the client asked by. Only the room and timeline
 /// objects are taken apart; everything else is copied through as raw JSON.
-fn with_limited(body: Vec<u8>) -> Result<Box<RawValue>> {
+fn with_limited(body: Vec<u8>, state_after_key: &str) -> Result<Box<RawValue>> {
     let mut top: Object = serde_json::from_slice(&body).map_err(Error::internal)?;
     if let Some(rooms) = top.get("rooms") {
         let mut rooms: Object = serde_json::from_str(rooms.get()).map_err(Error::internal)?;
@@ -110,6 +131,11 @@ fn with_limited(body: Vec<u8>) -> Result<Box<RawValue>> {
             let mut list: BTreeMap<String, Object> =
                 serde_json::from_str(list.get()).map_err(Error::internal)?;
             for room in list.values_mut() {
+                if state_after_key != "state_after"
+                    && let Some(state_after) = room.remove("state_after")
+                {
+                    room.insert(state_after_key.to_owned(), state_after);
+                }
                 let Some(timeline) = room.get("timeline") else {
                     continue;
                 };

@@ -58,6 +58,9 @@ pub struct SyncRequest {
     pub filter: FilterDefinition,
     pub full_state: bool,
     pub timeout: Duration,
+    /// Rooms carry the state at the end of their timeline (`state_after`), not the
+    /// state at its start.
+    pub use_state_after: bool,
 }
 
 /// The window one sync covers, shared by the per-room builders.
@@ -69,6 +72,8 @@ pub struct Window<'a> {
     pub since: Option<SyncToken>,
     pub until: SyncToken,
     pub full_state: bool,
+    /// Whether rooms carry `state_after` instead of `state`.
+    pub use_state_after: bool,
     /// Users whose messages and invites this user does not want.
     pub ignored: HashSet<String>,
     /// Each joined room's newest event from someone else this sync hands over.
@@ -127,6 +132,7 @@ impl Syncer {
                 since: request.since,
                 until,
                 full_state: request.full_state,
+                use_state_after: request.use_state_after,
                 ignored: self.account_data.ignored_users(&sender.user_id)?,
                 handed: Default::default(),
             };

@@ -379,9 +379,62 @@ impl TimelinePart {
 
 /// The state section as the state before the timeline.
 fn state_before(events: Vec<ClientEvent>) -> State {
+    State::Before(state_events_of(events))
+}
+
+fn state_events_of(events: Vec<ClientEvent>) -> StateEvents {
     let mut state = StateEvents::new();
     state.events = events.into_iter().map(ClientEvent::into_raw).collect();
-    State::Before(state)
+    state
+}
+
+/// The state at the section's end (`state_after`, MSC4222): all of it on first sight
+/// (or `full_state`), else what differs from the state at the last sync, the timeline's
+/// own state events included; with lazy loading, the timeline senders' members too.
+fn state_after(
+    window: &Window<'_>,
+    room_id: &RoomId,
+    part: &TimelinePart,
+    first_sight: bool,
+    end: u64,
+) -> Result<Vec<ClientEvent>> {
+    let sync = window.sync;
+    let senders = timeline_senders(part);
+    let at_end = sync
+        .rooms
+        .state
+        .get(sync.rooms.state_group_at(room_id, end)?)?;
+    if first_sight || window.full_state {
+        return state_events(
+            window,
+            at_end.iter().map(|(k, v)| (k.clone(), v.clone())),
+            &senders,
+        );
+    }
+    let before = sync.rooms.state.get(
+        sync.rooms
+            .state_group_at(room_id, window.since_position())?,
+    )?;
+    let changed = at_end
+        .iter()
+        .filter(|(key, event_id)| before.get(*key) != Some(*event_id))
+        .map(|(k, v)| (k.clone(), v.clone()));
+    let mut values = state_events(window, changed, &senders)?;
+    if !window.filter.room.state.lazy_load_options.is_disabled() {
+        let known: BTreeSet<String> = values
+            .iter()
+            .filter_map(|event| event.state_key.clone())
+            .collect();
+        let members = senders
+            .iter()
+            .filter(|sender| !known.contains(*sender))
+            .filter_map(|sender| {
+                let key = ("m.room.member".to_owned(), sender.clone());
+                at_end.get(&key).map(|id| (key, id.clone()))
+            });
+        values.extend(state_events(window, members, &senders)?);
+    }
+    Ok(values)
 }
 
 fn account_data_events(events: Vec<(String, Value)>) -> RoomAccountData {
@@ -435,7 +488,17 @@ pub async fn joined(
         return Ok(None);
     }
     let mut room = JoinedRoom::new();
-    let state = state_section(window, room_id, &part, first_sight)?;
+    let state = if window.use_state_after {
+        State::After(state_events_of(state_after(
+            window,
+            room_id,
+            &part,
+            first_sight,
+            window.until.position,
+        )?))
+    } else {
+        state_before(state_section(window, room_id, &part, first_sight)?)
+    };
     let state_changed = part
         .events
         .iter()
@@ -443,7 +506,7 @@ pub async fn joined(
     let gap_before = first_sight && window.since.is_some() && part.start > 0;
     note_handed(window, room_id, &part);
     room.timeline = part.into_timeline(gap_before);
-    room.state = state_before(state);
+    room.state = state;
     let mut ephemeral_events = Ephemeral::new();
     ephemeral_events.events = ephemeral.into_iter().map(raw).collect();
     room.ephemeral = ephemeral_events;
@@ -557,8 +620,18 @@ pub fn left(
     let until = membership.position.min(window.until.position);
     let part = timeline(window, room_id, since, until)?;
     let mut room = LeftRoom::new();
-    let state = state_section(window, room_id, &part, window.since.is_none())?;
+    let first_sight = window.since.is_none();
+    room.state = if window.use_state_after {
+        State::After(state_events_of(state_after(
+            window,
+            room_id,
+            &part,
+            first_sight,
+            until,
+        )?))
+    } else {
+        state_before(state_section(window, room_id, &part, first_sight)?)
+    };
     room.timeline = part.into_timeline(false);
-    room.state = state_before(state);
     Ok(Some(room))
 }

@@ -84,6 +84,7 @@ impl SlidingSync {
                 since: None,
                 until,
                 full_state: false,
+                use_state_after: false,
                 ignored: ignored.clone(),
                 handed: Default::default(),
             };

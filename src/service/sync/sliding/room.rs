@@ -150,6 +150,7 @@ pub async fn build(base: &Window<'_>, inputs: RoomInputs<'_>) -> Result<(Option<
         since: None,
         until: base.until,
         full_state: false,
+        use_state_after: false,
         ignored: base.ignored.clone(),
         handed: Default::default(),
     };
