@@ -102,6 +102,10 @@ impl Services {
             outgoing.clone(),
             vec![push_actions, search.timeline_index()],
         )?);
+        let caught_up = rooms.catch_up_relations()?;
+        if caught_up > 0 {
+            tracing::info!(events = caught_up, "relations of earlier events indexed");
+        }
         search.start(rooms.clone());
         let federation_client = Arc::new(
             FederationClient::new(

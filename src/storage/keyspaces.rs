@@ -29,7 +29,8 @@ macro_rules! keyspaces {
 keyspaces! {
     /// Raw byte keys: `schema_version` → u64, `stream_position` → u64 (highest position
     /// ever handed out and written), `state_group_counter` → u64, `signing_key` → JSON
-    /// `{version, pkcs8}`.
+    /// `{version, pkcs8}`, `relations_indexed` → empty (the relations of events written
+    /// before relations were indexed have been indexed).
     Meta => "meta",
     /// `user_id` → JSON `UserRecord` (password hash, creation time, deactivated, admin).
     Users => "users",

@@ -187,6 +187,8 @@ impl TimelineIndex for PushActions {
         let flattened = FlattenedJson::from_raw(&Raw::<()>::from_json(event.json.to_owned()));
         let thread = thread_of(rooms, event)?;
         let mut notified = Vec::new();
+        let mut encoded: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let ts = crate::service::users::now_ms();
         let invitee = invited.map(|(user, _)| {
             let name = user.localpart().to_owned();
             (user, name)
@@ -205,18 +207,27 @@ impl TimelineIndex for PushActions {
                 continue;
             }
             let highlight = actions.iter().any(Action::is_highlight);
-            let notification = Notification {
-                room_id: event.room_id.to_owned(),
-                event_id: event.event_id.to_owned(),
-                actions: actions.to_vec(),
-                highlight,
-                thread: thread.clone(),
-                ts: crate::service::users::now_ms(),
+            // Members mostly get the same actions: each distinct record is encoded once.
+            let key = serde_json::to_vec(actions).unwrap_or_default();
+            let encoded = match encoded.iter().find(|(kept, _)| *kept == key) {
+                Some((_, bytes)) => bytes.clone(),
+                None => {
+                    let bytes = crate::storage::codec::encode_json(&Notification {
+                        room_id: event.room_id.to_owned(),
+                        event_id: event.event_id.to_owned(),
+                        actions: actions.to_vec(),
+                        highlight,
+                        thread: thread.clone(),
+                        ts,
+                    });
+                    encoded.push((key, bytes.clone()));
+                    bytes
+                }
             };
-            batch.put_json(
+            batch.put(
                 Keyspace::Notifications,
                 notification_key(user, event.position),
-                &notification,
+                encoded,
             );
             let mut flags = vec![NOTIFY | if highlight { HIGHLIGHT } else { 0 }];
             if let Some(thread) = &thread {

@@ -89,6 +89,73 @@ fn thread_key(room_id: &RoomId, root: &EventId) -> Key {
 /// The index of relations, kept in the batch of each event.
 pub struct RelationsIndex;
 
+/// The `meta` key saying the relations of every event written before relations were
+/// indexed have been indexed since.
+const INDEXED_KEY: &[u8] = b"relations_indexed";
+/// Events whose relations are indexed per write while catching up.
+const CATCH_UP_CHUNK: usize = 1000;
+
+impl Rooms {
+    /// Indexes the relations of every event already in a timeline, once: a database
+    /// written before relations were indexed gets its edits, threads and references
+    /// (room by room, in timeline order); on a new database this finds nothing to do.
+    /// Returns how many events were looked at.
+    pub fn catch_up_relations(&self) -> Result<usize> {
+        if self.db.contains(Keyspace::Meta, INDEXED_KEY)? {
+            return Ok(0);
+        }
+        let mut rooms = Vec::new();
+        for (key, _) in self.db.scan_prefix(Keyspace::Rooms, &[])? {
+            if let Ok(room_id) = ruma::OwnedRoomId::try_from(String::from_utf8_lossy(&key).as_ref())
+            {
+                rooms.push(room_id);
+            }
+        }
+        let mut seen = 0;
+        for room_id in rooms {
+            let prefix = Key::new().str(room_id.as_str());
+            let mut batch = self.db.batch();
+            let mut pending = 0;
+            for (key, value) in self.db.scan_prefix(Keyspace::Timeline, prefix.bytes())? {
+                let position = KeyReader::new(&key[prefix.bytes().len()..]).u64()?;
+                let Ok(event_id) = OwnedEventId::try_from(String::from_utf8_lossy(&value).as_ref())
+                else {
+                    continue;
+                };
+                let Some(stored) = self.pdu(&event_id)? else {
+                    continue;
+                };
+                let Ok(pdu) = stored.parse(event_id.clone()) else {
+                    continue;
+                };
+                let placed = Placed {
+                    room_id: &room_id,
+                    event_id: &event_id,
+                    pdu: &pdu,
+                    json: &stored.pdu,
+                    position,
+                    state_before: stored.state_before,
+                };
+                if let Err(error) = RelationsIndex.stage(self, &mut batch, &placed) {
+                    tracing::debug!(%error, %event_id, "relation not indexed");
+                }
+                seen += 1;
+                pending += 1;
+                if pending >= CATCH_UP_CHUNK {
+                    self.db
+                        .write(std::mem::replace(&mut batch, self.db.batch()))?;
+                    pending = 0;
+                }
+            }
+            self.db.write(batch)?;
+        }
+        let mut batch = self.db.batch();
+        batch.put(Keyspace::Meta, INDEXED_KEY.to_vec(), Vec::new());
+        self.db.write(batch)?;
+        Ok(seen)
+    }
+}
+
 impl TimelineIndex for RelationsIndex {
     fn stage(&self, rooms: &Rooms, batch: &mut Batch, event: &Placed<'_>) -> Result<()> {
         if let Some(target) = super::timeline::redacted_by(event.pdu) {

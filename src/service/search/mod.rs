@@ -53,8 +53,8 @@ pub struct Document {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Change {
     Add(Document),
-    /// The event was redacted: it is no longer found.
-    Remove(OwnedEventId),
+    /// The event at this stream position was redacted: it is no longer found.
+    Remove(u64),
 }
 
 /// How hits are ordered.
@@ -100,7 +100,7 @@ pub struct Hits {
 /// A full-text index of documents.
 pub trait SearchBackend: Send + Sync {
     /// Applies changes in order; they are durable when it returns. Adding a document
-    /// of an event already indexed replaces it.
+    /// of an event already indexed (the same position) replaces it.
     fn apply(&self, changes: &[Change]) -> Result<()>;
 
     /// The hits of a query, in its order.

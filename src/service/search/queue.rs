@@ -34,14 +34,16 @@ use crate::{
 };
 
 /// Changes handed to the backend at once.
-const CHUNK: usize = 256;
+const CHUNK: usize = 5_000;
 /// How long the indexer sleeps when nothing wakes it (a change it missed is taken then).
 const IDLE: Duration = Duration::from_secs(5);
 /// How long it waits before trying again after the backend failed.
 const RETRY: Duration = Duration::from_secs(10);
 /// The text of an event indexed, at most (a long paste is found by its beginning).
 const MOST_TEXT_BYTES: usize = 16 * 1024;
-/// How long it lets the queue fill after a chunk (each chunk is one commit).
+/// How long it lets the queue fill after a chunk: each chunk is one commit, and each
+/// commit a new segment the index merges later, so under load it commits about once
+/// per this long, whatever the rate of messages.
 const BATCHING: Duration = Duration::from_secs(1);
 
 /// Whether events of this type may have searchable text (the indexer reads it).
@@ -164,16 +166,19 @@ impl Indexer {
             let drained = drain(&db, &rooms, &*backend);
             drop((db, rooms, backend));
             crate::service::memory::release_freed_memory();
-            let pause = match drained {
-                Ok(0) => IDLE,
-                // Later messages are taken together: fewer, larger commits.
-                Ok(_) => BATCHING,
+            match drained {
+                Ok(0) => {}
+                Ok(_) => {
+                    std::thread::sleep(BATCHING);
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "the search index could not take queued messages");
-                    RETRY
+                    std::thread::sleep(RETRY);
+                    continue;
                 }
-            };
-            match self.wake.recv_timeout(pause) {
+            }
+            match self.wake.recv_timeout(IDLE) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -202,7 +207,13 @@ fn drain(db: &Db, rooms: &Rooms, backend: &dyn SearchBackend) -> Result<usize> {
                     changes.push(Change::Add(document));
                 }
             }
-            Ok(Queued::Forget(event_id)) => changes.push(Change::Remove(event_id)),
+            Ok(Queued::Forget(event_id)) => {
+                if let Some(stored) = rooms.pdu(&event_id)?
+                    && stored.position > 0
+                {
+                    changes.push(Change::Remove(stored.position));
+                }
+            }
             Err(error) => tracing::warn!(position, %error, "unreadable search entry dropped"),
         }
     }
