@@ -148,7 +148,6 @@ async fn receipt(
     let user = request.user_id()?;
     let body = &request.body;
     services.rooms.require_joined(&body.room_id, user)?;
-    services.federation.presence.active(user)?;
     let receipt_type = match &body.receipt_type {
         ReceiptType::Read => "m.read",
         ReceiptType::ReadPrivate => "m.read.private",
@@ -177,6 +176,7 @@ async fn receipt(
         &body.event_id,
         thread,
     )?;
+    services.federation.presence.was_active(user);
     Ok(create_receipt::v3::Response::new())
 }
 
@@ -188,7 +188,6 @@ async fn read_markers(
     let user = request.user_id()?;
     let body = &request.body;
     services.rooms.require_joined(&body.room_id, user)?;
-    services.federation.presence.active(user)?;
     if let Some(event_id) = &body.fully_read {
         record(
             &services,
@@ -212,5 +211,6 @@ async fn read_markers(
             None,
         )?;
     }
+    services.federation.presence.was_active(user);
     Ok(set_read_marker::v3::Response::new())
 }

@@ -67,7 +67,7 @@ mod single_event {
 
 /// What every event a client sends goes through first: a transaction already answered
 /// gets the same event id back (no rate limit, no second event); otherwise the sender
-/// must be within the rate limit and in the room, and is active (presence).
+/// must be within the rate limit and in the room.
 fn admit(
     services: &Services,
     sender: &Sender,
@@ -79,7 +79,6 @@ fn admit(
     }
     services.message_limiter.check(sender.user_id.as_str())?;
     services.rooms.require_joined(room_id, &sender.user_id)?;
-    services.federation.presence.active(&sender.user_id)?;
     Ok(None)
 }
 
@@ -107,6 +106,7 @@ async fn send_message(
         .rooms
         .append(&body.room_id, &sender.user_id, event, Some(txn))
         .await?;
+    services.federation.presence.was_active(&sender.user_id);
     Ok(send_message_event::v3::Response::new(event_id))
 }
 
@@ -152,6 +152,7 @@ async fn redact(
         .rooms
         .append(&body.room_id, &sender.user_id, event, Some(txn))
         .await?;
+    services.federation.presence.was_active(&sender.user_id);
     Ok(redact_event::v3::Response::new(event_id))
 }
 

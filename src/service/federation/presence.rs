@@ -90,6 +90,14 @@ impl PresenceRelay {
         )
     }
 
+    /// [`active`](Self::active) after what the user did is done (so a woken sync sees
+    /// both): a failure is logged, never the request's.
+    pub fn was_active(&self, user: &UserId) {
+        if let Err(error) = self.active(user) {
+            tracing::warn!(%error, %user, "presence not updated");
+        }
+    }
+
     /// Records a local user's presence; if it changed, wakes everyone sharing a room with
     /// them and tells the other servers of those rooms.
     pub fn publish(&self, user: &UserId, record: PresenceRecord) -> Result<()> {
