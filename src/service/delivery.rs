@@ -20,10 +20,8 @@ use serde_json::{Value, json};
 use crate::{
     Result,
     service::{
-        account_data::AccountData,
-        federation::queue::OutgoingQueue,
-        receipts::Receipts,
-        rooms::{Rooms, membership::membership_in},
+        account_data::AccountData, federation::queue::OutgoingQueue, receipts::Receipts,
+        rooms::Rooms,
     },
 };
 
@@ -191,11 +189,7 @@ impl Delivery {
         if user_id.server_name() != origin {
             return Ok(());
         }
-        let joined = self
-            .rooms
-            .state_content(room_id, "m.room.member", user_id.as_str())?
-            .as_ref()
-            .and_then(membership_in)
+        let joined = self.rooms.member_state(room_id, user_id)?
             == Some(ruma::events::room::member::MembershipState::Join);
         let Some(event) = self.rooms.pdu(event_id)? else {
             return Ok(());

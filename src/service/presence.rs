@@ -148,7 +148,12 @@ impl Presence {
     /// Whether `record` differs from what is stored for the user (the last activity
     /// counts only once a minute).
     pub fn is_news(&self, user: &UserId, record: &PresenceRecord) -> Result<bool> {
-        Ok(match self.get(user)? {
+        Ok(self.differs(self.get(user)?.as_ref(), record))
+    }
+
+    /// Whether `record` differs from `current`, the stored presence, enough to store.
+    pub fn differs(&self, current: Option<&PresenceRecord>, record: &PresenceRecord) -> bool {
+        match current {
             Some(current) => {
                 current.presence != record.presence
                     || current.status_msg != record.status_msg
@@ -158,7 +163,7 @@ impl Presence {
                         >= self.timeouts.remote_offline / 2
             }
             None => true,
-        })
+        }
     }
 
     /// Notes that `user` is due a look at `at` (ms).

@@ -75,19 +75,20 @@ impl PresenceRelay {
             return Ok(());
         }
         let now = now_ms();
-        let status_msg = self
-            .presence
-            .get(user)?
-            .and_then(|record| record.status_msg);
-        self.publish(
-            user,
-            PresenceRecord {
-                presence: ONLINE.to_owned(),
-                status_msg,
-                last_active_ts: now,
-                updated_ts: now,
-            },
-        )
+        let current = self.presence.get(user)?;
+        let record = PresenceRecord {
+            presence: ONLINE.to_owned(),
+            status_msg: current
+                .as_ref()
+                .and_then(|record| record.status_msg.clone()),
+            last_active_ts: now,
+            updated_ts: now,
+        };
+        // Every send comes here: the common case, nothing new, costs this one read.
+        if !self.presence.differs(current.as_ref(), &record) {
+            return Ok(());
+        }
+        self.publish(user, record)
     }
 
     /// [`active`](Self::active) after what the user did is done (so a woken sync sees

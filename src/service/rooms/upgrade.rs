@@ -74,20 +74,7 @@ impl Rooms {
         let new_room = self
             .append_create(upgrade.new_version, user, Value::Object(create))
             .await?;
-        let mut member = json!({ "membership": "join" });
-        if let Some(name) = &upgrade.profile.0 {
-            member["displayname"] = name.as_str().into();
-        }
-        if let Some(url) = &upgrade.profile.1 {
-            member["avatar_url"] = url.as_str().into();
-        }
-        self.append(
-            &new_room,
-            user,
-            NewEvent::state("m.room.member", user.as_str(), member),
-            None,
-        )
-        .await?;
+        self.join(&new_room, user, upgrade.profile, None).await?;
 
         // The power levels first, with the upgrader able to send everything that follows;
         // the old room's own levels once the state is in place.
