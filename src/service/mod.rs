@@ -89,6 +89,7 @@ impl Services {
         let push_rules = Arc::new(push::rules::Rulesets::new(account_data.clone()));
         let (notified, notified_users) = tokio::sync::mpsc::unbounded_channel();
         let push_actions = Arc::new(push::actions::PushActions::new(
+            db.clone(),
             push_rules.clone(),
             config.server_name.clone(),
             notified,

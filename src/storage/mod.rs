@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod codec;
 pub mod keyspaces;
+pub mod runs;
 
 use std::path::Path;
 
@@ -269,6 +270,7 @@ impl Db {
         Batch {
             inner: rocksdb::WriteBatchWithTransaction::default(),
             ops: Vec::new(),
+            runs: runs::StagedRuns::default(),
         }
     }
 
@@ -305,6 +307,9 @@ impl Db {
                     inner.merge_cf(&self.cf(keyspace), key, value.to_be_bytes())
                 }
             }
+        }
+        for (keyspace, key, value) in batch.runs.into_puts() {
+            inner.put_cf(&self.cf(keyspace), key, value);
         }
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(sync);
@@ -343,6 +348,7 @@ enum Op {
 pub struct Batch {
     inner: rocksdb::WriteBatchWithTransaction<false>,
     ops: Vec<Op>,
+    runs: runs::StagedRuns,
 }
 
 impl Batch {
@@ -370,7 +376,7 @@ impl Batch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.runs.is_empty()
     }
 
     /// What this batch last stages for a key: `Some(Some(value))` for a put,

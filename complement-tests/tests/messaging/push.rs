@@ -303,6 +303,27 @@ async fn event_id_only_pushers_rejected_keys_and_the_notifications_list() -> any
         json!({ "notification_count": 1, "highlight_count": 1 })
     );
 
+    // Alice takes the mention back: it notifies no one any more.
+    let redact = format!("/_matrix/client/v3/rooms/{dm}/redact/{mention}/take-back");
+    let (status, body) = server
+        .request("PUT", &redact, Some(&token(&alice)), Some(json!({})))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let (_, highlights) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/notifications?only=highlight",
+            Some(&t),
+            None,
+        )
+        .await?;
+    assert_eq!(highlights["notifications"], json!([]), "{highlights}");
+    let sync = raw_sync(&server, &bob, None, 0).await?;
+    assert_eq!(
+        sync["rooms"]["join"][dm.as_str()]["unread_notifications"],
+        json!({ "notification_count": 0, "highlight_count": 0 })
+    );
+
     // A pusher's URL must be a push gateway's notify endpoint.
     let (status, body) = server
         .request(

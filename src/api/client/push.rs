@@ -116,7 +116,7 @@ pub fn init_push_rules(account_data: &AccountData, user_id: &UserId) -> Result<(
 }
 
 fn load(services: &Services, user_id: &UserId) -> Result<Ruleset> {
-    Ok((*services.push.rules.get(user_id)?).clone())
+    Ok(services.push.rules.get(user_id)?.ruleset.clone())
 }
 
 fn save(services: &Services, user_id: &UserId, ruleset: &Ruleset) -> Result<()> {

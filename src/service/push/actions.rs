@@ -1,24 +1,25 @@
 //! Push actions, worked out once when an event is written: for each local member of the
 //! room (and a local user the event invites), their push rules decide whether it
-//! notifies and highlights. What notifies is stored with the event, in its batch: unread
+//! notifies and highlights. Members whose rules differ only in who they are share one
+//! evaluation unless the event names them. What notifies is stored with the event, in its batch: unread
 //! counts, `/notifications` and the push gateways read it and never evaluate again.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{Arc, LazyLock},
 };
 
 use parking_lot::Mutex;
 use ruma::{
     EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId,
     events::{TimelineEventType, room::member::MembershipState},
-    push::{Action, FlattenedJson},
+    push::{Action, FlattenedJson, Ruleset},
     serde::Raw,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::rules::{RoomContext, Rulesets, actions};
+use super::rules::{Member, Naming, RoomContext, Rulesets, actions};
 use crate::{
     Result,
     service::rooms::{
@@ -26,7 +27,7 @@ use crate::{
         relations::{THREAD, relation_of},
         timeline::{Placed, TimelineIndex, member_change},
     },
-    storage::{Batch, Keyspace, codec::Key},
+    storage::{Batch, Db, Keyspace, codec::Key},
 };
 
 /// An event that notifies a user.
@@ -46,16 +47,64 @@ pub struct Notification {
 pub(super) const NOTIFY: u8 = 1;
 pub(super) const HIGHLIGHT: u8 = 2;
 
-pub(super) fn notification_key(user: &UserId, position: u64) -> Key {
-    Key::new().str(user.as_str()).u64(position)
+pub(super) fn notifications_prefix(user: &UserId) -> Key {
+    Key::new().str(user.as_str())
 }
 
 pub(super) fn unread_prefix(user: &UserId, room_id: &RoomId) -> Key {
     Key::new().str(user.as_str()).str(room_id.as_str())
 }
 
-/// Local members with their display names in a room.
-type LocalMembers = Arc<Vec<(OwnedUserId, String)>>;
+/// An event that notifies local members, stored once: what their notifications share.
+/// Each member's entry names one of `actions` (most members get the same ones).
+#[derive(Serialize, Deserialize)]
+pub(super) struct NotifyingEvent {
+    pub room_id: OwnedRoomId,
+    pub event_id: OwnedEventId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<OwnedEventId>,
+    pub ts: u64,
+    /// The distinct actions the event has for members it notifies.
+    pub actions: Vec<Vec<Action>>,
+}
+
+impl NotifyingEvent {
+    /// A member's notification from their entry (flags, then the index of their
+    /// actions); `None` for an entry that is not one.
+    pub(super) fn notification(&self, entry: &[u8]) -> Option<Notification> {
+        let [flags, index] = entry else {
+            return None;
+        };
+        Some(Notification {
+            room_id: self.room_id.clone(),
+            event_id: self.event_id.clone(),
+            actions: self.actions.get(usize::from(*index))?.clone(),
+            highlight: flags & HIGHLIGHT != 0,
+            thread: self.thread.clone(),
+            ts: self.ts,
+        })
+    }
+}
+
+pub(super) fn notifying_event_key(position: u64) -> Key {
+    Key::new().u64(position)
+}
+
+/// A member's entry in the notifications keyspace: an event's notification is shared
+/// ([`NotifyingEvent`]) and the entry names its actions; past the 255th distinct set
+/// of actions, the whole notification.
+#[derive(Clone)]
+enum Entry {
+    Shared { highlight: bool, index: u8 },
+    Whole { highlight: bool, bytes: Vec<u8> },
+}
+
+/// Whom the shared part of the rules is evaluated for: no member of any room.
+static NO_ONE: LazyLock<OwnedUserId> =
+    LazyLock::new(|| OwnedUserId::try_from("@-:no-one.invalid").expect("a valid user id"));
+
+/// The local members of a room.
+type LocalMembers = Arc<Vec<Member>>;
 
 /// The local members of a room and their display names, for one state of the room.
 struct Members {
@@ -71,6 +120,8 @@ const STAGED_MOST: usize = 100_000;
 const ROOMS_KEPT: usize = 10_000;
 
 pub struct PushActions {
+    /// Read to take a redacted event's entries out of the runs holding them.
+    db: Arc<Db>,
     rulesets: Arc<Rulesets>,
     server_name: OwnedServerName,
     rooms: Mutex<HashMap<OwnedRoomId, Members>>,
@@ -82,11 +133,13 @@ pub struct PushActions {
 
 impl PushActions {
     pub fn new(
+        db: Arc<Db>,
         rulesets: Arc<Rulesets>,
         server_name: OwnedServerName,
         notified: UnboundedSender<OwnedUserId>,
     ) -> Self {
         Self {
+            db,
             rulesets,
             server_name,
             rooms: Mutex::default(),
@@ -121,7 +174,7 @@ impl PushActions {
                 continue;
             }
             let name = display_name(rooms, &state, &user)?;
-            local.push((user, name));
+            local.push(Member::new(user, name));
         }
         let local = Arc::new(local);
         let mut kept = self.rooms.lock();
@@ -153,18 +206,26 @@ impl PushActions {
         if stored.room_id != room_id || stored.position == 0 {
             return Ok(());
         }
+        batch.delete(
+            Keyspace::NotifyingEvents,
+            notifying_event_key(stored.position),
+        );
         for user in rooms.members_with(room_id, MembershipState::Join)? {
             if user.server_name() != self.server_name {
                 continue;
             }
-            batch.delete(
+            batch.remove_from_run(
+                &self.db,
                 Keyspace::Notifications,
-                notification_key(&user, stored.position),
-            );
-            batch.delete(
+                &notifications_prefix(&user),
+                stored.position,
+            )?;
+            batch.remove_from_run(
+                &self.db,
                 Keyspace::UnreadNotifications,
-                unread_prefix(&user, room_id).u64(stored.position),
-            );
+                &unread_prefix(&user, room_id),
+                stored.position,
+            )?;
         }
         Ok(())
     }
@@ -186,59 +247,111 @@ impl TimelineIndex for PushActions {
         }
         let flattened = FlattenedJson::from_raw(&Raw::<()>::from_json(event.json.to_owned()));
         let thread = thread_of(rooms, event)?;
+        let naming = Naming::of(&flattened);
+        // Members whose rules differ only in who they are, named nowhere in the event,
+        // get the actions of their shared part: evaluated once for all of them, as by
+        // someone who is no member.
+        let shareable = event.pdu.sender != *NO_ONE;
         let mut notified = Vec::new();
-        let mut encoded: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let ts = crate::service::users::now_ms();
-        let invitee = invited.map(|(user, _)| {
-            let name = user.localpart().to_owned();
-            (user, name)
-        });
-        for (user, name) in local.iter().chain(invitee.iter()) {
-            if *user == event.pdu.sender {
-                continue;
-            }
-            let ruleset = self.rulesets.get(user)?;
-            let room_context = context.for_user(event.room_id, user, name.clone());
-            let actions = actions(&ruleset, &flattened, &room_context);
+        let mut shared: Vec<(Arc<Ruleset>, Option<Entry>)> = Vec::new();
+        let mut distinct: Vec<(String, Vec<Action>)> = Vec::new();
+        let mut entry_for = |actions: &[Action]| -> Option<Entry> {
             if !actions
                 .iter()
                 .any(|action| matches!(action, Action::Notify))
             {
-                continue;
+                return None;
             }
             let highlight = actions.iter().any(Action::is_highlight);
-            // Members mostly get the same actions: each distinct record is encoded once.
-            let key = serde_json::to_vec(actions).unwrap_or_default();
-            let encoded = match encoded.iter().find(|(kept, _)| *kept == key) {
-                Some((_, bytes)) => bytes.clone(),
+            let json = serde_json::to_string(actions).unwrap_or_default();
+            let index = match distinct.iter().position(|(kept, _)| *kept == json) {
+                Some(at) => at,
                 None => {
-                    let bytes = crate::storage::codec::encode_json(&Notification {
+                    distinct.push((json, actions.to_vec()));
+                    distinct.len() - 1
+                }
+            };
+            Some(match u8::try_from(index) {
+                Ok(index) if index < u8::MAX => Entry::Shared { highlight, index },
+                _ => Entry::Whole {
+                    highlight,
+                    bytes: crate::storage::codec::encode_json(&Notification {
                         room_id: event.room_id.to_owned(),
                         event_id: event.event_id.to_owned(),
                         actions: actions.to_vec(),
                         highlight,
                         thread: thread.clone(),
-                        ts,
-                    });
-                    encoded.push((key, bytes.clone()));
-                    bytes
+                        ts: crate::service::users::now_ms(),
+                    }),
+                },
+            })
+        };
+        let invitee =
+            invited.map(|(user, _)| Member::new(user.clone(), user.localpart().to_owned()));
+        for member in local.iter().chain(invitee.iter()) {
+            let user = &member.user;
+            if *user == event.pdu.sender {
+                continue;
+            }
+            let rules = self.rulesets.get(user)?;
+            let entry = match &rules.shared {
+                Some(part) if shareable && !naming.may_name(member) => {
+                    match shared.iter().position(|(kept, _)| Arc::ptr_eq(kept, part)) {
+                        Some(at) => shared[at].1.clone(),
+                        None => {
+                            let no_one = context.for_user(event.room_id, &NO_ONE, String::new());
+                            let entry = entry_for(actions(part, &flattened, &no_one));
+                            shared.push((part.clone(), entry.clone()));
+                            entry
+                        }
+                    }
+                }
+                _ => {
+                    let context =
+                        context.for_user(event.room_id, user, member.display_name.clone());
+                    entry_for(actions(&rules.ruleset, &flattened, &context))
                 }
             };
-            batch.put(
+            let Some(entry) = entry else {
+                continue;
+            };
+            let (highlight, bytes) = match entry {
+                Entry::Shared { highlight, index } => (highlight, vec![flags(highlight), index]),
+                Entry::Whole { highlight, bytes } => (highlight, bytes),
+            };
+            // Each member's entries of a batch share one record (`storage::runs`): a
+            // batch of many messages to a big room writes one per member, not one per
+            // member and message.
+            batch.put_in_run(
                 Keyspace::Notifications,
-                notification_key(user, event.position),
-                encoded,
+                &notifications_prefix(user),
+                event.position,
+                &bytes,
             );
-            let mut flags = vec![NOTIFY | if highlight { HIGHLIGHT } else { 0 }];
+            let mut unread = vec![flags(highlight)];
             if let Some(thread) = &thread {
-                flags.extend_from_slice(thread.as_bytes());
+                unread.extend_from_slice(thread.as_bytes());
             }
-            batch.put(
+            batch.put_in_run(
                 Keyspace::UnreadNotifications,
-                unread_prefix(user, event.room_id).u64(event.position),
-                flags,
+                &unread_prefix(user, event.room_id),
+                event.position,
+                &unread,
             );
             notified.push(user.clone());
+        }
+        if !notified.is_empty() {
+            batch.put_json(
+                Keyspace::NotifyingEvents,
+                notifying_event_key(event.position),
+                &NotifyingEvent {
+                    room_id: event.room_id.to_owned(),
+                    event_id: event.event_id.to_owned(),
+                    thread,
+                    ts: crate::service::users::now_ms(),
+                    actions: distinct.into_iter().map(|(_, actions)| actions).collect(),
+                },
+            );
         }
         if !notified.is_empty() {
             self.staged.lock().insert(event.position, notified);
@@ -263,6 +376,10 @@ impl TimelineIndex for PushActions {
             }
         }
     }
+}
+
+fn flags(highlight: bool) -> u8 {
+    NOTIFY | if highlight { HIGHLIGHT } else { 0 }
 }
 
 /// A member's display name in a room (their localpart when they set none).

@@ -7,14 +7,14 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{EventId, OwnedEventId, RoomId, UserId};
 
-use super::actions::{HIGHLIGHT, NOTIFY, Notification, unread_prefix};
+use super::actions::{
+    HIGHLIGHT, NOTIFY, Notification, NotifyingEvent, notifications_prefix, notifying_event_key,
+    unread_prefix,
+};
 use crate::{
     Result,
     service::{receipts::Receipts, rooms::Rooms},
-    storage::{
-        Db, Keyspace,
-        codec::{Key, KeyReader, decode_json},
-    },
+    storage::{Db, Keyspace, codec::decode_json},
 };
 
 /// Notifications counted at most per room: beyond, a badge says as much as an exact
@@ -97,7 +97,7 @@ impl Counts {
         until: u64,
     ) -> Result<RoomCounts> {
         let mut counts = RoomCounts::default();
-        let entries = self.db.stream_page(
+        let entries = self.db.run_entries(
             Keyspace::UnreadNotifications,
             &unread_prefix(user, room_id),
             read.all,
@@ -131,36 +131,14 @@ impl Counts {
         limit: usize,
         only_highlight: bool,
     ) -> Result<Vec<(u64, Notification)>> {
-        let prefix = Key::new().str(user.as_str());
-        let start = prefix.clone().u64(before.saturating_sub(1));
-        let mut out = Vec::new();
-        let mut failure = None;
-        self.db.for_each_from(
+        let entries = self.db.run_entries_before(
             Keyspace::Notifications,
-            prefix.bytes(),
-            start.bytes(),
-            false,
-            |key, value| {
-                let position = KeyReader::new(&key[prefix.bytes().len()..]).u64();
-                let decoded = decode_json::<Notification>(value);
-                match (position, decoded) {
-                    (Ok(position), Ok(notification)) => {
-                        if position < before && (!only_highlight || notification.highlight) {
-                            out.push((position, notification));
-                        }
-                        out.len() < limit
-                    }
-                    (Err(error), _) | (_, Err(error)) => {
-                        failure = Some(error);
-                        false
-                    }
-                }
-            },
+            &notifications_prefix(user),
+            before,
+            limit,
+            |entry| !only_highlight || highlights(entry),
         )?;
-        match failure {
-            Some(error) => Err(error.into()),
-            None => Ok(out),
-        }
+        self.resolve(entries)
     }
 
     /// A user's notifications at positions in `(after, until]`, oldest first, at most
@@ -172,17 +150,43 @@ impl Counts {
         until: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Notification)>> {
-        self.db
-            .stream_page(
-                Keyspace::Notifications,
-                &Key::new().str(user.as_str()),
-                after,
-                until,
-                limit,
-            )?
-            .into_iter()
-            .map(|(position, value)| Ok((position, decode_json(&value)?)))
-            .collect()
+        let entries = self.db.run_entries(
+            Keyspace::Notifications,
+            &notifications_prefix(user),
+            after,
+            until,
+            limit,
+        )?;
+        self.resolve(entries)
+    }
+
+    /// The notifications of a user's entries, each completed from what its event's
+    /// notifications share (entries of an event since redacted are skipped).
+    fn resolve(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<Vec<(u64, Notification)>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for (position, entry) in entries {
+            if entry.first() == Some(&b'{') {
+                out.push((position, decode_json(&entry)?));
+                continue;
+            }
+            let event: Option<NotifyingEvent> = self.db.get_json(
+                Keyspace::NotifyingEvents,
+                notifying_event_key(position).bytes(),
+            )?;
+            if let Some(notification) = event.and_then(|event| event.notification(&entry)) {
+                out.push((position, notification));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether a user's entry in the notifications keyspace highlights.
+fn highlights(entry: &[u8]) -> bool {
+    match entry.first() {
+        Some(b'{') => decode_json::<Notification>(entry).is_ok_and(|n| n.highlight),
+        Some(flags) => flags & HIGHLIGHT != 0,
+        None => false,
     }
 }
 
@@ -230,4 +234,90 @@ pub fn read_marks(
         *mark = (*mark).max(position);
     }
     Ok(marks)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{owned_event_id, owned_room_id, push::Action, user_id};
+
+    use super::*;
+    use crate::storage::codec::encode_json;
+
+    #[test]
+    fn entries_written_before_runs_and_shared_events_read_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        let (user, room) = (user_id!("@bob:x"), owned_room_id!("!r:x"));
+        let notify = vec![Action::Notify];
+        // As stored before: one whole notification per key, one flag byte per key.
+        let mut batch = db.batch();
+        let old = Notification {
+            room_id: room.clone(),
+            event_id: owned_event_id!("$old"),
+            actions: notify.clone(),
+            highlight: true,
+            thread: None,
+            ts: 1,
+        };
+        batch.put(
+            Keyspace::Notifications,
+            notifications_prefix(user).u64(5),
+            encode_json(&old),
+        );
+        batch.put(
+            Keyspace::UnreadNotifications,
+            unread_prefix(user, &room).u64(5),
+            vec![NOTIFY | HIGHLIGHT],
+        );
+        // As stored now: the event's shared record, the member's two-byte entry in a run.
+        batch.put_json(
+            Keyspace::NotifyingEvents,
+            notifying_event_key(7),
+            &NotifyingEvent {
+                room_id: room.clone(),
+                event_id: owned_event_id!("$new"),
+                thread: None,
+                ts: 2,
+                actions: vec![vec![], notify],
+            },
+        );
+        batch.put_in_run(
+            Keyspace::Notifications,
+            &notifications_prefix(user),
+            7,
+            &[NOTIFY, 1],
+        );
+        batch.put_in_run(
+            Keyspace::UnreadNotifications,
+            &unread_prefix(user, &room),
+            7,
+            &[NOTIFY],
+        );
+        db.write(batch).unwrap();
+
+        let counts = Counts::new(db);
+        let listed = counts.notifications(user, u64::MAX, 10, false).unwrap();
+        let ids: Vec<(u64, &str, bool)> = listed
+            .iter()
+            .map(|(at, n)| (*at, n.event_id.as_str(), n.highlight))
+            .collect();
+        assert_eq!(ids, [(7, "$new", false), (5, "$old", true)]);
+        assert_eq!(listed[0].1.actions.len(), 1);
+        let highlights = counts.notifications(user, u64::MAX, 10, true).unwrap();
+        assert_eq!(highlights.len(), 1);
+        assert_eq!(highlights[0].0, 5);
+        let after = counts.notifications_after(user, 5, u64::MAX, 10).unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].1.event_id, "$new");
+        let unread = counts
+            .room(user, &room, &ReadMarks::default(), u64::MAX)
+            .unwrap();
+        assert_eq!(
+            unread.main,
+            Count {
+                notifications: 2,
+                highlights: 1
+            }
+        );
+    }
 }

@@ -1,0 +1,393 @@
+//! Runs: the entries one batch stages under one prefix of a stream keyspace
+//! (`prefix ‖ position` keys), stored as one value under the first entry's position.
+//!
+//! An event in a room of many members gives each of them an entry (a notification, an
+//! unread flag); a batch that writes many such events at once then writes one record per
+//! member instead of one per member and event. A run never spans more than [`RUN_SPAN`]
+//! positions, so a reader looking for positions after `p` starts at `p - RUN_SPAN`.
+//! Runs of one prefix from batches written side by side may interleave; readers sort.
+//!
+//! A run's value is the marker byte [`RUN`] then, per entry, its position (u64), its
+//! length (u32) and its bytes, all big-endian. A value without the marker is a single
+//! entry at its key's position, as written before runs.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{Batch, Db, Keyspace, StorageResult, codec::Key};
+
+/// The most positions one run covers: a batch staging entries further apart starts a
+/// new run.
+pub const RUN_SPAN: u64 = 4096;
+
+const RUN: u8 = 0xFF;
+
+/// The runs a batch stages in one keyspace, by prefix: the first position and the value.
+type Runs = HashMap<Vec<u8>, (u64, Vec<u8>)>;
+
+/// The runs a batch stages, by keyspace.
+#[derive(Default)]
+pub(super) struct StagedRuns(HashMap<Keyspace, Runs>);
+
+impl StagedRuns {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.values().all(HashMap::is_empty)
+    }
+
+    /// The staged runs as puts.
+    pub(super) fn into_puts(self) -> impl Iterator<Item = (Keyspace, Vec<u8>, Vec<u8>)> {
+        self.0.into_iter().flat_map(|(keyspace, runs)| {
+            runs.into_iter().map(move |(mut prefix, (first, value))| {
+                prefix.extend_from_slice(&first.to_be_bytes());
+                (keyspace, prefix, value)
+            })
+        })
+    }
+}
+
+fn push_entry(value: &mut Vec<u8>, position: u64, entry: &[u8]) {
+    value.extend_from_slice(&position.to_be_bytes());
+    value.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+    value.extend_from_slice(entry);
+}
+
+/// The entries of a stored value found at `key_position`, in the order staged.
+pub fn entries(key_position: u64, value: &[u8]) -> Vec<(u64, &[u8])> {
+    let Some((&RUN, mut rest)) = value.split_first() else {
+        return vec![(key_position, value)];
+    };
+    let mut out = Vec::new();
+    while rest.len() >= 12 {
+        let position = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+        let Some(entry) = rest.get(12..12 + len) else {
+            break;
+        };
+        out.push((position, entry));
+        rest = &rest[12 + len..];
+    }
+    out
+}
+
+impl Batch {
+    /// Stages `entry` at `position` under `prefix`, in this batch's run for the prefix.
+    /// Positions staged under one prefix must rise.
+    pub fn put_in_run(&mut self, keyspace: Keyspace, prefix: &Key, position: u64, entry: &[u8]) {
+        let runs = self.runs.0.entry(keyspace).or_default();
+        let value = match runs.get_mut(prefix.bytes()) {
+            Some((first, value)) if position < *first + RUN_SPAN => value,
+            found => {
+                if found.is_some() {
+                    let (first, value) = runs.remove(prefix.bytes()).expect("just found");
+                    self.ops.push(super::Op::Put(
+                        keyspace,
+                        prefix.clone().u64(first).into(),
+                        value,
+                    ));
+                }
+                let runs = self.runs.0.entry(keyspace).or_default();
+                &mut runs
+                    .entry(prefix.bytes().to_vec())
+                    .or_insert_with(|| (position, vec![RUN]))
+                    .1
+            }
+        };
+        push_entry(value, position, entry);
+    }
+
+    /// Stages the removal of the entry at `position` under `prefix`, wherever it is: in
+    /// this batch's run, in what this batch already rewrote, or on disk.
+    pub fn remove_from_run(
+        &mut self,
+        db: &Db,
+        keyspace: Keyspace,
+        prefix: &Key,
+        position: u64,
+    ) -> StorageResult<()> {
+        if let Some((first, value)) = self
+            .runs
+            .0
+            .get_mut(&keyspace)
+            .and_then(|runs| runs.get_mut(prefix.bytes()))
+            && *first <= position
+        {
+            let kept = without(*first, value, position);
+            *value = kept;
+            return Ok(());
+        }
+        // A run this batch already closed (its span was full).
+        let closed = self.ops.iter().position(|op| match op {
+            super::Op::Put(space, key, value) => {
+                *space == keyspace
+                    && key.starts_with(prefix.bytes())
+                    && entries(key_position(prefix, key), value)
+                        .iter()
+                        .any(|(at, _)| *at == position)
+            }
+            _ => false,
+        });
+        if let Some(at) = closed
+            && let super::Op::Put(_, key, value) = &mut self.ops[at]
+        {
+            *value = without(key_position(prefix, key), value, position);
+            return Ok(());
+        }
+        let mut found = None;
+        let start = prefix.clone().u64(position);
+        db.for_each_from(
+            keyspace,
+            prefix.bytes(),
+            start.bytes(),
+            false,
+            |key, value| {
+                let first = key_position(prefix, key);
+                if first + RUN_SPAN <= position {
+                    return false;
+                }
+                let value = match self.staged(keyspace, key) {
+                    Some(Some(staged)) => staged,
+                    Some(None) => return true,
+                    None => value,
+                };
+                if entries(first, value).iter().any(|(at, _)| *at == position) {
+                    found = Some((key.to_vec(), first, value.to_vec()));
+                    return false;
+                }
+                true
+            },
+        )?;
+        if let Some((key, first, value)) = found {
+            let kept = without(first, &value, position);
+            if entries(first, &kept).is_empty() {
+                self.delete(keyspace, key);
+            } else {
+                self.put(keyspace, key, kept);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A run's value without the entry at `position` (a single entry becomes an empty run).
+fn without(first: u64, value: &[u8], position: u64) -> Vec<u8> {
+    let mut kept = vec![RUN];
+    for (at, entry) in entries(first, value) {
+        if at != position {
+            push_entry(&mut kept, at, entry);
+        }
+    }
+    kept
+}
+
+fn key_position(prefix: &Key, key: &[u8]) -> u64 {
+    key.get(prefix.bytes().len()..)
+        .and_then(|rest| rest.get(..8))
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+impl Db {
+    /// The entries under `prefix` at positions in `(since, until]`, oldest first, at most
+    /// `limit`.
+    pub fn run_entries(
+        &self,
+        keyspace: Keyspace,
+        prefix: &Key,
+        since: u64,
+        until: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<(u64, Vec<u8>)>> {
+        let start = prefix.clone().u64((since + 1).saturating_sub(RUN_SPAN));
+        let mut found: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        self.for_each_from(
+            keyspace,
+            prefix.bytes(),
+            start.bytes(),
+            true,
+            |key, value| {
+                let first = key_position(prefix, key);
+                if first > until {
+                    return false;
+                }
+                // Later runs start after this one's first position: once `limit` entries
+                // are found, a run starting after the last of them adds none.
+                if found.len() >= limit
+                    && found
+                        .keys()
+                        .nth(limit - 1)
+                        .is_some_and(|last| first > *last)
+                {
+                    return false;
+                }
+                for (position, entry) in entries(first, value) {
+                    if position > since && position <= until {
+                        found.insert(position, entry.to_vec());
+                    }
+                }
+                true
+            },
+        )?;
+        Ok(found.into_iter().take(limit).collect())
+    }
+
+    /// The entries under `prefix` at positions below `before`, newest first, at most
+    /// `limit`, and only those `keep` accepts.
+    pub fn run_entries_before(
+        &self,
+        keyspace: Keyspace,
+        prefix: &Key,
+        before: u64,
+        limit: usize,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> StorageResult<Vec<(u64, Vec<u8>)>> {
+        let start = prefix.clone().u64(before.saturating_sub(1));
+        let mut found: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        self.for_each_from(
+            keyspace,
+            prefix.bytes(),
+            start.bytes(),
+            false,
+            |key, value| {
+                let first = key_position(prefix, key);
+                // Earlier runs end before `first + RUN_SPAN`: once `limit` entries are found,
+                // a run that ends before the oldest of them adds none.
+                if found.len() >= limit
+                    && found
+                        .keys()
+                        .nth_back(limit - 1)
+                        .is_some_and(|oldest| first + RUN_SPAN <= *oldest)
+                {
+                    return false;
+                }
+                for (position, entry) in entries(first, value) {
+                    if position < before && keep(entry) {
+                        found.insert(position, entry.to_vec());
+                    }
+                }
+                true
+            },
+        )?;
+        Ok(found.into_iter().rev().take(limit).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn prefix(user: &str) -> Key {
+        Key::new().str(user)
+    }
+
+    #[test]
+    fn a_batch_writes_one_record_per_prefix_and_readers_see_every_entry_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        let space = Keyspace::Notifications;
+        // A single entry written before runs, then two batches side by side whose
+        // positions interleave.
+        let mut batch = db.batch();
+        batch.put(space, prefix("@a:x").u64(3), b"three".to_vec());
+        db.write(batch).unwrap();
+        let (mut one, mut two) = (db.batch(), db.batch());
+        for position in [10, 12, 14] {
+            one.put_in_run(
+                space,
+                &prefix("@a:x"),
+                position,
+                format!("e{position}").as_bytes(),
+            );
+        }
+        for position in [11, 13] {
+            two.put_in_run(
+                space,
+                &prefix("@a:x"),
+                position,
+                format!("e{position}").as_bytes(),
+            );
+        }
+        two.put_in_run(space, &prefix("@b:x"), 11, b"other");
+        db.write(one).unwrap();
+        db.write(two).unwrap();
+        let records = db.scan_prefix(space, prefix("@a:x").bytes()).unwrap().len();
+        assert_eq!(records, 3, "the old entry and one record per batch");
+
+        let positions = |entries: Vec<(u64, Vec<u8>)>| -> Vec<u64> {
+            entries.into_iter().map(|(position, _)| position).collect()
+        };
+        let all = db.run_entries(space, &prefix("@a:x"), 0, 100, 100).unwrap();
+        assert_eq!(positions(all.clone()), [3, 10, 11, 12, 13, 14]);
+        assert_eq!(all[0].1, b"three");
+        assert_eq!(all[3].1, b"e12");
+        assert_eq!(
+            positions(db.run_entries(space, &prefix("@a:x"), 10, 13, 100).unwrap()),
+            [11, 12, 13]
+        );
+        assert_eq!(
+            positions(db.run_entries(space, &prefix("@a:x"), 0, 100, 2).unwrap()),
+            [3, 10]
+        );
+        let newest = db
+            .run_entries_before(space, &prefix("@a:x"), 14, 3, |_| true)
+            .unwrap();
+        assert_eq!(positions(newest), [13, 12, 11]);
+        let odd = db
+            .run_entries_before(space, &prefix("@a:x"), 100, 10, |entry| {
+                entry.starts_with(b"e") && entry.last().is_some_and(|digit| digit % 2 == 1)
+            })
+            .unwrap();
+        assert_eq!(positions(odd), [13, 11]);
+
+        // Removing entries: from a stored run, from the old single entry, and from a run
+        // staged in the same batch.
+        let mut batch = db.batch();
+        batch
+            .remove_from_run(&db, space, &prefix("@a:x"), 12)
+            .unwrap();
+        batch
+            .remove_from_run(&db, space, &prefix("@a:x"), 3)
+            .unwrap();
+        batch
+            .remove_from_run(&db, space, &prefix("@a:x"), 14)
+            .unwrap();
+        batch.put_in_run(space, &prefix("@a:x"), 20, b"e20");
+        batch.put_in_run(space, &prefix("@a:x"), 21, b"e21");
+        batch
+            .remove_from_run(&db, space, &prefix("@a:x"), 20)
+            .unwrap();
+        db.write(batch).unwrap();
+        assert_eq!(
+            positions(db.run_entries(space, &prefix("@a:x"), 0, 100, 100).unwrap()),
+            [10, 11, 13, 21]
+        );
+        assert_eq!(
+            positions(db.run_entries(space, &prefix("@b:x"), 0, 100, 100).unwrap()),
+            [11]
+        );
+    }
+
+    #[test]
+    fn a_run_never_spans_more_than_the_span() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        let space = Keyspace::UnreadNotifications;
+        let mut batch = db.batch();
+        for position in [1, 2, RUN_SPAN, RUN_SPAN + 1, 3 * RUN_SPAN] {
+            batch.put_in_run(space, &prefix("@a:x"), position, b"x");
+        }
+        db.write(batch).unwrap();
+        let records = db.scan_prefix(space, prefix("@a:x").bytes()).unwrap();
+        assert_eq!(records.len(), 3);
+        let after = |since| {
+            db.run_entries(space, &prefix("@a:x"), since, u64::MAX, 100)
+                .unwrap()
+                .into_iter()
+                .map(|(position, _)| position)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(after(RUN_SPAN - 1), [RUN_SPAN, RUN_SPAN + 1, 3 * RUN_SPAN]);
+        assert_eq!(after(RUN_SPAN + 1), [3 * RUN_SPAN]);
+    }
+}
