@@ -103,8 +103,25 @@ enum Entry {
 static NO_ONE: LazyLock<OwnedUserId> =
     LazyLock::new(|| OwnedUserId::try_from("@-:no-one.invalid").expect("a valid user id"));
 
+/// A local member of a room with the prefixes of their notification records.
+struct Local {
+    member: Member,
+    notifications: Key,
+    unread: Key,
+}
+
+impl Local {
+    fn new(member: Member, room_id: &RoomId) -> Self {
+        Self {
+            notifications: notifications_prefix(&member.user),
+            unread: unread_prefix(&member.user, room_id),
+            member,
+        }
+    }
+}
+
 /// The local members of a room.
-type LocalMembers = Arc<Vec<Member>>;
+type LocalMembers = Arc<Vec<Local>>;
 
 /// The local members of a room and their display names, for one state of the room.
 struct Members {
@@ -174,7 +191,7 @@ impl PushActions {
                 continue;
             }
             let name = display_name(rooms, &state, &user)?;
-            local.push(Member::new(user, name));
+            local.push(Local::new(Member::new(user, name), event.room_id));
         }
         let local = Arc::new(local);
         let mut kept = self.rooms.lock();
@@ -286,9 +303,23 @@ impl TimelineIndex for PushActions {
                 },
             })
         };
-        let invitee =
-            invited.map(|(user, _)| Member::new(user.clone(), user.localpart().to_owned()));
-        for member in local.iter().chain(invitee.iter()) {
+        let invitee = invited.map(|(user, _)| {
+            Local::new(
+                Member::new(user.clone(), user.localpart().to_owned()),
+                event.room_id,
+            )
+        });
+        // A member's unread entry: its flags, then the thread root if any.
+        let unread = |highlight: bool| {
+            let mut unread = vec![flags(highlight)];
+            if let Some(thread) = &thread {
+                unread.extend_from_slice(thread.as_bytes());
+            }
+            unread
+        };
+        let unread = [unread(false), unread(true)];
+        for local in local.iter().chain(invitee.iter()) {
+            let member = &local.member;
             let user = &member.user;
             if *user == event.pdu.sender {
                 continue;
@@ -315,28 +346,28 @@ impl TimelineIndex for PushActions {
             let Some(entry) = entry else {
                 continue;
             };
-            let (highlight, bytes) = match entry {
-                Entry::Shared { highlight, index } => (highlight, vec![flags(highlight), index]),
-                Entry::Whole { highlight, bytes } => (highlight, bytes),
+            let shared_entry;
+            let (highlight, bytes): (bool, &[u8]) = match &entry {
+                Entry::Shared { highlight, index } => {
+                    shared_entry = [flags(*highlight), *index];
+                    (*highlight, &shared_entry)
+                }
+                Entry::Whole { highlight, bytes } => (*highlight, bytes),
             };
             // Each member's entries of a batch share one record (`storage::runs`): a
             // batch of many messages to a big room writes one per member, not one per
             // member and message.
             batch.put_in_run(
                 Keyspace::Notifications,
-                &notifications_prefix(user),
+                &local.notifications,
                 event.position,
-                &bytes,
+                bytes,
             );
-            let mut unread = vec![flags(highlight)];
-            if let Some(thread) = &thread {
-                unread.extend_from_slice(thread.as_bytes());
-            }
             batch.put_in_run(
                 Keyspace::UnreadNotifications,
-                &unread_prefix(user, event.room_id),
+                &local.unread,
                 event.position,
-                &unread,
+                &unread[usize::from(highlight)],
             );
             notified.push(user.clone());
         }
