@@ -27,6 +27,7 @@ pub mod sync;
 pub mod to_device;
 pub mod typing;
 pub mod uiaa;
+pub mod upgrade_carry_over;
 pub mod users;
 
 use std::sync::Arc;

@@ -268,7 +268,15 @@ async fn state_changed_on_both_sides_of_a_partition_converges() -> Result<()> {
         Ok(agreed.then_some(()))
     })
     .await
-    .with_context(|| format!("A has {:?}, B {:?}", last.0, last.1))?;
+    .with_context(|| {
+        format!(
+            "A has {:?}, B {:?}\n--- A's log\n{}\n--- B's log\n{}",
+            last.0,
+            last.1,
+            pair.a.log(),
+            pair.b.log()
+        )
+    })?;
     let full = |side: Side| {
         let pair = &pair;
         async move {

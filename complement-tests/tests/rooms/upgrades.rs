@@ -33,6 +33,29 @@ async fn an_upgraded_room_is_followed_with_its_state_and_aliases() -> anyhow::Re
         .await?;
     assert_eq!(status, 200, "{body}");
 
+    // Bob marks the old room a favourite, mutes it and files it as a chat with Alice.
+    let b = token(&bob);
+    for (method, path, body) in [
+        (
+            "PUT",
+            format!("/_matrix/client/v3/user/@bob:localhost/rooms/{old}/tags/m.favourite"),
+            json!({ "order": 0.5 }),
+        ),
+        (
+            "PUT",
+            format!("/_matrix/client/v3/pushrules/global/room/{old}"),
+            json!({ "actions": [] }),
+        ),
+        (
+            "PUT",
+            "/_matrix/client/v3/user/@bob:localhost/account_data/m.direct".to_owned(),
+            json!({ "@alice:localhost": [old.as_str()] }),
+        ),
+    ] {
+        let (status, answer) = server.request(method, &path, Some(&b), Some(body)).await?;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+
     // Bob may not upgrade; nobody may upgrade to a version the server lacks.
     let upgrade = format!("/_matrix/client/v3/rooms/{old}/upgrade");
     let (status, body) = server
@@ -95,6 +118,37 @@ async fn an_upgraded_room_is_followed_with_its_state_and_aliases() -> anyhow::Re
             .is_some_and(|room| room.predecessor_room().is_some_and(|p| p.room_id == old))
     })
     .await?;
+    // His tag, his mute and his direct chat followed him there.
+    let (_, tags) = server
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/user/@bob:localhost/rooms/{new}/tags"),
+            Some(&b),
+            None,
+        )
+        .await?;
+    assert_eq!(tags["tags"]["m.favourite"]["order"], 0.5, "{tags}");
+    let (status, rule) = server
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/pushrules/global/room/{new}"),
+            Some(&b),
+            None,
+        )
+        .await?;
+    assert_eq!((status, &rule["actions"]), (200, &json!([])), "{rule}");
+    let (_, direct) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/user/@bob:localhost/account_data/m.direct",
+            Some(&b),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        direct["@alice:localhost"],
+        json!([old.as_str(), new.as_str()])
+    );
     let room = bob.get_room(&new).expect("bob is in the new room");
     assert_eq!(room.name().as_deref(), Some("Club"));
     assert_eq!(room.topic().as_deref(), Some("Talk of the club"));

@@ -73,6 +73,16 @@ async fn join(
             .join_remote(user, room_id, &via, &profile, reason)
             .await?;
     }
+    // The join stands whatever happens to what follows the user from an old room.
+    if let Err(error) = crate::service::upgrade_carry_over::carry_over(
+        &services.rooms,
+        &services.account_data,
+        &services.push.rules,
+        user,
+        room_id,
+    ) {
+        tracing::warn!(%user, %room_id, %error, "tags and rules not carried into an upgraded room");
+    }
     Ok(())
 }
 
