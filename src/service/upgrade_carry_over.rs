@@ -38,16 +38,19 @@ pub fn carry_over(
 }
 
 fn copy_tags(account_data: &AccountData, user: &UserId, from: &RoomId, to: &RoomId) -> Result<()> {
-    let has_tags = |room| -> Result<bool> {
+    let tags = |room| -> Result<Option<Value>> {
         Ok(account_data
             .get(user, Some(room), "m.tag")?
-            .and_then(|content| content.get("tags").and_then(Value::as_object).cloned())
-            .is_some_and(|tags| !tags.is_empty()))
+            .filter(|content| {
+                content
+                    .get("tags")
+                    .and_then(Value::as_object)
+                    .is_some_and(|tags| !tags.is_empty())
+            }))
     };
-    if !has_tags(from)? || has_tags(to)? {
-        return Ok(());
-    }
-    if let Some(content) = account_data.get(user, Some(from), "m.tag")? {
+    if let Some(content) = tags(from)?
+        && tags(to)?.is_none()
+    {
         account_data.set(user, Some(to), "m.tag", content)?;
     }
     Ok(())

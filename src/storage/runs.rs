@@ -110,8 +110,7 @@ impl Batch {
             .and_then(|runs| runs.get_mut(prefix.bytes()))
             && *first <= position
         {
-            let kept = without(*first, value, position);
-            *value = kept;
+            *value = without(*first, value, position);
             return Ok(());
         }
         // A run this batch already closed (its span was full).

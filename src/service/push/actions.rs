@@ -1,8 +1,9 @@
 //! Push actions, worked out once when an event is written: for each local member of the
 //! room (and a local user the event invites), their push rules decide whether it
 //! notifies and highlights. Members whose rules differ only in who they are share one
-//! evaluation unless the event names them. What notifies is stored with the event, in its batch: unread
-//! counts, `/notifications` and the push gateways read it and never evaluate again.
+//! evaluation unless the event names them. What notifies is stored with the event, in
+//! its batch: unread counts, `/notifications` and the push gateways read it and never
+//! evaluate again.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -383,8 +384,6 @@ impl TimelineIndex for PushActions {
                     actions: distinct.into_iter().map(|(_, actions)| actions).collect(),
                 },
             );
-        }
-        if !notified.is_empty() {
             self.staged.lock().insert(event.position, notified);
         }
         Ok(())

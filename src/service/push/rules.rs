@@ -195,19 +195,25 @@ fn without_identity(ruleset: &Ruleset, user: &UserId) -> Option<Ruleset> {
                 }
                 continue;
             }
-            let names_user = rule
+            // Conditions that read only the event and the room answer alike for
+            // every user; any other kind (`contains_display_name`, one unknown here)
+            // may depend on who evaluates it.
+            const USER_FREE: [&str; 5] = [
+                "event_match",
+                "event_property_is",
+                "event_property_contains",
+                "room_member_count",
+                "sender_notification_permission",
+            ];
+            let depends_on_user = rule
                 .get("conditions")
                 .and_then(Value::as_array)
                 .is_some_and(|conditions| {
-                    conditions.iter().any(|condition| {
-                        condition["kind"] != "event_match"
-                            && condition["kind"] != "event_property_is"
-                            && condition["kind"] != "event_property_contains"
-                            && condition["kind"] != "room_member_count"
-                            && condition["kind"] != "sender_notification_permission"
-                    })
+                    conditions
+                        .iter()
+                        .any(|condition| !USER_FREE.iter().any(|kind| condition["kind"] == *kind))
                 });
-            if names_user {
+            if depends_on_user {
                 return None;
             }
             kept.push(rule);
