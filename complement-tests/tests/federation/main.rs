@@ -14,7 +14,8 @@
 //! - `legacy`: deprecated key paths and the `/v1/` join, leave and invite;
 //! - `bad_input`: malformed credentials and non-canonical bodies are 400s;
 //! - `history`: a late joiner scrolls back to the room's creation (`/backfill`);
-//! - `openid`: an OpenID token checked by a third party through `/openid/userinfo`.
+//! - `openid`: an OpenID token checked by a third party through `/openid/userinfo`;
+//! - `resolution`: a remote event forking the room's state resolved as it arrives.
 
 use std::time::{Duration, Instant};
 
@@ -260,4 +261,5 @@ mod legacy;
 mod membership;
 mod messages;
 mod openid;
+mod resolution;
 mod sender;

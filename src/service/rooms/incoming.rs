@@ -359,8 +359,12 @@ impl Rooms {
         } else {
             self.state.get(head.record.state_group)?
         };
-        let (new_group, new_state) =
-            self.state_of_extremities(batch, &head.rules, &extremities, (state_after, after))?;
+        let (new_group, new_state) = self.state_of_extremities(
+            batch,
+            &head.rules,
+            (&extremities, &event.pdu),
+            (state_after, after),
+        )?;
         // Memberships follow the current state.
         for ((kind, state_key), id) in new_state.iter() {
             if kind != "m.room.member"

@@ -13,14 +13,15 @@ use super::{Rooms, pdu::Pdu, state::StateMap};
 use crate::{Error, Result, storage::Batch};
 
 impl Rooms {
-    /// The room's current state once an event joins its forward extremities: the state
-    /// after the event when it is the only one, else the resolution of the states after
-    /// each extremity (the event's is `after`).
+    /// The room's current state once `event` joins its forward extremities (it is the
+    /// last of them): the state after the event when it is the only one, else the
+    /// resolution of the states after each extremity (the event's is `after`). The event
+    /// is not written yet; the resolution sees it all the same.
     pub(super) fn state_of_extremities(
         &self,
         batch: &mut Batch,
         rules: &RoomVersionRules,
-        extremities: &[OwnedEventId],
+        (extremities, event): (&[OwnedEventId], &Pdu),
         after: (u64, Arc<StateMap>),
     ) -> Result<(u64, Arc<StateMap>)> {
         if extremities.len() == 1 {
@@ -32,7 +33,11 @@ impl Rooms {
                 states.push((stored.state_after, self.state.get(stored.state_after)?));
             }
         }
-        self.resolve_states(batch, rules, states)
+        let events = Known {
+            rooms: self,
+            staged: Some(Arc::new(event.clone())),
+        };
+        self.resolve_states(batch, rules, states, &events)
     }
 
     /// The state before an event: the state after its one prev event, or the resolution
@@ -65,18 +70,24 @@ impl Rooms {
                     .iter()
                     .map(|group| Ok((*group, self.state.get(*group)?)))
                     .collect::<Result<Vec<_>>>()?;
-                self.resolve_states(batch, rules, states)
+                let events = Known {
+                    rooms: self,
+                    staged: None,
+                };
+                self.resolve_states(batch, rules, states, &events)
             }
         }
     }
 
     /// Resolves several states (group, map) into one with state resolution v2 (ruma's)
-    /// and writes it as a new state group, unless they are all the same.
+    /// and writes it as a new state group, unless they are all the same. `events` finds
+    /// the events the states name.
     fn resolve_states(
         &self,
         batch: &mut Batch,
         rules: &RoomVersionRules,
         groups: Vec<(u64, Arc<StateMap>)>,
+        events: &Known<'_>,
     ) -> Result<(u64, Arc<StateMap>)> {
         if groups.windows(2).all(|pair| pair[0].1 == pair[1].1) {
             return Ok(groups[0].clone());
@@ -101,12 +112,13 @@ impl Rooms {
             .collect();
         let mut auth_chains = Vec::new();
         for state in &states {
-            let chain = self.auth_chain(state.values().cloned())?;
+            let chain = events.auth_chain(state.values().cloned())?;
             auth_chains.push(chain.into_iter().collect());
         }
-        let fetch = |id: &EventId| self.state_event(id).ok().flatten().map(|e| (*e).clone());
+        let fetch = |id: &EventId| events.get(id).ok().flatten().map(|e| (*e).clone());
         let subgraph = |conflicted: &ruma::state_res::StateMap<Vec<OwnedEventId>>| {
-            self.conflicted_subgraph(conflicted.values().flatten().cloned().collect())
+            events
+                .conflicted_subgraph(conflicted.values().flatten().cloned().collect())
                 .ok()
                 .map(|set| set.into_iter().collect())
         };
@@ -132,10 +144,52 @@ impl Rooms {
         &self,
         start: impl IntoIterator<Item = OwnedEventId>,
     ) -> Result<HashSet<OwnedEventId>> {
+        Known {
+            rooms: self,
+            staged: None,
+        }
+        .auth_chain(start)
+    }
+
+    /// The state before an event as a map, and the auth chain of that state (for
+    /// `/state` and `send_join`).
+    pub fn state_and_auth_chain_before(
+        &self,
+        event_id: &EventId,
+    ) -> Result<(StateMap, Vec<OwnedEventId>)> {
+        let stored = self
+            .pdu(event_id)?
+            .ok_or_else(|| Error::not_found("Unknown event"))?;
+        let state = (*self.state.get(stored.state_before)?).clone();
+        let chain = self.auth_chain(state.values().cloned())?;
+        Ok((state, chain.into_iter().collect()))
+    }
+}
+
+/// The events a resolution reads: the stored ones, and the event being staged (not
+/// written yet when its arrival forks the room's state).
+struct Known<'a> {
+    rooms: &'a Rooms,
+    staged: Option<Arc<Pdu>>,
+}
+
+impl Known<'_> {
+    fn get(&self, event_id: &EventId) -> Result<Option<Arc<Pdu>>> {
+        match &self.staged {
+            Some(staged) if staged.event_id == event_id => Ok(Some(staged.clone())),
+            _ => self.rooms.state_event(event_id),
+        }
+    }
+
+    /// Every event in the auth chains of the given events (not the events themselves).
+    fn auth_chain(
+        &self,
+        start: impl IntoIterator<Item = OwnedEventId>,
+    ) -> Result<HashSet<OwnedEventId>> {
         let mut seen = HashSet::new();
         let mut todo: Vec<OwnedEventId> = Vec::new();
         for id in start {
-            if let Some(event) = self.state_event(&id)? {
+            if let Some(event) = self.get(&id)? {
                 todo.extend(event.auth_events.iter().cloned());
             }
         }
@@ -143,7 +197,7 @@ impl Rooms {
             if !seen.insert(id.clone()) {
                 continue;
             }
-            if let Some(event) = self.state_event(&id)? {
+            if let Some(event) = self.get(&id)? {
                 todo.extend(
                     event
                         .auth_events
@@ -164,7 +218,7 @@ impl Rooms {
     ) -> Result<HashSet<OwnedEventId>> {
         let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
         fn walk(
-            rooms: &Rooms,
+            events: &Known<'_>,
             id: &OwnedEventId,
             conflicted: &HashSet<OwnedEventId>,
             reaches: &mut HashMap<OwnedEventId, bool>,
@@ -176,10 +230,11 @@ impl Rooms {
             reaches.insert(id.clone(), false);
             let mut found = false;
             if depth < 10_000
-                && let Ok(Some(event)) = rooms.state_event(id)
+                && let Ok(Some(event)) = events.get(id)
             {
                 for auth in &event.auth_events {
-                    if conflicted.contains(auth) | walk(rooms, auth, conflicted, reaches, depth + 1)
+                    if conflicted.contains(auth)
+                        | walk(events, auth, conflicted, reaches, depth + 1)
                     {
                         found = true;
                     }
@@ -198,19 +253,5 @@ impl Rooms {
             }
         }
         Ok(out)
-    }
-
-    /// The state before an event as a map, and the auth chain of that state (for
-    /// `/state` and `send_join`).
-    pub fn state_and_auth_chain_before(
-        &self,
-        event_id: &EventId,
-    ) -> Result<(StateMap, Vec<OwnedEventId>)> {
-        let stored = self
-            .pdu(event_id)?
-            .ok_or_else(|| Error::not_found("Unknown event"))?;
-        let state = (*self.state.get(stored.state_before)?).clone();
-        let chain = self.auth_chain(state.values().cloned())?;
-        Ok((state, chain.into_iter().collect()))
     }
 }
