@@ -299,17 +299,28 @@ impl Db {
 
     fn apply(&self, batch: Batch, sync: bool) -> StorageResult<()> {
         let mut inner = batch.inner;
+        // Each keyspace's handle looked up once per batch, not once per write.
+        let mut handles: Vec<(Keyspace, std::sync::Arc<rocksdb::BoundColumnFamily<'_>>)> =
+            Vec::new();
+        let mut cf = |keyspace: Keyspace| match handles.iter().find(|(k, _)| *k == keyspace) {
+            Some((_, handle)) => handle.clone(),
+            None => {
+                let handle = self.cf(keyspace);
+                handles.push((keyspace, handle.clone()));
+                handle
+            }
+        };
         for op in batch.ops {
             match op {
-                Op::Put(keyspace, key, value) => inner.put_cf(&self.cf(keyspace), key, value),
-                Op::Delete(keyspace, key) => inner.delete_cf(&self.cf(keyspace), key),
+                Op::Put(keyspace, key, value) => inner.put_cf(&cf(keyspace), key, value),
+                Op::Delete(keyspace, key) => inner.delete_cf(&cf(keyspace), key),
                 Op::MergeMax(keyspace, key, value) => {
-                    inner.merge_cf(&self.cf(keyspace), key, value.to_be_bytes())
+                    inner.merge_cf(&cf(keyspace), key, value.to_be_bytes())
                 }
             }
         }
         for (keyspace, key, value) in batch.runs.into_puts() {
-            inner.put_cf(&self.cf(keyspace), key, value);
+            inner.put_cf(&cf(keyspace), key, value);
         }
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(sync);

@@ -11,7 +11,10 @@
 //! length (u32) and its bytes, all big-endian. A value without the marker is a single
 //! entry at its key's position, as written before runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasherDefault, Hash, Hasher},
+};
 
 use super::{Batch, Db, Keyspace, StorageResult, codec::Key};
 
@@ -21,24 +24,98 @@ pub const RUN_SPAN: u64 = 4096;
 
 const RUN: u8 = 0xFF;
 
-/// The runs a batch stages in one keyspace, by prefix: the first position and the value.
-type Runs = HashMap<Vec<u8>, (u64, Vec<u8>)>;
+/// A run's prefix, hashed once: a writer staging entries for the same members event
+/// after event keeps these, and each entry costs a comparison, not a hash of the key.
+#[derive(Clone)]
+pub struct RunPrefix {
+    key: Key,
+    hash: u64,
+}
 
-/// The runs a batch stages, by keyspace.
+impl RunPrefix {
+    pub fn new(key: Key) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        key.bytes().hash(&mut hasher);
+        Self {
+            hash: hasher.finish(),
+            key,
+        }
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+}
+
+impl PartialEq for RunPrefix {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key.bytes() == other.key.bytes()
+    }
+}
+
+impl Eq for RunPrefix {}
+
+impl Hash for RunPrefix {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes a [`RunPrefix`]'s hash through.
 #[derive(Default)]
-pub(super) struct StagedRuns(HashMap<Keyspace, Runs>);
+struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// The runs a batch stages in one keyspace, by prefix: the first position and the value.
+type Runs = HashMap<RunPrefix, (u64, Vec<u8>), BuildHasherDefault<PrehashedHasher>>;
+
+/// The runs a batch stages, by keyspace (a batch touches one or two).
+#[derive(Default)]
+pub(super) struct StagedRuns(Vec<(Keyspace, Runs)>);
 
 impl StagedRuns {
     pub(super) fn is_empty(&self) -> bool {
-        self.0.values().all(HashMap::is_empty)
+        self.0.iter().all(|(_, runs)| runs.is_empty())
+    }
+
+    fn of(&mut self, keyspace: Keyspace) -> &mut Runs {
+        let at = match self.0.iter().position(|(space, _)| *space == keyspace) {
+            Some(at) => at,
+            None => {
+                self.0.push((keyspace, Runs::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    fn get_mut(&mut self, keyspace: Keyspace, prefix: &RunPrefix) -> Option<&mut (u64, Vec<u8>)> {
+        self.0
+            .iter_mut()
+            .find(|(space, _)| *space == keyspace)
+            .and_then(|(_, runs)| runs.get_mut(prefix))
     }
 
     /// The staged runs as puts.
     pub(super) fn into_puts(self) -> impl Iterator<Item = (Keyspace, Vec<u8>, Vec<u8>)> {
         self.0.into_iter().flat_map(|(keyspace, runs)| {
-            runs.into_iter().map(move |(mut prefix, (first, value))| {
-                prefix.extend_from_slice(&first.to_be_bytes());
-                (keyspace, prefix, value)
+            runs.into_iter().map(move |(prefix, (first, value))| {
+                (keyspace, prefix.key.u64(first).into(), value)
             })
         })
     }
@@ -71,27 +148,30 @@ pub fn entries(key_position: u64, value: &[u8]) -> Vec<(u64, &[u8])> {
 impl Batch {
     /// Stages `entry` at `position` under `prefix`, in this batch's run for the prefix.
     /// Positions staged under one prefix must rise.
-    pub fn put_in_run(&mut self, keyspace: Keyspace, prefix: &Key, position: u64, entry: &[u8]) {
-        let runs = self.runs.0.entry(keyspace).or_default();
-        let value = match runs.get_mut(prefix.bytes()) {
-            Some((first, value)) if position < *first + RUN_SPAN => value,
-            found => {
-                if found.is_some() {
-                    let (first, value) = runs.remove(prefix.bytes()).expect("just found");
-                    self.ops.push(super::Op::Put(
-                        keyspace,
-                        prefix.clone().u64(first).into(),
-                        value,
-                    ));
-                }
-                let runs = self.runs.0.entry(keyspace).or_default();
-                &mut runs
-                    .entry(prefix.bytes().to_vec())
-                    .or_insert_with(|| (position, vec![RUN]))
-                    .1
-            }
-        };
-        push_entry(value, position, entry);
+    pub fn put_in_run(
+        &mut self,
+        keyspace: Keyspace,
+        prefix: &RunPrefix,
+        position: u64,
+        entry: &[u8],
+    ) {
+        let runs = self.runs.of(keyspace);
+        if let Some((first, value)) = runs.get_mut(prefix)
+            && position < *first + RUN_SPAN
+        {
+            push_entry(value, position, entry);
+            return;
+        }
+        // A new run, closing the one before it when its span is full.
+        let mut value = vec![RUN];
+        push_entry(&mut value, position, entry);
+        if let Some((first, full)) = runs.insert(prefix.clone(), (position, value)) {
+            self.ops.push(super::Op::Put(
+                keyspace,
+                prefix.key.clone().u64(first).into(),
+                full,
+            ));
+        }
     }
 
     /// Stages the removal of the entry at `position` under `prefix`, wherever it is: in
@@ -100,19 +180,16 @@ impl Batch {
         &mut self,
         db: &Db,
         keyspace: Keyspace,
-        prefix: &Key,
+        prefix: &RunPrefix,
         position: u64,
     ) -> StorageResult<()> {
-        if let Some((first, value)) = self
-            .runs
-            .0
-            .get_mut(&keyspace)
-            .and_then(|runs| runs.get_mut(prefix.bytes()))
+        if let Some((first, value)) = self.runs.get_mut(keyspace, prefix)
             && *first <= position
         {
             *value = without(*first, value, position);
             return Ok(());
         }
+        let prefix = &prefix.key;
         // A run this batch already closed (its span was full).
         let closed = self.ops.iter().position(|op| match op {
             super::Op::Put(space, key, value) => {
@@ -294,7 +371,7 @@ mod tests {
         for position in [10, 12, 14] {
             one.put_in_run(
                 space,
-                &prefix("@a:x"),
+                &RunPrefix::new(prefix("@a:x")),
                 position,
                 format!("e{position}").as_bytes(),
             );
@@ -302,12 +379,12 @@ mod tests {
         for position in [11, 13] {
             two.put_in_run(
                 space,
-                &prefix("@a:x"),
+                &RunPrefix::new(prefix("@a:x")),
                 position,
                 format!("e{position}").as_bytes(),
             );
         }
-        two.put_in_run(space, &prefix("@b:x"), 11, b"other");
+        two.put_in_run(space, &RunPrefix::new(prefix("@b:x")), 11, b"other");
         db.write(one).unwrap();
         db.write(two).unwrap();
         let records = db.scan_prefix(space, prefix("@a:x").bytes()).unwrap().len();
@@ -343,18 +420,18 @@ mod tests {
         // staged in the same batch.
         let mut batch = db.batch();
         batch
-            .remove_from_run(&db, space, &prefix("@a:x"), 12)
+            .remove_from_run(&db, space, &RunPrefix::new(prefix("@a:x")), 12)
             .unwrap();
         batch
-            .remove_from_run(&db, space, &prefix("@a:x"), 3)
+            .remove_from_run(&db, space, &RunPrefix::new(prefix("@a:x")), 3)
             .unwrap();
         batch
-            .remove_from_run(&db, space, &prefix("@a:x"), 14)
+            .remove_from_run(&db, space, &RunPrefix::new(prefix("@a:x")), 14)
             .unwrap();
-        batch.put_in_run(space, &prefix("@a:x"), 20, b"e20");
-        batch.put_in_run(space, &prefix("@a:x"), 21, b"e21");
+        batch.put_in_run(space, &RunPrefix::new(prefix("@a:x")), 20, b"e20");
+        batch.put_in_run(space, &RunPrefix::new(prefix("@a:x")), 21, b"e21");
         batch
-            .remove_from_run(&db, space, &prefix("@a:x"), 20)
+            .remove_from_run(&db, space, &RunPrefix::new(prefix("@a:x")), 20)
             .unwrap();
         db.write(batch).unwrap();
         assert_eq!(
@@ -374,7 +451,7 @@ mod tests {
         let space = Keyspace::UnreadNotifications;
         let mut batch = db.batch();
         for position in [1, 2, RUN_SPAN, RUN_SPAN + 1, 3 * RUN_SPAN] {
-            batch.put_in_run(space, &prefix("@a:x"), position, b"x");
+            batch.put_in_run(space, &RunPrefix::new(prefix("@a:x")), position, b"x");
         }
         db.write(batch).unwrap();
         let records = db.scan_prefix(space, prefix("@a:x").bytes()).unwrap();

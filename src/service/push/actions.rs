@@ -6,7 +6,7 @@
 //! evaluate again.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, LazyLock},
 };
 
@@ -20,7 +20,7 @@ use ruma::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::rules::{Member, Naming, RoomContext, Rulesets, actions};
+use super::rules::{Member, Naming, RoomContext, Rulesets, UserRules, actions};
 use crate::{
     Result,
     service::rooms::{
@@ -28,7 +28,7 @@ use crate::{
         relations::{THREAD, relation_of},
         timeline::{Placed, TimelineIndex, member_change},
     },
-    storage::{Batch, Db, Keyspace, codec::Key},
+    storage::{Batch, Db, Keyspace, codec::Key, runs::RunPrefix},
 };
 
 /// An event that notifies a user.
@@ -104,18 +104,21 @@ enum Entry {
 static NO_ONE: LazyLock<OwnedUserId> =
     LazyLock::new(|| OwnedUserId::try_from("@-:no-one.invalid").expect("a valid user id"));
 
-/// A local member of a room with the prefixes of their notification records.
+/// A local member of a room with their rules and the prefixes of their notification
+/// records.
 struct Local {
     member: Member,
-    notifications: Key,
-    unread: Key,
+    rules: Arc<UserRules>,
+    notifications: RunPrefix,
+    unread: RunPrefix,
 }
 
 impl Local {
-    fn new(member: Member, room_id: &RoomId) -> Self {
+    fn new(member: Member, rules: Arc<UserRules>, room_id: &RoomId) -> Self {
         Self {
-            notifications: notifications_prefix(&member.user),
-            unread: unread_prefix(&member.user, room_id),
+            notifications: RunPrefix::new(notifications_prefix(&member.user)),
+            unread: RunPrefix::new(unread_prefix(&member.user, room_id)),
+            rules,
             member,
         }
     }
@@ -124,11 +127,20 @@ impl Local {
 /// The local members of a room.
 type LocalMembers = Arc<Vec<Local>>;
 
-/// The local members of a room and their display names, for one state of the room.
+/// The local members of a room, their display names and rules, for one state of the
+/// room and one generation of everyone's rules.
 struct Members {
     state_group: u64,
+    generation: u64,
     context: Arc<RoomContext>,
     local: LocalMembers,
+}
+
+/// The users a staged event notifies: members of its room (by index) and an invitee.
+struct Notified {
+    members: LocalMembers,
+    indices: Vec<u32>,
+    invitee: Option<OwnedUserId>,
 }
 
 /// Staged positions remembered until written; more means batches were dropped unwritten.
@@ -144,7 +156,7 @@ pub struct PushActions {
     server_name: OwnedServerName,
     rooms: Mutex<HashMap<OwnedRoomId, Members>>,
     /// Users notified by staged events, by position, until the write is known.
-    staged: Mutex<BTreeMap<u64, Vec<OwnedUserId>>>,
+    staged: Mutex<BTreeMap<u64, Notified>>,
     /// Where the users with new notifications go once written (the push gateways).
     notified: UnboundedSender<OwnedUserId>,
 }
@@ -173,8 +185,11 @@ impl PushActions {
         rooms: &Rooms,
         event: &Placed<'_>,
     ) -> Result<Option<(Arc<RoomContext>, LocalMembers)>> {
+        // Read first: rules changed after this are seen by the next event.
+        let generation = self.rulesets.generation();
         if let Some(members) = self.rooms.lock().get(event.room_id)
             && members.state_group == event.state_before
+            && members.generation == generation
         {
             return Ok(Some((members.context.clone(), members.local.clone())));
         }
@@ -192,7 +207,8 @@ impl PushActions {
                 continue;
             }
             let name = display_name(rooms, &state, &user)?;
-            local.push(Local::new(Member::new(user, name), event.room_id));
+            let rules = self.rulesets.get(&user)?;
+            local.push(Local::new(Member::new(user, name), rules, event.room_id));
         }
         let local = Arc::new(local);
         let mut kept = self.rooms.lock();
@@ -203,6 +219,7 @@ impl PushActions {
             event.room_id.to_owned(),
             Members {
                 state_group: event.state_before,
+                generation,
                 context: context.clone(),
                 local: local.clone(),
             },
@@ -235,13 +252,13 @@ impl PushActions {
             batch.remove_from_run(
                 &self.db,
                 Keyspace::Notifications,
-                &notifications_prefix(&user),
+                &RunPrefix::new(notifications_prefix(&user)),
                 stored.position,
             )?;
             batch.remove_from_run(
                 &self.db,
                 Keyspace::UnreadNotifications,
-                &unread_prefix(&user, room_id),
+                &RunPrefix::new(unread_prefix(&user, room_id)),
                 stored.position,
             )?;
         }
@@ -270,7 +287,7 @@ impl TimelineIndex for PushActions {
         // get the actions of their shared part: evaluated once for all of them, as by
         // someone who is no member.
         let shareable = event.pdu.sender != *NO_ONE;
-        let mut notified = Vec::new();
+        let mut indices: Vec<u32> = Vec::new();
         let mut shared: Vec<(Arc<Ruleset>, Option<Entry>)> = Vec::new();
         let mut distinct: Vec<(String, Vec<Action>)> = Vec::new();
         let mut entry_for = |actions: &[Action]| -> Option<Entry> {
@@ -304,12 +321,15 @@ impl TimelineIndex for PushActions {
                 },
             })
         };
-        let invitee = invited.map(|(user, _)| {
-            Local::new(
+        let invitee = match invited {
+            Some((user, _)) => Some(Local::new(
                 Member::new(user.clone(), user.localpart().to_owned()),
+                self.rulesets.get(&user)?,
                 event.room_id,
-            )
-        });
+            )),
+            None => None,
+        };
+        let mut invitee_notified = false;
         // A member's unread entry: its flags, then the thread root if any.
         let unread = |highlight: bool| {
             let mut unread = vec![flags(highlight)];
@@ -319,13 +339,14 @@ impl TimelineIndex for PushActions {
             unread
         };
         let unread = [unread(false), unread(true)];
-        for local in local.iter().chain(invitee.iter()) {
+        let members = local.len();
+        for (index, local) in local.iter().chain(invitee.iter()).enumerate() {
             let member = &local.member;
             let user = &member.user;
             if *user == event.pdu.sender {
                 continue;
             }
-            let rules = self.rulesets.get(user)?;
+            let rules = &local.rules;
             let entry = match &rules.shared {
                 Some(part) if shareable && !naming.may_name(member) => {
                     match shared.iter().position(|(kept, _)| Arc::ptr_eq(kept, part)) {
@@ -370,9 +391,12 @@ impl TimelineIndex for PushActions {
                 event.position,
                 &unread[usize::from(highlight)],
             );
-            notified.push(user.clone());
+            match u32::try_from(index) {
+                Ok(index) if (index as usize) < members => indices.push(index),
+                _ => invitee_notified = true,
+            }
         }
-        if !notified.is_empty() {
+        if !indices.is_empty() || invitee_notified {
             batch.put_json(
                 Keyspace::NotifyingEvents,
                 notifying_event_key(event.position),
@@ -384,6 +408,13 @@ impl TimelineIndex for PushActions {
                     actions: distinct.into_iter().map(|(_, actions)| actions).collect(),
                 },
             );
+            let notified = Notified {
+                members: local.clone(),
+                indices,
+                invitee: invitee
+                    .filter(|_| invitee_notified)
+                    .map(|invitee| invitee.member.user),
+            };
             self.staged.lock().insert(event.position, notified);
         }
         Ok(())
@@ -396,14 +427,26 @@ impl TimelineIndex for PushActions {
             // are caught up with the next notification anyway.
             staged.clear();
         }
+        // Each user once, however many of the events notify them.
+        let mut users: BTreeSet<&UserId> = BTreeSet::new();
+        let mut taken = Vec::new();
         for position in positions {
-            if let Some(users) = staged.remove(position)
+            if let Some(notified) = staged.remove(position)
                 && ok
             {
-                for user in users {
-                    let _ = self.notified.send(user);
+                taken.push(notified);
+            }
+        }
+        for notified in &taken {
+            for index in &notified.indices {
+                if let Some(local) = notified.members.get(*index as usize) {
+                    users.insert(&local.member.user);
                 }
             }
+            users.extend(notified.invitee.as_deref());
+        }
+        for user in users {
+            let _ = self.notified.send(user.to_owned());
         }
     }
 }

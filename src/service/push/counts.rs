@@ -283,13 +283,13 @@ mod tests {
         );
         batch.put_in_run(
             Keyspace::Notifications,
-            &notifications_prefix(user),
+            &crate::storage::runs::RunPrefix::new(notifications_prefix(user)),
             7,
             &[NOTIFY, 1],
         );
         batch.put_in_run(
             Keyspace::UnreadNotifications,
-            &unread_prefix(user, &room),
+            &crate::storage::runs::RunPrefix::new(unread_prefix(user, &room)),
             7,
             &[NOTIFY],
         );

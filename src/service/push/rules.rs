@@ -2,7 +2,14 @@
 //! also how clients receive it in `/sync`), seeded with the spec's defaults. Evaluation
 //! is ruma's, once per member when an event is written (`actions.rs`).
 
-use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use futures::FutureExt;
 use lru::LruCache;
@@ -124,6 +131,9 @@ pub struct Rulesets {
     parsed: Mutex<LruCache<OwnedUserId, Arc<UserRules>>>,
     /// The distinct shared parts, by their JSON.
     shared: Mutex<HashMap<String, Arc<Ruleset>>>,
+    /// Raised whenever a user's rules change: rules kept elsewhere are stale once it
+    /// moves.
+    generation: AtomicU64,
 }
 
 /// Users whose parsed rulesets are kept.
@@ -140,7 +150,14 @@ impl Rulesets {
                 NonZeroUsize::new(RULESETS_KEPT).expect("not zero"),
             )),
             shared: Mutex::default(),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The current generation of everyone's rules: read it before [`get`](Self::get),
+    /// and what was got is current while it stays the same.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// A user's rules (the defaults if none are stored).
@@ -166,6 +183,7 @@ impl Rulesets {
     pub fn set(&self, user: &UserId, ruleset: &Ruleset) -> Result<()> {
         save(&self.account_data, user, ruleset)?;
         self.parsed.lock().pop(user);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 }

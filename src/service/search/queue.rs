@@ -155,6 +155,7 @@ pub(super) struct Indexer {
 impl Indexer {
     /// Runs until the search service is dropped.
     pub fn run(self) {
+        lower_priority();
         loop {
             let (Some(db), Some(rooms), Some(backend)) = (
                 self.db.upgrade(),
@@ -182,6 +183,23 @@ impl Indexer {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+        }
+    }
+}
+
+/// Puts the calling thread (and the threads it starts: the index's own) below the
+/// request handlers in the CPU scheduler: under load the queue grows, durably, and
+/// empties once requests let it; search is a little late rather than sends slower.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        /// The nice value: a tenth of a handler thread's share when both want the CPU.
+        const NICE: libc::c_int = 10;
+        // SAFETY: setpriority on this thread's own id changes only its scheduling.
+        let result =
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE) };
+        if result != 0 {
+            tracing::debug!("the search indexer keeps its priority");
         }
     }
 }

@@ -7,7 +7,10 @@
 //! or, at half the weight, the beginning of one, so "meet" finds "meeting"; every word
 //! of the query must match.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
 
 use parking_lot::Mutex;
 use tantivy::{
@@ -69,7 +72,22 @@ pub struct Tantivy {
     writing: Mutex<()>,
     fields: Fields,
     /// A commit happened since the reader last looked: the next search reloads it.
-    stale: std::sync::atomic::AtomicBool,
+    stale: AtomicBool,
+    /// The highest position of any document the index may hold (each commit records it
+    /// as its payload): a document past it is new and replaces nothing, so adding it
+    /// needs no delete first.
+    through: AtomicU64,
+}
+
+/// What an index records of [`Tantivy::through`]: `None` (an index made before it was
+/// recorded) counts as the highest position.
+fn through_of(index: &Index) -> u64 {
+    index
+        .load_metas()
+        .ok()
+        .and_then(|metas| metas.payload)
+        .and_then(|payload| payload.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 impl Tantivy {
@@ -91,6 +109,7 @@ impl Tantivy {
                 (open(directory).map_err(failed)?, true)
             }
         };
+        let through = if fresh { 0 } else { through_of(&index) };
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -102,7 +121,8 @@ impl Tantivy {
                 reader,
                 writing: Mutex::new(()),
                 fields,
-                stale: std::sync::atomic::AtomicBool::new(false),
+                stale: AtomicBool::new(false),
+                through: AtomicU64::new(through),
             },
             fresh,
         ))
@@ -204,13 +224,19 @@ impl SearchBackend for Tantivy {
     fn apply(&self, changes: &[Change]) -> Result<()> {
         let _writing = self.writing.lock();
         let mut writer = self.writer()?;
+        let through = self.through.load(Ordering::Acquire);
+        let mut new_through = through;
         for change in changes {
             match change {
                 Change::Add(document) => {
-                    writer.delete_term(Term::from_field_u64(
-                        self.fields.position,
-                        document.position,
-                    ));
+                    // Applied again after a crash: replaces what the index has.
+                    if document.position <= through {
+                        writer.delete_term(Term::from_field_u64(
+                            self.fields.position,
+                            document.position,
+                        ));
+                    }
+                    new_through = new_through.max(document.position);
                     writer
                         .add_document(doc!(
                             self.fields.event_id => document.event_id.as_str(),
@@ -226,8 +252,11 @@ impl SearchBackend for Tantivy {
                 }
             }
         }
-        writer.commit().map_err(failed)?;
-        self.stale.store(true, std::sync::atomic::Ordering::Release);
+        let mut commit = writer.prepare_commit().map_err(failed)?;
+        commit.set_payload(&new_through.to_string());
+        commit.commit().map_err(failed)?;
+        self.through.store(new_through, Ordering::Release);
+        self.stale.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -235,7 +264,7 @@ impl SearchBackend for Tantivy {
         let Some(tantivy_query) = self.query(query) else {
             return Ok(Hits::default());
         };
-        if self.stale.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        if self.stale.swap(false, Ordering::AcqRel) {
             self.reader.reload().map_err(failed)?;
         }
         let searcher = self.reader.searcher();
@@ -270,8 +299,11 @@ impl SearchBackend for Tantivy {
         let _writing = self.writing.lock();
         let mut writer = self.writer()?;
         writer.delete_all_documents().map_err(failed)?;
-        writer.commit().map_err(failed)?;
-        self.stale.store(true, std::sync::atomic::Ordering::Release);
+        let mut commit = writer.prepare_commit().map_err(failed)?;
+        commit.set_payload("0");
+        commit.commit().map_err(failed)?;
+        self.through.store(0, Ordering::Release);
+        self.stale.store(true, Ordering::Release);
         Ok(())
     }
 
