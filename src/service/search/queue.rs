@@ -2,14 +2,15 @@
 //! one indexer thread that reads each event, hands its document to the backend and
 //! empties the queue.
 //!
-//! An entry is keyed by its event's stream position and deleted once the backend has
-//! made it durable; a crash in between only applies it again, which replaces the same
-//! document. Entries hold ids, not text: a message is not kept twice in memory while it
-//! waits.
+//! The entries one batch stages are one record (a run, `storage::runs`), keyed by the
+//! first one's stream position and deleted once the backend has made all of them
+//! durable; a crash in between only applies them again, which replaces the same
+//! documents. Entries hold ids, not text: a message is not kept twice in memory while
+//! it waits.
 
 use std::{
     sync::{
-        Weak,
+        LazyLock, Weak,
         mpsc::{Receiver, RecvTimeoutError, SyncSender},
     },
     time::Duration,
@@ -30,7 +31,11 @@ use crate::{
         pdu::Pdu,
         timeline::{Placed, TimelineIndex, redacted_by},
     },
-    storage::{Batch, Db, Keyspace, codec::Key},
+    storage::{
+        Batch, Db, Keyspace,
+        codec::Key,
+        runs::{RunPrefix, entries},
+    },
 };
 
 /// Changes handed to the backend at once.
@@ -116,8 +121,13 @@ enum Queued {
     Forget(OwnedEventId),
 }
 
+/// The queue's records have no prefix: one stream of runs.
+static QUEUE: LazyLock<RunPrefix> = LazyLock::new(|| RunPrefix::new(Key::new()));
+
+/// Stages an entry in the batch's run: one record per batch, however many messages.
 fn stage(batch: &mut Batch, position: u64, queued: &Queued) {
-    batch.put_json(Keyspace::SearchQueue, Key::new().u64(position), queued);
+    let entry = crate::storage::codec::encode_json(queued);
+    batch.put_in_run(Keyspace::SearchQueue, &QUEUE, position, &entry);
 }
 
 impl TimelineIndex for SearchIndex {
@@ -204,14 +214,28 @@ fn lower_priority() {
     }
 }
 
-/// Applies one chunk of the queue; returns how many entries it held.
+/// Applies one chunk of the queue (whole records, about [`CHUNK`] entries); returns how
+/// many entries it held.
 fn drain(db: &Db, rooms: &Rooms, backend: &dyn SearchBackend) -> Result<usize> {
-    let entries = db.stream_page(Keyspace::SearchQueue, &Key::new(), 0, u64::MAX, CHUNK)?;
-    if entries.is_empty() {
+    let mut records = Vec::new();
+    let mut count = 0;
+    db.for_each_from(Keyspace::SearchQueue, &[], &[], true, |key, value| {
+        count += entries(0, value).len();
+        records.push((key.to_vec(), value.to_vec()));
+        count < CHUNK
+    })?;
+    if records.is_empty() {
         return Ok(0);
     }
-    let mut changes = Vec::with_capacity(entries.len());
-    for (position, value) in &entries {
+    let mut changes = Vec::with_capacity(count);
+    for (position, value) in records.iter().flat_map(|(key, value)| {
+        let first = key
+            .get(..8)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        entries(first, value)
+    }) {
         match crate::storage::codec::decode_json::<Queued>(value) {
             Ok(Queued::Index(event_id)) => {
                 // Redacted or gone since: nothing to find.
@@ -237,11 +261,11 @@ fn drain(db: &Db, rooms: &Rooms, backend: &dyn SearchBackend) -> Result<usize> {
     }
     backend.apply(&changes)?;
     let mut batch = db.batch();
-    for (position, _) in &entries {
-        batch.delete(Keyspace::SearchQueue, Key::new().u64(*position));
+    for (key, _) in records {
+        batch.delete(Keyspace::SearchQueue, key);
     }
     db.write_unsynced(batch)?;
-    Ok(entries.len())
+    Ok(count)
 }
 
 /// Empties the index and queues every searchable event of every room again; returns
@@ -253,9 +277,11 @@ pub(super) fn requeue_all(db: &Db, backend: &dyn SearchBackend, rooms: &Rooms) -
     let mut queued = 0;
     rooms.each_timeline_event(|stored, pdu| {
         if document_of(pdu, &stored.room_id, stored.position).is_some() {
-            stage(
-                &mut batch,
-                stored.position,
+            // One record each: rooms come one after another, so positions do not rise
+            // as a run's must.
+            batch.put_json(
+                Keyspace::SearchQueue,
+                Key::new().u64(stored.position),
                 &Queued::Index(pdu.event_id.clone()),
             );
             pending += 1;
