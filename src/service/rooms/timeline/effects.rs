@@ -63,10 +63,12 @@ impl Rooms {
 
     /// As [`commit`](Self::commit), then calls `then` with the write's outcome. The
     /// write runs off the async workers, so sends to different rooms reach RocksDB
-    /// together and share one synced write-ahead-log append. The room lock, the stream
-    /// positions and `then` go with the write: if the caller is dropped meanwhile, the
-    /// lock and the positions are not released before the events are on disk (the next
-    /// event of the room builds on them; syncs read up to them), and `then` still runs.
+    /// together and share one sync of the write-ahead log. The room lock is released
+    /// once the batch is readable, before that sync: the room's next batch is staged on
+    /// this one meanwhile, and is written after it, so it is never durable without it.
+    /// The stream positions and `then` wait for the sync: syncs serve the events, and
+    /// senders hear of them, only once they are on disk. All of it goes with the write:
+    /// if the caller is dropped meanwhile, it still runs to the end.
     pub(in crate::service::rooms) async fn commit_then(
         &self,
         pending: Pending,
@@ -83,14 +85,17 @@ impl Rooms {
                 woken,
                 redacted,
             } = pending;
-            let written = db.write(batch).map_err(Error::from);
+            let visible = db.write_visible(batch);
             if let Some(redacted) = redacted {
                 state_events.forget(&redacted);
                 served.forget(&redacted);
             }
+            drop(room_lock);
+            let written = visible
+                .and_then(|visible| db.make_durable(visible))
+                .map_err(Error::from);
             let positions: Vec<u64> = permits.iter().map(Permit::position).collect();
             drop(permits);
-            drop(room_lock);
             for index in indexes.iter() {
                 index.written(&positions, written.is_ok());
             }

@@ -11,8 +11,9 @@
 //!    the PDU and its timeline entry, the new state group, memberships, the room's head,
 //!    the stream position and the federation queue (`place`, shared with every event
 //!    that enters a timeline).
-//! 5. `effects.rs` [`Rooms::commit`]: the batch written, synced (the one durability
-//!    point), then its effects: the members' syncs woken, the federation sender woken.
+//! 5. `effects.rs` [`Rooms::commit`]: the batch applied, the room unlocked for its next
+//!    batch, the log synced (the one durability point), then its effects: the members'
+//!    syncs woken, the federation sender woken.
 //!
 //! Events from other servers, invites and joins (`incoming.rs`, `remote_invite.rs`)
 //! compute their state differently, then take the same `place` and `commit`.
