@@ -5,7 +5,6 @@ use std::{collections::BTreeMap, sync::Arc};
 use axum::Router;
 use ruma::api::client::membership::{get_member_events, joined_members, joined_rooms};
 use ruma::events::room::member::MembershipState;
-use serde_json::Value;
 
 use super::events::{parse_token, readable_state};
 use crate::{
@@ -96,14 +95,8 @@ async fn joined_members(
             continue;
         };
         let mut member = joined_members::v3::RoomMember::new();
-        member.display_name = content
-            .get("displayname")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        member.avatar_url = content
-            .get("avatar_url")
-            .and_then(Value::as_str)
-            .map(Into::into);
+        (member.display_name, member.avatar_url) =
+            crate::service::rooms::membership::member_profile_in(&content);
         joined.insert(user_id, member);
     }
     Ok(joined_members::v3::Response::new(joined))

@@ -350,13 +350,7 @@ fn member_profile(
         return Ok(None);
     };
     let mut profile = UserProfile::new();
-    profile.displayname = content
-        .get("displayname")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    profile.avatar_url = content
-        .get("avatar_url")
-        .and_then(|v| v.as_str())
-        .map(Into::into);
+    (profile.displayname, profile.avatar_url) =
+        crate::service::rooms::membership::member_profile_in(&content);
     Ok(Some(profile))
 }

@@ -23,6 +23,16 @@ pub fn membership_in(content: &Value) -> Option<MembershipState> {
         .map(MembershipState::from)
 }
 
+/// The display name and avatar a member event's content shows (`None` when unset or
+/// not a string).
+pub fn member_profile_in(content: &Value) -> (Option<String>, Option<ruma::OwnedMxcUri>) {
+    let field = |name: &str| content.get(name).and_then(Value::as_str);
+    (
+        field("displayname").map(str::to_owned),
+        field("avatar_url").map(Into::into),
+    )
+}
+
 fn member_content(membership: MembershipState, profile: &Profile, reason: Option<&str>) -> Value {
     let mut content = json!({ "membership": membership.as_str() });
     if let Some(name) = &profile.0 {

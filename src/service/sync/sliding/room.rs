@@ -323,15 +323,9 @@ fn describe(
                 .content_in(state, "m.room.member", user_id.as_str())?
                 .unwrap_or_default();
             let mut hero = Hero::new(user_id);
-            hero.name = member
-                .get("displayname")
-                .and_then(Value::as_str)
-                .filter(|name| !name.is_empty())
-                .map(str::to_owned);
-            hero.avatar = member
-                .get("avatar_url")
-                .and_then(Value::as_str)
-                .map(OwnedMxcUri::from);
+            let (name, avatar) = crate::service::rooms::membership::member_profile_in(&member);
+            hero.name = name.filter(|name| !name.is_empty());
+            hero.avatar = avatar;
             heroes.push(hero);
         }
     }
