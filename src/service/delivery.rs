@@ -95,6 +95,20 @@ impl Delivery {
         Ok(position)
     }
 
+    /// Records what a sync hands over ([`handed`](Self::handed)) beside its response,
+    /// not before it: the synced write would delay every sync that brings news.
+    pub fn record_handed(self: &Arc<Self>, user: &UserId, handed: Vec<Handed>) {
+        if handed.is_empty() {
+            return;
+        }
+        let (delivery, user) = (self.clone(), user.to_owned());
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = delivery.handed(&user, handed) {
+                tracing::warn!(%error, "delivered receipts not recorded");
+            }
+        });
+    }
+
     /// A sync handed a local user's device these rooms' newest events: records the
     /// user's delivered receipts where they move forward.
     pub fn handed(&self, user: &UserId, handed: Vec<Handed>) -> Result<()> {

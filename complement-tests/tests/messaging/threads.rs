@@ -333,3 +333,63 @@ async fn unread_counts_are_kept_per_thread_and_threaded_receipts_clear_them() ->
     );
     Ok(())
 }
+
+/// What matrix-sdk sees when the server refuses an event: its status and error kind.
+async fn refused(
+    room: &Room,
+    kind: &str,
+    content: Value,
+) -> anyhow::Result<(u16, matrix_sdk::ruma::api::error::ErrorKind)> {
+    let error = match room.send_raw(kind, content).await {
+        Ok(sent) => anyhow::bail!("sent as {}", sent.response.event_id),
+        Err(error) => error,
+    };
+    let kind = error
+        .client_api_error_kind()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("not a Matrix error: {error}"))?;
+    let status = error
+        .as_client_api_error()
+        .map(|error| error.status_code.as_u16())
+        .unwrap_or_default();
+    Ok((status, kind))
+}
+
+#[tokio::test]
+async fn a_second_identical_reaction_and_a_thread_off_a_relation_are_refused() -> anyhow::Result<()>
+{
+    use matrix_sdk::ruma::api::error::ErrorKind;
+    let server = TestServer::start().await?;
+    let (alice, bob, room_id) = two_in_a_room(&server).await?;
+    let at_alice = alice.get_room(&room_id).expect("alice's room");
+    let at_bob = bob.get_room(&room_id).expect("bob's room");
+    let root = sdk_send(&at_alice, "m.room.message", text("Lunch?")).await?;
+    let thumbs =
+        || json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": root, "key": "👍" } });
+
+    let first = sdk_send(&at_bob, "m.reaction", thumbs()).await?;
+    assert_eq!(
+        refused(&at_bob, "m.reaction", thumbs()).await?,
+        (400, ErrorKind::DuplicateAnnotation)
+    );
+    // Someone else's, and another key, are not duplicates.
+    sdk_send(&at_alice, "m.reaction", thumbs()).await?;
+    sdk_send(
+        &at_bob,
+        "m.reaction",
+        json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": root, "key": "🍕" } }),
+    )
+    .await?;
+    // Once the first is redacted, the same reaction may be sent again.
+    at_bob.redact(&first, None, None).await?;
+    sdk_send(&at_bob, "m.reaction", thumbs()).await?;
+
+    // A thread starts from a plain event, not from a reply in a thread or a reaction.
+    let reply = sdk_send(&at_bob, "m.room.message", thread_reply(&root, "Yes")).await?;
+    assert_eq!(
+        refused(&at_alice, "m.room.message", thread_reply(&reply, "Where?")).await?,
+        (400, ErrorKind::InvalidParam)
+    );
+    sdk_send(&at_alice, "m.room.message", thread_reply(&root, "Where?")).await?;
+    Ok(())
+}

@@ -101,7 +101,11 @@ async fn send_message(
     if !content.is_object() {
         return Err(Error::bad_json("Event content must be an object"));
     }
-    let event = NewEvent::message(&body.event_type.to_string(), content);
+    let kind = body.event_type.to_string();
+    services
+        .rooms
+        .check_relation(&body.room_id, &sender.user_id, &kind, &content)?;
+    let event = NewEvent::message(&kind, content);
     let event_id = services
         .rooms
         .append(&body.room_id, &sender.user_id, event, Some(txn))

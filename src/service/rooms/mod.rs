@@ -16,6 +16,7 @@ pub mod incoming;
 pub mod membership;
 pub mod pdu;
 mod power;
+mod relation_rules;
 pub mod relations;
 pub mod remote_invite;
 mod resolution;

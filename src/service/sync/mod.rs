@@ -146,9 +146,7 @@ impl Syncer {
                 || !response.device_lists.is_empty();
             if has_news || request.since.is_none() || request.full_state {
                 let handed = std::mem::take(&mut *window.handed.lock());
-                if let Err(error) = self.delivery.handed(&sender.user_id, handed) {
-                    tracing::warn!(%error, "delivered receipts not recorded");
-                }
+                self.delivery.record_handed(&sender.user_id, handed);
                 return Ok(response);
             }
             tokio::select! {
