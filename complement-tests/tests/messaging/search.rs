@@ -1,4 +1,5 @@
-//! Message search: words and their beginnings found in the rooms the user is or was in,
+//! Message search: words and their beginnings (also inside Chinese or Japanese text)
+//! found in the rooms the user is or was in,
 //! never what they may not see; ranked or recent order, highlights, context with
 //! profiles, groupings, paging; redactions forgotten; the index kept across a crash
 //! and rebuilt from the rooms when it is gone.
@@ -181,6 +182,13 @@ async fn search_finds_what_the_user_may_see_ranked_paged_and_in_context() -> any
     // The filter narrows the rooms.
     let only_lobby = json!({ "search_term": "budget", "filter": { "rooms": [room_id] } });
     assert!(bodies(&search_raw(&server, &alice, only_lobby, None).await?).is_empty());
+
+    // Text written without spaces (Chinese, Japanese) is found by a word inside it.
+    for body in ["我们明天去北京开会", "東京で会いましょう"] {
+        send(&server, &alice, &lobby, "m.room.message", text(body)).await?;
+    }
+    search_until(&server, &alice, "北京", &["我们明天去北京开会"]).await?;
+    search_until(&server, &alice, "東京", &["東京で会いましょう"]).await?;
 
     // Paging: 15 hits, 10 a page; the second page ends the search.
     for n in 0..15 {

@@ -12,6 +12,7 @@
 
 pub mod queue;
 pub mod tantivy;
+mod words;
 
 use std::{path::Path, sync::Arc};
 

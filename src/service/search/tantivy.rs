@@ -21,12 +21,13 @@ use tantivy::{
     doc,
     query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery, TermSetQuery},
     schema::{
-        FAST, Field as TantivyField, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT,
-        Value,
+        FAST, Field as TantivyField, INDEXED, IndexRecordOption, STORED, STRING, Schema,
+        TextFieldIndexing, TextOptions, Value,
     },
+    tokenizer::{LowerCaser, RemoveLongFilter, TextAnalyzer},
 };
 
-use super::{Change, Field, Hit, Hits, Order, SearchBackend, SearchQuery};
+use super::{Change, Field, Hit, Hits, Order, SearchBackend, SearchQuery, words::Words};
 use crate::{Error, Result};
 
 /// The writer's memory budget (tantivy's least). A writer lives only while it applies
@@ -47,6 +48,26 @@ struct Fields {
     topic: TantivyField,
 }
 
+/// The name the index knows [`Words`] by.
+const WORDS: &str = "palisade_words";
+
+/// A text field cut into words by [`Words`], with frequencies and positions (BM25).
+fn words() -> TextOptions {
+    TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(WORDS)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    )
+}
+
+/// [`Words`], lowercased, without words longer than tantivy's default limit.
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(Words)
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .build()
+}
+
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let fields = Fields {
@@ -54,9 +75,9 @@ fn schema() -> (Schema, Fields) {
         room_id: builder.add_text_field("room_id", STRING | STORED),
         sender: builder.add_text_field("sender", STRING),
         position: builder.add_u64_field("position", INDEXED | FAST),
-        body: builder.add_text_field("body", TEXT),
-        name: builder.add_text_field("name", TEXT),
-        topic: builder.add_text_field("topic", TEXT),
+        body: builder.add_text_field("body", words()),
+        name: builder.add_text_field("name", words()),
+        topic: builder.add_text_field("topic", words()),
     };
     (builder.build(), fields)
 }
@@ -98,7 +119,9 @@ impl Tantivy {
         std::fs::create_dir_all(directory).map_err(failed)?;
         let existing = directory.join("meta.json").exists();
         let open = |directory: &Path| -> tantivy::Result<Index> {
-            Index::open_or_create(MmapDirectory::open(directory)?, schema.clone())
+            let index = Index::open_or_create(MmapDirectory::open(directory)?, schema.clone())?;
+            index.tokenizers().register(WORDS, analyzer());
+            Ok(index)
         };
         let (index, fresh) = match open(directory) {
             Ok(index) => (index, !existing),
@@ -390,5 +413,24 @@ mod tests {
             .unwrap();
         assert_eq!(search(&index, "meeting", &rooms, Order::Recent), ["$1"]);
         assert_eq!(index.words("Hello, World"), ["hello", "world"]);
+    }
+
+    #[test]
+    fn a_word_inside_text_written_without_spaces_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let rooms: Vec<OwnedRoomId> = vec!["!r:x".try_into().unwrap()];
+        let (index, _) = Tantivy::open(dir.path()).unwrap();
+        index
+            .apply(&[
+                document("$1", "!r:x", 1, "我们明天去北京开会"),
+                document("$2", "!r:x", 2, "東京で会いましょう"),
+                document("$3", "!r:x", 3, "내일 서울에서 만나요"),
+            ])
+            .unwrap();
+        assert_eq!(search(&index, "北京", &rooms, Order::Rank), ["$1"]);
+        assert_eq!(search(&index, "开会", &rooms, Order::Rank), ["$1"]);
+        assert_eq!(search(&index, "東京", &rooms, Order::Rank), ["$2"]);
+        assert_eq!(search(&index, "서울", &rooms, Order::Rank), ["$3"]);
+        assert!(search(&index, "上海", &rooms, Order::Rank).is_empty());
     }
 }
