@@ -41,10 +41,6 @@ impl RunPrefix {
             key,
         }
     }
-
-    pub fn key(&self) -> &Key {
-        &self.key
-    }
 }
 
 impl PartialEq for RunPrefix {
@@ -254,7 +250,8 @@ fn without(first: u64, value: &[u8], position: u64) -> Vec<u8> {
     kept
 }
 
-fn key_position(prefix: &Key, key: &[u8]) -> u64 {
+/// The position a record's key under `prefix` names (its first entry's).
+pub fn key_position(prefix: &Key, key: &[u8]) -> u64 {
     key.get(prefix.bytes().len()..)
         .and_then(|rest| rest.get(..8))
         .and_then(|bytes| bytes.try_into().ok())

@@ -25,6 +25,7 @@ use crate::{
     Result,
     service::rooms::{
         Rooms,
+        membership::member_profile_in,
         relations::{THREAD, relation_of},
         timeline::{Placed, TimelineIndex, member_change},
     },
@@ -391,9 +392,10 @@ impl TimelineIndex for PushActions {
                 event.position,
                 &unread[usize::from(highlight)],
             );
-            match u32::try_from(index) {
-                Ok(index) if (index as usize) < members => indices.push(index),
-                _ => invitee_notified = true,
+            if index < members {
+                indices.push(index as u32);
+            } else {
+                invitee_notified = true;
             }
         }
         if !indices.is_empty() || invitee_notified {
@@ -463,12 +465,7 @@ fn display_name(
 ) -> Result<String> {
     Ok(rooms
         .content_in(state, "m.room.member", user.as_str())?
-        .and_then(|content| {
-            content
-                .get("displayname")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        })
+        .and_then(|content| member_profile_in(&content).0)
         .unwrap_or_else(|| user.localpart().to_owned()))
 }
 

@@ -9,19 +9,11 @@ use serde_json::Value;
 
 use super::{
     Rooms,
-    relations::{RelationFilter, THREAD, relation_of},
+    relations::{RelatesTo, RelationFilter, THREAD, relates_to, relation_of},
 };
 use crate::{Error, Result};
 
 const ANNOTATION: &str = "m.annotation";
-
-/// The `m.relates_to` of a new event's content, as far as these rules read it.
-#[derive(Deserialize)]
-struct RelatesTo {
-    rel_type: Option<String>,
-    event_id: Option<ruma::OwnedEventId>,
-    key: Option<String>,
-}
 
 impl Rooms {
     /// Refuses an event of `kind` with `content` that `sender` may not send to
@@ -95,8 +87,8 @@ impl Rooms {
             let same_key = stored
                 .parse(relation.event_id.clone())
                 .ok()
-                .and_then(|event| serde_json::from_str::<Value>(event.content.get()).ok())
-                .is_some_and(|content| content["m.relates_to"]["key"].as_str() == Some(key));
+                .and_then(|event| relates_to(&event.content)?.key)
+                .is_some_and(|found| found == key);
             if same_key {
                 return Ok(true);
             }

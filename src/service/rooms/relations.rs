@@ -62,16 +62,24 @@ struct Content {
     relates_to: Option<RelatesTo>,
 }
 
+/// An `m.relates_to`: its type, the event it relates to and, for an annotation, its key.
 #[derive(Deserialize)]
-struct RelatesTo {
-    rel_type: Option<String>,
-    event_id: Option<OwnedEventId>,
+pub(super) struct RelatesTo {
+    pub rel_type: Option<String>,
+    pub event_id: Option<OwnedEventId>,
+    pub key: Option<String>,
+}
+
+/// The `m.relates_to` of an event's content, whatever it names.
+pub(super) fn relates_to(content: &serde_json::value::RawValue) -> Option<RelatesTo> {
+    serde_json::from_str::<Content>(content.get())
+        .ok()?
+        .relates_to
 }
 
 /// The relation an event's content declares: its type and the event it relates to.
 pub fn relation_of(content: &serde_json::value::RawValue) -> Option<(String, OwnedEventId)> {
-    let content: Content = serde_json::from_str(content.get()).ok()?;
-    let relates_to = content.relates_to?;
+    let relates_to = relates_to(content)?;
     Some((relates_to.rel_type?, relates_to.event_id?))
 }
 

@@ -34,7 +34,7 @@ use crate::{
     storage::{
         Batch, Db, Keyspace,
         codec::Key,
-        runs::{RunPrefix, entries},
+        runs::{RunPrefix, entries, key_position},
     },
 };
 
@@ -228,14 +228,11 @@ fn drain(db: &Db, rooms: &Rooms, backend: &dyn SearchBackend) -> Result<usize> {
         return Ok(0);
     }
     let mut changes = Vec::with_capacity(count);
-    for (position, value) in records.iter().flat_map(|(key, value)| {
-        let first = key
-            .get(..8)
-            .and_then(|bytes| bytes.try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        entries(first, value)
-    }) {
+    let no_prefix = Key::new();
+    for (position, value) in records
+        .iter()
+        .flat_map(|(key, value)| entries(key_position(&no_prefix, key), value))
+    {
         match crate::storage::codec::decode_json::<Queued>(value) {
             Ok(Queued::Index(event_id)) => {
                 // Redacted or gone since: nothing to find.
