@@ -14,7 +14,14 @@ pub mod queue;
 pub mod tantivy;
 mod words;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+};
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
@@ -121,6 +128,23 @@ pub struct Search {
     queue: Arc<queue::SearchIndex>,
     /// The backend's index was new or of another layout: rebuild it from the rooms.
     needs_rebuild: bool,
+    /// The indexer thread, stopped and waited for when this service goes: it must not
+    /// hold the database open past its owners.
+    indexer: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Search {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(handle) = self.indexer.lock().take() {
+            handle.thread().unpark();
+            self.queue.wake_indexer();
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 impl Search {
@@ -133,6 +157,8 @@ impl Search {
             backend: Arc::new(backend),
             queue: Arc::new(queue::SearchIndex::new()),
             needs_rebuild,
+            indexer: parking_lot::Mutex::new(None),
+            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -153,6 +179,7 @@ impl Search {
             rooms: Arc::downgrade(&rooms),
             backend: Arc::downgrade(&backend),
             wake,
+            stop: self.stop.clone(),
         };
         let rebuild = self
             .needs_rebuild
@@ -168,8 +195,9 @@ impl Search {
                 }
                 indexer.run();
             });
-        if let Err(error) = spawned {
-            tracing::error!(%error, "the search indexer could not start");
+        match spawned {
+            Ok(handle) => *self.indexer.lock() = Some(handle),
+            Err(error) => tracing::error!(%error, "the search indexer could not start"),
         }
     }
 

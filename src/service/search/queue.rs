@@ -10,7 +10,8 @@
 
 use std::{
     sync::{
-        LazyLock, Weak,
+        Arc, LazyLock, Weak,
+        atomic::{AtomicBool, Ordering},
         mpsc::{Receiver, RecvTimeoutError, SyncSender},
     },
     time::Duration,
@@ -105,6 +106,11 @@ impl SearchIndex {
         }
     }
 
+    /// Wakes the indexer (to stop, or to take what is queued).
+    pub(super) fn wake_indexer(&self) {
+        let _ = self.wake.try_send(());
+    }
+
     /// What wakes the indexer (taken once, by it).
     pub(super) fn waker(&self) -> Option<Receiver<()>> {
         self.woken.lock().take()
@@ -160,6 +166,8 @@ pub(super) struct Indexer {
     pub rooms: Weak<Rooms>,
     pub backend: Weak<dyn SearchBackend>,
     pub wake: Receiver<()>,
+    /// Set when the search service goes: the indexer returns at its next step.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Indexer {
@@ -167,6 +175,9 @@ impl Indexer {
     pub fn run(self) {
         lower_priority();
         loop {
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
             let (Some(db), Some(rooms), Some(backend)) = (
                 self.db.upgrade(),
                 self.rooms.upgrade(),
@@ -179,13 +190,14 @@ impl Indexer {
             crate::service::memory::release_freed_memory();
             match drained {
                 Ok(0) => {}
+                // Parked, not slept: stopping unparks it.
                 Ok(_) => {
-                    std::thread::sleep(BATCHING);
+                    std::thread::park_timeout(BATCHING);
                     continue;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the search index could not take queued messages");
-                    std::thread::sleep(RETRY);
+                    std::thread::park_timeout(RETRY);
                     continue;
                 }
             }
