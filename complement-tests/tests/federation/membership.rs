@@ -463,6 +463,9 @@ async fn members_of_an_allowed_room_join_a_restricted_room_across_servers() -> R
             Some(&pair.token(Side::A)),
             Some(json!({
                 "name": "Lobby regulars",
+                // Only moderators may invite: a server whose members are not may not
+                // vouch for a join.
+                "power_level_content_override": { "invite": 50 },
                 "initial_state": [{
                     "type": "m.room.join_rules",
                     "state_key": "",
@@ -520,6 +523,39 @@ async fn members_of_an_allowed_room_join_a_restricted_room_across_servers() -> R
         assert_eq!(member["membership"], "join", "{member}");
         assert_eq!(member["join_authorised_via_users_server"], pair.alice_id());
     }
+    // Frank, on B, joins the lobby. B is in the restricted room now, but none of its
+    // members may invite there: B asks A, which vouches for the join and signs it.
+    let frank = b.register("frank").await?;
+    let lobby = <&RoomOrAliasId>::from(&*pair.room_id);
+    frank.join_room_by_id_or_alias(lobby, &via).await?;
+    let frank_id = format!("@frank:{}", b.server_name());
+    let lobby_member = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/{frank_id}",
+        pair.room_id
+    );
+    eventually("A sees Frank in the lobby", async || {
+        let (status, member) = a
+            .request("GET", &lobby_member, Some(&pair.token(Side::A)), None)
+            .await?;
+        Ok((status == 200 && member["membership"] == "join").then_some(()))
+    })
+    .await?;
+    let joined = tokio::time::timeout(PATIENCE, frank.join_room_by_id_or_alias(target, &[]))
+        .await
+        .context("the join through the other server took too long")??;
+    assert_eq!(joined.room_id(), regulars);
+    for (server, user_token) in [(a, pair.token(Side::A)), (b, pair.token(Side::B))] {
+        let member = eventually("Frank's join on both servers", async || {
+            let (status, member) = server
+                .request("GET", &member_path(&frank_id), Some(&user_token), None)
+                .await?;
+            Ok((status == 200).then_some(member))
+        })
+        .await?;
+        assert_eq!(member["membership"], "join", "{member}");
+        assert_eq!(member["join_authorised_via_users_server"], pair.alice_id());
+    }
+
     // Eve, on B but not in the lobby, is refused by A.
     let eve = b.register("eve").await?;
     let refused = eve.join_room_by_id_or_alias(target, &via).await;

@@ -60,7 +60,29 @@ async fn join(
     }
     let profile = services.users.member_profile(user)?;
     if services.rooms.is_resident(room_id)? || !services.config.federation.enabled {
-        services.rooms.join(room_id, user, &profile, reason).await?;
+        match services.rooms.join(room_id, user, &profile, reason).await {
+            // A restricted room this server cannot let the user into: another server
+            // of the room may.
+            Err(error)
+                if services.config.federation.enabled
+                    && matches!(
+                        error.kind(),
+                        Some(
+                            ruma::api::error::ErrorKind::UnableToGrantJoin
+                                | ruma::api::error::ErrorKind::UnableToAuthorizeJoin
+                        )
+                    ) =>
+            {
+                services
+                    .federation
+                    .memberships
+                    .join_resident_through_others(user, room_id, via, &profile, reason)
+                    .await?;
+            }
+            joined => {
+                joined?;
+            }
+        }
     } else {
         // An invite names a server that is in the room: the inviter's.
         let mut via = via.to_vec();

@@ -26,7 +26,13 @@ use super::{
 use crate::{
     Error, Result,
     service::{
-        rooms::{Rooms, membership::Profile, state::StateMap},
+        rooms::{
+            Rooms,
+            incoming::{Accepted, Relay},
+            membership::Profile,
+            pdu::SignedPdu,
+            state::StateMap,
+        },
         users::{Users, now_ms},
     },
 };
@@ -123,14 +129,62 @@ impl Memberships {
         Err(last_error)
     }
 
-    async fn join_through(
+    /// Joins `user` to a restricted room this server is in but cannot let them into
+    /// itself (no member here may invite, or this server is in none of the rooms that
+    /// allow the join): another server of the room vouches for the join, through
+    /// `make_join`/`send_join`, and the join it signed is appended here as if it had
+    /// sent it.
+    pub async fn join_resident_through_others(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        profile: &Profile,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut servers = self.candidate_servers(room_id, via);
+        for server in self.rooms.remote_servers(room_id)? {
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+        let mut last_error = Error::new(
+            ruma::api::error::ErrorKind::UnableToGrantJoin,
+            "No server of the room may let you in",
+        );
+        for server in &servers {
+            let attempt = async {
+                let (_, join, _) = self
+                    .join_handshake(server, user, room_id, profile, reason)
+                    .await?;
+                match self.rooms.append_remote(room_id, join, Relay::None).await? {
+                    Accepted::Timeline | Accepted::Known => Ok(()),
+                    Accepted::SoftFailed => Err(Error::forbidden(
+                        "The join another server signed fails against this room's state",
+                    )),
+                }
+            };
+            match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::info!(%room_id, %server, %error, "join through another resident server failed");
+                    last_error = error;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// `make_join` then `send_join` with `server`: the room's version, the join as the
+    /// resident server signed it (checked), and the room's state and auth chain.
+    async fn join_handshake(
         &self,
         server: &OwnedServerName,
         user: &UserId,
         room_id: &RoomId,
         profile: &Profile,
         reason: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<(RoomVersionId, SignedPdu, create_join_event::v2::RoomState)> {
         let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
         request.ver = crate::service::rooms::ROOM_VERSIONS.to_vec();
         let template = self
@@ -167,6 +221,20 @@ impl Memberships {
                 "The resident server changed the join event",
             ));
         }
+        Ok((version, join, room_state))
+    }
+
+    async fn join_through(
+        &self,
+        server: &OwnedServerName,
+        user: &UserId,
+        room_id: &RoomId,
+        profile: &Profile,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let (version, join, room_state) = self
+            .join_handshake(server, user, room_id, profile, reason)
+            .await?;
         let mut everything = room_state.auth_chain.clone();
         everything.extend(room_state.state.iter().cloned());
         store_outliers(&self.keys, &self.rooms, room_id, &version, &everything).await?;
