@@ -89,11 +89,15 @@ impl Services {
         let account_data = Arc::new(account_data::AccountData::new(db.clone(), stream.clone()));
         let push_rules = Arc::new(push::rules::Rulesets::new(account_data.clone()));
         let (notified, notified_users) = tokio::sync::mpsc::unbounded_channel();
+        let pushers = Arc::new(push::pushers::Pushers::new(db.clone())?);
+        // Counted by the push actions, read by the unread counts.
+        let redactions = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let push_actions = Arc::new(push::actions::PushActions::new(
-            db.clone(),
             push_rules.clone(),
+            pushers.clone(),
             config.server_name.clone(),
             notified,
+            redactions.clone(),
         ));
         let search = search::Search::open(db.clone(), &config.search_directory())?;
         let rooms = Arc::new(rooms::Rooms::new(
@@ -136,6 +140,8 @@ impl Services {
             federation_client,
             server_keys,
             search,
+            pushers,
+            redactions,
         };
         Ok(Arc::new(Self::assemble(config, base, woken)?))
     }
@@ -159,6 +165,8 @@ impl Services {
             federation_client,
             server_keys,
             search,
+            pushers,
+            redactions,
         } = base;
         let users = Arc::new(users::Users::new(
             db.clone(),
@@ -174,8 +182,7 @@ impl Services {
         let to_device = Arc::new(to_device::ToDevice::new(db.clone(), stream.clone()));
         let receipts = Arc::new(receipts::Receipts::new(db.clone(), stream.clone()));
         let typing = typing::Typing::new(stream.clone());
-        let push_counts = Arc::new(push::counts::Counts::new(db.clone()));
-        let pushers = Arc::new(push::pushers::Pushers::new(db.clone())?);
+        let push_counts = Arc::new(push::counts::Counts::new(db.clone(), redactions));
         let delivery = Arc::new(delivery::Delivery::new(
             receipts.clone(),
             rooms.clone(),
@@ -315,6 +322,9 @@ struct Base {
     federation_client: Arc<FederationClient>,
     server_keys: Arc<federation::keys::ServerKeys>,
     search: search::Search,
+    pushers: Arc<push::pushers::Pushers>,
+    /// The push actions' count of redactions that took notifications away.
+    redactions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The media store the configuration names: a bucket, or the media directory.

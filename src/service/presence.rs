@@ -10,8 +10,9 @@
 //! is no timer per user: one wheel holds when each user is next due a look, and one
 //! task ([`crate::service::federation::presence`]) takes what is due each second.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, num::NonZeroUsize, sync::Arc};
 
+use lru::LruCache;
 use parking_lot::Mutex;
 use ruma::{OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
@@ -93,7 +94,12 @@ pub struct Presence {
     timeouts: Timeouts,
     /// When each user is next due a look: time (ms) → users.
     wheel: Mutex<BTreeMap<u64, Vec<OwnedUserId>>>,
+    /// The stored presence of users seen lately (every request a user sends reads it).
+    recent: Mutex<LruCache<OwnedUserId, Option<PresenceRecord>>>,
 }
+
+/// Users whose stored presence is kept in memory.
+const RECENT: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
 
 impl Presence {
     /// Opens the presence store; everyone not offline is due a look soon after the
@@ -115,6 +121,7 @@ impl Presence {
                 remote_offline: config.remote_offline_after_secs.saturating_mul(1000),
             },
             wheel: Mutex::default(),
+            recent: Mutex::new(LruCache::new(RECENT)),
         };
         if presence.enabled {
             let now = now_ms();
@@ -140,9 +147,17 @@ impl Presence {
         if !self.enabled {
             return Ok(None);
         }
-        Ok(self
+        if let Some(record) = self.recent.lock().get(user) {
+            return Ok(record.clone());
+        }
+        let record: Option<PresenceRecord> = self
             .db
-            .get_json(Keyspace::Presence, user.as_str().as_bytes())?)
+            .get_json(Keyspace::Presence, user.as_str().as_bytes())?;
+        // A `set` meanwhile put the newer record: it stays.
+        self.recent
+            .lock()
+            .get_or_insert(user.to_owned(), || record.clone());
+        Ok(record)
     }
 
     /// Whether `record` differs from what is stored for the user (the last activity
@@ -249,6 +264,9 @@ impl Presence {
         );
         permit.persist_in(&mut batch);
         self.db.write(batch)?;
+        self.recent
+            .lock()
+            .put(user.to_owned(), Some(record.clone()));
         drop(permit);
         self.stream.notify(notify.iter().map(|user| user.as_ref()));
         if let Timed::LookAgainAt(at) = self.timed(user, &record, now_ms()) {

@@ -110,6 +110,11 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StorageResul
     serde_json::from_slice(bytes).map_err(|error| StorageError::Decode(error.to_string()))
 }
 
+/// As [`decode_json`], for a type that borrows from `bytes` (no copy of its strings).
+pub fn decode_json_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> StorageResult<T> {
+    serde_json::from_slice(bytes).map_err(|error| StorageError::Decode(error.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,20 +183,14 @@ keyspaces! {
     /// `room_id ‖ position of the latest reply` → root event id: a room's threads by
     /// latest activity.
     ThreadActivity => "thread_activity",
-    /// `user_id ‖ position` → a run (`storage::runs`) of entries, each a flag byte (1
-    /// notify, 2 highlight) and the index of the member's actions in the event's
-    /// `notifying_events` record (or, written before that record existed or past its
-    /// 255th set of actions, a JSON `Notification`): the events that notify a local
-    /// user, computed once when the event was written; one record per user and batch.
-    Notifications => "notifications",
-    /// `position` → JSON `NotifyingEvent` (room, event, thread, time, the distinct push
-    /// actions it has): what the notifications of one event share. A member's entry in
-    /// `notifications` is then two bytes, its flags and the index of its actions.
-    NotifyingEvents => "notifying_events",
-    /// `user_id ‖ room_id ‖ position` → a run of entries, each one flag byte (1 notify,
-    /// 2 highlight) then the thread root id, if any: the same notifications by room, for
-    /// unread counts.
-    UnreadNotifications => "unread_notifications",
+    /// `room_id ‖ position` → JSON `NotifyingEvent`: the push actions of an event that
+    /// notifies local members, computed once when it was written: its distinct actions,
+    /// what every local member joined before it gets, and the members (or invitee) who
+    /// get something else. Unread counts and `/notifications` read it.
+    NotifyingEvents => "room_notifications",
+    /// `user_id ‖ position` → a run (`storage::runs`) of entries, each a room id: the
+    /// notifications a user with a pusher has, for the push gateways to send.
+    PushQueue => "push_queue",
     /// `user_id ‖ app_id ‖ pushkey` → JSON `PusherCursor` (the device that set the pusher,
     /// the position up to which notifications were sent, failures): a push gateway's
     /// delivery state.

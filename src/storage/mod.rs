@@ -22,7 +22,7 @@ use ruma::events::room::member::MembershipState;
 pub use self::keyspaces::Keyspace;
 
 /// The schema version this build writes. A database with a newer version is refused.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 type Rocks = DBWithThreadMode<MultiThreaded>;
 
@@ -75,7 +75,29 @@ impl Db {
             }
             ColumnFamilyDescriptor::new(keyspace.name(), cf_options)
         });
+        // Keyspaces an earlier layout had and this one has not: opened (RocksDB opens
+        // every one or none), then dropped with what they hold.
+        let obsolete: Vec<String> = Rocks::list_cf(&options, path)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|name| {
+                name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
+                    && !Keyspace::ALL.iter().any(|keyspace| keyspace.name() == name)
+            })
+            .collect();
+        let descriptors = descriptors.chain(
+            obsolete
+                .iter()
+                .map(|name| ColumnFamilyDescriptor::new(name, Options::default())),
+        );
         let rocks = Rocks::open_cf_descriptors(&options, path, descriptors)?;
+        for name in &obsolete {
+            tracing::info!(
+                keyspace = name,
+                "dropping a keyspace this version no longer has"
+            );
+            rocks.drop_cf(name)?;
+        }
         let db = Self {
             rocks,
             visible: AtomicU64::new(0),
@@ -468,6 +490,27 @@ mod tests {
             Db::open(dir.path()),
             Err(StorageError::NewerSchema { .. })
         ));
+    }
+
+    #[test]
+    fn a_keyspace_no_longer_declared_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        Db::open(dir.path()).unwrap();
+        {
+            let options = Options::default();
+            let names = Rocks::list_cf(&options, dir.path()).unwrap();
+            let rocks = Rocks::open_cf(&options, dir.path(), &names).unwrap();
+            rocks.create_cf("unread_notifications", &options).unwrap();
+            let old = rocks.cf_handle("unread_notifications").unwrap();
+            rocks.put_cf(&old, b"k", b"v").unwrap();
+            drop(old);
+            rocks.flush().unwrap();
+        }
+        let db = Db::open(dir.path()).unwrap();
+        drop(db);
+        let names = Rocks::list_cf(&Options::default(), dir.path()).unwrap();
+        assert!(!names.iter().any(|name| name == "unread_notifications"));
+        assert!(names.iter().any(|name| name == Keyspace::PushQueue.name()));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Runs: the entries one batch stages under one prefix of a stream keyspace
 //! (`prefix ‖ position` keys), stored as one value under the first entry's position.
 //!
-//! An event in a room of many members gives each of them an entry (a notification, an
-//! unread flag); a batch that writes many such events at once then writes one record per
-//! member instead of one per member and event. A run never spans more than [`RUN_SPAN`]
+//! A batch that stages many entries under one prefix (the messages it queues for the
+//! search index, the notifications it queues for a user's push gateways) writes one
+//! record instead of one per entry. A run never spans more than [`RUN_SPAN`]
 //! positions, so a reader looking for positions after `p` starts at `p - RUN_SPAN`.
 //! Runs of one prefix from batches written side by side may interleave; readers sort.
 //!
@@ -100,13 +100,6 @@ impl StagedRuns {
         &mut self.0[at].1
     }
 
-    fn get_mut(&mut self, keyspace: Keyspace, prefix: &RunPrefix) -> Option<&mut (u64, Vec<u8>)> {
-        self.0
-            .iter_mut()
-            .find(|(space, _)| *space == keyspace)
-            .and_then(|(_, runs)| runs.get_mut(prefix))
-    }
-
     /// The staged runs as puts.
     pub(super) fn into_puts(self) -> impl Iterator<Item = (Keyspace, Vec<u8>, Vec<u8>)> {
         self.0.into_iter().flat_map(|(keyspace, runs)| {
@@ -169,85 +162,6 @@ impl Batch {
             ));
         }
     }
-
-    /// Stages the removal of the entry at `position` under `prefix`, wherever it is: in
-    /// this batch's run, in what this batch already rewrote, or on disk.
-    pub fn remove_from_run(
-        &mut self,
-        db: &Db,
-        keyspace: Keyspace,
-        prefix: &RunPrefix,
-        position: u64,
-    ) -> StorageResult<()> {
-        if let Some((first, value)) = self.runs.get_mut(keyspace, prefix)
-            && *first <= position
-        {
-            *value = without(*first, value, position);
-            return Ok(());
-        }
-        let prefix = &prefix.key;
-        // A run this batch already closed (its span was full).
-        let closed = self.ops.iter().position(|op| match op {
-            super::Op::Put(space, key, value) => {
-                *space == keyspace
-                    && key.starts_with(prefix.bytes())
-                    && entries(key_position(prefix, key), value)
-                        .iter()
-                        .any(|(at, _)| *at == position)
-            }
-            _ => false,
-        });
-        if let Some(at) = closed
-            && let super::Op::Put(_, key, value) = &mut self.ops[at]
-        {
-            *value = without(key_position(prefix, key), value, position);
-            return Ok(());
-        }
-        let mut found = None;
-        let start = prefix.clone().u64(position);
-        db.for_each_from(
-            keyspace,
-            prefix.bytes(),
-            start.bytes(),
-            false,
-            |key, value| {
-                let first = key_position(prefix, key);
-                if first + RUN_SPAN <= position {
-                    return false;
-                }
-                let value = match self.staged(keyspace, key) {
-                    Some(Some(staged)) => staged,
-                    Some(None) => return true,
-                    None => value,
-                };
-                if entries(first, value).iter().any(|(at, _)| *at == position) {
-                    found = Some((key.to_vec(), first, value.to_vec()));
-                    return false;
-                }
-                true
-            },
-        )?;
-        if let Some((key, first, value)) = found {
-            let kept = without(first, &value, position);
-            if entries(first, &kept).is_empty() {
-                self.delete(keyspace, key);
-            } else {
-                self.put(keyspace, key, kept);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A run's value without the entry at `position` (a single entry becomes an empty run).
-fn without(first: u64, value: &[u8], position: u64) -> Vec<u8> {
-    let mut kept = vec![RUN];
-    for (at, entry) in entries(first, value) {
-        if at != position {
-            push_entry(&mut kept, at, entry);
-        }
-    }
-    kept
 }
 
 /// The position a record's key under `prefix` names (its first entry's).
@@ -260,6 +174,46 @@ pub fn key_position(prefix: &Key, key: &[u8]) -> u64 {
 }
 
 impl Db {
+    /// Deletes the records under `prefix` whose entries are all at or below `through`
+    /// (a queue's entries once every reader is past them); returns how many.
+    pub fn trim_runs(
+        &self,
+        keyspace: Keyspace,
+        prefix: &Key,
+        through: u64,
+    ) -> StorageResult<usize> {
+        let mut done = Vec::new();
+        self.for_each_from(
+            keyspace,
+            prefix.bytes(),
+            prefix.bytes(),
+            true,
+            |key, value| {
+                let first = key_position(prefix, key);
+                if first > through {
+                    return false;
+                }
+                if entries(first, value)
+                    .iter()
+                    .all(|(position, _)| *position <= through)
+                {
+                    done.push(key.to_vec());
+                }
+                // Runs written side by side interleave: a later one may still be done.
+                true
+            },
+        )?;
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = self.batch();
+        for key in &done {
+            batch.delete(keyspace, key.clone());
+        }
+        self.write_unsynced(batch)?;
+        Ok(done.len())
+    }
+
     /// The entries under `prefix` at positions in `(since, until]`, oldest first, at most
     /// `limit`.
     pub fn run_entries(
@@ -358,7 +312,7 @@ mod tests {
     fn a_batch_writes_one_record_per_prefix_and_readers_see_every_entry_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Db::open(dir.path()).unwrap());
-        let space = Keyspace::Notifications;
+        let space = Keyspace::PushQueue;
         // A single entry written before runs, then two batches side by side whose
         // positions interleave.
         let mut batch = db.batch();
@@ -413,27 +367,24 @@ mod tests {
             .unwrap();
         assert_eq!(positions(odd), [13, 11]);
 
-        // Removing entries: from a stored run, from the old single entry, and from a run
-        // staged in the same batch.
-        let mut batch = db.batch();
-        batch
-            .remove_from_run(&db, space, &RunPrefix::new(prefix("@a:x")), 12)
-            .unwrap();
-        batch
-            .remove_from_run(&db, space, &RunPrefix::new(prefix("@a:x")), 3)
-            .unwrap();
-        batch
-            .remove_from_run(&db, space, &RunPrefix::new(prefix("@a:x")), 14)
-            .unwrap();
-        batch.put_in_run(space, &RunPrefix::new(prefix("@a:x")), 20, b"e20");
-        batch.put_in_run(space, &RunPrefix::new(prefix("@a:x")), 21, b"e21");
-        batch
-            .remove_from_run(&db, space, &RunPrefix::new(prefix("@a:x")), 20)
-            .unwrap();
-        db.write(batch).unwrap();
+        // Trimming: records whose entries are all at or below a position go.
+        assert_eq!(db.trim_runs(space, &prefix("@a:x"), 10).unwrap(), 1);
         assert_eq!(
             positions(db.run_entries(space, &prefix("@a:x"), 0, 100, 100).unwrap()),
-            [10, 11, 13, 21]
+            [10, 11, 12, 13, 14]
+        );
+        assert_eq!(db.trim_runs(space, &prefix("@a:x"), 12).unwrap(), 0);
+        // The later of two interleaved runs is done before the earlier one.
+        assert_eq!(db.trim_runs(space, &prefix("@a:x"), 13).unwrap(), 1);
+        assert_eq!(
+            positions(db.run_entries(space, &prefix("@a:x"), 0, 100, 100).unwrap()),
+            [10, 12, 14]
+        );
+        assert_eq!(db.trim_runs(space, &prefix("@a:x"), 14).unwrap(), 1);
+        assert!(
+            db.run_entries(space, &prefix("@a:x"), 0, 100, 100)
+                .unwrap()
+                .is_empty()
         );
         assert_eq!(
             positions(db.run_entries(space, &prefix("@b:x"), 0, 100, 100).unwrap()),
@@ -445,7 +396,7 @@ mod tests {
     fn a_run_never_spans_more_than_the_span() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Db::open(dir.path()).unwrap());
-        let space = Keyspace::UnreadNotifications;
+        let space = Keyspace::PushQueue;
         let mut batch = db.batch();
         for position in [1, 2, RUN_SPAN, RUN_SPAN + 1, 3 * RUN_SPAN] {
             batch.put_in_run(space, &RunPrefix::new(prefix("@a:x")), position, b"x");

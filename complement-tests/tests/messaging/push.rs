@@ -343,3 +343,124 @@ async fn event_id_only_pushers_rejected_keys_and_the_notifications_list() -> any
     );
     Ok(())
 }
+
+/// The ids of a user's `/notifications`, newest first, and whether each highlights.
+async fn listed(server: &TestServer, client: &Client) -> anyhow::Result<Vec<(String, bool)>> {
+    let (status, body) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/notifications",
+            Some(&token(client)),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "/notifications answered {status}: {body}");
+    Ok(body["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["event"]["type"] == "m.room.message")
+        .map(|n| {
+            let id = n["event"]["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let highlight = n["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["set_tweak"] == "highlight" && a["value"] != false);
+            (id, highlight)
+        })
+        .collect())
+}
+
+/// A user's unread counts in a room, from a sync.
+async fn unread(server: &TestServer, client: &Client, room: &OwnedRoomId) -> anyhow::Result<Value> {
+    let sync = raw_sync(server, client, None, 0).await?;
+    Ok(sync["rooms"]["join"][room.as_str()]["unread_notifications"].clone())
+}
+
+#[tokio::test]
+async fn each_member_of_a_group_gets_their_own_notifications() -> anyhow::Result<()> {
+    let server = server().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let carol = server.register("carol").await?;
+    let dave = server.register("dave").await?;
+    let (status, created) = server
+        .request(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&token(&alice)),
+            Some(json!({ "preset": "public_chat", "name": "Group" })),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "createRoom: {created}");
+    let room = OwnedRoomId::try_from(created["room_id"].as_str().unwrap_or_default())?;
+    bob.join_room_by_id(&room).await?;
+    carol.join_room_by_id(&room).await?;
+    // Carol mutes the room.
+    let (status, body) = server
+        .request(
+            "PUT",
+            &format!("/_matrix/client/v3/pushrules/global/room/{room}"),
+            Some(&token(&carol)),
+            Some(json!({ "actions": [] })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+
+    let first = send(&server, &alice, &room, "m.room.message", text("hello all")).await?;
+    let mention = send(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        json!({ "msgtype": "m.text", "body": "carol, look",
+                "m.mentions": { "user_ids": ["@carol:localhost"] } }),
+    )
+    .await?;
+    dave.join_room_by_id(&room).await?;
+    let third = send(&server, &alice, &room, "m.room.message", text("one more")).await?;
+
+    // Bob gets every message; Carol, muted, only the one that mentions her (highlighted);
+    // Dave only what was sent after he joined; Alice nothing of her own.
+    let all = vec![
+        (third.clone(), false),
+        (mention.clone(), false),
+        (first.clone(), false),
+    ];
+    assert_eq!(listed(&server, &bob).await?, all);
+    assert_eq!(
+        listed(&server, &carol).await?,
+        vec![(mention.clone(), true)]
+    );
+    assert_eq!(listed(&server, &dave).await?, vec![(third.clone(), false)]);
+    assert_eq!(listed(&server, &alice).await?, vec![]);
+    assert_eq!(
+        unread(&server, &bob, &room).await?,
+        json!({ "notification_count": 3, "highlight_count": 0 })
+    );
+    assert_eq!(
+        unread(&server, &carol, &room).await?,
+        json!({ "notification_count": 1, "highlight_count": 1 })
+    );
+    assert_eq!(
+        unread(&server, &dave, &room).await?,
+        json!({ "notification_count": 1, "highlight_count": 0 })
+    );
+
+    // Bob leaves: what notified him while he was there stays listed, nothing after.
+    bob.get_room(&room)
+        .ok_or_else(|| anyhow::anyhow!("bob's room"))?
+        .leave()
+        .await?;
+    let after = send(&server, &alice, &room, "m.room.message", text("bye bob")).await?;
+    assert_eq!(listed(&server, &bob).await?, all);
+    assert_eq!(
+        listed(&server, &dave).await?,
+        vec![(after, false), (third, false)]
+    );
+    Ok(())
+}

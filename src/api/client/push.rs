@@ -354,10 +354,11 @@ async fn notifications(
         .map_or(NOTIFICATIONS_DEFAULT, u64::from)
         .clamp(1, NOTIFICATIONS_MOST) as usize;
     let only_highlight = body.only.as_deref() == Some("highlight");
-    let found = services
-        .push
-        .counts
-        .notifications(user, before, limit, only_highlight)?;
+    let found =
+        services
+            .push
+            .counts
+            .notifications(&services.rooms, user, before, limit, only_highlight)?;
     let next_token = (found.len() >= limit)
         .then(|| found.last().map(|(position, _)| position.to_string()))
         .flatten();

@@ -2,25 +2,36 @@
 //! room (and a local user the event invites), their push rules decide whether it
 //! notifies and highlights. Members whose rules differ only in who they are share one
 //! evaluation unless the event names them. What notifies is stored with the event, in
-//! its batch: unread counts, `/notifications` and the push gateways read it and never
-//! evaluate again.
+//! its batch, once per event: what most members get, and the few members who get
+//! something else (those it mentions, those with rules of their own). Unread counts,
+//! `/notifications` and the push gateways read it and never evaluate again. Only users
+//! with a pusher get an entry of their own, in their push queue.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
-    sync::{Arc, LazyLock},
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use parking_lot::Mutex;
 use ruma::{
-    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId,
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
+    RoomId, UserId,
     events::{TimelineEventType, room::member::MembershipState},
     push::{Action, FlattenedJson, Ruleset},
     serde::Raw,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::rules::{Member, Naming, RoomContext, Rulesets, UserRules, actions};
+use super::{
+    pushers::Pushers,
+    rules::{Member, Naming, RoomContext, Rulesets, UserRules, actions},
+};
 use crate::{
     Result,
     service::rooms::{
@@ -29,7 +40,7 @@ use crate::{
         relations::{THREAD, relation_of},
         timeline::{Placed, TimelineIndex, member_change},
     },
-    storage::{Batch, Db, Keyspace, codec::Key, runs::RunPrefix},
+    storage::{Batch, Keyspace, codec::Key, runs::RunPrefix},
 };
 
 /// An event that notifies a user.
@@ -46,79 +57,146 @@ pub struct Notification {
     pub ts: u64,
 }
 
-pub(super) const NOTIFY: u8 = 1;
-pub(super) const HIGHLIGHT: u8 = 2;
+/// What an event means for one member: which of the event's distinct actions they get
+/// (an index into [`NotifyingEvent::actions`]) and whether it highlights. Stored as
+/// `[index, highlight]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Outcome(pub u32, pub bool);
 
-pub(super) fn notifications_prefix(user: &UserId) -> Key {
-    Key::new().str(user.as_str())
+impl Outcome {
+    pub(super) fn highlight(self) -> bool {
+        self.1
+    }
 }
 
-pub(super) fn unread_prefix(user: &UserId, room_id: &RoomId) -> Key {
-    Key::new().str(user.as_str()).str(room_id.as_str())
-}
-
-/// An event that notifies local members, stored once: what their notifications share.
-/// Each member's entry names one of `actions` (most members get the same ones).
+/// An event that notifies local members, stored once under its room (not once per
+/// member): what most of its members get, and the members who get something else.
 #[derive(Serialize, Deserialize)]
 pub(super) struct NotifyingEvent {
-    pub room_id: OwnedRoomId,
     pub event_id: OwnedEventId,
+    pub sender: OwnedUserId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<OwnedEventId>,
+    /// When the server received it (ms).
     pub ts: u64,
+    /// The room's state before the event: whose joined members [`Self::everyone`] means.
+    pub state_before: u64,
     /// The distinct actions the event has for members it notifies.
     pub actions: Vec<Vec<Action>>,
+    /// What each local member joined before the event gets, but its sender and those in
+    /// `members`; `None`: nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub everyone: Option<Outcome>,
+    /// The members (and a user the event invites) who get something else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<(OwnedUserId, Option<Outcome>)>,
+}
+
+/// What a member gets from an event: theirs if listed, else everyone's (never for its
+/// sender). `None` for a listed member is "nothing"; the member's membership at the
+/// event is the reader's to know.
+pub(super) fn outcome_for<'a>(
+    user: &str,
+    sender: &str,
+    everyone: Option<Outcome>,
+    mut members: impl Iterator<Item = (&'a str, Option<Outcome>)>,
+) -> Listed {
+    if user == sender {
+        return Listed::Named(None);
+    }
+    match members.find(|(member, _)| *member == user) {
+        Some((_, outcome)) => Listed::Named(outcome),
+        None => Listed::Everyone(everyone),
+    }
+}
+
+/// A member's outcome, and whether the event names them or they share everyone's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Listed {
+    Named(Option<Outcome>),
+    Everyone(Option<Outcome>),
 }
 
 impl NotifyingEvent {
-    /// A member's notification from their entry (flags, then the index of their
-    /// actions); `None` for an entry that is not one.
-    pub(super) fn notification(&self, entry: &[u8]) -> Option<Notification> {
-        let [flags, index] = entry else {
-            return None;
-        };
+    pub(super) fn outcome(&self, user: &UserId) -> Listed {
+        outcome_for(
+            user.as_str(),
+            self.sender.as_str(),
+            self.everyone,
+            self.members
+                .iter()
+                .map(|(member, outcome)| (member.as_str(), *outcome)),
+        )
+    }
+
+    /// The notification an outcome makes in `room_id`.
+    pub(super) fn notification(&self, room_id: &RoomId, outcome: Outcome) -> Option<Notification> {
         Some(Notification {
-            room_id: self.room_id.clone(),
+            room_id: room_id.to_owned(),
             event_id: self.event_id.clone(),
-            actions: self.actions.get(usize::from(*index))?.clone(),
-            highlight: flags & HIGHLIGHT != 0,
+            actions: self.actions.get(outcome.0 as usize)?.clone(),
+            highlight: outcome.highlight(),
             thread: self.thread.clone(),
             ts: self.ts,
         })
     }
 }
 
-pub(super) fn notifying_event_key(position: u64) -> Key {
-    Key::new().u64(position)
+/// What the unread counts read of a [`NotifyingEvent`]: its other fields are skipped.
+#[derive(Deserialize)]
+pub(super) struct CountedEvent<'a> {
+    #[serde(borrow)]
+    pub sender: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub thread: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub everyone: Option<Outcome>,
+    #[serde(borrow, default)]
+    pub members: Vec<(Cow<'a, str>, Option<Outcome>)>,
 }
 
-/// A member's entry in the notifications keyspace: an event's notification is shared
-/// ([`NotifyingEvent`]) and the entry names its actions; past the 255th distinct set
-/// of actions, the whole notification.
-#[derive(Clone)]
-enum Entry {
-    Shared { highlight: bool, index: u8 },
-    Whole { highlight: bool, bytes: Vec<u8> },
+impl CountedEvent<'_> {
+    pub(super) fn outcome(&self, user: &UserId) -> Listed {
+        outcome_for(
+            user.as_str(),
+            &self.sender,
+            self.everyone,
+            self.members
+                .iter()
+                .map(|(member, outcome)| (member.as_ref(), *outcome)),
+        )
+    }
+}
+
+/// `room_id ‖ position`: where a room's notifying event is kept.
+pub(super) fn notifying_event_key(room_id: &RoomId, position: u64) -> Key {
+    notifying_events_prefix(room_id).u64(position)
+}
+
+pub(super) fn notifying_events_prefix(room_id: &RoomId) -> Key {
+    Key::new().str(room_id.as_str())
+}
+
+/// `user_id`: the prefix of a user's entries in the push queue.
+pub(super) fn push_queue_prefix(user: &UserId) -> Key {
+    Key::new().str(user.as_str())
 }
 
 /// Whom the shared part of the rules is evaluated for: no member of any room.
 static NO_ONE: LazyLock<OwnedUserId> =
     LazyLock::new(|| OwnedUserId::try_from("@-:no-one.invalid").expect("a valid user id"));
 
-/// A local member of a room with their rules and the prefixes of their notification
-/// records.
+/// A local member of a room with their rules and the prefix of their push queue.
 struct Local {
     member: Member,
     rules: Arc<UserRules>,
-    notifications: RunPrefix,
-    unread: RunPrefix,
+    queue: RunPrefix,
 }
 
 impl Local {
-    fn new(member: Member, rules: Arc<UserRules>, room_id: &RoomId) -> Self {
+    fn new(member: Member, rules: Arc<UserRules>) -> Self {
         Self {
-            notifications: RunPrefix::new(notifications_prefix(&member.user)),
-            unread: RunPrefix::new(unread_prefix(&member.user, room_id)),
+            queue: RunPrefix::new(push_queue_prefix(&member.user)),
             rules,
             member,
         }
@@ -151,31 +229,39 @@ const STAGED_MOST: usize = 100_000;
 const ROOMS_KEPT: usize = 10_000;
 
 pub struct PushActions {
-    /// Read to take a redacted event's entries out of the runs holding them.
-    db: Arc<Db>,
     rulesets: Arc<Rulesets>,
+    /// Who has a pusher: only they have a push queue.
+    pushers: Arc<Pushers>,
     server_name: OwnedServerName,
     rooms: Mutex<HashMap<OwnedRoomId, Members>>,
     /// Users notified by staged events, by position, until the write is known.
     staged: Mutex<BTreeMap<u64, Notified>>,
     /// Where the users with new notifications go once written (the push gateways).
     notified: UnboundedSender<OwnedUserId>,
+    /// The positions of staged redactions that take notifications away, until written.
+    forgetting: Mutex<BTreeSet<u64>>,
+    /// Redactions that took notifications away, counted once written: unread counts
+    /// kept from before are stale (`counts.rs`).
+    redactions: Arc<AtomicU64>,
 }
 
 impl PushActions {
     pub fn new(
-        db: Arc<Db>,
         rulesets: Arc<Rulesets>,
+        pushers: Arc<Pushers>,
         server_name: OwnedServerName,
         notified: UnboundedSender<OwnedUserId>,
+        redactions: Arc<AtomicU64>,
     ) -> Self {
         Self {
-            db,
             rulesets,
+            pushers,
             server_name,
             rooms: Mutex::default(),
             staged: Mutex::default(),
             notified,
+            forgetting: Mutex::default(),
+            redactions,
         }
     }
 
@@ -209,7 +295,7 @@ impl PushActions {
             }
             let name = display_name(rooms, &state, &user)?;
             let rules = self.rulesets.get(&user)?;
-            local.push(Local::new(Member::new(user, name), rules, event.room_id));
+            local.push(Local::new(Member::new(user, name), rules));
         }
         let local = Arc::new(local);
         let mut kept = self.rooms.lock();
@@ -242,27 +328,11 @@ impl PushActions {
         if stored.room_id != room_id || stored.position == 0 {
             return Ok(());
         }
+        // The push queues' entries for it find nothing and are skipped.
         batch.delete(
             Keyspace::NotifyingEvents,
-            notifying_event_key(stored.position),
+            notifying_event_key(room_id, stored.position),
         );
-        for user in rooms.members_with(room_id, MembershipState::Join)? {
-            if user.server_name() != self.server_name {
-                continue;
-            }
-            batch.remove_from_run(
-                &self.db,
-                Keyspace::Notifications,
-                &RunPrefix::new(notifications_prefix(&user)),
-                stored.position,
-            )?;
-            batch.remove_from_run(
-                &self.db,
-                Keyspace::UnreadNotifications,
-                &RunPrefix::new(unread_prefix(&user, room_id)),
-                stored.position,
-            )?;
-        }
         Ok(())
     }
 }
@@ -271,6 +341,7 @@ impl TimelineIndex for PushActions {
     fn stage(&self, rooms: &Rooms, batch: &mut Batch, event: &Placed<'_>) -> Result<()> {
         if let Some(target) = crate::service::rooms::timeline::redacted_by(event.pdu) {
             self.forget(rooms, batch, event.room_id, &target)?;
+            self.forgetting.lock().insert(event.position);
         }
         let Some((context, local)) = self.members(rooms, event)? else {
             return Ok(());
@@ -281,24 +352,21 @@ impl TimelineIndex for PushActions {
         if local.is_empty() && invited.is_none() {
             return Ok(());
         }
-        let flattened = FlattenedJson::from_raw(&Raw::<()>::from_json(event.json.to_owned()));
-        let thread = thread_of(rooms, event)?;
+        let flattened = flattened(event);
         let naming = Naming::of(&flattened);
         // Members whose rules differ only in who they are, named nowhere in the event,
         // get the actions of their shared part: evaluated once for all of them, as by
         // someone who is no member.
         let shareable = event.pdu.sender != *NO_ONE;
-        let mut indices: Vec<u32> = Vec::new();
-        let mut shared: Vec<(Arc<Ruleset>, Option<Entry>)> = Vec::new();
+        let mut shared: Vec<(Arc<Ruleset>, Option<Outcome>)> = Vec::new();
         let mut distinct: Vec<(String, Vec<Action>)> = Vec::new();
-        let mut entry_for = |actions: &[Action]| -> Option<Entry> {
+        let mut outcome_of = |actions: &[Action]| -> Option<Outcome> {
             if !actions
                 .iter()
                 .any(|action| matches!(action, Action::Notify))
             {
                 return None;
             }
-            let highlight = actions.iter().any(Action::is_highlight);
             let json = serde_json::to_string(actions).unwrap_or_default();
             let index = match distinct.iter().position(|(kept, _)| *kept == json) {
                 Some(at) => at,
@@ -307,112 +375,110 @@ impl TimelineIndex for PushActions {
                     distinct.len() - 1
                 }
             };
-            Some(match u8::try_from(index) {
-                Ok(index) if index < u8::MAX => Entry::Shared { highlight, index },
-                _ => Entry::Whole {
-                    highlight,
-                    bytes: crate::storage::codec::encode_json(&Notification {
-                        room_id: event.room_id.to_owned(),
-                        event_id: event.event_id.to_owned(),
-                        actions: actions.to_vec(),
-                        highlight,
-                        thread: thread.clone(),
-                        ts: crate::service::users::now_ms(),
-                    }),
-                },
-            })
+            Some(Outcome(
+                index as u32,
+                actions.iter().any(Action::is_highlight),
+            ))
         };
         let invitee = match invited {
             Some((user, _)) => Some(Local::new(
                 Member::new(user.clone(), user.localpart().to_owned()),
                 self.rulesets.get(&user)?,
-                event.room_id,
             )),
             None => None,
         };
-        let mut invitee_notified = false;
-        // A member's unread entry: its flags, then the thread root if any.
-        let unread = |highlight: bool| {
-            let mut unread = vec![flags(highlight)];
-            if let Some(thread) = &thread {
-                unread.extend_from_slice(thread.as_bytes());
-            }
-            unread
-        };
-        let unread = [unread(false), unread(true)];
         let members = local.len();
+        // Each member's outcome (by index; the invitee last), and how many share each.
+        let mut outcomes: Vec<(usize, Option<Outcome>)> = Vec::with_capacity(members + 1);
+        let mut tally: Vec<(Option<Outcome>, usize)> = Vec::new();
         for (index, local) in local.iter().chain(invitee.iter()).enumerate() {
             let member = &local.member;
-            let user = &member.user;
-            if *user == event.pdu.sender {
+            if member.user == event.pdu.sender {
                 continue;
             }
             let rules = &local.rules;
-            let entry = match &rules.shared {
+            let outcome = match &rules.shared {
                 Some(part) if shareable && !naming.may_name(member) => {
                     match shared.iter().position(|(kept, _)| Arc::ptr_eq(kept, part)) {
-                        Some(at) => shared[at].1.clone(),
+                        Some(at) => shared[at].1,
                         None => {
                             let no_one = context.for_user(event.room_id, &NO_ONE, String::new());
-                            let entry = entry_for(actions(part, &flattened, &no_one));
-                            shared.push((part.clone(), entry.clone()));
-                            entry
+                            let outcome = outcome_of(actions(part, &flattened, &no_one));
+                            shared.push((part.clone(), outcome));
+                            outcome
                         }
                     }
                 }
                 _ => {
                     let context =
-                        context.for_user(event.room_id, user, member.display_name.clone());
-                    entry_for(actions(&rules.ruleset, &flattened, &context))
+                        context.for_user(event.room_id, &member.user, member.display_name.clone());
+                    outcome_of(actions(&rules.ruleset, &flattened, &context))
                 }
             };
-            let Some(entry) = entry else {
-                continue;
-            };
-            let shared_entry;
-            let (highlight, bytes): (bool, &[u8]) = match &entry {
-                Entry::Shared { highlight, index } => {
-                    shared_entry = [flags(*highlight), *index];
-                    (*highlight, &shared_entry)
-                }
-                Entry::Whole { highlight, bytes } => (*highlight, bytes),
-            };
-            // Each member's entries of a batch share one record (`storage::runs`): a
-            // batch of many messages to a big room writes one per member, not one per
-            // member and message.
-            batch.put_in_run(
-                Keyspace::Notifications,
-                &local.notifications,
-                event.position,
-                bytes,
-            );
-            batch.put_in_run(
-                Keyspace::UnreadNotifications,
-                &local.unread,
-                event.position,
-                &unread[usize::from(highlight)],
-            );
+            outcomes.push((index, outcome));
             if index < members {
-                indices.push(index as u32);
-            } else {
-                invitee_notified = true;
+                match tally.iter_mut().find(|(kept, _)| *kept == outcome) {
+                    Some((_, count)) => *count += 1,
+                    None => tally.push((outcome, 1)),
+                }
             }
         }
-        if !indices.is_empty() || invitee_notified {
-            batch.put_json(
-                Keyspace::NotifyingEvents,
-                notifying_event_key(event.position),
-                &NotifyingEvent {
-                    room_id: event.room_id.to_owned(),
-                    event_id: event.event_id.to_owned(),
-                    thread,
-                    ts: crate::service::users::now_ms(),
-                    actions: distinct.into_iter().map(|(_, actions)| actions).collect(),
-                },
-            );
+        if outcomes.iter().all(|(_, outcome)| outcome.is_none()) {
+            return Ok(());
+        }
+        // What most members get is stored once; the others are listed.
+        let everyone = tally
+            .iter()
+            .max_by_key(|(_, count)| *count)
+            .and_then(|(outcome, _)| *outcome);
+        let mut listed = Vec::new();
+        let mut queued = Vec::new();
+        let mut invitee_notified = false;
+        for (index, outcome) in &outcomes {
+            let is_invitee = *index >= members;
+            let local = match local.get(*index) {
+                Some(local) => local,
+                None => invitee.as_ref().expect("the only one past the members"),
+            };
+            if is_invitee || *outcome != everyone {
+                if is_invitee && outcome.is_none() {
+                    continue;
+                }
+                listed.push((local.member.user.clone(), *outcome));
+            }
+            // Only users with a pusher have a push queue to fill.
+            if outcome.is_some() && self.pushers.has_any(&local.member.user) {
+                batch.put_in_run(
+                    Keyspace::PushQueue,
+                    &local.queue,
+                    event.position,
+                    event.room_id.as_bytes(),
+                );
+                if is_invitee {
+                    invitee_notified = true;
+                } else {
+                    queued.push(*index as u32);
+                }
+            }
+        }
+        batch.put_json(
+            Keyspace::NotifyingEvents,
+            notifying_event_key(event.room_id, event.position),
+            &NotifyingEvent {
+                event_id: event.event_id.to_owned(),
+                sender: event.pdu.sender.clone(),
+                thread: thread_of(rooms, event)?,
+                ts: crate::service::users::now_ms(),
+                state_before: event.state_before,
+                actions: distinct.into_iter().map(|(_, actions)| actions).collect(),
+                everyone,
+                members: listed,
+            },
+        );
+        if !queued.is_empty() || invitee_notified {
             let notified = Notified {
                 members: local.clone(),
-                indices,
+                indices: queued,
                 invitee: invitee
                     .filter(|_| invitee_notified)
                     .map(|invitee| invitee.member.user),
@@ -423,6 +489,18 @@ impl TimelineIndex for PushActions {
     }
 
     fn written(&self, positions: &[u64], ok: bool) {
+        {
+            let mut forgetting = self.forgetting.lock();
+            let before = forgetting.len();
+            forgetting.retain(|position| !positions.contains(position));
+            // Counted even when the write failed: a needless recount is harmless.
+            if forgetting.len() != before {
+                self.redactions.fetch_add(1, Ordering::AcqRel);
+            }
+            if forgetting.len() > STAGED_MOST {
+                forgetting.clear();
+            }
+        }
         let mut staged = self.staged.lock();
         if staged.len() > STAGED_MOST {
             // Batches dropped before their write leave entries behind; their users
@@ -453,8 +531,38 @@ impl TimelineIndex for PushActions {
     }
 }
 
-fn flags(highlight: bool) -> u8 {
-    NOTIFY | if highlight { HIGHLIGHT } else { 0 }
+/// The event as push rules see it: its client format (the keys a rule's path may name),
+/// not the federation fields (hashes, signatures, references) flattening would also read.
+fn flattened(event: &Placed<'_>) -> FlattenedJson {
+    let pdu = event.pdu;
+    #[derive(Serialize)]
+    struct ClientEvent<'a> {
+        #[serde(rename = "type")]
+        kind: &'a TimelineEventType,
+        content: &'a RawValue,
+        sender: &'a UserId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state_key: Option<&'a str>,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+        origin_server_ts: MilliSecondsSinceUnixEpoch,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        redacts: Option<&'a EventId>,
+    }
+    let event = ClientEvent {
+        kind: &pdu.kind,
+        content: &pdu.content,
+        sender: &pdu.sender,
+        state_key: pdu.state_key.as_deref(),
+        room_id: event.room_id,
+        event_id: event.event_id,
+        origin_server_ts: pdu.origin_server_ts,
+        redacts: pdu.redacts.as_deref(),
+    };
+    match serde_json::value::to_raw_value(&event) {
+        Ok(json) => FlattenedJson::from_raw(&Raw::<()>::from_json(json)),
+        Err(_) => FlattenedJson::from_raw(&Raw::<()>::from_json(RawValue::NULL.to_owned())),
+    }
 }
 
 /// A member's display name in a room (their localpart when they set none).

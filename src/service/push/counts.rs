@@ -3,22 +3,36 @@
 //! everything up to its event; a `main` receipt the main timeline; a thread's receipt
 //! that thread.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    num::NonZeroUsize,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
-use ruma::{EventId, OwnedEventId, RoomId, UserId};
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::actions::{
-    HIGHLIGHT, NOTIFY, Notification, NotifyingEvent, notifications_prefix, notifying_event_key,
-    unread_prefix,
+    CountedEvent, Listed, Notification, NotifyingEvent, Outcome, notifying_event_key,
+    notifying_events_prefix, push_queue_prefix,
 };
 use crate::{
     Result,
     service::{receipts::Receipts, rooms::Rooms},
-    storage::{Db, Keyspace, codec::decode_json},
+    storage::{
+        Db, Keyspace,
+        codec::{decode_json, decode_json_borrowed},
+        runs::key_position,
+    },
 };
 
-/// Notifications counted at most per room: beyond, a badge says as much as an exact
-/// figure, and a sync does not walk a room's whole backlog.
+/// Notifying events read at most per count of a room (and per room by
+/// `/notifications`): a sync never walks a room's whole backlog at once.
 pub const COUNT_CAP: usize = 10_000;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,9 +42,9 @@ pub struct Count {
 }
 
 impl Count {
-    fn add(&mut self, flags: u8) {
-        self.notifications += u64::from(flags & NOTIFY != 0);
-        self.highlights += u64::from(flags & NOTIFY != 0 && flags & HIGHLIGHT != 0);
+    fn add(&mut self, outcome: Outcome) {
+        self.notifications += 1;
+        self.highlights += u64::from(outcome.highlight());
     }
 
     pub fn is_zero(&self) -> bool {
@@ -57,7 +71,7 @@ impl RoomCounts {
 }
 
 /// How far a user has read a room, as stream positions of the events read.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadMarks {
     /// Everything up to here: the unthreaded receipt, or when the user joined.
     pub all: u64,
@@ -79,16 +93,40 @@ impl ReadMarks {
     }
 }
 
+/// A user's counts in a room as last worked out: the next sync adds only what came
+/// since, while the user's read marks and the redactions stay as they were.
+struct Counted {
+    marks: ReadMarks,
+    redactions: u64,
+    through: u64,
+    counts: RoomCounts,
+}
+
+/// Users' counts kept per room.
+const COUNTED: NonZeroUsize = NonZeroUsize::new(20_000).expect("not zero");
+
 pub struct Counts {
     db: Arc<Db>,
+    /// How many redactions took notifications away: counts kept from before are stale.
+    redactions: Arc<AtomicU64>,
+    counted: Mutex<LruCache<(OwnedUserId, OwnedRoomId), Counted>>,
 }
 
 impl Counts {
-    pub fn new(db: Arc<Db>) -> Self {
-        Self { db }
+    /// `redactions` is the push actions' count of redactions that removed
+    /// notifications.
+    pub fn new(db: Arc<Db>, redactions: Arc<AtomicU64>) -> Self {
+        Self {
+            db,
+            redactions,
+            counted: Mutex::new(LruCache::new(COUNTED)),
+        }
     }
 
-    /// A user's counts in a room up to position `until`, given how far they read.
+    /// A user's counts in a room up to position `until`, given how far they read (never
+    /// before they joined: they were a member of every event counted). What was counted
+    /// for the same read marks up to an earlier position is kept: only the events since
+    /// are read.
     pub fn room(
         &self,
         user: &UserId,
@@ -96,53 +134,181 @@ impl Counts {
         read: &ReadMarks,
         until: u64,
     ) -> Result<RoomCounts> {
-        let mut counts = RoomCounts::default();
-        let entries = self.db.run_entries(
-            Keyspace::UnreadNotifications,
-            &unread_prefix(user, room_id),
-            read.all,
-            until,
-            COUNT_CAP,
-        )?;
-        for (position, value) in entries {
-            let Some((&flags, thread)) = value.split_first() else {
-                continue;
-            };
-            let thread = std::str::from_utf8(thread)
-                .ok()
-                .and_then(|root| OwnedEventId::try_from(root).ok());
-            if read.is_read(thread.as_deref(), position) {
-                continue;
+        let key = (user.to_owned(), room_id.to_owned());
+        let redactions = self.redactions.load(Ordering::Acquire);
+        let kept = match self.counted.lock().get(&key) {
+            Some(kept)
+                if kept.marks == *read
+                    && kept.redactions == redactions
+                    && kept.through <= until =>
+            {
+                Some((kept.through, kept.counts.clone()))
             }
-            match thread {
-                Some(root) => counts.threads.entry(root).or_default().add(flags),
-                None => counts.main.add(flags),
-            }
-        }
+            _ => None,
+        };
+        let (since, mut counts) = kept.unwrap_or((read.all, RoomCounts::default()));
+        self.count(user, room_id, read, (since, until), &mut counts)?;
+        self.counted.lock().put(
+            key,
+            Counted {
+                marks: read.clone(),
+                redactions,
+                through: until,
+                counts: counts.clone(),
+            },
+        );
         Ok(counts)
     }
 
-    /// A user's notifications, newest first, at positions below `before`: those that
+    /// Adds to `counts` the user's unread notifications in `(since, until]`.
+    fn count(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        read: &ReadMarks,
+        (since, until): (u64, u64),
+        counts: &mut RoomCounts,
+    ) -> Result<()> {
+        let events = self.db.stream_page(
+            Keyspace::NotifyingEvents,
+            &notifying_events_prefix(room_id),
+            since,
+            until,
+            COUNT_CAP,
+        )?;
+        for (position, value) in events {
+            let event: CountedEvent<'_> = decode_json_borrowed(&value)?;
+            let (Listed::Named(Some(outcome)) | Listed::Everyone(Some(outcome))) =
+                event.outcome(user)
+            else {
+                continue;
+            };
+            let thread = event
+                .thread
+                .as_deref()
+                .and_then(|root| <&EventId>::try_from(root).ok());
+            if read.is_read(thread, position) {
+                continue;
+            }
+            match thread {
+                Some(root) => counts
+                    .threads
+                    .entry(root.to_owned())
+                    .or_default()
+                    .add(outcome),
+                None => counts.main.add(outcome),
+            }
+        }
+        Ok(())
+    }
+
+    /// A user's notifications, newest first, at positions below `before`, in every room
+    /// they have been in, from the events of each while they were joined: those that
     /// highlight only, if asked. At most `limit`.
     pub fn notifications(
         &self,
+        rooms: &Rooms,
         user: &UserId,
         before: u64,
         limit: usize,
         only_highlight: bool,
     ) -> Result<Vec<(u64, Notification)>> {
-        let entries = self.db.run_entries_before(
-            Keyspace::Notifications,
-            &notifications_prefix(user),
-            before,
-            limit,
-            |entry| !only_highlight || highlights(entry),
-        )?;
-        self.resolve(entries)
+        let mut found: Vec<(u64, Notification)> = Vec::new();
+        for (room_id, _) in rooms.user_rooms(user)? {
+            // Once `limit` are found, events older than the last of them add nothing.
+            let floor = if found.len() >= limit {
+                found.sort_unstable_by_key(|(position, _)| std::cmp::Reverse(*position));
+                found.truncate(limit);
+                found.last().map_or(0, |(position, _)| *position)
+            } else {
+                0
+            };
+            let found_here = self.room_notifications(
+                rooms,
+                user,
+                &room_id,
+                (floor, before),
+                limit,
+                only_highlight,
+            )?;
+            found.extend(found_here);
+        }
+        found.sort_unstable_by_key(|(position, _)| std::cmp::Reverse(*position));
+        found.truncate(limit);
+        Ok(found)
     }
 
-    /// A user's notifications at positions in `(after, until]`, oldest first, at most
-    /// `limit` (what a push gateway has still to be sent).
+    /// A user's notifications in one room at positions inside `(floor, before)`, newest
+    /// first, at most `limit`; events of a time they were not joined are left out.
+    fn room_notifications(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        room_id: &RoomId,
+        (floor, before): (u64, u64),
+        limit: usize,
+        only_highlight: bool,
+    ) -> Result<Vec<(u64, Notification)>> {
+        let mut found = Vec::new();
+        // Whether the user was joined in a state (events in a row mostly share one).
+        let mut joined_in: HashMap<u64, bool> = HashMap::new();
+        let prefix = notifying_events_prefix(room_id);
+        let start = prefix.clone().u64(before.saturating_sub(1));
+        let mut scanned = 0;
+        let mut failure = None;
+        self.db.for_each_from(
+            Keyspace::NotifyingEvents,
+            prefix.bytes(),
+            start.bytes(),
+            false,
+            |key, value| {
+                let position = key_position(&prefix, key);
+                scanned += 1;
+                if position <= floor || found.len() >= limit || scanned > COUNT_CAP {
+                    return false;
+                }
+                let event: NotifyingEvent = match decode_json(value) {
+                    Ok(event) => event,
+                    Err(error) => {
+                        failure = Some(error.into());
+                        return false;
+                    }
+                };
+                let outcome = match event.outcome(user) {
+                    Listed::Named(outcome) | Listed::Everyone(outcome @ None) => outcome,
+                    Listed::Everyone(Some(outcome)) => {
+                        let joined = match joined_in.get(&event.state_before) {
+                            Some(joined) => *joined,
+                            None => match rooms.joined_in_state(event.state_before, user) {
+                                Ok(joined) => {
+                                    *joined_in.entry(event.state_before).or_insert(joined)
+                                }
+                                Err(error) => {
+                                    failure = Some(error);
+                                    return false;
+                                }
+                            },
+                        };
+                        joined.then_some(outcome)
+                    }
+                };
+                if let Some(outcome) = outcome.filter(|o| !only_highlight || o.highlight())
+                    && let Some(notification) = event.notification(room_id, outcome)
+                {
+                    found.push((position, notification));
+                }
+                true
+            },
+        )?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(found),
+        }
+    }
+
+    /// What a user's push queue holds at positions in `(after, until]`, oldest first, at
+    /// most `limit` (what a push gateway has still to be sent). Entries of an event
+    /// since redacted are skipped.
     pub fn notifications_after(
         &self,
         user: &UserId,
@@ -151,42 +317,32 @@ impl Counts {
         limit: usize,
     ) -> Result<Vec<(u64, Notification)>> {
         let entries = self.db.run_entries(
-            Keyspace::Notifications,
-            &notifications_prefix(user),
+            Keyspace::PushQueue,
+            &push_queue_prefix(user),
             after,
             until,
             limit,
         )?;
-        self.resolve(entries)
-    }
-
-    /// The notifications of a user's entries, each completed from what its event's
-    /// notifications share (entries of an event since redacted are skipped).
-    fn resolve(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<Vec<(u64, Notification)>> {
         let mut out = Vec::with_capacity(entries.len());
-        for (position, entry) in entries {
-            if entry.first() == Some(&b'{') {
-                out.push((position, decode_json(&entry)?));
+        for (position, room_id) in entries {
+            let Some(room_id) = std::str::from_utf8(&room_id)
+                .ok()
+                .and_then(|room_id| <&RoomId>::try_from(room_id).ok())
+            else {
                 continue;
-            }
+            };
             let event: Option<NotifyingEvent> = self.db.get_json(
                 Keyspace::NotifyingEvents,
-                notifying_event_key(position).bytes(),
+                notifying_event_key(room_id, position).bytes(),
             )?;
-            if let Some(notification) = event.and_then(|event| event.notification(&entry)) {
-                out.push((position, notification));
-            }
+            let notification = event.and_then(|event| match event.outcome(user) {
+                Listed::Named(outcome) | Listed::Everyone(outcome) => {
+                    event.notification(room_id, outcome?)
+                }
+            });
+            out.extend(notification.map(|notification| (position, notification)));
         }
         Ok(out)
-    }
-}
-
-/// Whether a user's entry in the notifications keyspace highlights.
-fn highlights(entry: &[u8]) -> bool {
-    match entry.first() {
-        Some(b'{') => decode_json::<Notification>(entry).is_ok_and(|n| n.highlight),
-        Some(flags) => flags & HIGHLIGHT != 0,
-        None => false,
     }
 }
 
@@ -234,90 +390,4 @@ pub fn read_marks(
         *mark = (*mark).max(position);
     }
     Ok(marks)
-}
-
-#[cfg(test)]
-mod tests {
-    use ruma::{owned_event_id, owned_room_id, push::Action, user_id};
-
-    use super::*;
-    use crate::storage::codec::encode_json;
-
-    #[test]
-    fn entries_written_before_runs_and_shared_events_read_alike() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Db::open(dir.path()).unwrap());
-        let (user, room) = (user_id!("@bob:x"), owned_room_id!("!r:x"));
-        let notify = vec![Action::Notify];
-        // As stored before: one whole notification per key, one flag byte per key.
-        let mut batch = db.batch();
-        let old = Notification {
-            room_id: room.clone(),
-            event_id: owned_event_id!("$old"),
-            actions: notify.clone(),
-            highlight: true,
-            thread: None,
-            ts: 1,
-        };
-        batch.put(
-            Keyspace::Notifications,
-            notifications_prefix(user).u64(5),
-            encode_json(&old),
-        );
-        batch.put(
-            Keyspace::UnreadNotifications,
-            unread_prefix(user, &room).u64(5),
-            vec![NOTIFY | HIGHLIGHT],
-        );
-        // As stored now: the event's shared record, the member's two-byte entry in a run.
-        batch.put_json(
-            Keyspace::NotifyingEvents,
-            notifying_event_key(7),
-            &NotifyingEvent {
-                room_id: room.clone(),
-                event_id: owned_event_id!("$new"),
-                thread: None,
-                ts: 2,
-                actions: vec![vec![], notify],
-            },
-        );
-        batch.put_in_run(
-            Keyspace::Notifications,
-            &crate::storage::runs::RunPrefix::new(notifications_prefix(user)),
-            7,
-            &[NOTIFY, 1],
-        );
-        batch.put_in_run(
-            Keyspace::UnreadNotifications,
-            &crate::storage::runs::RunPrefix::new(unread_prefix(user, &room)),
-            7,
-            &[NOTIFY],
-        );
-        db.write(batch).unwrap();
-
-        let counts = Counts::new(db);
-        let listed = counts.notifications(user, u64::MAX, 10, false).unwrap();
-        let ids: Vec<(u64, &str, bool)> = listed
-            .iter()
-            .map(|(at, n)| (*at, n.event_id.as_str(), n.highlight))
-            .collect();
-        assert_eq!(ids, [(7, "$new", false), (5, "$old", true)]);
-        assert_eq!(listed[0].1.actions.len(), 1);
-        let highlights = counts.notifications(user, u64::MAX, 10, true).unwrap();
-        assert_eq!(highlights.len(), 1);
-        assert_eq!(highlights[0].0, 5);
-        let after = counts.notifications_after(user, 5, u64::MAX, 10).unwrap();
-        assert_eq!(after.len(), 1);
-        assert_eq!(after[0].1.event_id, "$new");
-        let unread = counts
-            .room(user, &room, &ReadMarks::default(), u64::MAX)
-            .unwrap();
-        assert_eq!(
-            unread.main,
-            Count {
-                notifications: 2,
-                highlights: 1
-            }
-        );
-    }
 }

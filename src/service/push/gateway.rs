@@ -149,16 +149,26 @@ impl Gateway {
         });
     }
 
+    /// Catches up each of the user's pushers, then drops what every one of them is past
+    /// from the user's push queue.
     async fn catch_up(&self, user: &UserId) -> Result<()> {
         let pushers = self.handles.pushers.list(user)?;
         let deliveries = pushers
-            .into_iter()
+            .iter()
             .filter(|pusher| matches!(pusher.kind, PusherKind::Http(_)))
-            .map(|pusher| self.catch_up_pusher(user, pusher));
+            .map(|pusher| self.catch_up_pusher(user, pusher.clone()));
         for outcome in futures::future::join_all(deliveries).await {
             outcome?;
         }
-        Ok(())
+        let mut through = u64::MAX;
+        for pusher in &pushers {
+            let cursor =
+                self.handles
+                    .pushers
+                    .cursor(user, &pusher.ids.app_id, &pusher.ids.pushkey)?;
+            through = through.min(cursor.map_or(u64::MAX, |cursor| cursor.position));
+        }
+        self.handles.pushers.trim_queue(user, through)
     }
 
     /// Sends a pusher every notification after its cursor.

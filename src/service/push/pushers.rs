@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId, api::client::push::Pusher};
 use serde::{Deserialize, Serialize};
 
+use super::actions::push_queue_prefix;
 use crate::{
     Result,
     storage::{
@@ -121,7 +122,17 @@ impl Pushers {
         self.db.write(batch)?;
         if self.list(user)?.is_empty() {
             self.users.write().remove(user);
+            // No gateway reads the user's push queue any more.
+            self.trim_queue(user, u64::MAX)?;
         }
+        Ok(())
+    }
+
+    /// Drops the entries of a user's push queue at or below `through` (every pusher of
+    /// theirs is past them).
+    pub fn trim_queue(&self, user: &UserId, through: u64) -> Result<()> {
+        self.db
+            .trim_runs(Keyspace::PushQueue, &push_queue_prefix(user), through)?;
         Ok(())
     }
 
@@ -162,5 +173,62 @@ impl Pushers {
         batch.put_json(Keyspace::PusherCursors, key, &cursor);
         self.db.write(batch)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{
+        api::client::push::{PusherIds, PusherInit, PusherKind},
+        device_id,
+        push::HttpPusherData,
+        user_id,
+    };
+
+    use super::*;
+    use crate::storage::runs::RunPrefix;
+
+    #[test]
+    fn the_push_queue_goes_with_the_last_pusher() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        let pushers = Pushers::new(db.clone()).unwrap();
+        let user = user_id!("@bob:x");
+        let pusher = |key: &str| -> Pusher {
+            PusherInit {
+                ids: PusherIds::new(key.to_owned(), "app".to_owned()),
+                kind: PusherKind::Http(HttpPusherData::new(
+                    "https://push.example/_matrix/push/v1/notify".to_owned(),
+                )),
+                app_display_name: "App".to_owned(),
+                device_display_name: "Phone".to_owned(),
+                profile_tag: None,
+                lang: "en".to_owned(),
+            }
+            .into()
+        };
+        for key in ["one", "two"] {
+            pushers
+                .set(user, device_id!("PHONE"), &pusher(key), true, 0)
+                .unwrap();
+        }
+        let mut batch = db.batch();
+        batch.put_in_run(
+            Keyspace::PushQueue,
+            &RunPrefix::new(push_queue_prefix(user)),
+            5,
+            b"!r:x",
+        );
+        db.write(batch).unwrap();
+        let queued = || {
+            db.run_entries(Keyspace::PushQueue, &push_queue_prefix(user), 0, 100, 10)
+                .unwrap()
+                .len()
+        };
+        pushers.remove(user, "app", "one").unwrap();
+        assert_eq!(queued(), 1, "another pusher still reads the queue");
+        pushers.remove(user, "app", "two").unwrap();
+        assert_eq!(queued(), 0);
+        assert!(!pushers.has_any(user));
     }
 }

@@ -359,6 +359,16 @@ impl Rooms {
     }
 
     /// A local user's current membership in a room.
+    /// Whether `user_id` is joined in the room state `state_group`.
+    pub fn joined_in_state(&self, state_group: u64, user_id: &UserId) -> Result<bool> {
+        let state = self.state.get(state_group)?;
+        Ok(self
+            .content_in(&state, "m.room.member", user_id.as_str())?
+            .is_some_and(|content| {
+                content.get("membership").and_then(|m| m.as_str()) == Some("join")
+            }))
+    }
+
     pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>> {
         let key = Key::new().str(user_id.as_str()).str(room_id.as_str());
         Ok(self.db.get_json(Keyspace::UserRooms, key.bytes())?)

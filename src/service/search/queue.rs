@@ -9,6 +9,7 @@
 //! it waits.
 
 use std::{
+    borrow::Cow,
     sync::{
         Arc, LazyLock, Weak,
         atomic::{AtomicBool, Ordering},
@@ -19,9 +20,9 @@ use std::{
 
 use parking_lot::Mutex;
 use ruma::events::TimelineEventType;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
-use ruma::OwnedEventId;
+use ruma::{EventId, OwnedEventId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 
 use super::{Change, Document, Field, SearchBackend};
@@ -29,7 +30,7 @@ use crate::{
     Result,
     service::rooms::{
         Rooms,
-        pdu::Pdu,
+        pdu::StoredPdu,
         timeline::{Placed, TimelineIndex, redacted_by},
     },
     storage::{
@@ -60,16 +61,40 @@ fn searchable(kind: &TimelineEventType) -> bool {
     )
 }
 
+/// The fields of a stored PDU the index needs, read without parsing the rest of it.
+#[derive(Deserialize)]
+struct Searchable<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    sender: OwnedUserId,
+    #[serde(borrow)]
+    content: SearchableContent<'a>,
+}
+
+/// The content's text fields, as they are: only the one an event's type names is read
+/// as text.
+#[derive(Deserialize)]
+struct SearchableContent<'a> {
+    #[serde(borrow, default)]
+    body: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    topic: Option<&'a RawValue>,
+}
+
 /// The searchable text of an event: a message's body, a room's name or topic.
-pub fn document_of(pdu: &Pdu, room_id: &ruma::RoomId, position: u64) -> Option<Document> {
-    let (field, key) = match pdu.kind {
-        TimelineEventType::RoomMessage => (Field::Body, "body"),
-        TimelineEventType::RoomName => (Field::Name, "name"),
-        TimelineEventType::RoomTopic => (Field::Topic, "topic"),
+pub fn document_of(event_id: &EventId, stored: &StoredPdu) -> Option<Document> {
+    let event: Searchable<'_> = serde_json::from_str(stored.pdu.get()).ok()?;
+    let content = event.content;
+    let (field, text) = match event.kind.as_ref() {
+        "m.room.message" => (Field::Body, content.body),
+        "m.room.name" => (Field::Name, content.name),
+        "m.room.topic" => (Field::Topic, content.topic),
         _ => return None,
     };
-    let content: Value = serde_json::from_str(pdu.content.get()).ok()?;
-    let mut text = content.get(key)?.as_str()?.trim();
+    let text: Cow<'_, str> = serde_json::from_str(text?.get()).ok()?;
+    let mut text = text.trim();
     if text.is_empty() {
         return None;
     }
@@ -81,11 +106,11 @@ pub fn document_of(pdu: &Pdu, room_id: &ruma::RoomId, position: u64) -> Option<D
         text = &text[..end];
     }
     Some(Document {
-        event_id: pdu.event_id.clone(),
-        room_id: room_id.to_owned(),
-        sender: pdu.sender.clone(),
-        kind: pdu.kind.to_string(),
-        position,
+        event_id: event_id.to_owned(),
+        room_id: stored.room_id.clone(),
+        sender: event.sender,
+        kind: event.kind.into_owned(),
+        position: stored.position,
         field,
         text: text.to_owned(),
     })
@@ -251,10 +276,7 @@ fn drain(db: &Db, rooms: &Rooms, backend: &dyn SearchBackend) -> Result<usize> {
                 let Some(stored) = rooms.pdu(&event_id)? else {
                     continue;
                 };
-                let Ok(pdu) = stored.parse(event_id) else {
-                    continue;
-                };
-                if let Some(document) = document_of(&pdu, &stored.room_id, stored.position) {
+                if let Some(document) = document_of(&event_id, &stored) {
                     changes.push(Change::Add(document));
                 }
             }
@@ -285,7 +307,7 @@ pub(super) fn requeue_all(db: &Db, backend: &dyn SearchBackend, rooms: &Rooms) -
     let mut pending = 0;
     let mut queued = 0;
     rooms.each_timeline_event(|stored, pdu| {
-        if document_of(pdu, &stored.room_id, stored.position).is_some() {
+        if document_of(&pdu.event_id, stored).is_some() {
             // One record each: rooms come one after another, so positions do not rise
             // as a run's must.
             batch.put_json(
@@ -304,4 +326,74 @@ pub(super) fn requeue_all(db: &Db, backend: &dyn SearchBackend, rooms: &Rooms) -
     })?;
     db.write_unsynced(batch)?;
     Ok(queued)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::event_id;
+    use serde_json::json;
+
+    use super::*;
+
+    fn stored(kind: &str, content: serde_json::Value) -> StoredPdu {
+        serde_json::from_value(json!({
+            "room_id": "!r:x",
+            "position": 7,
+            "state_before": 1,
+            "state_after": 1,
+            "redacted_by": null,
+            "txn": null,
+            "pdu": {
+                "type": kind,
+                "sender": "@alice:x",
+                "room_id": "!r:x",
+                "content": content,
+                "prev_events": [],
+                "auth_events": [],
+                "depth": 3,
+                "origin_server_ts": 1,
+                "hashes": { "sha256": "x" },
+                "signatures": {},
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_text_of_messages_names_and_topics_and_nothing_else() {
+        let id = event_id!("$e");
+        let message = document_of(
+            id,
+            &stored(
+                "m.room.message",
+                json!({ "msgtype": "m.text", "body": " say \"hi\"\n" }),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (message.text.as_str(), message.field, message.position),
+            ("say \"hi\"", Field::Body, 7)
+        );
+        assert_eq!(message.sender, "@alice:x");
+        assert_eq!(message.kind, "m.room.message");
+        let name = document_of(
+            id,
+            &stored("m.room.name", json!({ "name": "Lobby", "body": 5 })),
+        );
+        assert_eq!(
+            name.map(|d| (d.text, d.field)),
+            Some(("Lobby".to_owned(), Field::Name))
+        );
+        let topic = document_of(id, &stored("m.room.topic", json!({ "topic": "Plans" })));
+        assert_eq!(topic.map(|d| d.field), Some(Field::Topic));
+        // A body that is no text, a redacted message, an empty body, another type.
+        for (kind, content) in [
+            ("m.room.message", json!({ "body": 5 })),
+            ("m.room.message", json!({})),
+            ("m.room.message", json!({ "body": "   " })),
+            ("m.reaction", json!({ "body": "text" })),
+        ] {
+            assert!(document_of(id, &stored(kind, content)).is_none(), "{kind}");
+        }
+    }
 }

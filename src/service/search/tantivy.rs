@@ -51,12 +51,13 @@ struct Fields {
 /// The name the index knows [`Words`] by.
 const WORDS: &str = "palisade_words";
 
-/// A text field cut into words by [`Words`], with frequencies and positions (BM25).
+/// A text field cut into words by [`Words`], with frequencies (BM25); no positions, as
+/// no query matches phrases.
 fn words() -> TextOptions {
     TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(WORDS)
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            .set_index_option(IndexRecordOption::WithFreqs),
     )
 }
 
