@@ -115,6 +115,11 @@ pub struct Push {
     /// Address ranges (CIDR) push gateways may be reached at although the deny list
     /// covers them (loopback, private, link-local, multicast and reserved ranges).
     pub gateway_ip_allow: Vec<String>,
+    /// Thread subscriptions (MSC4306, MSC4308, as Element X uses them): clients
+    /// subscribe to threads, and a message in a thread notifies only the thread's
+    /// subscribers and those it mentions. Off: threads notify like the rest of the room,
+    /// as clients without subscriptions expect.
+    pub thread_subscriptions: bool,
 }
 
 impl Default for Push {
@@ -125,6 +130,7 @@ impl Default for Push {
             group_unread_count_by_room: true,
             syncing_grace_secs: 30,
             gateway_ip_allow: Vec::new(),
+            thread_subscriptions: false,
         }
     }
 }

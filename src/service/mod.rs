@@ -24,6 +24,7 @@ pub mod search;
 pub mod spaces;
 pub mod stream;
 pub mod sync;
+pub mod thread_subscriptions;
 pub mod to_device;
 pub mod typing;
 pub mod uiaa;
@@ -75,6 +76,8 @@ pub struct Services {
     pub spaces: spaces::Spaces,
     pub media: media::Media,
     pub search: search::Search,
+    /// Thread subscriptions, where the configuration turns them on.
+    pub thread_subscriptions: Option<Arc<thread_subscriptions::ThreadSubscriptions>>,
 }
 
 impl Services {
@@ -87,13 +90,23 @@ impl Services {
         let (outgoing, woken) = federation::queue::OutgoingQueue::load(db.clone())?;
         let outgoing = Arc::new(outgoing);
         let account_data = Arc::new(account_data::AccountData::new(db.clone(), stream.clone()));
-        let push_rules = Arc::new(push::rules::Rulesets::new(account_data.clone()));
+        let push_rules = Arc::new(push::rules::Rulesets::new(
+            account_data.clone(),
+            config.push.thread_subscriptions,
+        ));
+        let thread_subscriptions = config.push.thread_subscriptions.then(|| {
+            Arc::new(thread_subscriptions::ThreadSubscriptions::new(
+                db.clone(),
+                stream.clone(),
+            ))
+        });
         let (notified, notified_users) = tokio::sync::mpsc::unbounded_channel();
         let pushers = Arc::new(push::pushers::Pushers::new(db.clone())?);
         // Counted by the push actions, read by the unread counts.
         let redactions = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let push_actions = Arc::new(push::actions::PushActions::new(
             push_rules.clone(),
+            thread_subscriptions.clone(),
             pushers.clone(),
             config.server_name.clone(),
             notified,
@@ -142,6 +155,7 @@ impl Services {
             search,
             pushers,
             redactions,
+            thread_subscriptions,
         };
         Ok(Arc::new(Self::assemble(config, base, woken)?))
     }
@@ -167,6 +181,7 @@ impl Services {
             search,
             pushers,
             redactions,
+            thread_subscriptions,
         } = base;
         let users = Arc::new(users::Users::new(
             db.clone(),
@@ -200,6 +215,7 @@ impl Services {
             receipts: receipts.clone(),
             push_counts: push_counts.clone(),
             delivery: delivery.clone(),
+            thread_subscriptions: thread_subscriptions.clone(),
         });
         let sliding_sync = sync::sliding::SlidingSync::new(
             sync.clone(),
@@ -304,6 +320,7 @@ impl Services {
             federation,
             spaces,
             search,
+            thread_subscriptions,
             config,
         })
     }
@@ -325,6 +342,7 @@ struct Base {
     pushers: Arc<push::pushers::Pushers>,
     /// The push actions' count of redactions that took notifications away.
     redactions: Arc<std::sync::atomic::AtomicU64>,
+    thread_subscriptions: Option<Arc<thread_subscriptions::ThreadSubscriptions>>,
 }
 
 /// The media store the configuration names: a bucket, or the media directory.

@@ -84,6 +84,16 @@ keyspaces! {
     /// `user_id ‖ room_id ‖ receipt type ‖ thread root` → JSON `{event_id, ts, position}`:
     /// a user's receipts in threads (not `main`), for their unread counts.
     ThreadReceipts => "thread_receipts",
+    /// `user_id ‖ room_id ‖ thread root` → JSON `Stored` (subscribed manually or
+    /// automatically, or unsubscribed, with the stream position of the change): the
+    /// threads a user follows (MSC4306).
+    ThreadSubscriptions => "thread_subscriptions",
+    /// `user_id ‖ position` → JSON `{room_id, root}`: the stream of a user's thread
+    /// subscription changes, the latest per thread only (MSC4308).
+    ThreadSubscriptionChanges => "thread_subscription_changes",
+    /// `room_id ‖ thread root ‖ user_id` → empty: who is subscribed to a thread, for
+    /// the push rules of a message in it.
+    ThreadSubscribers => "thread_subscribers",
     /// `room_id ‖ position` → JSON receipt content (`{event_id: {type: {user: {ts}}}}`).
     ReceiptStream => "receipt_stream",
     /// `room alias` → JSON `{room_id, creator}`.

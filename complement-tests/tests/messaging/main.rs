@@ -6,6 +6,8 @@
 //! - `presence`: online, idle and offline on the timer, long-polls woken; switched off;
 //! - `receipts`: delivered then read, as the sender sees them; delivered receipts
 //!   turned off;
+//! - `thread_subscriptions`: threads that notify only their subscribers (MSC4306), the
+//!   changes paged and in sliding sync (MSC4308);
 //! - `search`: message search with visibility, order, highlights, context, paging, and
 //!   an index that survives a crash and is rebuilt when gone.
 
@@ -13,6 +15,7 @@ mod presence;
 mod push;
 mod receipts;
 mod search;
+mod thread_subscriptions;
 mod threads;
 
 use complement_tests::{TestServer, room_of_two, token};

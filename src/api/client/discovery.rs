@@ -32,6 +32,10 @@ const UNSTABLE_FEATURES: &[&str] = &[
     "uk.half-shot.msc2666.query_mutual_rooms.stable",
 ];
 
+/// Thread subscriptions (MSC4306) and their changes (MSC4308), where the configuration
+/// turns them on: Element X subscribes to threads only when the server says so.
+const THREAD_SUBSCRIPTION_FEATURES: &[&str] = &["org.matrix.msc4306", "org.matrix.msc4308"];
+
 /// The spec versions this server speaks. `fuzz/check_versions.py` (run with the fuzz
 /// smoke) fails when one of them adds an endpoint this server does not serve and
 /// `fuzz/version_gaps.txt` does not list.
@@ -68,13 +72,19 @@ async fn well_known_server(
 
 /// # `GET /_matrix/client/versions`
 async fn versions(
-    _: Arc<Services>,
+    services: Arc<Services>,
     _: Ruma<get_supported_versions::Request>,
 ) -> Result<get_supported_versions::Response> {
     let mut response =
         get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
+    let thread_subscriptions = if services.config.push.thread_subscriptions {
+        THREAD_SUBSCRIPTION_FEATURES
+    } else {
+        &[]
+    };
     response.unstable_features = UNSTABLE_FEATURES
         .iter()
+        .chain(thread_subscriptions)
         .map(|flag| ((*flag).to_owned(), true))
         .collect();
     Ok(response)

@@ -31,6 +31,7 @@ pub mod spaces;
 pub mod state;
 pub mod sync;
 pub mod thirdparty;
+pub mod thread_subscriptions;
 pub mod to_device;
 pub mod uia;
 pub mod user_directory;
@@ -59,6 +60,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = report::routes(router);
     let router = pagination::routes(router);
     let router = relations::routes(router);
+    let router = thread_subscriptions::routes(router);
     let router = search::routes(router);
     let router = peeking::routes(router);
     let router = state::routes(router);

@@ -18,14 +18,13 @@ use ruma::{
 use serde_json::{Map, Value};
 
 use crate::service::{
-    account_data::AccountData,
     push::counts::current_read_marks,
     rooms::{pdu::ClientFormat, visibility::Viewer},
 };
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, push::rules as push_rules},
+    service::Services,
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -83,16 +82,26 @@ mod get_pushrules_kind {
     pub struct Response {}
 }
 
-/// A rule kind the spec defines; any other is a malformed path (400, as on Synapse, with
-/// the spec's generic `M_INVALID_PARAM`), not a rule that is missing.
-fn known_kind(kind: &RuleKind) -> Result<()> {
+/// A rule kind the spec defines (and MSC4306's `postcontent` where thread subscriptions
+/// are on); any other is a malformed path (400, as on Synapse, with the spec's generic
+/// `M_INVALID_PARAM`), not a rule that is missing.
+fn known_kind(services: &Services, kind: &RuleKind) -> Result<()> {
     match kind {
         RuleKind::Override
         | RuleKind::Underride
         | RuleKind::Sender
         | RuleKind::Room
         | RuleKind::Content => Ok(()),
+        RuleKind::PostContent if services.config.push.thread_subscriptions => Ok(()),
         _ => Err(Error::invalid_param("Unknown push rule kind")),
+    }
+}
+
+/// The key of a kind's rules in a ruleset's JSON.
+fn kind_key(kind: &RuleKind) -> &str {
+    match kind {
+        RuleKind::PostContent => "postcontent",
+        other => other.as_str(),
     }
 }
 
@@ -101,18 +110,13 @@ async fn kind_rules(
     services: Arc<Services>,
     request: Ruma<get_pushrules_kind::Request>,
 ) -> Result<Value> {
-    known_kind(&request.body.kind)?;
+    known_kind(&services, &request.body.kind)?;
     let ruleset =
         serde_json::to_value(load(&services, request.user_id()?)?).map_err(Error::internal)?;
     Ok(ruleset
-        .get(request.body.kind.as_str())
+        .get(kind_key(&request.body.kind))
         .cloned()
         .unwrap_or_else(|| Value::Array(Vec::new())))
-}
-
-/// Stores the spec's default push rules for a new user.
-pub fn init_push_rules(account_data: &AccountData, user_id: &UserId) -> Result<()> {
-    push_rules::save(account_data, user_id, &push_rules::default_ruleset(user_id))
 }
 
 fn load(services: &Services, user_id: &UserId) -> Result<Ruleset> {
@@ -154,7 +158,7 @@ async fn rule(
     services: Arc<Services>,
     request: Ruma<get_pushrule::v3::Request>,
 ) -> Result<get_pushrule::v3::Response> {
-    known_kind(&request.body.kind)?;
+    known_kind(&services, &request.body.kind)?;
     let ruleset = load(&services, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
@@ -176,6 +180,9 @@ async fn set_rule(
     request: Ruma<set_pushrule::v3::Request>,
 ) -> Result<set_pushrule::v3::Response> {
     let user_id = request.user_id()?.to_owned();
+    if matches!(request.body.rule, ruma::push::NewPushRule::PostContent(_)) {
+        known_kind(&services, &RuleKind::PostContent)?;
+    }
     let mut ruleset = load(&services, &user_id)?;
     let body = request.body;
     ruleset
@@ -193,7 +200,7 @@ async fn delete_rule(
     services: Arc<Services>,
     request: Ruma<delete_pushrule::v3::Request>,
 ) -> Result<delete_pushrule::v3::Response> {
-    known_kind(&request.body.kind)?;
+    known_kind(&services, &request.body.kind)?;
     let user_id = request.user_id()?;
     let mut ruleset = load(&services, user_id)?;
     ruleset
@@ -211,7 +218,7 @@ async fn rule_enabled(
     services: Arc<Services>,
     request: Ruma<get_pushrule_enabled::v3::Request>,
 ) -> Result<get_pushrule_enabled::v3::Response> {
-    known_kind(&request.body.kind)?;
+    known_kind(&services, &request.body.kind)?;
     let ruleset = load(&services, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
@@ -224,7 +231,7 @@ async fn set_rule_enabled(
     services: Arc<Services>,
     request: Ruma<set_pushrule_enabled::v3::Request>,
 ) -> Result<set_pushrule_enabled::v3::Response> {
-    known_kind(&request.body.kind)?;
+    known_kind(&services, &request.body.kind)?;
     let user_id = request.user_id()?;
     let mut ruleset = load(&services, user_id)?;
     ruleset
@@ -243,7 +250,7 @@ async fn rule_actions(
     services: Arc<Services>,
     request: Ruma<get_pushrule_actions::v3::Request>,
 ) -> Result<get_pushrule_actions::v3::Response> {
-    known_kind(&request.body.kind)?;
+    known_kind(&services, &request.body.kind)?;
     let ruleset = load(&services, request.user_id()?)?;
     let rule = ruleset
         .get(request.body.kind.clone(), &request.body.rule_id)
@@ -258,7 +265,7 @@ async fn set_rule_actions(
     services: Arc<Services>,
     request: Ruma<set_pushrule_actions::v3::Request>,
 ) -> Result<set_pushrule_actions::v3::Response> {
-    known_kind(&request.body.kind)?;
+    known_kind(&services, &request.body.kind)?;
     let user_id = request.user_id()?;
     let mut ruleset = load(&services, user_id)?;
     ruleset

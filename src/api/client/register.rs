@@ -126,7 +126,7 @@ async fn register(
             .users
             .create(&user_id, body.password.as_deref())
             .await?;
-        crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
+        services.push.rules.init(&user_id)?;
         tracing::info!(%user_id, "registered");
     }
     services
@@ -173,7 +173,7 @@ async fn register_guest(
     }
     let user_id = random_free_user_id(services)?;
     services.users.create_guest(&user_id)?;
-    crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
+    services.push.rules.init(&user_id)?;
     tracing::info!(%user_id, "guest registered");
     registered(services, user_id, body, client_ip)
 }

@@ -124,7 +124,7 @@ async fn register_inner(
             .users
             .set_profile_field(&user_id, "displayname", Some(&json!(name)))?;
     }
-    crate::api::client::push::init_push_rules(&services.account_data, &user_id)?;
+    services.push.rules.init(&user_id)?;
     let session = services
         .users
         .create_session(&user_id, None, None, false, None)?;

@@ -34,11 +34,14 @@ use super::{
 };
 use crate::{
     Result,
-    service::rooms::{
-        Rooms,
-        membership::member_profile_in,
-        relations::{THREAD, relation_of},
-        timeline::{Placed, TimelineIndex, member_change},
+    service::{
+        rooms::{
+            Rooms,
+            membership::member_profile_in,
+            relations::{THREAD, relation_of},
+            timeline::{Placed, TimelineIndex, member_change},
+        },
+        thread_subscriptions::ThreadSubscriptions,
     },
     storage::{Batch, Keyspace, codec::Key, runs::RunPrefix},
 };
@@ -230,6 +233,8 @@ const ROOMS_KEPT: usize = 10_000;
 
 pub struct PushActions {
     rulesets: Arc<Rulesets>,
+    /// Who follows which thread, where thread subscriptions are on.
+    thread_subscriptions: Option<Arc<ThreadSubscriptions>>,
     /// Who has a pusher: only they have a push queue.
     pushers: Arc<Pushers>,
     server_name: OwnedServerName,
@@ -248,6 +253,7 @@ pub struct PushActions {
 impl PushActions {
     pub fn new(
         rulesets: Arc<Rulesets>,
+        thread_subscriptions: Option<Arc<ThreadSubscriptions>>,
         pushers: Arc<Pushers>,
         server_name: OwnedServerName,
         notified: UnboundedSender<OwnedUserId>,
@@ -255,6 +261,7 @@ impl PushActions {
     ) -> Self {
         Self {
             rulesets,
+            thread_subscriptions,
             pushers,
             server_name,
             rooms: Mutex::default(),
@@ -358,7 +365,15 @@ impl TimelineIndex for PushActions {
         // get the actions of their shared part: evaluated once for all of them, as by
         // someone who is no member.
         let shareable = event.pdu.sender != *NO_ONE;
-        let mut shared: Vec<(Arc<Ruleset>, Option<Outcome>)> = Vec::new();
+        // For a message in a thread, who follows the thread: the subscription rules
+        // answer per member, and members share an evaluation only with the same answer.
+        let subscribers = match (&self.thread_subscriptions, relation_of(&event.pdu.content)) {
+            (Some(subscriptions), Some((rel_type, root))) if rel_type == THREAD => {
+                Some(subscriptions.subscribers(event.room_id, &root)?)
+            }
+            _ => None,
+        };
+        let mut shared: Vec<(Arc<Ruleset>, Option<bool>, Option<Outcome>)> = Vec::new();
         let mut distinct: Vec<(String, Vec<Action>)> = Vec::new();
         let mut outcome_of = |actions: &[Action]| -> Option<Outcome> {
             if !actions
@@ -397,21 +412,31 @@ impl TimelineIndex for PushActions {
                 continue;
             }
             let rules = &local.rules;
+            let subscribed = subscribers
+                .as_ref()
+                .map(|subscribers| subscribers.contains(&member.user));
             let outcome = match &rules.shared {
                 Some(part) if shareable && !naming.may_name(member) => {
-                    match shared.iter().position(|(kept, _)| Arc::ptr_eq(kept, part)) {
-                        Some(at) => shared[at].1,
+                    match shared.iter().position(|(kept, answer, _)| {
+                        Arc::ptr_eq(kept, part) && *answer == subscribed
+                    }) {
+                        Some(at) => shared[at].2,
                         None => {
-                            let no_one = context.for_user(event.room_id, &NO_ONE, String::new());
+                            let no_one =
+                                context.for_user(event.room_id, &NO_ONE, String::new(), subscribed);
                             let outcome = outcome_of(actions(part, &flattened, &no_one));
-                            shared.push((part.clone(), outcome));
+                            shared.push((part.clone(), subscribed, outcome));
                             outcome
                         }
                     }
                 }
                 _ => {
-                    let context =
-                        context.for_user(event.room_id, &member.user, member.display_name.clone());
+                    let context = context.for_user(
+                        event.room_id,
+                        &member.user,
+                        member.display_name.clone(),
+                        subscribed,
+                    );
                     outcome_of(actions(&rules.ruleset, &flattened, &context))
                 }
             };

@@ -33,7 +33,7 @@ use crate::{
 
 const EVENT_TYPE: &str = "m.push_rules";
 
-/// A user's rules (the defaults if none are stored).
+/// A user's rules as stored (the defaults if none are).
 pub fn load(account_data: &AccountData, user: &UserId) -> Result<Ruleset> {
     let stored = account_data.get(user, None, EVENT_TYPE)?;
     Ok(stored
@@ -46,8 +46,14 @@ pub fn load(account_data: &AccountData, user: &UserId) -> Result<Ruleset> {
 /// (`.m.rule.contains_display_name`, `.m.rule.roomnotif`, `.m.rule.contains_user_name`),
 /// where Synapse keeps them: clients, bridges and bots that do not send `m.mentions`
 /// still name people in the body, and their messages must highlight.
+///
+/// Without the thread subscription rules (MSC4306): [`Rulesets`] adds those where the
+/// server has subscriptions on.
 pub fn default_ruleset(user: &UserId) -> Ruleset {
     let mut value = serde_json::to_value(Ruleset::server_default(user)).unwrap_or_default();
+    if let Some(kinds) = value.as_object_mut() {
+        kinds.remove("postcontent");
+    }
     let highlight = serde_json::json!([
         "notify",
         { "set_tweak": "sound", "value": "default" },
@@ -128,6 +134,9 @@ pub struct UserRules {
 /// Each user's ruleset, parsed once and kept until they change it.
 pub struct Rulesets {
     account_data: Arc<AccountData>,
+    /// Whether thread subscriptions are on: every ruleset then has their default
+    /// `postcontent` rules, else none has any `postcontent` rule.
+    thread_subscriptions: bool,
     parsed: Mutex<LruCache<OwnedUserId, Arc<UserRules>>>,
     /// The distinct shared parts, by their JSON.
     shared: Mutex<HashMap<String, Arc<Ruleset>>>,
@@ -143,9 +152,10 @@ const RULESETS_KEPT: usize = 10_000;
 const SHARED_KEPT: usize = 1_000;
 
 impl Rulesets {
-    pub fn new(account_data: Arc<AccountData>) -> Self {
+    pub fn new(account_data: Arc<AccountData>, thread_subscriptions: bool) -> Self {
         Self {
             account_data,
+            thread_subscriptions,
             parsed: Mutex::new(LruCache::new(
                 NonZeroUsize::new(RULESETS_KEPT).expect("not zero"),
             )),
@@ -165,7 +175,8 @@ impl Rulesets {
         if let Some(rules) = self.parsed.lock().get(user) {
             return Ok(rules.clone());
         }
-        let ruleset = load(&self.account_data, user)?;
+        let mut ruleset = load(&self.account_data, user)?;
+        self.fit(&mut ruleset);
         let shared = without_identity(&ruleset, user).and_then(|rest| {
             let key = serde_json::to_string(&rest).ok()?;
             let mut kept = self.shared.lock();
@@ -177,6 +188,32 @@ impl Rulesets {
         let rules = Arc::new(UserRules { ruleset, shared });
         self.parsed.lock().put(user.to_owned(), rules.clone());
         Ok(rules)
+    }
+
+    /// Stores a new user's rules: the defaults.
+    pub fn init(&self, user: &UserId) -> Result<()> {
+        let mut ruleset = default_ruleset(user);
+        self.fit(&mut ruleset);
+        save(&self.account_data, user, &ruleset)
+    }
+
+    /// The thread subscription rules where subscriptions are on (added after the
+    /// user's own `postcontent` rules when a ruleset stored earlier lacks them), none
+    /// where they are off.
+    fn fit(&self, ruleset: &mut Ruleset) {
+        if !self.thread_subscriptions {
+            ruleset.postcontent.clear();
+            return;
+        }
+        let defaults = [
+            ruma::push::ConditionalPushRule::unsubscribed_thread(),
+            ruma::push::ConditionalPushRule::subscribed_thread(),
+        ];
+        for rule in defaults {
+            if ruleset.postcontent.get(rule.rule_id.as_str()).is_none() {
+                ruleset.postcontent.insert(rule);
+            }
+        }
     }
 
     /// Stores a user's rules (clients see them in their account data).
@@ -194,7 +231,14 @@ impl Rulesets {
 fn without_identity(ruleset: &Ruleset, user: &UserId) -> Option<Ruleset> {
     let defaults = serde_json::to_value(default_ruleset(user)).ok()?;
     let mut value = serde_json::to_value(ruleset).ok()?;
-    for kind in ["override", "content", "room", "sender", "underride"] {
+    for kind in [
+        "override",
+        "content",
+        "postcontent",
+        "room",
+        "sender",
+        "underride",
+    ] {
         let Some(rules) = value.get_mut(kind).and_then(Value::as_array_mut) else {
             continue;
         };
@@ -215,13 +259,16 @@ fn without_identity(ruleset: &Ruleset, user: &UserId) -> Option<Ruleset> {
             }
             // Conditions that read only the event and the room answer alike for
             // every user; any other kind (`contains_display_name`, one unknown here)
-            // may depend on who evaluates it.
-            const USER_FREE: [&str; 5] = [
+            // may depend on who evaluates it. A thread subscription is the member's,
+            // but it is given to the evaluation: members share one only with those
+            // whose answer is the same (`actions.rs`).
+            const USER_FREE: [&str; 6] = [
                 "event_match",
                 "event_property_is",
                 "event_property_contains",
                 "room_member_count",
                 "sender_notification_permission",
+                "io.element.msc4306.thread_subscription",
             ];
             let depends_on_user = rule
                 .get("conditions")
@@ -320,12 +367,14 @@ impl RoomContext {
         })
     }
 
-    /// The conditions' context for one member.
+    /// The conditions' context for one member; `subscribed`: whether they follow the
+    /// event's thread, for an event in a thread where subscriptions are on.
     pub fn for_user(
         &self,
         room_id: &RoomId,
         user: &UserId,
         display_name: String,
+        subscribed: Option<bool>,
     ) -> PushConditionRoomCtx {
         let mut context = PushConditionRoomCtx::new(
             room_id.to_owned(),
@@ -334,8 +383,23 @@ impl RoomContext {
             display_name,
         );
         context.power_levels = Some(self.power_levels.clone());
-        context
+        match subscribed {
+            Some(true) => context.with_has_thread_subscription_fn(subscribed_to_thread),
+            Some(false) => context.with_has_thread_subscription_fn(not_subscribed_to_thread),
+            None => context,
+        }
     }
+}
+
+/// The answer to a thread-subscription condition, known before evaluating.
+type Answer<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+
+fn subscribed_to_thread(_: &ruma::EventId) -> Answer<'_> {
+    Box::pin(std::future::ready(true))
+}
+
+fn not_subscribed_to_thread(_: &ruma::EventId) -> Answer<'_> {
+    Box::pin(std::future::ready(false))
 }
 
 /// The actions of the first rule that applies to `event`, empty when none does or when
@@ -349,8 +413,8 @@ pub fn actions<'a>(
         return &[];
     }
     for rule in ruleset {
-        // Only thread-subscription conditions wait on anything, and this server
-        // evaluates none, so every rule answers at once.
+        // Only thread-subscription conditions wait on anything, and their answer is
+        // given ready (`RoomContext::for_user`), so every rule answers at once.
         if rule.applies(event, context).now_or_never() == Some(true) {
             return rule.actions();
         }
@@ -603,6 +667,71 @@ mod tests {
     }
 
     #[test]
+    fn with_thread_subscriptions_a_thread_notifies_subscribers_and_the_shared_part_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        let account_data = Arc::new(AccountData::new(db.clone(), Stream::load(&db).unwrap()));
+        let rulesets = Rulesets::new(account_data, true);
+        let alice = user_id!("@alice:example.org");
+        let rules = rulesets.get(alice).unwrap();
+        let rest = rules.shared.clone().expect("the thread rules share");
+        let no_one = user_id!("@-:no-one.invalid");
+        let reply = |body: &str, mentions: Value| {
+            event(
+                "@bob:example.org",
+                "m.room.message",
+                None,
+                json!({
+                    "msgtype": "m.text",
+                    "body": body,
+                    "m.mentions": mentions,
+                    "m.relates_to": { "rel_type": "m.thread", "event_id": "$root" },
+                }),
+            )
+        };
+        let with = |context: PushConditionRoomCtx, subscribed: bool| {
+            if subscribed {
+                context.with_has_thread_subscription_fn(subscribed_to_thread)
+            } else {
+                context.with_has_thread_subscription_fn(not_subscribed_to_thread)
+            }
+        };
+        let plain = FlattenedJson::from_raw(&Raw::new(&reply("monday", json!({}))).unwrap());
+        for (subscribed, notifies) in [(true, true), (false, false)] {
+            let whole = actions(
+                &rules.ruleset,
+                &plain,
+                &with(context(alice, "Alice", 5), subscribed),
+            );
+            let shared = actions(&rest, &plain, &with(context(no_one, "", 5), subscribed));
+            assert_eq!(encoded(whole), encoded(shared));
+            assert_eq!(
+                whole.iter().any(|action| matches!(action, Action::Notify)),
+                notifies,
+                "subscribed: {subscribed}"
+            );
+        }
+        // A mention notifies whether or not the member follows the thread.
+        let mention = reply("x", json!({ "user_ids": ["@alice:example.org"] }));
+        let mention = FlattenedJson::from_raw(&Raw::new(&mention).unwrap());
+        let whole = actions(
+            &rules.ruleset,
+            &mention,
+            &with(context(alice, "Alice", 5), false),
+        );
+        assert!(whole.iter().any(Action::is_highlight));
+        // Off, the rules have no `postcontent` at all and a thread notifies as the room.
+        let off = Rulesets::new(rulesets.account_data.clone(), false);
+        let ruleset = &off.get(alice).unwrap().ruleset;
+        assert!(ruleset.postcontent.is_empty());
+        assert!(
+            actions(ruleset, &plain, &context(alice, "Alice", 5))
+                .iter()
+                .any(|action| matches!(action, Action::Notify))
+        );
+    }
+
+    #[test]
     fn an_event_names_a_user_by_id_localpart_display_name_or_state_key() {
         let alice = user_id!("@alice:example.org");
         let named = |event: Value, name: &str| {
@@ -653,7 +782,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Db::open(dir.path()).unwrap());
         let account_data = Arc::new(AccountData::new(db.clone(), Stream::load(&db).unwrap()));
-        let rulesets = Rulesets::new(account_data);
+        let rulesets = Rulesets::new(account_data, false);
         let bob = user_id!("@bob:example.org");
         let carol = user_id!("@carol:example.org");
         let (bob_rules, carol_rules) = (rulesets.get(bob).unwrap(), rulesets.get(carol).unwrap());

@@ -50,6 +50,9 @@ pub struct Syncer {
     pub push_counts: Arc<Counts>,
     /// Records the delivered receipts of what a sync hands over.
     pub delivery: Arc<crate::service::delivery::Delivery>,
+    /// Thread subscriptions, where they are on (the sliding sync extension).
+    pub thread_subscriptions:
+        Option<Arc<crate::service::thread_subscriptions::ThreadSubscriptions>>,
 }
 
 /// What a client asked of one `/sync` call.

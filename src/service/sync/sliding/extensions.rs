@@ -1,5 +1,5 @@
 //! The extensions of a sliding sync response: to-device messages, end-to-end encryption
-//! (device lists, key counts), account data, receipts and typing.
+//! (device lists, key counts), account data, receipts, typing and thread subscriptions.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +19,7 @@ use crate::{
     service::{
         e2ee,
         sync::{Window, key_counts, token::decimal},
+        thread_subscriptions::{CHANGES_LIMIT, CHANGES_MOST, listed, page_token},
     },
 };
 
@@ -250,6 +251,43 @@ pub fn typing(
     Ok(out)
 }
 
+/// The user's thread subscription changes since the connection's position (all of them
+/// on a new connection), newest first up to the limit asked; `prev_batch` pages back
+/// through the rest with `/thread_subscriptions` (MSC4308).
+pub fn thread_subscriptions(
+    window: &Window<'_>,
+    config: &request::ThreadSubscriptions,
+    since: &Since,
+) -> Result<response::ThreadSubscriptions> {
+    let mut out = response::ThreadSubscriptions::default();
+    let Some(subscriptions) = &window.sync.thread_subscriptions else {
+        return Ok(out);
+    };
+    if config.enabled != Some(true) {
+        return Ok(out);
+    }
+    let limit = config
+        .limit
+        .map_or(CHANGES_LIMIT, |limit| u64::from(limit) as usize)
+        .clamp(1, CHANGES_MOST);
+    let after = since.position.unwrap_or(0);
+    let (changes, more) = subscriptions.changes(
+        window.user(),
+        after,
+        window.until.position.saturating_add(1),
+        limit,
+    )?;
+    out.prev_batch = more
+        .then(|| {
+            changes
+                .last()
+                .map(|oldest| page_token(oldest.position, after))
+        })
+        .flatten();
+    (out.subscribed, out.unsubscribed) = listed(changes);
+    Ok(out)
+}
+
 /// Whether a response says anything the client must hear now (else a long-poll waits).
 pub fn has_news(extensions: &response::Extensions) -> bool {
     extensions
@@ -260,4 +298,5 @@ pub fn has_news(extensions: &response::Extensions) -> bool {
         || !extensions.account_data.is_empty()
         || !extensions.receipts.is_empty()
         || !extensions.typing.is_empty()
+        || !extensions.thread_subscriptions.is_empty()
 }

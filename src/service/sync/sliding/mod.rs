@@ -292,6 +292,8 @@ async fn build(
         &since,
         &coverage(&asked.typing.lists, &asked.typing.rooms),
     )?;
+    extensions.thread_subscriptions =
+        extensions::thread_subscriptions(window, &asked.thread_subscriptions, &since)?;
     news |= extensions::has_news(&extensions);
     response.extensions = extensions;
     Ok((response, delta, news))
