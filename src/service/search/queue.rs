@@ -234,14 +234,17 @@ impl Indexer {
     }
 }
 
-/// Puts the calling thread (and the threads it starts: the index's own) below the
-/// request handlers in the CPU scheduler: under load the queue grows, durably, and
-/// empties once requests let it; search is a little late rather than sends slower.
+/// Puts the calling thread (and the threads it starts: the index's own) at the bottom
+/// of the CPU scheduler's ordinary class: under load the queue grows, durably, and
+/// empties once requests let it; search is a little late rather than sends slower. A
+/// small share of a busy CPU remains, so a queue never falls behind for good (the idle
+/// class would starve it, and an unprivileged process could not leave it again).
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        /// The nice value: a tenth of a handler thread's share when both want the CPU.
-        const NICE: libc::c_int = 10;
+        /// The nicest value: about a seventieth of a handler thread's share when both
+        /// want the CPU.
+        const NICE: libc::c_int = 19;
         // SAFETY: setpriority on this thread's own id changes only its scheduling.
         let result =
             unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE) };
