@@ -93,17 +93,14 @@ pub const CHANGES_MOST: usize = 1000;
 /// A page of changes: `ts_{before}_{after}`, the changes with a position in
 /// `(after, before)`. A token of another shape (a sliding sync `pos` a client gives as
 /// `to`) bounds nothing: the lower bound then comes from the page token itself.
-pub fn page_token(before: u64, after: u64) -> String {
+fn page_token(before: u64, after: u64) -> String {
     format!("ts_{before}_{after}")
 }
 
-/// `(before, after)` of a [`page_token`] (`after` absent from a bare `ts_{position}`).
-pub fn parse_page_token(token: &str) -> Option<(u64, Option<u64>)> {
-    let rest = token.strip_prefix("ts_")?;
-    match rest.split_once('_') {
-        Some((before, after)) => Some((before.parse().ok()?, Some(after.parse().ok()?))),
-        None => Some((rest.parse().ok()?, None)),
-    }
+/// `(before, after)` of a [`page_token`].
+pub fn parse_page_token(token: &str) -> Option<(u64, u64)> {
+    let (before, after) = token.strip_prefix("ts_")?.split_once('_')?;
+    Some((before.parse().ok()?, after.parse().ok()?))
 }
 
 type ByThread<T> = BTreeMap<OwnedRoomId, BTreeMap<OwnedEventId, T>>;
@@ -285,14 +282,15 @@ impl ThreadSubscriptions {
     }
 
     /// The user's latest change per thread with a position in `(after, before)`, newest
-    /// first, at most `limit`; and whether older ones remain in that range.
+    /// first, at most `limit`; and the [`page_token`] of the rest when older ones remain
+    /// in that range.
     pub fn changes(
         &self,
         user: &UserId,
         after: u64,
         before: u64,
         limit: usize,
-    ) -> Result<(Vec<Change>, bool)> {
+    ) -> Result<(Vec<Change>, Option<String>)> {
         let prefix = Key::new().str(user.as_str());
         let start = prefix.clone().u64(before.saturating_sub(1));
         let mut records = Vec::new();
@@ -311,8 +309,9 @@ impl ThreadSubscriptions {
                         return false;
                     }
                 };
-                if position <= after || position >= before {
-                    return position >= before;
+                // The walk starts below `before`.
+                if position <= after {
+                    return false;
                 }
                 if records.len() >= limit {
                     more = true;
@@ -325,6 +324,10 @@ impl ThreadSubscriptions {
         if let Some(error) = failure {
             return Err(error.into());
         }
+        let rest = records
+            .last()
+            .filter(|_| more)
+            .map(|(oldest, _)| page_token(*oldest, after));
         let mut out = Vec::with_capacity(records.len());
         for (position, value) in records {
             let record: ChangeRecord = decode_json(&value)?;
@@ -338,7 +341,7 @@ impl ThreadSubscriptions {
                 position,
             });
         }
-        Ok((out, more))
+        Ok((out, rest))
     }
 }
 
@@ -423,19 +426,18 @@ mod tests {
                 .unwrap();
         }
         subscriptions.unsubscribe(alice, room, roots[0]).unwrap();
-        let (all, more) = subscriptions.changes(alice, 0, u64::MAX, 10).unwrap();
-        assert!(!more);
+        let (all, rest) = subscriptions.changes(alice, 0, u64::MAX, 10).unwrap();
+        assert!(rest.is_none());
         let order: Vec<&str> = all.iter().map(|change| change.root.as_str()).collect();
         assert_eq!(order, ["$a", "$c", "$b"]);
         assert!(matches!(all[0].standing, Standing::Unsubscribed { .. }));
 
-        let (first, more) = subscriptions.changes(alice, 0, u64::MAX, 2).unwrap();
-        assert!(more);
+        let (first, token) = subscriptions.changes(alice, 0, u64::MAX, 2).unwrap();
         assert_eq!(first.len(), 2);
-        let (rest, more) = subscriptions
-            .changes(alice, 0, first[1].position, 2)
-            .unwrap();
-        assert!(!more);
+        let (before, after) = parse_page_token(&token.expect("more to come")).unwrap();
+        assert_eq!((before, after), (first[1].position, 0));
+        let (rest, token) = subscriptions.changes(alice, after, before, 2).unwrap();
+        assert!(token.is_none());
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].root, "$b");
         let (bounded, _) = subscriptions

@@ -26,11 +26,11 @@ use crate::{
         rooms::{
             pdu::ClientFormat,
             relations::{THREAD, relation_of},
-            visibility::Viewer,
+            visibility::{Shown, Viewer},
         },
         thread_subscriptions::{
             Asked, CHANGES_LIMIT, CHANGES_MOST, Standing, Subscribed, ThreadSubscriptions, listed,
-            page_token, parse_page_token,
+            parse_page_token,
         },
         users::Sender,
     },
@@ -51,20 +51,21 @@ fn enabled(services: &Services) -> Result<&ThreadSubscriptions> {
         .ok_or_else(|| Error::unrecognized(StatusCode::NOT_FOUND))
 }
 
-/// The thread root, when it is an event of the room the user may see.
-fn visible_root(
-    viewer: &mut Viewer<'_>,
-    room_id: &RoomId,
-    root: &EventId,
-) -> Result<Option<Arc<crate::service::rooms::pdu::Served>>> {
+/// The event, when it is one of the room's that the user may see.
+fn in_room(viewer: &mut Viewer<'_>, room_id: &RoomId, event_id: &EventId) -> Result<Option<Shown>> {
     Ok(viewer
-        .event(root, ClientFormat::Full)?
-        .filter(|(served, _)| served.stored.room_id == room_id)
-        .map(|(served, _)| served))
+        .event(event_id, ClientFormat::Full)?
+        .filter(|(served, _)| served.stored.room_id == room_id))
 }
 
-fn root_not_found() -> Error {
-    Error::not_found("No such thread root, or you may not see it")
+/// 404 unless the thread root is an event of the room the user may see.
+fn require_root(viewer: &mut Viewer<'_>, room_id: &RoomId, root: &EventId) -> Result<()> {
+    match in_room(viewer, room_id, root)? {
+        Some(_) => Ok(()),
+        None => Err(Error::not_found(
+            "No such thread root, or you may not see it",
+        )),
+    }
 }
 
 /// # `PUT /_matrix/client/unstable/io.element.msc4306/rooms/{roomId}/thread/{threadRoot}/subscription`
@@ -76,16 +77,11 @@ async fn subscribe(
     let sender = request.sender()?;
     let body = &request.body;
     let mut viewer = viewer(&services, sender);
-    if visible_root(&mut viewer, &body.room_id, &body.thread_root)?.is_none() {
-        return Err(root_not_found());
-    }
+    require_root(&mut viewer, &body.room_id, &body.thread_root)?;
     let asked = match &body.automatic {
         None => Asked::Manual,
         Some(cause) => {
-            let Some((served, event)) = viewer
-                .event(cause, ClientFormat::Full)?
-                .filter(|(served, _)| served.stored.room_id == body.room_id)
-            else {
+            let Some((served, event)) = in_room(&mut viewer, &body.room_id, cause)? else {
                 return Err(Error::not_found(
                     "No such event for the automatic subscription, or you may not see it",
                 ));
@@ -128,15 +124,11 @@ async fn subscription(
     let subscriptions = enabled(&services)?;
     let sender = request.sender()?;
     let body = &request.body;
-    if visible_root(
+    require_root(
         &mut viewer(&services, sender),
         &body.room_id,
         &body.thread_root,
-    )?
-    .is_none()
-    {
-        return Err(root_not_found());
-    }
+    )?;
     match subscriptions.standing(&sender.user_id, &body.room_id, &body.thread_root)? {
         Some(Standing::Subscribed { automatic }) => {
             Ok(get_thread_subscription::unstable::Response::new(automatic))
@@ -153,15 +145,11 @@ async fn unsubscribe(
     let subscriptions = enabled(&services)?;
     let sender = request.sender()?;
     let body = &request.body;
-    if visible_root(
+    require_root(
         &mut viewer(&services, sender),
         &body.room_id,
         &body.thread_root,
-    )?
-    .is_none()
-    {
-        return Err(root_not_found());
-    }
+    )?;
     // Unsubscribing from a thread one does not follow changes nothing and succeeds.
     subscriptions.unsubscribe(&sender.user_id, &body.room_id, &body.thread_root)?;
     Ok(unsubscribe_thread::unstable::Response::new())
@@ -193,20 +181,13 @@ async fn changes(
         .as_deref()
         .and_then(parse_page_token)
         .map(|(to, _)| to)
-        .or_else(|| from.and_then(|(_, after)| after))
+        .or_else(|| from.map(|(_, after)| after))
         .unwrap_or(0);
     let limit = body
         .limit
         .map_or(CHANGES_LIMIT, |limit| u64::from(limit) as usize)
         .clamp(1, CHANGES_MOST);
-    let (changes, more) = subscriptions.changes(&user, after, before, limit)?;
-    let end = more
-        .then(|| {
-            changes
-                .last()
-                .map(|oldest| page_token(oldest.position, after))
-        })
-        .flatten();
+    let (changes, end) = subscriptions.changes(&user, after, before, limit)?;
     let (subscribed, unsubscribed) = listed(changes);
     let mut response = get_thread_subscriptions_changes::unstable::Response::new();
     response.subscribed = subscribed;

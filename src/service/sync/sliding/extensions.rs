@@ -19,7 +19,7 @@ use crate::{
     service::{
         e2ee,
         sync::{Window, key_counts, token::decimal},
-        thread_subscriptions::{CHANGES_LIMIT, CHANGES_MOST, listed, page_token},
+        thread_subscriptions::{CHANGES_LIMIT, CHANGES_MOST, listed},
     },
 };
 
@@ -270,20 +270,13 @@ pub fn thread_subscriptions(
         .limit
         .map_or(CHANGES_LIMIT, |limit| u64::from(limit) as usize)
         .clamp(1, CHANGES_MOST);
-    let after = since.position.unwrap_or(0);
-    let (changes, more) = subscriptions.changes(
+    let (changes, rest) = subscriptions.changes(
         window.user(),
-        after,
+        since.position.unwrap_or(0),
         window.until.position.saturating_add(1),
         limit,
     )?;
-    out.prev_batch = more
-        .then(|| {
-            changes
-                .last()
-                .map(|oldest| page_token(oldest.position, after))
-        })
-        .flatten();
+    out.prev_batch = rest;
     (out.subscribed, out.unsubscribed) = listed(changes);
     Ok(out)
 }
