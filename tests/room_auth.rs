@@ -178,12 +178,7 @@ async fn every_room_version_creates_sends_and_redacts() {
             RoomVersionId::V3 => assert!(!event_id.as_str().contains(':')),
             _ => assert!(!event_id.as_str().contains(['+', '/', ':'])),
         }
-        let redaction = NewEvent {
-            kind: "m.room.redaction".to_owned(),
-            content: json!({ "reason": "oops" }),
-            state_key: None,
-            redacts: Some(event_id.clone()),
-        };
+        let redaction = NewEvent::redaction(event_id.clone(), json!({ "reason": "oops" }));
         services
             .rooms
             .append(&room, &alice, redaction, None)
@@ -263,12 +258,7 @@ async fn a_redacted_state_event_is_read_redacted_afterwards() {
         .unwrap();
     assert_eq!(before["topic"], "secret plans");
 
-    let redaction = NewEvent {
-        kind: "m.room.redaction".to_owned(),
-        content: json!({ "redacts": topic_id.as_str() }),
-        state_key: None,
-        redacts: Some(topic_id.clone()),
-    };
+    let redaction = NewEvent::redaction(topic_id.clone(), json!({ "redacts": topic_id.as_str() }));
     services
         .rooms
         .append(&room, &alice, redaction, None)

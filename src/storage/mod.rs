@@ -2,19 +2,15 @@
 //!
 //! Every keyspace is declared once in [`keyspaces`], every key is built through
 //! [`codec`], and every change reaches the disk through an atomic [`Batch`] whose
-//! write-ahead log is synced before [`Db::write`] returns (or, for a room's events,
-//! [`Db::make_durable`]). Services above this layer see
-//! typed keys and values, never RocksDB.
+//! write-ahead log is synced before [`Db::write`] returns. Services above this layer
+//! see typed keys and values, never RocksDB.
 
 pub mod blobs;
 pub mod codec;
 pub mod keyspaces;
 pub mod runs;
 
-use std::{
-    path::Path,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded, Options};
 use ruma::events::room::member::MembershipState;
@@ -45,17 +41,7 @@ pub type StorageResult<T> = Result<T, StorageError>;
 /// The embedded key-value store.
 pub struct Db {
     rocks: Rocks,
-    /// Writes made visible before they are durable ([`Db::write_visible`]), counted.
-    visible: AtomicU64,
-    /// How many of those are known durable; held while the log is synced, so that
-    /// writers waiting meanwhile find their write covered by that one sync.
-    durable: parking_lot::Mutex<u64>,
 }
-
-/// A write made visible by [`Db::write_visible`], to be made durable with
-/// [`Db::make_durable`].
-#[must_use = "a visible write is not durable until made so"]
-pub struct Visible(u64);
 
 impl Db {
     /// Opens (or creates) the database at `path`, creating any missing keyspace and
@@ -98,11 +84,7 @@ impl Db {
             );
             rocks.drop_cf(name)?;
         }
-        let db = Self {
-            rocks,
-            visible: AtomicU64::new(0),
-            durable: parking_lot::Mutex::new(0),
-        };
+        let db = Self { rocks };
         db.check_schema_version()?;
         Ok(db)
     }
@@ -329,31 +311,6 @@ impl Db {
     ///   disk before the join or event they back is written).
     pub fn write_unsynced(&self, batch: Batch) -> StorageResult<()> {
         self.apply(batch, false)
-    }
-
-    /// Applies a batch atomically, readable at once but not yet durable: the writer
-    /// may let others build on it (the next batch of a room reads its head) while it
-    /// waits for [`make_durable`](Self::make_durable). Nothing in it may be
-    /// acknowledged before that returns. The log is in the operating system's hands
-    /// already (it survives the process being killed), so only a machine crash in
-    /// between loses it, together with any write after it.
-    pub fn write_visible(&self, batch: Batch) -> StorageResult<Visible> {
-        self.apply(batch, false)?;
-        Ok(Visible(self.visible.fetch_add(1, Ordering::AcqRel) + 1))
-    }
-
-    /// Returns once `write` is on disk. Concurrent callers share one sync of the log:
-    /// whoever syncs covers every write made visible before it started.
-    pub fn make_durable(&self, write: Visible) -> StorageResult<()> {
-        let mut durable = self.durable.lock();
-        if *durable >= write.0 {
-            return Ok(());
-        }
-        // Every write counted up to here is in the log: counted after it was applied.
-        let through = self.visible.load(Ordering::Acquire);
-        self.rocks.flush_wal(true)?;
-        *durable = through;
-        Ok(())
     }
 
     /// Waits until every write so far is on disk.

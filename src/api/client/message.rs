@@ -146,12 +146,7 @@ async fn redact(
     if let Some(reason) = &body.reason {
         content["reason"] = reason.as_str().into();
     }
-    let event = NewEvent {
-        kind: "m.room.redaction".to_owned(),
-        content,
-        state_key: None,
-        redacts: Some(body.event_id.clone()),
-    };
+    let event = NewEvent::redaction(body.event_id.clone(), content);
     let event_id = services
         .rooms
         .append(&body.room_id, &sender.user_id, event, Some(txn))

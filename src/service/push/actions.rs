@@ -8,6 +8,7 @@
 //! with a pusher get an entry of their own, in their push queue.
 
 use std::{
+    any::Any,
     borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
@@ -21,7 +22,7 @@ use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
     RoomId, UserId,
     events::{TimelineEventType, room::member::MembershipState},
-    push::{Action, FlattenedJson, Ruleset},
+    push::{Action, FlattenedJson, PushConditionRoomCtx, Ruleset},
     serde::Raw,
 };
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ use crate::{
             Rooms,
             membership::member_profile_in,
             relations::{THREAD, relation_of},
-            timeline::{Placed, TimelineIndex, member_change},
+            timeline::{Placed, TimelineIndex, Upcoming, member_change},
         },
         thread_subscriptions::ThreadSubscriptions,
     },
@@ -211,11 +212,85 @@ type LocalMembers = Arc<Vec<Local>>;
 
 /// The local members of a room, their display names and rules, for one state of the
 /// room and one generation of everyone's rules.
-struct Members {
+#[derive(Clone)]
+struct RoomMembers {
     state_group: u64,
     generation: u64,
     context: Arc<RoomContext>,
+    /// The conditions' context of the shared part of the rules.
+    no_one: Arc<PushConditionRoomCtx>,
     local: LocalMembers,
+}
+
+/// An event as its push actions are worked out: before it is built, or as staged.
+struct Candidate<'a> {
+    room_id: &'a RoomId,
+    sender: &'a UserId,
+    kind: &'a TimelineEventType,
+    /// Its relation (type and parent), if it has one.
+    relation: Option<(String, OwnedEventId)>,
+    flattened: FlattenedJson,
+    /// A local user it invites.
+    invited: Option<OwnedUserId>,
+}
+
+impl<'a> Candidate<'a> {
+    fn of(event: &'a Placed<'_>, actions: &PushActions) -> Self {
+        let pdu = event.pdu;
+        let invited = member_change(pdu)
+            .filter(|(target, membership)| {
+                *membership == MembershipState::Invite
+                    && target.server_name() == actions.server_name
+            })
+            .map(|(target, _)| target);
+        Self {
+            room_id: event.room_id,
+            sender: &pdu.sender,
+            kind: &pdu.kind,
+            relation: relation_of(&pdu.content),
+            flattened: flattened(&ClientEvent {
+                kind: &pdu.kind,
+                content: &pdu.content,
+                sender: &pdu.sender,
+                state_key: pdu.state_key.as_deref(),
+                room_id: event.room_id,
+                origin_server_ts: pdu.origin_server_ts,
+                redacts: pdu.redacts.as_deref(),
+            }),
+            invited,
+        }
+    }
+}
+
+/// What an event means for the local members of its room at one state of it (and for a
+/// local user it invites), with everyone's rules of one generation.
+struct Evaluation {
+    state_before: u64,
+    generation: u64,
+    local: LocalMembers,
+    invitee: Option<Local>,
+    /// Each member's outcome, by index into `local` (the invitee last); none for the
+    /// sender.
+    outcomes: Vec<(usize, Option<Outcome>)>,
+    /// The distinct actions the outcomes index.
+    distinct: Vec<Vec<Action>>,
+    /// The thread the event belongs to, when it notifies anyone.
+    thread: Option<OwnedEventId>,
+}
+
+impl Evaluation {
+    /// It notifies no one.
+    fn nothing(state_before: u64, generation: u64) -> Self {
+        Self {
+            state_before,
+            generation,
+            local: Arc::default(),
+            invitee: None,
+            outcomes: Vec::new(),
+            distinct: Vec::new(),
+            thread: None,
+        }
+    }
 }
 
 /// The users a staged event notifies: members of its room (by index) and an invitee.
@@ -238,7 +313,7 @@ pub struct PushActions {
     /// Who has a pusher: only they have a push queue.
     pushers: Arc<Pushers>,
     server_name: OwnedServerName,
-    rooms: Mutex<HashMap<OwnedRoomId, Members>>,
+    rooms: Mutex<HashMap<OwnedRoomId, RoomMembers>>,
     /// Users notified by staged events, by position, until the write is known.
     staged: Mutex<BTreeMap<u64, Notified>>,
     /// Where the users with new notifications go once written (the push gateways).
@@ -272,31 +347,33 @@ impl PushActions {
         }
     }
 
-    /// The local members the event may notify, with the room's context before it;
-    /// `None` when the state before it is not written yet.
+    /// The local members an event may notify, with the room's context at `state_before`
+    /// and the generation of everyone's rules they were read at; `None` when that state
+    /// is not written yet.
     fn members(
         &self,
         rooms: &Rooms,
-        event: &Placed<'_>,
-    ) -> Result<Option<(Arc<RoomContext>, LocalMembers)>> {
+        room_id: &RoomId,
+        state_before: u64,
+    ) -> Result<Option<RoomMembers>> {
         // Read first: rules changed after this are seen by the next event.
         let generation = self.rulesets.generation();
-        if let Some(members) = self.rooms.lock().get(event.room_id)
-            && members.state_group == event.state_before
+        if let Some(members) = self.rooms.lock().get(room_id)
+            && members.state_group == state_before
             && members.generation == generation
         {
-            return Ok(Some((members.context.clone(), members.local.clone())));
+            return Ok(Some(members.clone()));
         }
-        let state = match rooms.state.get(event.state_before) {
+        let state = match rooms.state.get(state_before) {
             Ok(state) => state,
             // The state before a join through another server is made in the join's
             // own batch: not readable yet, and no one here to notify of one's own join.
             Err(crate::Error::Storage(error)) => return Err(crate::Error::Storage(error)),
             Err(_) => return Ok(None),
         };
-        let context = Arc::new(RoomContext::of(rooms, event.room_id, &state)?);
+        let context = Arc::new(RoomContext::of(rooms, room_id, &state)?);
         let mut local = Vec::new();
-        for user in rooms.members_with(event.room_id, MembershipState::Join)? {
+        for user in rooms.members_with(room_id, MembershipState::Join)? {
             if user.server_name() != self.server_name {
                 continue;
             }
@@ -304,21 +381,142 @@ impl PushActions {
             let rules = self.rulesets.get(&user)?;
             local.push(Local::new(Member::new(user, name), rules));
         }
-        let local = Arc::new(local);
+        let members = RoomMembers {
+            state_group: state_before,
+            generation,
+            no_one: Arc::new(context.for_user(room_id, &NO_ONE, String::new(), None)),
+            context,
+            local: Arc::new(local),
+        };
         let mut kept = self.rooms.lock();
         if kept.len() >= ROOMS_KEPT {
             kept.clear();
         }
-        kept.insert(
-            event.room_id.to_owned(),
-            Members {
-                state_group: event.state_before,
-                generation,
-                context: context.clone(),
-                local: local.clone(),
-            },
-        );
-        Ok(Some((context, local)))
+        kept.insert(room_id.to_owned(), members.clone());
+        Ok(Some(members))
+    }
+
+    /// What an event means for the room's local members (and a local user it invites),
+    /// from the room's state before it.
+    fn evaluate(
+        &self,
+        rooms: &Rooms,
+        event: &Candidate<'_>,
+        state_before: u64,
+    ) -> Result<Evaluation> {
+        let Some(members) = self.members(rooms, event.room_id, state_before)? else {
+            return Ok(Evaluation::nothing(
+                state_before,
+                self.rulesets.generation(),
+            ));
+        };
+        let local = &members.local;
+        if local.is_empty() && event.invited.is_none() {
+            return Ok(Evaluation::nothing(state_before, members.generation));
+        }
+        let flattened = &event.flattened;
+        let naming = Naming::of(flattened);
+        // Members whose rules differ only in who they are, named nowhere in the event,
+        // get the actions of their shared part: evaluated once for all of them, as by
+        // someone who is no member.
+        let shareable = event.sender != *NO_ONE;
+        // For a message in a thread, who follows the thread: the subscription rules
+        // answer per member, and members share an evaluation only with the same answer.
+        let subscribers = match (&self.thread_subscriptions, &event.relation) {
+            (Some(subscriptions), Some((rel_type, root))) if rel_type == THREAD => {
+                Some(subscriptions.subscribers(event.room_id, root)?)
+            }
+            _ => None,
+        };
+        let mut shared: Vec<(Arc<Ruleset>, Option<bool>, Option<Outcome>)> = Vec::new();
+        let mut distinct: Vec<(String, Vec<Action>)> = Vec::new();
+        let mut outcome_of = |actions: &[Action]| -> Option<Outcome> {
+            if !actions
+                .iter()
+                .any(|action| matches!(action, Action::Notify))
+            {
+                return None;
+            }
+            let json = serde_json::to_string(actions).unwrap_or_default();
+            let index = match distinct.iter().position(|(kept, _)| *kept == json) {
+                Some(at) => at,
+                None => {
+                    distinct.push((json, actions.to_vec()));
+                    distinct.len() - 1
+                }
+            };
+            Some(Outcome(
+                index as u32,
+                actions.iter().any(Action::is_highlight),
+            ))
+        };
+        let invitee = match &event.invited {
+            Some(user) => Some(Local::new(
+                Member::new(user.clone(), user.localpart().to_owned()),
+                self.rulesets.get(user)?,
+            )),
+            None => None,
+        };
+        let mut outcomes: Vec<(usize, Option<Outcome>)> = Vec::with_capacity(local.len() + 1);
+        for (index, local) in local.iter().chain(invitee.iter()).enumerate() {
+            let member = &local.member;
+            if member.user == event.sender {
+                continue;
+            }
+            let rules = &local.rules;
+            let subscribed = subscribers
+                .as_ref()
+                .map(|subscribers| subscribers.contains(&member.user));
+            let outcome = match &rules.shared {
+                Some(part) if shareable && !naming.may_name(member) => {
+                    match shared.iter().position(|(kept, answer, _)| {
+                        Arc::ptr_eq(kept, part) && *answer == subscribed
+                    }) {
+                        Some(at) => shared[at].2,
+                        None => {
+                            let outcome = match subscribed {
+                                None => outcome_of(actions(part, flattened, &members.no_one)),
+                                Some(_) => {
+                                    let no_one = members.context.for_user(
+                                        event.room_id,
+                                        &NO_ONE,
+                                        String::new(),
+                                        subscribed,
+                                    );
+                                    outcome_of(actions(part, flattened, &no_one))
+                                }
+                            };
+                            shared.push((part.clone(), subscribed, outcome));
+                            outcome
+                        }
+                    }
+                }
+                _ => {
+                    let context = members.context.for_user(
+                        event.room_id,
+                        &member.user,
+                        member.display_name.clone(),
+                        subscribed,
+                    );
+                    outcome_of(actions(&rules.ruleset, flattened, &context))
+                }
+            };
+            outcomes.push((index, outcome));
+        }
+        let thread = if outcomes.iter().any(|(_, outcome)| outcome.is_some()) {
+            thread_of(rooms, event)?
+        } else {
+            None
+        };
+        Ok(Evaluation {
+            state_before,
+            generation: members.generation,
+            local: members.local.clone(),
+            invitee,
+            outcomes,
+            distinct: distinct.into_iter().map(|(_, actions)| actions).collect(),
+            thread,
+        })
     }
 
     /// A redacted event notifies no one any more.
@@ -345,113 +543,79 @@ impl PushActions {
 }
 
 impl TimelineIndex for PushActions {
+    fn prepare(&self, rooms: &Rooms, message: &Upcoming<'_>) -> Option<Box<dyn Any + Send>> {
+        // The state the message will most likely be built on: the one the room's last
+        // event was evaluated at, else the room's current one.
+        let kept = self
+            .rooms
+            .lock()
+            .get(message.room_id)
+            .map(|members| members.state_group);
+        let state_before = match kept {
+            Some(state_group) => state_group,
+            None => rooms.room(message.room_id).ok()??.state_group,
+        };
+        let candidate = Candidate {
+            room_id: message.room_id,
+            sender: message.sender,
+            kind: message.kind,
+            relation: relation_of(message.content),
+            flattened: flattened(&ClientEvent {
+                kind: message.kind,
+                content: message.content,
+                sender: message.sender,
+                state_key: None,
+                room_id: message.room_id,
+                origin_server_ts: message.origin_server_ts,
+                redacts: None,
+            }),
+            invited: None,
+        };
+        match self.evaluate(rooms, &candidate, state_before) {
+            Ok(evaluation) => Some(Box::new(evaluation)),
+            // Worked out again when staged.
+            Err(_) => None,
+        }
+    }
+
     fn stage(&self, rooms: &Rooms, batch: &mut Batch, event: &Placed<'_>) -> Result<()> {
         if let Some(target) = crate::service::rooms::timeline::redacted_by(event.pdu) {
             self.forget(rooms, batch, event.room_id, &target)?;
             self.forgetting.lock().insert(event.position);
         }
-        let Some((context, local)) = self.members(rooms, event)? else {
-            return Ok(());
-        };
-        let invited = member_change(event.pdu).filter(|(target, membership)| {
-            *membership == MembershipState::Invite && target.server_name() == self.server_name
-        });
-        if local.is_empty() && invited.is_none() {
-            return Ok(());
-        }
-        let flattened = flattened(event);
-        let naming = Naming::of(&flattened);
-        // Members whose rules differ only in who they are, named nowhere in the event,
-        // get the actions of their shared part: evaluated once for all of them, as by
-        // someone who is no member.
-        let shareable = event.pdu.sender != *NO_ONE;
-        // For a message in a thread, who follows the thread: the subscription rules
-        // answer per member, and members share an evaluation only with the same answer.
-        let subscribers = match (&self.thread_subscriptions, relation_of(&event.pdu.content)) {
-            (Some(subscriptions), Some((rel_type, root))) if rel_type == THREAD => {
-                Some(subscriptions.subscribers(event.room_id, &root)?)
-            }
-            _ => None,
-        };
-        let mut shared: Vec<(Arc<Ruleset>, Option<bool>, Option<Outcome>)> = Vec::new();
-        let mut distinct: Vec<(String, Vec<Action>)> = Vec::new();
-        let mut outcome_of = |actions: &[Action]| -> Option<Outcome> {
-            if !actions
-                .iter()
-                .any(|action| matches!(action, Action::Notify))
+        let evaluated;
+        let evaluation = match event.ahead.get::<Evaluation>() {
+            // Worked out on the state the event was built on, with the rules as they are.
+            Some(ahead)
+                if ahead.state_before == event.state_before
+                    && ahead.generation == self.rulesets.generation() =>
             {
-                return None;
+                ahead
             }
-            let json = serde_json::to_string(actions).unwrap_or_default();
-            let index = match distinct.iter().position(|(kept, _)| *kept == json) {
-                Some(at) => at,
-                None => {
-                    distinct.push((json, actions.to_vec()));
-                    distinct.len() - 1
-                }
-            };
-            Some(Outcome(
-                index as u32,
-                actions.iter().any(Action::is_highlight),
-            ))
+            _ => {
+                evaluated =
+                    self.evaluate(rooms, &Candidate::of(event, self), event.state_before)?;
+                &evaluated
+            }
         };
-        let invitee = match invited {
-            Some((user, _)) => Some(Local::new(
-                Member::new(user.clone(), user.localpart().to_owned()),
-                self.rulesets.get(&user)?,
-            )),
-            None => None,
-        };
-        let members = local.len();
-        // Each member's outcome (by index; the invitee last), and how many share each.
-        let mut outcomes: Vec<(usize, Option<Outcome>)> = Vec::with_capacity(members + 1);
-        let mut tally: Vec<(Option<Outcome>, usize)> = Vec::new();
-        for (index, local) in local.iter().chain(invitee.iter()).enumerate() {
-            let member = &local.member;
-            if member.user == event.pdu.sender {
-                continue;
-            }
-            let rules = &local.rules;
-            let subscribed = subscribers
-                .as_ref()
-                .map(|subscribers| subscribers.contains(&member.user));
-            let outcome = match &rules.shared {
-                Some(part) if shareable && !naming.may_name(member) => {
-                    match shared.iter().position(|(kept, answer, _)| {
-                        Arc::ptr_eq(kept, part) && *answer == subscribed
-                    }) {
-                        Some(at) => shared[at].2,
-                        None => {
-                            let no_one =
-                                context.for_user(event.room_id, &NO_ONE, String::new(), subscribed);
-                            let outcome = outcome_of(actions(part, &flattened, &no_one));
-                            shared.push((part.clone(), subscribed, outcome));
-                            outcome
-                        }
-                    }
-                }
-                _ => {
-                    let context = context.for_user(
-                        event.room_id,
-                        &member.user,
-                        member.display_name.clone(),
-                        subscribed,
-                    );
-                    outcome_of(actions(&rules.ruleset, &flattened, &context))
-                }
-            };
-            outcomes.push((index, outcome));
-            if index < members {
-                match tally.iter_mut().find(|(kept, _)| *kept == outcome) {
-                    Some((_, count)) => *count += 1,
-                    None => tally.push((outcome, 1)),
-                }
-            }
-        }
+        let Evaluation {
+            local,
+            invitee,
+            outcomes,
+            ..
+        } = evaluation;
         if outcomes.iter().all(|(_, outcome)| outcome.is_none()) {
             return Ok(());
         }
+        let members = local.len();
         // What most members get is stored once; the others are listed.
+        let mut tally: Vec<(Option<Outcome>, usize)> = Vec::new();
+        for (_, outcome) in outcomes.iter().filter(|(index, _)| *index < members) {
+            match tally.iter_mut().find(|(kept, _)| kept == outcome) {
+                Some((_, count)) => *count += 1,
+                None => tally.push((*outcome, 1)),
+            }
+        }
         let everyone = tally
             .iter()
             .max_by_key(|(_, count)| *count)
@@ -459,7 +623,7 @@ impl TimelineIndex for PushActions {
         let mut listed = Vec::new();
         let mut queued = Vec::new();
         let mut invitee_notified = false;
-        for (index, outcome) in &outcomes {
+        for (index, outcome) in outcomes {
             let is_invitee = *index >= members;
             let local = match local.get(*index) {
                 Some(local) => local,
@@ -492,10 +656,10 @@ impl TimelineIndex for PushActions {
             &NotifyingEvent {
                 event_id: event.event_id.to_owned(),
                 sender: event.pdu.sender.clone(),
-                thread: thread_of(rooms, event)?,
+                thread: evaluation.thread.clone(),
                 ts: crate::service::users::now_ms(),
                 state_before: event.state_before,
-                actions: distinct.into_iter().map(|(_, actions)| actions).collect(),
+                actions: evaluation.distinct.clone(),
                 everyone,
                 members: listed,
             },
@@ -505,8 +669,9 @@ impl TimelineIndex for PushActions {
                 members: local.clone(),
                 indices: queued,
                 invitee: invitee
+                    .as_ref()
                     .filter(|_| invitee_notified)
-                    .map(|invitee| invitee.member.user),
+                    .map(|invitee| invitee.member.user.clone()),
             };
             self.staged.lock().insert(event.position, notified);
         }
@@ -556,35 +721,26 @@ impl TimelineIndex for PushActions {
     }
 }
 
-/// The event as push rules see it: its client format (the keys a rule's path may name),
-/// not the federation fields (hashes, signatures, references) flattening would also read.
-fn flattened(event: &Placed<'_>) -> FlattenedJson {
-    let pdu = event.pdu;
-    #[derive(Serialize)]
-    struct ClientEvent<'a> {
-        #[serde(rename = "type")]
-        kind: &'a TimelineEventType,
-        content: &'a RawValue,
-        sender: &'a UserId,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        state_key: Option<&'a str>,
-        room_id: &'a RoomId,
-        event_id: &'a EventId,
-        origin_server_ts: MilliSecondsSinceUnixEpoch,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        redacts: Option<&'a EventId>,
-    }
-    let event = ClientEvent {
-        kind: &pdu.kind,
-        content: &pdu.content,
-        sender: &pdu.sender,
-        state_key: pdu.state_key.as_deref(),
-        room_id: event.room_id,
-        event_id: event.event_id,
-        origin_server_ts: pdu.origin_server_ts,
-        redacts: pdu.redacts.as_deref(),
-    };
-    match serde_json::value::to_raw_value(&event) {
+/// An event as push rules see it: its client format (the keys a rule's path may name),
+/// not the federation fields (hashes, signatures, references) flattening would also
+/// read. Without its id, as the event's own JSON has none from room version 3 on: the
+/// rules may then be matched before the event is built and named.
+#[derive(Serialize)]
+struct ClientEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a TimelineEventType,
+    content: &'a RawValue,
+    sender: &'a UserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_key: Option<&'a str>,
+    room_id: &'a RoomId,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redacts: Option<&'a EventId>,
+}
+
+fn flattened(event: &ClientEvent<'_>) -> FlattenedJson {
+    match serde_json::value::to_raw_value(event) {
         Ok(json) => FlattenedJson::from_raw(&Raw::<()>::from_json(json)),
         Err(_) => FlattenedJson::from_raw(&Raw::<()>::from_json(RawValue::NULL.to_owned())),
     }
@@ -604,20 +760,20 @@ fn display_name(
 
 /// The thread an event belongs to: the root it replies to in a thread, or for an event
 /// relating to a threaded event (a reaction, an edit), that event's thread.
-fn thread_of(rooms: &Rooms, event: &Placed<'_>) -> Result<Option<OwnedEventId>> {
-    if event.pdu.kind == TimelineEventType::RoomRedaction {
+fn thread_of(rooms: &Rooms, event: &Candidate<'_>) -> Result<Option<OwnedEventId>> {
+    if *event.kind == TimelineEventType::RoomRedaction {
         return Ok(None);
     }
-    let Some((rel_type, parent)) = relation_of(&event.pdu.content) else {
+    let Some((rel_type, parent)) = &event.relation else {
         return Ok(None);
     };
     if rel_type == THREAD {
-        return Ok(Some(parent));
+        return Ok(Some(parent.clone()));
     }
-    let Some(parent_pdu) = rooms.pdu(&parent)? else {
+    let Some(parent_pdu) = rooms.pdu(parent)? else {
         return Ok(None);
     };
-    let Ok(parent_pdu) = parent_pdu.parse(parent) else {
+    let Ok(parent_pdu) = parent_pdu.parse(parent.clone()) else {
         return Ok(None);
     };
     Ok(relation_of(&parent_pdu.content)

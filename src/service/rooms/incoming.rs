@@ -395,6 +395,7 @@ impl Rooms {
             txn: None,
             state_before,
             state_after,
+            ahead: Default::default(),
         };
         self.place(batch, head, entry, permit, &audience.servers)
     }

@@ -143,6 +143,7 @@ impl Rooms {
                     json: &stored.pdu,
                     position,
                     state_before: stored.state_before,
+                    ahead: &Default::default(),
                 };
                 if let Err(error) = RelationsIndex.stage(self, &mut batch, &placed) {
                     tracing::debug!(%error, %event_id, "relation not indexed");

@@ -212,9 +212,10 @@ impl Indexer {
             };
             let drained = drain(&db, &rooms, &*backend);
             drop((db, rooms, backend));
-            crate::service::memory::release_freed_memory();
             match drained {
-                Ok(0) => {}
+                // The queue is empty: what indexing took goes back to the system (kept
+                // while busy, for the next chunk to reuse).
+                Ok(0) => crate::service::memory::release_freed_memory(),
                 // Parked, not slept: stopping unparks it.
                 Ok(_) => {
                     std::thread::park_timeout(BATCHING);

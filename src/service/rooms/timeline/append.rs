@@ -9,7 +9,7 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-use super::{Head, Placed, Txn, txn_key};
+use super::{Ahead, Head, Placed, Txn, txn_key};
 use crate::{
     Error, Result,
     service::{
@@ -61,13 +61,16 @@ pub(in crate::service::rooms) struct Entry<'a> {
     pub txn: Option<(&'a UserId, Txn<'a>)>,
     pub state_before: u64,
     pub state_after: u64,
+    /// What the indexes worked out for it before it was built.
+    pub ahead: Ahead,
 }
 
 impl Rooms {
     /// Stages an authorised local event on top of the room's head, at the next stream
     /// position. `audience` are the users whose syncs the event concerns and the servers
     /// it goes to (the room's members); a member event adds its target to it, and an
-    /// event of another server's user goes to no server. Returns the position's permit.
+    /// event of another server's user goes to no server. `ahead` is what the indexes
+    /// worked out for it before it was built. Returns the position's permit.
     pub(super) fn stage(
         &self,
         batch: &mut Batch,
@@ -75,6 +78,7 @@ impl Rooms {
         event: SignedPdu,
         txn: Option<(&UserId, Txn<'_>)>,
         audience: &mut Audience,
+        ahead: Ahead,
     ) -> Result<Permit> {
         let state_before = head.record.state_group;
         let state_after = self.state_after(batch, state_before, &event.pdu)?;
@@ -103,6 +107,7 @@ impl Rooms {
             txn,
             state_before,
             state_after,
+            ahead,
         };
         self.place(batch, head, entry, &permit, &audience.servers)?;
         Ok(permit)
@@ -137,6 +142,7 @@ impl Rooms {
                 json: &json,
                 position,
                 state_before: entry.state_before,
+                ahead: &entry.ahead,
             };
             for index in self.indexes.iter() {
                 // An index is kept beside the timeline: one that cannot take an event

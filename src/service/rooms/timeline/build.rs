@@ -75,7 +75,7 @@ impl Rooms {
             "type": event.kind,
             "content": event.content,
             "sender": draft.sender,
-            "origin_server_ts": now_ms(),
+            "origin_server_ts": event.origin_server_ts.unwrap_or_else(now_ms),
             "depth": draft.depth.min(MAX_SAFE_INTEGER),
             "prev_events": self.references(rules, draft.prev_events)?,
             "auth_events": self.references(rules, &auth_events(&draft)?)?,

@@ -3,7 +3,8 @@
 //! 1. `api/client/message.rs` `send_message` (or `state.rs`, `membership.rs`, …): the
 //!    request checked (transaction seen before, rate limit, membership), then
 //!    [`Rooms::append`].
-//! 2. [`Rooms::append`] (here): a message waits for its room's next batch (`queue.rs`);
+//! 2. [`Rooms::append`] (here): a message waits for its room's next batch (`queue.rs`),
+//!    what the indexes can work out without the room lock worked out first;
 //!    a state event or a redaction is written on its own, under the room lock.
 //! 3. `build.rs` [`Rooms::build_on_head`]: the PDU filled in on the room's head (parents,
 //!    depth, auth events), hashed, signed, and authorised against the room's state.
@@ -11,9 +12,9 @@
 //!    the PDU and its timeline entry, the new state group, memberships, the room's head,
 //!    the stream position and the federation queue (`place`, shared with every event
 //!    that enters a timeline).
-//! 5. `effects.rs` [`Rooms::commit`]: the batch applied, the room unlocked for its next
-//!    batch, the log synced (the one durability point), then its effects: the members'
-//!    syncs woken, the federation sender woken.
+//! 5. `effects.rs` [`Rooms::commit`]: the batch written with its log synced (the one
+//!    durability point), the room unlocked for its next batch, then its effects: the
+//!    members' syncs woken, the federation sender woken.
 //!
 //! Events from other servers, invites and joins (`incoming.rs`, `remote_invite.rs`)
 //! compute their state differently, then take the same `place` and `commit`.
@@ -31,12 +32,12 @@ use ruma::{
 pub(super) use self::{
     append::{Entry, PduWrite, Place, raw_json},
     build::Draft,
-    effects::Pending,
+    effects::{Ahead, Pending},
     queue::Queued,
 };
 pub use self::{
     append::{member_change, redacted_by},
-    effects::{Placed, TimelineIndex},
+    effects::{Placed, TimelineIndex, Upcoming},
 };
 use super::{Audience, RoomRecord, Rooms, state::StateMap};
 use crate::{
@@ -51,6 +52,8 @@ pub struct NewEvent {
     pub content: serde_json::Value,
     pub state_key: Option<String>,
     pub redacts: Option<OwnedEventId>,
+    /// When the server took it (ms); `None`: when it is built.
+    pub origin_server_ts: Option<u64>,
 }
 
 impl NewEvent {
@@ -60,6 +63,18 @@ impl NewEvent {
             content,
             state_key: Some(state_key.to_owned()),
             redacts: None,
+            origin_server_ts: None,
+        }
+    }
+
+    /// A redaction of `target` (`content` may give a reason).
+    pub fn redaction(target: OwnedEventId, content: serde_json::Value) -> Self {
+        Self {
+            kind: "m.room.redaction".to_owned(),
+            content,
+            state_key: None,
+            redacts: Some(target),
+            origin_server_ts: None,
         }
     }
 
@@ -69,6 +84,7 @@ impl NewEvent {
             content,
             state_key: None,
             redacts: None,
+            origin_server_ts: None,
         }
     }
 }
@@ -161,7 +177,14 @@ impl Rooms {
         let mut batch = self.db.batch();
         let mut woken = self.audience(room_id)?;
         let txn = txn.map(|txn| (sender, txn));
-        let permit = self.stage(&mut batch, &mut head, event, txn, &mut woken)?;
+        let permit = self.stage(
+            &mut batch,
+            &mut head,
+            event,
+            txn,
+            &mut woken,
+            Ahead::default(),
+        )?;
         let pending = Pending {
             batch,
             permits: vec![permit],
@@ -225,7 +248,14 @@ impl Rooms {
             users: vec![sender.to_owned()],
             servers: Vec::new(),
         };
-        let permit = self.stage(&mut batch, &mut head, event, None, &mut woken)?;
+        let permit = self.stage(
+            &mut batch,
+            &mut head,
+            event,
+            None,
+            &mut woken,
+            Ahead::default(),
+        )?;
         let pending = Pending {
             batch,
             permits: vec![permit],

@@ -3,13 +3,19 @@
 
 use std::collections::HashMap;
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedUserId, RoomId, UInt, UserId,
+    events::TimelineEventType,
+};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
-use super::{Head, NewEvent, Pending, Txn};
+use super::{Ahead, Head, NewEvent, Pending, Txn, Upcoming};
 use crate::{
     Error, Result,
-    service::rooms::{Audience, Rooms, state::StateMap},
+    service::{
+        rooms::{Audience, Rooms, state::StateMap},
+        users::now_ms,
+    },
 };
 
 /// A message waiting for its room's next batch.
@@ -17,6 +23,8 @@ pub(in crate::service::rooms) struct Queued {
     sender: OwnedUserId,
     event: NewEvent,
     txn: Option<(OwnedDeviceId, String)>,
+    /// What the indexes worked out for it while it was not yet queued.
+    ahead: Ahead,
     reply: oneshot::Sender<Result<OwnedEventId>>,
 }
 
@@ -33,6 +41,8 @@ impl Rooms {
         event: NewEvent,
         txn: Option<Txn<'_>>,
     ) -> Result<OwnedEventId> {
+        let mut event = event;
+        let ahead = self.prepare_message(room_id, sender, &mut event)?;
         let (reply, mut answer) = oneshot::channel();
         self.queues
             .lock()
@@ -42,6 +52,7 @@ impl Rooms {
                 sender: sender.to_owned(),
                 event,
                 txn: txn.map(|txn| (txn.device_id.to_owned(), txn.txn_id.to_owned())),
+                ahead,
                 reply,
             });
         let lock = self.lock(room_id);
@@ -59,6 +70,26 @@ impl Rooms {
             }
         }
         answer.await.map_err(Error::internal)?
+    }
+
+    /// Gives a message its timestamp, and has the indexes work out ahead what they can
+    /// before it waits for the room's lock.
+    fn prepare_message(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: &mut NewEvent,
+    ) -> Result<Ahead> {
+        let ts = *event.origin_server_ts.get_or_insert_with(now_ms);
+        let content = serde_json::value::to_raw_value(&event.content).map_err(Error::internal)?;
+        let kind = TimelineEventType::from(event.kind.as_str());
+        Ok(self.prepare(&Upcoming {
+            room_id,
+            sender,
+            kind: &kind,
+            content: &content,
+            origin_server_ts: MilliSecondsSinceUnixEpoch(UInt::new(ts).unwrap_or_default()),
+        }))
     }
 
     /// Builds, authorises and writes queued messages as one batch; every sender gets its
@@ -121,7 +152,7 @@ impl Rooms {
         let mut audience: Option<Audience> = None;
         let mut sent_in_batch: HashMap<(OwnedUserId, OwnedDeviceId, String), OwnedEventId> =
             HashMap::new();
-        for job in queued {
+        for mut job in queued {
             // The client gave up before its message was started: not sending it is what
             // it was told (no answer); a retry with the same transaction sends it then.
             if job.reply.is_closed() {
@@ -133,7 +164,10 @@ impl Rooms {
                 .map(|(device_id, txn_id)| (job.sender.clone(), device_id.clone(), txn_id.clone()));
             let result = match key.as_ref().and_then(|key| sent_in_batch.get(key)) {
                 Some(event_id) => Ok(event_id.clone()),
-                None => self.stage_message(&mut pending, &mut head, state, &mut audience, &job),
+                None => {
+                    let ahead = std::mem::take(&mut job.ahead);
+                    self.stage_message(&mut pending, &mut head, state, &mut audience, &job, ahead)
+                }
             };
             if let (Some(key), Ok(event_id)) = (key, &result) {
                 sent_in_batch.insert(key, event_id.clone());
@@ -160,6 +194,7 @@ impl Rooms {
         state: &StateMap,
         audience: &mut Option<Audience>,
         job: &Queued,
+        ahead: Ahead,
     ) -> Result<OwnedEventId> {
         let txn = job
             .txn
@@ -177,7 +212,7 @@ impl Rooms {
         }
         let audience = audience.as_mut().expect("read just above");
         let txn = txn.map(|txn| (job.sender.as_ref(), txn));
-        let permit = self.stage(&mut pending.batch, head, event, txn, audience)?;
+        let permit = self.stage(&mut pending.batch, head, event, txn, audience, ahead)?;
         pending.permits.push(permit);
         Ok(event_id)
     }
