@@ -229,7 +229,8 @@ struct Candidate<'a> {
     kind: &'a TimelineEventType,
     /// Its relation (type and parent), if it has one.
     relation: Option<(String, OwnedEventId)>,
-    flattened: FlattenedJson,
+    /// What the rules match: flattened only when someone's rules are to be matched.
+    client: ClientEvent<'a>,
     /// A local user it invites.
     invited: Option<OwnedUserId>,
 }
@@ -248,7 +249,7 @@ impl<'a> Candidate<'a> {
             sender: &pdu.sender,
             kind: &pdu.kind,
             relation: relation_of(&pdu.content),
-            flattened: flattened(&ClientEvent {
+            client: ClientEvent {
                 kind: &pdu.kind,
                 content: &pdu.content,
                 sender: &pdu.sender,
@@ -256,7 +257,7 @@ impl<'a> Candidate<'a> {
                 room_id: event.room_id,
                 origin_server_ts: pdu.origin_server_ts,
                 redacts: pdu.redacts.as_deref(),
-            }),
+            },
             invited,
         }
     }
@@ -411,10 +412,11 @@ impl PushActions {
             ));
         };
         let local = &members.local;
-        if local.is_empty() && event.invited.is_none() {
+        // The sender alone (a room of one, or with only other servers' users).
+        if local.iter().all(|local| local.member.user == event.sender) && event.invited.is_none() {
             return Ok(Evaluation::nothing(state_before, members.generation));
         }
-        let flattened = &event.flattened;
+        let flattened = &flattened(&event.client);
         let naming = Naming::of(flattened);
         // Members whose rules differ only in who they are, named nowhere in the event,
         // get the actions of their shared part: evaluated once for all of them, as by
@@ -560,7 +562,7 @@ impl TimelineIndex for PushActions {
             sender: message.sender,
             kind: message.kind,
             relation: relation_of(message.content),
-            flattened: flattened(&ClientEvent {
+            client: ClientEvent {
                 kind: message.kind,
                 content: message.content,
                 sender: message.sender,
@@ -568,7 +570,7 @@ impl TimelineIndex for PushActions {
                 room_id: message.room_id,
                 origin_server_ts: message.origin_server_ts,
                 redacts: None,
-            }),
+            },
             invited: None,
         };
         match self.evaluate(rooms, &candidate, state_before) {
