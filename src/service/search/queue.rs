@@ -212,10 +212,9 @@ impl Indexer {
             };
             let drained = drain(&db, &rooms, &*backend);
             drop((db, rooms, backend));
+            crate::service::memory::release_freed_memory();
             match drained {
-                // The queue is empty: what indexing took goes back to the system (kept
-                // while busy, for the next chunk to reuse).
-                Ok(0) => crate::service::memory::release_freed_memory(),
+                Ok(0) => {}
                 // Parked, not slept: stopping unparks it.
                 Ok(_) => {
                     std::thread::park_timeout(BATCHING);
