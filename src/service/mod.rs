@@ -26,6 +26,7 @@ pub mod stream;
 pub mod sync;
 pub mod thread_subscriptions;
 pub mod to_device;
+pub mod token_cache;
 pub mod typing;
 pub mod uiaa;
 pub mod upgrade_carry_over;

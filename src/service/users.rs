@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     Error, Result,
+    service::token_cache::{Resolved, TokenCache},
     storage::{Batch, Db, Keyspace, codec::Key},
 };
 
@@ -77,6 +78,7 @@ pub struct Session {
 pub struct Users {
     db: Arc<Db>,
     refreshable_lifetime_ms: u64,
+    tokens: TokenCache,
 }
 
 pub fn now_ms() -> u64 {
@@ -105,6 +107,7 @@ impl Users {
         Self {
             db,
             refreshable_lifetime_ms,
+            tokens: TokenCache::default(),
         }
     }
 
@@ -233,6 +236,7 @@ impl Users {
             self.stage_device_removal(&mut batch, user_id, &device_id)?;
         }
         self.db.write(batch)?;
+        self.tokens.revoked();
         Ok(())
     }
 
@@ -244,27 +248,52 @@ impl Users {
     /// Resolves an access token to its user and device.
     pub fn authenticate(&self, token: &str) -> Result<Sender> {
         let hash = token_hash(token);
+        let resolved = match self.tokens.get(&hash) {
+            Some(resolved) => resolved,
+            None => {
+                let generation = self.tokens.generation();
+                let resolved = self.resolve(&hash)?;
+                self.tokens.keep(&hash, resolved.clone(), generation);
+                resolved
+            }
+        };
+        if resolved
+            .expires_at_ms
+            .is_some_and(|expiry| expiry <= now_ms())
+        {
+            self.tokens.forget(&hash);
+            return Err(Error::unknown_token(true));
+        }
+        Ok(resolved.sender)
+    }
+
+    /// What the records say of a token: its user and device, if the device still
+    /// holds it.
+    fn resolve(&self, hash: &str) -> Result<Resolved> {
         let record: TokenRecord = self
             .db
             .get_json(Keyspace::AccessTokens, hash.as_bytes())?
             .ok_or_else(|| Error::unknown_token(false))?;
-        if record
-            .expires_at_ms
-            .is_some_and(|expiry| expiry <= now_ms())
-        {
-            return Err(Error::unknown_token(true));
-        }
         let device = self
             .device(&record.user_id, &record.device_id)?
             .ok_or_else(|| Error::unknown_token(false))?;
         if !bool::from(device.access_token_hash.as_bytes().ct_eq(hash.as_bytes())) {
             return Err(Error::unknown_token(false));
         }
-        Ok(Sender {
-            user_id: record.user_id,
-            device_id: record.device_id,
-            guest: record.guest,
+        Ok(Resolved {
+            sender: Sender {
+                user_id: record.user_id,
+                device_id: record.device_id,
+                guest: record.guest,
+            },
+            expires_at_ms: record.expires_at_ms,
         })
+    }
+
+    /// Tokens were revoked by a write made outside this service (see
+    /// [`stage_device_removal`](Self::stage_device_removal)): call once it is written.
+    pub fn tokens_revoked(&self) {
+        self.tokens.revoked();
     }
 
     /// Creates a device (or replaces the tokens of an existing one) and returns its
@@ -305,6 +334,9 @@ impl Users {
         };
         batch.put_json(Keyspace::Devices, device_key(user_id, &device_id), &record);
         self.db.write(batch)?;
+        if existing.is_some() {
+            self.tokens.revoked();
+        }
         Ok(session)
     }
 
@@ -378,6 +410,7 @@ impl Users {
             &device,
         );
         self.db.write(batch)?;
+        self.tokens.revoked();
         Ok(session)
     }
 
@@ -484,10 +517,13 @@ impl Users {
         let mut batch = self.db.batch();
         self.stage_device_removal(&mut batch, user_id, device_id)?;
         self.db.write(batch)?;
+        self.tokens.revoked();
         Ok(())
     }
 
-    /// Adds the deletion of a device and its tokens to `batch`.
+    /// Adds the deletion of a device and its tokens to `batch`. The caller calls
+    /// [`tokens_revoked`](Self::tokens_revoked) once the batch is written: until then
+    /// the token may still be taken from memory.
     pub fn stage_device_removal(
         &self,
         batch: &mut Batch,

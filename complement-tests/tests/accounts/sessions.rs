@@ -40,6 +40,11 @@ async fn refresh_tokens_rotate_and_logout_all_ends_every_session() -> anyhow::Re
     assert_eq!(status, 200);
     assert!(session["expires_in_ms"].as_u64().is_some_and(|ms| ms > 0));
     let refresh = session["refresh_token"].as_str().unwrap().to_owned();
+    // Used once before the refresh, so the server has resolved it already.
+    let status = server
+        .whoami_status(session["access_token"].as_str().unwrap())
+        .await?;
+    assert_eq!(status, 200);
     let (status, renewed) = server
         .request(
             "POST",

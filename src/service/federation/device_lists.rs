@@ -180,7 +180,10 @@ impl DeviceLists {
         let mut batch = self.db.batch();
         self.users.stage_device_removal(&mut batch, user, device)?;
         self.e2ee.stage_device_removal(&mut batch, user, device)?;
-        self.device_changed(batch, user, device, DeviceChange::Deleted)
+        let written = self.device_changed(batch, user, device, DeviceChange::Deleted);
+        // Also after a failure: whether the write landed is not known.
+        self.users.tokens_revoked();
+        written
     }
 
     /// Writes `batch` (new cross-signing keys or signatures on them) with a device-list
