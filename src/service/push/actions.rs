@@ -236,6 +236,21 @@ struct Candidate<'a> {
 }
 
 impl<'a> Candidate<'a> {
+    /// A message before it is built (`prepare`).
+    fn message(message: &'a Upcoming<'_>) -> Self {
+        let client = ClientEvent {
+            kind: message.kind,
+            content: message.content,
+            sender: message.sender,
+            state_key: None,
+            room_id: message.room_id,
+            origin_server_ts: message.origin_server_ts,
+            redacts: None,
+        };
+        Self::new(client, None)
+    }
+
+    /// An event as staged.
     fn of(event: &'a Placed<'_>, actions: &PushActions) -> Self {
         let pdu = event.pdu;
         let invited = member_change(pdu)
@@ -244,20 +259,25 @@ impl<'a> Candidate<'a> {
                     && target.server_name() == actions.server_name
             })
             .map(|(target, _)| target);
-        Self {
-            room_id: event.room_id,
-            sender: &pdu.sender,
+        let client = ClientEvent {
             kind: &pdu.kind,
-            relation: relation_of(&pdu.content),
-            client: ClientEvent {
-                kind: &pdu.kind,
-                content: &pdu.content,
-                sender: &pdu.sender,
-                state_key: pdu.state_key.as_deref(),
-                room_id: event.room_id,
-                origin_server_ts: pdu.origin_server_ts,
-                redacts: pdu.redacts.as_deref(),
-            },
+            content: &pdu.content,
+            sender: &pdu.sender,
+            state_key: pdu.state_key.as_deref(),
+            room_id: event.room_id,
+            origin_server_ts: pdu.origin_server_ts,
+            redacts: pdu.redacts.as_deref(),
+        };
+        Self::new(client, invited)
+    }
+
+    fn new(client: ClientEvent<'a>, invited: Option<OwnedUserId>) -> Self {
+        Self {
+            room_id: client.room_id,
+            sender: client.sender,
+            kind: client.kind,
+            relation: relation_of(client.content),
+            client,
             invited,
         }
     }
@@ -557,22 +577,7 @@ impl TimelineIndex for PushActions {
             Some(state_group) => state_group,
             None => rooms.room(message.room_id).ok()??.state_group,
         };
-        let candidate = Candidate {
-            room_id: message.room_id,
-            sender: message.sender,
-            kind: message.kind,
-            relation: relation_of(message.content),
-            client: ClientEvent {
-                kind: message.kind,
-                content: message.content,
-                sender: message.sender,
-                state_key: None,
-                room_id: message.room_id,
-                origin_server_ts: message.origin_server_ts,
-                redacts: None,
-            },
-            invited: None,
-        };
+        let candidate = Candidate::message(message);
         match self.evaluate(rooms, &candidate, state_before) {
             Ok(evaluation) => Some(Box::new(evaluation)),
             // Worked out again when staged.
