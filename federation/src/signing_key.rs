@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 
 use ruma::{
-    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, ServerName,
+    AnyKeyName, CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedSigningKeyId, ServerName,
+    SigningKeyAlgorithm, SigningKeyId,
     api::federation::discovery::{ServerSigningKeys, VerifyKey},
     room_version_rules::RedactionRules,
     serde::{Base64, Raw},
-    signatures::Ed25519KeyPair,
+    signatures::{Ed25519KeyPair, KeyPair, Signature},
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +44,28 @@ pub struct StoredKey {
 
 /// The server's ed25519 key pair and its version.
 pub struct SigningKey {
+    /// The key as ruma's request signing takes it.
     key_pair: Ed25519KeyPair,
+    /// The same key, signing events and JSON.
+    signer: Signer,
     version: String,
+}
+
+/// Signs with AWS-LC's ed25519, as ruma's signing functions ask (`KeyPair`). Ed25519 is
+/// deterministic: the signatures are the ones ed25519-dalek makes with the same key,
+/// made in a little over half the time.
+struct Signer {
+    key: aws_lc_rs::signature::Ed25519KeyPair,
+    key_id: OwnedSigningKeyId<AnyKeyName>,
+}
+
+impl KeyPair for Signer {
+    fn sign(&self, message: &[u8]) -> Signature {
+        Signature::new(
+            self.key_id.clone(),
+            self.key.sign(message).as_ref().to_vec(),
+        )
+    }
 }
 
 impl SigningKey {
@@ -74,8 +95,18 @@ impl SigningKey {
                 .map_err(|error| KeyError::Invalid(error.to_string()))?;
         let key_pair = Ed25519KeyPair::from_der(&document, stored.version.clone())
             .map_err(|error| KeyError::Invalid(error.to_string()))?;
+        let key = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&document)
+            .map_err(|error| KeyError::Invalid(error.to_string()))?;
+        let signer = Signer {
+            key,
+            key_id: SigningKeyId::from_parts(
+                SigningKeyAlgorithm::Ed25519,
+                stored.version.as_str().into(),
+            ),
+        };
         Ok(Self {
             key_pair,
+            signer,
             version: stored.version.clone(),
         })
     }
@@ -102,13 +133,8 @@ impl SigningKey {
         object: &mut CanonicalJsonObject,
         redaction: &RedactionRules,
     ) -> Result<(), KeyError> {
-        ruma::signatures::hash_and_sign_event(
-            server_name.as_str(),
-            &self.key_pair,
-            object,
-            redaction,
-        )
-        .map_err(signing_error)
+        ruma::signatures::hash_and_sign_event(server_name.as_str(), &self.signer, object, redaction)
+            .map_err(signing_error)
     }
 
     /// Adds this server's signature to another server's event, leaving its hashes as
@@ -119,7 +145,7 @@ impl SigningKey {
         object: &mut CanonicalJsonObject,
         redaction: &RedactionRules,
     ) -> Result<(), KeyError> {
-        ruma::signatures::sign_event(server_name.as_str(), &self.key_pair, object, redaction)
+        ruma::signatures::sign_event(server_name.as_str(), &self.signer, object, redaction)
             .map_err(signing_error)
     }
 
@@ -129,7 +155,7 @@ impl SigningKey {
         server_name: &ServerName,
         object: &mut CanonicalJsonObject,
     ) -> Result<(), KeyError> {
-        ruma::signatures::sign_json(server_name.as_str(), &self.key_pair, object)
+        ruma::signatures::sign_json(server_name.as_str(), &self.signer, object)
             .map_err(|error| KeyError::Signing(error.to_string()))
     }
 
@@ -175,6 +201,39 @@ mod tests {
         let mut servers = BTreeMap::new();
         servers.insert(server.to_string(), public_keys);
         ruma::signatures::verify_json(&servers, &object).unwrap();
+    }
+
+    #[test]
+    fn events_and_json_are_signed_as_ed25519_dalek_signs_them() {
+        let stored = SigningKey::generate();
+        let key = SigningKey::from_stored(&stored).unwrap();
+        for message in [&b""[..], b"{}", &[b'x'; 5000]] {
+            let ours = key.signer.sign(message);
+            let dalek = key.key_pair.sign(message);
+            assert_eq!(ours, dalek);
+        }
+        // An event signed and hashed verifies with the published key.
+        let server = ruma::server_name!("example.org");
+        let mut event: CanonicalJsonObject = serde_json::from_value(serde_json::json!({
+            "type": "m.room.message",
+            "room_id": "!r:example.org",
+            "sender": "@a:example.org",
+            "origin_server_ts": 1,
+            "depth": 2,
+            "prev_events": [],
+            "auth_events": [],
+            "content": { "msgtype": "m.text", "body": "hi" },
+        }))
+        .unwrap();
+        let rules = ruma::room_version_rules::RoomVersionRules::V11;
+        key.sign_event(server, &mut event, &rules.redaction)
+            .unwrap();
+        let mut public_keys = BTreeMap::new();
+        public_keys.insert(key.key_id(), key.public_key());
+        let mut servers = BTreeMap::new();
+        servers.insert(server.to_string(), public_keys);
+        let verified = ruma::signatures::verify_event(&servers, &event, &rules).unwrap();
+        assert_eq!(verified, ruma::signatures::Verified::All);
     }
 
     #[test]
