@@ -471,3 +471,83 @@ async fn private_receipts_stay_with_their_owner_and_threaded_ones_keep_their_thr
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_sender_allowed_before_is_refused_once_the_rooms_state_says_otherwise()
+-> anyhow::Result<()> {
+    // Bob's messages pass the authorisation rules once; the next state must still
+    // decide the next ones.
+    let server = TestServer::start().await?;
+    let alice = server.register("alice").await?;
+    let bob = server.register("bob").await?;
+    let room_id = create_private(
+        &alice,
+        "@bob:localhost",
+        create_room::v3::RoomPreset::PrivateChat,
+    )
+    .await?;
+    bob.join_room_by_id(&room_id).await?;
+    let (alice_token, bob_token) = (token(&alice), token(&bob));
+    let send = |who: &'static str, t: String, n: u32| {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{who}{n}");
+        let server = &server;
+        async move {
+            let (status, body) = server
+                .request(
+                    "PUT",
+                    &path,
+                    Some(&t),
+                    Some(json!({ "msgtype": "m.text", "body": format!("{who} {n}") })),
+                )
+                .await?;
+            anyhow::Ok((status, body["errcode"].as_str().map(str::to_owned)))
+        }
+    };
+    let levels_path = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/");
+    let (status, mut levels) = server
+        .request("GET", &levels_path, Some(&alice_token), None)
+        .await?;
+    assert_eq!(status, 200);
+    for n in 0..3 {
+        assert_eq!(send("bob", bob_token.clone(), n).await?, (200, None));
+    }
+
+    levels["events"]["m.room.message"] = json!(50);
+    let (status, _) = server
+        .request(
+            "PUT",
+            &levels_path,
+            Some(&alice_token),
+            Some(levels.clone()),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let forbidden = (403, Some("M_FORBIDDEN".to_owned()));
+    assert_eq!(send("bob", bob_token.clone(), 3).await?, forbidden);
+    assert_eq!(send("alice", alice_token.clone(), 0).await?, (200, None));
+
+    levels["events"]["m.room.message"] = json!(0);
+    let (status, _) = server
+        .request("PUT", &levels_path, Some(&alice_token), Some(levels))
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(send("bob", bob_token.clone(), 4).await?, (200, None));
+
+    let (status, _) = server
+        .request(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_id}/kick"),
+            Some(&alice_token),
+            Some(json!({ "user_id": "@bob:localhost" })),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(send("bob", bob_token.clone(), 5).await?, forbidden);
+
+    let sync = raw_sync(&server, &alice, None, 0).await?;
+    let bodies = bodies(&timeline(&sync, room_id.as_str()));
+    for refused in ["bob 3", "bob 5"] {
+        assert!(!bodies.iter().any(|b| b == refused), "{refused} was stored");
+    }
+    Ok(())
+}

@@ -146,6 +146,8 @@ pub struct Rooms {
     bumps: Mutex<HashMap<OwnedRoomId, u64>>,
     /// What every event entering a timeline updates beside it (`timeline/effects.rs`).
     indexes: Arc<[Arc<dyn timeline::TimelineIndex>]>,
+    /// Which senders' messages each room's current state authorises.
+    authorised: Arc<timeline::Authorised>,
 }
 
 /// Bytes of parsed state events kept in memory.
@@ -181,6 +183,7 @@ impl Rooms {
             state_events: Arc::new(EventCache::new(STATE_EVENTS_KEPT, Pdu::weight)),
             served: Arc::new(EventCache::new(SERVED_EVENTS_KEPT, Served::weight)),
             bumps: Mutex::default(),
+            authorised: Arc::default(),
         })
     }
 

@@ -42,7 +42,7 @@ pub(in crate::service::rooms) struct Draft<'a> {
 
 impl Rooms {
     /// Builds the next event of a room on top of its head and current state, and
-    /// authorises it.
+    /// authorises it (a message, by what the state already allowed if it did).
     pub(in crate::service::rooms) fn build_on_head(
         &self,
         head: &Head,
@@ -60,7 +60,18 @@ impl Rooms {
             sender,
             event,
         })?;
-        self.authorise(&head.rules, event_id, object, state)
+        let (room_id, state_group) = (&head.room_id, head.record.state_group);
+        if self.authorised.knows(room_id, state_group, sender, event) {
+            let pdu = self.check_format(&head.rules, &event_id, &object)?;
+            return Ok(SignedPdu {
+                event_id,
+                object,
+                pdu,
+            });
+        }
+        let signed = self.authorise(&head.rules, event_id, object, state)?;
+        self.authorised.note(room_id, state_group, sender, event);
+        Ok(signed)
     }
 
     /// Builds, hashes and signs a PDU.
@@ -178,16 +189,26 @@ impl Rooms {
         object: CanonicalJsonObject,
         state: &StateMap,
     ) -> Result<SignedPdu> {
-        ruma::state_res::check_pdu_format(&object, &rules.event_format)
-            .map_err(|error| Error::bad_json(format!("Invalid event: {error}")))?;
-        let raw = raw_json(&object)?;
-        let pdu = Pdu::parse(event_id.clone(), &raw).map_err(Error::internal)?;
+        let pdu = self.check_format(rules, &event_id, &object)?;
         self.check_auth(rules, &pdu, state)?;
         Ok(SignedPdu {
             event_id,
             object,
             pdu,
         })
+    }
+
+    /// Checks a built PDU's format, and parses it.
+    fn check_format(
+        &self,
+        rules: &RoomVersionRules,
+        event_id: &EventId,
+        object: &CanonicalJsonObject,
+    ) -> Result<Pdu> {
+        ruma::state_res::check_pdu_format(object, &rules.event_format)
+            .map_err(|error| Error::bad_json(format!("Invalid event: {error}")))?;
+        let raw = raw_json(object)?;
+        Pdu::parse(event_id.to_owned(), &raw).map_err(Error::internal)
     }
 
     /// The spec's authorisation rules for a parsed event (ruma's implementation): the

@@ -126,7 +126,7 @@ impl Rooms {
     ) -> Result<()> {
         let (db, stream, queue) = (self.db.clone(), self.stream.clone(), self.queue.clone());
         let (state_events, served) = (self.state_events.clone(), self.served.clone());
-        let indexes = self.indexes.clone();
+        let (indexes, authorised) = (self.indexes.clone(), self.authorised.clone());
         tokio::task::spawn_blocking(move || {
             let Pending {
                 batch,
@@ -136,6 +136,7 @@ impl Rooms {
             } = pending;
             let written = db.write(batch).map_err(Error::from);
             if let Some(redacted) = redacted {
+                authorised.forget_all();
                 state_events.forget(&redacted);
                 served.forget(&redacted);
             }

@@ -20,6 +20,7 @@
 //! compute their state differently, then take the same `place` and `commit`.
 
 mod append;
+mod authorised;
 mod build;
 mod effects;
 mod queue;
@@ -31,6 +32,7 @@ use ruma::{
 
 pub(super) use self::{
     append::{Entry, PduWrite, Place, raw_json},
+    authorised::Authorised,
     build::Draft,
     effects::{Ahead, Pending},
     queue::Queued,
