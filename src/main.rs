@@ -12,6 +12,34 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `arena_eager_commit` option (its index in `mi_option_t`, which the Rust
+/// bindings do not name).
+#[cfg(target_os = "linux")]
+const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// On Linux mimalloc commits its arenas whole when it reserves them, and memory it
+/// frees inside them then stays in the resident set: 18 MiB of an idle server's 21, and
+/// about a fifth of its peak under the load tool. Committed as used, freed memory
+/// leaves the resident set. The option is read when the first arena is reserved, so it
+/// is set before `main` (an ELF constructor), before anything is allocated. An
+/// operator's `MIMALLOC_ARENA_EAGER_COMMIT` is left to decide.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static COMMIT_ARENAS_AS_USED: extern "C" fn() = commit_arenas_as_used;
+
+#[cfg(target_os = "linux")]
+extern "C" fn commit_arenas_as_used() {
+    // An operator's own `MIMALLOC_ARENA_EAGER_COMMIT` wins. SAFETY: getenv with a
+    // NUL-terminated name allocates nothing; setting an option only stores its value,
+    // which mimalloc reads on its first arena reservation, not made yet.
+    unsafe {
+        if libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
+
 /// A Matrix homeserver on an embedded RocksDB.
 #[derive(Parser)]
 #[command(version)]
