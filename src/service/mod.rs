@@ -287,9 +287,11 @@ impl Services {
             media::Limits::from_config(&config),
             config.federation.enabled.then(|| federation_client.clone()),
         )?;
+        let appservices = appservices::Appservices::load(&config.app_service_config_files)?;
+        appservices.create_senders(&config.server_name, &users, &push_rules)?;
         Ok(Self {
             media,
-            appservices: appservices::Appservices::load(&config.app_service_config_files)?,
+            appservices,
             users,
             uiaa: uiaa::Uiaa::default(),
             account_data,

@@ -129,6 +129,11 @@ impl Users {
             Some(password) => Some(hash_password(password.to_owned()).await?),
             None => None,
         };
+        self.write_new_user(user_id, password_hash)
+    }
+
+    /// Writes a new account's record and its display name (its localpart).
+    fn write_new_user(&self, user_id: &UserId, password_hash: Option<String>) -> Result<()> {
         let record = UserRecord {
             password_hash,
             created_ts: now_ms(),
@@ -144,6 +149,12 @@ impl Users {
         );
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// Creates an account nobody can log in to with a password (an application
+    /// service's own user).
+    pub fn create_passwordless(&self, user_id: &UserId) -> Result<()> {
+        self.write_new_user(user_id, None)
     }
 
     /// Creates a guest account: no password, limited to what the spec lets guests do.

@@ -288,6 +288,21 @@ async fn user_ids_an_application_service_claims_cannot_be_registered() -> anyhow
         );
     }
 
+    // The bridge's own user exists from the start, with its localpart as its name.
+    let (status, profile) = server
+        .request(
+            "GET",
+            "/_matrix/client/v3/profile/@whatsappbot:localhost",
+            None,
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, profile["displayname"].as_str()),
+        (200, Some("whatsappbot")),
+        "{profile}"
+    );
+
     // Ids outside the namespace are anyone's.
     let alice = server.register("alice").await?;
     assert_eq!(
@@ -323,6 +338,33 @@ async fn an_invalid_registration_file_stops_the_server() -> anyhow::Result<()> {
     let error = started
         .err()
         .expect("the server started with an invalid registration");
+    assert!(
+        error.to_string().contains("application service"),
+        "{error:#}"
+    );
+
+    // Two valid registrations that share a token: a request could not tell them apart.
+    let (first, second) = (dir.path().join("one.yaml"), dir.path().join("two.yaml"));
+    std::fs::write(&first, BRIDGE)?;
+    std::fs::write(
+        &second,
+        BRIDGE
+            .replace("id: whatsapp", "id: signal")
+            .replace(
+                "sender_localpart: whatsappbot",
+                "sender_localpart: signalbot",
+            )
+            .replace("hs-secret-token", "another-hs-token"),
+    )?;
+    let started = TestServer::start_with(&format!(
+        "app_service_config_files = [{:?}, {:?}]",
+        first.display().to_string(),
+        second.display().to_string()
+    ))
+    .await;
+    let error = started
+        .err()
+        .expect("the server started with two registrations sharing a token");
     assert!(
         error.to_string().contains("application service"),
         "{error:#}"

@@ -233,18 +233,19 @@ fn random_free_user_id(services: &Services) -> Result<ruma::OwnedUserId> {
     }
 }
 
-/// The user id a username names on this server, if it is valid, not taken and not
-/// claimed by an application service.
+/// The user id a username names on this server, if it is valid, not claimed by an
+/// application service and not taken (a claimed id is refused as claimed, taken or not:
+/// an application service's own user exists from the start).
 fn free_user_id(services: &Services, username: &str) -> Result<ruma::OwnedUserId> {
     let user_id = users::validate_localpart(username, &services.config.server_name)?;
-    if services.users.exists(&user_id)? {
-        return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
-    }
     if services.appservices.claims_user(&user_id) {
         return Err(Error::new(
             ErrorKind::Exclusive,
             "The user id is reserved by an application service",
         ));
+    }
+    if services.users.exists(&user_id)? {
+        return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
     }
     Ok(user_id)
 }
