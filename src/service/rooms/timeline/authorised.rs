@@ -23,8 +23,8 @@ const MOST_ROOMS: usize = 10_000;
 /// What a room's latest state group was found to authorise.
 struct Allowed {
     state_group: u64,
-    /// A sender and the type of its message.
-    messages: HashSet<(OwnedUserId, String)>,
+    /// The types of message each sender may send (looked up without copying either).
+    messages: HashMap<OwnedUserId, HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -54,7 +54,8 @@ impl Authorised {
             allowed.state_group == state_group
                 && allowed
                     .messages
-                    .contains(&(sender.to_owned(), event.kind.clone()))
+                    .get(sender)
+                    .is_some_and(|kinds| kinds.contains(event.kind.as_str()))
         })
     }
 
@@ -69,7 +70,7 @@ impl Authorised {
         }
         let allowed = rooms.entry(room_id.to_owned()).or_insert_with(|| Allowed {
             state_group,
-            messages: HashSet::new(),
+            messages: HashMap::new(),
         });
         if allowed.state_group != state_group {
             allowed.state_group = state_group;
@@ -77,7 +78,9 @@ impl Authorised {
         }
         allowed
             .messages
-            .insert((sender.to_owned(), event.kind.clone()));
+            .entry(sender.to_owned())
+            .or_default()
+            .insert(event.kind.clone());
     }
 
     /// An event was redacted: its content, if it was state, is not what was checked.
