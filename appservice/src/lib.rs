@@ -3,6 +3,8 @@
 //! generate; [`Appservice`] compiles its namespace regexes once so matching a user id,
 //! alias or room id is cheap.
 
+pub mod client;
+
 use std::path::Path;
 
 use ruma::api::appservice::Namespace;
@@ -79,13 +81,25 @@ pub struct Appservice {
     pub users: NamespaceSet,
     pub aliases: NamespaceSet,
     pub rooms: NamespaceSet,
+    /// Whether it wants ephemeral events (typing, receipts, presence) in its
+    /// transactions: `receive_ephemeral`, or MSC2409's
+    /// `de.sorunome.msc2409.push_ephemeral` that bridges still write.
+    pub receives_ephemeral: bool,
+    /// Whether it wants its users' device list changes and one-time key counts in its
+    /// transactions (MSC3202's `org.matrix.msc3202`).
+    pub receives_device_data: bool,
 }
 
 impl Appservice {
     /// Parses a registration from its YAML text.
     pub fn from_yaml(text: &str) -> Result<Self, RegistrationError> {
         let registration: Registration = serde_yaml::from_str(text)?;
-        Self::new(registration)
+        let extra: serde_yaml::Value = serde_yaml::from_str(text)?;
+        let flag = |key: &str| extra.get(key).and_then(serde_yaml::Value::as_bool) == Some(true);
+        let mut service = Self::new(registration)?;
+        service.receives_ephemeral |= flag("de.sorunome.msc2409.push_ephemeral");
+        service.receives_device_data = flag("org.matrix.msc3202");
+        Ok(service)
     }
 
     /// Reads a registration file.
@@ -112,6 +126,8 @@ impl Appservice {
             users: NamespaceSet::compile(&registration.namespaces.users)?,
             aliases: NamespaceSet::compile(&registration.namespaces.aliases)?,
             rooms: NamespaceSet::compile(&registration.namespaces.rooms)?,
+            receives_ephemeral: registration.receive_ephemeral,
+            receives_device_data: false,
             registration,
         })
     }

@@ -1,15 +1,9 @@
 """Black-box test: the palisade binary driven by matrix-nio, the Python client library
 bots and many bridges use, through a new user's first steps and a bot's file transfer."""
 
-import asyncio
-import os
-import socket
-import subprocess
-import tempfile
 import unittest
-import urllib.request
-from pathlib import Path
 
+from harness import Server
 from nio import (
     AsyncClient,
     JoinResponse,
@@ -23,50 +17,6 @@ from nio import (
     ThumbnailResponse,
     UploadResponse,
 )
-
-
-def binary() -> str:
-    if "PALISADE_BIN" in os.environ:
-        return os.environ["PALISADE_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/palisade-target"))
-    return str(Path(target) / "debug/palisade")
-
-
-class Server:
-    def __init__(self):
-        self.dir = tempfile.TemporaryDirectory()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = Path(self.dir.name) / "homeserver.toml"
-        config.write_text(
-            f"""[global]
-server_name = "localhost"
-port = {self.port}
-database_path = "{self.dir.name}/db"
-allow_registration = true
-"""
-        )
-        self.log = open(Path(self.dir.name) / "server.log", "w")
-        self.process = subprocess.Popen(
-            [binary(), "--config", str(config)], stdout=self.log, stderr=self.log, env={**os.environ, "RUST_LOG": "warn"}
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=1)
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError((Path(self.dir.name) / "server.log").read_text())
-                asyncio.run(asyncio.sleep(0.05))
-        raise RuntimeError("the server did not come up")
-
-    def stop(self):
-        self.process.kill()
-        self.process.wait()
-        self.log.close()
-        self.dir.cleanup()
 
 
 class NioWalkthrough(unittest.IsolatedAsyncioTestCase):

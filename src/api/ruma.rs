@@ -50,6 +50,10 @@ pub enum AuthRequirement {
     Optional,
     /// An access token must be present and valid.
     Required,
+    /// An access token is read if present; an application service's acts as the service
+    /// itself, whoever `user_id` names (registration and login, where that user does
+    /// not exist yet or is the one to log in).
+    AppserviceOptional,
     /// An `X-Matrix` signature of another server (the server-server API).
     Server,
 }
@@ -75,7 +79,7 @@ impl Authentication for AppserviceToken {
     const REQUIREMENT: AuthRequirement = AuthRequirement::Required;
 }
 impl Authentication for AppserviceTokenOptional {
-    const REQUIREMENT: AuthRequirement = AuthRequirement::Optional;
+    const REQUIREMENT: AuthRequirement = AuthRequirement::AppserviceOptional;
 }
 impl Authentication for ServerSignatures {
     const REQUIREMENT: AuthRequirement = AuthRequirement::Server;
@@ -430,7 +434,13 @@ async fn authenticate(
     let sender = match requirement {
         AuthRequirement::None => None,
         requirement => match access_token(parts) {
-            Some(token) => Some(services.users.authenticate(&token)?),
+            Some(token) if requirement == AuthRequirement::AppserviceOptional => {
+                Some(match services.appservices.by_as_token(&token) {
+                    Some(appservice) => appservice_sender(services, &appservice, None)?,
+                    None => services.users.authenticate(&token)?,
+                })
+            }
+            Some(token) => Some(token_sender(services, &token, &parts.uri)?),
             None if requirement == AuthRequirement::Required => {
                 return Err(Error::new(ErrorKind::MissingToken, "Missing access token"));
             }
@@ -438,6 +448,79 @@ async fn authenticate(
         },
     };
     Ok((None, sender))
+}
+
+/// Who an access token stands for: a user's device, or an application service acting
+/// as one of its users.
+pub(crate) fn token_sender(services: &Services, token: &str, uri: &http::Uri) -> Result<Sender> {
+    match services.appservices.by_as_token(token) {
+        Some(appservice) => appservice_sender(services, &appservice, Some(uri)),
+        None => services.users.authenticate(token),
+    }
+}
+
+/// The user an application service acts as: its own user, or the one named by the
+/// `user_id` query parameter, which must be a registered local user of its namespaces;
+/// on the device named by `device_id` (or MSC3202's `org.matrix.msc3202.device_id`),
+/// which must be one of that user's. Without `uri`, the service acts as its own user.
+fn appservice_sender(
+    services: &Services,
+    appservice: &palisade_appservice::Appservice,
+    uri: Option<&http::Uri>,
+) -> Result<Sender> {
+    let registration = &appservice.registration;
+    let (mut user, mut device) = (None, None);
+    let query = uri.and_then(http::Uri::query).unwrap_or_default();
+    for (key, value) in form_pairs(query) {
+        match key.as_str() {
+            "user_id" => user = Some(value),
+            "device_id" => device = Some(value),
+            "org.matrix.msc3202.device_id" if device.is_none() => device = Some(value),
+            _ => {}
+        }
+    }
+    let own = UserId::parse_with_server_name(
+        registration.sender_localpart.as_str(),
+        &services.config.server_name,
+    )
+    .map_err(Error::internal)?;
+    let user_id = match user {
+        None => own.clone(),
+        Some(user) => {
+            let user_id = UserId::parse(user.as_str())
+                .map_err(|_| Error::invalid_param("user_id is not a valid user id"))?;
+            let acts_for = user_id.server_name() == services.config.server_name
+                && appservice.is_user_in_namespace(&user_id)
+                && services.users.is_active(&user_id)?;
+            if !acts_for {
+                return Err(Error::forbidden(
+                    "The application service may not act as this user or has not registered it",
+                ));
+            }
+            user_id
+        }
+    };
+    let device_id = match device {
+        None => None,
+        Some(device) => {
+            let device = ruma::OwnedDeviceId::from(device);
+            if services.users.device(&user_id, &device)?.is_none() {
+                return Err(Error::new(
+                    ErrorKind::UnknownDevice,
+                    "The application service's user has no such device",
+                ));
+            }
+            Some(device)
+        }
+    };
+    let rate_limited = user_id != own && registration.rate_limited == Some(true);
+    Ok(Sender {
+        user_id,
+        device_id,
+        guest: false,
+        appservice: Some(registration.id.as_str().into()),
+        rate_limited,
+    })
 }
 
 /// The request body as JSON: none when empty; a JSON object where the method carries

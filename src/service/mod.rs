@@ -46,7 +46,7 @@ use crate::{
 /// reach them from axum's state; no service is handed this whole set.
 pub struct Services {
     pub config: Config,
-    pub appservices: appservices::Appservices,
+    pub appservices: Arc<appservices::Appservices>,
     pub signing_key: Arc<SigningKey>,
     pub stream: Arc<stream::Stream>,
     pub users: Arc<users::Users>,
@@ -114,13 +114,23 @@ impl Services {
             redactions.clone(),
         ));
         let search = search::Search::open(db.clone(), &config.search_directory())?;
+        let appservices = Arc::new(appservices::Appservices::load(
+            &config.app_service_config_files,
+            appservice_client()?,
+        )?);
+        let appservice_interest =
+            Arc::new(appservices::interest::Interest::new(appservices.clone()));
         let rooms = Arc::new(rooms::Rooms::new(
             db.clone(),
             stream.clone(),
             config.server_name.clone(),
             signing_key.clone(),
             outgoing.clone(),
-            vec![push_actions, search.timeline_index()],
+            vec![
+                push_actions,
+                search.timeline_index(),
+                appservice_interest.clone(),
+            ],
         )?);
         let caught_up = rooms.catch_up_relations()?;
         if caught_up > 0 {
@@ -143,6 +153,8 @@ impl Services {
             config.federation.trusted_key_servers.clone(),
         ));
         let base = Base {
+            appservices,
+            appservice_interest,
             db,
             account_data,
             push_rules,
@@ -169,6 +181,8 @@ impl Services {
         woken: tokio::sync::mpsc::UnboundedReceiver<ruma::OwnedServerName>,
     ) -> Result<Self> {
         let Base {
+            appservices,
+            appservice_interest,
             db,
             account_data,
             push_rules,
@@ -287,8 +301,15 @@ impl Services {
             media::Limits::from_config(&config),
             config.federation.enabled.then(|| federation_client.clone()),
         )?;
-        let appservices = appservices::Appservices::load(&config.app_service_config_files)?;
         appservices.create_senders(&config.server_name, &users, &push_rules)?;
+        let appservice_delivery =
+            appservices::delivery::Delivery::new(appservices::delivery::Handles {
+                db: db.clone(),
+                rooms: rooms.clone(),
+                stream: stream.clone(),
+                appservices: appservices.clone(),
+            });
+        Arc::new(appservice_delivery).start(appservice_interest.subscribe());
         Ok(Self {
             media,
             appservices,
@@ -329,8 +350,23 @@ impl Services {
     }
 }
 
+/// The HTTP client for application services: the web's TLS roots, no proxy, no
+/// redirects (their URLs are the operator's, loopback included).
+fn appservice_client() -> Result<palisade_appservice::client::AppserviceClient> {
+    let tls = palisade_federation::tls::web_client_config().map_err(crate::Error::internal)?;
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(crate::Error::internal)?;
+    Ok(palisade_appservice::client::AppserviceClient::new(http))
+}
+
 /// What every other service is built on.
 struct Base {
+    appservices: Arc<appservices::Appservices>,
+    appservice_interest: Arc<appservices::interest::Interest>,
     db: Arc<Db>,
     account_data: Arc<account_data::AccountData>,
     push_rules: Arc<push::rules::Rulesets>,

@@ -27,6 +27,16 @@ impl RateLimiter {
         }
     }
 
+    /// Takes one token for the sender's user, unless the limits do not apply to it (an
+    /// application service that did not ask for them).
+    pub fn check_sender(&self, sender: &crate::service::users::Sender) -> Result<()> {
+        if sender.rate_limited {
+            self.check(sender.user_id.as_str())
+        } else {
+            Ok(())
+        }
+    }
+
     /// Takes one token for `key`, or fails with `M_LIMIT_EXCEEDED` and how long to wait.
     pub fn check(&self, key: &str) -> Result<()> {
         let now = Instant::now();

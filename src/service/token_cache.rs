@@ -75,11 +75,7 @@ mod tests {
 
     fn resolved() -> Resolved {
         Resolved {
-            sender: Sender {
-                user_id: "@a:x".try_into().unwrap(),
-                device_id: "D".into(),
-                guest: false,
-            },
+            sender: Sender::user("@a:x".try_into().unwrap(), "D".into(), false),
             expires_at_ms: None,
         }
     }

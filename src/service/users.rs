@@ -28,9 +28,52 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Sender {
     pub user_id: OwnedUserId,
-    pub device_id: OwnedDeviceId,
+    /// The device: always for a user's own token; for an application service acting as
+    /// a user, only the one it names (`device_id` in the query).
+    pub device_id: Option<OwnedDeviceId>,
     /// A guest account, limited to what the spec lets guests do.
     pub guest: bool,
+    /// The application service acting (its registration id), if the token was one's.
+    pub appservice: Option<Arc<str>>,
+    /// Whether the rate limits apply: to users, and to an application service's users
+    /// only when its registration asks for it.
+    pub rate_limited: bool,
+}
+
+impl Sender {
+    /// A user acting with their own token on one of their devices.
+    pub fn user(user_id: OwnedUserId, device_id: OwnedDeviceId, guest: bool) -> Self {
+        Self {
+            user_id,
+            device_id: Some(device_id),
+            guest,
+            appservice: None,
+            rate_limited: true,
+        }
+    }
+
+    /// The device a request acts on. Only an application service may leave it out, and
+    /// then it must name one to upload keys, set a pusher or log out.
+    pub fn device(&self) -> Result<&DeviceId> {
+        self.device_id.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::MissingParam,
+                "This request acts on a device: name one with `device_id`",
+            )
+        })
+    }
+
+    /// What a transaction id is unique within: the device, or for an application
+    /// service acting without one, the service.
+    pub fn txn_scope(&self) -> OwnedDeviceId {
+        match (&self.device_id, &self.appservice) {
+            (Some(device), _) => device.clone(),
+            (None, Some(appservice)) => {
+                OwnedDeviceId::from(format!("\u{1}appservice {appservice}"))
+            }
+            (None, None) => OwnedDeviceId::from("\u{1}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -292,11 +335,7 @@ impl Users {
             return Err(Error::unknown_token(false));
         }
         Ok(Resolved {
-            sender: Sender {
-                user_id: record.user_id,
-                device_id: record.device_id,
-                guest: record.guest,
-            },
+            sender: Sender::user(record.user_id, record.device_id, record.guest),
             expires_at_ms: record.expires_at_ms,
         })
     }

@@ -71,7 +71,7 @@ async fn change_password(
         .await?;
     if request.body.logout_devices {
         for (device_id, _) in services.users.devices(&sender.user_id)? {
-            if device_id != sender.device_id {
+            if sender.device_id.as_ref() != Some(&device_id) {
                 super::device::remove_device(&services, &sender.user_id, &device_id)?;
             }
         }

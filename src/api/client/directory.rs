@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::{
-    RoomId, UInt,
+    RoomAliasId, RoomId, UInt,
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
         directory::{
@@ -12,6 +12,7 @@ use ruma::{
         },
         room::{Visibility, aliases},
     },
+    api::error::ErrorKind,
     directory::PublicRoomsChunk,
 };
 use serde_json::{Map, Value};
@@ -20,7 +21,7 @@ use crate::service::rooms::Rooms;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::Services,
+    service::{Services, users::Sender},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -41,6 +42,7 @@ async fn create_alias(
     request: Ruma<create_alias::v3::Request>,
 ) -> Result<create_alias::v3::Response> {
     let user = request.user_id()?;
+    not_claimed(&services, &request.body.room_alias, request.sender()?)?;
     if !services.rooms.exists(&request.body.room_id)? {
         return Err(Error::not_found("Unknown room"));
     }
@@ -49,6 +51,20 @@ async fn create_alias(
         .rooms
         .set_alias(&request.body.room_alias, &request.body.room_id, user)?;
     Ok(create_alias::v3::Response::new())
+}
+
+/// Refuses an alias an application service other than the sender's claims exclusively.
+pub(super) fn not_claimed(services: &Services, alias: &RoomAliasId, sender: &Sender) -> Result<()> {
+    if services
+        .appservices
+        .claims_alias(alias, sender.appservice.as_deref())
+    {
+        return Err(Error::new(
+            ErrorKind::Exclusive,
+            "The alias is reserved by an application service",
+        ));
+    }
+    Ok(())
 }
 
 /// # `GET /_matrix/client/v3/directory/room/{roomAlias}`
@@ -68,9 +84,8 @@ async fn get_alias(
             .await?;
         return Ok(get_alias::v3::Response::new(room_id, servers));
     }
-    let record = services
-        .rooms
-        .resolve_alias(alias)?
+    let record = super::appservice::local_alias(&services, alias)
+        .await?
         .ok_or_else(|| Error::not_found("Room alias not found"))?;
     Ok(get_alias::v3::Response::new(
         record.room_id,

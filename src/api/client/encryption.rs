@@ -49,7 +49,7 @@ async fn upload(
     request: Ruma<upload_keys::v3::Request>,
 ) -> Result<upload_keys::v3::Response> {
     let sender = request.sender()?;
-    let (user, device) = (&sender.user_id, &sender.device_id);
+    let (user, device) = (&sender.user_id, sender.device()?);
     let body = &request.body;
     let mut new_device_keys = None;
     if let Some(raw) = &body.device_keys {

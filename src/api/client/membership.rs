@@ -51,7 +51,7 @@ async fn join(
     reason: Option<&str>,
 ) -> Result<()> {
     let user = &sender.user_id;
-    services.message_limiter.check(user.as_str())?;
+    services.message_limiter.check_sender(sender)?;
     if sender.guest && !guests_may_join(services, room_id)? {
         return Err(Error::new(
             ruma::api::error::ErrorKind::GuestAccessForbidden,
@@ -127,7 +127,7 @@ async fn invite(
     request: Ruma<invite_user::v3::Request>,
 ) -> Result<invite_user::v3::Response> {
     let sender = request.user_id()?;
-    services.message_limiter.check(sender.as_str())?;
+    services.message_limiter.check_sender(request.sender()?)?;
     let invite_user::v3::InvitationRecipient::UserId(recipient) = &request.body.recipient else {
         return Err(Error::new(
             ruma::api::error::ErrorKind::ThreepidDenied,
@@ -135,7 +135,7 @@ async fn invite(
         ));
     };
     if recipient.user_id.server_name() == services.config.server_name
-        && !services.users.exists(&recipient.user_id)?
+        && !super::appservice::local_user_exists(&services, &recipient.user_id).await?
     {
         return Err(Error::not_found("Unknown user"));
     }
@@ -226,7 +226,7 @@ async fn knock(
     request: Ruma<knock_room::v3::Request>,
 ) -> Result<knock_room::v3::Response> {
     let user = request.user_id()?;
-    services.message_limiter.check(user.as_str())?;
+    services.message_limiter.check_sender(request.sender()?)?;
     let (room_id, mut via) = resolve(&services, &request.body.room_id_or_alias).await?;
     via.extend(request.body.via.iter().cloned());
     let reason = request.body.reason.as_deref();
@@ -257,9 +257,8 @@ pub(super) async fn resolve(
     match <&ruma::RoomId>::try_from(target) {
         Ok(room_id) => Ok((room_id.to_owned(), Vec::new())),
         Err(alias) if alias.server_name() == services.config.server_name => Ok((
-            services
-                .rooms
-                .resolve_alias(alias)?
+            super::appservice::local_alias(services, alias)
+                .await?
                 .ok_or_else(|| Error::not_found("Unknown room alias"))?
                 .room_id,
             Vec::new(),

@@ -77,7 +77,7 @@ fn admit(
     if let Some(event_id) = services.rooms.txn_event(&sender.user_id, txn)? {
         return Ok(Some(event_id));
     }
-    services.message_limiter.check(sender.user_id.as_str())?;
+    services.message_limiter.check_sender(sender)?;
     services.rooms.require_joined(room_id, &sender.user_id)?;
     Ok(None)
 }
@@ -89,8 +89,9 @@ async fn send_message(
 ) -> Result<send_message_event::v3::Response> {
     let sender = request.sender()?.clone();
     let body = &request.body;
+    let scope = sender.txn_scope();
     let txn = Txn {
-        device_id: &sender.device_id,
+        device_id: &scope,
         txn_id: body.txn_id.as_str(),
     };
     if let Some(event_id) = admit(&services, &sender, &body.room_id, &txn)? {
@@ -121,8 +122,9 @@ async fn redact(
 ) -> Result<redact_event::v3::Response> {
     let sender = request.sender()?.clone();
     let body = &request.body;
+    let scope = sender.txn_scope();
     let txn = Txn {
-        device_id: &sender.device_id,
+        device_id: &scope,
         txn_id: body.txn_id.as_str(),
     };
     if let Some(event_id) = admit(&services, &sender, &body.room_id, &txn)? {
@@ -212,7 +214,7 @@ async fn event(
         .rooms
         .visible_event(
             &sender.user_id,
-            Some(&sender.device_id),
+            sender.device_id.as_deref(),
             &request.body.event_id,
             ClientFormat::Full,
         )?
@@ -235,7 +237,7 @@ async fn event_without_room(
         .rooms
         .visible_event(
             &sender.user_id,
-            Some(&sender.device_id),
+            sender.device_id.as_deref(),
             &request.body.event_id,
             ClientFormat::Full,
         )?
@@ -254,7 +256,7 @@ async fn context(
     let sender = request.sender()?;
     let body = &request.body;
     let rooms = &services.rooms;
-    let mut viewer = Viewer::new(rooms, &sender.user_id, Some(&sender.device_id));
+    let mut viewer = Viewer::new(rooms, &sender.user_id, sender.device_id.as_deref());
     let (served, event) = viewer
         .event(&body.event_id, ClientFormat::Full)?
         .ok_or_else(|| Error::not_found("Event not found"))?;

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod account_data;
 pub mod admin;
+pub mod appservice;
 pub mod device;
 pub mod directory;
 pub mod discovery;
@@ -49,6 +50,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = device::routes(router);
     let router = account::routes(router);
     let router = admin::routes(router);
+    let router = appservice::routes(router);
     let router = profile::routes(router);
     let router = account_data::routes(router);
     let router = filter::routes(router);

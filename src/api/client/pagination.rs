@@ -58,7 +58,7 @@ async fn timestamp_to_event(
     };
     let visible = services.rooms.visible_event(
         &sender.user_id,
-        Some(&sender.device_id),
+        sender.device_id.as_deref(),
         &event_id,
         ClientFormat::Full,
     )?;
@@ -189,7 +189,11 @@ async fn walk(
     // State events still count: the room's state must stay whole.
     let from_ignored =
         |event: &ClientEvent| event.state_key.is_none() && ignored.contains(&event.sender);
-    let mut viewer = Viewer::new(&services.rooms, &sender.user_id, Some(&sender.device_id));
+    let mut viewer = Viewer::new(
+        &services.rooms,
+        &sender.user_id,
+        sender.device_id.as_deref(),
+    );
     let mut page = Page {
         chunk: Vec::new(),
         senders: BTreeSet::new(),

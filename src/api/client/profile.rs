@@ -39,8 +39,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(delete_field)
 }
 
-fn require_local_user(services: &Services, user_id: &UserId) -> Result<()> {
-    if user_id.server_name() != services.config.server_name || !services.users.exists(user_id)? {
+async fn require_local_user(services: &Services, user_id: &UserId) -> Result<()> {
+    if user_id.server_name() != services.config.server_name
+        || !super::appservice::local_user_exists(services, user_id).await?
+    {
         return Err(Error::not_found("Profile not found"));
     }
     Ok(())
@@ -82,7 +84,7 @@ async fn profile(
         response.data = fields.into_iter().collect::<UserProfile>();
         return Ok(response);
     }
-    require_local_user(&services, &request.body.user_id)?;
+    require_local_user(&services, &request.body.user_id).await?;
     let fields = services.users.profile(&request.body.user_id)?;
     let mut response = get_profile::v3::Response::new();
     response.data = fields.into_iter().collect::<UserProfile>();
@@ -101,7 +103,7 @@ async fn field(
             .await?
             .remove(name)
     } else {
-        require_local_user(&services, user_id)?;
+        require_local_user(&services, user_id).await?;
         services.users.profile_field(user_id, name)?
     }
     .ok_or_else(|| Error::not_found("Profile field not set"))?;

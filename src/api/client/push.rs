@@ -298,7 +298,7 @@ async fn set_pusher(
     match &request.body.action {
         set_pusher::v3::PusherAction::Post(data) => {
             check_pusher(&data.pusher)?;
-            let device = &request.sender()?.device_id;
+            let device = request.sender()?.device()?;
             let from = services.stream.frontier();
             services
                 .push
@@ -369,7 +369,7 @@ async fn notifications(
     let next_token = (found.len() >= limit)
         .then(|| found.last().map(|(position, _)| position.to_string()))
         .flatten();
-    let mut viewer = Viewer::new(&services.rooms, user, Some(&sender.device_id));
+    let mut viewer = Viewer::new(&services.rooms, user, sender.device_id.as_deref());
     let mut marks = std::collections::HashMap::new();
     let mut out = Vec::new();
     for (position, notification) in found {

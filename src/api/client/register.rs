@@ -7,7 +7,7 @@ use ruma::api::{
     client::{
         account::{
             check_registration_token_validity, get_username_availability,
-            register::{self, RegistrationKind},
+            register::{self, LoginType, RegistrationKind},
         },
         uiaa::{AuthData, AuthType},
     },
@@ -69,6 +69,19 @@ async fn register(
     services: Arc<Services>,
     request: Ruma<register::v3::Request>,
 ) -> Result<Registered> {
+    let appservice = request
+        .sender
+        .as_ref()
+        .and_then(|sender| sender.appservice.clone());
+    if let Some(appservice) = appservice {
+        return register_by_appservice(&services, &appservice, request).await;
+    }
+    if request.body.login_type == Some(LoginType::ApplicationService) {
+        return Err(Error::new(
+            ErrorKind::MissingToken,
+            "Registering as an application service needs its token",
+        ));
+    }
     services
         .registration_limiter
         .check(&request.client_ip.to_string())?;
@@ -133,6 +146,49 @@ async fn register(
         .uiaa
         .finish(&session, &operation, user_id.to_string());
     registered(&services, user_id, body, request.client_ip)
+}
+
+/// `type: m.login.application_service`: an application service makes a user of its
+/// namespace, with no interactive authentication, no rate limit, and whether or not
+/// registration is open.
+async fn register_by_appservice(
+    services: &Services,
+    appservice: &str,
+    request: Ruma<register::v3::Request>,
+) -> Result<Registered> {
+    let body = request.body;
+    if body.login_type != Some(LoginType::ApplicationService) {
+        return Err(Error::new(
+            ErrorKind::Unknown,
+            "An application service registers with type m.login.application_service",
+        ));
+    }
+    let Some(username) = &body.username else {
+        return Err(Error::new(
+            ErrorKind::MissingParam,
+            "An application service names the user it registers",
+        ));
+    };
+    let user_id =
+        users::validate_localpart(&username.to_lowercase(), &services.config.server_name)?;
+    let own = (services.appservices.by_id(appservice))
+        .is_some_and(|service| service.is_user_in_namespace(&user_id));
+    let claimed_by_another = (services.appservices.current().registered.iter()).any(|service| {
+        service.registration.id != appservice && service.claims_exclusively(&user_id)
+    });
+    if !own || claimed_by_another {
+        return Err(Error::new(
+            ErrorKind::Exclusive,
+            "The user id is outside the application service's namespaces",
+        ));
+    }
+    if services.users.exists(&user_id)? {
+        return Err(Error::new(ErrorKind::UserInUse, "The user id is taken"));
+    }
+    services.users.create_passwordless(&user_id)?;
+    services.push.rules.init(&user_id)?;
+    tracing::info!(%user_id, appservice, "registered by an application service");
+    registered(services, user_id, body, request.client_ip)
 }
 
 /// The guest account a registration upgrades: the caller's, when it authenticates as a

@@ -162,7 +162,11 @@ async fn relating_events_with_rel_type_and_event_type(
 /// positions read as boundaries: backwards from `p` gives events at or below `p`,
 /// forwards from `p` events above it (so `/sync` and `/messages` tokens work too).
 fn page(services: &Services, sender: &Sender, query: Query<'_>) -> Result<Page> {
-    let mut viewer = Viewer::new(&services.rooms, &sender.user_id, Some(&sender.device_id));
+    let mut viewer = Viewer::new(
+        &services.rooms,
+        &sender.user_id,
+        sender.device_id.as_deref(),
+    );
     let parent = viewer.event(query.event_id, ClientFormat::Full)?;
     if parent
         .as_ref()
@@ -285,7 +289,11 @@ async fn threads(
     };
     let participant =
         matches!(body.include, IncludeThreads::Participated).then_some(&*sender.user_id);
-    let mut viewer = Viewer::new(&services.rooms, &sender.user_id, Some(&sender.device_id));
+    let mut viewer = Viewer::new(
+        &services.rooms,
+        &sender.user_id,
+        sender.device_id.as_deref(),
+    );
     let mut chunk = Vec::new();
     let mut next_batch = None;
     loop {

@@ -30,7 +30,7 @@ async fn report_event(
     request: Ruma<report_content::v3::Request>,
 ) -> Result<report_content::v3::Response> {
     let user = request.user_id()?;
-    services.message_limiter.check(user.as_str())?;
+    services.message_limiter.check_sender(request.sender()?)?;
     let body = &request.body;
     let not_found =
         || Error::not_found("The event was not found or you are not joined to the room");
@@ -61,7 +61,7 @@ async fn report_a_room(
     request: Ruma<report_room::v3::Request>,
 ) -> Result<report_room::v3::Response> {
     let user = request.user_id()?;
-    services.message_limiter.check(user.as_str())?;
+    services.message_limiter.check_sender(request.sender()?)?;
     let body = &request.body;
     if !services.rooms.exists(&body.room_id)? {
         return Err(Error::not_found("The room was not found on this server"));
@@ -82,7 +82,7 @@ async fn report_a_user(
     request: Ruma<report_user::v3::Request>,
 ) -> Result<report_user::v3::Response> {
     let user = request.user_id()?;
-    services.message_limiter.check(user.as_str())?;
+    services.message_limiter.check_sender(request.sender()?)?;
     let body = &request.body;
     if body.user_id.server_name() == services.config.server_name
         && !services.users.exists(&body.user_id)?

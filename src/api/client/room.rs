@@ -16,6 +16,7 @@ use crate::{
     service::{
         Services,
         rooms::{create::CreateRoom, timeline::NewEvent, upgrade::Upgrade},
+        users::Sender,
     },
 };
 
@@ -46,8 +47,9 @@ async fn create(
     services: Arc<Services>,
     request: Ruma<create_room::v3::Request>,
 ) -> Result<create_room::v3::Response> {
-    let creator = request.user_id()?.to_owned();
-    services.message_limiter.check(creator.as_str())?;
+    let sender = request.sender()?.clone();
+    let creator = sender.user_id.clone();
+    services.message_limiter.check_sender(&sender)?;
     let body = request.body;
     let version = body
         .room_version
@@ -67,12 +69,12 @@ async fn create(
         .transpose()?;
     let initial_state = initial_state(&body)?;
     let alias = match &body.room_alias_name {
-        Some(name) => Some(free_alias(&services, name)?),
+        Some(name) => Some(free_alias(&services, name, &sender)?),
         None => None,
     };
     for invitee in &body.invite {
         if invitee.server_name() == services.config.server_name
-            && !services.users.exists(invitee)?
+            && !super::appservice::local_user_exists(&services, invitee).await?
         {
             return Err(Error::not_found(format!("Unknown user {invitee}")));
         }
@@ -122,7 +124,7 @@ async fn upgrade(
     request: Ruma<upgrade_room::v3::Request>,
 ) -> Result<upgrade_room::v3::Response> {
     let user = request.user_id()?.to_owned();
-    services.message_limiter.check(user.as_str())?;
+    services.message_limiter.check_sender(request.sender()?)?;
     let body = request.body;
     let profile = services.users.member_profile(&user)?;
     let replacement = services
@@ -165,7 +167,7 @@ fn initial_state(body: &create_room::v3::Request) -> Result<Vec<NewEvent>> {
 }
 
 /// The alias a `room_alias_name` makes on this server, if it is valid and free.
-fn free_alias(services: &Services, name: &str) -> Result<String> {
+fn free_alias(services: &Services, name: &str, sender: &Sender) -> Result<String> {
     if name.contains(':') || name.contains(char::is_whitespace) || name.is_empty() {
         return Err(Error::new(
             ruma::api::error::ErrorKind::InvalidParam,
@@ -175,6 +177,7 @@ fn free_alias(services: &Services, name: &str) -> Result<String> {
     let alias = format!("#{name}:{}", services.config.server_name);
     let parsed = ruma::OwnedRoomAliasId::try_from(alias.as_str())
         .map_err(|_| Error::invalid_param("Invalid alias"))?;
+    super::directory::not_claimed(services, &parsed, sender)?;
     if services.rooms.resolve_alias(&parsed)?.is_some() {
         return Err(Error::new(
             ruma::api::error::ErrorKind::RoomInUse,

@@ -92,7 +92,11 @@ async fn search(
         .unwrap_or(DEFAULT_LIMIT)
         .clamp(1, MAX_LIMIT);
     let rooms = searchable_rooms(&services, &sender.user_id, filter)?;
-    let mut viewer = Viewer::new(&services.rooms, &sender.user_id, Some(&sender.device_id));
+    let mut viewer = Viewer::new(
+        &services.rooms,
+        &sender.user_id,
+        sender.device_id.as_deref(),
+    );
 
     let mut found: Vec<Found> = Vec::new();
     let mut consumed = offset;

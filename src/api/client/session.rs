@@ -7,7 +7,9 @@ use ruma::api::client::{
     account::whoami,
     session::{
         get_login_token, get_login_types,
-        get_login_types::v3::{LoginType, PasswordLoginType, TokenLoginType},
+        get_login_types::v3::{
+            ApplicationServiceLoginType, LoginType, PasswordLoginType, TokenLoginType,
+        },
         login::{self, v3::LoginInfo},
         logout, logout_all, refresh_token,
     },
@@ -44,6 +46,7 @@ async fn login_types(
     Ok(get_login_types::v3::Response::new(vec![
         LoginType::Password(PasswordLoginType::new()),
         LoginType::Token(token),
+        LoginType::ApplicationService(ApplicationServiceLoginType::new()),
     ]))
 }
 
@@ -68,9 +71,15 @@ async fn login(
     services: Arc<Services>,
     request: Ruma<login::v3::Request>,
 ) -> Result<login::v3::Response> {
-    services
-        .login_limiter
-        .check(&request.client_ip.to_string())?;
+    let appservice = request
+        .sender
+        .as_ref()
+        .and_then(|sender| sender.appservice.clone());
+    if appservice.is_none() {
+        services
+            .login_limiter
+            .check(&request.client_ip.to_string())?;
+    }
     let body = request.body;
     let server_name = &services.config.server_name;
     let user_id = match &body.login_info {
@@ -96,6 +105,17 @@ async fn login(
                     "This account is deactivated",
                 ));
             }
+            user_id
+        }
+        LoginInfo::ApplicationService(login) => {
+            #[allow(deprecated)]
+            let legacy_user = &login.user;
+            let user_id = match (&login.identifier, legacy_user) {
+                (Some(identifier), _) => uia::user_from_identifier(identifier, server_name)?,
+                (None, Some(user)) => uia::user_from_name(user, server_name)?,
+                (None, None) => return Err(Error::bad_json("Missing identifier")),
+            };
+            appservice_may_log_in(&services, appservice.as_deref(), &user_id)?;
             user_id
         }
         _ => {
@@ -133,13 +153,36 @@ async fn login(
     Ok(response)
 }
 
+/// Whether the application service whose token came with an `m.login.application_service`
+/// login may log in as `user_id`: a registered user of its namespaces.
+fn appservice_may_log_in(
+    services: &Services,
+    appservice: Option<&str>,
+    user_id: &ruma::UserId,
+) -> Result<()> {
+    let Some(appservice) = appservice else {
+        return Err(Error::new(
+            ruma::api::error::ErrorKind::MissingToken,
+            "Logging in as an application service needs its token",
+        ));
+    };
+    let in_namespace = (services.appservices.by_id(appservice))
+        .is_some_and(|service| service.is_user_in_namespace(user_id));
+    if !in_namespace || !services.users.is_active(user_id)? {
+        return Err(Error::forbidden(
+            "The application service may not log in as this user",
+        ));
+    }
+    Ok(())
+}
+
 /// # `POST /_matrix/client/v3/logout`
 async fn logout(
     services: Arc<Services>,
     request: Ruma<logout::v3::Request>,
 ) -> Result<logout::v3::Response> {
     let sender = request.sender()?;
-    super::device::remove_device(&services, &sender.user_id, &sender.device_id)?;
+    super::device::remove_device(&services, &sender.user_id, sender.device()?)?;
     Ok(logout::v3::Response::new())
 }
 
@@ -173,8 +216,8 @@ async fn whoami(
     request: Ruma<whoami::v3::Request>,
 ) -> Result<whoami::v3::Response> {
     let sender = request.sender()?;
-    let mut response = whoami::v3::Response::new(sender.user_id.clone(), false);
-    response.device_id = Some(sender.device_id.clone());
+    let mut response = whoami::v3::Response::new(sender.user_id.clone(), sender.guest);
+    response.device_id = sender.device_id.clone();
     Ok(response)
 }
 

@@ -35,7 +35,7 @@ async fn send_state(
     request: Ruma<send_state_event::v3::Request>,
 ) -> Result<send_state_event::v3::Response> {
     let sender = request.user_id()?.to_owned();
-    services.message_limiter.check(sender.as_str())?;
+    services.message_limiter.check_sender(request.sender()?)?;
     let body = &request.body;
     let mut content: Value =
         serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;

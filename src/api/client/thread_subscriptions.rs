@@ -156,7 +156,11 @@ async fn unsubscribe(
 }
 
 fn viewer<'a>(services: &'a Services, sender: &'a Sender) -> Viewer<'a> {
-    Viewer::new(&services.rooms, &sender.user_id, Some(&sender.device_id))
+    Viewer::new(
+        &services.rooms,
+        &sender.user_id,
+        sender.device_id.as_deref(),
+    )
 }
 
 /// # `GET /_matrix/client/unstable/io.element.msc4308/thread_subscriptions`

@@ -29,7 +29,7 @@ async fn send(
     let event_type = body.event_type.to_string();
     let txn = to_device::txn_key(
         &sender.user_id,
-        &sender.device_id,
+        &sender.txn_scope(),
         &event_type,
         body.txn_id.as_str(),
     );

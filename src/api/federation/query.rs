@@ -53,9 +53,8 @@ async fn directory(
     if alias.server_name() != services.config.server_name {
         return Err(Error::not_found("The alias is not of this server"));
     }
-    let record = services
-        .rooms
-        .resolve_alias(alias)?
+    let record = crate::api::client::appservice::local_alias(&services, alias)
+        .await?
         .ok_or_else(|| Error::not_found("Unknown room alias"))?;
     let mut servers = vec![services.config.server_name.clone()];
     servers.extend(services.rooms.remote_servers(&record.room_id)?);

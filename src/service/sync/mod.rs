@@ -109,12 +109,13 @@ impl Syncer {
     /// Answers a sync, waiting up to the timeout for something new.
     pub async fn sync(&self, sender: &Sender, request: SyncRequest) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + request.timeout;
-        let _syncing = self.stream.syncing(&sender.user_id, &sender.device_id);
-        if let Some(since) = request.since {
+        let _syncing = (sender.device_id.as_deref())
+            .map(|device| self.stream.syncing(&sender.user_id, device));
+        if let (Some(since), Some(device)) = (request.since, sender.device_id.as_deref()) {
             // A token from beyond the frontier acknowledges nothing it could not have shown.
             self.to_device.acknowledge(
                 &sender.user_id,
-                &sender.device_id,
+                device,
                 since.to_device_received().min(self.stream.frontier()),
             )?;
         }
@@ -342,18 +343,6 @@ fn rooms_to_visit(
 fn encryption(window: &Window<'_>, response: &mut Response) -> Result<()> {
     let sync = window.sync;
     let user = window.user();
-    let device = &window.sender.device_id;
-    let (events, cut) = sync
-        .to_device
-        .pending(user, device, window.until.position)?;
-    response.to_device.events = events.into_iter().map(crate::json::raw).collect();
-    if cut.is_some() {
-        response.next_batch = SyncToken {
-            to_device: cut,
-            ..window.until
-        }
-        .to_string();
-    }
     if let Some(since) = window.since {
         let delta = e2ee::device_lists::delta(
             &sync.e2ee,
@@ -364,6 +353,21 @@ fn encryption(window: &Window<'_>, response: &mut Response) -> Result<()> {
         )?;
         response.device_lists.changed = delta.changed;
         response.device_lists.left = delta.left;
+    }
+    // An application service acting without a device has no messages or keys of its own.
+    let Some(device) = window.sender.device_id.as_deref() else {
+        return Ok(());
+    };
+    let (events, cut) = sync
+        .to_device
+        .pending(user, device, window.until.position)?;
+    response.to_device.events = events.into_iter().map(crate::json::raw).collect();
+    if cut.is_some() {
+        response.next_batch = SyncToken {
+            to_device: cut,
+            ..window.until
+        }
+        .to_string();
     }
     let (counts, fallback) = key_counts(sync, user, device)?;
     response.device_one_time_keys_count = counts;

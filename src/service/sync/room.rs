@@ -68,7 +68,7 @@ pub(super) fn timeline(
     let mut viewer = Viewer::new(
         &sync.rooms,
         window.user(),
-        Some(window.sender.device_id.as_ref()),
+        window.sender.device_id.as_deref(),
     );
     let mut events = Vec::new();
     let mut cursor = to.saturating_add(1);

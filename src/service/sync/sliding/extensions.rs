@@ -86,7 +86,10 @@ pub fn to_device(
         return Ok(None);
     }
     let sync = window.sync;
-    let (user, device) = (window.user(), &window.sender.device_id);
+    let user = window.user();
+    let Some(device) = window.sender.device_id.as_deref() else {
+        return Ok(None);
+    };
     if let Some(since) = config.since.as_deref().and_then(decimal) {
         sync.to_device
             .acknowledge(user, device, since.min(sync.stream.frontier()))?;
@@ -119,9 +122,11 @@ pub fn e2ee(window: &Window<'_>, config: &request::E2EE, since: &Since) -> Resul
         out.device_lists.changed = delta.changed;
         out.device_lists.left = delta.left;
     }
-    let (counts, fallback) = key_counts(sync, user, &window.sender.device_id)?;
-    out.device_one_time_keys_count = counts;
-    out.device_unused_fallback_key_types = Some(fallback);
+    if let Some(device) = window.sender.device_id.as_deref() {
+        let (counts, fallback) = key_counts(sync, user, device)?;
+        out.device_one_time_keys_count = counts;
+        out.device_unused_fallback_key_types = Some(fallback);
+    }
     Ok(out)
 }
 

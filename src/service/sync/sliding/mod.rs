@@ -62,12 +62,13 @@ impl SlidingSync {
     pub async fn sync(&self, sender: &Sender, request: SlidingRequest) -> Result<Response> {
         let key = ConnKey {
             user: sender.user_id.clone(),
-            device: sender.device_id.clone(),
+            device: sender.txn_scope(),
             conn_id: request.body.conn_id.clone().unwrap_or_default(),
         };
         let start = self.connections.start(key, request.body.pos.as_deref())?;
         let deadline = tokio::time::Instant::now() + request.timeout;
-        let _syncing = self.sync.stream.syncing(&sender.user_id, &sender.device_id);
+        let _syncing = (sender.device_id.as_deref())
+            .map(|device| self.sync.stream.syncing(&sender.user_id, device));
         let ignored = self.sync.account_data.ignored_users(&sender.user_id)?;
         let filter = FilterDefinition::default();
         loop {

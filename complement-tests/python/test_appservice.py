@@ -1,0 +1,291 @@
+"""Black-box test: the palisade binary with bridges built on mautrix-python, the framework
+of the mautrix bridges (WhatsApp, Signal, Telegram, ...): a bridge registers ghost users,
+makes a portal room, speaks as its ghosts, hears a real user's messages through its
+transactions, makes rooms for aliases it is asked about; its transactions survive the
+bridge being down and the server being killed."""
+
+import asyncio
+import json
+import unittest
+import urllib.error
+import urllib.request
+
+from harness import Server, free_port
+from mautrix.appservice import AppService
+from mautrix.appservice.state_store.file import FileASStateStore
+from mautrix.errors import MatrixRequestError
+from mautrix.types import EventType, RoomCreatePreset, UserID
+
+
+def registration(name: str, port: int) -> str:
+    return f"""id: {name}
+url: http://127.0.0.1:{port}
+as_token: {name}-as-token
+hs_token: {name}-hs-token
+sender_localpart: {name}bot
+rate_limited: false
+de.sorunome.msc2409.push_ephemeral: true
+namespaces:
+  users:
+    - exclusive: true
+      regex: '@{name}_.*:localhost'
+  aliases:
+    - exclusive: true
+      regex: '#{name}_.*:localhost'
+  rooms: []
+"""
+
+
+def call(server: Server, method: str, path: str, token: str | None = None, body=None):
+    """A raw request: (status, JSON answer)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.url + path, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+async def acall(*args, **kwargs):
+    return await asyncio.to_thread(call, *args, **kwargs)
+
+
+class Bridge:
+    """A mautrix AppService that records every event its transactions carry."""
+
+    def __init__(self, name: str, server: Server, port: int):
+        self.name, self.server, self.port = name, server, port
+        self.events = []
+        self.ephemeral = []
+        self.service = None
+
+    async def start(self):
+        service = AppService(
+            server=self.server.url,
+            domain="localhost",
+            as_token=f"{self.name}-as-token",
+            hs_token=f"{self.name}-hs-token",
+            bot_localpart=f"{self.name}bot",
+            id=self.name,
+            state_store=FileASStateStore(
+                path=str(self.server.path / f"{self.name}-state.json"), binary=False
+            ),
+            query_alias=self.query_alias,
+            ephemeral_events=True,
+        )
+        service.matrix_event_handler(self.heard)
+        await service.start(host="127.0.0.1", port=self.port)
+        self.service = service
+
+    async def stop(self):
+        if self.service:
+            await self.service.stop()
+            self.service = None
+
+    async def heard(self, event):
+        if getattr(event, "event_id", None):
+            self.events.append(event)
+        else:
+            self.ephemeral.append(event)
+
+    async def query_alias(self, alias):
+        """A room made on demand for an alias of the namespace, as portal bridges do."""
+        localpart = alias.split(":")[0][1:]
+        await self.service.intent.create_room(
+            alias_localpart=localpart, preset=RoomCreatePreset.PUBLIC, name=f"Portal {localpart}"
+        )
+        # mautrix answers 404 to a falsy answer: a non-empty one says the room exists.
+        return {"room_alias": alias}
+
+    def messages(self, sender: str):
+        return [
+            event.content.body
+            for event in self.events
+            if event.type == EventType.ROOM_MESSAGE and event.sender == sender
+        ]
+
+    async def wait_for(self, sender: str, count: int, timeout: float = 30):
+        for _ in range(int(timeout * 20)):
+            if len(self.messages(sender)) >= count:
+                return self.messages(sender)
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.name} heard {self.messages(sender)} of {sender}")
+
+
+class AppserviceTest(unittest.IsolatedAsyncioTestCase):
+    def start_server(self, names):
+        self.ports = {name: free_port() for name in names}
+        self.server = Server()
+        files = []
+        for name, port in self.ports.items():
+            path = self.server.path / f"{name}.yaml"
+            path.write_text(registration(name, port))
+            files.append(f'"{path}"')
+        # Registrations are read at start: write them, then start again.
+        self.server.kill()
+        text = self.server.config.read_text()
+        self.server.config.write_text(
+            text.replace("[global]\n", f"[global]\napp_service_config_files = [{', '.join(files)}]\n")
+        )
+        self.server.start()
+        self.bridges = {name: Bridge(name, self.server, port) for name, port in self.ports.items()}
+
+    async def asyncTearDown(self):
+        for bridge in self.bridges.values():
+            await bridge.stop()
+
+    def tearDown(self):
+        self.server.stop()
+
+    async def real_user(self, name: str) -> tuple[str, str]:
+        status, body = await acall(
+            self.server,
+            "POST",
+            "/_matrix/client/v3/register",
+            body={"username": name, "password": "correct horse", "auth": {"type": "m.login.dummy"}},
+        )
+        self.assertEqual(status, 200, body)
+        return body["user_id"], body["access_token"]
+
+    async def portal(self, bridge: Bridge, alice: str, alice_token: str, ghost: str) -> str:
+        """A portal room the bridge's bot makes, alice and a ghost in it."""
+        intent = bridge.service.intent
+        room_id = await intent.create_room(name="Portal", invitees=[UserID(alice)])
+        status, body = await acall(
+            self.server, "POST", f"/_matrix/client/v3/join/{room_id}", alice_token, {}
+        )
+        self.assertEqual(status, 200, body)
+        ghost_intent = intent.user(UserID(ghost))
+        await ghost_intent.ensure_registered()
+        await ghost_intent.ensure_joined(room_id)
+        return room_id
+
+    async def test_a_bridge_speaks_as_its_ghosts_and_hears_real_users(self):
+        self.start_server(["telegram"])
+        bridge = self.bridges["telegram"]
+        await bridge.start()
+        alice, alice_token = await self.real_user("alice")
+        ghost = "@telegram_1001:localhost"
+        room_id = await self.portal(bridge, alice, alice_token, ghost)
+
+        # The ghost speaks (masquerading with ?user_id=), the real user sees it.
+        ghost_intent = bridge.service.intent.user(UserID(ghost))
+        await ghost_intent.send_text(room_id, "hello from telegram")
+        status, page = await acall(
+            self.server, "GET", f"/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=20", alice_token
+        )
+        self.assertEqual(status, 200, page)
+        said = [(e["sender"], e["content"].get("body")) for e in page["chunk"] if e["type"] == "m.room.message"]
+        self.assertIn((ghost, "hello from telegram"), said)
+        status, who = await acall(
+            self.server, "GET", f"/_matrix/client/v3/account/whoami?user_id={ghost}", "telegram-as-token"
+        )
+        self.assertEqual((status, who["user_id"]), (200, ghost), who)
+        self.assertNotIn("device_id", who)
+
+        # The real user's messages reach the bridge in its transactions, in order, once.
+        sent = [f"message {n}" for n in range(12)]
+        for n, text in enumerate(sent):
+            status, body = await acall(
+                self.server,
+                "PUT",
+                f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t{n}",
+                alice_token,
+                {"msgtype": "m.text", "body": text},
+            )
+            self.assertEqual(status, 200, body)
+        self.assertEqual(await bridge.wait_for(alice, len(sent)), sent)
+        event_ids = [event.event_id for event in bridge.events]
+        self.assertEqual(len(event_ids), len(set(event_ids)), "an event came twice")
+        # The ghost's join and message came too: the bridge hears its own users.
+        self.assertEqual(bridge.messages(ghost), ["hello from telegram"])
+
+        # The bridge pings itself through the server.
+        self.assertGreaterEqual(await bridge.service.ping_self("ping-1"), 0)
+
+        # Namespaces: out of bounds for the bridge, reserved for everyone else.
+        status, body = await acall(
+            self.server, "GET", "/_matrix/client/v3/account/whoami?user_id=@alice:localhost", "telegram-as-token"
+        )
+        self.assertEqual((status, body.get("errcode")), (403, "M_FORBIDDEN"), body)
+        with self.assertRaises(MatrixRequestError) as refused:
+            await bridge.service.intent.user(UserID("@someone_else:localhost")).ensure_registered()
+        self.assertEqual(refused.exception.errcode, "M_EXCLUSIVE")
+        status, body = await acall(
+            self.server,
+            "POST",
+            "/_matrix/client/v3/register",
+            body={"username": "telegram_999", "password": "pw", "auth": {"type": "m.login.dummy"}},
+        )
+        self.assertEqual((status, body.get("errcode")), (400, "M_EXCLUSIVE"), body)
+        status, body = await acall(
+            self.server,
+            "PUT",
+            "/_matrix/client/v3/directory/room/%23telegram_mine:localhost",
+            alice_token,
+            {"room_id": room_id},
+        )
+        self.assertEqual((status, body.get("errcode")), (400, "M_EXCLUSIVE"), body)
+
+        # An alias of the namespace that names no room yet: the bridge is asked and
+        # makes one, and the real user joins it.
+        status, body = await acall(
+            self.server, "GET", "/_matrix/client/v3/directory/room/%23telegram_news:localhost", alice_token
+        )
+        self.assertEqual(status, 200, body)
+        status, joined = await acall(
+            self.server, "POST", "/_matrix/client/v3/join/%23telegram_news:localhost", alice_token, {}
+        )
+        self.assertEqual((status, joined.get("room_id")), (200, body["room_id"]), joined)
+        # An alias outside every namespace is simply unknown.
+        status, body = await acall(
+            self.server, "GET", "/_matrix/client/v3/directory/room/%23nobody:localhost", alice_token
+        )
+        self.assertEqual((status, body.get("errcode")), (404, "M_NOT_FOUND"), body)
+
+    async def test_transactions_survive_an_outage_and_a_crash(self):
+        self.start_server(["whatsapp", "signal"])
+        whatsapp, signal = self.bridges["whatsapp"], self.bridges["signal"]
+        await whatsapp.start()
+        await signal.start()
+        alice, alice_token = await self.real_user("alice")
+        wa_room = await self.portal(whatsapp, alice, alice_token, "@whatsapp_1:localhost")
+        signal_room = await self.portal(signal, alice, alice_token, "@signal_1:localhost")
+
+        async def say(room_id, texts, prefix):
+            for n, text in enumerate(texts):
+                status, body = await acall(
+                    self.server,
+                    "PUT",
+                    f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{prefix}{n}",
+                    alice_token,
+                    {"msgtype": "m.text", "body": text},
+                )
+                self.assertEqual(status, 200, body)
+
+        # WhatsApp's bridge goes down; Signal's keeps hearing alice meanwhile.
+        await whatsapp.stop()
+        first = [f"while down {n}" for n in range(5)]
+        await say(wa_room, first, "a")
+        await say(signal_room, ["signal still works"], "s")
+        self.assertEqual(await signal.wait_for(alice, 1), ["signal still works"])
+
+        # The server is killed with WhatsApp's transactions pending, more is said after
+        # the restart, then the bridge comes back: everything arrives, once, in order.
+        self.server.kill()
+        self.server.start()
+        second = [f"after restart {n}" for n in range(5)]
+        await say(wa_room, second, "b")
+        await asyncio.sleep(1)
+        await whatsapp.start()
+        self.assertEqual(await whatsapp.wait_for(alice, 10, timeout=60), first + second)
+        ids = [event.event_id for event in whatsapp.events]
+        self.assertEqual(len(ids), len(set(ids)), "an event came twice")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,311 @@
+//! The application services (bridges) registered in the configuration, read at start
+//! with the `palisade-appservice` crate (the registration format and its namespaces).
+//! Their exclusive user namespaces are kept from registration, and each one's own user
+//! (its `sender_localpart`) exists from the start.
+//!
+//! `interest.rs` queues the events each service is to be sent as they are written;
+//! `delivery.rs` sends them in transactions.
+
+pub mod delivery;
+pub mod interest;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use palisade_appservice::{
+    Appservice,
+    client::{AppserviceClient, CallError},
+};
+use parking_lot::RwLock;
+use ruma::{RoomAliasId, ServerName, UserId};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    Error, Result,
+    service::{push::rules::Rulesets, users::Users},
+    storage::{codec::Key, runs::RunPrefix},
+};
+
+pub struct Appservices {
+    registry: RwLock<Arc<Registry>>,
+    client: AppserviceClient,
+}
+
+/// How long an application service has to answer a query or a ping.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The registrations at one moment, with their `as_token`s indexed by hash: a token is
+/// found by a map lookup, never compared byte by byte.
+#[derive(Default)]
+pub struct Registry {
+    pub registered: Vec<Arc<Appservice>>,
+    /// Each service's queue, by the same index.
+    pub queues: Vec<RunPrefix>,
+    /// Changes whenever the registrations do.
+    pub generation: u64,
+    by_token: HashMap<[u8; 32], usize>,
+}
+
+impl Registry {
+    fn new(registered: Vec<Arc<Appservice>>, generation: u64) -> Self {
+        let by_token = registered
+            .iter()
+            .enumerate()
+            .map(|(index, service)| (token_hash(&service.registration.as_token), index))
+            .collect();
+        let queues = registered
+            .iter()
+            .map(|service| RunPrefix::new(queue_key(&service.registration.id)))
+            .collect();
+        Self {
+            registered,
+            queues,
+            generation,
+            by_token,
+        }
+    }
+
+    /// Whether any service is sent anything (has a URL).
+    pub fn any_receives(&self) -> bool {
+        (self.registered.iter()).any(|service| service.registration.url.is_some())
+    }
+}
+
+/// The prefix of a service's queue entries and the key of its delivery state.
+pub fn queue_key(id: &str) -> Key {
+    Key::new().str(id)
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Appservices {
+    /// Reads every registration file; the first that cannot be read or is invalid, or
+    /// that repeats another's id, token or user, is the error.
+    pub fn load(paths: &[PathBuf], client: AppserviceClient) -> Result<Self> {
+        let registered = paths
+            .iter()
+            .map(|path| {
+                Appservice::load(path).map_err(|error| {
+                    Error::internal(format!("application service {}: {error}", path.display()))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let appservices = Self::new(registered, client)?;
+        for service in &appservices.current().registered {
+            tracing::info!(id = %service.registration.id, "application service registered");
+        }
+        Ok(appservices)
+    }
+
+    /// The registrations, checked against one another: each id, each token (whether
+    /// `as_token` or `hs_token`) and each service's own user belongs to one only, or a
+    /// token would name two services and a request could not tell which.
+    pub fn new(registered: Vec<Appservice>, client: AppserviceClient) -> Result<Self> {
+        let mut ids = HashSet::new();
+        let mut tokens = HashSet::new();
+        let mut senders = HashSet::new();
+        for service in &registered {
+            let registration = &service.registration;
+            let repeated = |what: &str| {
+                Error::internal(format!(
+                    "application service {}: its {what} is another registration's too",
+                    registration.id
+                ))
+            };
+            if !ids.insert(registration.id.as_str()) {
+                return Err(repeated("id"));
+            }
+            for token in [&registration.as_token, &registration.hs_token] {
+                if !tokens.insert(token.as_str()) {
+                    return Err(repeated("token"));
+                }
+            }
+            if !senders.insert(registration.sender_localpart.as_str()) {
+                return Err(repeated("sender_localpart"));
+            }
+        }
+        let registered = registered.into_iter().map(Arc::new).collect();
+        Ok(Self {
+            registry: RwLock::new(Arc::new(Registry::new(registered, 0))),
+            client,
+        })
+    }
+
+    /// The HTTP client that calls the services.
+    pub fn client(&self) -> &AppserviceClient {
+        &self.client
+    }
+
+    /// Asks the services whose namespaces hold `user_id` whether it exists (they make
+    /// it as they answer yes): whether one said yes. A service that cannot be reached
+    /// counts as a no.
+    pub async fn query_user(&self, user_id: &UserId) -> bool {
+        for service in self.current().registered.iter() {
+            if service.registration.url.is_none() || !service.users.matches(user_id.as_str()) {
+                continue;
+            }
+            match (self.client)
+                .query_user(&service.registration, user_id.as_str(), QUERY_TIMEOUT)
+                .await
+            {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(appservice = %service.registration.id, %user_id, %error, "user query failed");
+                }
+            }
+        }
+        false
+    }
+
+    /// As [`query_user`](Self::query_user), for a room alias.
+    pub async fn query_alias(&self, alias: &RoomAliasId) -> bool {
+        for service in self.current().registered.iter() {
+            if service.registration.url.is_none() || !service.aliases.matches(alias.as_str()) {
+                continue;
+            }
+            match (self.client)
+                .query_alias(&service.registration, alias.as_str(), QUERY_TIMEOUT)
+                .await
+            {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(appservice = %service.registration.id, %alias, %error, "alias query failed");
+                }
+            }
+        }
+        false
+    }
+
+    /// Pings a service (MSC2659): how long it took to answer.
+    pub async fn ping(
+        &self,
+        service: &Appservice,
+        transaction_id: Option<&str>,
+    ) -> std::result::Result<Duration, CallError> {
+        let started = std::time::Instant::now();
+        (self.client)
+            .ping(&service.registration, transaction_id, QUERY_TIMEOUT)
+            .await?;
+        Ok(started.elapsed())
+    }
+
+    /// The registrations as they stand.
+    pub fn current(&self) -> Arc<Registry> {
+        self.registry.read().clone()
+    }
+
+    /// The application service registered under `id`.
+    pub fn by_id(&self, id: &str) -> Option<Arc<Appservice>> {
+        self.registry
+            .read()
+            .registered
+            .iter()
+            .find(|service| service.registration.id == id)
+            .cloned()
+    }
+
+    /// The application service whose `as_token` this is.
+    pub fn by_as_token(&self, token: &str) -> Option<Arc<Appservice>> {
+        let registry = self.registry.read();
+        let index = *registry.by_token.get(&token_hash(token))?;
+        Some(registry.registered[index].clone())
+    }
+
+    /// Makes each service's own user (`sender_localpart`) if it does not exist yet: a
+    /// bridge acts as it before it registers anyone.
+    pub fn create_senders(
+        &self,
+        server_name: &ServerName,
+        users: &Users,
+        push_rules: &Rulesets,
+    ) -> Result<()> {
+        for service in &self.current().registered {
+            let registration = &service.registration;
+            let user_id =
+                UserId::parse_with_server_name(registration.sender_localpart.as_str(), server_name)
+                    .map_err(|error| {
+                        Error::internal(format!(
+                            "application service {}: sender_localpart: {error}",
+                            registration.id
+                        ))
+                    })?;
+            if !users.exists(&user_id)? {
+                users.create_passwordless(&user_id)?;
+                push_rules.init(&user_id)?;
+                tracing::info!(id = %registration.id, %user_id, "application service user created");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an application service other than `acting` claims the alias exclusively:
+    /// nobody else may create it.
+    pub fn claims_alias(&self, alias: &RoomAliasId, acting: Option<&str>) -> bool {
+        self.registry.read().registered.iter().any(|service| {
+            Some(service.registration.id.as_str()) != acting
+                && service.aliases.is_exclusive(alias.as_str())
+        })
+    }
+
+    /// Whether an application service claims `user_id` exclusively: its sender, or a
+    /// user in one of its exclusive namespaces.
+    pub fn claims_user(&self, user_id: &UserId) -> bool {
+        self.registry
+            .read()
+            .registered
+            .iter()
+            .any(|service| service.claims_exclusively(user_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(id: &str, as_token: &str, hs_token: &str, sender: &str) -> Appservice {
+        Appservice::from_yaml(&format!(
+            "id: {id}\nurl: null\nas_token: {as_token}\nhs_token: {hs_token}\n\
+             sender_localpart: {sender}\nnamespaces:\n  users: []\n  aliases: []\n  rooms: []\n"
+        ))
+        .unwrap()
+    }
+
+    fn client() -> AppserviceClient {
+        AppserviceClient::new(reqwest::Client::new())
+    }
+
+    #[test]
+    fn ids_tokens_and_users_belong_to_one_registration() {
+        let ok = Appservices::new(
+            vec![
+                registration("a", "ta", "ha", "abot"),
+                registration("b", "tb", "hb", "bbot"),
+            ],
+            client(),
+        );
+        assert!(ok.is_ok());
+        for (second, what) in [
+            (registration("a", "tb", "hb", "bbot"), "id"),
+            (registration("b", "ta", "hb", "bbot"), "token"),
+            // One service's hs_token as another's as_token.
+            (registration("b", "ha", "hb", "bbot"), "token"),
+            (registration("b", "tb", "hb", "abot"), "sender_localpart"),
+        ] {
+            let error = Appservices::new(
+                vec![registration("a", "ta", "ha", "abot"), second],
+                client(),
+            )
+            .err()
+            .expect("a repeated registration was taken");
+            assert!(error.to_string().contains(what), "{what}: {error}");
+        }
+    }
+}
