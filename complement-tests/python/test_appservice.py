@@ -14,7 +14,7 @@ from harness import Server, free_port
 from mautrix.appservice import AppService
 from mautrix.appservice.state_store.file import FileASStateStore
 from mautrix.errors import MatrixRequestError
-from mautrix.types import EventType, RoomCreatePreset, UserID
+from mautrix.types import EventType, ReceiptType, RoomCreatePreset, UserID
 
 
 def registration(name: str, port: int) -> str:
@@ -203,6 +203,33 @@ class AppserviceTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(len(event_ids), len(set(event_ids)), "an event came twice")
         # The ghost's join and message came too: the bridge hears its own users.
         self.assertEqual(bridge.messages(ghost), ["hello from telegram"])
+
+        # Ephemeral events (MSC2409): alice's read receipt and typing reach the bridge.
+        last = event_ids[-1]
+        status, body = await acall(
+            self.server, "POST", f"/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{last}", alice_token, {}
+        )
+        self.assertEqual(status, 200, body)
+        status, body = await acall(
+            self.server,
+            "PUT",
+            f"/_matrix/client/v3/rooms/{room_id}/typing/{alice}",
+            alice_token,
+            {"typing": True, "timeout": 10000},
+        )
+        self.assertEqual(status, 200, body)
+        for _ in range(200):
+            kinds = {event.type for event in bridge.ephemeral}
+            if {EventType.RECEIPT, EventType.TYPING} <= kinds:
+                break
+            await asyncio.sleep(0.05)
+        receipts = [e for e in bridge.ephemeral if e.type == EventType.RECEIPT]
+        self.assertTrue(receipts, bridge.ephemeral)
+        self.assertEqual(receipts[0].room_id, room_id)
+        self.assertIn(alice, receipts[0].content[last][ReceiptType.READ])
+        typing = [e for e in bridge.ephemeral if e.type == EventType.TYPING]
+        self.assertTrue(typing, bridge.ephemeral)
+        self.assertEqual((typing[-1].room_id, typing[-1].content.user_ids), (room_id, [alice]))
 
         # The bridge pings itself through the server.
         self.assertGreaterEqual(await bridge.service.ping_self("ping-1"), 0)

@@ -118,8 +118,11 @@ impl Services {
             &config.app_service_config_files,
             appservice_client()?,
         )?);
-        let appservice_interest =
-            Arc::new(appservices::interest::Interest::new(appservices.clone()));
+        let appservice_interest = Arc::new(appservices::interest::Interest::new(
+            appservices.clone(),
+            db.clone(),
+            stream.clone(),
+        ));
         let rooms = Arc::new(rooms::Rooms::new(
             db.clone(),
             stream.clone(),
@@ -132,6 +135,7 @@ impl Services {
                 appservice_interest.clone(),
             ],
         )?);
+        appservice_interest.set_rooms(&rooms);
         let caught_up = rooms.catch_up_relations()?;
         if caught_up > 0 {
             tracing::info!(events = caught_up, "relations of earlier events indexed");
@@ -205,13 +209,18 @@ impl Services {
         let presence = Arc::new(presence::Presence::new(
             db.clone(),
             stream.clone(),
+            appservice_interest.clone(),
             config.server_name.clone(),
             &config.presence,
         )?);
         let e2ee = Arc::new(e2ee::E2ee::new(db.clone(), stream.clone()));
         let to_device = Arc::new(to_device::ToDevice::new(db.clone(), stream.clone()));
-        let receipts = Arc::new(receipts::Receipts::new(db.clone(), stream.clone()));
-        let typing = typing::Typing::new(stream.clone());
+        let receipts = Arc::new(receipts::Receipts::new(
+            db.clone(),
+            stream.clone(),
+            appservice_interest.clone(),
+        ));
+        let typing = typing::Typing::new(stream.clone(), appservice_interest.clone());
         let push_counts = Arc::new(push::counts::Counts::new(db.clone(), redactions));
         let delivery = Arc::new(delivery::Delivery::new(
             receipts.clone(),

@@ -19,7 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Result, config,
-    service::{stream::Stream, users::now_ms},
+    service::{
+        appservices::interest::{EphemeralChange, Interest},
+        stream::Stream,
+        users::now_ms,
+    },
     storage::{Db, Keyspace, codec::Key},
 };
 
@@ -89,6 +93,8 @@ pub enum Timed {
 pub struct Presence {
     db: Arc<Db>,
     stream: Arc<Stream>,
+    /// Queues presence for the application services that want it.
+    appservices: Arc<Interest>,
     server_name: OwnedServerName,
     enabled: bool,
     timeouts: Timeouts,
@@ -107,12 +113,14 @@ impl Presence {
     pub fn new(
         db: Arc<Db>,
         stream: Arc<Stream>,
+        appservices: Arc<Interest>,
         server_name: OwnedServerName,
         config: &config::Presence,
     ) -> Result<Self> {
         let presence = Self {
             db,
             stream,
+            appservices,
             server_name,
             enabled: config.enabled,
             timeouts: Timeouts {
@@ -262,8 +270,17 @@ impl Presence {
             Key::new().u64(permit.position()),
             user.as_str().as_bytes().to_vec(),
         );
+        self.appservices.stage_ephemeral(
+            &mut batch,
+            permit.position(),
+            EphemeralChange::Presence {
+                user,
+                content: record.content(),
+            },
+        );
         permit.persist_in(&mut batch);
         self.db.write(batch)?;
+        self.appservices.ephemeral_written();
         self.recent
             .lock()
             .put(user.to_owned(), Some(record.clone()));

@@ -7,7 +7,10 @@ use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::stream::Stream;
+use super::{
+    appservices::interest::{EphemeralChange, Interest},
+    stream::Stream,
+};
 use crate::{
     Result,
     storage::{
@@ -37,11 +40,17 @@ struct Change {
 pub struct Receipts {
     db: Arc<Db>,
     stream: Arc<Stream>,
+    /// Queues receipts for the application services that want them.
+    appservices: Arc<Interest>,
 }
 
 impl Receipts {
-    pub fn new(db: Arc<Db>, stream: Arc<Stream>) -> Self {
-        Self { db, stream }
+    pub fn new(db: Arc<Db>, stream: Arc<Stream>, appservices: Arc<Interest>) -> Self {
+        Self {
+            db,
+            stream,
+            appservices,
+        }
     }
 
     /// Records a receipt and wakes `notify` (the room's members, or only the user for a
@@ -67,6 +76,7 @@ impl Receipts {
         permit.persist_in(&mut batch);
         self.db.write(batch)?;
         drop(permit);
+        self.appservices.ephemeral_written();
         self.stream.notify(notify.iter().map(|user| user.as_ref()));
         Ok(())
     }
@@ -94,6 +104,7 @@ impl Receipts {
         permit.persist_in(&mut batch);
         self.db.write(batch)?;
         drop(permit);
+        self.appservices.ephemeral_written();
         self.stream.notify(notify.iter().map(|user| user.as_ref()));
         Ok(())
     }
@@ -130,6 +141,18 @@ impl Receipts {
                 &receipt,
             );
         }
+        self.appservices.stage_ephemeral(
+            batch,
+            position,
+            EphemeralChange::Receipt {
+                room_id,
+                user,
+                receipt_type,
+                event_id,
+                ts: receipt.ts,
+                thread_id: thread_id.as_deref(),
+            },
+        );
         batch.put_json(
             Keyspace::ReceiptStream,
             Key::new().str(room_id.as_str()).u64(position),

@@ -13,7 +13,7 @@ use std::{
 use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-use super::stream::Stream;
+use super::{appservices::interest::Interest, stream::Stream};
 
 #[derive(Default)]
 struct RoomTyping {
@@ -25,15 +25,33 @@ pub struct Typing {
     serial: AtomicU64,
     rooms: Mutex<HashMap<OwnedRoomId, RoomTyping>>,
     stream: Arc<Stream>,
+    /// Queues typing for the application services that want it.
+    appservices: Arc<Interest>,
 }
 
 impl Typing {
-    pub fn new(stream: Arc<Stream>) -> Arc<Self> {
+    pub fn new(stream: Arc<Stream>, appservices: Arc<Interest>) -> Arc<Self> {
         Arc::new(Self {
             serial: AtomicU64::new(0),
             rooms: Mutex::default(),
             stream,
+            appservices,
         })
+    }
+
+    /// Hands who is typing in the room now to the application services that want it.
+    fn tell_appservices(&self, room_id: &RoomId) {
+        let typing: Vec<OwnedUserId> = {
+            let rooms = self.rooms.lock();
+            let now = Instant::now();
+            rooms.get(room_id).map_or_else(Vec::new, |room| {
+                (room.users.iter())
+                    .filter(|(_, deadline)| **deadline > now)
+                    .map(|(user, _)| user.clone())
+                    .collect()
+            })
+        };
+        self.appservices.typing(room_id, &typing);
     }
 
     pub fn serial(&self) -> u64 {
@@ -49,7 +67,7 @@ impl Typing {
         typing: Option<Duration>,
         members: Vec<OwnedUserId>,
     ) {
-        {
+        let changed = {
             let mut rooms = self.rooms.lock();
             let room = rooms.entry(room_id.to_owned()).or_default();
             let changed = match typing {
@@ -64,6 +82,10 @@ impl Typing {
             } else {
                 room.serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
             }
+            changed
+        };
+        if changed {
+            self.tell_appservices(room_id);
         }
         self.stream.notify(members.iter().map(|user| user.as_ref()));
         if let Some(timeout) = typing {
@@ -90,6 +112,7 @@ impl Typing {
             room.users.remove(user);
             room.serial = self.serial.fetch_add(1, Ordering::SeqCst) + 1;
             drop(rooms);
+            self.tell_appservices(room_id);
             self.stream.notify(members.iter().map(|user| user.as_ref()));
         }
     }

@@ -68,9 +68,18 @@ pub struct Delivery {
     handles: Handles,
 }
 
+/// A transaction's body. Ephemeral events go under the stable name and under MSC2409's,
+/// which bridges written before it was stable read.
 #[derive(Serialize)]
 struct Transaction<'a> {
     events: Vec<&'a RawValue>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    ephemeral: &'a [&'a RawValue],
+    #[serde(
+        rename = "de.sorunome.msc2409.ephemeral",
+        skip_serializing_if = "<[_]>::is_empty"
+    )]
+    msc2409_ephemeral: &'a [&'a RawValue],
 }
 
 impl Delivery {
@@ -159,9 +168,12 @@ impl Delivery {
             in_flight.through,
             usize::MAX,
         )?;
-        let events = self.events(&entries)?;
+        let (events, ephemeral) = self.events(&entries)?;
+        let ephemeral: Vec<&RawValue> = ephemeral.iter().map(|event| event.as_ref()).collect();
         let body = serde_json::to_vec(&Transaction {
             events: events.iter().map(|event| event.as_ref()).collect(),
+            ephemeral: &ephemeral,
+            msc2409_ephemeral: &ephemeral,
         })
         .map_err(Error::internal)?;
         (self.handles.appservices.client())
@@ -173,7 +185,13 @@ impl Delivery {
             )
             .await
             .map_err(|error| Error::internal(error.to_string()))?;
-        tracing::debug!(appservice = %service.registration.id, txn = in_flight.txn_id, events = events.len(), "transaction delivered");
+        tracing::debug!(
+            appservice = %service.registration.id,
+            txn = in_flight.txn_id,
+            events = events.len(),
+            ephemeral = ephemeral.len(),
+            "transaction delivered"
+        );
         state.sent_through = in_flight.through;
         state.in_flight = None;
         let mut batch = db.batch();
@@ -183,12 +201,21 @@ impl Delivery {
         Ok(true)
     }
 
-    /// The queued events in the client-server format; an event no longer stored is
-    /// left out.
-    fn events(&self, entries: &[(u64, Vec<u8>)]) -> Result<Vec<Box<RawValue>>> {
+    /// The queued events in the client-server format (an event no longer stored is left
+    /// out), and the queued ephemeral events (stored as they are sent).
+    fn events(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+    ) -> Result<(Vec<Box<RawValue>>, Vec<Box<RawValue>>)> {
         let rooms = &self.handles.rooms;
-        let mut events = Vec::with_capacity(entries.len());
+        let (mut events, mut ephemeral) = (Vec::with_capacity(entries.len()), Vec::new());
         for (_, entry) in entries {
+            if entry.first() == Some(&b'{') {
+                if let Ok(event) = serde_json::from_slice::<Box<RawValue>>(entry) {
+                    ephemeral.push(event);
+                }
+                continue;
+            }
             let Some(event_id) = std::str::from_utf8(entry)
                 .ok()
                 .and_then(|id| ruma::OwnedEventId::try_from(id).ok())
@@ -203,6 +230,6 @@ impl Delivery {
                 stored.to_client(&event_id, ClientFormat::Full, None, prev_content.as_deref());
             events.push(event.json);
         }
-        Ok(events)
+        Ok((events, ephemeral))
     }
 }

@@ -9,29 +9,41 @@
 //! or one of the room's aliases is in its alias namespace. The last two depend on the
 //! room, not the event: they are worked out once per room and state group (and set of
 //! registrations), and kept.
+//!
+//! Ephemeral changes (receipts, typing, presence; MSC2409) go to the services that ask
+//! for them (`receive_ephemeral`), through the same queue: a receipt or a presence
+//! change is staged in the batch that records it, at its stream position; typing, which
+//! is never stored, takes a position of its own. A receipt or typing concerns the
+//! services the room concerns; a presence change, those concerned by a room its user
+//! is joined to, or whose namespace holds the user.
 
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
+        Arc, OnceLock, Weak,
         atomic::{AtomicBool, Ordering},
     },
 };
 
+use palisade_appservice::Appservice;
 use parking_lot::Mutex;
 use ruma::{
-    OwnedRoomId, RoomAliasId, RoomId, UserId, events::TimelineEventType,
+    EventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId, events::TimelineEventType,
     events::room::member::MembershipState,
 };
+use serde_json::{Value, json};
 
 use super::{Appservices, Registry};
 use crate::{
     Result,
-    service::rooms::{
-        Rooms,
-        timeline::{Placed, TimelineIndex},
+    service::{
+        rooms::{
+            Rooms,
+            timeline::{Placed, TimelineIndex},
+        },
+        stream::Stream,
     },
-    storage::{Batch, Keyspace},
+    storage::{Batch, Db, Keyspace},
 };
 
 /// The most rooms whose interested services are kept.
@@ -40,6 +52,10 @@ const ROOMS_KEPT: usize = 10_000;
 /// The timeline index that queues events for application services.
 pub struct Interest {
     appservices: Arc<Appservices>,
+    db: Arc<Db>,
+    stream: Arc<Stream>,
+    /// Set once the rooms are built (they hold this index): for ephemeral changes.
+    rooms_handle: OnceLock<Weak<Rooms>>,
     rooms: Mutex<HashMap<OwnedRoomId, RoomInterest>>,
     /// Whether a batch staged an entry since the last write was heard of.
     staged: AtomicBool,
@@ -57,13 +73,21 @@ struct RoomInterest {
 }
 
 impl Interest {
-    pub fn new(appservices: Arc<Appservices>) -> Self {
+    pub fn new(appservices: Arc<Appservices>, db: Arc<Db>, stream: Arc<Stream>) -> Self {
         Self {
             appservices,
+            db,
+            stream,
+            rooms_handle: OnceLock::new(),
             rooms: Mutex::default(),
             staged: AtomicBool::new(false),
             wake: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Hands over the rooms, once built, for the ephemeral changes.
+    pub fn set_rooms(&self, rooms: &Arc<Rooms>) {
+        let _ = self.rooms_handle.set(Arc::downgrade(rooms));
     }
 
     /// A receiver that changes whenever events were queued for some service.
@@ -177,4 +201,176 @@ impl TimelineIndex for Interest {
                 .send_modify(|count| *count = count.wrapping_add(1));
         }
     }
+}
+
+/// An ephemeral change, as the services that record it hand it over.
+pub enum EphemeralChange<'a> {
+    Receipt {
+        room_id: &'a RoomId,
+        user: &'a UserId,
+        receipt_type: &'a str,
+        event_id: &'a EventId,
+        ts: u64,
+        thread_id: Option<&'a str>,
+    },
+    Presence {
+        user: &'a UserId,
+        content: Value,
+    },
+}
+
+impl Interest {
+    /// Stages what an ephemeral change queues for the services that want it, in the
+    /// batch that records the change, at its stream position. Call
+    /// [`ephemeral_written`](Self::ephemeral_written) once the batch is on disk.
+    pub fn stage_ephemeral(&self, batch: &mut Batch, position: u64, change: EphemeralChange<'_>) {
+        let registry = self.appservices.current();
+        if !registry.any_receives_ephemeral() {
+            return;
+        }
+        let Some(rooms) = self.rooms_handle.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let (event, concerned) = match change {
+            EphemeralChange::Receipt {
+                room_id,
+                user,
+                receipt_type,
+                event_id,
+                ts,
+                thread_id,
+            } => {
+                // A private receipt is its user's alone.
+                if receipt_type == "m.read.private" {
+                    return;
+                }
+                let mut receipt = json!({ "ts": ts });
+                if let Some(thread) = thread_id {
+                    receipt["thread_id"] = thread.into();
+                }
+                let event = json!({
+                    "type": "m.receipt",
+                    "room_id": room_id,
+                    "content": { event_id.as_str(): { receipt_type: { user.as_str(): receipt } } },
+                });
+                (event, self.concerned_by_room(&rooms, room_id, &registry))
+            }
+            EphemeralChange::Presence { user, content } => {
+                let event = json!({ "type": "m.presence", "sender": user, "content": content });
+                (event, self.concerned_by_user(&rooms, user, &registry))
+            }
+        };
+        match concerned {
+            Ok(concerned) => self.stage_for(batch, position, &event, &concerned, &registry),
+            Err(error) => {
+                tracing::warn!(%error, "ephemeral change not queued for application services");
+            }
+        }
+    }
+
+    /// The batch of staged ephemeral changes is on disk.
+    pub fn ephemeral_written(&self) {
+        if self.staged.swap(false, Ordering::Relaxed) {
+            self.wake
+                .send_modify(|count| *count = count.wrapping_add(1));
+        }
+    }
+
+    /// Queues who is typing in a room now for the services that want it. Typing is never
+    /// stored, so this takes a stream position and writes by itself.
+    pub fn typing(&self, room_id: &RoomId, typing: &[OwnedUserId]) {
+        let registry = self.appservices.current();
+        if !registry.any_receives_ephemeral() {
+            return;
+        }
+        let Some(rooms) = self.rooms_handle.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let Ok(concerned) = self.concerned_by_room(&rooms, room_id, &registry) else {
+            return;
+        };
+        if !concerned.iter().any(|concerned| *concerned) {
+            return;
+        }
+        let event = json!({
+            "type": "m.typing",
+            "room_id": room_id,
+            "content": { "user_ids": typing },
+        });
+        let permit = self.stream.next();
+        let mut batch = self.db.batch();
+        self.stage_for(&mut batch, permit.position(), &event, &concerned, &registry);
+        permit.persist_in(&mut batch);
+        if let Err(error) = self.db.write_unsynced(batch) {
+            tracing::warn!(%error, "typing not queued for application services");
+        }
+        drop(permit);
+        self.ephemeral_written();
+    }
+
+    fn stage_for(
+        &self,
+        batch: &mut Batch,
+        position: u64,
+        event: &Value,
+        concerned: &[bool],
+        registry: &Registry,
+    ) {
+        let entry = event.to_string();
+        for (index, service) in registry.registered.iter().enumerate() {
+            if concerned[index] && receives_ephemeral(service) {
+                batch.put_in_run(
+                    Keyspace::AppserviceQueue,
+                    &registry.queues[index],
+                    position,
+                    entry.as_bytes(),
+                );
+                self.staged.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The services a room concerns (by index in the registry).
+    fn concerned_by_room(
+        &self,
+        rooms: &Rooms,
+        room_id: &RoomId,
+        registry: &Registry,
+    ) -> Result<Vec<bool>> {
+        let Some(room) = rooms.room(room_id)? else {
+            return Ok(vec![false; registry.registered.len()]);
+        };
+        let mut concerned = self.room_interest(rooms, room_id, room.state_group, registry)?;
+        for (index, service) in registry.registered.iter().enumerate() {
+            concerned[index] |= service.rooms.matches(room_id.as_str());
+        }
+        Ok(concerned)
+    }
+
+    /// The services a user's presence concerns: those of a room the user is joined to,
+    /// and those whose namespace holds the user.
+    fn concerned_by_user(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        registry: &Registry,
+    ) -> Result<Vec<bool>> {
+        let mut concerned: Vec<bool> = (registry.registered.iter())
+            .map(|service| service.is_user_in_namespace(user))
+            .collect();
+        for room_id in rooms.rooms_joined_by(user)? {
+            if concerned.iter().all(|concerned| *concerned) {
+                break;
+            }
+            let by_room = self.concerned_by_room(rooms, &room_id, registry)?;
+            for (concerned, yes) in concerned.iter_mut().zip(by_room) {
+                *concerned |= yes;
+            }
+        }
+        Ok(concerned)
+    }
+}
+
+fn receives_ephemeral(service: &Appservice) -> bool {
+    service.receives_ephemeral && service.registration.url.is_some()
 }

@@ -69,6 +69,12 @@ impl Registry {
         }
     }
 
+    /// Whether any service is sent ephemeral changes.
+    pub fn any_receives_ephemeral(&self) -> bool {
+        (self.registered.iter())
+            .any(|service| service.receives_ephemeral && service.registration.url.is_some())
+    }
+
     /// Whether any service is sent anything (has a URL).
     pub fn any_receives(&self) -> bool {
         (self.registered.iter()).any(|service| service.registration.url.is_some())
