@@ -178,7 +178,7 @@ fn url(registration: &Registration, path: &str) -> Result<String, CallError> {
 }
 
 /// Percent-encodes a path segment (ids hold `@`, `#`, `:` and `!`).
-fn encode(segment: &str) -> String {
+pub fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {
         match byte {

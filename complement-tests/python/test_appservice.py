@@ -10,6 +10,7 @@ import unittest
 import urllib.error
 import urllib.request
 
+from aiohttp import web
 from harness import Server, free_port
 from mautrix.appservice import AppService
 from mautrix.appservice.state_store.file import FileASStateStore
@@ -25,6 +26,7 @@ hs_token: {name}-hs-token
 sender_localpart: {name}bot
 rate_limited: false
 de.sorunome.msc2409.push_ephemeral: true
+protocols: [{name}]
 namespaces:
   users:
     - exclusive: true
@@ -78,6 +80,9 @@ class Bridge:
             ephemeral_events=True,
         )
         service.matrix_event_handler(self.heard)
+        routes = service.app.router
+        routes.add_get(f"/_matrix/app/v1/thirdparty/protocol/{self.name}", self.protocol)
+        routes.add_get(f"/_matrix/app/v1/thirdparty/location/{self.name}", self.location)
         await service.start(host="127.0.0.1", port=self.port)
         self.service = service
 
@@ -100,6 +105,32 @@ class Bridge:
         )
         # mautrix answers 404 to a falsy answer: a non-empty one says the room exists.
         return {"room_alias": alias}
+
+    async def protocol(self, _request):
+        return web.json_response(
+            {
+                "user_fields": ["username"],
+                "location_fields": ["group"],
+                "icon": "mxc://localhost/icon",
+                "field_types": {
+                    "username": {"regexp": "[a-z0-9_]+", "placeholder": "username"},
+                    "group": {"regexp": "[a-z0-9_]+", "placeholder": "group"},
+                },
+                "instances": [{"desc": self.name.title(), "network_id": "main", "fields": {}}],
+            }
+        )
+
+    async def location(self, request):
+        group = request.query.get("group", "")
+        return web.json_response(
+            [
+                {
+                    "alias": f"#{self.name}_{group}:localhost",
+                    "protocol": self.name,
+                    "fields": {"group": group},
+                }
+            ]
+        )
 
     def messages(self, sender: str):
         return [
@@ -273,6 +304,53 @@ class AppserviceTest(unittest.IsolatedAsyncioTestCase):
             self.server, "GET", "/_matrix/client/v3/directory/room/%23nobody:localhost", alice_token
         )
         self.assertEqual((status, body.get("errcode")), (404, "M_NOT_FOUND"), body)
+
+    async def test_protocols_lookups_and_network_directories_come_from_the_bridge(self):
+        self.start_server(["telegram"])
+        bridge = self.bridges["telegram"]
+        await bridge.start()
+        _, alice_token = await self.real_user("alice")
+
+        status, protocols = await acall(self.server, "GET", "/_matrix/client/v3/thirdparty/protocols", alice_token)
+        self.assertEqual(status, 200, protocols)
+        instance = protocols["telegram"]["instances"][0]
+        self.assertEqual(instance["instance_id"], "telegram|main", protocols)
+        self.assertEqual(protocols["telegram"]["location_fields"], ["group"])
+        status, body = await acall(self.server, "GET", "/_matrix/client/v3/thirdparty/protocol/irc", alice_token)
+        self.assertEqual((status, body.get("errcode")), (404, "M_NOT_FOUND"), body)
+        status, found = await acall(
+            self.server, "GET", "/_matrix/client/v3/thirdparty/location/telegram?group=news", alice_token
+        )
+        self.assertEqual((status, found[0]["alias"]), (200, "#telegram_news:localhost"), found)
+
+        # A room listed under the bridge's network is in that network's directory only.
+        room_id = await bridge.service.intent.create_room(name="Bridged news")
+        status, body = await acall(
+            self.server,
+            "PUT",
+            f"/_matrix/client/v3/directory/list/appservice/main/{room_id}",
+            "telegram-as-token",
+            {"visibility": "public"},
+        )
+        self.assertEqual(status, 200, body)
+        status, body = await acall(
+            self.server,
+            "PUT",
+            f"/_matrix/client/v3/directory/list/appservice/main/{room_id}",
+            alice_token,
+            {"visibility": "public"},
+        )
+        self.assertEqual((status, body.get("errcode")), (403, "M_FORBIDDEN"), body)
+
+        async def listed(filter_body):
+            status, page = await acall(self.server, "POST", "/_matrix/client/v3/publicRooms", alice_token, filter_body)
+            self.assertEqual(status, 200, page)
+            return [room["room_id"] for room in page["chunk"]]
+
+        self.assertIn(room_id, await listed({"third_party_instance_id": "telegram|main"}))
+        self.assertNotIn(room_id, await listed({}))
+        self.assertIn(room_id, await listed({"include_all_networks": True}))
+        self.assertNotIn(room_id, await listed({"third_party_instance_id": "telegram|other"}))
 
     async def test_transactions_survive_an_outage_and_a_crash(self):
         self.start_server(["whatsapp", "signal"])

@@ -215,4 +215,8 @@ keyspaces! {
     /// transaction id, the transaction in flight): an application service's delivery
     /// state.
     AppserviceDelivery => "appservice_delivery",
+    /// `appservice_id ‖ network_id ‖ room_id` → empty: the rooms an application service
+    /// lists in the room directory under one of its networks (third-party instance
+    /// `appservice_id|network_id`).
+    AppserviceRoomLists => "appservice_room_lists",
 }

@@ -7,13 +7,14 @@ use ruma::{
     RoomAliasId, RoomId, UInt,
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
+        appservice::set_room_visibility as set_network_room_visibility,
         directory::{
             get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
         },
         room::{Visibility, aliases},
     },
     api::error::ErrorKind,
-    directory::PublicRoomsChunk,
+    directory::{PublicRoomsChunk, RoomNetwork},
 };
 use serde_json::{Map, Value};
 
@@ -34,6 +35,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route_prepared(set_visibility, default_visibility)
         .ruma_route(public_rooms)
         .ruma_route(public_rooms_filtered)
+        .ruma_route(set_network_visibility)
 }
 
 /// # `PUT /_matrix/client/v3/directory/room/{roomAlias}`
@@ -194,13 +196,14 @@ pub(crate) struct Page {
 /// servers are answered over federation).
 pub(crate) fn list(
     rooms: &Rooms,
+    network: &RoomNetwork,
     term: Option<&str>,
     limit: Option<UInt>,
     since: Option<&str>,
 ) -> Result<Page> {
     let term = term.map(str::to_lowercase);
     let mut found = Vec::new();
-    for room_id in rooms.public_rooms()? {
+    for room_id in listed(rooms, network)? {
         let chunk = chunk(rooms, &room_id)?;
         let hit = term.as_deref().is_none_or(|term| {
             [&chunk.name, &chunk.topic]
@@ -241,6 +244,51 @@ pub(crate) fn list(
         prev_batch: prev,
         total,
     })
+}
+
+/// The rooms of a directory listing: this server's own (`Matrix`), every application
+/// service network's too (`All`), or one network's (`ThirdParty`, the instance id being
+/// `appservice_id|network_id`; an id of no such form lists nothing).
+fn listed(rooms: &Rooms, network: &RoomNetwork) -> Result<Vec<ruma::OwnedRoomId>> {
+    match network {
+        RoomNetwork::Matrix => rooms.public_rooms(),
+        RoomNetwork::All => {
+            let mut all = rooms.public_rooms()?;
+            for room_id in rooms.network_rooms(None)? {
+                if !all.contains(&room_id) {
+                    all.push(room_id);
+                }
+            }
+            Ok(all)
+        }
+        RoomNetwork::ThirdParty(instance) => match instance.split_once('|') {
+            Some(network) => rooms.network_rooms(Some(network)),
+            None => Ok(Vec::new()),
+        },
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// # `PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}`
+///
+/// An application service lists a room under one of its networks, or stops.
+async fn set_network_visibility(
+    services: Arc<Services>,
+    request: Ruma<set_network_room_visibility::v3::Request>,
+) -> Result<set_network_room_visibility::v3::Response> {
+    let body = &request.body;
+    let appservice = (request.sender()?.appservice.as_deref())
+        .ok_or_else(|| Error::forbidden("Only an application service lists rooms by network"))?;
+    if !services.rooms.exists(&body.room_id)? {
+        return Err(Error::not_found("Unknown room"));
+    }
+    let listed = body.visibility == Visibility::Public;
+    services.rooms.set_network_listed(
+        (appservice, body.network_id.as_str()),
+        &body.room_id,
+        listed,
+    )?;
+    Ok(set_network_room_visibility::v3::Response::new())
 }
 
 /// # `GET /_matrix/client/v3/publicRooms`
@@ -301,6 +349,7 @@ async fn listing(
     }
     let page = list(
         &services.rooms,
+        &request.room_network,
         request.filter.generic_search_term.as_deref(),
         request.limit,
         request.since.as_deref(),

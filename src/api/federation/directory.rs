@@ -53,6 +53,7 @@ async fn public_rooms(
 ) -> Result<get_public_rooms::v1::Response> {
     let page = list(
         &services.rooms,
+        &ruma::directory::RoomNetwork::Matrix,
         None,
         request.body.limit,
         request.body.since.as_deref(),
@@ -76,6 +77,7 @@ async fn public_rooms_filtered(
     let body = &request.body;
     let page = list(
         &services.rooms,
+        &body.room_network,
         body.filter.generic_search_term.as_deref(),
         body.limit,
         body.since.as_deref(),

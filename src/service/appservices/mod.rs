@@ -18,10 +18,11 @@ use std::{
 
 use palisade_appservice::{
     Appservice,
-    client::{AppserviceClient, CallError},
+    client::{AppserviceClient, CallError, encode},
 };
 use parking_lot::RwLock;
 use ruma::{RoomAliasId, ServerName, UserId};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -188,6 +189,117 @@ impl Appservices {
             }
         }
         false
+    }
+
+    /// What the services that declare `protocol` say of it
+    /// (`/_matrix/app/v1/thirdparty/protocol/{protocol}`), one answer with the instances
+    /// of all of them, each instance given its `instance_id` (`appservice_id|network_id`,
+    /// what a directory listing names). `None` when no service declares it or none
+    /// answered.
+    pub async fn protocol(&self, protocol: &str) -> Option<Value> {
+        let path = format!("/_matrix/app/v1/thirdparty/protocol/{}", encode(protocol));
+        let mut merged: Option<Value> = None;
+        for service in self.declaring(Some(protocol)) {
+            let Some(mut answer) = self.ask(&service, &path).await else {
+                continue;
+            };
+            let id = &service.registration.id;
+            let mut instances = match answer.get_mut("instances").map(Value::take) {
+                Some(Value::Array(instances)) => instances,
+                _ => Vec::new(),
+            };
+            for instance in &mut instances {
+                let network = instance.get("network_id").and_then(Value::as_str);
+                let instance_id = format!("{id}|{}", network.unwrap_or_default());
+                if let Some(instance) = instance.as_object_mut() {
+                    instance.insert("instance_id".into(), instance_id.into());
+                }
+            }
+            match &mut merged {
+                None => {
+                    answer["instances"] = Value::Array(instances);
+                    merged = Some(answer);
+                }
+                Some(merged) => {
+                    if let Some(Value::Array(all)) = merged.get_mut("instances") {
+                        all.extend(instances);
+                    }
+                }
+            }
+        }
+        merged
+    }
+
+    /// Every protocol the services declare, as [`protocol`](Self::protocol) describes it.
+    pub async fn protocols(&self) -> serde_json::Map<String, Value> {
+        let mut names: Vec<String> = (self.current().registered.iter())
+            .flat_map(|service| service.registration.protocols.clone().unwrap_or_default())
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut out = serde_json::Map::new();
+        for name in names {
+            if let Some(protocol) = self.protocol(&name).await {
+                out.insert(name, protocol);
+            }
+        }
+        out
+    }
+
+    /// A third-party lookup (`/_matrix/app/v1/thirdparty/{location,user}...`) asked of the
+    /// services that declare `protocol` (every service with a protocol when `None`),
+    /// their answers joined; `None` when no service declares it.
+    pub async fn thirdparty_lookup(
+        &self,
+        protocol: Option<&str>,
+        path_and_query: &str,
+    ) -> Option<Vec<Value>> {
+        let services = self.declaring(protocol);
+        if services.is_empty() {
+            return None;
+        }
+        let mut found = Vec::new();
+        for service in services {
+            if let Some(Value::Array(answer)) = self.ask(&service, path_and_query).await {
+                found.extend(answer);
+            }
+        }
+        Some(found)
+    }
+
+    /// The services with a URL that declare `protocol`, or any protocol.
+    fn declaring(&self, protocol: Option<&str>) -> Vec<Arc<Appservice>> {
+        (self.current().registered.iter())
+            .filter(|service| service.registration.url.is_some())
+            .filter(|service| {
+                let declared = service
+                    .registration
+                    .protocols
+                    .as_deref()
+                    .unwrap_or_default();
+                match protocol {
+                    Some(protocol) => declared.iter().any(|p| p == protocol),
+                    None => !declared.is_empty(),
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// A service's JSON answer to a lookup; `None` (logged) when it failed.
+    async fn ask(&self, service: &Appservice, path_and_query: &str) -> Option<Value> {
+        match (self.client)
+            .get_json(&service.registration, path_and_query, QUERY_TIMEOUT)
+            .await
+        {
+            Ok(answer) => Some(answer),
+            Err(error) => {
+                if !error.is_not_found() {
+                    tracing::warn!(appservice = %service.registration.id, %error, path_and_query, "third-party lookup failed");
+                }
+                None
+            }
+        }
     }
 
     /// Pings a service (MSC2659): how long it took to answer.

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use super::Rooms;
 use crate::{
     Error, Result,
-    storage::{Keyspace, codec::Key},
+    storage::{
+        Keyspace,
+        codec::{Key, KeyReader},
+    },
 };
 
 #[derive(Serialize, Deserialize)]
@@ -105,6 +108,49 @@ impl Rooms {
         }
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// Lists a room in the directory under an application service's network, or stops.
+    pub fn set_network_listed(
+        &self,
+        (appservice, network): (&str, &str),
+        room_id: &RoomId,
+        listed: bool,
+    ) -> Result<()> {
+        let key = Key::new()
+            .str(appservice)
+            .str(network)
+            .str(room_id.as_str());
+        let mut batch = self.db.batch();
+        if listed {
+            batch.put(Keyspace::AppserviceRoomLists, key, Vec::new());
+        } else {
+            batch.delete(Keyspace::AppserviceRoomLists, key);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// The rooms listed under application services' networks: all of them, or those of
+    /// one (`appservice`, `network`).
+    pub fn network_rooms(&self, network: Option<(&str, &str)>) -> Result<Vec<OwnedRoomId>> {
+        let prefix = match network {
+            Some((appservice, network)) => Key::new().str(appservice).str(network),
+            None => Key::new(),
+        };
+        let mut out = Vec::new();
+        for (key, _) in self
+            .db
+            .scan_prefix(Keyspace::AppserviceRoomLists, prefix.bytes())?
+        {
+            let mut reader = KeyReader::new(&key);
+            reader.str()?;
+            reader.str()?;
+            if let Ok(room_id) = OwnedRoomId::try_from(reader.str()?) {
+                out.push(room_id);
+            }
+        }
+        Ok(out)
     }
 
     pub fn is_public(&self, room_id: &RoomId) -> Result<bool> {
