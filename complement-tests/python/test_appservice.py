@@ -5,6 +5,8 @@ transactions, makes rooms for aliases it is asked about; its transactions surviv
 bridge being down and the server being killed."""
 
 import asyncio
+import hashlib
+import hmac
 import json
 import unittest
 import urllib.error
@@ -390,6 +392,93 @@ class AppserviceTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(await whatsapp.wait_for(alice, 10, timeout=60), first + second)
         ids = [event.event_id for event in whatsapp.events]
         self.assertEqual(len(ids), len(set(ids)), "an event came twice")
+
+
+class RuntimeRegistrationTest(unittest.IsolatedAsyncioTestCase):
+    """An administrator adds a bridge to a running server, without a restart."""
+
+    def setUp(self):
+        self.server = Server('registration_shared_secret = "shared"')
+        self.bridge = None
+
+    async def asyncTearDown(self):
+        if self.bridge:
+            await self.bridge.stop()
+
+    def tearDown(self):
+        self.server.stop()
+
+    def admin(self) -> str:
+        _, body = call(self.server, "GET", "/_synapse/admin/v1/register")
+        nonce = body["nonce"]
+        mac = hmac.new(b"shared", digestmod=hashlib.sha1)
+        mac.update(b"\x00".join([nonce.encode(), b"root", b"pw", b"admin"]))
+        status, body = call(
+            self.server,
+            "POST",
+            "/_synapse/admin/v1/register",
+            body={"nonce": nonce, "username": "root", "password": "pw", "admin": True, "mac": mac.hexdigest()},
+        )
+        self.assertEqual(status, 200, body)
+        return body["access_token"]
+
+    async def test_a_bridge_added_and_removed_at_run_time(self):
+        root = await asyncio.to_thread(self.admin)
+        port = free_port()
+        text = registration("slack", port)
+        path = "/_palisade/admin/v1/appservices/slack"
+
+        status, alice = await acall(
+            self.server,
+            "POST",
+            "/_matrix/client/v3/register",
+            body={"username": "alice", "password": "pw", "auth": {"type": "m.login.dummy"}},
+        )
+        self.assertEqual(status, 200, alice)
+        status, body = await acall(self.server, "PUT", path, alice["access_token"], None)
+        self.assertEqual((status, body.get("errcode")), (403, "M_FORBIDDEN"), body)
+
+        request = urllib.request.Request(self.server.url + path, data=text.encode(), method="PUT")
+        request.add_header("Authorization", f"Bearer {root}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            added = json.loads(response.read())
+        self.assertEqual((added["id"], added["source"]), ("slack", "admin"))
+        self.assertNotIn("as_token", added)
+
+        # The bridge works at once: its bot exists, its ghosts register, it hears alice.
+        self.bridge = Bridge("slack", self.server, port)
+        await self.bridge.start()
+        intent = self.bridge.service.intent
+        room_id = await intent.create_room(name="Slack portal", invitees=[UserID(alice["user_id"])])
+        status, body = await acall(self.server, "POST", f"/_matrix/client/v3/join/{room_id}", alice["access_token"], {})
+        self.assertEqual(status, 200, body)
+        status, body = await acall(
+            self.server,
+            "PUT",
+            f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/1",
+            alice["access_token"],
+            {"msgtype": "m.text", "body": "hi slack"},
+        )
+        self.assertEqual(status, 200, body)
+        self.assertEqual(await self.bridge.wait_for(alice["user_id"], 1), ["hi slack"])
+
+        # It is kept across a restart.
+        self.server.kill()
+        self.server.start()
+        status, who = await acall(self.server, "GET", "/_matrix/client/v3/account/whoami", "slack-as-token")
+        self.assertEqual((status, who.get("user_id")), (200, "@slackbot:localhost"), who)
+
+        # Removed, its token is no one's, also after a restart.
+        status, body = await acall(self.server, "DELETE", path, root)
+        self.assertEqual(status, 200, body)
+        for restart in (False, True):
+            if restart:
+                self.server.kill()
+                self.server.start()
+            status, body = await acall(self.server, "GET", "/_matrix/client/v3/account/whoami", "slack-as-token")
+            self.assertEqual((status, body.get("errcode")), (401, "M_UNKNOWN_TOKEN"), body)
+        status, body = await acall(self.server, "GET", "/_palisade/admin/v1/appservices", root)
+        self.assertEqual((status, body), (200, {"appservices": []}))
 
 
 if __name__ == "__main__":

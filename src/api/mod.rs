@@ -2,6 +2,7 @@
 //! endpoint; the paths themselves come from ruma. [`ruma`] registers a handler for a ruma
 //! request type and hands it the parsed, authenticated request.
 
+pub mod appservice_admin;
 pub mod client;
 pub mod download;
 pub mod federation;
@@ -22,6 +23,7 @@ use crate::service::Services;
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = client::routes(router);
     let router = keys::routes(router);
+    let router = appservice_admin::routes(router);
     synapse_admin::routes(router)
 }
 

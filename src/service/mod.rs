@@ -117,6 +117,7 @@ impl Services {
         let appservices = Arc::new(appservices::Appservices::load(
             &config.app_service_config_files,
             appservice_client()?,
+            db.clone(),
         )?);
         let appservice_interest = Arc::new(appservices::interest::Interest::new(
             appservices.clone(),

@@ -219,4 +219,7 @@ keyspaces! {
     /// lists in the room directory under one of its networks (third-party instance
     /// `appservice_id|network_id`).
     AppserviceRoomLists => "appservice_room_lists",
+    /// `appservice_id` → the registration's YAML: the application services registered
+    /// at run time through the admin API.
+    AppserviceRegistrations => "appservice_registrations",
 }

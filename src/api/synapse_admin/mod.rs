@@ -25,7 +25,11 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// The administrator a request's access token belongs to; anyone else is 403.
-fn require_admin(services: &Services, headers: &HeaderMap, uri: &Uri) -> Result<OwnedUserId> {
+pub(crate) fn require_admin(
+    services: &Services,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<OwnedUserId> {
     let token = crate::api::ruma::access_token_in(headers, uri).ok_or_else(|| {
         Error::new(
             ruma::api::error::ErrorKind::MissingToken,
@@ -40,11 +44,11 @@ fn require_admin(services: &Services, headers: &HeaderMap, uri: &Uri) -> Result<
 }
 
 /// A rejected path or query is the spec's `400 M_INVALID_PARAM`, not axum's plain text.
-pub(super) fn param<T>(extracted: std::result::Result<T, impl std::fmt::Display>) -> Result<T> {
+pub(crate) fn param<T>(extracted: std::result::Result<T, impl std::fmt::Display>) -> Result<T> {
     extracted.map_err(|rejection| Error::invalid_param(rejection.to_string()))
 }
 
-pub(super) fn answer(result: Result<Value>) -> Response {
+pub(crate) fn answer(result: Result<Value>) -> Response {
     match result {
         Ok(value) => Json(value).into_response(),
         Err(error) => error.into_response(),

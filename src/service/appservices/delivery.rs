@@ -11,11 +11,12 @@
 //! at or below the stream's frontier, where every position is written: an entry can
 //! never appear below a position already sent.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use palisade_appservice::Appservice;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tokio::task::JoinHandle;
 
 use super::{Appservices, queue_key};
 use crate::{
@@ -87,19 +88,44 @@ impl Delivery {
         Self { handles }
     }
 
-    /// Starts one task per service with a URL. Opened outside a runtime (the in-process
-    /// tests), nothing is delivered.
+    /// Runs one task per service with a URL, started and stopped as registrations come
+    /// and go. Opened outside a runtime (the in-process tests), nothing is delivered.
     pub fn start(self: Arc<Self>, wake: tokio::sync::watch::Receiver<u64>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        for service in &self.handles.appservices.current().registered {
-            if service.registration.url.is_none() {
-                continue;
+        let mut changes = self.handles.appservices.subscribe_changes();
+        runtime.spawn(async move {
+            let mut running: HashMap<String, (Arc<Appservice>, JoinHandle<()>)> = HashMap::new();
+            loop {
+                changes.borrow_and_update();
+                let registry = self.handles.appservices.current();
+                running.retain(|id, (service, task)| {
+                    let kept = (registry.registered.iter()).any(|current| {
+                        Arc::ptr_eq(current, service) && current.registration.id == *id
+                    });
+                    if !kept {
+                        task.abort();
+                    }
+                    kept
+                });
+                for service in &registry.registered {
+                    let id = &service.registration.id;
+                    if service.registration.url.is_none() || running.contains_key(id) {
+                        continue;
+                    }
+                    let (delivery, wake) = (self.clone(), wake.clone());
+                    let task = tokio::spawn({
+                        let service = service.clone();
+                        async move { delivery.run(service, wake).await }
+                    });
+                    running.insert(id.clone(), (service.clone(), task));
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
             }
-            let (delivery, service, wake) = (self.clone(), service.clone(), wake.clone());
-            runtime.spawn(async move { delivery.run(service, wake).await });
-        }
+        });
     }
 
     /// Delivers a service's queue as it fills, for as long as the server runs.

@@ -28,12 +28,18 @@ use sha2::{Digest, Sha256};
 use crate::{
     Error, Result,
     service::{push::rules::Rulesets, users::Users},
-    storage::{codec::Key, runs::RunPrefix},
+    storage::{Db, Keyspace, codec::Key, runs::RunPrefix},
 };
 
 pub struct Appservices {
     registry: RwLock<Arc<Registry>>,
+    /// The ids of the registrations from the configuration's files.
+    configured: HashSet<String>,
     client: AppserviceClient,
+    /// Where registrations added at run time are kept.
+    db: Arc<Db>,
+    /// Moved whenever a registration is added or removed.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// How long an application service has to answer a query or a ping.
@@ -87,15 +93,46 @@ pub fn queue_key(id: &str) -> Key {
     Key::new().str(id)
 }
 
+/// Checks registrations against one another: each id, each token (whether `as_token` or
+/// `hs_token`) and each service's own user belongs to one only, or a token would name
+/// two services and a request could not tell which.
+fn check_distinct(registered: &[Arc<Appservice>]) -> std::result::Result<(), String> {
+    let mut ids = HashSet::new();
+    let mut tokens = HashSet::new();
+    let mut senders = HashSet::new();
+    for service in registered {
+        let registration = &service.registration;
+        let repeated = |what: &str| {
+            format!(
+                "application service {}: its {what} is another registration's too",
+                registration.id
+            )
+        };
+        if !ids.insert(registration.id.as_str()) {
+            return Err(repeated("id"));
+        }
+        for token in [&registration.as_token, &registration.hs_token] {
+            if !tokens.insert(token.as_str()) {
+                return Err(repeated("token"));
+            }
+        }
+        if !senders.insert(registration.sender_localpart.as_str()) {
+            return Err(repeated("sender_localpart"));
+        }
+    }
+    Ok(())
+}
+
 fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
 impl Appservices {
-    /// Reads every registration file; the first that cannot be read or is invalid, or
-    /// that repeats another's id, token or user, is the error.
-    pub fn load(paths: &[PathBuf], client: AppserviceClient) -> Result<Self> {
-        let registered = paths
+    /// Reads every registration file and the registrations added through the admin
+    /// API; the first that cannot be read or is invalid, or that repeats another's id,
+    /// token or user, is the error.
+    pub fn load(paths: &[PathBuf], client: AppserviceClient, db: Arc<Db>) -> Result<Self> {
+        let mut registered = paths
             .iter()
             .map(|path| {
                 Appservice::load(path).map_err(|error| {
@@ -103,45 +140,105 @@ impl Appservices {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let appservices = Self::new(registered, client)?;
-        for service in &appservices.current().registered {
+        let configured = (registered.iter())
+            .map(|service| service.registration.id.clone())
+            .collect();
+        for (id, text) in db.scan_prefix(Keyspace::AppserviceRegistrations, b"")? {
+            let id = String::from_utf8_lossy(&id).into_owned();
+            let service = Appservice::from_yaml(&String::from_utf8_lossy(&text))
+                .map_err(|error| Error::internal(format!("application service {id}: {error}")))?;
+            registered.push(service);
+        }
+        let registered: Vec<Arc<Appservice>> = registered.into_iter().map(Arc::new).collect();
+        check_distinct(&registered).map_err(Error::internal)?;
+        for service in &registered {
             tracing::info!(id = %service.registration.id, "application service registered");
         }
-        Ok(appservices)
-    }
-
-    /// The registrations, checked against one another: each id, each token (whether
-    /// `as_token` or `hs_token`) and each service's own user belongs to one only, or a
-    /// token would name two services and a request could not tell which.
-    pub fn new(registered: Vec<Appservice>, client: AppserviceClient) -> Result<Self> {
-        let mut ids = HashSet::new();
-        let mut tokens = HashSet::new();
-        let mut senders = HashSet::new();
-        for service in &registered {
-            let registration = &service.registration;
-            let repeated = |what: &str| {
-                Error::internal(format!(
-                    "application service {}: its {what} is another registration's too",
-                    registration.id
-                ))
-            };
-            if !ids.insert(registration.id.as_str()) {
-                return Err(repeated("id"));
-            }
-            for token in [&registration.as_token, &registration.hs_token] {
-                if !tokens.insert(token.as_str()) {
-                    return Err(repeated("token"));
-                }
-            }
-            if !senders.insert(registration.sender_localpart.as_str()) {
-                return Err(repeated("sender_localpart"));
-            }
-        }
-        let registered = registered.into_iter().map(Arc::new).collect();
         Ok(Self {
             registry: RwLock::new(Arc::new(Registry::new(registered, 0))),
+            configured,
             client,
+            db,
+            changed: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Adds a registration, or replaces one added before, at run time; it is kept in the
+    /// database and read again at each start. Those of the configuration's files change
+    /// only there.
+    pub fn put(&self, text: &str) -> Result<Arc<Appservice>> {
+        let service = Arc::new(
+            Appservice::from_yaml(text).map_err(|error| Error::invalid_param(error.to_string()))?,
+        );
+        let id = service.registration.id.clone();
+        if self.configured.contains(&id) {
+            return Err(Error::invalid_param(
+                "This application service is registered in the configuration",
+            ));
+        }
+        let mut registry = self.registry.write();
+        let mut registered: Vec<Arc<Appservice>> = (registry.registered.iter())
+            .filter(|other| other.registration.id != id)
+            .cloned()
+            .collect();
+        registered.push(service.clone());
+        check_distinct(&registered).map_err(Error::invalid_param)?;
+        let mut batch = self.db.batch();
+        batch.put(
+            Keyspace::AppserviceRegistrations,
+            id.as_bytes().to_vec(),
+            text.as_bytes().to_vec(),
+        );
+        self.db.write(batch)?;
+        *registry = Arc::new(Registry::new(registered, registry.generation + 1));
+        drop(registry);
+        self.changed.send_modify(|count| *count += 1);
+        tracing::info!(%id, "application service registered at run time");
+        Ok(service)
+    }
+
+    /// Removes a registration added at run time; whether there was one.
+    pub fn remove(&self, id: &str) -> Result<bool> {
+        if self.configured.contains(id) {
+            return Err(Error::invalid_param(
+                "This application service is registered in the configuration",
+            ));
+        }
+        let mut registry = self.registry.write();
+        if !registry.registered.iter().any(|s| s.registration.id == id) {
+            return Ok(false);
+        }
+        let registered = (registry.registered.iter())
+            .filter(|other| other.registration.id != id)
+            .cloned()
+            .collect();
+        // Its queue goes with it: a service registered again under the id starts afresh.
+        let mut batch = self.db.batch();
+        batch.delete(Keyspace::AppserviceRegistrations, id.as_bytes().to_vec());
+        let queue = queue_key(id);
+        for (key, _) in self
+            .db
+            .scan_prefix(Keyspace::AppserviceQueue, queue.bytes())?
+        {
+            batch.delete(Keyspace::AppserviceQueue, key);
+        }
+        batch.delete(Keyspace::AppserviceDelivery, queue.bytes().to_vec());
+        self.db.write(batch)?;
+        *registry = Arc::new(Registry::new(registered, registry.generation + 1));
+        drop(registry);
+        self.changed.send_modify(|count| *count += 1);
+        tracing::info!(%id, "application service removed");
+        Ok(true)
+    }
+
+    /// Whether a registration comes from the configuration's files.
+    pub fn is_configured(&self, id: &str) -> bool {
+        self.configured.contains(id)
+    }
+
+    /// A receiver that changes whenever a registration is added or removed.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// The HTTP client that calls the services.
@@ -396,20 +493,18 @@ mod tests {
         .unwrap()
     }
 
-    fn client() -> AppserviceClient {
-        AppserviceClient::new(reqwest::Client::new())
-    }
-
     #[test]
     fn ids_tokens_and_users_belong_to_one_registration() {
-        let ok = Appservices::new(
-            vec![
+        let checked = |services: Vec<Appservice>| {
+            check_distinct(&services.into_iter().map(Arc::new).collect::<Vec<_>>())
+        };
+        assert!(
+            checked(vec![
                 registration("a", "ta", "ha", "abot"),
                 registration("b", "tb", "hb", "bbot"),
-            ],
-            client(),
+            ])
+            .is_ok()
         );
-        assert!(ok.is_ok());
         for (second, what) in [
             (registration("a", "tb", "hb", "bbot"), "id"),
             (registration("b", "ta", "hb", "bbot"), "token"),
@@ -417,13 +512,9 @@ mod tests {
             (registration("b", "ha", "hb", "bbot"), "token"),
             (registration("b", "tb", "hb", "abot"), "sender_localpart"),
         ] {
-            let error = Appservices::new(
-                vec![registration("a", "ta", "ha", "abot"), second],
-                client(),
-            )
-            .err()
-            .expect("a repeated registration was taken");
-            assert!(error.to_string().contains(what), "{what}: {error}");
+            let error = checked(vec![registration("a", "ta", "ha", "abot"), second])
+                .expect_err("a repeated registration was taken");
+            assert!(error.contains(what), "{what}: {error}");
         }
     }
 }
