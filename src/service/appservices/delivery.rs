@@ -57,6 +57,12 @@ struct InFlight {
     through: u64,
 }
 
+/// What a transaction carries: events in the client-server format, ephemeral events.
+struct Contents {
+    events: Vec<Box<RawValue>>,
+    ephemeral: Vec<Box<RawValue>>,
+}
+
 /// The handles a delivery uses.
 pub struct Handles {
     pub db: Arc<Db>,
@@ -194,7 +200,7 @@ impl Delivery {
             in_flight.through,
             usize::MAX,
         )?;
-        let (events, ephemeral) = self.events(&entries)?;
+        let Contents { events, ephemeral } = self.events(&entries)?;
         let ephemeral: Vec<&RawValue> = ephemeral.iter().map(|event| event.as_ref()).collect();
         let body = serde_json::to_vec(&Transaction {
             events: events.iter().map(|event| event.as_ref()).collect(),
@@ -229,10 +235,7 @@ impl Delivery {
 
     /// The queued events in the client-server format (an event no longer stored is left
     /// out), and the queued ephemeral events (stored as they are sent).
-    fn events(
-        &self,
-        entries: &[(u64, Vec<u8>)],
-    ) -> Result<(Vec<Box<RawValue>>, Vec<Box<RawValue>>)> {
+    fn events(&self, entries: &[(u64, Vec<u8>)]) -> Result<Contents> {
         let rooms = &self.handles.rooms;
         let (mut events, mut ephemeral) = (Vec::with_capacity(entries.len()), Vec::new());
         for (_, entry) in entries {
@@ -256,6 +259,6 @@ impl Delivery {
                 stored.to_client(&event_id, ClientFormat::Full, None, prev_content.as_deref());
             events.push(event.json);
         }
-        Ok((events, ephemeral))
+        Ok(Contents { events, ephemeral })
     }
 }
