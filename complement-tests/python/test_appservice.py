@@ -170,6 +170,8 @@ class AppserviceTest(unittest.IsolatedAsyncioTestCase):
     async def asyncTearDown(self):
         for bridge in self.bridges.values():
             await bridge.stop()
+        for close in getattr(self, "closers", []):
+            await close()
 
     def tearDown(self):
         self.server.stop()
@@ -353,6 +355,61 @@ class AppserviceTest(unittest.IsolatedAsyncioTestCase):
         self.assertNotIn(room_id, await listed({}))
         self.assertIn(room_id, await listed({"include_all_networks": True}))
         self.assertNotIn(room_id, await listed({"third_party_instance_id": "telegram|other"}))
+
+    async def test_a_refused_transaction_comes_again_with_its_id_and_its_events(self):
+        self.start_server(["irc"])
+        attempts = []  # (transaction id, event ids, status answered)
+
+        async def transaction(request):
+            self.assertEqual(request.headers.get("Authorization"), "Bearer irc-hs-token")
+            txn = request.match_info["txn"]
+            events = [event["event_id"] for event in (await request.json())["events"]]
+            status = 200 if any(t == txn for t, _, _ in attempts) else 500
+            attempts.append((txn, events, status))
+            return web.json_response({}, status=status)
+
+        app = web.Application()
+        app.router.add_put("/_matrix/app/v1/transactions/{txn}", transaction)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.ports["irc"]).start()
+        self.closers = [runner.cleanup]
+
+        alice, alice_token = await self.real_user("alice")
+        status, room = await acall(
+            self.server, "POST", "/_matrix/client/v3/createRoom", "irc-as-token", {"invite": [alice]}
+        )
+        self.assertEqual(status, 200, room)
+        room_id = room["room_id"]
+        status, body = await acall(self.server, "POST", f"/_matrix/client/v3/join/{room_id}", alice_token, {})
+        self.assertEqual(status, 200, body)
+        sent = []
+        for n in range(3):
+            status, body = await acall(
+                self.server,
+                "PUT",
+                f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{n}",
+                alice_token,
+                {"msgtype": "m.text", "body": f"irc {n}"},
+            )
+            self.assertEqual(status, 200, body)
+            sent.append(body["event_id"])
+        for _ in range(300):
+            delivered = [e for _, events, status in attempts if status == 200 for e in events]
+            if set(sent) <= set(delivered):
+                break
+            await asyncio.sleep(0.05)
+        await runner.cleanup()
+        # Each transaction went twice, the same both times; an event is in one only.
+        by_id = {}
+        for txn, events, _ in attempts:
+            by_id.setdefault(txn, []).append(events)
+        for txn, tries in by_id.items():
+            self.assertEqual(len(tries), 2, f"transaction {txn}: {tries}")
+            self.assertEqual(tries[0], tries[1], f"transaction {txn} changed on retry")
+        delivered = [e for _, events, status in attempts if status == 200 for e in events]
+        self.assertEqual(len(delivered), len(set(delivered)), "an event came in two transactions")
+        self.assertEqual([e for e in delivered if e in sent], sent)
 
     async def test_transactions_survive_an_outage_and_a_crash(self):
         self.start_server(["whatsapp", "signal"])

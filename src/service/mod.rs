@@ -215,7 +215,11 @@ impl Services {
             &config.presence,
         )?);
         let e2ee = Arc::new(e2ee::E2ee::new(db.clone(), stream.clone()));
-        let to_device = Arc::new(to_device::ToDevice::new(db.clone(), stream.clone()));
+        let to_device = Arc::new(to_device::ToDevice::new(
+            db.clone(),
+            stream.clone(),
+            appservice_interest.clone(),
+        ));
         let receipts = Arc::new(receipts::Receipts::new(
             db.clone(),
             stream.clone(),
@@ -318,6 +322,8 @@ impl Services {
                 rooms: rooms.clone(),
                 stream: stream.clone(),
                 appservices: appservices.clone(),
+                e2ee: e2ee.clone(),
+                users: users.clone(),
             });
         Arc::new(appservice_delivery).start(appservice_interest.subscribe());
         Ok(Self {

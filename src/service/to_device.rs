@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     Result,
-    service::stream::Stream,
+    service::{appservices::interest::Interest, stream::Stream},
     storage::{
         Batch, Db, Keyspace,
         codec::{Key, decode_json},
@@ -22,6 +22,8 @@ pub const MAX_PER_SYNC: usize = 100;
 pub struct ToDevice {
     db: Arc<Db>,
     stream: Arc<Stream>,
+    /// Queues the messages of application services' users for them (MSC4203).
+    appservices: Arc<Interest>,
 }
 
 /// The transaction-id key of a `sendToDevice` call, beside the room-send ones.
@@ -35,8 +37,12 @@ pub fn txn_key(user: &UserId, device: &DeviceId, event_type: &str, txn_id: &str)
 }
 
 impl ToDevice {
-    pub fn new(db: Arc<Db>, stream: Arc<Stream>) -> Self {
-        Self { db, stream }
+    pub fn new(db: Arc<Db>, stream: Arc<Stream>, appservices: Arc<Interest>) -> Self {
+        Self {
+            db,
+            stream,
+            appservices,
+        }
     }
 
     /// Puts the messages in the inboxes of local devices at one new stream position,
@@ -58,12 +64,15 @@ impl ToDevice {
                     .u64(permit.position()),
                 event,
             );
+            self.appservices
+                .stage_to_device(&mut batch, permit.position(), user, device, event);
             if !recipients.contains(user) {
                 recipients.push(user.clone());
             }
         }
         self.db.write(batch)?;
         drop(permit);
+        self.appservices.ephemeral_written();
         self.stream
             .notify(recipients.iter().map(|user| user.as_ref()));
         Ok(())

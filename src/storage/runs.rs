@@ -214,8 +214,8 @@ impl Db {
         Ok(done.len())
     }
 
-    /// The entries under `prefix` at positions in `(since, until]`, oldest first, at most
-    /// `limit`.
+    /// The entries under `prefix` at positions in `(since, until]`, oldest first (those of
+    /// one position in the order staged), at most `limit`.
     pub fn run_entries(
         &self,
         keyspace: Keyspace,
@@ -225,7 +225,7 @@ impl Db {
         limit: usize,
     ) -> StorageResult<Vec<(u64, Vec<u8>)>> {
         let start = prefix.clone().u64((since + 1).saturating_sub(RUN_SPAN));
-        let mut found: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut found: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
         self.for_each_from(
             keyspace,
             prefix.bytes(),
@@ -248,13 +248,17 @@ impl Db {
                 }
                 for (position, entry) in entries(first, value) {
                     if position > since && position <= until {
-                        found.insert(position, entry.to_vec());
+                        found.entry(position).or_default().push(entry.to_vec());
                     }
                 }
                 true
             },
         )?;
-        Ok(found.into_iter().take(limit).collect())
+        Ok(found
+            .into_iter()
+            .flat_map(|(position, entries)| entries.into_iter().map(move |entry| (position, entry)))
+            .take(limit)
+            .collect())
     }
 
     /// The entries under `prefix` at positions below `before`, newest first, at most

@@ -268,6 +268,34 @@ impl Interest {
         }
     }
 
+    /// Stages a to-device message for the services whose user it is for (MSC4203), in
+    /// the batch that puts it in the device's inbox.
+    pub fn stage_to_device(
+        &self,
+        batch: &mut Batch,
+        position: u64,
+        user: &UserId,
+        device: &ruma::DeviceId,
+        event: &Value,
+    ) {
+        let registry = self.appservices.current();
+        if !registry.any_receives_ephemeral() {
+            return;
+        }
+        let concerned: Vec<bool> = (registry.registered.iter())
+            .map(|service| service.is_user_in_namespace(user))
+            .collect();
+        if !concerned.iter().any(|concerned| *concerned) {
+            return;
+        }
+        let mut message = event.clone();
+        if let Some(fields) = message.as_object_mut() {
+            fields.insert("to_user_id".into(), user.as_str().into());
+            fields.insert("to_device_id".into(), device.as_str().into());
+        }
+        self.stage_for(batch, position, &message, &concerned, &registry);
+    }
+
     /// The batch of staged ephemeral changes is on disk.
     pub fn ephemeral_written(&self) {
         if self.staged.swap(false, Ordering::Relaxed) {
