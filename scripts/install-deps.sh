@@ -130,7 +130,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ -z "$SERVER_ONLY" ]; then
-    if [ ! -d complement-tests/js/node_modules/matrix-js-sdk ]; then
+    if [ ! -d complement-tests/js/node_modules/matrix-js-sdk ] \
+        || [ ! -d complement-tests/js/node_modules/matrix-appservice-bridge ]; then
         (cd complement-tests/js && npm ci --no-audit --no-fund --loglevel=error)
     fi
     venv=complement-tests/python/.venv
