@@ -208,8 +208,9 @@ keyspaces! {
     /// `position` → JSON `{"index": event id}` or `{"forget": event id}`: the search
     /// index's work, written with the event and removed once the index has taken it.
     SearchQueue => "search_queue",
-    /// `appservice_id ‖ position` → a run (`storage::runs`) of entries, each an event
-    /// id: the events an application service is to be sent, staged with the events.
+    /// `appservice_id ‖ position` → a run (`storage::runs`) of entries, each an event id
+    /// or the JSON of an ephemeral event or a to-device message: what an application
+    /// service is to be sent, staged with what it records.
     AppserviceQueue => "appservice_queue",
     /// `appservice_id` → JSON `Delivery` (the position sent through, the next
     /// transaction id, the transaction in flight): an application service's delivery

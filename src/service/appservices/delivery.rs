@@ -1,4 +1,5 @@
-//! Sending each application service its queued events, in transactions
+//! Sending each application service its queued events (and ephemeral events, to-device
+//! messages, device lists and key counts when it asks for them), in transactions
 //! (`PUT /_matrix/app/v1/transactions/{txnId}`), one service at a time per task so a
 //! service that is down holds up no other and never the send path.
 //!
