@@ -87,6 +87,14 @@ class EncryptedBridgeTest(unittest.IsolatedAsyncioTestCase):
         self.store_dir.cleanup()
 
     async def test_a_real_users_encrypted_client_and_the_bridge_read_each_other(self):
+        await self.encrypted_chat(msc4190=False)
+
+    async def test_the_same_with_the_bots_device_made_by_the_appservice(self):
+        """MSC4190: no login; the bridge makes its bot's device with PUT /devices and acts
+        on it through its own token (device masquerading, MSC3202's device_id)."""
+        await self.encrypted_chat(msc4190=True)
+
+    async def encrypted_chat(self, msc4190: bool):
         heard = []
         service = AppService(
             server=self.server.url,
@@ -110,7 +118,10 @@ class EncryptedBridgeTest(unittest.IsolatedAsyncioTestCase):
         # The bot's device: logged in with the appservice's token, its keys uploaded.
         bot = Client(base_url=self.server.url, mxid=UserID("@signalbot:localhost"))
         bot.api.token = "signal-as-token"
-        await bot.login(login_type=LoginType.APPSERVICE, device_name="bridge", store_access_token=True)
+        if msc4190:
+            await bot.create_device_msc4190(device_id="SIGNALBRIDGE", initial_display_name="bridge")
+        else:
+            await bot.login(login_type=LoginType.APPSERVICE, device_name="bridge", store_access_token=True)
         self.closers.append(bot.api.session.close)
         rooms = Rooms()
         machine = OlmMachine(bot, MemoryCryptoStore("signalbot", "pickle"), rooms)

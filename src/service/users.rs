@@ -551,6 +551,25 @@ impl Users {
         Ok(out)
     }
 
+    /// Makes a device with no access token: one an application service acts on for its
+    /// user (MSC4190), through its own token.
+    pub fn create_tokenless_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<String>,
+    ) -> Result<()> {
+        let record = DeviceRecord {
+            display_name,
+            last_seen_ts: Some(now_ms()),
+            ..DeviceRecord::default()
+        };
+        let mut batch = self.db.batch();
+        batch.put_json(Keyspace::Devices, device_key(user_id, device_id), &record);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     pub fn rename_device(&self, user_id: &UserId, device_id: &DeviceId, name: &str) -> Result<()> {
         let mut device = self
             .device(user_id, device_id)?

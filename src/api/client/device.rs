@@ -76,13 +76,27 @@ async fn get(services: Arc<Services>, request: Ruma<get_device::v3::Request>) ->
 
 /// # `PUT /_matrix/client/v3/devices/{deviceId}`
 ///
-/// Without a `display_name` the name stays as it is.
+/// Without a `display_name` the name stays as it is. An application service makes the
+/// device of its user this way when there is none (MSC4190), then acts on it with
+/// `device_id`.
 async fn update(
     services: Arc<Services>,
     request: Ruma<update_device::v3::Request>,
 ) -> Result<update_device::v3::Response> {
-    let user_id = request.user_id()?;
+    let sender = request.sender()?;
+    let user_id = &sender.user_id;
     let device_id = &request.body.device_id;
+    if sender.appservice.is_some() && services.users.device(user_id, device_id)?.is_none() {
+        let name = request.body.display_name.clone();
+        services
+            .users
+            .create_tokenless_device(user_id, device_id, name)?;
+        services
+            .federation
+            .device_lists
+            .device_added(user_id, device_id)?;
+        return Ok(update_device::v3::Response::new());
+    }
     match &request.body.display_name {
         Some(name) => {
             services.users.rename_device(user_id, device_id, name)?;
@@ -112,13 +126,16 @@ async fn delete(
     {
         return Err(Error::not_found("No such device"));
     }
-    uia::require_password(
-        &services,
-        user_id,
-        request.body.auth.as_ref(),
-        &uia::operation(&request),
-    )
-    .await?;
+    // An application service manages its users' devices without their passwords.
+    if request.sender()?.appservice.is_none() {
+        uia::require_password(
+            &services,
+            user_id,
+            request.body.auth.as_ref(),
+            &uia::operation(&request),
+        )
+        .await?;
+    }
     remove_device(&services, user_id, &request.body.device_id)?;
     Ok(delete_device::v3::Response::new())
 }
@@ -129,13 +146,15 @@ async fn delete_many(
     request: Ruma<delete_devices::v3::Request>,
 ) -> Result<delete_devices::v3::Response> {
     let user_id = request.user_id()?;
-    uia::require_password(
-        &services,
-        user_id,
-        request.body.auth.as_ref(),
-        &uia::operation(&request),
-    )
-    .await?;
+    if request.sender()?.appservice.is_none() {
+        uia::require_password(
+            &services,
+            user_id,
+            request.body.auth.as_ref(),
+            &uia::operation(&request),
+        )
+        .await?;
+    }
     for device_id in &request.body.devices {
         remove_device(&services, user_id, device_id)?;
     }
