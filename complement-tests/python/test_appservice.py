@@ -20,13 +20,13 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, ReceiptType, RoomCreatePreset, UserID
 
 
-def registration(name: str, port: int) -> str:
+def registration(name: str, port: int, rate_limited: bool = False) -> str:
     return f"""id: {name}
 url: http://127.0.0.1:{port}
 as_token: {name}-as-token
 hs_token: {name}-hs-token
 sender_localpart: {name}bot
-rate_limited: false
+rate_limited: {str(rate_limited).lower()}
 de.sorunome.msc2409.push_ephemeral: true
 protocols: [{name}]
 namespaces:
@@ -150,13 +150,13 @@ class Bridge:
 
 
 class AppserviceTest(unittest.IsolatedAsyncioTestCase):
-    def start_server(self, names):
+    def start_server(self, names, extra="", rate_limited=()):
         self.ports = {name: free_port() for name in names}
-        self.server = Server()
+        self.server = Server(extra)
         files = []
         for name, port in self.ports.items():
             path = self.server.path / f"{name}.yaml"
-            path.write_text(registration(name, port))
+            path.write_text(registration(name, port, name in rate_limited))
             files.append(f'"{path}"')
         # Registrations are read at start: write them, then start again.
         self.server.kill()
@@ -308,6 +308,44 @@ class AppserviceTest(unittest.IsolatedAsyncioTestCase):
             self.server, "GET", "/_matrix/client/v3/directory/room/%23nobody:localhost", alice_token
         )
         self.assertEqual((status, body.get("errcode")), (404, "M_NOT_FOUND"), body)
+
+    async def test_rate_limits_spare_bridges_unless_their_registration_asks(self):
+        limits = "[global.rate_limits.message]\nper_second = 0.1\nburst = 3\n"
+        self.start_server(["free", "limited"], extra=limits, rate_limited=("limited",))
+        alice, alice_token = await self.real_user("alice")
+
+        async def burst(token, user_id=None, count=8):
+            status, room = await acall(
+                self.server, "POST", "/_matrix/client/v3/createRoom" + (f"?user_id={user_id}" if user_id else ""),
+                token, {},
+            )
+            self.assertEqual(status, 200, room)
+            statuses = []
+            for n in range(count):
+                query = f"?user_id={user_id}" if user_id else ""
+                status, _ = await acall(
+                    self.server,
+                    "PUT",
+                    f"/_matrix/client/v3/rooms/{room['room_id']}/send/m.room.message/{n}{query}",
+                    token,
+                    {"msgtype": "m.text", "body": str(n)},
+                )
+                statuses.append(status)
+            return statuses
+
+        self.assertIn(429, await burst(alice_token), "a user is limited")
+        for name in ("free", "limited"):
+            status, body = await acall(
+                self.server,
+                "POST",
+                "/_matrix/client/v3/register",
+                f"{name}-as-token",
+                {"type": "m.login.application_service", "username": f"{name}_ghost", "inhibit_login": True},
+            )
+            self.assertEqual(status, 200, body)
+        self.assertEqual(set(await burst("free-as-token", "@free_ghost:localhost")), {200})
+        self.assertEqual(set(await burst("limited-as-token")), {200}, "the sender is never limited")
+        self.assertIn(429, await burst("limited-as-token", "@limited_ghost:localhost"))
 
     async def test_protocols_lookups_and_network_directories_come_from_the_bridge(self):
         self.start_server(["telegram"])
