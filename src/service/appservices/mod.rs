@@ -94,12 +94,14 @@ pub fn queue_key(id: &str) -> Key {
 }
 
 /// Checks registrations against one another: each id, each token (whether `as_token` or
-/// `hs_token`) and each service's own user belongs to one only, or a token would name
-/// two services and a request could not tell which.
+/// `hs_token`), each service's own user and each exclusive namespace belongs to one
+/// only, or a token would name two services and a request could not tell which, and two
+/// services would each own the same users.
 fn check_distinct(registered: &[Arc<Appservice>]) -> std::result::Result<(), String> {
     let mut ids = HashSet::new();
     let mut tokens = HashSet::new();
     let mut senders = HashSet::new();
+    let mut exclusive = HashSet::new();
     for service in registered {
         let registration = &service.registration;
         let repeated = |what: &str| {
@@ -118,6 +120,18 @@ fn check_distinct(registered: &[Arc<Appservice>]) -> std::result::Result<(), Str
         }
         if !senders.insert(registration.sender_localpart.as_str()) {
             return Err(repeated("sender_localpart"));
+        }
+        let namespaces = &registration.namespaces;
+        for (kind, list) in [
+            ("user", &namespaces.users),
+            ("alias", &namespaces.aliases),
+            ("room", &namespaces.rooms),
+        ] {
+            for namespace in list.iter().filter(|namespace| namespace.exclusive) {
+                if !exclusive.insert((kind, namespace.regex.as_str())) {
+                    return Err(repeated(&format!("exclusive {kind} namespace")));
+                }
+            }
         }
     }
     Ok(())
@@ -488,7 +502,8 @@ mod tests {
     fn registration(id: &str, as_token: &str, hs_token: &str, sender: &str) -> Appservice {
         Appservice::from_yaml(&format!(
             "id: {id}\nurl: null\nas_token: {as_token}\nhs_token: {hs_token}\n\
-             sender_localpart: {sender}\nnamespaces:\n  users: []\n  aliases: []\n  rooms: []\n"
+             sender_localpart: {sender}\nnamespaces:\n  users: [{{exclusive: true, regex: '@{id}_.*'}}]\n  \
+             aliases: []\n  rooms: []\n"
         ))
         .unwrap()
     }
@@ -511,6 +526,14 @@ mod tests {
             // One service's hs_token as another's as_token.
             (registration("b", "ha", "hb", "bbot"), "token"),
             (registration("b", "tb", "hb", "abot"), "sender_localpart"),
+            (
+                Appservice::from_yaml(
+                    "id: b\nurl: null\nas_token: tb\nhs_token: hb\nsender_localpart: bbot\n\
+                     namespaces:\n  users: [{exclusive: true, regex: '@a_.*'}]\n",
+                )
+                .unwrap(),
+                "exclusive user namespace",
+            ),
         ] {
             let error = checked(vec![registration("a", "ta", "ha", "abot"), second])
                 .expect_err("a repeated registration was taken");
