@@ -42,7 +42,7 @@ add_libclang() {
 }
 
 expect "an empty root needs everything" \
-    "libclang-dev gcc g++ make nodejs npm curl python3 python3-venv ffmpeg" --root "$work/empty"
+    "libclang-dev gcc g++ make nodejs npm curl python3 python3-venv ffmpeg coturn" --root "$work/empty"
 expect "an empty root, server only" "libclang-dev gcc g++ make" --root "$work/empty" --server-only
 
 # The image ships clang's C++ library (libclang-cpp14) and llvm-14-dev: neither is
@@ -52,7 +52,7 @@ mkdir -p "$root/usr/lib/llvm-14/lib" "$root/usr/lib/x86_64-linux-gnu" "$root/usr
 touch "$root/usr/lib/llvm-14/lib/libclang-cpp.so.14" "$root/usr/lib/llvm-14/lib/libLLVM-14.so"
 ln -s ../lib/llvm-14/lib/libclang-cpp.so.14 "$root/usr/lib/x86_64-linux-gnu/libclang-cpp.so.14"
 touch "$root/usr/lib/llvm-14/bin/llvm-config"
-expect "only libclang-cpp.so.14 asks for libclang-dev" "libclang-dev ffmpeg" --root "$root"
+expect "only libclang-cpp.so.14 asks for libclang-dev" "libclang-dev ffmpeg coturn" --root "$root"
 expect "only libclang-cpp.so.14 asks for libclang-dev (server only)" "libclang-dev" --root "$root" --server-only
 
 # The C library without clang's headers (libclang1-14 alone): bindgen loads it but
@@ -60,29 +60,35 @@ expect "only libclang-cpp.so.14 asks for libclang-dev (server only)" "libclang-d
 root="$(fresh_root library-only)"
 mkdir -p "$root/usr/lib/x86_64-linux-gnu"
 touch "$root/usr/lib/x86_64-linux-gnu/libclang-14.so.1"
-expect "libclang without clang's headers asks for libclang-dev" "libclang-dev ffmpeg" --root "$root"
+expect "libclang without clang's headers asks for libclang-dev" "libclang-dev ffmpeg coturn" --root "$root"
 
 # What Debian's libclang-dev leaves: nothing more to install.
 root="$(fresh_root with-libclang)"
 add_libclang "$root"
 touch "$root/usr/lib/llvm-14/lib/libclang-cpp.so.14"
-expect "libclang-dev installed: only the tests' ffmpeg missing" "ffmpeg" --root "$root"
+expect "libclang-dev installed: only the tests' ffmpeg and coturn missing" "ffmpeg coturn" --root "$root"
 expect "libclang-dev installed, server only: nothing missing" "" --root "$root" --server-only
 printf '#!/bin/sh\n' > "$root/usr/bin/ffmpeg"
 chmod +x "$root/usr/bin/ffmpeg"
-expect "libclang-dev and ffmpeg installed: nothing missing" "" --root "$root"
+expect "libclang-dev and ffmpeg installed: coturn missing" "coturn" --root "$root"
+printf '#!/bin/sh\n' > "$root/usr/bin/turnserver"
+chmod +x "$root/usr/bin/turnserver"
+expect "coturn's server without its client: coturn missing" "coturn" --root "$root"
+printf '#!/bin/sh\n' > "$root/usr/bin/turnutils_uclient"
+chmod +x "$root/usr/bin/turnutils_uclient"
+expect "libclang-dev, ffmpeg and coturn installed: nothing missing" "" --root "$root"
 
 # A libclang built by hand under /usr/local.
 root="$(fresh_root local-libclang)"
 mkdir -p "$root/usr/local/lib/clang/18/include"
 touch "$root/usr/local/lib/libclang.so" "$root/usr/local/lib/clang/18/include/stddef.h"
-expect "a libclang under /usr/local counts" "ffmpeg" --root "$root"
+expect "a libclang under /usr/local counts" "ffmpeg coturn" --root "$root"
 
 # Node from Debian's packages has no npm of its own.
 root="$(fresh_root no-npm)"
 add_libclang "$root"
 rm "$root/usr/bin/npm"
-expect "node without npm asks for npm" "npm ffmpeg" --root "$root"
+expect "node without npm asks for npm" "npm ffmpeg coturn" --root "$root"
 expect "node without npm, server only: nothing" "" --root "$root" --server-only
 
 exit "$failed"

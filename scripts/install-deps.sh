@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a Debian machine with a Rust toolchain:
 # libclang for the RocksDB bindings, the JavaScript and Python client libraries the
-# black-box tests drive the server with, ffmpeg for the video thumbnail tests, and
-# schemathesis for the spec-driven fuzz run.
+# black-box tests drive the server with, ffmpeg for the video thumbnail tests, coturn
+# for the TURN test, and schemathesis for the spec-driven fuzz run.
 #
 #   scripts/install-deps.sh                  everything the test suite needs
 #   scripts/install-deps.sh --server-only    what building the server needs
@@ -16,7 +16,7 @@
 #                  nodejs 20 (NodeSource's, which carries npm), llvm-14 and llvm-14-dev,
 #                  and libclang-cpp14: /usr/lib/llvm-14/lib/libclang-cpp.so.14 is clang's
 #                  C++ library, which bindgen cannot load.
-#   not installed: ffmpeg, libclang-dev (with libclang1-14, the C library bindgen loads, and
+#   not installed: ffmpeg, coturn, libclang-dev (with libclang1-14, the C library bindgen loads, and
 #                  libclang-common-14-dev, clang's own headers such as stddef.h that
 #                  bindgen needs to parse RocksDB's C header), clang, cmake.
 # So every check below looks for the file a build step really uses, never for a
@@ -113,6 +113,9 @@ if [ -z "$SERVER_ONLY" ]; then
     # The server makes video thumbnails with ffmpeg when it is there; the tests of
     # that need it (a fresh image has none).
     has_command ffmpeg || missing+=(ffmpeg)
+    # The TURN test runs coturn's server and its allocation client (a fresh image has
+    # neither).
+    { has_command turnserver && has_command turnutils_uclient; } || missing+=(coturn)
 fi
 
 if [ -n "$PRINT_ONLY" ]; then

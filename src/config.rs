@@ -68,6 +68,39 @@ pub struct Config {
     pub push: Push,
     /// Online status and last seen.
     pub presence: Presence,
+    /// The TURN servers calls relay their media through.
+    pub turn: Turn,
+}
+
+/// TURN for calls: what `/voip/turnServer` hands clients.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Turn {
+    /// The TURN servers' URIs (`turn:` or `turns:`); none: clients are told of no server.
+    pub uris: Vec<String>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret` with
+    /// `use-auth-secret`): each user gets credentials of their own, valid `ttl_secs`.
+    pub shared_secret: Option<String>,
+    /// Fixed credentials instead, for a TURN server without the shared-secret scheme.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How long the credentials handed out are valid, in seconds.
+    pub ttl_secs: u64,
+    /// Whether guest accounts get credentials too.
+    pub allow_guests: bool,
+}
+
+impl Default for Turn {
+    fn default() -> Self {
+        Self {
+            uris: Vec::new(),
+            shared_secret: None,
+            username: None,
+            password: None,
+            ttl_secs: 24 * 60 * 60,
+            allow_guests: false,
+        }
+    }
 }
 
 /// Presence: online, idle (`unavailable`) and offline, and when a user was last active.
@@ -347,6 +380,7 @@ impl Default for Config {
             websocket: WebSocket::default(),
             push: Push::default(),
             presence: Presence::default(),
+            turn: Turn::default(),
         }
     }
 }

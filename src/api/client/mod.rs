@@ -36,6 +36,7 @@ pub mod thread_subscriptions;
 pub mod to_device;
 pub mod uia;
 pub mod user_directory;
+pub mod voip;
 
 use std::sync::Arc;
 
@@ -70,6 +71,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = membership::routes(router);
     let router = directory::routes(router);
     let router = spaces::routes(router);
+    let router = voip::routes(router);
     let router = ephemeral::routes(router);
     let router = presence::routes(router);
     let router = thirdparty::routes(router);
