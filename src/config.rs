@@ -70,6 +70,28 @@ pub struct Config {
     pub presence: Presence,
     /// The TURN servers calls relay their media through.
     pub turn: Turn,
+    /// Events sent later by the server (MSC4140): how a call member's leave is sent when
+    /// their app dies.
+    pub delayed_events: DelayedEvents,
+}
+
+/// Delayed events (MSC4140).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DelayedEvents {
+    /// The longest delay a client may ask for, in seconds; 0 turns delayed events off.
+    pub max_delay_secs: u64,
+    /// How many delayed events one user may have waiting.
+    pub max_per_user: usize,
+}
+
+impl Default for DelayedEvents {
+    fn default() -> Self {
+        Self {
+            max_delay_secs: 24 * 60 * 60,
+            max_per_user: 100,
+        }
+    }
 }
 
 /// TURN for calls: what `/voip/turnServer` hands clients.
@@ -381,6 +403,7 @@ impl Default for Config {
             push: Push::default(),
             presence: Presence::default(),
             turn: Turn::default(),
+            delayed_events: DelayedEvents::default(),
         }
     }
 }

@@ -574,7 +574,7 @@ pub(crate) fn access_token_in(headers: &http::HeaderMap, uri: &http::Uri) -> Opt
         .map(|(_, value)| value)
 }
 
-fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+pub(crate) fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query.split('&').filter_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decode = |text: &str| {

@@ -7,6 +7,7 @@
 pub mod account_data;
 pub mod address_policy;
 pub mod appservices;
+pub mod delayed_events;
 pub mod delivery;
 pub mod e2ee;
 pub mod federation;
@@ -47,6 +48,7 @@ use crate::{
 pub struct Services {
     pub config: Config,
     pub appservices: Arc<appservices::Appservices>,
+    pub delayed_events: Arc<delayed_events::DelayedEvents>,
     pub signing_key: Arc<SigningKey>,
     pub stream: Arc<stream::Stream>,
     pub users: Arc<users::Users>,
@@ -124,6 +126,10 @@ impl Services {
             db.clone(),
             stream.clone(),
         ));
+        let delayed_events = Arc::new(delayed_events::DelayedEvents::open(
+            db.clone(),
+            config.delayed_events.clone(),
+        )?);
         let rooms = Arc::new(rooms::Rooms::new(
             db.clone(),
             stream.clone(),
@@ -134,9 +140,11 @@ impl Services {
                 push_actions,
                 search.timeline_index(),
                 appservice_interest.clone(),
+                delayed_events.clone(),
             ],
         )?);
         appservice_interest.set_rooms(&rooms);
+        delayed_events.start(&rooms);
         let caught_up = rooms.catch_up_relations()?;
         if caught_up > 0 {
             tracing::info!(events = caught_up, "relations of earlier events indexed");
@@ -159,6 +167,7 @@ impl Services {
         ));
         let base = Base {
             appservices,
+            delayed_events,
             appservice_interest,
             db,
             account_data,
@@ -187,6 +196,7 @@ impl Services {
     ) -> Result<Self> {
         let Base {
             appservices,
+            delayed_events,
             appservice_interest,
             db,
             account_data,
@@ -329,6 +339,7 @@ impl Services {
         Ok(Self {
             media,
             appservices,
+            delayed_events,
             users,
             uiaa: uiaa::Uiaa::default(),
             account_data,
@@ -382,6 +393,7 @@ fn appservice_client() -> Result<palisade_appservice::client::AppserviceClient> 
 /// What every other service is built on.
 struct Base {
     appservices: Arc<appservices::Appservices>,
+    delayed_events: Arc<delayed_events::DelayedEvents>,
     appservice_interest: Arc<appservices::interest::Interest>,
     db: Arc<Db>,
     account_data: Arc<account_data::AccountData>,

@@ -223,4 +223,7 @@ keyspaces! {
     /// `appservice_id` → the registration's YAML: the application services registered
     /// at run time through the admin API.
     AppserviceRegistrations => "appservice_registrations",
+    /// `delay_id` → JSON `Delayed` (user, room, type, state key, content, delay, running
+    /// since): an event the server is to send later (MSC4140).
+    DelayedEvents => "delayed_events",
 }

@@ -82,9 +82,15 @@ async fn versions(
     } else {
         &[]
     };
+    let delayed_events: &[&str] = if services.delayed_events.enabled() {
+        &["org.matrix.msc4140"]
+    } else {
+        &[]
+    };
     response.unstable_features = UNSTABLE_FEATURES
         .iter()
         .chain(thread_subscriptions)
+        .chain(delayed_events)
         .map(|flag| ((*flag).to_owned(), true))
         .collect();
     Ok(response)

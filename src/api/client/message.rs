@@ -29,7 +29,7 @@ use crate::{
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
-        .ruma_route(send_message)
+        .ruma_route_json(send_message)
         .ruma_route(redact)
         .ruma_route(event)
         .ruma_route_json(event_without_room)
@@ -86,16 +86,33 @@ fn admit(
 async fn send_message(
     services: Arc<Services>,
     request: Ruma<send_message_event::v3::Request>,
-) -> Result<send_message_event::v3::Response> {
+) -> Result<serde_json::Value> {
     let sender = request.sender()?.clone();
     let body = &request.body;
+    if let Some(delay) = super::delayed_events::asked_delay(&request.uri)? {
+        services.message_limiter.check_sender(&sender)?;
+        let content: Value = serde_json::from_str(body.body.json().get())
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        if !content.is_object() {
+            return Err(Error::bad_json("Event content must be an object"));
+        }
+        let kind = body.event_type.to_string();
+        return super::delayed_events::schedule(
+            &services,
+            &sender.user_id,
+            &body.room_id,
+            (&kind, None),
+            content,
+            delay,
+        );
+    }
     let scope = sender.txn_scope();
     let txn = Txn {
         device_id: &scope,
         txn_id: body.txn_id.as_str(),
     };
     if let Some(event_id) = admit(&services, &sender, &body.room_id, &txn)? {
-        return Ok(send_message_event::v3::Response::new(event_id));
+        return Ok(serde_json::json!({ "event_id": event_id }));
     }
     let content: Value =
         serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
@@ -112,7 +129,7 @@ async fn send_message(
         .append(&body.room_id, &sender.user_id, event, Some(txn))
         .await?;
     services.federation.presence.was_active(&sender.user_id);
-    Ok(send_message_event::v3::Response::new(event_id))
+    Ok(serde_json::json!({ "event_id": event_id }))
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`

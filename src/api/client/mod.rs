@@ -4,6 +4,7 @@ pub mod account;
 pub mod account_data;
 pub mod admin;
 pub mod appservice;
+pub mod delayed_events;
 pub mod device;
 pub mod directory;
 pub mod discovery;
@@ -72,6 +73,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = directory::routes(router);
     let router = spaces::routes(router);
     let router = voip::routes(router);
+    let router = delayed_events::routes(router);
     let router = ephemeral::routes(router);
     let router = presence::routes(router);
     let router = thirdparty::routes(router);

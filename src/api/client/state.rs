@@ -22,7 +22,7 @@ use crate::{
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
-        .ruma_route(send_state)
+        .ruma_route_json(send_state)
         .ruma_route(state)
         .ruma_route(state_event)
 }
@@ -33,9 +33,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 async fn send_state(
     services: Arc<Services>,
     request: Ruma<send_state_event::v3::Request>,
-) -> Result<send_state_event::v3::Response> {
+) -> Result<Value> {
     let sender = request.user_id()?.to_owned();
     services.message_limiter.check_sender(request.sender()?)?;
+    let delay = super::delayed_events::asked_delay(&request.uri)?;
     let body = &request.body;
     let mut content: Value =
         serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
@@ -53,19 +54,29 @@ async fn send_state(
     if kind == "m.room.canonical_alias" {
         check_canonical_alias(&services.rooms, &body.room_id, &content)?;
     }
+    if let Some(delay) = delay {
+        return super::delayed_events::schedule(
+            &services,
+            &sender,
+            &body.room_id,
+            (&kind, Some(&body.state_key)),
+            content,
+            delay,
+        );
+    }
     if let Some(event_id) =
         services
             .rooms
             .same_state(&body.room_id, &sender, &kind, &body.state_key, &content)?
     {
-        return Ok(send_state_event::v3::Response::new(event_id));
+        return Ok(serde_json::json!({ "event_id": event_id }));
     }
     let event = NewEvent::state(&kind, &body.state_key, content);
     let event_id = services
         .rooms
         .append(&body.room_id, &sender, event, None)
         .await?;
-    Ok(send_state_event::v3::Response::new(event_id))
+    Ok(serde_json::json!({ "event_id": event_id }))
 }
 
 /// A member event sent as plain state may change what a membership says (a per-room
