@@ -70,9 +70,21 @@ pub struct Config {
     pub presence: Presence,
     /// The TURN servers calls relay their media through.
     pub turn: Turn,
+    /// Group calls (MatrixRTC): the media services clients are pointed at.
+    pub rtc: Rtc,
     /// Events sent later by the server (MSC4140): how a call member's leave is sent when
     /// their app dies.
     pub delayed_events: DelayedEvents,
+}
+
+/// MatrixRTC group calls: the media transports clients are told of (MSC4143), in
+/// `/.well-known/matrix/client` (`org.matrix.msc4143.rtc_foci`) and at
+/// `/_matrix/client/unstable/org.matrix.msc4143/rtc/transports`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Rtc {
+    /// The LiveKit JWT services (lk-jwt-service) of the SFUs group calls go through.
+    pub livekit_service_urls: Vec<String>,
 }
 
 /// Delayed events (MSC4140).
@@ -403,6 +415,7 @@ impl Default for Config {
             push: Push::default(),
             presence: Presence::default(),
             turn: Turn::default(),
+            rtc: Rtc::default(),
             delayed_events: DelayedEvents::default(),
         }
     }

@@ -91,8 +91,8 @@ ttl_secs = 600
   const noGuests = await fetch(`${server.baseUrl}/_matrix/client/v3/voip/turnServer`, {
     headers: { Authorization: `Bearer ${(await guest.json()).access_token}` },
   });
-  assert.equal(noGuests.status, 200);
-  assert.deepEqual(await noGuests.json(), {});
+  assert.equal(noGuests.status, 403);
+  assert.equal((await noGuests.json()).errcode, "M_FORBIDDEN");
   const bob = await register(bare, "bob");
-  assert.deepEqual(await bob.turnServer(), {});
+  await assert.rejects(bob.turnServer(), (error) => error.httpStatus === 404 && error.errcode === "M_NOT_FOUND");
 });

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::client::discovery::{
-    discover_homeserver::{self, HomeserverInfo},
+    discover_homeserver,
     discover_support::{self, Contact},
     get_capabilities, get_supported_versions,
 };
@@ -47,7 +47,8 @@ const VERSIONS: &[&str] = &[
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(versions)
-        .ruma_route(well_known)
+        .ruma_route_json(well_known)
+        .ruma_route_json(transports)
         .ruma_route(well_known_server)
         .ruma_route(support)
         .ruma_route_json(capabilities)
@@ -128,13 +129,35 @@ async fn support(
 }
 
 /// # `GET /.well-known/matrix/client`
+///
+/// With the group call transports (MSC4143) when some are configured.
 async fn well_known(
     services: Arc<Services>,
     _: Ruma<discover_homeserver::Request>,
-) -> Result<discover_homeserver::Response> {
-    Ok(discover_homeserver::Response::new(HomeserverInfo::new(
-        services.config.client_base_url(),
-    )))
+) -> Result<Value> {
+    let mut answer = json!({
+        "m.homeserver": { "base_url": services.config.client_base_url() },
+    });
+    let transports = rtc_transports(&services);
+    if !transports.is_empty() {
+        answer["org.matrix.msc4143.rtc_foci"] = Value::Array(transports);
+    }
+    Ok(answer)
+}
+
+/// The group call transports of the configuration (MSC4143).
+fn rtc_transports(services: &Services) -> Vec<Value> {
+    (services.config.rtc.livekit_service_urls.iter())
+        .map(|url| json!({ "type": "livekit", "livekit_service_url": url }))
+        .collect()
+}
+
+/// # `GET /_matrix/client/unstable/org.matrix.msc4143/rtc/transports`
+async fn transports(
+    services: Arc<Services>,
+    _: Ruma<ruma::api::client::rtc::transports::v1::Request>,
+) -> Result<Value> {
+    Ok(json!({ "rtc_transports": rtc_transports(&services) }))
 }
 
 /// # `GET /_matrix/client/v3/capabilities`

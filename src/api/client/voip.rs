@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha1::Sha1;
 
 use crate::{
-    Result,
+    Error, Result,
     api::{Ruma, RumaRouter},
     config::Turn,
     service::Services,
@@ -25,28 +25,33 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 /// # `GET /_matrix/client/v3/voip/turnServer`
 ///
-/// `{}` when no TURN server is configured, or for a guest when guests get none.
+/// The spec's answer has every field, so where there is nothing to hand out it is an
+/// error: 404 `M_NOT_FOUND` with no TURN server configured, 403 `M_FORBIDDEN` for a guest
+/// when guests get none (matrix-js-sdk then stops asking).
 async fn turn_server(
     services: Arc<Services>,
     request: Ruma<get_turn_server_info::v3::Request>,
 ) -> Result<Value> {
     let sender = request.sender()?;
     let turn = &services.config.turn;
-    if turn.uris.is_empty() || (sender.guest && !turn.allow_guests) {
-        return Ok(json!({}));
-    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    Ok(match credentials(turn, sender.user_id.as_str(), now) {
-        Some((username, password)) => json!({
-            "username": username,
-            "password": password,
-            "uris": turn.uris,
-            "ttl": turn.ttl_secs,
-        }),
-        None => json!({}),
-    })
+    let found = (!turn.uris.is_empty())
+        .then(|| credentials(turn, sender.user_id.as_str(), now))
+        .flatten();
+    let Some((username, password)) = found else {
+        return Err(Error::not_found("This server offers no TURN server"));
+    };
+    if sender.guest && !turn.allow_guests {
+        return Err(Error::forbidden("TURN is not offered to guests"));
+    }
+    Ok(json!({
+        "username": username,
+        "password": password,
+        "uris": turn.uris,
+        "ttl": turn.ttl_secs,
+    }))
 }
 
 /// The username and password for `user` at `now` (since the Unix epoch): from the shared
