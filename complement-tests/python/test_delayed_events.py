@@ -48,6 +48,15 @@ class DelayedEventsTest(unittest.TestCase):
             {"msgtype": "m.text", "body": "later"},
         )
         self.assertEqual(status, 200, later)
+        # A retried send (same transaction id) gets the same delay id, not a second event.
+        status, again = call(
+            self.server,
+            "PUT",
+            f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/1?org.matrix.msc4140.delay=600000",
+            token,
+            {"msgtype": "m.text", "body": "later"},
+        )
+        self.assertEqual((status, again), (200, later))
         status, body = call(
             self.server,
             "PUT",

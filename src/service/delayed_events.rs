@@ -47,6 +47,10 @@ pub struct Delayed {
     pub delay_ms: u64,
     /// When it was scheduled or last restarted (ms since the Unix epoch).
     pub running_since_ms: u64,
+    /// The transaction of the send that scheduled it (device or service, then the
+    /// client's id): a retried send gets the same delay id while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<String>,
 }
 
 impl Delayed {
@@ -118,15 +122,16 @@ impl DelayedEvents {
         });
     }
 
-    /// Schedules an event: its delay id.
+    /// Schedules an event: its delay id. A send retried with the same transaction gets
+    /// the waiting event's id again.
     pub fn schedule(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
-        kind: &str,
-        state_key: Option<&str>,
+        (kind, state_key): (&str, Option<&str>),
         content: Value,
         delay_ms: u64,
+        txn: Option<String>,
     ) -> Result<String> {
         if !self.enabled() {
             return Err(Error::new(
@@ -149,8 +154,14 @@ impl DelayedEvents {
             content,
             delay_ms,
             running_since_ms: now_ms(),
+            txn,
         };
         let mut waiting = self.waiting.lock();
+        if let Some(retried) = (waiting.values()).find(|other| {
+            other.user_id == user_id && other.txn.is_some() && other.txn == delayed.txn
+        }) {
+            return Ok(retried.delay_id.clone());
+        }
         let theirs = waiting.values().filter(|d| d.user_id == user_id).count();
         if theirs >= self.limits.max_per_user {
             return Err(Error::new(

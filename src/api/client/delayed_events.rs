@@ -55,19 +55,20 @@ pub(super) fn asked_delay(uri: &http::Uri) -> Result<Option<u64>> {
     Ok(delay)
 }
 
-/// Schedules a send of the caller's: `{"delay_id"}`.
+/// Schedules a send of the caller's: `{"delay_id"}`. `txn` is the transaction of a
+/// message send (scope and id), so that a retry gets the same delay id.
 pub(super) fn schedule(
     services: &Services,
     user_id: &UserId,
     room_id: &ruma::RoomId,
-    (kind, state_key): (&str, Option<&str>),
+    event: (&str, Option<&str>),
     content: Value,
-    delay_ms: u64,
+    (delay_ms, txn): (u64, Option<String>),
 ) -> Result<Value> {
     services.rooms.require_joined(room_id, user_id)?;
     let delay_id = services
         .delayed_events
-        .schedule(user_id, room_id, kind, state_key, content, delay_ms)?;
+        .schedule(user_id, room_id, event, content, delay_ms, txn)?;
     Ok(json!({ "delay_id": delay_id }))
 }
 

@@ -97,13 +97,14 @@ async fn send_message(
             return Err(Error::bad_json("Event content must be an object"));
         }
         let kind = body.event_type.to_string();
+        let txn = format!("{}\u{0}{}", sender.txn_scope(), body.txn_id);
         return super::delayed_events::schedule(
             &services,
             &sender.user_id,
             &body.room_id,
             (&kind, None),
             content,
-            delay,
+            (delay, Some(txn)),
         );
     }
     let scope = sender.txn_scope();

@@ -61,7 +61,7 @@ async fn send_state(
             &body.room_id,
             (&kind, Some(&body.state_key)),
             content,
-            delay,
+            (delay, None),
         );
     }
     if let Some(event_id) =
