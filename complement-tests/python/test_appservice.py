@@ -20,7 +20,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, ReceiptType, RoomCreatePreset, UserID
 
 
-def registration(name: str, port: int, rate_limited: bool = False) -> str:
+def registration(name: str, port: int, rate_limited: bool = False, exclusive_aliases: bool = True) -> str:
     return f"""id: {name}
 url: http://127.0.0.1:{port}
 as_token: {name}-as-token
@@ -34,7 +34,7 @@ namespaces:
     - exclusive: true
       regex: '@{name}_.*:localhost'
   aliases:
-    - exclusive: true
+    - exclusive: {str(exclusive_aliases).lower()}
       regex: '#{name}_.*:localhost'
   rooms: []
 """
@@ -150,13 +150,13 @@ class Bridge:
 
 
 class AppserviceTest(unittest.IsolatedAsyncioTestCase):
-    def start_server(self, names, extra="", rate_limited=()):
+    def start_server(self, names, extra="", rate_limited=(), shared_aliases=()):
         self.ports = {name: free_port() for name in names}
         self.server = Server(extra)
         files = []
         for name, port in self.ports.items():
             path = self.server.path / f"{name}.yaml"
-            path.write_text(registration(name, port, name in rate_limited))
+            path.write_text(registration(name, port, name in rate_limited, name not in shared_aliases))
             files.append(f'"{path}"')
         # Registrations are read at start: write them, then start again.
         self.server.kill()
@@ -308,6 +308,38 @@ class AppserviceTest(unittest.IsolatedAsyncioTestCase):
             self.server, "GET", "/_matrix/client/v3/directory/room/%23nobody:localhost", alice_token
         )
         self.assertEqual((status, body.get("errcode")), (404, "M_NOT_FOUND"), body)
+
+    async def test_a_room_given_an_alias_of_the_namespace_is_heard_from_then_on(self):
+        self.start_server(["matrixorg"], shared_aliases=("matrixorg",))
+        bridge = self.bridges["matrixorg"]
+        await bridge.start()
+        alice, alice_token = await self.real_user("alice")
+        status, room = await acall(self.server, "POST", "/_matrix/client/v3/createRoom", alice_token, {})
+        self.assertEqual(status, 200, room)
+        room_id = room["room_id"]
+
+        async def say(n, text):
+            status, body = await acall(
+                self.server,
+                "PUT",
+                f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{n}",
+                alice_token,
+                {"msgtype": "m.text", "body": text},
+            )
+            self.assertEqual(status, 200, body)
+
+        await say(0, "before the alias")
+        # A directory alias only: the room's state does not change.
+        status, body = await acall(
+            self.server,
+            "PUT",
+            "/_matrix/client/v3/directory/room/%23matrixorg_general:localhost",
+            alice_token,
+            {"room_id": room_id},
+        )
+        self.assertEqual(status, 200, body)
+        await say(1, "after the alias")
+        self.assertEqual(await bridge.wait_for(alice, 1), ["after the alias"])
 
     async def test_rate_limits_spare_bridges_unless_their_registration_asks(self):
         limits = "[global.rate_limits.message]\nper_second = 0.1\nburst = 3\n"

@@ -8,7 +8,7 @@
 //! id is in its room namespace, or when one of the service's users is joined to the room
 //! or one of the room's aliases is in its alias namespace. The last two depend on the
 //! room, not the event: they are worked out once per room and state group (and set of
-//! registrations), and kept.
+//! registrations and of aliases), and kept.
 //!
 //! Ephemeral changes (receipts, typing, presence; MSC2409) go to the services that ask
 //! for them (`receive_ephemeral`), through the same queue: a receipt or a presence
@@ -68,6 +68,8 @@ pub struct Interest {
 struct RoomInterest {
     state_group: u64,
     generation: u64,
+    /// `Rooms::alias_changes` when it was worked out.
+    alias_changes: u64,
     /// By index in the registry.
     services: Vec<bool>,
 }
@@ -103,9 +105,11 @@ impl Interest {
         state_group: u64,
         registry: &Registry,
     ) -> Result<Vec<bool>> {
+        let alias_changes = rooms.alias_changes();
         if let Some(kept) = self.rooms.lock().get(room_id)
             && kept.state_group == state_group
             && kept.generation == registry.generation
+            && kept.alias_changes == alias_changes
         {
             return Ok(kept.services.clone());
         }
@@ -135,6 +139,7 @@ impl Interest {
             RoomInterest {
                 state_group,
                 generation: registry.generation,
+                alias_changes,
                 services: services.clone(),
             },
         );

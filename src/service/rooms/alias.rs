@@ -19,6 +19,18 @@ pub struct AliasRecord {
 }
 
 impl Rooms {
+    /// How many times aliases were set, removed or moved since the start: what is kept
+    /// of a room's aliases is stale once it changes.
+    pub fn alias_changes(&self) -> u64 {
+        self.alias_changes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn alias_changed(&self) {
+        self.alias_changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     pub fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<AliasRecord>> {
         Ok(self.db.get_json(Keyspace::Aliases, alias.as_bytes())?)
     }
@@ -50,6 +62,7 @@ impl Rooms {
             Vec::new(),
         );
         self.db.write(batch)?;
+        self.alias_changed();
         Ok(())
     }
 
@@ -64,6 +77,7 @@ impl Rooms {
             Key::new().str(record.room_id.as_str()).str(alias.as_str()),
         );
         self.db.write(batch)?;
+        self.alias_changed();
         Ok(())
     }
 
@@ -92,6 +106,7 @@ impl Rooms {
             Vec::new(),
         );
         self.db.write(batch)?;
+        self.alias_changed();
         Ok(())
     }
 

@@ -148,6 +148,9 @@ pub struct Rooms {
     indexes: Arc<[Arc<dyn timeline::TimelineIndex>]>,
     /// Which senders' messages each room's current state authorises.
     authorised: Arc<timeline::Authorised>,
+    /// Moved whenever an alias is set, removed or moved: what is kept of a room's
+    /// aliases is stale once it moves.
+    alias_changes: std::sync::atomic::AtomicU64,
 }
 
 /// Bytes of parsed state events kept in memory.
@@ -184,6 +187,7 @@ impl Rooms {
             served: Arc::new(EventCache::new(SERVED_EVENTS_KEPT, Served::weight)),
             bumps: Mutex::default(),
             authorised: Arc::default(),
+            alias_changes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
