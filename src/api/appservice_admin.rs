@@ -102,14 +102,7 @@ async fn put(
             let Path(id) = param(id)?;
             let text = std::str::from_utf8(&body)
                 .map_err(|_| Error::invalid_param("The registration must be UTF-8 text"))?;
-            let parsed = Appservice::from_yaml(text)
-                .map_err(|error| Error::invalid_param(error.to_string()))?;
-            if parsed.registration.id != id {
-                return Err(Error::invalid_param(
-                    "The registration's id is not the path's",
-                ));
-            }
-            let service = services.appservices.put(text)?;
+            let service = services.appservices.put(&id, text)?;
             services.appservices.create_senders(
                 &services.config.server_name,
                 &services.users,

@@ -82,6 +82,15 @@ fn admit(
     Ok(None)
 }
 
+/// An event's content as sent: a JSON object (`M_BAD_JSON` otherwise).
+fn content_object(raw: &str) -> Result<Value> {
+    let content: Value = serde_json::from_str(raw).map_err(|e| Error::bad_json(e.to_string()))?;
+    if !content.is_object() {
+        return Err(Error::bad_json("Event content must be an object"));
+    }
+    Ok(content)
+}
+
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
 async fn send_message(
     services: Arc<Services>,
@@ -91,11 +100,7 @@ async fn send_message(
     let body = &request.body;
     if let Some(delay) = super::delayed_events::asked_delay(&request.uri)? {
         services.message_limiter.check_sender(&sender)?;
-        let content: Value = serde_json::from_str(body.body.json().get())
-            .map_err(|e| Error::bad_json(e.to_string()))?;
-        if !content.is_object() {
-            return Err(Error::bad_json("Event content must be an object"));
-        }
+        let content = content_object(body.body.json().get())?;
         let kind = body.event_type.to_string();
         let txn = format!("{}\u{0}{}", sender.txn_scope(), body.txn_id);
         return super::delayed_events::schedule(
@@ -115,11 +120,7 @@ async fn send_message(
     if let Some(event_id) = admit(&services, &sender, &body.room_id, &txn)? {
         return Ok(serde_json::json!({ "event_id": event_id }));
     }
-    let content: Value =
-        serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
-    if !content.is_object() {
-        return Err(Error::bad_json("Event content must be an object"));
-    }
+    let content = content_object(body.body.json().get())?;
     let kind = body.event_type.to_string();
     services
         .rooms

@@ -179,11 +179,16 @@ impl Appservices {
 
     /// Adds a registration, or replaces one added before, at run time; it is kept in the
     /// database and read again at each start. Those of the configuration's files change
-    /// only there.
-    pub fn put(&self, text: &str) -> Result<Arc<Appservice>> {
+    /// only there. The registration must be the one `id` names (400 `M_INVALID_PARAM`).
+    pub fn put(&self, id: &str, text: &str) -> Result<Arc<Appservice>> {
         let service = Arc::new(
             Appservice::from_yaml(text).map_err(|error| Error::invalid_param(error.to_string()))?,
         );
+        if service.registration.id != id {
+            return Err(Error::invalid_param(
+                "The registration's id is not the path's",
+            ));
+        }
         let id = service.registration.id.clone();
         if self.configured.contains(&id) {
             return Err(Error::invalid_param(
