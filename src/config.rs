@@ -75,6 +75,183 @@ pub struct Config {
     /// Events sent later by the server (MSC4140): how a call member's leave is sent when
     /// their app dies.
     pub delayed_events: DelayedEvents,
+    /// Phone numbers and email addresses on accounts, verified with one-time codes.
+    pub threepids: ThreePids,
+    /// Contact discovery: the identity service API, served by this server.
+    pub identity: Identity,
+}
+
+/// Phone numbers and email addresses (third-party ids): signing up with one, adding and
+/// removing them, logging in and resetting a password with them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ThreePids {
+    /// Whether signing up needs a verified phone number or email address (otherwise one
+    /// is optional, offered when its sender is configured).
+    pub require_for_registration: bool,
+    /// How long a code may be entered, in seconds.
+    pub code_lifetime_secs: u64,
+    /// How many wrong codes a verification session takes before it is spent.
+    pub max_attempts: u32,
+    /// How long a verified session may be used (to sign up, add the address, reset a
+    /// password), in seconds after its code was entered.
+    pub validated_lifetime_secs: u64,
+    /// Codes by SMS.
+    pub sms: Sms,
+    /// Codes by email.
+    pub email: Email,
+}
+
+impl Default for ThreePids {
+    fn default() -> Self {
+        Self {
+            require_for_registration: false,
+            code_lifetime_secs: 600,
+            max_attempts: 5,
+            validated_lifetime_secs: 3600,
+            sms: Sms::default(),
+            email: Email::default(),
+        }
+    }
+}
+
+/// How text messages are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsDriver {
+    /// Phone numbers are not offered.
+    #[default]
+    None,
+    /// Codes are written to the server's log (development only).
+    Log,
+    /// Codes are posted to an SMS provider's HTTP API.
+    Webhook,
+}
+
+/// Codes by SMS.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Sms {
+    pub driver: SmsDriver,
+    /// The message; `{code}` and `{server_name}` are filled in.
+    pub message: String,
+    /// The webhook driver: where and how to post each message.
+    pub webhook: Webhook,
+}
+
+impl Default for Sms {
+    fn default() -> Self {
+        Self {
+            driver: SmsDriver::None,
+            message: "Your {server_name} code is {code}".to_owned(),
+            webhook: Webhook::default(),
+        }
+    }
+}
+
+/// An SMS provider's HTTP API.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Webhook {
+    /// The URL requests are sent to.
+    pub url: String,
+    /// The HTTP method.
+    pub method: String,
+    /// Extra headers (an API key, `Authorization`).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body's media type.
+    pub content_type: String,
+    /// The body; `{to}` (E.164, with `+`), `{to_digits}`, `{code}` and `{message}` are
+    /// filled in, escaped for the content type (JSON strings, form encoding).
+    pub body: String,
+    /// How many times a failed request is retried.
+    pub retries: u32,
+    /// How long one request may take, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for Webhook {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            method: "POST".to_owned(),
+            headers: std::collections::BTreeMap::new(),
+            content_type: "application/json".to_owned(),
+            body: r#"{"to": "{to}", "message": "{message}"}"#.to_owned(),
+            retries: 3,
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// How emails are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailDriver {
+    /// Email addresses are not offered.
+    #[default]
+    None,
+    /// Mails are written to the server's log (development only).
+    Log,
+    /// Mails go through an SMTP server.
+    Smtp,
+}
+
+/// Codes by email.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Email {
+    pub driver: EmailDriver,
+    /// The SMTP server: `smtps://user:password@host:465` (TLS),
+    /// `smtp://user:password@host:587?tls=required` (STARTTLS) or `smtp://host:25`.
+    pub smtp_url: String,
+    /// The sender, `Name <address>`.
+    pub from: String,
+    /// The subject; `{server_name}` is filled in.
+    pub subject: String,
+}
+
+impl Default for Email {
+    fn default() -> Self {
+        Self {
+            driver: EmailDriver::None,
+            smtp_url: String::new(),
+            from: String::new(),
+            subject: "Your {server_name} verification code".to_owned(),
+        }
+    }
+}
+
+/// Contact discovery: the identity service API (`/_matrix/identity/v2`) served by this
+/// server, over the verified phone numbers and emails of users who allow it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Identity {
+    /// Whether the identity API is served and advertised in `/.well-known/matrix/client`.
+    pub enabled: bool,
+    /// Whether a user's verified addresses can be found by others until they say
+    /// otherwise (the `org.palisade.discovery` account data).
+    pub discoverable_by_default: bool,
+    /// The terms users accept before using the identity API: their URL (none: no terms).
+    pub terms_url: Option<String>,
+    /// The version of the terms; a new version must be accepted again.
+    pub terms_version: String,
+    /// Addresses one user may look up per second, and at once.
+    pub lookups_per_second: f64,
+    pub lookup_burst: u32,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            discoverable_by_default: false,
+            terms_url: None,
+            terms_version: "1.0".to_owned(),
+            lookups_per_second: 50.0,
+            lookup_burst: 5000,
+        }
+    }
 }
 
 /// MatrixRTC group calls: the media transports clients are told of (MSC4143), in
@@ -377,6 +554,10 @@ pub struct RateLimits {
     pub registration: RateLimit,
     /// Events sent, per user.
     pub message: RateLimit,
+    /// Verification codes sent, per phone number or email address.
+    pub verification_codes: RateLimit,
+    /// Verification codes sent, per client IP address.
+    pub verification_codes_per_ip: RateLimit,
 }
 
 /// One token bucket.
@@ -417,6 +598,8 @@ impl Default for Config {
             turn: Turn::default(),
             rtc: Rtc::default(),
             delayed_events: DelayedEvents::default(),
+            threepids: ThreePids::default(),
+            identity: Identity::default(),
         }
     }
 }
@@ -435,6 +618,14 @@ impl Default for RateLimits {
             message: RateLimit {
                 per_second: 50.0,
                 burst: 200,
+            },
+            verification_codes: RateLimit {
+                per_second: 1.0 / 60.0,
+                burst: 3,
+            },
+            verification_codes_per_ip: RateLimit {
+                per_second: 0.1,
+                burst: 10,
             },
         }
     }

@@ -90,6 +90,20 @@ impl Error {
         Self::new(ErrorKind::LimitExceeded(data), "Too many requests")
     }
 
+    /// An error whose errcode ruma has no kind for (`M_SESSION_EXPIRED`,
+    /// `M_TERMS_NOT_SIGNED`), with extra fields of its body; the status is 400 unless
+    /// changed.
+    pub fn custom(errcode: &str, message: &str, extra: serde_json::Value) -> Self {
+        let mut body = serde_json::json!({ "errcode": errcode, "error": message });
+        if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        match serde_json::from_value::<StandardErrorBody>(body) {
+            Ok(body) => Self::new(body.kind, body.message),
+            Err(error) => Self::internal(error),
+        }
+    }
+
     pub fn unrecognized(status: StatusCode) -> Self {
         Self::new(ErrorKind::Unrecognized, "Unrecognized request").with_status(status)
     }

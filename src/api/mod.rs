@@ -7,6 +7,7 @@ pub mod client;
 pub mod download;
 pub mod federation;
 pub mod guests;
+pub mod identity;
 pub mod keys;
 pub mod ruma;
 pub mod synapse_admin;
@@ -24,6 +25,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = client::routes(router);
     let router = keys::routes(router);
     let router = appservice_admin::routes(router);
+    let router = identity::routes(router);
     synapse_admin::routes(router)
 }
 

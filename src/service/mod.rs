@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod e2ee;
 pub mod federation;
 pub mod filters;
+pub mod identity;
 pub mod key_backup;
 pub mod media;
 pub mod memory;
@@ -26,6 +27,7 @@ pub mod spaces;
 pub mod stream;
 pub mod sync;
 pub mod thread_subscriptions;
+pub mod threepids;
 pub mod to_device;
 pub mod token_cache;
 pub mod typing;
@@ -53,6 +55,10 @@ pub struct Services {
     pub stream: Arc<stream::Stream>,
     pub users: Arc<users::Users>,
     pub uiaa: uiaa::Uiaa,
+    /// Phone numbers and email addresses on accounts.
+    pub threepids: Arc<threepids::ThreePids>,
+    /// Contact discovery (the identity service API).
+    pub identity: identity::Identity,
     pub account_data: Arc<account_data::AccountData>,
     pub filters: filters::Filters,
     pub push: push::Push,
@@ -326,6 +332,14 @@ impl Services {
             config.federation.enabled.then(|| federation_client.clone()),
         )?;
         appservices.create_senders(&config.server_name, &users, &push_rules)?;
+        let threepids = Arc::new(threepids::ThreePids::new(db.clone(), &config)?);
+        let identity = identity::Identity::new(
+            db.clone(),
+            threepids.clone(),
+            account_data.clone(),
+            users.clone(),
+            &config,
+        );
         let appservice_delivery =
             appservices::delivery::Delivery::new(appservices::delivery::Handles {
                 db: db.clone(),
@@ -342,6 +356,8 @@ impl Services {
             delayed_events,
             users,
             uiaa: uiaa::Uiaa::default(),
+            threepids,
+            identity,
             account_data,
             filters: filters::Filters::new(db.clone()),
             push: push::Push {

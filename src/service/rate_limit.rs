@@ -39,8 +39,15 @@ impl RateLimiter {
 
     /// Takes one token for `key`, or fails with `M_LIMIT_EXCEEDED` and how long to wait.
     pub fn check(&self, key: &str) -> Result<()> {
+        self.check_many(key, 1)
+    }
+
+    /// Takes `count` tokens for `key` at once (a request that does `count` things).
+    pub fn check_many(&self, key: &str, count: u32) -> Result<()> {
         let now = Instant::now();
         let burst = f64::from(self.rule.burst.max(1));
+        // More than a burst at once takes the whole bucket.
+        let count = f64::from(count.max(1)).min(burst);
         let mut buckets = self.buckets.lock();
         if buckets.len() > 100_000 {
             let idle = Duration::from_secs_f64(burst / self.rule.per_second.max(0.001));
@@ -53,11 +60,11 @@ impl RateLimiter {
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rule.per_second).min(burst);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= count {
+            bucket.tokens -= count;
             return Ok(());
         }
-        let wait = (1.0 - bucket.tokens) / self.rule.per_second.max(0.001);
+        let wait = (count - bucket.tokens) / self.rule.per_second.max(0.001);
         Err(Error::limit_exceeded(Duration::from_secs_f64(wait)))
     }
 }

@@ -41,8 +41,18 @@ struct Outcome {
 
 struct SessionState {
     completed: Vec<AuthType>,
+    /// The verification sessions (sid, client secret) of the phone number and email
+    /// stages completed, for the operation to use once the flow is done.
+    verified: Vec<Verification>,
     created: Instant,
     operation: Operation,
+}
+
+/// A verification session a phone number or email stage named: its sid and secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub sid: String,
+    pub client_secret: String,
 }
 
 /// The request a session authorises, as a digest.
@@ -90,6 +100,7 @@ impl Uiaa {
         sessions.retain(|_, state| state.created.elapsed() < SESSION_LIFETIME);
         let state = SessionState {
             completed: Vec::new(),
+            verified: Vec::new(),
             created: Instant::now(),
             operation: operation.clone(),
         };
@@ -126,6 +137,20 @@ impl Uiaa {
         stage: AuthType,
         flows: &[Vec<AuthType>],
     ) -> Result<(), Error> {
+        self.complete_stage_verifying(session, stage, flows, None)
+            .map(drop)
+    }
+
+    /// Records a completed stage, with the verification session a phone number or email
+    /// stage named. When some flow is now complete, returns every verification the
+    /// session's stages named.
+    pub fn complete_stage_verifying(
+        &self,
+        session: &str,
+        stage: AuthType,
+        flows: &[Vec<AuthType>],
+        verification: Option<Verification>,
+    ) -> Result<Vec<Verification>, Error> {
         let mut sessions = self.sessions.lock();
         let state = sessions
             .get_mut(session)
@@ -137,12 +162,18 @@ impl Uiaa {
         if !state.completed.contains(&stage) {
             state.completed.push(stage);
         }
+        if let Some(verification) = verification
+            && !state.verified.contains(&verification)
+        {
+            state.verified.push(verification);
+        }
         let done = flows
             .iter()
             .any(|flow| flow.iter().all(|stage| state.completed.contains(stage)));
         if done {
+            let verified = std::mem::take(&mut state.verified);
             sessions.remove(session);
-            return Ok(());
+            return Ok(verified);
         }
         let completed = state.completed.clone();
         Err(Error::Uiaa(Box::new(info(

@@ -30,7 +30,8 @@ keyspaces! {
     /// Raw byte keys: `schema_version` → u64, `stream_position` → u64 (highest position
     /// ever handed out and written), `state_group_counter` → u64, `signing_key` → JSON
     /// `{version, pkcs8}`, `relations_indexed` → empty (the relations of events written
-    /// before relations were indexed have been indexed).
+    /// before relations were indexed have been indexed), `identity_pepper` → the pepper
+    /// of contact discovery's hashes.
     Meta => "meta",
     /// `user_id` → JSON `UserRecord` (password hash, creation time, deactivated, admin).
     Users => "users",
@@ -226,4 +227,22 @@ keyspaces! {
     /// `delay_id` → JSON `Delayed` (user, room, type, state key, content, delay, running
     /// since): an event the server is to send later (MSC4140).
     DelayedEvents => "delayed_events",
+    /// `sid` → JSON `Session` (address, purpose, hashes of the client secret and of the
+    /// code, attempts left, when verified): a phone number or email verification.
+    ThreepidSessions => "threepid_sessions",
+    /// `sha256(client secret) ‖ purpose ‖ medium ‖ address` → sid: the session a retried
+    /// code request continues.
+    ThreepidSessionIndex => "threepid_session_index",
+    /// `medium ‖ address` → JSON `Bound` (user, added, verified, discoverable): the
+    /// account an address is on.
+    ThreepidOwners => "threepid_owners",
+    /// `user_id ‖ medium ‖ address` → JSON `Address`: the addresses on an account.
+    UserThreepids => "user_threepids",
+    /// contact discovery's lookup hash of an address → JSON `Address`.
+    ThreepidHashes => "threepid_hashes",
+    /// `sha256(token)` → JSON `IdentityToken` (user, created): the identity service's
+    /// access tokens.
+    IdentityTokens => "identity_tokens",
+    /// `user_id` → JSON list of the terms URLs the user accepted for the identity service.
+    IdentityTerms => "identity_terms",
 }

@@ -72,6 +72,7 @@ burst = 100000
   }
   return {
     baseUrl,
+    logPath: join(dir, "server.log"),
     async stop() {
       child.kill("SIGKILL");
       await new Promise((r) => child.once("exit", r));

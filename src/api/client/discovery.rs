@@ -130,7 +130,8 @@ async fn support(
 
 /// # `GET /.well-known/matrix/client`
 ///
-/// With the group call transports (MSC4143) when some are configured.
+/// With this server's identity service (contact discovery) when it is on, and the group
+/// call transports (MSC4143) when some are configured.
 async fn well_known(
     services: Arc<Services>,
     _: Ruma<discover_homeserver::Request>,
@@ -138,6 +139,9 @@ async fn well_known(
     let mut answer = json!({
         "m.homeserver": { "base_url": services.config.client_base_url() },
     });
+    if services.identity.enabled() {
+        answer["m.identity_server"] = json!({ "base_url": services.config.client_base_url() });
+    }
     let transports = rtc_transports(&services);
     if !transports.is_empty() {
         answer["org.matrix.msc4143.rtc_foci"] = Value::Array(transports);

@@ -34,6 +34,7 @@ pub mod state;
 pub mod sync;
 pub mod thirdparty;
 pub mod thread_subscriptions;
+pub mod threepid;
 pub mod to_device;
 pub mod uia;
 pub mod user_directory;
@@ -65,6 +66,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = pagination::routes(router);
     let router = relations::routes(router);
     let router = thread_subscriptions::routes(router);
+    let router = threepid::routes(router);
     let router = search::routes(router);
     let router = peeking::routes(router);
     let router = state::routes(router);

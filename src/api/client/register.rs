@@ -9,17 +9,23 @@ use ruma::api::{
             check_registration_token_validity, get_username_availability,
             register::{self, LoginType, RegistrationKind},
         },
-        uiaa::{AuthData, AuthType},
+        uiaa::{AuthData, AuthType, ThirdpartyIdCredentials},
     },
     error::ErrorKind,
 };
+use ruma::thirdparty::Medium;
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::{
     Error, Result,
     api::{Ruma, RumaRouter},
-    service::{Services, uiaa::Operation, users},
+    service::{
+        Services,
+        threepids::Verified,
+        uiaa::{Operation, Verification},
+        users,
+    },
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -29,15 +35,25 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(registration_token_validity)
 }
 
-/// The flows offered: `m.login.dummy` when registration is open, the token stage when a
-/// token is configured.
-fn flows(config: &Config) -> Vec<Vec<AuthType>> {
+/// The flows offered: the token stage when a token is configured; when registration is
+/// open, a verified phone number or email address (where codes can be sent) and, unless
+/// the configuration requires one, `m.login.dummy`.
+fn flows(services: &Services) -> Vec<Vec<AuthType>> {
+    let config = &services.config;
     let mut flows = Vec::new();
     if config.registration_token.is_some() {
         flows.push(vec![AuthType::RegistrationToken]);
     }
     if config.allow_registration {
-        flows.push(vec![AuthType::Dummy]);
+        if services.threepids.offers(&Medium::Msisdn) {
+            flows.push(vec![AuthType::Msisdn]);
+        }
+        if services.threepids.offers(&Medium::Email) {
+            flows.push(vec![AuthType::EmailIdentity]);
+        }
+        if !services.threepids.required_for_registration() {
+            flows.push(vec![AuthType::Dummy]);
+        }
     }
     flows
 }
@@ -93,7 +109,7 @@ async fn register(
     if body.kind == RegistrationKind::Guest {
         return register_guest(&services, body, request.client_ip).await;
     }
-    let flows = flows(&services.config);
+    let flows = flows(&services);
     if flows.is_empty() {
         return Err(Error::forbidden("Registration is disabled"));
     }
@@ -122,8 +138,12 @@ async fn register(
     let Some(auth) = &body.auth else {
         return Err(services.uiaa.challenge(&flows, &operation));
     };
-    let (session, stage) = registration_stage(&services, auth, &flows, &operation)?;
-    services.uiaa.complete_stage(&session, stage, &flows)?;
+    let (session, stage, verification) = registration_stage(&services, auth, &flows, &operation)?;
+    let verifications =
+        services
+            .uiaa
+            .complete_stage_verifying(&session, stage, &flows, verification)?;
+    let addresses = verified_addresses(&services, &verifications)?;
 
     if guest.is_some() {
         services
@@ -141,6 +161,10 @@ async fn register(
             .await?;
         services.push.rules.init(&user_id)?;
         tracing::info!(%user_id, "registered");
+    }
+    for (verification, verified) in verifications.iter().zip(&addresses) {
+        services.threepids.bind(&user_id, verified)?;
+        services.threepids.use_session(&verification.sid)?;
     }
     services
         .uiaa
@@ -306,22 +330,96 @@ fn free_user_id(services: &Services, username: &str) -> Result<ruma::OwnedUserId
     Ok(user_id)
 }
 
-/// The session `auth` continues and the stage of the registration flows it completes,
-/// or the answer to give.
+/// The addresses the verification sessions of a completed registration proved, each
+/// still free.
+fn verified_addresses(
+    services: &Services,
+    verifications: &[Verification],
+) -> Result<Vec<Verified>> {
+    let mut addresses = Vec::new();
+    for verification in verifications {
+        let verified = services
+            .threepids
+            .verified(&verification.sid, &verification.client_secret)?;
+        if services.threepids.owner(&verified.address)?.is_some() {
+            return Err(Error::new(
+                ErrorKind::ThreepidInUse,
+                "This address is already on an account",
+            ));
+        }
+        addresses.push(verified);
+    }
+    Ok(addresses)
+}
+
+/// The stage a phone number or email stage completes, if its verification session is
+/// verified and its address free.
+fn verification_stage(
+    services: &Services,
+    creds: &ThirdpartyIdCredentials,
+    medium: Medium,
+) -> Result<Verification> {
+    let verified = services
+        .threepids
+        .verified(creds.sid.as_str(), creds.client_secret.as_str())?;
+    if verified.address.medium != medium {
+        return Err(Error::new(
+            ErrorKind::ThreepidAuthFailed,
+            "The verification session is for another kind of address",
+        ));
+    }
+    if services.threepids.owner(&verified.address)?.is_some() {
+        return Err(Error::new(
+            ErrorKind::ThreepidInUse,
+            "This address is already on an account",
+        ));
+    }
+    Ok(Verification {
+        sid: creds.sid.to_string(),
+        client_secret: creds.client_secret.to_string(),
+    })
+}
+
+/// The session `auth` continues, the stage of the registration flows it completes and
+/// the verification session it named, or the answer to give.
 fn registration_stage(
     services: &Services,
     auth: &AuthData,
     flows: &[Vec<AuthType>],
     operation: &Operation,
-) -> Result<(String, AuthType)> {
+) -> Result<(String, AuthType, Option<Verification>)> {
     let Some(session) = services.uiaa.session_for(auth.session(), operation)? else {
         return Err(services.uiaa.challenge(flows, operation));
     };
-    match auth {
-        AuthData::Dummy(_) if services.config.allow_registration => Ok((session, AuthType::Dummy)),
-        AuthData::RegistrationToken(token) if token_matches(&services.config, &token.token) => {
-            Ok((session, AuthType::RegistrationToken))
+    let offered = |stage: &AuthType| flows.iter().any(|flow| flow.contains(stage));
+    let verifying = |creds, medium, stage: AuthType| {
+        if !offered(&stage) {
+            return Err(services.uiaa.failed(
+                &session,
+                flows,
+                Error::forbidden("Unsupported stage"),
+            ));
         }
+        match verification_stage(services, creds, medium) {
+            Ok(verification) => Ok((session.clone(), stage, Some(verification))),
+            Err(error) => Err(services.uiaa.failed(&session, flows, error)),
+        }
+    };
+    match auth {
+        AuthData::Dummy(_) if offered(&AuthType::Dummy) => Ok((session, AuthType::Dummy, None)),
+        AuthData::RegistrationToken(token) if token_matches(&services.config, &token.token) => {
+            Ok((session, AuthType::RegistrationToken, None))
+        }
+        AuthData::Msisdn(msisdn) => verifying(
+            &msisdn.thirdparty_id_creds,
+            Medium::Msisdn,
+            AuthType::Msisdn,
+        ),
+        AuthData::EmailIdentity(email) => verifying(
+            &email.thirdparty_id_creds,
+            Medium::Email,
+            AuthType::EmailIdentity,
+        ),
         AuthData::RegistrationToken(_) => Err(services.uiaa.failed(
             &session,
             flows,

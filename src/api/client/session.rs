@@ -87,7 +87,7 @@ async fn login(
             #[allow(deprecated)]
             let legacy_user = &password.user;
             let user_id = match (&password.identifier, legacy_user) {
-                (Some(identifier), _) => uia::user_from_identifier(identifier, server_name)?,
+                (Some(identifier), _) => uia::user_from_identifier(&services, identifier)?,
                 (None, Some(user)) => uia::user_from_name(user, server_name)?,
                 (None, None) => return Err(Error::bad_json("Missing identifier")),
             };
@@ -111,7 +111,7 @@ async fn login(
             #[allow(deprecated)]
             let legacy_user = &login.user;
             let user_id = match (&login.identifier, legacy_user) {
-                (Some(identifier), _) => uia::user_from_identifier(identifier, server_name)?,
+                (Some(identifier), _) => uia::user_from_identifier(&services, identifier)?,
                 (None, Some(user)) => uia::user_from_name(user, server_name)?,
                 (None, None) => return Err(Error::bad_json("Missing identifier")),
             };

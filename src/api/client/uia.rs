@@ -12,7 +12,7 @@ use ruma::{
 use crate::{
     Error, Result,
     api::Ruma,
-    service::{Services, uiaa::Operation},
+    service::{Services, threepids::Address, uiaa::Operation},
 };
 
 /// What a request asks to be done, which the session it continues must have been opened
@@ -30,26 +30,34 @@ pub fn operation<T>(request: &Ruma<T>) -> Operation {
     )
 }
 
-/// Resolves a login identifier (`m.id.user` with a localpart or full id) to a local user.
+/// Resolves a login identifier to a local user: `m.id.user` with a localpart or full id,
+/// `m.id.phone` (country and number as typed) or `m.id.thirdparty` (an email address or
+/// phone number on an account).
 ///
-/// No third-party identifier (`m.id.thirdparty`, `m.id.phone`) is ever bound to an
-/// account here, so one fails as a wrong password does (403 `M_FORBIDDEN`, as on
-/// Synapse); an identifier type the spec does not define is the spec's 400 `M_UNKNOWN`.
+/// An address on no account fails as a wrong password does (403 `M_FORBIDDEN`, as on
+/// Synapse), so logins do not tell which addresses have accounts; an identifier type the
+/// spec does not define is the spec's 400 `M_UNKNOWN`.
 pub fn user_from_identifier(
+    services: &Services,
     identifier: &UserIdentifier,
-    server_name: &ServerName,
 ) -> Result<OwnedUserId> {
-    match identifier {
-        UserIdentifier::Matrix(matrix) => user_from_name(&matrix.user, server_name),
-        UserIdentifier::PhoneNumber(_) => Err(Error::forbidden("Invalid username or password")),
-        other if other.as_third_party_id().is_some() => {
-            Err(Error::forbidden("Invalid username or password"))
-        }
-        _ => Err(
-            Error::new(ErrorKind::Unknown, "Unknown login identifier type")
-                .with_status(http::StatusCode::BAD_REQUEST),
-        ),
-    }
+    let server_name = &services.config.server_name;
+    let wrong = || Error::forbidden("Invalid username or password");
+    let address = match identifier {
+        UserIdentifier::Matrix(matrix) => return user_from_name(&matrix.user, server_name),
+        UserIdentifier::PhoneNumber(phone) => Address::phone(&phone.country, &phone.phone),
+        other => match other.as_third_party_id() {
+            Some((medium, address)) => Address::parse(medium, address),
+            None => return Err(unknown_identifier()),
+        },
+    };
+    let address = address.map_err(|_| wrong())?;
+    services.threepids.owner(&address)?.ok_or_else(wrong)
+}
+
+fn unknown_identifier() -> Error {
+    Error::new(ErrorKind::Unknown, "Unknown login identifier type")
+        .with_status(http::StatusCode::BAD_REQUEST)
 }
 
 /// A localpart or full user id, as typed at a login prompt.
@@ -93,7 +101,7 @@ pub async fn require_password(
     let Some(session) = services.uiaa.session_for(session.as_deref(), operation)? else {
         return Err(services.uiaa.challenge(&flows, operation));
     };
-    let claimed = user_from_identifier(&password.identifier, &services.config.server_name)?;
+    let claimed = user_from_identifier(services, &password.identifier)?;
     if claimed != user {
         return Err(Error::forbidden("You can only confirm as yourself"));
     }
