@@ -79,6 +79,44 @@ pub struct Config {
     pub threepids: ThreePids,
     /// Contact discovery: the identity service API, served by this server.
     pub identity: Identity,
+    /// Messages that expire (`m.room.retention`).
+    pub retention: Retention,
+    /// Stories: rooms whose messages expire after a day.
+    pub stories: Stories,
+}
+
+/// Message retention (MSC1763): rooms whose `m.room.retention` sets `max_lifetime`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Retention {
+    /// How often messages past their room's lifetime are expired, in seconds (they are
+    /// hidden from clients the moment they pass it either way).
+    pub purge_interval_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            purge_interval_secs: 60,
+        }
+    }
+}
+
+/// Stories (`docs/stories.md`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Stories {
+    /// How long a story lives, in seconds, unless its author's client sets another
+    /// `m.room.retention` at creation.
+    pub lifetime_secs: u64,
+}
+
+impl Default for Stories {
+    fn default() -> Self {
+        Self {
+            lifetime_secs: 24 * 60 * 60,
+        }
+    }
 }
 
 /// Phone numbers and email addresses (third-party ids): signing up with one, adding and
@@ -600,6 +638,8 @@ impl Default for Config {
             delayed_events: DelayedEvents::default(),
             threepids: ThreePids::default(),
             identity: Identity::default(),
+            retention: Retention::default(),
+            stories: Stories::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod push;
 pub mod rate_limit;
 pub mod receipts;
 pub mod reports;
+pub mod retention;
 pub mod rooms;
 pub mod search;
 pub mod spaces;
@@ -83,7 +84,7 @@ pub struct Services {
     pub outgoing: Arc<federation::queue::OutgoingQueue>,
     pub federation: federation::Federation,
     pub spaces: spaces::Spaces,
-    pub media: media::Media,
+    pub media: Arc<media::Media>,
     pub search: search::Search,
     /// Thread subscriptions, where the configuration turns them on.
     pub thread_subscriptions: Option<Arc<thread_subscriptions::ThreadSubscriptions>>,
@@ -147,6 +148,7 @@ impl Services {
                 search.timeline_index(),
                 appservice_interest.clone(),
                 delayed_events.clone(),
+                Arc::new(retention::RetentionRooms),
             ],
         )?);
         appservice_interest.set_rooms(&rooms);
@@ -324,13 +326,20 @@ impl Services {
         if config.push.enabled {
             Arc::new(gateway).start(notified_users);
         }
-        let media = media::Media::new(
+        let media = Arc::new(media::Media::new(
             db.clone(),
             open_media_store(&config)?,
             config.server_name.clone(),
             media::Limits::from_config(&config),
             config.federation.enabled.then(|| federation_client.clone()),
-        )?;
+        )?);
+        Arc::new(retention::Retention::new(
+            db.clone(),
+            rooms.clone(),
+            media.clone(),
+            std::time::Duration::from_secs(config.retention.purge_interval_secs),
+        ))
+        .start();
         appservices.create_senders(&config.server_name, &users, &push_rules)?;
         let threepids = Arc::new(threepids::ThreePids::new(db.clone(), &config)?);
         let identity = identity::Identity::new(

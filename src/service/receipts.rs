@@ -215,13 +215,15 @@ impl Receipts {
     }
 
     /// The `m.receipt` ephemeral event content for receipts in a room after `since`, as
-    /// seen by `viewer` (others' private receipts are left out). `None` if there are none.
+    /// seen by `viewer` (others' private receipts are left out, and with `only_own` all
+    /// others' receipts: a story's views are its author's). `None` if there are none.
     pub fn content_since(
         &self,
         room_id: &RoomId,
         viewer: &UserId,
         since: u64,
         until: u64,
+        only_own: bool,
     ) -> Result<Option<serde_json::Value>> {
         let prefix = Key::new().str(room_id.as_str());
         let mut changes = Vec::new();
@@ -233,7 +235,8 @@ impl Receipts {
         }
         let mut content = serde_json::Map::new();
         for change in changes {
-            if change.receipt_type == "m.read.private" && change.user_id != viewer {
+            let private = change.receipt_type == "m.read.private" || only_own;
+            if private && change.user_id != viewer {
                 continue;
             }
             let mut receipt = json!({ "ts": change.receipt.ts });

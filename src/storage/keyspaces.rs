@@ -245,4 +245,9 @@ keyspaces! {
     IdentityTokens => "identity_tokens",
     /// `user_id` → JSON list of the terms URLs the user accepted for the identity service.
     IdentityTerms => "identity_terms",
+    /// `room_id` → empty: the rooms that set a retention policy (`m.room.retention`).
+    RetentionRooms => "retention_rooms",
+    /// `room_id` → u64: the timeline position up to which the room's messages are
+    /// expired or still alive but looked at.
+    RetentionCursors => "retention_cursors",
 }

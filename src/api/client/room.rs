@@ -15,7 +15,11 @@ use crate::{
     api::{Ruma, RumaRouter},
     service::{
         Services,
-        rooms::{create::CreateRoom, timeline::NewEvent, upgrade::Upgrade},
+        rooms::{
+            create::{CreateRoom, story_defaults},
+            timeline::NewEvent,
+            upgrade::Upgrade,
+        },
         users::Sender,
     },
 };
@@ -83,26 +87,22 @@ async fn create(
         Visibility::Public => create_room::v3::RoomPreset::PublicChat,
         _ => create_room::v3::RoomPreset::PrivateChat,
     });
-    let room_id = services
-        .rooms
-        .create_room(
-            &creator,
-            CreateRoom {
-                version: version as RoomVersionId,
-                creation_content: creation_content.unwrap_or_default(),
-                preset,
-                visibility: body.visibility.clone(),
-                alias,
-                name: body.name.clone(),
-                topic: body.topic.clone(),
-                invite: invitees(&services, &body.invite)?,
-                is_direct: body.is_direct,
-                initial_state,
-                power_level_override,
-                creator_profile: services.users.member_profile(&creator)?,
-            },
-        )
-        .await?;
+    let mut request = CreateRoom {
+        version: version as RoomVersionId,
+        creation_content: creation_content.unwrap_or_default(),
+        preset,
+        visibility: body.visibility.clone(),
+        alias,
+        name: body.name.clone(),
+        topic: body.topic.clone(),
+        invite: invitees(&services, &body.invite)?,
+        is_direct: body.is_direct,
+        initial_state,
+        power_level_override,
+        creator_profile: services.users.member_profile(&creator)?,
+    };
+    story_defaults(&mut request, services.config.stories.lifetime_secs * 1000);
+    let room_id = services.rooms.create_room(&creator, request).await?;
     tracing::info!(%room_id, %creator, "room created");
     for invitee in body
         .invite

@@ -98,6 +98,48 @@ impl Rooms {
     }
 }
 
+/// Makes a story of a room whose create event has the story type: its audience may
+/// only react (and send receipts, which are not events), everything else is its
+/// author's; its messages expire after `lifetime_ms` unless the client set
+/// `m.room.retention` itself. The client's own power level overrides win.
+pub fn story_defaults(request: &mut CreateRoom, lifetime_ms: u64) {
+    let story = request.creation_content.get("type").and_then(Value::as_str)
+        == Some(super::retention::STORY_ROOM_TYPE);
+    if !story {
+        return;
+    }
+    let mut levels = json!({
+        "events_default": 100,
+        "state_default": 100,
+        "invite": 100,
+        "kick": 100,
+        "ban": 100,
+        "redact": 100,
+        "events": { "m.reaction": 0, "m.room.redaction": 0 },
+    });
+    let object = levels.as_object_mut().expect("an object");
+    for (key, value) in request.power_level_override.take().unwrap_or_default() {
+        match (key.as_str(), value, object.get_mut("events")) {
+            ("events", Value::Object(events), Some(Value::Object(defaults))) => {
+                defaults.extend(events);
+            }
+            (_, value, _) => {
+                object.insert(key, value);
+            }
+        }
+    }
+    request.power_level_override = Some(object.clone());
+    let has_retention = (request.initial_state.iter())
+        .any(|event| event.kind == "m.room.retention" && event.state_key.as_deref() == Some(""));
+    if !has_retention {
+        request.initial_state.push(NewEvent::state(
+            "m.room.retention",
+            "",
+            json!({ "max_lifetime": lifetime_ms }),
+        ));
+    }
+}
+
 /// The `m.room.create` content: the client's, with the room version, the creator, and
 /// (from room version 12) a trusted private chat's invitees as additional creators.
 /// From room version 11 on `creator` means nothing to the server (the sender is the

@@ -21,6 +21,7 @@ pub mod relations;
 pub mod remote_invite;
 mod resolution;
 pub mod restricted;
+pub mod retention;
 pub mod state;
 pub mod summary;
 pub mod timeline;

@@ -36,6 +36,10 @@ pub struct StoredPdu {
     /// `unsigned.replaces_state`, from which clients tell a name change from a join).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces_state: Option<OwnedEventId>,
+    /// Past its room's retention lifetime (`m.room.retention`): `pdu` holds the redacted
+    /// form, and clients are never served it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
     /// The PDU, as signed canonical JSON.
     pub pdu: Box<RawValue>,
 }
@@ -478,6 +482,7 @@ mod tests {
             outlier: false,
             soft_failed: false,
             replaces_state: None,
+            expired: false,
             pdu: serde_json::value::to_raw_value(&pdu).unwrap(),
         }
     }

@@ -61,6 +61,8 @@ pub struct Viewer<'a> {
     then: HashMap<u64, (HistoryVisibility, Option<MembershipState>)>,
     /// By room: whether the user is joined now.
     joined_now: HashMap<OwnedRoomId, bool>,
+    /// By room: its messages' lifetime (`m.room.retention`).
+    lifetimes: HashMap<OwnedRoomId, Option<u64>>,
 }
 
 impl<'a> Viewer<'a> {
@@ -71,6 +73,7 @@ impl<'a> Viewer<'a> {
             device,
             then: HashMap::new(),
             joined_now: HashMap::new(),
+            lifetimes: HashMap::new(),
         }
     }
 
@@ -136,9 +139,21 @@ impl<'a> Viewer<'a> {
     }
 
     /// Whether the viewer may see `pdu`, judged by the history visibility and their
-    /// membership in the state just before it.
+    /// membership in the state just before it. A message past its room's retention
+    /// lifetime is seen by no one.
     pub fn can_see(&mut self, served: &Served) -> Result<bool> {
         let pdu = &served.stored;
+        let lifetime = match self.lifetimes.get(&pdu.room_id) {
+            Some(lifetime) => *lifetime,
+            None => {
+                let lifetime = self.rooms.max_lifetime(&pdu.room_id)?;
+                self.lifetimes.insert(pdu.room_id.clone(), lifetime);
+                lifetime
+            }
+        };
+        if Rooms::is_past_lifetime(pdu, lifetime) {
+            return Ok(false);
+        }
         let (visibility, membership_then) = match self.then.get(&pdu.state_before) {
             Some(then) => then.clone(),
             None => {

@@ -374,6 +374,7 @@ impl Rooms {
             state_before,
             state_after,
             redacted_by: None,
+            expired: false,
             txn: txn_record,
             outlier: matches!(place, Place::Outlier | Place::Rejected),
             soft_failed: matches!(place, Place::SoftFailed { .. } | Place::Rejected),

@@ -212,10 +212,14 @@ pub fn receipts(
         } else {
             since.position.unwrap_or(0)
         };
-        if let Some(content) =
-            sync.receipts
-                .content_since(room_id, window.user(), from, window.until.position)?
-        {
+        let only_own = sync.rooms.receipts_only_own(room_id, window.user())?;
+        if let Some(content) = sync.receipts.content_since(
+            room_id,
+            window.user(),
+            from,
+            window.until.position,
+            only_own,
+        )? {
             out.rooms.insert(
                 room_id.to_owned(),
                 raw(json!({ "type": "m.receipt", "content": content })),
