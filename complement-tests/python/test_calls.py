@@ -1,6 +1,7 @@
 """Black-box test: 1:1 call signalling. The m.call.* events pass through a DM in order,
 and the callee's push rules ring for the invite (.m.rule.call: notify with the "ring"
-sound), which /notifications shows."""
+sound), which /notifications shows; the invite moves the room up a room list sorted by
+activity (sliding sync's bump_stamp), the rest of the signalling does not."""
 
 import unittest
 import urllib.parse
@@ -68,6 +69,55 @@ class CallsTest(unittest.TestCase):
         self.assertEqual(len(rang), 1, found)
         self.assertIn("notify", rang[0]["actions"])
         self.assertIn({"set_tweak": "sound", "value": "ring"}, rang[0]["actions"])
+
+    def bump_stamps(self, token):
+        status, body = call(
+            self.server,
+            "POST",
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            token,
+            {"lists": {"all": {"ranges": [[0, 20]], "timeline_limit": 1}}},
+        )
+        self.assertEqual(status, 200, body)
+        return {room_id: room["bump_stamp"] for room_id, room in body["rooms"].items()}
+
+    def test_a_call_invite_moves_its_room_up_the_list(self):
+        alice, alice_token = self.user("alice")
+        bob, bob_token = self.user("bob")
+        rooms = []
+        for body in ({"preset": "trusted_private_chat", "is_direct": True, "invite": [bob]}, {"invite": [bob]}):
+            status, room = call(self.server, "POST", "/_matrix/client/v3/createRoom", alice_token, body)
+            self.assertEqual(status, 200, room)
+            room_id = urllib.parse.quote(room["room_id"])
+            status, joined = call(self.server, "POST", f"/_matrix/client/v3/join/{room_id}", bob_token, {})
+            self.assertEqual(status, 200, joined)
+            rooms.append(room["room_id"])
+        dm, group = rooms
+
+        def send(room, kind, txn, content):
+            status, body = call(
+                self.server,
+                "PUT",
+                f"/_matrix/client/v3/rooms/{urllib.parse.quote(room)}/send/{kind}/{txn}",
+                alice_token,
+                content,
+            )
+            self.assertEqual(status, 200, body)
+
+        send(group, "m.room.message", "t1", {"msgtype": "m.text", "body": "the group is busier"})
+        stamps = self.bump_stamps(bob_token)
+        self.assertGreater(stamps[group], stamps[dm], stamps)
+
+        offer = {"type": "offer", "sdp": "v=0\r\n"}
+        send(dm, "m.call.invite", "c1", {"call_id": "c2", "party_id": "a", "version": "1", "lifetime": 60000, "offer": offer})
+        stamps = self.bump_stamps(bob_token)
+        self.assertGreater(stamps[dm], stamps[group], stamps)
+
+        # The rest of the signalling is not activity: the group's next message wins.
+        send(group, "m.room.message", "t2", {"msgtype": "m.text", "body": "meanwhile"})
+        send(dm, "m.call.hangup", "c3", {"call_id": "c2", "party_id": "a", "version": "1"})
+        stamps = self.bump_stamps(bob_token)
+        self.assertGreater(stamps[group], stamps[dm], stamps)
 
 
 if __name__ == "__main__":
