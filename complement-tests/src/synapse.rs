@@ -303,6 +303,9 @@ enable_registration_without_verification: true
 presence:
   enabled: true
 enable_metrics: false
+# Message retention (m.room.retention): expired events are hidden from clients.
+retention:
+  enabled: true
 
 {}"#,
         include_str!("../../bench/synapse-ratelimits.yaml")

@@ -497,3 +497,108 @@ async fn media_crosses_between_synapse_and_us_both_ways() -> Result<()> {
     ensure!(thumbnail.width() >= 96 && thumbnail.height() >= 96);
     Ok(())
 }
+
+/// A story (a room of type `org.palisade.story` with a 4-second `m.room.retention`)
+/// whose audience is on Synapse: the Synapse user sees the story, may react but not
+/// post, and once the lifetime is over neither server serves the story any more
+/// (Synapse by its retention policy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_story_expires_on_synapse_too() -> Result<()> {
+    let ca = TestCa::new();
+    let (ours, synapse) = tokio::try_join!(TestServer::start_federated(&ca), Synapse::start(&ca))?;
+    let alice = ours.register("alice").await?;
+    let sam = synapse.matrix_sdk_client("sam").await?;
+    let alice_user = User::of(ours.base_url(), &alice);
+    let sam_user = User::of(synapse.client_url(), &sam);
+
+    let (status, created) = alice_user
+        .request(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(json!({
+                "creation_content": { "type": "org.palisade.story" },
+                "preset": "private_chat",
+                "invite": [sam_user.user_id],
+                "initial_state": [{
+                    "type": "m.room.retention",
+                    "state_key": "",
+                    "content": { "max_lifetime": 4000 },
+                }],
+            })),
+        )
+        .await?;
+    ensure!(status == 200, "createRoom answered {status}: {created}");
+    let room_id: OwnedRoomId = created["room_id"]
+        .as_str()
+        .context("no room id")?
+        .try_into()?;
+    accept_invite(&sam_user, &room_id)
+        .await
+        .with_context(|| ours.log())?;
+    let story = alice_user
+        .send(&room_id, "story", text("the lake at dawn"))
+        .await?;
+    let sent_at = Instant::now();
+    sam_user
+        .wait_in_sync(&room_id, "timeline", |event| {
+            event["event_id"] == story.as_str()
+        })
+        .await
+        .with_context(|| synapse.log_tail(30))?;
+    let (status, body) = sam_user
+        .request(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/reply"),
+            Some(text("nice")),
+        )
+        .await?;
+    ensure!(
+        status == 403,
+        "Synapse let the audience post: {status} {body}"
+    );
+
+    let has_story = |chunk: &[Value]| {
+        chunk
+            .iter()
+            .any(|event| event["event_id"] == story.as_str())
+    };
+    ensure!(
+        has_story(&messages(&sam_user, &room_id).await?),
+        "Sam does not see the story"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(4500).saturating_sub(sent_at.elapsed()))
+        .await;
+    ensure!(
+        !has_story(&messages(&alice_user, &room_id).await?),
+        "the story outlived its lifetime here"
+    );
+    ensure!(
+        !has_story(&messages(&sam_user, &room_id).await?),
+        "the story outlived its lifetime on Synapse"
+    );
+    let (status, _) = alice_user
+        .request(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/event/{story}"),
+            None,
+        )
+        .await?;
+    ensure!(
+        status == 404,
+        "the expired story is still served here: {status}"
+    );
+    Ok(())
+}
+
+/// The newest events of a room, as `/messages` pages them back for `user`.
+async fn messages(user: &User, room_id: &OwnedRoomId) -> Result<Vec<Value>> {
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50");
+    let (status, page) = user.request("GET", &path, None).await?;
+    ensure!(
+        status == 200,
+        "messages for {} answered {status}: {page}",
+        user.user_id
+    );
+    Ok(page["chunk"].as_array().cloned().unwrap_or_default())
+}

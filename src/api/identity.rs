@@ -91,13 +91,20 @@ struct OpenIdToken {
 
 /// # `POST /_matrix/identity/v2/account/register`
 async fn register(State(services): State<Arc<Services>>, body: Bytes) -> Response {
-    answer(&services, || {
+    if !services.identity.enabled() {
+        return Error::unrecognized(http::StatusCode::NOT_FOUND).into_response();
+    }
+    let registered = async {
         let openid: OpenIdToken = json_body(&body)?;
-        let token = services
+        services
             .identity
-            .register(&openid.access_token, &openid.matrix_server_name)?;
-        Ok(json!({ "token": token }))
-    })
+            .register(&openid.access_token, &openid.matrix_server_name)
+            .await
+    };
+    match registered.await {
+        Ok(token) => axum::Json(json!({ "token": token })).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 /// # `GET /_matrix/identity/v2/account`

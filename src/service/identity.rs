@@ -52,6 +52,8 @@ pub struct Identity {
     config: Config,
     server_name: ruma::OwnedServerName,
     lookups: RateLimiter,
+    /// For checking other servers' users' OpenID tokens, when federation is on.
+    federation: Option<Arc<palisade_federation::FederationClient>>,
 }
 
 impl Identity {
@@ -60,9 +62,11 @@ impl Identity {
         threepids: Arc<ThreePids>,
         account_data: Arc<AccountData>,
         users: Arc<Users>,
+        federation: Option<Arc<palisade_federation::FederationClient>>,
         config: &crate::config::Config,
     ) -> Self {
         Self {
+            federation,
             db,
             threepids,
             account_data,
@@ -80,18 +84,19 @@ impl Identity {
         self.config.enabled
     }
 
-    /// Trades an OpenID token of this server's user for an identity token.
-    pub fn register(&self, openid_token: &str, server_name: &str) -> Result<String> {
-        if server_name != self.server_name.as_str() {
-            return Err(Error::forbidden(
-                "This identity service serves the users of its own homeserver",
-            ));
-        }
-        let Some(user_id) = self.users.openid_user(openid_token)? else {
-            return Err(Error::new(
+    /// Trades an OpenID token for an identity token: one of this server's, or, with
+    /// federation on, one another server vouches for at its `/openid/userinfo`.
+    pub async fn register(&self, openid_token: &str, server_name: &str) -> Result<String> {
+        let unknown = || {
+            Error::new(
                 ErrorKind::Unauthorized,
                 "The OpenID token is unknown or expired",
-            ));
+            )
+        };
+        let user_id = if server_name == self.server_name.as_str() {
+            self.users.openid_user(openid_token)?.ok_or_else(unknown)?
+        } else {
+            self.remote_openid_user(openid_token, server_name).await?
         };
         let token = random_string(32);
         let mut batch = self.db.batch();
@@ -107,6 +112,33 @@ impl Identity {
         Ok(token)
     }
 
+    /// The user another server says an OpenID token of its stands for.
+    async fn remote_openid_user(&self, token: &str, server_name: &str) -> Result<OwnedUserId> {
+        let Some(federation) = &self.federation else {
+            return Err(Error::forbidden(
+                "This identity service serves the users of its own homeserver",
+            ));
+        };
+        let server = ruma::OwnedServerName::try_from(server_name)
+            .map_err(|_| Error::invalid_param("Invalid matrix_server_name"))?;
+        let request =
+            ruma::api::federation::openid::get_openid_userinfo::v1::Request::new(token.to_owned());
+        let answer = federation.send(&server, request).await.map_err(|error| {
+            tracing::debug!(%server, %error, "an OpenID token was not vouched for");
+            Error::new(
+                ErrorKind::Unauthorized,
+                "The OpenID token is unknown or expired",
+            )
+        })?;
+        if answer.sub.server_name() != server {
+            return Err(Error::new(
+                ErrorKind::Unauthorized,
+                "The server vouched for a user of another server",
+            ));
+        }
+        Ok(answer.sub)
+    }
+
     /// The user an identity token stands for: 401 `M_UNAUTHORIZED` otherwise.
     pub fn authenticate(&self, token: Option<&str>) -> Result<OwnedUserId> {
         let record: Option<IdentityToken> = match token {
@@ -117,7 +149,8 @@ impl Identity {
         };
         let record =
             record.ok_or_else(|| Error::new(ErrorKind::Unauthorized, "Unknown identity token"))?;
-        if !self.users.is_active(&record.user_id)? {
+        let local = record.user_id.server_name() == self.server_name;
+        if local && !self.users.is_active(&record.user_id)? {
             return Err(Error::new(
                 ErrorKind::Unauthorized,
                 "Unknown identity token",

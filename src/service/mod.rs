@@ -60,6 +60,8 @@ pub struct Services {
     pub threepids: Arc<threepids::ThreePids>,
     /// Contact discovery (the identity service API).
     pub identity: identity::Identity,
+    /// Expires messages past their room's lifetime.
+    pub retention: Arc<retention::Retention>,
     pub account_data: Arc<account_data::AccountData>,
     pub filters: filters::Filters,
     pub push: push::Push,
@@ -333,13 +335,13 @@ impl Services {
             media::Limits::from_config(&config),
             config.federation.enabled.then(|| federation_client.clone()),
         )?);
-        Arc::new(retention::Retention::new(
+        let retention = Arc::new(retention::Retention::new(
             db.clone(),
             rooms.clone(),
             media.clone(),
             std::time::Duration::from_secs(config.retention.purge_interval_secs),
-        ))
-        .start();
+        ));
+        retention.clone().start();
         appservices.create_senders(&config.server_name, &users, &push_rules)?;
         let threepids = Arc::new(threepids::ThreePids::new(db.clone(), &config)?);
         let identity = identity::Identity::new(
@@ -347,6 +349,7 @@ impl Services {
             threepids.clone(),
             account_data.clone(),
             users.clone(),
+            config.federation.enabled.then(|| federation_client.clone()),
             &config,
         );
         let appservice_delivery =
@@ -367,6 +370,7 @@ impl Services {
             uiaa: uiaa::Uiaa::default(),
             threepids,
             identity,
+            retention,
             account_data,
             filters: filters::Filters::new(db.clone()),
             push: push::Push {

@@ -223,7 +223,7 @@ impl Receipts {
         viewer: &UserId,
         since: u64,
         until: u64,
-        only_own: bool,
+        only_own: impl FnOnce() -> Result<bool>,
     ) -> Result<Option<serde_json::Value>> {
         let prefix = Key::new().str(room_id.as_str());
         let mut changes = Vec::new();
@@ -234,10 +234,17 @@ impl Receipts {
             changes.push(decode_json::<Change>(&value)?);
         }
         let mut content = serde_json::Map::new();
+        // Worked out only when someone else's receipt is there to show.
+        let mut only_own = Some(only_own);
+        let mut others_hidden = false;
         for change in changes {
-            let private = change.receipt_type == "m.read.private" || only_own;
-            if private && change.user_id != viewer {
-                continue;
+            if change.user_id != viewer {
+                if let Some(only_own) = only_own.take() {
+                    others_hidden = only_own()?;
+                }
+                if others_hidden || change.receipt_type == "m.read.private" {
+                    continue;
+                }
             }
             let mut receipt = json!({ "ts": change.receipt.ts });
             if let Some(thread) = &change.receipt.thread_id {

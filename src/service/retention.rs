@@ -62,14 +62,25 @@ impl Retention {
         }
     }
 
-    /// Expires messages every interval, for as long as the server runs.
+    /// Expires messages every interval, for as long as the server runs (outside a
+    /// runtime, as in tools and tests that only open the database, nothing runs).
     pub fn start(self: Arc<Self>) {
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(self.interval.max(Duration::from_secs(1)));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let interval = self.interval.max(Duration::from_secs(1));
+        // The task holds the service weakly: it ends when the server's services go.
+        let this = Arc::downgrade(&self);
+        drop(self);
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                if let Err(error) = self.expire_all().await {
+                let Some(retention) = this.upgrade() else {
+                    return;
+                };
+                if let Err(error) = retention.expire_all().await {
                     tracing::warn!(%error, "expiring messages past their rooms' lifetime failed");
                 }
             }

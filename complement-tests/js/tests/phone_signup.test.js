@@ -254,6 +254,30 @@ burst = 100
   });
   assert.equal(byEmail.user_id, "@alice:localhost");
 
+  // Erin signs up with her phone number alone, no password; to set one she confirms who
+  // she is with a code texted to that number (the m.login.msisdn stage the server
+  // offers beside m.login.password), then logs in with it.
+  const erin = await registerByPhone(anonymous, sms, "erin", undefined, "GB", "07400123006", "+447400123006");
+  const erinClient = sdk.createClient({ baseUrl: server.baseUrl, accessToken: erin.access_token, userId: erin.user_id });
+  const confirm = await rejects(erinClient.setPassword(undefined, "erin-pw", false));
+  assert.equal(confirm.httpStatus, 401);
+  assert.ok(confirm.data.flows.some((flow) => flow.stages.includes("m.login.msisdn")), JSON.stringify(confirm.data));
+  const erinSecret = secret();
+  before = sms.messages.length;
+  const erinCode = await anonymous.requestPasswordMsisdnToken("GB", "07400123006", erinSecret, 1);
+  await anonymous.submitMsisdnTokenOtherUrl(erinCode.submit_url, erinCode.sid, erinSecret, await sms.codeFor("+447400123006", before));
+  await erinClient.setPassword(
+    { type: "m.login.msisdn", threepid_creds: { sid: erinCode.sid, client_secret: erinSecret }, session: confirm.data.session },
+    "erin-pw",
+    false,
+  );
+  const erinLogin = await anonymous.loginRequest({
+    type: "m.login.password",
+    identifier: { type: "m.id.phone", country: "GB", phone: "07400123006" },
+    password: "erin-pw",
+  });
+  assert.equal(erinLogin.user_id, "@erin:localhost");
+
   // Bob signs up by phone too but does not let others find him.
   const bob = await registerByPhone(anonymous, sms, "bob", "bob-pw", "GB", "07400123004", "+447400123004");
   assert.equal(bob.user_id, "@bob:localhost");

@@ -68,7 +68,7 @@ async fn change_password(
     let Some(sender) = request.sender.clone() else {
         return reset_password(&services, request).await;
     };
-    uia::require_password(
+    uia::reauthenticate(
         &services,
         &sender.user_id,
         request.body.auth.as_ref(),
@@ -160,7 +160,7 @@ async fn deactivate(
     request: Ruma<deactivate::v3::Request>,
 ) -> Result<deactivate::v3::Response> {
     let user_id = request.user_id()?.to_owned();
-    uia::require_password(
+    uia::reauthenticate(
         &services,
         &user_id,
         request.body.auth.as_ref(),

@@ -128,7 +128,7 @@ async fn delete(
     }
     // An application service manages its users' devices without their passwords.
     if request.sender()?.appservice.is_none() {
-        uia::require_password(
+        uia::reauthenticate(
             &services,
             user_id,
             request.body.auth.as_ref(),
@@ -147,7 +147,7 @@ async fn delete_many(
 ) -> Result<delete_devices::v3::Response> {
     let user_id = request.user_id()?;
     if request.sender()?.appservice.is_none() {
-        uia::require_password(
+        uia::reauthenticate(
             &services,
             user_id,
             request.body.auth.as_ref(),

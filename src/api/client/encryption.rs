@@ -288,7 +288,7 @@ async fn upload_cross_signing(
         return Ok(upload_signing_keys::v3::Response::new());
     }
     if services.e2ee.cross_signing_key(&user, MASTER)?.is_some() {
-        uia::require_password(
+        uia::reauthenticate(
             &services,
             &user,
             body.auth.as_ref(),

@@ -227,7 +227,7 @@ async fn login_token(
     request: Ruma<get_login_token::v1::Request>,
 ) -> Result<get_login_token::v1::Response> {
     let user_id = request.user_id()?;
-    uia::require_password(
+    uia::reauthenticate(
         &services,
         user_id,
         request.body.auth.as_ref(),

@@ -300,7 +300,7 @@ async fn add(
 ) -> Result<add_3pid::v3::Response> {
     let sender = request.sender()?;
     if sender.appservice.is_none() {
-        uia::require_password(
+        uia::reauthenticate(
             &services,
             &sender.user_id,
             request.body.auth.as_ref(),

@@ -348,7 +348,7 @@ fn ephemeral(window: &Window<'_>, room_id: &RoomId, first_sight: bool) -> Result
         window.user(),
         receipts_since,
         window.until.position,
-        sync.rooms.receipts_only_own(room_id, window.user())?,
+        || sync.rooms.receipts_only_own(room_id, window.user()),
     )? {
         events.push(json!({ "type": "m.receipt", "content": content }));
     }

@@ -212,13 +212,12 @@ pub fn receipts(
         } else {
             since.position.unwrap_or(0)
         };
-        let only_own = sync.rooms.receipts_only_own(room_id, window.user())?;
         if let Some(content) = sync.receipts.content_since(
             room_id,
             window.user(),
             from,
             window.until.position,
-            only_own,
+            || sync.rooms.receipts_only_own(room_id, window.user()),
         )? {
             out.rooms.insert(
                 room_id.to_owned(),
