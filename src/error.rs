@@ -31,6 +31,13 @@ pub enum Error {
     /// User-interactive authentication is required (401 with the flows).
     #[error("user-interactive authentication required")]
     Uiaa(Box<UiaaInfo>),
+    /// An error whose body carries fields beside `errcode` and `error` that ruma has no
+    /// type for (an unstable proposal's), written as given.
+    #[error("{status} {body}")]
+    Body {
+        status: StatusCode,
+        body: Box<serde_json::Value>,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]
@@ -104,6 +111,14 @@ impl Error {
         }
     }
 
+    /// An error answered with exactly this body.
+    pub fn body(status: StatusCode, body: serde_json::Value) -> Self {
+        Self::Body {
+            status,
+            body: Box::new(body),
+        }
+    }
+
     pub fn unrecognized(status: StatusCode) -> Self {
         Self::new(ErrorKind::Unrecognized, "Unrecognized request").with_status(status)
     }
@@ -156,6 +171,7 @@ impl IntoResponse for Error {
             )
             .try_into_http_response::<Vec<u8>>(),
             Self::Uiaa(info) => return uiaa_response(&info),
+            Self::Body { status, body } => return (status, axum::Json(*body)).into_response(),
             Self::Storage(error) => {
                 tracing::error!(%error, "storage error");
                 return internal_response();

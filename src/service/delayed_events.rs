@@ -139,11 +139,19 @@ impl DelayedEvents {
                 "Delayed events are turned off on this server",
             ));
         }
-        if delay_ms > self.limits.max_delay_secs.saturating_mul(1000) {
-            return Err(Error::invalid_param(format!(
-                "The delay is longer than this server's most, {} ms",
-                self.limits.max_delay_secs * 1000
-            )));
+        let max_delay = self.limits.max_delay_secs.saturating_mul(1000);
+        if delay_ms > max_delay {
+            // MSC4140's answer, which clients (matrix-js-sdk's call membership) read to
+            // schedule again within the limit.
+            return Err(Error::body(
+                http::StatusCode::BAD_REQUEST,
+                serde_json::json!({
+                    "errcode": "M_UNKNOWN",
+                    "error": format!("The delay is longer than this server's most, {max_delay} ms"),
+                    "org.matrix.msc4140.errcode": "M_MAX_DELAY_EXCEEDED",
+                    "org.matrix.msc4140.max_delay": max_delay,
+                }),
+            ));
         }
         let delayed = Delayed {
             delay_id: random_string(24),

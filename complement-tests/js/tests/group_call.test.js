@@ -2,8 +2,10 @@
 // (its org.matrix.msc3401.call.member state under a per-device key, with its "left"
 // scheduled as a delayed event it keeps restarting); another member's session sees it;
 // the first member's app is killed, the restarts stop, and its membership disappears
-// when the delay runs out. The member's OpenID token checks out at the federation
-// /openid/userinfo, as the LiveKit JWT service checks it.
+// when the delay runs out. The member asks for a 3 s delay where the server allows 2 s:
+// it reads the server's M_MAX_DELAY_EXCEEDED answer and schedules within it. The
+// member's OpenID token checks out at the federation /openid/userinfo, as the LiveKit
+// JWT service checks it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -43,6 +45,9 @@ test("a call member whose app dies leaves the call when its delayed leave fires"
   const server = await startServer(`
 [global.rtc]
 livekit_service_urls = ["${LIVEKIT_URL}"]
+
+[global.delayed_events]
+max_delay_secs = 2
 
 [global.federation]
 enabled = true
@@ -99,10 +104,12 @@ port = ${federationPort}
   const joinedState = await bob.getStateEvent(roomId, CALL_MEMBER, stateKey);
   assert.equal(joinedState.device_id, alice.getDeviceId());
   const { delayed_events: waiting } = await alice._unstable_getDelayedEvents();
-  assert.ok(waiting.some((d) => d.type === CALL_MEMBER && d.state_key === stateKey), JSON.stringify(waiting));
+  const leave = waiting.find((d) => d.type === CALL_MEMBER && d.state_key === stateKey);
+  assert.ok(leave, JSON.stringify(waiting));
+  assert.equal(leave.delay, 2000);
 
   // Her membership stays while the app restarts the delayed leave (every second, the
-  // delay being 3 s).
+  // delay being 2 s).
   await new Promise((wake) => setTimeout(wake, 4500));
   assert.ok(session.memberships.some((m) => m.sender === alice.getUserId()), "the membership went while the app lived");
 

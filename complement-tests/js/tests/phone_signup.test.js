@@ -474,3 +474,32 @@ from = "Test Chat <noreply@localhost.test>"
   assert.equal(reused.httpStatus, 401);
   assert.equal(reused.data.errcode, "M_THREEPID_AUTH_FAILED");
 });
+
+test("sign up by phone with the code the log driver wrote", async (t) => {
+  const server = await startServer(`
+[global.threepids.sms]
+driver = "log"
+`);
+  t.after(() => server.stop());
+  const anonymous = sdk.createClient({ baseUrl: server.baseUrl });
+  const clientSecret = secret();
+  const { sid, submit_url } = await anonymous.requestRegisterMsisdnToken("FR", "06 12 34 56 78", clientSecret, 1);
+  const code = await codeFromLog(server.logPath, "+33612345678");
+  assert.deepEqual(await anonymous.submitMsisdnTokenOtherUrl(submit_url, sid, clientSecret, code), { success: true });
+  const flows = await rejects(anonymous.registerRequest({ username: "fleur", password: "fleur-pw" }));
+  const fleur = await anonymous.registerRequest({
+    username: "fleur",
+    password: "fleur-pw",
+    auth: { type: "m.login.msisdn", threepid_creds: { sid, client_secret: clientSecret }, session: flows.data.session },
+  });
+  assert.equal(fleur.user_id, "@fleur:localhost");
+  const login = await anonymous.loginRequest({
+    type: "m.login.password",
+    identifier: { type: "m.id.phone", country: "FR", phone: "0612345678" },
+    password: "fleur-pw",
+  });
+  assert.equal(login.user_id, "@fleur:localhost");
+  // Email is not configured here: asking for an email code says so.
+  const email = await rejects(anonymous.requestRegisterEmailToken("fleur@example.org", secret(), 1));
+  assert.equal(email.errcode, "M_THREEPID_MEDIUM_NOT_SUPPORTED");
+});

@@ -176,6 +176,8 @@ async fn capabilities(
         .iter()
         .map(|version| (version.to_string(), Value::from("stable")))
         .collect();
+    let threepid_changes = services.threepids.offers(&ruma::thirdparty::Medium::Msisdn)
+        || services.threepids.offers(&ruma::thirdparty::Medium::Email);
     Ok(json!({
         "capabilities": {
             "m.room_versions": {
@@ -185,8 +187,8 @@ async fn capabilities(
             "m.change_password": { "enabled": true },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
-            // No third-party identifier is ever bound to an account here.
-            "m.3pid_changes": { "enabled": false },
+            // Phone numbers and email addresses can be added where codes can be sent.
+            "m.3pid_changes": { "enabled": threepid_changes },
             "m.get_login_token": { "enabled": true },
         }
     }))

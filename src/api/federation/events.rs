@@ -64,7 +64,7 @@ fn readable_event(rooms: &Rooms, server: &ServerName, event_id: &EventId) -> Res
         .pdu(event_id)?
         .ok_or_else(|| Error::not_found("Unknown event"))?;
     require_server_in_room(rooms, server, &stored.room_id)?;
-    Ok(stored.pdu)
+    rooms.pdu_for_servers(stored)
 }
 
 /// # `GET /_matrix/federation/v1/event/{eventId}`
@@ -195,7 +195,7 @@ async fn backfill(
         }
         let parsed = stored.parse(id.clone()).map_err(Error::internal)?;
         queue.extend(parsed.prev_events.iter().cloned());
-        out.push(stored.pdu);
+        out.push(services.rooms.pdu_for_servers(stored)?);
     }
     Ok(get_backfill::v1::Response::new(
         services.config.server_name.clone(),
@@ -243,7 +243,7 @@ async fn missing_events(
             continue;
         }
         queue.extend(parsed.prev_events.iter().cloned());
-        found.push((parsed.depth, stored.pdu));
+        found.push((parsed.depth, services.rooms.pdu_for_servers(stored)?));
     }
     // Oldest first, as the spec asks.
     found.sort_by_key(|(depth, _)| *depth);

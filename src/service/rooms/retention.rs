@@ -82,6 +82,36 @@ impl Rooms {
                 <= u64::from(MilliSecondsSinceUnixEpoch::now().get())
     }
 
+    /// The PDU as other servers are sent it: a message past its room's lifetime goes in
+    /// its redacted form even before the expiry task has rewritten it.
+    pub fn pdu_for_servers(&self, stored: StoredPdu) -> Result<Box<serde_json::value::RawValue>> {
+        if stored.expired {
+            return Ok(stored.pdu);
+        }
+        let lifetime = self.max_lifetime(&stored.room_id)?;
+        if !Self::is_past_lifetime(&stored, lifetime) {
+            return Ok(stored.pdu);
+        }
+        let object: ruma::CanonicalJsonObject =
+            serde_json::from_str(stored.pdu.get()).map_err(Error::internal)?;
+        let redacted = self.redacted(&stored.room_id, object)?;
+        serde_json::value::to_raw_value(&redacted).map_err(Error::internal)
+    }
+
+    /// An event's redacted form, by its room version's rules.
+    fn redacted(
+        &self,
+        room_id: &RoomId,
+        object: ruma::CanonicalJsonObject,
+    ) -> Result<ruma::CanonicalJsonObject> {
+        let version = self
+            .room(room_id)?
+            .map(|room| room.version)
+            .ok_or_else(|| Error::internal("an event of an unknown room"))?;
+        let rules = Self::rules(&version)?;
+        ruma::canonical_json::redact(object, &rules.redaction, None).map_err(Error::internal)
+    }
+
     /// Expires a message: keeps only its redacted form. Returns its content as it was
     /// (for the media it referred to), or `None` if it was already expired, redacted or
     /// is a state event.
@@ -105,13 +135,7 @@ impl Rooms {
         let content = object
             .get("content")
             .map(|content| Value::from(content.clone()));
-        let version = self
-            .room(&stored.room_id)?
-            .map(|room| room.version)
-            .ok_or_else(|| Error::internal("an event of an unknown room"))?;
-        let rules = Self::rules(&version)?;
-        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
-            .map_err(Error::internal)?;
+        let redacted = self.redacted(&stored.room_id, object)?;
         stored.pdu = serde_json::value::to_raw_value(&redacted).map_err(Error::internal)?;
         stored.expired = true;
         let mut batch = self.db.batch();
