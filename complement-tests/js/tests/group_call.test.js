@@ -103,6 +103,8 @@ port = ${federationPort}
   const stateKey = `_${alice.getUserId()}_${alice.getDeviceId()}`;
   const joinedState = await bob.getStateEvent(roomId, CALL_MEMBER, stateKey);
   assert.equal(joinedState.device_id, alice.getDeviceId());
+  // Her membership's state key is hers: Bob cannot take her out of the call.
+  await assert.rejects(bob.sendStateEvent(roomId, CALL_MEMBER, {}, stateKey), (e) => e.errcode === "M_FORBIDDEN");
   const { delayed_events: waiting } = await alice._unstable_getDelayedEvents();
   const leave = waiting.find((d) => d.type === CALL_MEMBER && d.state_key === stateKey);
   assert.ok(leave, JSON.stringify(waiting));

@@ -54,6 +54,7 @@ async fn send_state(
     if kind == "m.room.canonical_alias" {
         check_canonical_alias(&services.rooms, &body.room_id, &content)?;
     }
+    require_own_call_membership(&sender, &kind, &body.state_key)?;
     if let Some(delay) = delay {
         return super::delayed_events::schedule(
             &services,
@@ -98,6 +99,35 @@ fn require_same_membership(
     } else {
         Err(Error::forbidden(
             "Use the membership endpoints to change membership",
+        ))
+    }
+}
+
+/// The call membership types whose per-device state keys (`_@user:server_DEVICE`) belong
+/// to the user they start with (MSC3757's owned state keys; the room versions clients
+/// use do not check them, since only `@`-prefixed keys are checked by the auth rules).
+const CALL_MEMBERSHIP_TYPES: &[&str] = &["org.matrix.msc3401.call.member", "m.rtc.member"];
+
+/// A call membership under another user's state key would put them in a call or take
+/// them out of one: a user may only set their own.
+fn require_own_call_membership(sender: &ruma::UserId, kind: &str, state_key: &str) -> Result<()> {
+    if !CALL_MEMBERSHIP_TYPES.contains(&kind) {
+        return Ok(());
+    }
+    let Some(owned) = state_key
+        .strip_prefix('_')
+        .filter(|key| key.starts_with('@'))
+    else {
+        return Ok(());
+    };
+    let own = owned
+        .strip_prefix(sender.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'));
+    if own {
+        Ok(())
+    } else {
+        Err(Error::forbidden(
+            "This call membership state key belongs to another user",
         ))
     }
 }
