@@ -83,6 +83,30 @@ pub struct Config {
     pub retention: Retention,
     /// Stories: rooms whose messages expire after a day.
     pub stories: Stories,
+    /// Prometheus metrics, on a listener of their own.
+    pub metrics: Metrics,
+}
+
+/// The metrics listener: `/metrics` (Prometheus, OpenMetrics text), `/health` and
+/// `/ready`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Metrics {
+    /// Whether the metrics listener runs.
+    pub enabled: bool,
+    /// Its address: keep it off the public network.
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            address: IpAddr::from([127, 0, 0, 1]),
+            port: 9108,
+        }
+    }
 }
 
 /// Message retention (MSC1763): rooms whose `m.room.retention` sets `max_lifetime`.
@@ -640,6 +664,7 @@ impl Default for Config {
             identity: Identity::default(),
             retention: Retention::default(),
             stories: Stories::default(),
+            metrics: Metrics::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod metrics;
 pub mod router;
 pub mod service;
 pub mod storage;
@@ -22,6 +23,9 @@ use crate::{config::Config, service::Services};
 pub async fn run(config: Config) -> Result<()> {
     let address = SocketAddr::new(config.address, config.port);
     let services = Services::open(config)?;
+    if services.config.metrics.enabled {
+        serve_metrics(services.clone()).await?;
+    }
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(Error::internal)?;
@@ -93,6 +97,26 @@ fn federation_tls(config: &Config) -> Result<axum_server::tls_rustls::RustlsConf
     Ok(axum_server::tls_rustls::RustlsConfig::from_config(
         server_config,
     ))
+}
+
+/// Starts the metrics listener (`/metrics`, `/health`, `/ready`).
+async fn serve_metrics(services: Arc<Services>) -> Result<()> {
+    let metrics = &services.config.metrics;
+    let address = SocketAddr::new(metrics.address, metrics.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(Error::internal)?;
+    tracing::info!(%address, "metrics listening");
+    let app = router::build_metrics(services);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the metrics listener stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Serves the client API on an already bound listener.

@@ -9,6 +9,7 @@ pub mod federation;
 pub mod guests;
 pub mod identity;
 pub mod keys;
+pub mod operations;
 pub mod ruma;
 pub mod synapse_admin;
 
@@ -26,7 +27,13 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = keys::routes(router);
     let router = appservice_admin::routes(router);
     let router = identity::routes(router);
+    let router = operations::probes(router);
     synapse_admin::routes(router)
+}
+
+/// Registers the endpoints of the metrics listener.
+pub fn metrics_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    operations::routes(router)
 }
 
 /// Registers the endpoints of the federation listener: the server-server API and the

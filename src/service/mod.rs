@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod e2ee;
 pub mod federation;
 pub mod filters;
+pub mod health;
 pub mod identity;
 pub mod key_backup;
 pub mod media;
@@ -62,6 +63,8 @@ pub struct Services {
     pub identity: identity::Identity,
     /// Expires messages past their room's lifetime.
     pub retention: Arc<retention::Retention>,
+    /// Readiness, and the storage figures of the metrics.
+    pub health: health::Health,
     pub account_data: Arc<account_data::AccountData>,
     pub filters: filters::Filters,
     pub push: push::Push,
@@ -371,6 +374,7 @@ impl Services {
             threepids,
             identity,
             retention,
+            health: health::Health::new(db.clone()),
             account_data,
             filters: filters::Filters::new(db.clone()),
             push: push::Push {

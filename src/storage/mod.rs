@@ -320,6 +320,7 @@ impl Db {
     }
 
     fn apply(&self, batch: Batch, sync: bool) -> StorageResult<()> {
+        let started = std::time::Instant::now();
         let mut inner = batch.inner;
         // Each keyspace's handle looked up once per batch, not once per write.
         let mut handles: Vec<(Keyspace, std::sync::Arc<rocksdb::BoundColumnFamily<'_>>)> =
@@ -347,7 +348,27 @@ impl Db {
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(sync);
         self.rocks.write_opt(inner, &options)?;
+        crate::metrics::metrics().storage_batch(sync, started.elapsed());
         Ok(())
+    }
+
+    /// A RocksDB integer property summed over every keyspace (`rocksdb.block-cache-usage`,
+    /// `rocksdb.estimate-live-data-size`, ...), for the metrics.
+    pub fn property_sum(&self, property: &str) -> u64 {
+        Keyspace::ALL
+            .iter()
+            .filter_map(|keyspace| {
+                self.rocks
+                    .property_int_value_cf(&self.cf(*keyspace), property)
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
+    /// Whether the database answers a read.
+    pub fn answers(&self) -> bool {
+        self.get(Keyspace::Meta, b"schema_version").is_ok()
     }
 }
 

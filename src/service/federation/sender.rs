@@ -101,6 +101,8 @@ impl Sender {
                     continue;
                 }
             };
+            let metrics = crate::metrics::metrics();
+            metrics.federation_queue(destination.as_str(), items.len());
             if items.is_empty() {
                 worker.items.notified().await;
                 continue;
@@ -115,6 +117,7 @@ impl Sender {
                     }
                     self.delivered(&destination, &sequences);
                     backoff = Duration::ZERO;
+                    metrics.federation_transaction(destination.as_str(), true, backoff);
                 }
                 // A 200 is a delivered transaction, whatever its body says: some servers
                 // answer `{}` without the per-PDU results.
@@ -122,10 +125,12 @@ impl Sender {
                     tracing::debug!(%destination, %error, "transaction taken, answer unreadable");
                     self.delivered(&destination, &sequences);
                     backoff = Duration::ZERO;
+                    metrics.federation_transaction(destination.as_str(), true, backoff);
                 }
                 Err(error) => {
                     backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
                     tracing::info!(%destination, %error, ?backoff, "transaction failed");
+                    metrics.federation_transaction(destination.as_str(), false, backoff);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = worker.alive.notified() => backoff = Duration::ZERO,

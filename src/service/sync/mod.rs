@@ -109,6 +109,7 @@ impl Syncer {
     /// Answers a sync, waiting up to the timeout for something new.
     pub async fn sync(&self, sender: &Sender, request: SyncRequest) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + request.timeout;
+        let _waiting = crate::metrics::Tracked::new(&crate::metrics::metrics().sync_waiters);
         let _syncing = (sender.device_id.as_deref())
             .map(|device| self.stream.syncing(&sender.user_id, device));
         if let (Some(since), Some(device)) = (request.since, sender.device_id.as_deref()) {

@@ -60,6 +60,7 @@ impl SlidingSync {
 
     /// Answers a request, waiting up to its timeout for something new.
     pub async fn sync(&self, sender: &Sender, request: SlidingRequest) -> Result<Response> {
+        let _waiting = crate::metrics::Tracked::new(&crate::metrics::metrics().sync_waiters);
         let key = ConnKey {
             user: sender.user_id.clone(),
             device: sender.txn_scope(),
