@@ -28,7 +28,9 @@ impl Health {
         crate::metrics::metrics().on_scrape(move || {
             if let Some(db) = weak.upgrade() {
                 for property in PROPERTIES {
-                    crate::metrics::metrics().storage_property(property, db.property_sum(property));
+                    if let Some(value) = db.property(property) {
+                        crate::metrics::metrics().storage_property(property, value);
+                    }
                 }
             }
         });

@@ -1,26 +1,27 @@
-//! The storage layer: the only code that touches RocksDB.
+//! The storage layer: the only code that touches the storage engine.
 //!
 //! Every keyspace is declared once in [`keyspaces`], every key is built through
-//! [`codec`], and every change reaches the disk through an atomic [`Batch`] whose
-//! write-ahead log is synced before [`Db::write`] returns. Services above this layer
-//! see typed keys and values, never RocksDB.
+//! [`codec`], and every change reaches the disk through an atomic [`Batch`] that is
+//! durable before [`Db::write`] returns. Services above this layer see typed keys and
+//! values, never the engine: RocksDB ([`rocks`]) by default, or any [`engine::Engine`].
 
 pub mod blobs;
 pub mod codec;
+pub mod engine;
 pub mod keyspaces;
+pub mod memory;
+pub mod rocks;
 pub mod runs;
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded, Options};
 use ruma::events::room::member::MembershipState;
 
+use self::engine::{Engine, Op};
 pub use self::keyspaces::Keyspace;
 
 /// The schema version this build writes. A database with a newer version is refused.
 pub const SCHEMA_VERSION: u64 = 3;
-
-type Rocks = DBWithThreadMode<MultiThreaded>;
 
 /// An error from the storage engine or from decoding a stored value.
 #[derive(Debug, thiserror::Error)]
@@ -38,53 +39,25 @@ pub enum StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
-/// The embedded key-value store.
+/// The key-value store, on its engine.
 pub struct Db {
-    rocks: Rocks,
+    engine: Box<dyn Engine>,
 }
 
 impl Db {
-    /// Opens (or creates) the database at `path`, creating any missing keyspace and
-    /// checking the schema version.
+    /// Opens (or creates) the RocksDB database at `path`, creating any missing keyspace
+    /// and checking the schema version.
     pub fn open(path: &Path) -> StorageResult<Self> {
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        options.set_keep_log_file_num(4);
-        options.set_max_log_file_size(16 * 1024 * 1024);
-        let descriptors = Keyspace::ALL.iter().map(|keyspace| {
-            let mut cf_options = Options::default();
-            cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            if *keyspace == Keyspace::Meta {
-                cf_options.set_merge_operator_associative("max_u64", merge_max_u64);
-            }
-            ColumnFamilyDescriptor::new(keyspace.name(), cf_options)
-        });
-        // Keyspaces an earlier layout had and this one has not: opened (RocksDB opens
-        // every one or none), then dropped with what they hold.
-        let obsolete: Vec<String> = Rocks::list_cf(&options, path)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|name| {
-                name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
-                    && !Keyspace::ALL.iter().any(|keyspace| keyspace.name() == name)
-            })
-            .collect();
-        let descriptors = descriptors.chain(
-            obsolete
-                .iter()
-                .map(|name| ColumnFamilyDescriptor::new(name, Options::default())),
-        );
-        let rocks = Rocks::open_cf_descriptors(&options, path, descriptors)?;
-        for name in &obsolete {
-            tracing::info!(
-                keyspace = name,
-                "dropping a keyspace this version no longer has"
-            );
-            rocks.drop_cf(name)?;
-        }
-        let db = Self { rocks };
+        Self::with_engine(Box::new(rocks::RocksEngine::open(path)?))
+    }
+
+    /// A database kept in memory only (tests, tools).
+    pub fn in_memory() -> StorageResult<Self> {
+        Self::with_engine(Box::new(memory::MemoryEngine::default()))
+    }
+
+    fn with_engine(engine: Box<dyn Engine>) -> StorageResult<Self> {
+        let db = Self { engine };
         db.check_schema_version()?;
         Ok(db)
     }
@@ -134,27 +107,26 @@ impl Db {
         self.write(batch)
     }
 
-    fn cf(&self, keyspace: Keyspace) -> std::sync::Arc<rocksdb::BoundColumnFamily<'_>> {
-        self.rocks
-            .cf_handle(keyspace.name())
-            .expect("every keyspace is created when the database is opened")
-    }
-
     /// Reads one value.
     pub fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        Ok(self.rocks.get_cf(&self.cf(keyspace), key)?)
+        let mut found = None;
+        self.engine.get(keyspace, key, &mut |value| {
+            found = value.map(<[u8]>::to_vec)
+        })?;
+        Ok(found)
     }
 
-    /// Reads one JSON value (decoded from RocksDB's block in place, not copied first).
+    /// Reads one JSON value (decoded where the engine keeps it, not copied first).
     pub fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         keyspace: Keyspace,
         key: &[u8],
     ) -> StorageResult<Option<T>> {
-        self.rocks
-            .get_pinned_cf(&self.cf(keyspace), key)?
-            .map(|bytes| codec::decode_json(&bytes))
-            .transpose()
+        let mut decoded = Ok(None);
+        self.engine.get(keyspace, key, &mut |value| {
+            decoded = value.map(codec::decode_json).transpose();
+        })?;
+        decoded
     }
 
     /// Reads many JSON values of one keyspace in one batched lookup, in the keys' order.
@@ -163,11 +135,12 @@ impl Db {
         keyspace: Keyspace,
         keys: &[&[u8]],
     ) -> StorageResult<Vec<Option<T>>> {
-        self.rocks
-            .batched_multi_get_cf(&self.cf(keyspace), keys.iter().copied(), false)
-            .into_iter()
-            .map(|found| found?.map(|bytes| codec::decode_json(&bytes)).transpose())
-            .collect()
+        let mut decoded: Vec<StorageResult<Option<T>>> =
+            (0..keys.len()).map(|_| Ok(None)).collect();
+        self.engine.multi_get(keyspace, keys, &mut |index, value| {
+            decoded[index] = value.map(codec::decode_json).transpose();
+        })?;
+        decoded.into_iter().collect()
     }
 
     /// A JSON value as `batch` leaves it: staged there, else stored.
@@ -214,24 +187,8 @@ impl Db {
         forwards: bool,
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> StorageResult<()> {
-        let direction = if forwards {
-            rocksdb::Direction::Forward
-        } else {
-            rocksdb::Direction::Reverse
-        };
-        let iter = self
-            .rocks
-            .iterator_cf(&self.cf(keyspace), IteratorMode::From(start, direction));
-        for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if !visit(&key, &value) {
-                break;
-            }
-        }
-        Ok(())
+        self.engine
+            .for_each_from(keyspace, prefix, start, forwards, &mut visit)
     }
 
     /// The entries of a stream keyspace (`prefix ‖ position` keys) with a position in
@@ -290,7 +247,6 @@ impl Db {
     /// Starts an atomic batch of writes.
     pub fn batch(&self) -> Batch {
         Batch {
-            inner: rocksdb::WriteBatchWithTransaction::default(),
             ops: Vec::new(),
             runs: runs::StagedRuns::default(),
         }
@@ -315,55 +271,25 @@ impl Db {
 
     /// Waits until every write so far is on disk.
     pub fn sync(&self) -> StorageResult<()> {
-        self.rocks.flush_wal(true)?;
-        Ok(())
+        self.engine.sync()
     }
 
     fn apply(&self, batch: Batch, sync: bool) -> StorageResult<()> {
         let started = std::time::Instant::now();
-        let mut inner = batch.inner;
-        // Each keyspace's handle looked up once per batch, not once per write.
-        let mut handles: Vec<(Keyspace, std::sync::Arc<rocksdb::BoundColumnFamily<'_>>)> =
-            Vec::new();
-        let mut cf = |keyspace: Keyspace| match handles.iter().find(|(k, _)| *k == keyspace) {
-            Some((_, handle)) => handle.clone(),
-            None => {
-                let handle = self.cf(keyspace);
-                handles.push((keyspace, handle.clone()));
-                handle
-            }
-        };
-        for op in batch.ops {
-            match op {
-                Op::Put(keyspace, key, value) => inner.put_cf(&cf(keyspace), key, value),
-                Op::Delete(keyspace, key) => inner.delete_cf(&cf(keyspace), key),
-                Op::MergeMax(keyspace, key, value) => {
-                    inner.merge_cf(&cf(keyspace), key, value.to_be_bytes())
-                }
-            }
-        }
-        for (keyspace, key, value) in batch.runs.into_puts() {
-            inner.put_cf(&cf(keyspace), key, value);
-        }
-        let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(sync);
-        self.rocks.write_opt(inner, &options)?;
+        let mut ops = batch.ops;
+        ops.extend(
+            (batch.runs.into_puts()).map(|(keyspace, key, value)| Op::Put(keyspace, key, value)),
+        );
+        self.engine.write(ops, sync)?;
         crate::metrics::metrics().storage_batch(sync, started.elapsed());
         Ok(())
     }
 
-    /// A RocksDB integer property summed over every keyspace (`rocksdb.block-cache-usage`,
-    /// `rocksdb.estimate-live-data-size`, ...), for the metrics.
-    pub fn property_sum(&self, property: &str) -> u64 {
-        Keyspace::ALL
-            .iter()
-            .filter_map(|keyspace| {
-                self.rocks
-                    .property_int_value_cf(&self.cf(*keyspace), property)
-                    .ok()
-                    .flatten()
-            })
-            .sum()
+    /// An engine figure summed over every keyspace (RocksDB's
+    /// `rocksdb.block-cache-usage`, `rocksdb.estimate-live-data-size`, ...), for the
+    /// metrics; `None` where the engine has no such figure.
+    pub fn property(&self, property: &str) -> Option<u64> {
+        self.engine.property(property)
     }
 
     /// Whether the database answers a read.
@@ -372,35 +298,8 @@ impl Db {
     }
 }
 
-/// Merge operator keeping the largest of big-endian u64 values.
-fn merge_max_u64(
-    _key: &[u8],
-    existing: Option<&[u8]>,
-    operands: &rocksdb::MergeOperands,
-) -> Option<Vec<u8>> {
-    let read = |bytes: &[u8]| {
-        <[u8; 8]>::try_from(bytes)
-            .map(u64::from_be_bytes)
-            .unwrap_or(0)
-    };
-    let max = existing
-        .into_iter()
-        .chain(operands.iter())
-        .map(read)
-        .max()
-        .unwrap_or(0);
-    Some(max.to_be_bytes().to_vec())
-}
-
-enum Op {
-    Put(Keyspace, Vec<u8>, Vec<u8>),
-    Delete(Keyspace, Vec<u8>),
-    MergeMax(Keyspace, Vec<u8>, u64),
-}
-
 /// A set of writes applied all together or not at all.
 pub struct Batch {
-    inner: rocksdb::WriteBatchWithTransaction<false>,
     ops: Vec<Op>,
     runs: runs::StagedRuns,
 }
@@ -471,27 +370,6 @@ mod tests {
     }
 
     #[test]
-    fn a_keyspace_no_longer_declared_is_dropped_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        Db::open(dir.path()).unwrap();
-        {
-            let options = Options::default();
-            let names = Rocks::list_cf(&options, dir.path()).unwrap();
-            let rocks = Rocks::open_cf(&options, dir.path(), &names).unwrap();
-            rocks.create_cf("unread_notifications", &options).unwrap();
-            let old = rocks.cf_handle("unread_notifications").unwrap();
-            rocks.put_cf(&old, b"k", b"v").unwrap();
-            drop(old);
-            rocks.flush().unwrap();
-        }
-        let db = Db::open(dir.path()).unwrap();
-        drop(db);
-        let names = Rocks::list_cf(&Options::default(), dir.path()).unwrap();
-        assert!(!names.iter().any(|name| name == "unread_notifications"));
-        assert!(names.iter().any(|name| name == Keyspace::PushQueue.name()));
-    }
-
-    #[test]
     fn a_version_1_database_gets_its_joined_rooms_index() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -523,6 +401,77 @@ mod tests {
         assert!(!joined("@b:y"));
         let version = db.get(Keyspace::Meta, b"schema_version").unwrap().unwrap();
         assert_eq!(codec::decode_u64(&version).unwrap(), SCHEMA_VERSION);
+    }
+
+    /// The behaviours the layers above rely on, the same on every engine.
+    fn behaves_as_a_store(db: &Db) {
+        let mut batch = db.batch();
+        for (room, position) in [("!a:x", 1u64), ("!a:x", 5), ("!a:x", 9), ("!b:x", 2)] {
+            batch.put(
+                Keyspace::Timeline,
+                codec::Key::new().str(room).u64(position),
+                format!("\"{room}{position}\"").into_bytes(),
+            );
+        }
+        batch.merge_max(Keyspace::Meta, b"counter".to_vec(), 7);
+        assert!(!batch.is_empty());
+        db.write(batch).unwrap();
+
+        let prefix = codec::Key::new().str("!a:x");
+        let all = db.scan_prefix(Keyspace::Timeline, prefix.bytes()).unwrap();
+        assert_eq!(all.len(), 3, "a prefix scan stays in its prefix");
+        let range = db.stream_range(Keyspace::Timeline, &prefix, 1, 9).unwrap();
+        assert_eq!(range.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [5, 9]);
+        let page = db
+            .stream_page(Keyspace::Timeline, &prefix, 0, 9, 2)
+            .unwrap();
+        assert_eq!(page.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [1, 5]);
+
+        // Backwards from a key between two: the last one at or before it, then back.
+        let mut seen = Vec::new();
+        let start = prefix.clone().u64(6);
+        db.for_each_from(
+            Keyspace::Timeline,
+            prefix.bytes(),
+            start.bytes(),
+            false,
+            |_, value| {
+                seen.push(String::from_utf8(value.to_vec()).unwrap());
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, ["\"!a:x5\"", "\"!a:x1\""]);
+
+        let keys = [prefix.clone().u64(5), prefix.clone().u64(6)];
+        let keys: Vec<&[u8]> = keys.iter().map(codec::Key::bytes).collect();
+        let many: Vec<Option<String>> = db.get_many_json(Keyspace::Timeline, &keys).unwrap();
+        assert_eq!(many, [Some("!a:x5".to_owned()), None]);
+
+        let mut batch = db.batch();
+        batch.merge_max(Keyspace::Meta, b"counter".to_vec(), 3);
+        batch.delete(Keyspace::Timeline, prefix.clone().u64(1).bytes().to_vec());
+        assert_eq!(
+            batch.staged(Keyspace::Timeline, prefix.clone().u64(1).bytes()),
+            Some(None)
+        );
+        db.write_unsynced(batch).unwrap();
+        db.sync().unwrap();
+        let counter = db.get(Keyspace::Meta, b"counter").unwrap().unwrap();
+        assert_eq!(codec::decode_u64(&counter).unwrap(), 7);
+        assert!(
+            !db.contains(Keyspace::Timeline, prefix.clone().u64(1).bytes())
+                .unwrap()
+        );
+        let version = db.get(Keyspace::Meta, b"schema_version").unwrap().unwrap();
+        assert_eq!(codec::decode_u64(&version).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn rocksdb_and_memory_engines_behave_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        behaves_as_a_store(&Db::open(dir.path()).unwrap());
+        behaves_as_a_store(&Db::in_memory().unwrap());
     }
 
     #[test]
