@@ -24,8 +24,11 @@ pub struct Config {
     pub address: IpAddr,
     /// The port the client API listens on.
     pub port: u16,
-    /// The directory of the RocksDB database.
+    /// The directory of the RocksDB database (and of the media files and search index
+    /// by default, whatever the engine).
     pub database_path: PathBuf,
+    /// The storage engine: the embedded RocksDB, or PostgreSQL.
+    pub database: Database,
     /// Whether anyone may register an account (with `m.login.dummy`).
     pub allow_registration: bool,
     /// Whether guest accounts may be registered (`kind=guest`): limited accounts for
@@ -105,6 +108,39 @@ impl Default for Metrics {
             enabled: false,
             address: IpAddr::from([127, 0, 0, 1]),
             port: 9108,
+        }
+    }
+}
+
+/// Which storage engine keeps the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// RocksDB in `database_path`.
+    #[default]
+    Rocksdb,
+    /// PostgreSQL at `database.url`.
+    Postgres,
+}
+
+/// The storage engine.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Database {
+    pub engine: Engine,
+    /// PostgreSQL's connection string (`host=... user=... dbname=...` or
+    /// `postgresql://user:password@host/dbname`).
+    pub url: String,
+    /// How many connections to PostgreSQL are kept at most.
+    pub pool_size: usize,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            engine: Engine::Rocksdb,
+            url: String::new(),
+            pool_size: 16,
         }
     }
 }
@@ -638,6 +674,7 @@ impl Default for Config {
             address: IpAddr::from([127, 0, 0, 1]),
             port: 8008,
             database_path: PathBuf::from("./data"),
+            database: Database::default(),
             allow_registration: false,
             allow_guest_access: false,
             registration_token: None,

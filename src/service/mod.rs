@@ -99,7 +99,12 @@ impl Services {
     /// Opens the database and builds every service.
     pub fn open(config: Config) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.database_path).map_err(crate::Error::internal)?;
-        let db = Arc::new(Db::open(&config.database_path)?);
+        let db = Arc::new(match config.database.engine {
+            crate::config::Engine::Rocksdb => Db::open(&config.database_path)?,
+            crate::config::Engine::Postgres => {
+                Db::postgres(&config.database.url, config.database.pool_size)?
+            }
+        });
         let signing_key = Arc::new(load_signing_key(&db)?);
         let stream = stream::Stream::load(&db)?;
         let (outgoing, woken) = federation::queue::OutgoingQueue::load(db.clone())?;

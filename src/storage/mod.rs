@@ -10,6 +10,7 @@ pub mod codec;
 pub mod engine;
 pub mod keyspaces;
 pub mod memory;
+pub mod postgres;
 pub mod rocks;
 pub mod runs;
 
@@ -28,6 +29,8 @@ pub const SCHEMA_VERSION: u64 = 3;
 pub enum StorageError {
     #[error("rocksdb: {0}")]
     Engine(#[from] rocksdb::Error),
+    #[error("database: {0}")]
+    Backend(String),
     #[error("stored value could not be decoded: {0}")]
     Decode(String),
     #[error(
@@ -49,6 +52,11 @@ impl Db {
     /// and checking the schema version.
     pub fn open(path: &Path) -> StorageResult<Self> {
         Self::with_engine(Box::new(rocks::RocksEngine::open(path)?))
+    }
+
+    /// A database on PostgreSQL at `url`, with up to `pool_size` connections.
+    pub fn postgres(url: &str, pool_size: usize) -> StorageResult<Self> {
+        Self::with_engine(Box::new(postgres::PostgresEngine::open(url, pool_size)?))
     }
 
     /// A database kept in memory only (tests, tools).
@@ -472,6 +480,58 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         behaves_as_a_store(&Db::open(dir.path()).unwrap());
         behaves_as_a_store(&Db::in_memory().unwrap());
+    }
+
+    /// On the PostgreSQL server `PALISADE_TEST_POSTGRES` names (a connection URL of an
+    /// empty database); skipped without one.
+    #[test]
+    fn the_postgres_engine_behaves_alike() {
+        let Ok(url) = std::env::var("PALISADE_TEST_POSTGRES") else {
+            eprintln!("PALISADE_TEST_POSTGRES is not set: the PostgreSQL engine is not tested");
+            return;
+        };
+        let db = Db::postgres(&url, 4).unwrap();
+        // Start from empty tables, as the RocksDB run starts from an empty directory.
+        let mut batch = db.batch();
+        for keyspace in [Keyspace::Timeline, Keyspace::Meta] {
+            for (key, _) in db.scan_prefix(keyspace, &[]).unwrap() {
+                batch.delete(keyspace, key);
+            }
+        }
+        db.write(batch).unwrap();
+        db.check_schema_version().unwrap();
+        behaves_as_a_store(&db);
+        // Walks longer than one query's page.
+        let mut batch = db.batch();
+        for n in 0..600u64 {
+            batch.put(
+                Keyspace::Timeline,
+                codec::Key::new().str("!long:x").u64(n),
+                b"1".to_vec(),
+            );
+        }
+        db.write(batch).unwrap();
+        let prefix = codec::Key::new().str("!long:x");
+        assert_eq!(
+            db.scan_prefix(Keyspace::Timeline, prefix.bytes())
+                .unwrap()
+                .len(),
+            600
+        );
+        let mut back = 0;
+        let start = prefix.clone().u64(u64::MAX);
+        db.for_each_from(
+            Keyspace::Timeline,
+            prefix.bytes(),
+            start.bytes(),
+            false,
+            |_, _| {
+                back += 1;
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(back, 600);
     }
 
     #[test]
