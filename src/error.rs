@@ -31,8 +31,7 @@ pub enum Error {
     /// User-interactive authentication is required (401 with the flows).
     #[error("user-interactive authentication required")]
     Uiaa(Box<UiaaInfo>),
-    /// An error whose body carries fields beside `errcode` and `error` that ruma has no
-    /// type for (an unstable proposal's), written as given.
+    /// An error answered with exactly this body ([`Error::custom`]).
     #[error("{status} {body}")]
     Body {
         status: StatusCode,
@@ -98,21 +97,18 @@ impl Error {
     }
 
     /// An error whose errcode ruma has no kind for (`M_SESSION_EXPIRED`,
-    /// `M_TERMS_NOT_SIGNED`), with extra fields of its body; the status is 400 unless
-    /// changed.
-    pub fn custom(errcode: &str, message: &str, extra: serde_json::Value) -> Self {
-        let mut body = serde_json::json!({ "errcode": errcode, "error": message });
+    /// `M_TERMS_NOT_SIGNED`), or whose body carries fields beside `errcode` and `error`
+    /// (an unstable proposal's), answered as written.
+    pub fn custom(
+        status: StatusCode,
+        errcode: &str,
+        message: impl Into<String>,
+        extra: serde_json::Value,
+    ) -> Self {
+        let mut body = serde_json::json!({ "errcode": errcode, "error": message.into() });
         if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
             body.extend(extra);
         }
-        match serde_json::from_value::<StandardErrorBody>(body) {
-            Ok(body) => Self::new(body.kind, body.message),
-            Err(error) => Self::internal(error),
-        }
-    }
-
-    /// An error answered with exactly this body.
-    pub fn body(status: StatusCode, body: serde_json::Value) -> Self {
         Self::Body {
             status,
             body: Box::new(body),

@@ -17,7 +17,7 @@ use ruma::api::error::ErrorKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ruma::access_token_in;
+use super::{client::threepid::Submitted, ruma::access_token_in};
 use crate::{
     Error, Result,
     service::{
@@ -60,10 +60,7 @@ fn answer(services: &Services, handler: impl FnOnce() -> Result<Value>) -> Respo
     if !services.identity.enabled() {
         return Error::unrecognized(http::StatusCode::NOT_FOUND).into_response();
     }
-    match handler() {
-        Ok(value) => axum::Json(value).into_response(),
-        Err(error) => error.into_response(),
-    }
+    super::synapse_admin::answer(handler())
 }
 
 /// The user of the request's identity token, who accepted the terms.
@@ -101,10 +98,7 @@ async fn register(State(services): State<Arc<Services>>, body: Bytes) -> Respons
             .register(&openid.access_token, &openid.matrix_server_name)
             .await
     };
-    match registered.await {
-        Ok(token) => axum::Json(json!({ "token": token })).into_response(),
-        Err(error) => error.into_response(),
-    }
+    super::synapse_admin::answer(registered.await.map(|token| json!({ "token": token })))
 }
 
 /// # `GET /_matrix/identity/v2/account`
@@ -210,6 +204,7 @@ async fn lookup(
 /// 400 `M_INVALID_PEPPER`, with the pepper and algorithm to use.
 fn invalid_pepper(services: &Services) -> Error {
     Error::custom(
+        http::StatusCode::BAD_REQUEST,
         "M_INVALID_PEPPER",
         "Unknown or invalid pepper: it may have been rotated",
         json!({ "algorithm": "sha256", "lookup_pepper": services.identity.pepper() }),
@@ -301,13 +296,6 @@ async fn request_email(
         )?;
         Ok(json!({ "sid": sid }))
     })
-}
-
-#[derive(Deserialize)]
-struct Submitted {
-    sid: String,
-    client_secret: String,
-    token: String,
 }
 
 /// # `POST /_matrix/identity/v2/validate/{medium}/submitToken`

@@ -143,11 +143,11 @@ impl DelayedEvents {
         if delay_ms > max_delay {
             // MSC4140's answer, which clients (matrix-js-sdk's call membership) read to
             // schedule again within the limit.
-            return Err(Error::body(
+            return Err(Error::custom(
                 http::StatusCode::BAD_REQUEST,
+                "M_UNKNOWN",
+                format!("The delay is longer than this server's most, {max_delay} ms"),
                 serde_json::json!({
-                    "errcode": "M_UNKNOWN",
-                    "error": format!("The delay is longer than this server's most, {max_delay} ms"),
                     "org.matrix.msc4140.errcode": "M_MAX_DELAY_EXCEEDED",
                     "org.matrix.msc4140.max_delay": max_delay,
                 }),

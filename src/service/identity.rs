@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use ruma::{OwnedUserId, UserId, api::error::ErrorKind};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::{
     Error, Result,
@@ -21,7 +20,7 @@ use crate::{
         account_data::AccountData,
         rate_limit::RateLimiter,
         threepids::{Address, ThreePids},
-        users::{Users, now_ms, random_string},
+        users::{Users, now_ms, random_string, token_hash},
     },
     storage::{Db, Keyspace},
 };
@@ -102,7 +101,7 @@ impl Identity {
         let mut batch = self.db.batch();
         batch.put_json(
             Keyspace::IdentityTokens,
-            token_hash(&token),
+            token_key(&token),
             &IdentityToken {
                 user_id,
                 created_ms: now_ms(),
@@ -144,7 +143,7 @@ impl Identity {
         let record: Option<IdentityToken> = match token {
             Some(token) => self
                 .db
-                .get_json(Keyspace::IdentityTokens, &token_hash(token))?,
+                .get_json(Keyspace::IdentityTokens, &token_key(token))?,
             None => None,
         };
         let record =
@@ -162,7 +161,7 @@ impl Identity {
     /// Ends an identity token.
     pub fn logout(&self, token: &str) -> Result<()> {
         let mut batch = self.db.batch();
-        batch.delete(Keyspace::IdentityTokens, token_hash(token));
+        batch.delete(Keyspace::IdentityTokens, token_key(token));
         Ok(self.db.write(batch)?)
     }
 
@@ -212,11 +211,11 @@ impl Identity {
             return Ok(());
         }
         Err(Error::custom(
+            http::StatusCode::FORBIDDEN,
             "M_TERMS_NOT_SIGNED",
             "Accept the identity service's terms first",
             serde_json::Value::Null,
-        )
-        .with_status(http::StatusCode::FORBIDDEN))
+        ))
     }
 
     /// The pepper to hash with, and the algorithms served.
@@ -271,6 +270,7 @@ fn clear_address(asked: &str) -> Option<Address> {
     Address::parse(&medium.into(), address).ok()
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+/// The key an identity token is kept under.
+fn token_key(token: &str) -> Vec<u8> {
+    token_hash(token).into_bytes()
 }

@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ruma::{MxcUri, OwnedRoomId, RoomId, UserId};
+use ruma::{MxcUri, RoomId, UserId};
 use serde_json::Value;
 
 use crate::{
@@ -28,15 +28,11 @@ use crate::{
 pub struct RetentionRooms;
 
 impl TimelineIndex for RetentionRooms {
-    fn stage(&self, _rooms: &Rooms, batch: &mut Batch, event: &Placed<'_>) -> Result<()> {
+    fn stage(&self, rooms: &Rooms, batch: &mut Batch, event: &Placed<'_>) -> Result<()> {
         if event.pdu.state_key.as_deref() == Some("")
             && event.pdu.kind.to_string() == "m.room.retention"
         {
-            batch.put(
-                Keyspace::RetentionRooms,
-                event.room_id.as_bytes().to_vec(),
-                Vec::new(),
-            );
+            rooms.stage_retention_room(batch, event.room_id);
         }
         Ok(())
     }
@@ -89,16 +85,8 @@ impl Retention {
 
     /// One pass over every room with a retention policy.
     pub async fn expire_all(&self) -> Result<usize> {
-        let rooms: Vec<OwnedRoomId> = self
-            .db
-            .scan_prefix(Keyspace::RetentionRooms, &[])?
-            .into_iter()
-            .filter_map(|(key, _)| {
-                OwnedRoomId::try_from(String::from_utf8_lossy(&key).as_ref()).ok()
-            })
-            .collect();
         let mut expired = 0;
-        for room_id in rooms {
+        for room_id in self.rooms.retention_rooms() {
             expired += self.expire_room(&room_id).await?;
         }
         Ok(expired)
@@ -185,8 +173,8 @@ impl Retention {
                 tracing::warn!(%room_id, %user, %error, "could not leave an expired story");
             }
         }
+        self.rooms.stop_retention(room_id)?;
         let mut batch = self.db.batch();
-        batch.delete(Keyspace::RetentionRooms, room_id.as_bytes().to_vec());
         batch.delete(Keyspace::RetentionCursors, room_id.as_bytes().to_vec());
         self.db.write(batch)?;
         tracing::info!(%room_id, left = local.len(), "expired story closed");

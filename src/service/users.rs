@@ -136,7 +136,8 @@ pub fn random_string(length: usize) -> String {
         .collect()
 }
 
-fn token_hash(token: &str) -> String {
+/// SHA-256 of a secret, as hex: how tokens, client secrets and codes are kept.
+pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -195,10 +195,10 @@ async fn password_email(
 
 /// What the submit URL takes: the identity service API's `submitToken` parameters.
 #[derive(Deserialize)]
-struct Submitted {
-    sid: String,
-    client_secret: String,
-    token: String,
+pub(crate) struct Submitted {
+    pub sid: String,
+    pub client_secret: String,
+    pub token: String,
 }
 
 /// # `POST /_palisade/client/v1/threepid/submit_token`

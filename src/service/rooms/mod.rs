@@ -131,6 +131,9 @@ pub struct Membership {
 
 pub struct Rooms {
     db: Arc<Db>,
+    /// The rooms that set a retention policy (`retention_rooms`), kept in memory: only
+    /// these rooms' messages are checked against a lifetime when served.
+    retention_rooms: parking_lot::RwLock<std::collections::HashSet<OwnedRoomId>>,
     stream: Arc<Stream>,
     pub state: StateStore,
     server_name: OwnedServerName,
@@ -174,7 +177,9 @@ impl Rooms {
     ) -> Result<Self> {
         let mut indexes = indexes;
         indexes.insert(0, Arc::new(relations::RelationsIndex));
+        let retention_rooms = retention::load_rooms(&db)?;
         Ok(Self {
+            retention_rooms: parking_lot::RwLock::new(retention_rooms),
             indexes: indexes.into(),
             state: StateStore::load(db.clone())?,
             db,

@@ -3,19 +3,61 @@
 //! its redacted form (its signatures stay valid, so the room's DAG is whole for other
 //! servers) and it is never served to clients again. State events never expire.
 
-use ruma::{EventId, MilliSecondsSinceUnixEpoch, RoomId, UserId};
+use std::collections::HashSet;
+
+use ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedRoomId, RoomId, UserId};
 use serde_json::Value;
 
 use super::{Rooms, pdu::StoredPdu};
-use crate::{Error, Result, storage::Keyspace};
+use crate::{
+    Error, Result,
+    storage::{Batch, Db, Keyspace},
+};
 
 /// The room type of a story (`type` in the create event's content): a room of its own
 /// per story, whose messages expire (see `docs/stories.md`).
 pub const STORY_ROOM_TYPE: &str = "org.palisade.story";
 
+/// The rooms noted as setting a retention policy.
+pub(super) fn load_rooms(db: &Db) -> Result<HashSet<OwnedRoomId>> {
+    Ok(db
+        .scan_prefix(Keyspace::RetentionRooms, &[])?
+        .into_iter()
+        .filter_map(|(key, _)| OwnedRoomId::try_from(String::from_utf8_lossy(&key).as_ref()).ok())
+        .collect())
+}
+
 impl Rooms {
+    /// Notes, in `batch`, a room that sets a retention policy (an `m.room.retention`
+    /// event is being written).
+    pub fn stage_retention_room(&self, batch: &mut Batch, room_id: &RoomId) {
+        batch.put(
+            Keyspace::RetentionRooms,
+            room_id.as_bytes().to_vec(),
+            Vec::new(),
+        );
+        self.retention_rooms.write().insert(room_id.to_owned());
+    }
+
+    /// The rooms that set a retention policy.
+    pub fn retention_rooms(&self) -> Vec<OwnedRoomId> {
+        self.retention_rooms.read().iter().cloned().collect()
+    }
+
+    /// Stops expiring a room's messages (a closed story, whose are all expired).
+    pub fn stop_retention(&self, room_id: &RoomId) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.delete(Keyspace::RetentionRooms, room_id.as_bytes().to_vec());
+        self.db.write(batch)?;
+        self.retention_rooms.write().remove(room_id);
+        Ok(())
+    }
+
     /// The room's `m.room.retention` `max_lifetime` in milliseconds, if it sets one.
     pub fn max_lifetime(&self, room_id: &RoomId) -> Result<Option<u64>> {
+        if !self.retention_rooms.read().contains(room_id) {
+            return Ok(None);
+        }
         Ok(self
             .state_content(room_id, "m.room.retention", "")?
             .and_then(|content| content.get("max_lifetime").and_then(Value::as_u64))

@@ -30,7 +30,10 @@ use self::senders::{Outgoing, Sender};
 use crate::{
     Error, Result,
     config::ThreePids as Config,
-    service::{rate_limit::RateLimiter, users::now_ms},
+    service::{
+        rate_limit::RateLimiter,
+        users::{now_ms, token_hash},
+    },
     storage::{Batch, Db, Keyspace, codec::Key},
 };
 
@@ -217,7 +220,7 @@ impl ThreePids {
         let session = Session {
             address: address.clone(),
             purpose,
-            secret_hash: hex_sha256(client_secret.as_bytes()),
+            secret_hash: token_hash(client_secret),
             code_hash: code_hash(&salt, &code),
             salt,
             send_attempt,
@@ -307,6 +310,7 @@ impl ThreePids {
         }
         if now_ms() > session.code_expires_ms {
             return Err(Error::custom(
+                http::StatusCode::BAD_REQUEST,
                 "M_SESSION_EXPIRED",
                 "The code has expired: ask for a new one",
                 serde_json::Value::Null,
@@ -589,14 +593,14 @@ fn load_pepper(db: &Db) -> Result<String> {
 }
 
 fn secret_matches(session: &Session, client_secret: &str) -> bool {
-    let given = hex_sha256(client_secret.as_bytes());
+    let given = token_hash(client_secret);
     bool::from(given.as_bytes().ct_eq(session.secret_hash.as_bytes()))
 }
 
 fn index_key(purpose: Purpose, address: &Address, client_secret: &str) -> Key {
     let purpose = serde_json::to_string(&purpose).unwrap_or_default();
     Key::new()
-        .str(&hex_sha256(client_secret.as_bytes()))
+        .str(&token_hash(client_secret))
         .str(&purpose)
         .str(address.medium_str())
         .str(&address.address)
@@ -611,18 +615,7 @@ fn owner_key(address: &Address) -> Vec<u8> {
 }
 
 fn code_hash(salt: &str, code: &str) -> String {
-    let mut hash = Sha256::new();
-    hash.update(salt.as_bytes());
-    hash.update(code.as_bytes());
-    hex(&hash.finalize())
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    token_hash(&format!("{salt}{code}"))
 }
 
 fn encode(value: &str) -> String {
